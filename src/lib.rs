@@ -1,0 +1,26 @@
+//! pare: make container images safe to run.
+//!
+//! The data flow is one straight line, each stage a module:
+//! [`reference`] → source ([`registry`], [`layout`]) → [`rootfs`] → [`trace`] → [`plan`] →
+//! [`layer`] writer → sink ([`registry`], [`layout`]), orchestrated by [`harden`] and described
+//! by [`report`].
+
+pub mod auth;
+pub mod digest;
+pub mod elf;
+pub mod error;
+pub mod harden;
+pub mod image;
+pub mod layer;
+pub mod layout;
+pub mod ldcache;
+pub mod plan;
+pub mod progress;
+pub mod reference;
+pub mod registry;
+pub mod report;
+pub mod rootfs;
+pub mod source;
+pub mod trace;
+
+pub use error::{Error, Result};

@@ -1,0 +1,698 @@
+//! The merged image filesystem, as an in-memory index built by streaming each layer once.
+//! Nothing is extracted: a node records which layer entry holds its bytes, and
+//! [`Rootfs::read_files`] streams the layers again to copy just the wanted files into the work
+//! dir (under counter names, never under image paths). All path resolution, symlinks included,
+//! happens inside this virtual root.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::{self, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use crate::digest::HashingWriter;
+use crate::error::{Error, Result};
+use crate::source::LayerBlob;
+
+/// Longest path or link target accepted from a layer.
+const MAX_PATH: usize = 4096;
+/// Most entries accepted in one image.
+const MAX_ENTRIES: usize = 5_000_000;
+/// Symlinks followed while resolving one path (Linux's MAXSYMLINKS is 40).
+const MAX_SYMLINKS: usize = 40;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    /// Bytes are entry number `entry` of layer `layer`.
+    File { layer: usize, entry: u64, size: u64 },
+    Dir,
+    Symlink(String),
+    Device,
+    Fifo,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    pub kind: Kind,
+    pub mode: u32,
+    pub uid: u64,
+    pub gid: u64,
+    /// Layer the node comes from.
+    pub layer: usize,
+    /// Carries a `security.capability` xattr.
+    pub capability: bool,
+}
+
+impl Node {
+    pub fn is_dir(&self) -> bool {
+        self.kind == Kind::Dir
+    }
+    pub fn size(&self) -> u64 {
+        match self.kind {
+            Kind::File { size, .. } => size,
+            _ => 0,
+        }
+    }
+}
+
+/// Why a path did not resolve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResolveError {
+    NotFound,
+    NotADirectory(String),
+    Loop,
+    Escape { link: String },
+}
+
+impl ResolveError {
+    pub fn into_error(self, path: &str) -> Error {
+        let reason = match self {
+            ResolveError::NotFound => "no such file in the image".to_string(),
+            ResolveError::NotADirectory(p) => format!("/{p} is not a directory"),
+            ResolveError::Loop => "too many levels of symbolic links (a loop)".to_string(),
+            ResolveError::Escape { link } => {
+                format!("symlink /{link} points outside the image root")
+            }
+        };
+        Error::path(display(path), reason)
+    }
+}
+
+/// A resolved path: the canonical path (no symlink in it) and every symlink passed on the way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    pub path: String,
+    pub symlinks: Vec<String>,
+}
+
+/// `usr/bin/jq` → `/usr/bin/jq` (paths are stored without the leading slash; root is "").
+pub fn display(p: &str) -> String {
+    format!("/{}", p.trim_start_matches('/'))
+}
+
+/// Normalise an archive path: strip `./` and `/`, drop `.` components, resolve `..` lexically.
+/// Paths that climb above the root are refused.
+pub fn normalize(p: &str) -> Option<String> {
+    let mut out: Vec<&str> = Vec::new();
+    for c in p.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                out.pop()?;
+            }
+            c => out.push(c),
+        }
+    }
+    Some(out.join("/"))
+}
+
+fn parent_of(p: &str) -> &str {
+    p.rfind('/').map_or("", |i| &p[..i])
+}
+
+fn base_of(p: &str) -> &str {
+    p.rfind('/').map_or(p, |i| &p[i + 1..])
+}
+
+/// Open a layer blob as a tar stream, whatever its compression (sniffed from magic bytes, so a
+/// mislabelled media type still reads).
+pub fn open_layer(path: &Path) -> Result<Box<dyn Read + Send>> {
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut magic = [0u8; 4];
+    let mut n = 0;
+    while n < 4 {
+        let k = f.read(&mut magic[n..]).map_err(|e| Error::io(path, e))?;
+        if k == 0 {
+            break;
+        }
+        n += k;
+    }
+    let head = io::Cursor::new(magic[..n].to_vec());
+    let r = BufReader::with_capacity(256 * 1024, head.chain(f));
+    Ok(if n >= 2 && magic[..2] == [0x1f, 0x8b] {
+        Box::new(flate2::read::MultiGzDecoder::new(r))
+    } else if n == 4 && magic == [0x28, 0xb5, 0x2f, 0xfd] {
+        let d = ruzstd::decoding::StreamingDecoder::new(r)
+            .map_err(|e| Error::malformed(path.display().to_string(), format!("zstd: {e}")))?;
+        Box::new(d)
+    } else {
+        Box::new(r)
+    })
+}
+
+pub struct Rootfs {
+    pub nodes: BTreeMap<String, Node>,
+    pub layers: Vec<LayerBlob>,
+    /// Uncompressed size of each layer (the tar stream).
+    pub layer_sizes: Vec<u64>,
+    /// Things skipped while merging (non-UTF-8 names, dangling hard links, …).
+    pub warnings: Vec<String>,
+}
+
+impl Rootfs {
+    /// Merge the layers in order, applying whiteouts as the OCI image-spec says. `diff_ids`
+    /// (from the config) are checked against the uncompressed streams when given.
+    pub fn merge(layers: Vec<LayerBlob>, diff_ids: Option<&[String]>) -> Result<Self> {
+        if let Some(ids) = diff_ids {
+            if ids.len() != layers.len() {
+                return Err(Error::malformed(
+                    "config",
+                    format!("{} diff_ids for {} layers", ids.len(), layers.len()),
+                ));
+            }
+        }
+        let mut fs = Rootfs {
+            nodes: BTreeMap::new(),
+            layers: Vec::new(),
+            layer_sizes: Vec::new(),
+            warnings: Vec::new(),
+        };
+        fs.nodes.insert(String::new(), dir_node(0o755, 0));
+        for (i, layer) in layers.iter().enumerate() {
+            let what = format!("layer {} ({})", i + 1, layer.descriptor.digest);
+            let reader = open_layer(&layer.path)?;
+            let (diff_id, size) = fs
+                .apply_layer(i, reader)
+                .map_err(|e| match e {
+                    Error::Io { source, .. } => Error::malformed(what.clone(), source),
+                    other => other,
+                })?;
+            if let Some(ids) = diff_ids {
+                if ids[i] != diff_id {
+                    return Err(Error::malformed(
+                        what,
+                        format!("uncompressed content hashes to {diff_id}, but the config's diff_id is {}", ids[i]),
+                    ));
+                }
+            }
+            fs.layer_sizes.push(size);
+        }
+        fs.layers = layers;
+        Ok(fs)
+    }
+
+    /// Apply one layer's tar stream; returns its diff_id and size.
+    pub fn apply_layer(&mut self, layer: usize, reader: impl Read) -> Result<(String, u64)> {
+        let io_err = |e: io::Error| Error::io(format!("layer {}", layer + 1), e);
+        let mut hashing = HashingReader::new(reader);
+        {
+            let mut archive = tar::Archive::new(&mut hashing);
+            let entries = archive.entries().map_err(io_err)?;
+            for (ordinal, entry) in entries.enumerate() {
+                let mut entry = entry.map_err(io_err)?;
+                if self.nodes.len() > MAX_ENTRIES {
+                    return Err(Error::malformed(
+                        format!("layer {}", layer + 1),
+                        format!("more than {MAX_ENTRIES} entries"),
+                    ));
+                }
+                self.apply_entry(layer, ordinal as u64, &mut entry)?;
+            }
+        }
+        // Read to the end so the diff_id covers the whole stream.
+        io::copy(&mut hashing, &mut io::sink()).map_err(io_err)?;
+        Ok(hashing.finish())
+    }
+
+    fn apply_entry<R: Read>(&mut self, layer: usize, ordinal: u64, entry: &mut tar::Entry<R>) -> Result<()> {
+        let et = entry.header().entry_type();
+        if matches!(
+            et,
+            tar::EntryType::XGlobalHeader | tar::EntryType::XHeader | tar::EntryType::GNULongName | tar::EntryType::GNULongLink
+        ) {
+            return Ok(());
+        }
+        let raw = entry.path_bytes().into_owned();
+        let Ok(raw) = String::from_utf8(raw) else {
+            self.warnings.push(format!("layer {}: skipped an entry with a non-UTF-8 name", layer + 1));
+            return Ok(());
+        };
+        if raw.len() > MAX_PATH || raw.contains('\0') {
+            return Err(Error::malformed(format!("layer {}", layer + 1), "entry name too long or with NUL"));
+        }
+        let Some(path) = normalize(&raw) else {
+            return Err(Error::malformed(
+                format!("layer {}", layer + 1),
+                format!("entry {raw:?} climbs out of the root with .."),
+            ));
+        };
+        if path.is_empty() {
+            // The root itself: take its metadata if it is a directory.
+            if et == tar::EntryType::Directory {
+                let mode = entry.header().mode().unwrap_or(0o755);
+                if let Some(n) = self.nodes.get_mut("") {
+                    n.mode = mode & 0o7777;
+                }
+            }
+            return Ok(());
+        }
+        let base = base_of(&path);
+        let dir = parent_of(&path).to_string();
+        if base == ".wh..wh..opq" {
+            self.remove_lower_children(&dir, layer);
+            return Ok(());
+        }
+        if let Some(name) = base.strip_prefix(".wh.") {
+            let target = if dir.is_empty() { name.to_string() } else { format!("{dir}/{name}") };
+            if !name.is_empty() && name != "." && name != ".." {
+                self.remove_lower(&target, layer);
+            }
+            return Ok(());
+        }
+        let h = entry.header();
+        let mode = h.mode().unwrap_or(0o644) & 0o7777;
+        let uid = h.uid().unwrap_or(0);
+        let gid = h.gid().unwrap_or(0);
+        let capability = match entry.pax_extensions() {
+            Ok(Some(exts)) => exts.flatten().any(|x| x.key_bytes() == b"SCHILY.xattr.security.capability"),
+            _ => false,
+        };
+        let link = || -> Result<String> {
+            let l = entry
+                .link_name_bytes()
+                .map(|b| b.into_owned())
+                .unwrap_or_default();
+            let l = String::from_utf8(l).map_err(|_| {
+                Error::malformed(format!("layer {}", layer + 1), format!("link target of /{path} is not UTF-8"))
+            })?;
+            if l.len() > MAX_PATH || l.contains('\0') {
+                return Err(Error::malformed(format!("layer {}", layer + 1), format!("bad link target for /{path}")));
+            }
+            Ok(l)
+        };
+        let kind = match et {
+            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => Kind::File {
+                layer,
+                entry: ordinal,
+                size: entry.size(),
+            },
+            tar::EntryType::Directory => Kind::Dir,
+            tar::EntryType::Symlink => Kind::Symlink(link()?),
+            tar::EntryType::Link => {
+                let target = link()?;
+                let Some(t) = normalize(&target) else {
+                    self.warnings.push(format!("/{path}: hard link target {target:?} climbs out of the root; skipped"));
+                    return Ok(());
+                };
+                match self.nodes.get(&t) {
+                    Some(n @ Node { kind: Kind::File { .. }, .. }) => {
+                        let n = n.clone();
+                        self.insert(&path, Node { layer, ..n });
+                    }
+                    _ => self
+                        .warnings
+                        .push(format!("/{path}: hard link to /{t}, which is not a regular file; skipped")),
+                }
+                return Ok(());
+            }
+            tar::EntryType::Char | tar::EntryType::Block => Kind::Device,
+            tar::EntryType::Fifo => Kind::Fifo,
+            other => {
+                self.warnings.push(format!("/{path}: unsupported tar entry type {other:?}; skipped"));
+                return Ok(());
+            }
+        };
+        self.insert(
+            &path,
+            Node {
+                kind,
+                mode,
+                uid,
+                gid,
+                layer,
+                capability,
+            },
+        );
+        Ok(())
+    }
+
+    /// Put a node in place: a directory over a directory keeps the children and takes the new
+    /// metadata; anything else replaces the old node and its subtree. Missing parents are made.
+    fn insert(&mut self, path: &str, node: Node) {
+        self.ensure_parents(path, node.layer);
+        if let Some(old) = self.nodes.get(path) {
+            if !(old.is_dir() && node.is_dir()) {
+                self.remove_subtree(path, |_| true);
+            }
+        }
+        self.nodes.insert(path.to_string(), node);
+    }
+
+    fn ensure_parents(&mut self, path: &str, layer: usize) {
+        let mut p = parent_of(path);
+        let mut missing = Vec::new();
+        while !p.is_empty() {
+            match self.nodes.get(p) {
+                Some(n) if n.is_dir() => break,
+                Some(_) => {
+                    // A non-directory where a directory is needed: the new entry replaces it.
+                    missing.push(p.to_string());
+                }
+                None => missing.push(p.to_string()),
+            }
+            p = parent_of(p);
+        }
+        for m in missing.into_iter().rev() {
+            self.remove_subtree(&m, |_| true);
+            self.nodes.insert(m, dir_node(0o755, layer));
+        }
+    }
+
+    /// Remove `path` and its subtree where they come from layers below `layer`.
+    fn remove_lower(&mut self, path: &str, layer: usize) {
+        self.remove_subtree(path, |n| n.layer < layer);
+    }
+
+    /// Opaque directory: hide every lower-layer child of `dir`.
+    fn remove_lower_children(&mut self, dir: &str, layer: usize) {
+        let prefix = if dir.is_empty() { String::new() } else { format!("{dir}/") };
+        let doomed: Vec<String> = self
+            .nodes
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .filter(|(k, n)| !k.is_empty() && n.layer < layer)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in doomed {
+            self.nodes.remove(&k);
+        }
+    }
+
+    fn remove_subtree(&mut self, path: &str, pred: impl Fn(&Node) -> bool) {
+        if path.is_empty() {
+            return;
+        }
+        if self.nodes.get(path).is_some_and(&pred) {
+            self.nodes.remove(path);
+        }
+        let prefix = format!("{path}/");
+        let doomed: Vec<String> = self
+            .nodes
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .filter(|(_, n)| pred(n))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in doomed {
+            self.nodes.remove(&k);
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Option<&Node> {
+        self.nodes.get(path.trim_start_matches('/'))
+    }
+
+    /// Children paths of a directory (direct and indirect), in order.
+    pub fn subtree<'a>(&'a self, dir: &str) -> impl Iterator<Item = (&'a String, &'a Node)> + 'a {
+        let prefix = if dir.is_empty() { String::new() } else { format!("{dir}/") };
+        self.nodes
+            .range(prefix.clone()..)
+            .take_while(move |(k, _)| k.starts_with(&prefix))
+            .filter(|(k, _)| !k.is_empty())
+    }
+
+    /// Resolve `path` (absolute, or relative to the root) inside the image. `follow_last`
+    /// decides whether a symlink in the last component is followed.
+    pub fn resolve(&self, path: &str, follow_last: bool) -> std::result::Result<Resolved, ResolveError> {
+        let mut cur: Vec<String> = Vec::new();
+        let mut todo: Vec<String> = path
+            .split('/')
+            .filter(|c| !c.is_empty())
+            .map(str::to_string)
+            .rev()
+            .collect();
+        let mut symlinks = Vec::new();
+        let mut hops = 0;
+        while let Some(c) = todo.pop() {
+            if c == "." {
+                continue;
+            }
+            if c == ".." {
+                if cur.pop().is_none() {
+                    return Err(ResolveError::Escape {
+                        link: symlinks.last().cloned().unwrap_or_default(),
+                    });
+                }
+                continue;
+            }
+            cur.push(c);
+            let here = cur.join("/");
+            let last = todo.is_empty();
+            match self.nodes.get(&here) {
+                None => return Err(ResolveError::NotFound),
+                Some(Node { kind: Kind::Symlink(target), .. }) if !last || follow_last => {
+                    hops += 1;
+                    if hops > MAX_SYMLINKS {
+                        return Err(ResolveError::Loop);
+                    }
+                    symlinks.push(here.clone());
+                    cur.pop();
+                    if target.starts_with('/') {
+                        cur.clear();
+                    }
+                    for t in target.split('/').filter(|c| !c.is_empty()).rev() {
+                        todo.push(t.to_string());
+                    }
+                }
+                Some(n) if !last && !n.is_dir() && !matches!(n.kind, Kind::Symlink(_)) => {
+                    return Err(ResolveError::NotADirectory(here));
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(Resolved {
+            path: cur.join("/"),
+            symlinks,
+        })
+    }
+
+    /// Copy the bytes of the wanted files (canonical paths of regular files) into `dir`, one
+    /// streaming pass per layer that holds any of them. Returns path → local copy.
+    pub fn read_files(&self, wanted: &[String], dir: &Path) -> Result<HashMap<String, PathBuf>> {
+        let mut by_layer: BTreeMap<usize, HashMap<u64, (String, u64)>> = BTreeMap::new();
+        for p in wanted {
+            if let Some(Node { kind: Kind::File { layer, entry, size }, .. }) = self.nodes.get(p) {
+                by_layer.entry(*layer).or_default().insert(*entry, (p.clone(), *size));
+            }
+        }
+        let mut out = HashMap::new();
+        for (layer, mut want) in by_layer {
+            let blob = &self.layers[layer];
+            let what = format!("layer {} ({})", layer + 1, blob.descriptor.digest);
+            let reader = open_layer(&blob.path)?;
+            let mut archive = tar::Archive::new(reader);
+            let entries = archive
+                .entries()
+                .map_err(|e| Error::malformed(what.clone(), e))?;
+            let mut seen: HashSet<u64> = HashSet::new();
+            // Entry ordinals must count exactly as in `apply_layer`.
+            for (ordinal, entry) in entries.enumerate() {
+                let mut entry = entry.map_err(|e| Error::malformed(what.clone(), e))?;
+                let ordinal = ordinal as u64;
+                if let Some((path, size)) = want.remove(&ordinal) {
+                    let local = dir.join(format!("f{layer}-{ordinal}"));
+                    let mut f = std::fs::File::create(&local).map_err(|e| Error::io(&local, e))?;
+                    let n = io::copy(&mut (&mut entry).take(size), &mut f)
+                        .map_err(|e| Error::malformed(what.clone(), e))?;
+                    if n != size {
+                        return Err(Error::malformed(what, format!("/{path} is truncated")));
+                    }
+                    seen.insert(ordinal);
+                    out.insert(path, local);
+                }
+                if want.is_empty() {
+                    break;
+                }
+            }
+            if let Some((_, (p, _))) = want.into_iter().next() {
+                return Err(Error::malformed(what, format!("/{p} vanished on a second read")));
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn uncompressed_size(&self) -> u64 {
+        self.layer_sizes.iter().sum()
+    }
+}
+
+fn dir_node(mode: u32, layer: usize) -> Node {
+    Node {
+        kind: Kind::Dir,
+        mode,
+        uid: 0,
+        gid: 0,
+        layer,
+        capability: false,
+    }
+}
+
+/// A reader that hashes and counts what passes through it.
+struct HashingReader<R> {
+    inner: R,
+    hasher: HashingWriter<io::Sink>,
+}
+
+impl<R: Read> HashingReader<R> {
+    fn new(inner: R) -> Self {
+        HashingReader {
+            inner,
+            hasher: HashingWriter::new(io::sink()),
+        }
+    }
+    fn finish(self) -> (String, u64) {
+        let (_, d, n) = self.hasher.finish();
+        (d, n)
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        io::Write::write_all(&mut self.hasher, &buf[..n])?;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A tar built in memory: (path, kind) with kind "d", "f:content", "l:target", "h:target".
+    pub fn tar_of(entries: &[(&str, &str)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, spec) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_mtime(0);
+            h.set_uid(0);
+            h.set_gid(0);
+            if *spec == "d" {
+                h.set_entry_type(tar::EntryType::Directory);
+                h.set_mode(0o755);
+                h.set_size(0);
+                b.append_data(&mut h, path, io::empty()).unwrap();
+            } else if let Some(c) = spec.strip_prefix("f:") {
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_mode(0o644);
+                h.set_size(c.len() as u64);
+                b.append_data(&mut h, path, c.as_bytes()).unwrap();
+            } else if let Some(t) = spec.strip_prefix("l:") {
+                h.set_entry_type(tar::EntryType::Symlink);
+                h.set_mode(0o777);
+                h.set_size(0);
+                b.append_link(&mut h, path, t).unwrap();
+            } else if let Some(t) = spec.strip_prefix("h:") {
+                h.set_entry_type(tar::EntryType::Link);
+                h.set_size(0);
+                b.append_link(&mut h, path, t).unwrap();
+            } else {
+                panic!("bad spec {spec}");
+            }
+        }
+        b.into_inner().unwrap()
+    }
+
+    fn merged(layers: &[Vec<u8>]) -> Rootfs {
+        let mut fs = Rootfs {
+            nodes: BTreeMap::new(),
+            layers: vec![],
+            layer_sizes: vec![],
+            warnings: vec![],
+        };
+        fs.nodes.insert(String::new(), dir_node(0o755, 0));
+        for (i, l) in layers.iter().enumerate() {
+            fs.apply_layer(i, &l[..]).unwrap();
+        }
+        fs
+    }
+
+    fn paths(fs: &Rootfs) -> Vec<&str> {
+        fs.nodes.keys().filter(|k| !k.is_empty()).map(String::as_str).collect()
+    }
+
+    #[test]
+    fn plain_whiteout_removes_file_and_subtree_of_lower_layers() {
+        let base = tar_of(&[("etc", "d"), ("etc/a", "f:1"), ("etc/b", "f:2"), ("opt/x/y", "f:3")]);
+        let top = tar_of(&[("etc/.wh.a", "f:"), ("opt/.wh.x", "f:")]);
+        let fs = merged(&[base, top]);
+        assert_eq!(paths(&fs), vec!["etc", "etc/b", "opt"]);
+    }
+
+    #[test]
+    fn whiteout_does_not_hide_same_layer_entries() {
+        let base = tar_of(&[("a", "f:old")]);
+        // Same layer re-creates `a` and whites it out: the whiteout only applies to lower layers.
+        let top = tar_of(&[("a", "f:new"), (".wh.a", "f:")]);
+        let fs = merged(&[base, top]);
+        assert_eq!(paths(&fs), vec!["a"]);
+        assert_eq!(fs.nodes["a"].layer, 1);
+    }
+
+    #[test]
+    fn opaque_directory_hides_lower_children_only() {
+        let base = tar_of(&[("d", "d"), ("d/old", "f:1"), ("d/sub/deep", "f:2"), ("e", "f:3")]);
+        // The marker comes after a same-layer child: order must not matter.
+        let top = tar_of(&[("d", "d"), ("d/new", "f:4"), ("d/.wh..wh..opq", "f:")]);
+        let fs = merged(&[base, top]);
+        assert_eq!(paths(&fs), vec!["d", "d/new", "e"]);
+    }
+
+    #[test]
+    fn replaced_directory_and_type_changes() {
+        let base = tar_of(&[("x", "d"), ("x/child", "f:1"), ("y", "f:file")]);
+        // A file replaces directory x (subtree gone); a directory replaces file y.
+        let top = tar_of(&[("x", "f:now a file"), ("y", "d"), ("y/in", "f:2")]);
+        let fs = merged(&[base, top]);
+        assert_eq!(paths(&fs), vec!["x", "y", "y/in"]);
+        assert!(matches!(fs.nodes["x"].kind, Kind::File { .. }));
+        // A directory over a directory keeps lower children.
+        let l1 = tar_of(&[("d", "d"), ("d/keep", "f:1")]);
+        let l2 = tar_of(&[("d", "d")]);
+        let fs = merged(&[l1, l2]);
+        assert_eq!(paths(&fs), vec!["d", "d/keep"]);
+        assert_eq!(fs.nodes["d"].layer, 1);
+    }
+
+    #[test]
+    fn hardlinks_and_implicit_parents() {
+        let l = tar_of(&[("usr/bin/a", "f:abc"), ("usr/bin/b", "h:usr/bin/a")]);
+        let fs = merged(&[l]);
+        assert_eq!(paths(&fs), vec!["usr", "usr/bin", "usr/bin/a", "usr/bin/b"]);
+        assert_eq!(fs.nodes["usr/bin/b"].size(), 3);
+    }
+
+    #[test]
+    fn rejects_escaping_entries() {
+        let evil = tar_of(&[("a", "f:1")]);
+        let mut evil = evil;
+        // Patch the name to "../a" directly in the header (tar-rs refuses to write it).
+        evil[..4].copy_from_slice(b"../a");
+        let mut h = tar::Header::from_byte_slice(&evil[..512]).clone();
+        h.set_cksum();
+        evil[..512].copy_from_slice(h.as_bytes());
+        let mut fs = merged(&[]);
+        assert!(fs.apply_layer(0, &evil[..]).is_err());
+    }
+
+    #[test]
+    fn resolve_follows_symlinks_inside_the_root() {
+        let l = tar_of(&[
+            ("usr/lib/x/libz.so.1.2", "f:z"),
+            ("usr/lib/x/libz.so.1", "l:libz.so.1.2"),
+            ("lib", "l:usr/lib"),
+            ("lib64", "l:/usr/lib/x/../x"),
+            ("loop1", "l:loop2"),
+            ("loop2", "l:loop1"),
+            ("esc", "l:../../../etc/passwd"),
+            ("f", "f:"),
+        ]);
+        let fs = merged(&[l]);
+        let r = fs.resolve("/lib/x/libz.so.1", true).unwrap();
+        assert_eq!(r.path, "usr/lib/x/libz.so.1.2");
+        assert_eq!(r.symlinks, vec!["lib", "usr/lib/x/libz.so.1"]);
+        let r = fs.resolve("/lib64/libz.so.1", false).unwrap();
+        assert_eq!(r.path, "usr/lib/x/libz.so.1");
+        assert_eq!(fs.resolve("/loop1", true), Err(ResolveError::Loop));
+        assert!(matches!(fs.resolve("/esc", true), Err(ResolveError::Escape { .. })));
+        assert_eq!(fs.resolve("/nope", true), Err(ResolveError::NotFound));
+        assert!(matches!(fs.resolve("/f/x", true), Err(ResolveError::NotADirectory(_))));
+    }
+}

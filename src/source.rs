@@ -1,0 +1,195 @@
+//! Image sources: resolve a reference to one platform's manifest, its config, and its layers as
+//! verified local files (registry blobs are downloaded into the work dir; layout blobs are read
+//! in place after their digest is checked).
+
+use std::path::{Path, PathBuf};
+
+use futures_util::StreamExt;
+
+use crate::auth::{self, Credentials};
+use crate::error::{Error, Result};
+use crate::image::{self, Descriptor, Manifest, ManifestDoc, Platform, MAX_CONFIG_BYTES};
+use crate::layout::Layout;
+use crate::progress::Progress;
+use crate::reference::ImageRef;
+use crate::registry::RegistryClient;
+
+#[derive(Clone, Default)]
+pub struct SourceOptions {
+    /// Platform to pick from an index (default linux/amd64).
+    pub platform: Option<Platform>,
+    pub insecure_registries: Vec<String>,
+    /// `--creds`; otherwise the auth files are consulted.
+    pub creds: Option<Credentials>,
+}
+
+/// One layer blob, verified, on local disk.
+#[derive(Debug, Clone)]
+pub struct LayerBlob {
+    pub descriptor: Descriptor,
+    pub path: PathBuf,
+}
+
+/// What pare read of the source image.
+pub struct PulledImage {
+    pub reference: ImageRef,
+    /// Digest the reference resolves to (an index's, when it names an index).
+    pub digest: String,
+    /// Digest of the selected platform's manifest.
+    pub manifest_digest: String,
+    pub manifest: Manifest,
+    pub config: serde_json::Value,
+    pub config_size: u64,
+    pub platform: Platform,
+    pub layers: Vec<LayerBlob>,
+}
+
+impl PulledImage {
+    pub fn compressed_size(&self) -> u64 {
+        self.layers.iter().map(|l| l.descriptor.size).sum()
+    }
+}
+
+pub fn credentials_for(registry: &str, opts: &SourceOptions) -> Result<Credentials> {
+    match &opts.creds {
+        Some(c) => Ok(c.clone()),
+        None => auth::lookup(registry),
+    }
+}
+
+fn platform_of(config: &serde_json::Value) -> Platform {
+    let s = |k: &str| config.get(k).and_then(|v| v.as_str()).map(str::to_string);
+    Platform {
+        architecture: s("architecture").unwrap_or_else(|| "amd64".into()),
+        os: s("os").unwrap_or_else(|| "linux".into()),
+        variant: s("variant"),
+    }
+}
+
+fn parse_config(bytes: &[u8], what: &str) -> Result<serde_json::Value> {
+    let v: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| Error::malformed(format!("config of {what}"), e))?;
+    if !v.is_object() {
+        return Err(Error::malformed(format!("config of {what}"), "not a JSON object"));
+    }
+    Ok(v)
+}
+
+fn check_child(desc: &Descriptor, bytes: &[u8]) -> Result<()> {
+    if bytes.len() as u64 != desc.size {
+        return Err(Error::SizeMismatch {
+            digest: desc.digest.clone(),
+            expected: desc.size,
+            actual: bytes.len() as u64,
+        });
+    }
+    Ok(())
+}
+
+/// Resolve and fetch the image. Registry layers land in `work`.
+pub async fn pull(
+    reference: &ImageRef,
+    opts: &SourceOptions,
+    work: &Path,
+    progress: &Progress,
+) -> Result<PulledImage> {
+    let want = opts.platform.clone().unwrap_or_else(Platform::linux_amd64);
+    let what = reference.to_string();
+    match reference {
+        ImageRef::Registry(r) => {
+            let client = RegistryClient::connect(
+                &r.registry,
+                &opts.insecure_registries,
+                credentials_for(&r.registry, opts)?,
+            )?;
+            let (bytes, digest) = client.get_manifest(r).await?;
+            let (manifest, manifest_digest) = match image::parse_manifest(&bytes, None, &what)? {
+                ManifestDoc::Image(m) => (m, digest.clone()),
+                ManifestDoc::Index(idx) => {
+                    let d = image::select_platform(&idx, &want)?.clone();
+                    let child = client.get_manifest_by_digest(r, &d.digest).await?;
+                    check_child(&d, &child)?;
+                    match image::parse_manifest(&child, Some(&d.media_type), &what)? {
+                        ManifestDoc::Image(m) => (m, d.digest.clone()),
+                        ManifestDoc::Index(_) => {
+                            return Err(Error::malformed(what, "nested index inside an index"));
+                        }
+                    }
+                }
+            };
+            let config_bytes = client
+                .get_blob_bytes(r, &manifest.config, MAX_CONFIG_BYTES)
+                .await?;
+            let config = parse_config(&config_bytes, &what)?;
+            let jobs = manifest.layers.iter().enumerate().map(|(i, d)| {
+                let path = work.join(format!("layer-{i}"));
+                let client = &client;
+                async move {
+                    client.get_blob_to_file(r, d, &path, progress).await?;
+                    Ok::<_, Error>(LayerBlob {
+                        descriptor: d.clone(),
+                        path,
+                    })
+                }
+            });
+            let layers: Vec<Result<LayerBlob>> =
+                futures_util::stream::iter(jobs).buffered(3).collect().await;
+            let layers = layers.into_iter().collect::<Result<Vec<_>>>()?;
+            Ok(PulledImage {
+                reference: reference.clone(),
+                digest,
+                manifest_digest,
+                platform: platform_of(&config),
+                config,
+                config_size: manifest.config.size,
+                manifest,
+                layers,
+            })
+        }
+        ImageRef::Layout { dir, tag } => {
+            let layout = Layout::open(dir)?;
+            let top = layout.find(tag.as_deref())?;
+            let top_bytes = layout.read_blob(&top, image::MAX_MANIFEST_BYTES as u64)?;
+            let (manifest, manifest_digest) =
+                match image::parse_manifest(&top_bytes, Some(&top.media_type), &what)? {
+                    ManifestDoc::Image(m) => (m, top.digest.clone()),
+                    ManifestDoc::Index(idx) => {
+                        let d = image::select_platform(&idx, &want)?.clone();
+                        let child = layout.read_blob(&d, image::MAX_MANIFEST_BYTES as u64)?;
+                        match image::parse_manifest(&child, Some(&d.media_type), &what)? {
+                            ManifestDoc::Image(m) => (m, d.digest.clone()),
+                            ManifestDoc::Index(_) => {
+                                return Err(Error::malformed(what, "nested index inside an index"));
+                            }
+                        }
+                    }
+                };
+            let config_bytes = layout.read_blob(&manifest.config, MAX_CONFIG_BYTES)?;
+            let config = parse_config(&config_bytes, &what)?;
+            let mut layers = Vec::new();
+            for d in &manifest.layers {
+                let path = layout.blob_path(&d.digest)?;
+                let (p2, dg, sz) = (path.clone(), d.digest.clone(), d.size);
+                let task = progress.task("verify", crate::registry::short_digest(&d.digest), d.size);
+                tokio::task::spawn_blocking(move || crate::digest::verify_file(&p2, &dg, sz))
+                    .await
+                    .map_err(|e| Error::Other(format!("verify task failed: {e}")))??;
+                task.finish();
+                layers.push(LayerBlob {
+                    descriptor: d.clone(),
+                    path,
+                });
+            }
+            Ok(PulledImage {
+                reference: reference.clone(),
+                digest: top.digest.clone(),
+                manifest_digest,
+                platform: platform_of(&config),
+                config,
+                config_size: manifest.config.size,
+                manifest,
+                layers,
+            })
+        }
+    }
+}
