@@ -124,7 +124,9 @@ mod tests {
     #[test]
     fn creds_flag() {
         let c = parse_creds("alice:s3cr:et").unwrap();
-        assert!(matches!(c.auth, RegistryAuth::Basic(ref u, ref p) if u == "alice" && p == "s3cr:et"));
+        assert!(
+            matches!(c.auth, RegistryAuth::Basic(ref u, ref p) if u == "alice" && p == "s3cr:et")
+        );
         assert!(!format!("{c:?}").contains("s3cr"));
         assert!(parse_creds("nopass").is_err());
         assert!(parse_creds(":x").is_err());
@@ -135,8 +137,14 @@ mod tests {
         // base64("bob:pw") = Ym9iOnB3
         let cfg = br#"{"auths":{"127.0.0.1:5000":{"auth":"Ym9iOnB3"},"other.io":{"username":"u","password":"p"}}}"#;
         let c = docker_credential::get_credential_from_reader(&cfg[..], "127.0.0.1:5000").unwrap();
-        assert_eq!(c, DockerCredential::UsernamePassword("bob".into(), "pw".into()));
+        assert_eq!(
+            c,
+            DockerCredential::UsernamePassword("bob".into(), "pw".into())
+        );
         let c = docker_credential::get_credential_from_reader(&cfg[..], "other.io").unwrap();
-        assert_eq!(c, DockerCredential::UsernamePassword("u".into(), "p".into()));
+        assert_eq!(
+            c,
+            DockerCredential::UsernamePassword("u".into(), "p".into())
+        );
     }
 }

@@ -78,7 +78,8 @@ fn parse_inner(bytes: &[u8]) -> Result<ElfFacts, String> {
         if ph.p_type == PT_INTERP {
             let raw = slice(bytes, ph.p_offset, ph.p_filesz).ok_or("PT_INTERP outside the file")?;
             let s = cstr(raw);
-            facts.interpreter = Some(String::from_utf8(s.to_vec()).map_err(|_| "PT_INTERP is not UTF-8")?);
+            facts.interpreter =
+                Some(String::from_utf8(s.to_vec()).map_err(|_| "PT_INTERP is not UTF-8")?);
         }
         if ph.p_type == PT_NOTE {
             if let Some(raw) = slice(bytes, ph.p_offset, ph.p_filesz) {
@@ -86,7 +87,9 @@ fn parse_inner(bytes: &[u8]) -> Result<ElfFacts, String> {
             }
         }
     }
-    if let Some(dynamic) = Dynamic::parse(bytes, &phdrs, ctx).map_err(|e| format!("dynamic section: {e}"))? {
+    if let Some(dynamic) =
+        Dynamic::parse(bytes, &phdrs, ctx).map_err(|e| format!("dynamic section: {e}"))?
+    {
         facts.dynamic = true;
         let strtab = dynamic.info.strtab;
         let strsz = dynamic.info.strsz;
@@ -95,8 +98,11 @@ fn parse_inner(bytes: &[u8]) -> Result<ElfFacts, String> {
             .unwrap_or(&[]);
         let get = |off: u64| -> Result<String, String> {
             let off = usize::try_from(off).map_err(|_| "string offset too large")?;
-            let raw = table.get(off..).ok_or("dynamic string outside the string table")?;
-            String::from_utf8(cstr(raw).to_vec()).map_err(|_| "dynamic string is not UTF-8".to_string())
+            let raw = table
+                .get(off..)
+                .ok_or("dynamic string outside the string table")?;
+            String::from_utf8(cstr(raw).to_vec())
+                .map_err(|_| "dynamic string is not UTF-8".to_string())
         };
         for d in &dynamic.dyns {
             match d.d_tag {
@@ -114,7 +120,10 @@ fn parse_inner(bytes: &[u8]) -> Result<ElfFacts, String> {
 }
 
 fn split_path(s: &str) -> Vec<String> {
-    s.split(':').filter(|p| !p.is_empty()).map(str::to_string).collect()
+    s.split(':')
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 fn slice(bytes: &[u8], off: u64, len: u64) -> Option<&[u8]> {
@@ -136,7 +145,11 @@ fn collect_dlopen_notes(seg: &[u8], align: u64, little: bool, out: &mut Vec<Stri
     let align = if align == 8 { 8 } else { 4 };
     let rd = |b: &[u8]| -> u32 {
         let a = [b[0], b[1], b[2], b[3]];
-        if little { u32::from_le_bytes(a) } else { u32::from_be_bytes(a) }
+        if little {
+            u32::from_le_bytes(a)
+        } else {
+            u32::from_be_bytes(a)
+        }
     };
     let pad = |n: usize| n.div_ceil(align) * align;
     let mut off = 0usize;
@@ -145,8 +158,12 @@ fn collect_dlopen_notes(seg: &[u8], align: u64, little: bool, out: &mut Vec<Stri
         let descsz = rd(&seg[off + 4..]) as usize;
         let ntype = rd(&seg[off + 8..]);
         let name_start = off + 12;
-        let Some(desc_start) = name_start.checked_add(pad(namesz)) else { return };
-        let Some(end) = desc_start.checked_add(pad(descsz)) else { return };
+        let Some(desc_start) = name_start.checked_add(pad(namesz)) else {
+            return;
+        };
+        let Some(end) = desc_start.checked_add(pad(descsz)) else {
+            return;
+        };
         let (Some(name), Some(desc)) = (
             seg.get(name_start..name_start + namesz),
             seg.get(desc_start..desc_start.saturating_add(descsz)),
@@ -156,7 +173,12 @@ fn collect_dlopen_notes(seg: &[u8], align: u64, little: bool, out: &mut Vec<Stri
         if cstr(name) == b"FDO" && ntype == NOTE_DLOPEN_TYPE {
             if let Ok(v) = serde_json::from_slice::<serde_json::Value>(cstr(desc)) {
                 for item in v.as_array().into_iter().flatten() {
-                    for s in item.get("soname").and_then(|s| s.as_array()).into_iter().flatten() {
+                    for s in item
+                        .get("soname")
+                        .and_then(|s| s.as_array())
+                        .into_iter()
+                        .flatten()
+                    {
                         if let Some(s) = s.as_str() {
                             out.push(s.to_string());
                         }
@@ -220,10 +242,8 @@ mod tests {
         let f = parse(&bytes).unwrap();
         assert!(f.interpreter.as_deref().unwrap().contains("ld-linux"));
         assert!(f.needed.iter().any(|n| n == "libc.so.6"), "{f:?}");
-        let libc = std::fs::read(
-            std::fs::canonicalize("/lib/x86_64-linux-gnu/libc.so.6").unwrap(),
-        )
-        .unwrap();
+        let libc = std::fs::read(std::fs::canonicalize("/lib/x86_64-linux-gnu/libc.so.6").unwrap())
+            .unwrap();
         let l = parse(&libc).unwrap();
         assert_eq!(l.soname.as_deref(), Some("libc.so.6"));
         assert!(f.compatible(&l));

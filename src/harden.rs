@@ -1,1 +1,368 @@
-//! todo
+//! `pare harden` and `pare trace`, end to end: source → rootfs → trace → plan → layer → sink.
+
+use std::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::image::{
+    ANNOTATION_BASE_DIGEST, ANNOTATION_BASE_NAME, Descriptor, Manifest, OCI_CONFIG, OCI_LAYER_GZIP,
+    OCI_MANIFEST,
+};
+use crate::layer::{WrittenLayer, write_layer};
+use crate::layout::Layout;
+use crate::plan::{self, Content, Plan, PlanInput};
+use crate::progress::Progress;
+use crate::reference::{self, ImageRef};
+use crate::registry::RegistryClient;
+use crate::report::{FileInfo, ImageInfo, Report, SetIdInfo, SizeChange, Sizes, UserInfo};
+use crate::rootfs::Rootfs;
+use crate::source::{self, PulledImage, SourceOptions};
+use crate::trace::{self, LayerContents, RunConfig, Trace, TraceOptions};
+
+#[derive(Clone, Default)]
+pub struct HardenOptions {
+    pub source: SourceOptions,
+    /// `--user UID[:GID]`.
+    pub user: Option<(u32, u32)>,
+    pub keep: Vec<String>,
+    pub allow_missing: bool,
+    pub dry_run: bool,
+}
+
+/// A traced image, for `pare trace` (and the first half of `harden`).
+pub struct Analysis {
+    pub pulled: PulledImage,
+    pub rootfs: Rootfs,
+    pub trace: Trace,
+    pub contents: LayerContents,
+    pub work: tempfile::TempDir,
+}
+
+fn join_err(e: tokio::task::JoinError) -> Error {
+    Error::Other(format!("worker failed: {e}"))
+}
+
+/// Pull, merge and trace.
+pub async fn analyze(
+    src: &ImageRef,
+    opts: &HardenOptions,
+    progress: &Progress,
+) -> Result<Analysis> {
+    let work = tempfile::Builder::new()
+        .prefix("pare-")
+        .tempdir()
+        .map_err(|e| Error::io(std::env::temp_dir(), e))?;
+    let pulled = source::pull(src, &opts.source, work.path(), progress).await?;
+    let layers = pulled.layers.clone();
+    let diff_ids: Option<Vec<String>> = pulled
+        .config
+        .get("rootfs")
+        .and_then(|r| r.get("diff_ids"))
+        .and_then(|d| d.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        });
+    let run = RunConfig::from_config(&pulled.config);
+    let topts = TraceOptions {
+        allow_missing: opts.allow_missing,
+        keep: opts.keep.clone(),
+    };
+    let files_dir = work.path().join("files");
+    std::fs::create_dir_all(&files_dir).map_err(|e| Error::io(&files_dir, e))?;
+    let (rootfs, trace, contents) = tokio::task::spawn_blocking(move || -> Result<_> {
+        let rootfs = Rootfs::merge(layers, diff_ids.as_deref())?;
+        let mut contents = LayerContents::new(&files_dir);
+        let trace = trace::trace(&rootfs, &mut contents, &run, &topts)?;
+        Ok((rootfs, trace, contents))
+    })
+    .await
+    .map_err(join_err)??;
+    Ok(Analysis {
+        pulled,
+        rootfs,
+        trace,
+        contents,
+        work,
+    })
+}
+
+/// Seconds since the epoch for layer mtimes: `SOURCE_DATE_EPOCH`, else the source's `created`.
+fn build_time(config: &serde_json::Value) -> Result<(u64, String)> {
+    use time::format_description::well_known::Rfc3339;
+    if let Ok(s) = std::env::var("SOURCE_DATE_EPOCH") {
+        let n: i64 = s.trim().parse().map_err(|_| {
+            Error::Usage(format!(
+                "SOURCE_DATE_EPOCH={s:?} is not a number of seconds"
+            ))
+        })?;
+        let t = time::OffsetDateTime::from_unix_timestamp(n)
+            .map_err(|_| Error::Usage(format!("SOURCE_DATE_EPOCH={s:?} is out of range")))?;
+        let created = t
+            .format(&Rfc3339)
+            .map_err(|e| Error::Other(e.to_string()))?;
+        return Ok((n.max(0) as u64, created));
+    }
+    let created = config.get("created").and_then(|c| c.as_str()).unwrap_or("");
+    match time::OffsetDateTime::parse(created, &Rfc3339) {
+        Ok(t) => Ok((t.unix_timestamp().max(0) as u64, created.to_string())),
+        Err(_) => Ok((0, "1970-01-01T00:00:00Z".to_string())),
+    }
+}
+
+/// The new config: the source's JSON with only User, rootfs, history and created changed, so
+/// keys pare does not know (Healthcheck, Shell, OnBuild, …) survive byte for byte in meaning.
+fn new_config(
+    src: &serde_json::Value,
+    plan: &Plan,
+    layer: &WrittenLayer,
+    created: &str,
+    source_ref: &str,
+) -> Result<Vec<u8>> {
+    let mut cfg = src.clone();
+    let obj = cfg
+        .as_object_mut()
+        .ok_or_else(|| Error::malformed("config", "not a JSON object"))?;
+    let u = plan.user();
+    let inner = obj.entry("config").or_insert_with(|| serde_json::json!({}));
+    if !inner.is_object() {
+        *inner = serde_json::json!({});
+    }
+    inner["User"] = serde_json::Value::String(format!("{}:{}", u.uid, u.gid));
+    obj.insert(
+        "rootfs".into(),
+        serde_json::json!({"type": "layers", "diff_ids": [layer.diff_id]}),
+    );
+    obj.insert(
+        "history".into(),
+        serde_json::json!([{
+            "created": created,
+            "created_by": format!("pare harden {source_ref}"),
+            "comment": "minimal closure of the entrypoint; setuid/setgid cleared; non-root user",
+        }]),
+    );
+    obj.insert(
+        "created".into(),
+        serde_json::Value::String(created.to_string()),
+    );
+    serde_json::to_vec(&cfg).map_err(|e| Error::Other(e.to_string()))
+}
+
+/// Harden `src` into `dest` (default: the same repository, tag `TAG-hardened`).
+pub async fn harden(
+    src: &ImageRef,
+    dest: Option<&ImageRef>,
+    opts: &HardenOptions,
+    progress: &Progress,
+) -> Result<Report> {
+    let started = Instant::now();
+    let dest = match dest {
+        Some(d) => d.clone(),
+        None => reference::default_destination(src)?,
+    };
+    if let ImageRef::Registry(r) = &dest {
+        if r.digest.is_some() {
+            return Err(Error::Usage(format!(
+                "destination {dest} names a digest; name a tag instead"
+            )));
+        }
+    }
+    let Analysis {
+        pulled,
+        rootfs,
+        trace,
+        mut contents,
+        work,
+    } = analyze(src, opts, progress).await?;
+    let user_flag = opts.user;
+    let config = pulled.config.clone();
+    let layer_path = work.path().join("layer.tar.gz");
+    let (plan, layer, rootfs) = tokio::task::spawn_blocking(move || -> Result<_> {
+        let plan = plan::build(
+            PlanInput {
+                fs: &rootfs,
+                trace: &trace,
+                config: &config,
+                user_flag,
+            },
+            &mut contents,
+        )?;
+        let files = plan.image_files();
+        use crate::trace::Contents as _;
+        contents.prefetch(&rootfs, &files)?;
+        let (mtime, _) = build_time(&config)?;
+        let local = contents.into_files();
+        let layer = write_layer(&plan, &local, &layer_path, mtime)?;
+        Ok(((plan, trace), layer, rootfs))
+    })
+    .await
+    .map_err(join_err)??;
+    let (plan, trace) = plan;
+    let (_, created) = build_time(&pulled.config)?;
+    let config_bytes = new_config(&pulled.config, &plan, &layer, &created, &src.to_string())?;
+    let config_digest = crate::digest::sha256_bytes(&config_bytes);
+    let manifest = Manifest {
+        schema_version: 2,
+        media_type: Some(OCI_MANIFEST.into()),
+        config: Descriptor {
+            media_type: OCI_CONFIG.into(),
+            digest: config_digest.clone(),
+            size: config_bytes.len() as u64,
+            urls: None,
+            annotations: None,
+            platform: None,
+        },
+        layers: vec![Descriptor {
+            media_type: OCI_LAYER_GZIP.into(),
+            digest: layer.digest.clone(),
+            size: layer.size,
+            urls: None,
+            annotations: None,
+            platform: None,
+        }],
+        annotations: Some(
+            [
+                (ANNOTATION_BASE_DIGEST.to_string(), pulled.digest.clone()),
+                (ANNOTATION_BASE_NAME.to_string(), src.to_string()),
+            ]
+            .into(),
+        ),
+    };
+    let manifest_bytes = serde_json::to_vec(&manifest).map_err(|e| Error::Other(e.to_string()))?;
+    let manifest_digest = crate::digest::sha256_bytes(&manifest_bytes);
+
+    if !opts.dry_run {
+        write_image(
+            &dest,
+            opts,
+            &layer,
+            config_bytes,
+            &config_digest,
+            manifest_bytes,
+            progress,
+        )
+        .await?;
+    }
+
+    let u = plan.user();
+    let files = plan
+        .entries
+        .iter()
+        .map(|(p, e)| FileInfo {
+            path: crate::rootfs::display(p),
+            kind: match e.content {
+                Content::Dir => "dir",
+                Content::Symlink(_) => "symlink",
+                _ => "file",
+            },
+            size: e.size,
+            mode: format!("{:04o}", e.mode),
+            target: match &e.content {
+                Content::Symlink(t) => Some(t.clone()),
+                _ => None,
+            },
+            reason: e.reason.clone(),
+        })
+        .collect();
+    let mut warnings = rootfs.warnings.clone();
+    warnings.extend(plan.warnings.iter().cloned());
+    Ok(Report {
+        source: ImageInfo {
+            reference: src.to_string(),
+            digest: pulled.digest.clone(),
+            manifest_digest: pulled.manifest_digest.clone(),
+            platform: pulled.platform.to_string(),
+        },
+        destination: ImageInfo {
+            reference: dest.to_string(),
+            digest: manifest_digest.clone(),
+            manifest_digest,
+            platform: pulled.platform.to_string(),
+        },
+        dry_run: opts.dry_run,
+        user: UserInfo {
+            uid: u.uid,
+            gid: u.gid,
+            name: u.name.clone(),
+            source: u.source.clone(),
+        },
+        argv: trace.argv.clone(),
+        entrypoint: crate::rootfs::display(&trace.entrypoint),
+        files,
+        setid_cleared: plan
+            .setid_cleared
+            .iter()
+            .map(|s| SetIdInfo {
+                path: s.path.clone(),
+                mode_before: format!("{:04o}", s.mode_before),
+                mode_after: format!("{:04o}", s.mode_after),
+                uid: s.uid,
+                gid: s.gid,
+            })
+            .collect(),
+        capabilities_dropped: plan.capabilities_dropped.clone(),
+        sizes: SizeChange {
+            before: Sizes {
+                compressed: pulled.compressed_size(),
+                uncompressed: rootfs.uncompressed_size(),
+            },
+            after: Sizes {
+                compressed: layer.size,
+                uncompressed: layer.uncompressed_size,
+            },
+        },
+        layers_before: pulled.layers.len(),
+        warnings,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Blobs first, config next, manifest (the tag) last.
+async fn write_image(
+    dest: &ImageRef,
+    opts: &HardenOptions,
+    layer: &WrittenLayer,
+    config_bytes: Vec<u8>,
+    config_digest: &str,
+    manifest_bytes: Vec<u8>,
+    progress: &Progress,
+) -> Result<()> {
+    match dest {
+        ImageRef::Registry(r) => {
+            let creds = source::credentials_for(&r.registry, &opts.source)?;
+            let client =
+                RegistryClient::connect(&r.registry, &opts.source.insecure_registries, creds)?;
+            let tagged = reference::RegistryRef {
+                tag: Some(r.tag_or_default().unwrap_or("latest").to_string()),
+                ..r.clone()
+            };
+            client
+                .put_blob_file(&tagged, &layer.path, &layer.digest, layer.size, progress)
+                .await?;
+            client
+                .put_blob_bytes(&tagged, config_bytes, config_digest)
+                .await?;
+            client
+                .put_manifest(&tagged, manifest_bytes, OCI_MANIFEST)
+                .await?;
+        }
+        ImageRef::Layout { dir, tag } => {
+            let tag = tag.clone().unwrap_or_else(|| "latest".into());
+            let (dir, layer_path, digest) = (dir.clone(), layer.path.clone(), layer.digest.clone());
+            let config_digest = config_digest.to_string();
+            tokio::task::spawn_blocking(move || -> Result<()> {
+                let l = Layout::create(&dir)?;
+                l.put_blob_file(&layer_path, &digest)?;
+                let d = l.put_blob_bytes(&config_bytes)?;
+                if d != config_digest {
+                    return Err(Error::Other("internal: config digest changed".into()));
+                }
+                l.put_manifest(&manifest_bytes, OCI_MANIFEST, &tag)?;
+                Ok(())
+            })
+            .await
+            .map_err(join_err)??;
+        }
+    }
+    Ok(())
+}

@@ -177,7 +177,10 @@ pub fn parse_manifest(bytes: &[u8], media_type: Option<&str>, what: &str) -> Res
             if !is_layer_media_type(&l.media_type) {
                 return Err(Error::malformed(
                     what,
-                    format!("layer {} has unsupported media type {}", l.digest, l.media_type),
+                    format!(
+                        "layer {} has unsupported media type {}",
+                        l.digest, l.media_type
+                    ),
                 ));
             }
         }

@@ -61,8 +61,8 @@ impl Layout {
     pub fn index(&self) -> Result<Index> {
         let p = self.dir.join("index.json");
         let bytes = read_bounded(&p, MAX_MANIFEST_BYTES as u64)?;
-        let idx: Index =
-            serde_json::from_slice(&bytes).map_err(|e| Error::malformed(p.display().to_string(), e))?;
+        let idx: Index = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::malformed(p.display().to_string(), e))?;
         for d in &idx.manifests {
             d.validate(&p.display().to_string())?;
         }
@@ -90,13 +90,20 @@ impl Layout {
                         format!("oci:{}:{t}", self.dir.display()),
                         format!(
                             "no such tag in index.json (tags: {})",
-                            if tags.is_empty() { "none".into() } else { tags.join(", ") }
+                            if tags.is_empty() {
+                                "none".into()
+                            } else {
+                                tags.join(", ")
+                            }
                         ),
                     )
                 }),
             None => match idx.manifests.as_slice() {
                 [one] => Ok(one.clone()),
-                [] => Err(Error::path(format!("oci:{}", self.dir.display()), "the layout holds no image")),
+                [] => Err(Error::path(
+                    format!("oci:{}", self.dir.display()),
+                    "the layout holds no image",
+                )),
                 _ => Err(Error::path(
                     format!("oci:{}", self.dir.display()),
                     "the layout holds several images: name one with oci:DIR:TAG",
@@ -195,7 +202,10 @@ pub fn read_bounded(p: &Path, max: u64) -> Result<Vec<u8>> {
         .read_to_end(&mut out)
         .map_err(|e| Error::io(p, e))?;
     if out.len() as u64 > max {
-        return Err(Error::path(p.display().to_string(), format!("larger than {max} bytes")));
+        return Err(Error::path(
+            p.display().to_string(),
+            format!("larger than {max} bytes"),
+        ));
     }
     Ok(out)
 }
@@ -216,10 +226,15 @@ mod tests {
     fn write_then_read_back() {
         let dir = tempfile::tempdir().unwrap();
         let l = Layout::create(&dir.path().join("lay")).unwrap();
-        let d = l.put_manifest(b"{}", "application/vnd.oci.image.manifest.v1+json", "v1").unwrap();
-        l.put_manifest(b"{ }", "application/vnd.oci.image.manifest.v1+json", "v2").unwrap();
+        let d = l
+            .put_manifest(b"{}", "application/vnd.oci.image.manifest.v1+json", "v1")
+            .unwrap();
+        l.put_manifest(b"{ }", "application/vnd.oci.image.manifest.v1+json", "v2")
+            .unwrap();
         // Re-tagging replaces the old entry.
-        let d1 = l.put_manifest(b"{  }", "application/vnd.oci.image.manifest.v1+json", "v1").unwrap();
+        let d1 = l
+            .put_manifest(b"{  }", "application/vnd.oci.image.manifest.v1+json", "v1")
+            .unwrap();
         let l = Layout::open(&dir.path().join("lay")).unwrap();
         assert_eq!(l.index().unwrap().manifests.len(), 2);
         let found = l.find(Some("v1")).unwrap();

@@ -1,1 +1,657 @@
-//! todo
+//! The harden plan: every entry of the new layer and why it is there. The traced closure, the
+//! data files a program expects (CA bundle, zoneinfo, os-release, libc's config files), the
+//! WorkingDir, `/tmp`, `/etc/passwd` and `/etc/group` for the run user, and the user's home.
+//! setuid/setgid bits are cleared here and file capabilities dropped (and both reported).
+
+use std::collections::BTreeMap;
+
+use crate::error::{Error, Result};
+use crate::rootfs::{Kind, ResolveError, Rootfs, display};
+use crate::trace::{Contents, RunConfig, Trace};
+
+pub const NONROOT_UID: u32 = 65532;
+const MAX_PASSWD_BYTES: u64 = 4 << 20;
+
+/// Data files kept when present, with why.
+const DATA_FILES: &[(&str, &str)] = &[
+    (
+        "/etc/ssl/certs/ca-certificates.crt",
+        "CA certificate bundle",
+    ),
+    ("/etc/pki/tls/certs/ca-bundle.crt", "CA certificate bundle"),
+    (
+        "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
+        "CA certificate bundle",
+    ),
+    ("/etc/ssl/cert.pem", "CA certificate bundle"),
+    ("/etc/ssl/ca-bundle.pem", "CA certificate bundle"),
+    ("/etc/os-release", "OS identification (scanners read it)"),
+    (
+        "/usr/lib/os-release",
+        "OS identification (scanners read it)",
+    ),
+    ("/etc/localtime", "local time zone"),
+];
+/// Trees kept when present.
+const DATA_TREES: &[(&str, &str)] = &[("/usr/share/zoneinfo", "time zone data")];
+/// Kept when a libc is kept.
+const LIBC_FILES: &[(&str, &str)] = &[
+    ("/etc/services", "service names for getaddrinfo (libc)"),
+    ("/etc/protocols", "protocol names (libc)"),
+    ("/etc/host.conf", "resolver config (libc)"),
+    ("/etc/gai.conf", "getaddrinfo config (libc)"),
+];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Content {
+    Dir,
+    Symlink(String),
+    /// Bytes of this canonical image path.
+    Image(String),
+    Bytes(Vec<u8>),
+}
+
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub content: Content,
+    pub mode: u32,
+    pub uid: u64,
+    pub gid: u64,
+    pub size: u64,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunUser {
+    pub uid: u32,
+    pub gid: u32,
+    pub name: String,
+    pub home: String,
+    /// "image", "default" or "--user".
+    pub source: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct SetIdCleared {
+    pub path: String,
+    pub mode_before: u32,
+    pub mode_after: u32,
+    pub uid: u64,
+    pub gid: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// Path (no leading slash) → entry; BTreeMap order puts parents before children.
+    pub entries: BTreeMap<String, Entry>,
+    pub user: Option<RunUser>,
+    pub setid_cleared: Vec<SetIdCleared>,
+    pub capabilities_dropped: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+impl Plan {
+    pub fn user(&self) -> &RunUser {
+        self.user.as_ref().expect("plan has a user")
+    }
+
+    /// Canonical image paths whose bytes the layer needs.
+    pub fn image_files(&self) -> Vec<String> {
+        self.entries
+            .values()
+            .filter_map(|e| match &e.content {
+                Content::Image(p) => Some(p.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn file_count(&self) -> usize {
+        self.entries
+            .values()
+            .filter(|e| matches!(e.content, Content::Image(_) | Content::Bytes(_)))
+            .count()
+    }
+}
+
+/// One passwd line.
+#[derive(Debug, Clone)]
+struct PasswdEntry {
+    name: String,
+    uid: u32,
+    gid: u32,
+    home: String,
+    line: String,
+}
+
+fn parse_passwd(text: &str) -> Vec<PasswdEntry> {
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            if f.len() < 7 {
+                return None;
+            }
+            Some(PasswdEntry {
+                name: f[0].to_string(),
+                uid: f[2].parse().ok()?,
+                gid: f[3].parse().ok()?,
+                home: f[5].to_string(),
+                line: l.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// group name → (gid, line).
+fn parse_group(text: &str) -> Vec<(String, u32, String)> {
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            if f.len() < 3 {
+                return None;
+            }
+            Some((f[0].to_string(), f[2].parse().ok()?, l.to_string()))
+        })
+        .collect()
+}
+
+/// `--user UID[:GID]`.
+pub fn parse_user_flag(s: &str) -> Result<(u32, u32)> {
+    let bad = || Error::Usage(format!("--user {s:?}: expected a numeric UID[:GID]"));
+    let (u, g) = match s.split_once(':') {
+        Some((u, g)) => (
+            u.parse::<u32>().map_err(|_| bad())?,
+            g.parse::<u32>().map_err(|_| bad())?,
+        ),
+        None => {
+            let u = s.parse::<u32>().map_err(|_| bad())?;
+            (u, u)
+        }
+    };
+    if u == 0 {
+        return Err(Error::Usage(
+            "--user 0: pare does not produce images that run as root".into(),
+        ));
+    }
+    if g == 0 {
+        return Err(Error::Usage(
+            "--user with GID 0 (root group) is refused".into(),
+        ));
+    }
+    Ok((u, g))
+}
+
+pub struct PlanInput<'a> {
+    pub fs: &'a Rootfs,
+    pub trace: &'a Trace,
+    pub config: &'a serde_json::Value,
+    pub user_flag: Option<(u32, u32)>,
+}
+
+struct Builder<'a, C: Contents> {
+    fs: &'a Rootfs,
+    contents: &'a mut C,
+    plan: Plan,
+}
+
+impl<C: Contents> Builder<'_, C> {
+    /// Add an entry unless one is there.
+    fn add(&mut self, path: &str, e: Entry) {
+        self.plan.entries.entry(path.to_string()).or_insert(e);
+    }
+
+    fn add_from_image(&mut self, path: &str, reason: &str) {
+        let Some(n) = self.fs.get(path) else { return };
+        let content = match &n.kind {
+            Kind::File { .. } => Content::Image(path.to_string()),
+            Kind::Dir => Content::Dir,
+            Kind::Symlink(t) => Content::Symlink(t.clone()),
+            Kind::Device | Kind::Fifo => {
+                self.plan.warnings.push(format!(
+                    "{}: device or fifo not kept (the runtime provides /dev)",
+                    display(path)
+                ));
+                return;
+            }
+        };
+        if n.capability {
+            self.plan.capabilities_dropped.push(display(path));
+        }
+        let mode = if matches!(n.kind, Kind::Symlink(_)) {
+            0o777
+        } else {
+            n.mode & 0o7777
+        };
+        self.add(
+            path,
+            Entry {
+                content,
+                mode,
+                uid: n.uid,
+                gid: n.gid,
+                size: n.size(),
+                reason: reason.to_string(),
+            },
+        );
+    }
+
+    /// Keep a path (resolving symlinks inside the image, keeping each) when it exists.
+    fn keep_if_present(&mut self, path: &str, reason: &str) -> Result<Option<String>> {
+        match self.fs.resolve(path, true) {
+            Ok(r) => {
+                for l in &r.symlinks {
+                    self.add_from_image(l, &format!("symlink on the way to {}", display(&r.path)));
+                }
+                self.add_from_image(&r.path, reason);
+                Ok(Some(r.path))
+            }
+            Err(ResolveError::NotFound | ResolveError::NotADirectory(_)) => Ok(None),
+            Err(e) => Err(e.into_error(path)),
+        }
+    }
+
+    fn text(&mut self, path: &str) -> Result<Option<String>> {
+        match self.fs.resolve(path, true) {
+            Ok(r)
+                if matches!(
+                    self.fs.get(&r.path).map(|n| &n.kind),
+                    Some(Kind::File { .. })
+                ) =>
+            {
+                let b = self.contents.read(self.fs, &r.path, MAX_PASSWD_BYTES)?;
+                Ok(Some(String::from_utf8_lossy(&b).into_owned()))
+            }
+            Ok(_) | Err(ResolveError::NotFound | ResolveError::NotADirectory(_)) => Ok(None),
+            Err(e) => Err(e.into_error(path)),
+        }
+    }
+}
+
+/// Build the plan.
+pub fn build<C: Contents>(input: PlanInput<'_>, contents: &mut C) -> Result<Plan> {
+    let PlanInput {
+        fs,
+        trace,
+        config,
+        user_flag,
+    } = input;
+    let mut b = Builder {
+        fs,
+        contents,
+        plan: Plan::default(),
+    };
+    b.plan.warnings.extend(trace.warnings.iter().cloned());
+
+    for (p, why) in &trace.files {
+        b.add_from_image(p, why);
+        if fs.get(p).is_some_and(|n| n.is_dir()) {
+            // `--keep DIR`: the whole subtree.
+            let sub: Vec<String> = fs.subtree(p).map(|(k, _)| k.clone()).collect();
+            for s in sub {
+                b.add_from_image(&s, why);
+            }
+        }
+    }
+    for (p, why) in &trace.symlinks {
+        b.add_from_image(p, why);
+    }
+    for (p, why) in DATA_FILES {
+        b.keep_if_present(p, why)?;
+    }
+    for (p, why) in DATA_TREES {
+        if let Some(root) = b.keep_if_present(p, why)? {
+            let sub: Vec<String> = fs.subtree(&root).map(|(k, _)| k.clone()).collect();
+            for s in sub {
+                b.add_from_image(&s, why);
+            }
+        }
+    }
+    if trace.libc.is_some() {
+        for (p, why) in LIBC_FILES {
+            b.keep_if_present(p, why)?;
+        }
+    }
+
+    // The run user.
+    let run = RunConfig::from_config(config);
+    let image_user = config
+        .get("config")
+        .and_then(|c| c.get("User"))
+        .and_then(|u| u.as_str())
+        .unwrap_or("")
+        .to_string();
+    let passwd_text = b.text("/etc/passwd")?.unwrap_or_default();
+    let group_text = b.text("/etc/group")?.unwrap_or_default();
+    let passwd = parse_passwd(&passwd_text);
+    let groups = parse_group(&group_text);
+    let user = choose_user(
+        &image_user,
+        user_flag,
+        &passwd,
+        &groups,
+        &mut b.plan.warnings,
+    );
+
+    // /etc/passwd and /etc/group: root, nobody, and the run user.
+    let user_line = passwd
+        .iter()
+        .find(|p| p.uid == user.uid && p.name == user.name)
+        .map(|p| p.line.clone())
+        .unwrap_or_else(|| {
+            format!(
+                "{0}:x:{1}:{2}:{0}:{3}:/sbin/nologin",
+                user.name, user.uid, user.gid, user.home
+            )
+        });
+    let mut pw = String::from(
+        "root:x:0:0:root:/root:/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\n",
+    );
+    if user.uid != 65534 {
+        pw.push_str(&user_line);
+        pw.push('\n');
+    }
+    let group_name = groups
+        .iter()
+        .find(|g| g.1 == user.gid)
+        .map(|g| g.0.clone())
+        .unwrap_or_else(|| {
+            if user.gid == user.uid {
+                user.name.clone()
+            } else {
+                format!("g{}", user.gid)
+            }
+        });
+    let mut gr = String::from("root:x:0:\nnobody:x:65534:\n");
+    if user.gid != 65534 && user.gid != 0 {
+        gr.push_str(&format!("{group_name}:x:{}:\n", user.gid));
+    }
+    let generated = |bytes: Vec<u8>, reason: &str| Entry {
+        size: bytes.len() as u64,
+        content: Content::Bytes(bytes),
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        reason: reason.into(),
+    };
+    // These replace whatever the image had at the same path.
+    for link in ["etc/passwd", "etc/group"] {
+        if matches!(fs.get(link).map(|n| &n.kind), Some(Kind::Symlink(_))) {
+            b.plan.warnings.push(format!(
+                "/{link} was a symlink in the source; replaced by a plain file"
+            ));
+        }
+    }
+    b.plan.entries.insert(
+        "etc/passwd".into(),
+        generated(pw.into_bytes(), "users: root, nobody and the run user"),
+    );
+    b.plan.entries.insert(
+        "etc/group".into(),
+        generated(
+            gr.into_bytes(),
+            "groups: root, nobody and the run user's group",
+        ),
+    );
+    b.plan.entries.insert(
+        "tmp".into(),
+        Entry {
+            content: Content::Dir,
+            mode: 0o1777,
+            uid: 0,
+            gid: 0,
+            size: 0,
+            reason: "scratch space (mode 1777)".into(),
+        },
+    );
+    // Home directory of the run user, owned by it.
+    if let Some(home) = crate::rootfs::normalize(&user.home).filter(|h| !h.is_empty()) {
+        let keep_home = !b.plan.entries.contains_key(&home);
+        if keep_home {
+            b.plan.entries.insert(
+                home.clone(),
+                Entry {
+                    content: Content::Dir,
+                    mode: 0o700,
+                    uid: user.uid as u64,
+                    gid: user.gid as u64,
+                    size: 0,
+                    reason: "home of the run user".into(),
+                },
+            );
+        }
+    }
+    // WorkingDir: kept as a directory (with its symlinks), or created.
+    if !run.workdir.is_empty() && run.workdir != "/" {
+        match fs.resolve(&run.workdir, true) {
+            Ok(r) if fs.get(&r.path).is_some_and(|n| n.is_dir()) => {
+                for l in &r.symlinks {
+                    b.add_from_image(l, "symlink on the way to the WorkingDir");
+                }
+                b.add_from_image(&r.path, "WorkingDir");
+            }
+            Ok(_) | Err(ResolveError::NotFound) => {
+                if let Some(w) = crate::rootfs::normalize(&run.workdir) {
+                    b.add(
+                        &w,
+                        Entry {
+                            content: Content::Dir,
+                            mode: 0o755,
+                            uid: 0,
+                            gid: 0,
+                            size: 0,
+                            reason: "WorkingDir".into(),
+                        },
+                    );
+                }
+            }
+            Err(e) => return Err(e.into_error(&run.workdir)),
+        }
+    }
+
+    // ld.so finds ld.so.conf directories only through /etc/ld.so.cache: write one that covers
+    // the libraries found there.
+    if matches!(trace.libc, Some(crate::trace::Libc::Glibc { .. })) && !trace.ldconf_libs.is_empty()
+    {
+        let f = &trace.objects[trace.roots[0]].facts;
+        match crate::ldcache::CacheArch::from_elf(f.machine, f.is_64, f.little_endian, 0) {
+            Some(arch) => {
+                let entries: Vec<crate::ldcache::CacheEntry> = trace
+                    .ldconf_libs
+                    .iter()
+                    .map(|(soname, path)| crate::ldcache::CacheEntry { soname: soname.clone(), path: path.clone() })
+                    .collect();
+                let bytes = crate::ldcache::build_cache(&entries, arch);
+                b.plan.entries.insert(
+                    "etc/ld.so.cache".into(),
+                    generated(bytes, "ld.so cache for libraries found through /etc/ld.so.conf"),
+                );
+            }
+            None => b.plan.warnings.push(
+                "libraries come from /etc/ld.so.conf directories, but pare cannot write an ld.so.cache for this architecture; keep the image's own with --keep /etc/ld.so.cache".into(),
+            ),
+        }
+    }
+
+    // Parent directories with their source metadata.
+    let paths: Vec<String> = b.plan.entries.keys().cloned().collect();
+    for p in paths {
+        let mut cur = p.as_str();
+        while let Some(i) = cur.rfind('/') {
+            cur = &cur[..i];
+            if b.plan.entries.contains_key(cur) {
+                continue;
+            }
+            let (mode, uid, gid) = match fs.get(cur) {
+                Some(n) if n.is_dir() => (n.mode, n.uid, n.gid),
+                _ => (0o755, 0, 0),
+            };
+            b.plan.entries.insert(
+                cur.to_string(),
+                Entry {
+                    content: Content::Dir,
+                    mode,
+                    uid,
+                    gid,
+                    size: 0,
+                    reason: "parent directory".into(),
+                },
+            );
+        }
+    }
+
+    // Clear setuid and setgid everywhere.
+    for (p, e) in b.plan.entries.iter_mut() {
+        if e.mode & 0o6000 != 0 {
+            let before = e.mode;
+            e.mode &= !0o6000;
+            b.plan.setid_cleared.push(SetIdCleared {
+                path: display(p),
+                mode_before: before,
+                mode_after: e.mode,
+                uid: e.uid,
+                gid: e.gid,
+            });
+        }
+    }
+    b.plan.capabilities_dropped.sort();
+    b.plan.capabilities_dropped.dedup();
+    b.plan.user = Some(user);
+    Ok(b.plan)
+}
+
+fn choose_user(
+    image_user: &str,
+    flag: Option<(u32, u32)>,
+    passwd: &[PasswdEntry],
+    groups: &[(String, u32, String)],
+    warnings: &mut Vec<String>,
+) -> RunUser {
+    let named = |uid: u32, gid: u32, source: &str| {
+        let p = passwd.iter().find(|p| p.uid == uid && p.uid != 0);
+        RunUser {
+            uid,
+            gid,
+            name: p.map_or_else(
+                || {
+                    if uid == NONROOT_UID {
+                        "nonroot".into()
+                    } else {
+                        format!("u{uid}")
+                    }
+                },
+                |p| p.name.clone(),
+            ),
+            home: p.map_or_else(|| "/home/nonroot".into(), |p| p.home.clone()),
+            source: source.into(),
+        }
+    };
+    if let Some((u, g)) = flag {
+        return named(u, g, "--user");
+    }
+    let default = || named(NONROOT_UID, NONROOT_UID, "default");
+    if image_user.is_empty() {
+        return default();
+    }
+    let (u, g) = match image_user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (image_user, None),
+    };
+    let entry = match u.parse::<u32>() {
+        Ok(uid) => passwd
+            .iter()
+            .find(|p| p.uid == uid)
+            .cloned()
+            .or(Some(PasswdEntry {
+                name: String::new(),
+                uid,
+                gid: uid,
+                home: "/home/nonroot".into(),
+                line: String::new(),
+            })),
+        Err(_) => passwd.iter().find(|p| p.name == u).cloned(),
+    };
+    let Some(entry) = entry else {
+        warnings.push(format!("the image's User {image_user:?} is not in its /etc/passwd; running as {NONROOT_UID} instead"));
+        return default();
+    };
+    if entry.uid == 0 {
+        return default();
+    }
+    let gid = match g {
+        None => entry.gid,
+        Some(g) => match g.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => match groups.iter().find(|x| x.0 == g) {
+                Some(x) => x.1,
+                None => {
+                    warnings.push(format!(
+                        "the image's group {g:?} is not in its /etc/group; using gid {}",
+                        entry.gid
+                    ));
+                    entry.gid
+                }
+            },
+        },
+    };
+    if gid == 0 {
+        warnings.push(format!(
+            "the image's User {image_user:?} has the root group; using gid {}",
+            entry.uid
+        ));
+    }
+    let gid = if gid == 0 { entry.uid } else { gid };
+    let mut u = named(entry.uid, gid, "image");
+    if u.name.starts_with('u') && !entry.name.is_empty() {
+        u.name = entry.name.clone();
+    }
+    if !entry.home.is_empty() {
+        u.home = entry.home.clone();
+    }
+    u
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PASSWD: &str = "root:x:0:0:root:/root:/bin/bash\napp:x:1000:1001:App:/srv/app:/bin/sh\nadmin:x:0:0::/root:/bin/sh\n";
+    const GROUP: &str = "root:x:0:\napp:x:1001:\nstaff:x:50:\n";
+
+    fn pick(user: &str, flag: Option<(u32, u32)>) -> RunUser {
+        let mut w = vec![];
+        choose_user(
+            user,
+            flag,
+            &parse_passwd(PASSWD),
+            &parse_group(GROUP),
+            &mut w,
+        )
+    }
+
+    #[test]
+    fn users() {
+        assert_eq!(pick("", None).uid, NONROOT_UID);
+        assert_eq!(pick("", None).name, "nonroot");
+        assert_eq!(pick("root", None).uid, NONROOT_UID);
+        assert_eq!(pick("0", None).uid, NONROOT_UID);
+        assert_eq!(
+            pick("admin", None).uid,
+            NONROOT_UID,
+            "a name mapping to uid 0 is root"
+        );
+        let u = pick("app", None);
+        assert_eq!(
+            (u.uid, u.gid, u.home.as_str(), u.source.as_str()),
+            (1000, 1001, "/srv/app", "image")
+        );
+        assert_eq!(pick("app:staff", None).gid, 50);
+        assert_eq!(pick("4242", None).uid, 4242);
+        assert_eq!(pick("ghost", None).uid, NONROOT_UID);
+        assert_eq!(pick("app", Some((7, 8))).uid, 7);
+        assert!(parse_user_flag("0").is_err());
+        assert!(parse_user_flag("10:0").is_err());
+        assert!(parse_user_flag("abc").is_err());
+        assert_eq!(parse_user_flag("10").unwrap(), (10, 10));
+        assert_eq!(parse_user_flag("10:20").unwrap(), (10, 20));
+    }
+}

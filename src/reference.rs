@@ -13,7 +13,10 @@ pub const DOCKER_HUB: &str = "docker.io";
 pub enum ImageRef {
     Registry(RegistryRef),
     /// An OCI image-layout directory; `tag` selects `org.opencontainers.image.ref.name` in `index.json`.
-    Layout { dir: PathBuf, tag: Option<String> },
+    Layout {
+        dir: PathBuf,
+        tag: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -329,7 +332,10 @@ mod tests {
             (r.registry.as_str(), r.repository.as_str(), r.tag.as_deref()),
             ("docker.io", "bitnami/redis", Some("7.2"))
         );
-        assert_eq!(reg("index.docker.io/library/alpine:3").registry, "docker.io");
+        assert_eq!(
+            reg("index.docker.io/library/alpine:3").registry,
+            "docker.io"
+        );
         assert_eq!(reg("docker://alpine").repository, "library/alpine");
     }
 

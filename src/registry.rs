@@ -70,14 +70,21 @@ impl RegistryClient {
         let anonymous = matches!(self.creds.auth, RegistryAuth::Anonymous);
         let denied = |detail: &str| {
             if anonymous {
-                format!("{detail}: the registry wants credentials (docker login, or --creds USER:PASS)")
+                format!(
+                    "{detail}: the registry wants credentials (docker login, or --creds USER:PASS)"
+                )
             } else {
-                format!("{detail}: the registry refused the credentials from {}", self.creds.source)
+                format!(
+                    "{detail}: the registry refused the credentials from {}",
+                    self.creds.source
+                )
             }
         };
         let message = match e {
             OciDistributionError::UnauthorizedError { .. } => denied("unauthorized (401)"),
-            OciDistributionError::AuthenticationFailure(m) => denied(&format!("authentication failed ({m})")),
+            OciDistributionError::AuthenticationFailure(m) => {
+                denied(&format!("authentication failed ({m})"))
+            }
             OciDistributionError::RegistryError { envelope, .. } => {
                 let codes: Vec<String> = envelope
                     .errors
@@ -99,7 +106,11 @@ impl RegistryClient {
             OciDistributionError::ServerError { code: 403, .. } => denied("forbidden (403)"),
             OciDistributionError::ServerError { code, message, .. } => {
                 let m = message.trim();
-                let m = if m.len() > 200 { &m[..m.floor_char_boundary(200)] } else { m };
+                let m = if m.len() > 200 {
+                    &m[..m.floor_char_boundary(200)]
+                } else {
+                    m
+                };
                 format!("HTTP {code} {m}")
             }
             OciDistributionError::RequestError(e) => {
@@ -117,7 +128,11 @@ impl RegistryClient {
             }
             other => other.to_string(),
         };
-        Error::Registry { op, target, message }
+        Error::Registry {
+            op,
+            target,
+            message,
+        }
     }
 
     /// Fetch a manifest or index: `(bytes, digest)`. The digest is computed here from the
@@ -131,7 +146,10 @@ impl RegistryClient {
             .await
             .map_err(|e| self.error("pull manifest", r.to_string(), e))?;
         if bytes.len() > MAX_MANIFEST_BYTES {
-            return Err(Error::malformed(r.to_string(), "manifest larger than 4 MiB"));
+            return Err(Error::malformed(
+                r.to_string(),
+                "manifest larger than 4 MiB",
+            ));
         }
         let digest = sha256_bytes(&bytes);
         if let Some(want) = &r.digest {
@@ -192,7 +210,9 @@ impl RegistryClient {
                 });
             }
             task.inc(chunk.len() as u64);
-            file.write_all(&chunk).await.map_err(|e| Error::io(dest, e))?;
+            file.write_all(&chunk)
+                .await
+                .map_err(|e| Error::io(dest, e))?;
         }
         file.flush().await.map_err(|e| Error::io(dest, e))?;
         task.finish();
@@ -200,11 +220,19 @@ impl RegistryClient {
     }
 
     /// Download a small blob (a config) into memory, bounded by `max` bytes.
-    pub async fn get_blob_bytes(&self, r: &RegistryRef, desc: &Descriptor, max: u64) -> Result<Vec<u8>> {
+    pub async fn get_blob_bytes(
+        &self,
+        r: &RegistryRef,
+        desc: &Descriptor,
+        max: u64,
+    ) -> Result<Vec<u8>> {
         if desc.size > max {
             return Err(Error::malformed(
                 r.to_string(),
-                format!("blob {} is {} bytes, more than the {max} allowed", desc.digest, desc.size),
+                format!(
+                    "blob {} is {} bytes, more than the {max} allowed",
+                    desc.digest, desc.size
+                ),
             ));
         }
         let oref = r.to_oci();
@@ -240,10 +268,13 @@ impl RegistryClient {
     pub async fn blob_exists(&self, r: &RegistryRef, digest: &str) -> Result<bool> {
         let oref = r.to_oci();
         self.prepare(&oref).await;
-        self.client
-            .blob_exists(&oref, digest)
-            .await
-            .map_err(|e| self.error("check blob", format!("{}/{}@{digest}", r.registry, r.repository), e))
+        self.client.blob_exists(&oref, digest).await.map_err(|e| {
+            self.error(
+                "check blob",
+                format!("{}/{}@{digest}", r.registry, r.repository),
+                e,
+            )
+        })
     }
 
     /// Upload a blob from a local file in one streaming PUT, unless the registry has it.
@@ -260,7 +291,9 @@ impl RegistryClient {
             return Ok(false);
         }
         let oref = r.to_oci();
-        let file = tokio::fs::File::open(path).await.map_err(|e| Error::io(path, e))?;
+        let file = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| Error::io(path, e))?;
         let task = progress.task("push", short_digest(digest), size);
         let done = task.clone();
         let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024).map(move |c| {
@@ -272,7 +305,13 @@ impl RegistryClient {
         self.client
             .push_blob_stream(&oref, stream, digest, Some(size))
             .await
-            .map_err(|e| self.error("push blob", format!("{}/{}@{digest}", r.registry, r.repository), e))?;
+            .map_err(|e| {
+                self.error(
+                    "push blob",
+                    format!("{}/{}@{digest}", r.registry, r.repository),
+                    e,
+                )
+            })?;
         done.finish();
         Ok(true)
     }
@@ -286,12 +325,23 @@ impl RegistryClient {
         self.client
             .push_blob(&oref, data, digest)
             .await
-            .map_err(|e| self.error("push blob", format!("{}/{}@{digest}", r.registry, r.repository), e))?;
+            .map_err(|e| {
+                self.error(
+                    "push blob",
+                    format!("{}/{}@{digest}", r.registry, r.repository),
+                    e,
+                )
+            })?;
         Ok(())
     }
 
     /// Push a manifest under `r`'s tag (or digest). Call this last.
-    pub async fn put_manifest(&self, r: &RegistryRef, bytes: Vec<u8>, media_type: &str) -> Result<()> {
+    pub async fn put_manifest(
+        &self,
+        r: &RegistryRef,
+        bytes: Vec<u8>,
+        media_type: &str,
+    ) -> Result<()> {
         let oref = r.to_oci();
         self.prepare(&oref).await;
         let ct = http::HeaderValue::from_str(media_type)
@@ -307,5 +357,9 @@ impl RegistryClient {
 /// `sha256:0123456789ab` (12 hex digits), for progress and messages.
 pub fn short_digest(d: &str) -> &str {
     let end = "sha256:".len() + 12;
-    if d.len() >= end && d.is_char_boundary(end) { &d[..end] } else { d }
+    if d.len() >= end && d.is_char_boundary(end) {
+        &d[..end]
+    } else {
+        d
+    }
 }

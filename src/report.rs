@@ -1,1 +1,147 @@
-//! todo
+//! The one record of a harden run: the JSON report (`--report FILE`) and the one-line human
+//! summary are both printed from [`Report`].
+
+use serde::Serialize;
+
+use crate::progress::human_bytes;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageInfo {
+    pub reference: String,
+    /// What the reference resolves to (an index's digest when it names an index).
+    pub digest: String,
+    pub manifest_digest: String,
+    pub platform: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct UserInfo {
+    pub uid: u32,
+    pub gid: u32,
+    pub name: String,
+    /// "image" (the image's own non-root User), "default" (65532) or "--user".
+    pub source: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FileInfo {
+    pub path: String,
+    /// "file", "dir" or "symlink".
+    pub kind: &'static str,
+    pub size: u64,
+    pub mode: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SetIdInfo {
+    pub path: String,
+    pub mode_before: String,
+    pub mode_after: String,
+    pub uid: u64,
+    pub gid: u64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Default)]
+pub struct Sizes {
+    pub compressed: u64,
+    pub uncompressed: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SizeChange {
+    pub before: Sizes,
+    pub after: Sizes,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub source: ImageInfo,
+    pub destination: ImageInfo,
+    /// True when nothing was written (`--dry-run`).
+    pub dry_run: bool,
+    pub user: UserInfo,
+    pub argv: Vec<String>,
+    pub entrypoint: String,
+    pub files: Vec<FileInfo>,
+    pub setid_cleared: Vec<SetIdInfo>,
+    pub capabilities_dropped: Vec<String>,
+    pub sizes: SizeChange,
+    pub layers_before: usize,
+    pub warnings: Vec<String>,
+    pub seconds: f64,
+}
+
+impl Report {
+    pub fn file_count(&self) -> usize {
+        self.files.iter().filter(|f| f.kind == "file").count()
+    }
+
+    /// `team/api:1.4 → team/api:1.4-hardened  148.2 MB → 9.1 MB (−93.9%), 41 files, user 65532, 6 setuid/setgid bits cleared`
+    pub fn summary(&self) -> String {
+        let before = self.sizes.before.uncompressed;
+        let after = self.sizes.after.uncompressed;
+        let pct = if before > 0 {
+            (after as f64 - before as f64) / before as f64 * 100.0
+        } else {
+            0.0
+        };
+        let sign = if pct <= 0.0 { "−" } else { "+" };
+        format!(
+            "{}{} → {}  {} → {} ({sign}{:.1}%), {} files, user {}, {} setuid/setgid bit{} cleared{}",
+            if self.dry_run { "[dry run] " } else { "" },
+            short_ref(&self.source.reference),
+            short_ref(&self.destination.reference),
+            human_bytes(before),
+            human_bytes(after),
+            pct.abs(),
+            self.file_count(),
+            self.user.uid,
+            self.setid_cleared.len(),
+            if self.setid_cleared.len() == 1 {
+                ""
+            } else {
+                "s"
+            },
+            if self.capabilities_dropped.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ", {} file capabilities dropped",
+                    self.capabilities_dropped.len()
+                )
+            }
+        )
+    }
+}
+
+/// `registry.example.com/team/api:1.4` → `team/api:1.4`; `docker.io/library/nginx:1` → `nginx:1`.
+pub fn short_ref(r: &str) -> String {
+    if r.starts_with("oci:") {
+        return r.to_string();
+    }
+    let rest = match r.split_once('/') {
+        Some((host, rest)) if host.contains('.') || host.contains(':') || host == "localhost" => {
+            rest
+        }
+        _ => r,
+    };
+    rest.strip_prefix("library/").unwrap_or(rest).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_refs() {
+        assert_eq!(
+            short_ref("registry.example.com/team/api:1.4"),
+            "team/api:1.4"
+        );
+        assert_eq!(short_ref("docker.io/library/nginx:1"), "nginx:1");
+        assert_eq!(short_ref("oci:/x:y"), "oci:/x:y");
+    }
+}

@@ -22,7 +22,11 @@ const MAX_SYMLINKS: usize = 40;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kind {
     /// Bytes are entry number `entry` of layer `layer`.
-    File { layer: usize, entry: u64, size: u64 },
+    File {
+        layer: usize,
+        entry: u64,
+        size: u64,
+    },
     Dir,
     Symlink(String),
     Device,
@@ -169,17 +173,18 @@ impl Rootfs {
         for (i, layer) in layers.iter().enumerate() {
             let what = format!("layer {} ({})", i + 1, layer.descriptor.digest);
             let reader = open_layer(&layer.path)?;
-            let (diff_id, size) = fs
-                .apply_layer(i, reader)
-                .map_err(|e| match e {
-                    Error::Io { source, .. } => Error::malformed(what.clone(), source),
-                    other => other,
-                })?;
+            let (diff_id, size) = fs.apply_layer(i, reader).map_err(|e| match e {
+                Error::Io { source, .. } => Error::malformed(what.clone(), source),
+                other => other,
+            })?;
             if let Some(ids) = diff_ids {
                 if ids[i] != diff_id {
                     return Err(Error::malformed(
                         what,
-                        format!("uncompressed content hashes to {diff_id}, but the config's diff_id is {}", ids[i]),
+                        format!(
+                            "uncompressed content hashes to {diff_id}, but the config's diff_id is {}",
+                            ids[i]
+                        ),
                     ));
                 }
             }
@@ -212,21 +217,35 @@ impl Rootfs {
         Ok(hashing.finish())
     }
 
-    fn apply_entry<R: Read>(&mut self, layer: usize, ordinal: u64, entry: &mut tar::Entry<R>) -> Result<()> {
+    fn apply_entry<R: Read>(
+        &mut self,
+        layer: usize,
+        ordinal: u64,
+        entry: &mut tar::Entry<R>,
+    ) -> Result<()> {
         let et = entry.header().entry_type();
         if matches!(
             et,
-            tar::EntryType::XGlobalHeader | tar::EntryType::XHeader | tar::EntryType::GNULongName | tar::EntryType::GNULongLink
+            tar::EntryType::XGlobalHeader
+                | tar::EntryType::XHeader
+                | tar::EntryType::GNULongName
+                | tar::EntryType::GNULongLink
         ) {
             return Ok(());
         }
         let raw = entry.path_bytes().into_owned();
         let Ok(raw) = String::from_utf8(raw) else {
-            self.warnings.push(format!("layer {}: skipped an entry with a non-UTF-8 name", layer + 1));
+            self.warnings.push(format!(
+                "layer {}: skipped an entry with a non-UTF-8 name",
+                layer + 1
+            ));
             return Ok(());
         };
         if raw.len() > MAX_PATH || raw.contains('\0') {
-            return Err(Error::malformed(format!("layer {}", layer + 1), "entry name too long or with NUL"));
+            return Err(Error::malformed(
+                format!("layer {}", layer + 1),
+                "entry name too long or with NUL",
+            ));
         }
         let Some(path) = normalize(&raw) else {
             return Err(Error::malformed(
@@ -251,7 +270,11 @@ impl Rootfs {
             return Ok(());
         }
         if let Some(name) = base.strip_prefix(".wh.") {
-            let target = if dir.is_empty() { name.to_string() } else { format!("{dir}/{name}") };
+            let target = if dir.is_empty() {
+                name.to_string()
+            } else {
+                format!("{dir}/{name}")
+            };
             if !name.is_empty() && name != "." && name != ".." {
                 self.remove_lower(&target, layer);
             }
@@ -262,7 +285,9 @@ impl Rootfs {
         let uid = h.uid().unwrap_or(0);
         let gid = h.gid().unwrap_or(0);
         let capability = match entry.pax_extensions() {
-            Ok(Some(exts)) => exts.flatten().any(|x| x.key_bytes() == b"SCHILY.xattr.security.capability"),
+            Ok(Some(exts)) => exts
+                .flatten()
+                .any(|x| x.key_bytes() == b"SCHILY.xattr.security.capability"),
             _ => false,
         };
         let link = || -> Result<String> {
@@ -271,42 +296,59 @@ impl Rootfs {
                 .map(|b| b.into_owned())
                 .unwrap_or_default();
             let l = String::from_utf8(l).map_err(|_| {
-                Error::malformed(format!("layer {}", layer + 1), format!("link target of /{path} is not UTF-8"))
+                Error::malformed(
+                    format!("layer {}", layer + 1),
+                    format!("link target of /{path} is not UTF-8"),
+                )
             })?;
             if l.len() > MAX_PATH || l.contains('\0') {
-                return Err(Error::malformed(format!("layer {}", layer + 1), format!("bad link target for /{path}")));
+                return Err(Error::malformed(
+                    format!("layer {}", layer + 1),
+                    format!("bad link target for /{path}"),
+                ));
             }
             Ok(l)
         };
         let kind = match et {
-            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => Kind::File {
-                layer,
-                entry: ordinal,
-                size: entry.size(),
-            },
+            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
+                Kind::File {
+                    layer,
+                    entry: ordinal,
+                    size: entry.size(),
+                }
+            }
             tar::EntryType::Directory => Kind::Dir,
             tar::EntryType::Symlink => Kind::Symlink(link()?),
             tar::EntryType::Link => {
                 let target = link()?;
                 let Some(t) = normalize(&target) else {
-                    self.warnings.push(format!("/{path}: hard link target {target:?} climbs out of the root; skipped"));
+                    self.warnings.push(format!(
+                        "/{path}: hard link target {target:?} climbs out of the root; skipped"
+                    ));
                     return Ok(());
                 };
                 match self.nodes.get(&t) {
-                    Some(n @ Node { kind: Kind::File { .. }, .. }) => {
+                    Some(
+                        n @ Node {
+                            kind: Kind::File { .. },
+                            ..
+                        },
+                    ) => {
                         let n = n.clone();
                         self.insert(&path, Node { layer, ..n });
                     }
-                    _ => self
-                        .warnings
-                        .push(format!("/{path}: hard link to /{t}, which is not a regular file; skipped")),
+                    _ => self.warnings.push(format!(
+                        "/{path}: hard link to /{t}, which is not a regular file; skipped"
+                    )),
                 }
                 return Ok(());
             }
             tar::EntryType::Char | tar::EntryType::Block => Kind::Device,
             tar::EntryType::Fifo => Kind::Fifo,
             other => {
-                self.warnings.push(format!("/{path}: unsupported tar entry type {other:?}; skipped"));
+                self.warnings.push(format!(
+                    "/{path}: unsupported tar entry type {other:?}; skipped"
+                ));
                 return Ok(());
             }
         };
@@ -363,7 +405,11 @@ impl Rootfs {
 
     /// Opaque directory: hide every lower-layer child of `dir`.
     fn remove_lower_children(&mut self, dir: &str, layer: usize) {
-        let prefix = if dir.is_empty() { String::new() } else { format!("{dir}/") };
+        let prefix = if dir.is_empty() {
+            String::new()
+        } else {
+            format!("{dir}/")
+        };
         let doomed: Vec<String> = self
             .nodes
             .range(prefix.clone()..)
@@ -402,7 +448,11 @@ impl Rootfs {
 
     /// Children paths of a directory (direct and indirect), in order.
     pub fn subtree<'a>(&'a self, dir: &str) -> impl Iterator<Item = (&'a String, &'a Node)> + 'a {
-        let prefix = if dir.is_empty() { String::new() } else { format!("{dir}/") };
+        let prefix = if dir.is_empty() {
+            String::new()
+        } else {
+            format!("{dir}/")
+        };
         self.nodes
             .range(prefix.clone()..)
             .take_while(move |(k, _)| k.starts_with(&prefix))
@@ -411,7 +461,11 @@ impl Rootfs {
 
     /// Resolve `path` (absolute, or relative to the root) inside the image. `follow_last`
     /// decides whether a symlink in the last component is followed.
-    pub fn resolve(&self, path: &str, follow_last: bool) -> std::result::Result<Resolved, ResolveError> {
+    pub fn resolve(
+        &self,
+        path: &str,
+        follow_last: bool,
+    ) -> std::result::Result<Resolved, ResolveError> {
         let mut cur: Vec<String> = Vec::new();
         let mut todo: Vec<String> = path
             .split('/')
@@ -438,7 +492,10 @@ impl Rootfs {
             let last = todo.is_empty();
             match self.nodes.get(&here) {
                 None => return Err(ResolveError::NotFound),
-                Some(Node { kind: Kind::Symlink(target), .. }) if !last || follow_last => {
+                Some(Node {
+                    kind: Kind::Symlink(target),
+                    ..
+                }) if !last || follow_last => {
                     hops += 1;
                     if hops > MAX_SYMLINKS {
                         return Err(ResolveError::Loop);
@@ -469,8 +526,15 @@ impl Rootfs {
     pub fn read_files(&self, wanted: &[String], dir: &Path) -> Result<HashMap<String, PathBuf>> {
         let mut by_layer: BTreeMap<usize, HashMap<u64, (String, u64)>> = BTreeMap::new();
         for p in wanted {
-            if let Some(Node { kind: Kind::File { layer, entry, size }, .. }) = self.nodes.get(p) {
-                by_layer.entry(*layer).or_default().insert(*entry, (p.clone(), *size));
+            if let Some(Node {
+                kind: Kind::File { layer, entry, size },
+                ..
+            }) = self.nodes.get(p)
+            {
+                by_layer
+                    .entry(*layer)
+                    .or_default()
+                    .insert(*entry, (p.clone(), *size));
             }
         }
         let mut out = HashMap::new();
@@ -503,7 +567,10 @@ impl Rootfs {
                 }
             }
             if let Some((_, (p, _))) = want.into_iter().next() {
-                return Err(Error::malformed(what, format!("/{p} vanished on a second read")));
+                return Err(Error::malformed(
+                    what,
+                    format!("/{p} vanished on a second read"),
+                ));
             }
         }
         Ok(out)
@@ -605,12 +672,21 @@ pub(crate) mod tests {
     }
 
     fn paths(fs: &Rootfs) -> Vec<&str> {
-        fs.nodes.keys().filter(|k| !k.is_empty()).map(String::as_str).collect()
+        fs.nodes
+            .keys()
+            .filter(|k| !k.is_empty())
+            .map(String::as_str)
+            .collect()
     }
 
     #[test]
     fn plain_whiteout_removes_file_and_subtree_of_lower_layers() {
-        let base = tar_of(&[("etc", "d"), ("etc/a", "f:1"), ("etc/b", "f:2"), ("opt/x/y", "f:3")]);
+        let base = tar_of(&[
+            ("etc", "d"),
+            ("etc/a", "f:1"),
+            ("etc/b", "f:2"),
+            ("opt/x/y", "f:3"),
+        ]);
         let top = tar_of(&[("etc/.wh.a", "f:"), ("opt/.wh.x", "f:")]);
         let fs = merged(&[base, top]);
         assert_eq!(paths(&fs), vec!["etc", "etc/b", "opt"]);
@@ -628,7 +704,12 @@ pub(crate) mod tests {
 
     #[test]
     fn opaque_directory_hides_lower_children_only() {
-        let base = tar_of(&[("d", "d"), ("d/old", "f:1"), ("d/sub/deep", "f:2"), ("e", "f:3")]);
+        let base = tar_of(&[
+            ("d", "d"),
+            ("d/old", "f:1"),
+            ("d/sub/deep", "f:2"),
+            ("e", "f:3"),
+        ]);
         // The marker comes after a same-layer child: order must not matter.
         let top = tar_of(&[("d", "d"), ("d/new", "f:4"), ("d/.wh..wh..opq", "f:")]);
         let fs = merged(&[base, top]);
@@ -691,8 +772,14 @@ pub(crate) mod tests {
         let r = fs.resolve("/lib64/libz.so.1", false).unwrap();
         assert_eq!(r.path, "usr/lib/x/libz.so.1");
         assert_eq!(fs.resolve("/loop1", true), Err(ResolveError::Loop));
-        assert!(matches!(fs.resolve("/esc", true), Err(ResolveError::Escape { .. })));
+        assert!(matches!(
+            fs.resolve("/esc", true),
+            Err(ResolveError::Escape { .. })
+        ));
         assert_eq!(fs.resolve("/nope", true), Err(ResolveError::NotFound));
-        assert!(matches!(fs.resolve("/f/x", true), Err(ResolveError::NotADirectory(_))));
+        assert!(matches!(
+            fs.resolve("/f/x", true),
+            Err(ResolveError::NotADirectory(_))
+        ));
     }
 }

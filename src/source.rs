@@ -8,7 +8,7 @@ use futures_util::StreamExt;
 
 use crate::auth::{self, Credentials};
 use crate::error::{Error, Result};
-use crate::image::{self, Descriptor, Manifest, ManifestDoc, Platform, MAX_CONFIG_BYTES};
+use crate::image::{self, Descriptor, MAX_CONFIG_BYTES, Manifest, ManifestDoc, Platform};
 use crate::layout::Layout;
 use crate::progress::Progress;
 use crate::reference::ImageRef;
@@ -67,10 +67,13 @@ fn platform_of(config: &serde_json::Value) -> Platform {
 }
 
 fn parse_config(bytes: &[u8], what: &str) -> Result<serde_json::Value> {
-    let v: serde_json::Value =
-        serde_json::from_slice(bytes).map_err(|e| Error::malformed(format!("config of {what}"), e))?;
+    let v: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| Error::malformed(format!("config of {what}"), e))?;
     if !v.is_object() {
-        return Err(Error::malformed(format!("config of {what}"), "not a JSON object"));
+        return Err(Error::malformed(
+            format!("config of {what}"),
+            "not a JSON object",
+        ));
     }
     Ok(v)
 }
@@ -170,7 +173,8 @@ pub async fn pull(
             for d in &manifest.layers {
                 let path = layout.blob_path(&d.digest)?;
                 let (p2, dg, sz) = (path.clone(), d.digest.clone(), d.size);
-                let task = progress.task("verify", crate::registry::short_digest(&d.digest), d.size);
+                let task =
+                    progress.task("verify", crate::registry::short_digest(&d.digest), d.size);
                 tokio::task::spawn_blocking(move || crate::digest::verify_file(&p2, &dg, sz))
                     .await
                     .map_err(|e| Error::Other(format!("verify task failed: {e}")))??;

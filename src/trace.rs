@@ -79,7 +79,8 @@ impl Contents for LayerContents {
 
     fn read(&mut self, fs: &Rootfs, path: &str, max: u64) -> Result<Vec<u8>> {
         let local = self.local(fs, path)?;
-        crate::layout::read_bounded(&local, max).map_err(|_| Error::path(display(path), format!("larger than {max} bytes")))
+        crate::layout::read_bounded(&local, max)
+            .map_err(|_| Error::path(display(path), format!("larger than {max} bytes")))
     }
 
     fn elf(&mut self, fs: &Rootfs, path: &str) -> Result<Option<Arc<ElfFacts>>> {
@@ -88,7 +89,10 @@ impl Contents for LayerContents {
         }
         let size = fs.get(path).map_or(0, |n| n.size());
         if size > MAX_OBJECT_BYTES {
-            return Err(Error::path(display(path), "larger than 2 GiB; refusing to parse"));
+            return Err(Error::path(
+                display(path),
+                "larger than 2 GiB; refusing to parse",
+            ));
         }
         let local = self.local(fs, path)?;
         let file = std::fs::File::open(&local).map_err(|e| Error::io(&local, e))?;
@@ -114,8 +118,13 @@ impl Contents for LayerContents {
 /// Which C library the closure uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Libc {
-    Glibc { path: String, builtin_files_dns: bool },
-    Musl { interpreter: String },
+    Glibc {
+        path: String,
+        builtin_files_dns: bool,
+    },
+    Musl {
+        interpreter: String,
+    },
 }
 
 /// One line of the dependency tree.
@@ -179,7 +188,11 @@ impl RunConfig {
         let strs = |k: &str| -> Vec<String> {
             c.get(k)
                 .and_then(|v| v.as_array())
-                .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| s.as_str().map(str::to_string))
+                        .collect()
+                })
                 .unwrap_or_default()
         };
         RunConfig {
@@ -198,7 +211,11 @@ impl RunConfig {
         if self.entrypoint.is_empty() {
             self.cmd.clone()
         } else {
-            self.entrypoint.iter().chain(self.cmd.iter()).cloned().collect()
+            self.entrypoint
+                .iter()
+                .chain(self.cmd.iter())
+                .cloned()
+                .collect()
         }
     }
 
@@ -225,7 +242,12 @@ struct Tracer<'a, C: Contents> {
 }
 
 /// Trace the closure of the image's entrypoint (plus `--keep` ELF files).
-pub fn trace<C: Contents>(fs: &Rootfs, contents: &mut C, run: &RunConfig, opts: &TraceOptions) -> Result<Trace> {
+pub fn trace<C: Contents>(
+    fs: &Rootfs,
+    contents: &mut C,
+    run: &RunConfig,
+    opts: &TraceOptions,
+) -> Result<Trace> {
     let mut t = Tracer {
         fs,
         contents,
@@ -240,7 +262,9 @@ pub fn trace<C: Contents>(fs: &Rootfs, contents: &mut C, run: &RunConfig, opts: 
     };
     t.out.argv = run.argv();
     if t.out.argv.is_empty() {
-        return Err(Error::Entrypoint("the image config has neither Entrypoint nor Cmd".into()));
+        return Err(Error::Entrypoint(
+            "the image config has neither Entrypoint nor Cmd".into(),
+        ));
     }
     let argv0 = t.out.argv[0].clone();
     let entry = t.find_program(&argv0)?;
@@ -275,7 +299,9 @@ fn join(dir: &str, name: &str) -> String {
 
 /// musl resolves these names to itself (`libc.*`, `libpthread.*`, …).
 fn musl_reserved(name: &str) -> bool {
-    let Some(rest) = name.strip_prefix("lib") else { return false };
+    let Some(rest) = name.strip_prefix("lib") else {
+        return false;
+    };
     ["c.", "pthread.", "rt.", "m.", "dl.", "util.", "xnet."]
         .iter()
         .any(|r| rest.starts_with(r))
@@ -283,7 +309,10 @@ fn musl_reserved(name: &str) -> bool {
 
 impl<C: Contents> Tracer<'_, C> {
     fn keep_file(&mut self, path: &str, why: impl Into<String>) {
-        self.out.files.entry(path.to_string()).or_insert_with(|| why.into());
+        self.out
+            .files
+            .entry(path.to_string())
+            .or_insert_with(|| why.into());
     }
 
     fn keep_links(&mut self, links: &[String], target: &str) {
@@ -311,7 +340,14 @@ impl<C: Contents> Tracer<'_, C> {
         if p.starts_with('/') {
             p.to_string()
         } else {
-            join(if self.run.workdir.is_empty() { "/" } else { &self.run.workdir }, p)
+            join(
+                if self.run.workdir.is_empty() {
+                    "/"
+                } else {
+                    &self.run.workdir
+                },
+                p,
+            )
         }
     }
 
@@ -341,7 +377,10 @@ impl<C: Contents> Tracer<'_, C> {
             }
         }
         Err(Error::Entrypoint(if argv0.contains('/') {
-            format!("{} does not exist in the image (or is not an executable file)", candidates[0])
+            format!(
+                "{} does not exist in the image (or is not an executable file)",
+                candidates[0]
+            )
         } else {
             format!(
                 "{argv0:?} is not an executable in the image's PATH ({})",
@@ -353,7 +392,10 @@ impl<C: Contents> Tracer<'_, C> {
     /// Keep a program: a `#!` script (and its interpreter) or an ELF executable.
     fn add_program(&mut self, path: &str, name: &str, why: &str, depth: usize) -> Result<()> {
         if depth > 4 {
-            return Err(Error::Entrypoint(format!("{}: too many nested #! interpreters", display(path))));
+            return Err(Error::Entrypoint(format!(
+                "{}: too many nested #! interpreters",
+                display(path)
+            )));
         }
         self.keep_file(path, why);
         if let Some(facts) = self.contents.elf(self.fs, path)? {
@@ -361,7 +403,10 @@ impl<C: Contents> Tracer<'_, C> {
             self.out.roots.push(idx);
             return Ok(());
         }
-        let head = self.contents.read(self.fs, path, 4096).or_else(|_| -> Result<Vec<u8>> { Ok(vec![]) })?;
+        let head = self
+            .contents
+            .read(self.fs, path, 4096)
+            .or_else(|_| -> Result<Vec<u8>> { Ok(vec![]) })?;
         if !head.starts_with(b"#!") {
             return Err(Error::Entrypoint(format!(
                 "{} is neither an ELF executable nor a #! script",
@@ -371,12 +416,17 @@ impl<C: Contents> Tracer<'_, C> {
         let line_end = head.iter().position(|&b| b == b'\n').ok_or_else(|| {
             Error::Entrypoint(format!("{}: #! line longer than 4096 bytes", display(path)))
         })?;
-        let line = String::from_utf8_lossy(&head[2..line_end]).trim().to_string();
+        let line = String::from_utf8_lossy(&head[2..line_end])
+            .trim()
+            .to_string();
         let mut parts = line.splitn(2, [' ', '\t']);
         let interp = parts.next().unwrap_or("").to_string();
         let arg = parts.next().unwrap_or("").trim().to_string();
         if interp.is_empty() {
-            return Err(Error::Entrypoint(format!("{}: empty #! line", display(path))));
+            return Err(Error::Entrypoint(format!(
+                "{}: empty #! line",
+                display(path)
+            )));
         }
         let Some((ipath, links)) = self.resolve_file(&interp)? else {
             return Err(Error::Entrypoint(format!(
@@ -394,7 +444,11 @@ impl<C: Contents> Tracer<'_, C> {
                 .find(|w| !w.starts_with('-') && !w.contains('='));
             if let Some(target) = target {
                 let p = self.find_program(target).map_err(|e| {
-                    Error::Entrypoint(format!("{} (via /usr/bin/env in {}): {e}", target, display(path)))
+                    Error::Entrypoint(format!(
+                        "{} (via /usr/bin/env in {}): {e}",
+                        target,
+                        display(path)
+                    ))
                 })?;
                 let why_t = format!("run by /usr/bin/env from {}", display(path));
                 self.add_program(&p, target, &why_t, depth + 1)?;
@@ -403,7 +457,13 @@ impl<C: Contents> Tracer<'_, C> {
         Ok(())
     }
 
-    fn add_object(&mut self, path: &str, name: &str, facts: Arc<ElfFacts>, loader: Option<usize>) -> usize {
+    fn add_object(
+        &mut self,
+        path: &str,
+        name: &str,
+        facts: Arc<ElfFacts>,
+        loader: Option<usize>,
+    ) -> usize {
         if let Some(&i) = self.by_path.get(path) {
             self.by_name.insert(name.to_string(), i);
             return i;
@@ -447,9 +507,14 @@ impl<C: Contents> Tracer<'_, C> {
                 });
             };
             self.keep_links(&links, &ipath);
-            self.keep_file(&ipath, format!("interpreter (PT_INTERP) of {}", display(&obj.path)));
+            self.keep_file(
+                &ipath,
+                format!("interpreter (PT_INTERP) of {}", display(&obj.path)),
+            );
             if interp.contains("ld-musl-") && self.out.libc.is_none() {
-                self.out.libc = Some(Libc::Musl { interpreter: ipath.clone() });
+                self.out.libc = Some(Libc::Musl {
+                    interpreter: ipath.clone(),
+                });
             }
             if !self.by_path.contains_key(&ipath) {
                 if let Some(f) = self.contents.elf(self.fs, &ipath)? {
@@ -500,12 +565,22 @@ impl<C: Contents> Tracer<'_, C> {
         if self.is_musl() && musl_reserved(name) {
             if let Some(Libc::Musl { interpreter }) = &self.out.libc {
                 let to = self.by_path.get(interpreter).copied();
-                self.out.edges.push(Edge { from: idx, name: name.into(), to, via: "musl libc".into() });
+                self.out.edges.push(Edge {
+                    from: idx,
+                    name: name.into(),
+                    to,
+                    via: "musl libc".into(),
+                });
                 return Ok(to);
             }
         }
         if let Some(&to) = self.by_name.get(name) {
-            self.out.edges.push(Edge { from: idx, name: name.into(), to: Some(to), via: "already loaded".into() });
+            self.out.edges.push(Edge {
+                from: idx,
+                name: name.into(),
+                to: Some(to),
+                via: "already loaded".into(),
+            });
             return Ok(Some(to));
         }
         let obj_facts = self.out.objects[idx].facts.clone();
@@ -514,8 +589,12 @@ impl<C: Contents> Tracer<'_, C> {
         let mut searched = Vec::new();
         for (cand, via) in self.candidates(idx, name)? {
             searched.push(cand.clone());
-            let Some((canon, links)) = self.resolve_file(&cand)? else { continue };
-            let Some(f) = self.contents.elf(self.fs, &canon)? else { continue };
+            let Some((canon, links)) = self.resolve_file(&cand)? else {
+                continue;
+            };
+            let Some(f) = self.contents.elf(self.fs, &canon)? else {
+                continue;
+            };
             if !obj_facts.compatible(&f) {
                 continue;
             }
@@ -553,7 +632,12 @@ impl<C: Contents> Tracer<'_, C> {
                     display(&self.out.objects[idx].path)
                 ));
             }
-            self.out.edges.push(Edge { from: idx, name: name.into(), to: None, via: "not found".into() });
+            self.out.edges.push(Edge {
+                from: idx,
+                name: name.into(),
+                to: None,
+                via: "not found".into(),
+            });
             return Ok(None);
         };
         for (hcanon, hlinks, _, hf) in extra_hwcaps {
@@ -575,7 +659,12 @@ impl<C: Contents> Tracer<'_, C> {
             .elf(self.fs, &canon)?
             .ok_or_else(|| Error::path(display(&canon), "not ELF"))?;
         let to = self.add_object(&canon, name, f, Some(idx));
-        self.out.edges.push(Edge { from: idx, name: name.into(), to: Some(to), via });
+        self.out.edges.push(Edge {
+            from: idx,
+            name: name.into(),
+            to: Some(to),
+            via,
+        });
         Ok(Some(to))
     }
 
@@ -604,7 +693,11 @@ impl<C: Contents> Tracer<'_, C> {
             .filter(|d| !d.is_empty())
             .map(|d| expand_tokens(d, &exe_origin, &facts))
             .collect();
-        let musl = self.is_musl() || facts.interpreter.as_deref().is_some_and(|i| i.contains("ld-musl-"));
+        let musl = self.is_musl()
+            || facts
+                .interpreter
+                .as_deref()
+                .is_some_and(|i| i.contains("ld-musl-"));
         if musl {
             for d in &ld_library_path {
                 dirs.push((d.clone(), "LD_LIBRARY_PATH"));
@@ -645,7 +738,10 @@ impl<C: Contents> Tracer<'_, C> {
                         if o.facts.runpath.is_empty() {
                             let org = dir_of(&o.path);
                             for d in &o.facts.rpath {
-                                dirs.push((expand_tokens(d, &org, &o.facts), "RPATH of the executable"));
+                                dirs.push((
+                                    expand_tokens(d, &org, &o.facts),
+                                    "RPATH of the executable",
+                                ));
                             }
                         }
                     }
@@ -664,7 +760,11 @@ impl<C: Contents> Tracer<'_, C> {
                 dirs.push((d, "default dirs"));
             }
         }
-        let hw = if musl { &[][..] } else { elf::hwcaps_dirs(facts.machine) };
+        let hw = if musl {
+            &[][..]
+        } else {
+            elf::hwcaps_dirs(facts.machine)
+        };
         let mut out = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for (d, via) in dirs {
@@ -696,10 +796,14 @@ impl<C: Contents> Tracer<'_, C> {
 
     fn read_ldconf(&mut self, path: &str, depth: usize, dirs: &mut Vec<String>) -> Result<()> {
         if depth > 8 {
-            self.out.warnings.push(format!("{path}: ld.so.conf includes nest too deep; ignored"));
+            self.out.warnings.push(format!(
+                "{path}: ld.so.conf includes nest too deep; ignored"
+            ));
             return Ok(());
         }
-        let Some((canon, _)) = self.resolve_file(path)? else { return Ok(()) };
+        let Some((canon, _)) = self.resolve_file(path)? else {
+            return Ok(());
+        };
         let text = self.contents.read(self.fs, &canon, MAX_TEXT_BYTES)?;
         let text = String::from_utf8_lossy(&text).into_owned();
         let conf_dir = path.rfind('/').map_or("/", |i| &path[..i]).to_string();
@@ -708,9 +812,16 @@ impl<C: Contents> Tracer<'_, C> {
             if line.is_empty() || line.starts_with("hwcap ") {
                 continue;
             }
-            if let Some(pat) = line.strip_prefix("include").filter(|r| r.starts_with([' ', '\t'])) {
+            if let Some(pat) = line
+                .strip_prefix("include")
+                .filter(|r| r.starts_with([' ', '\t']))
+            {
                 for pat in pat.split_whitespace() {
-                    let pat = if pat.starts_with('/') { pat.to_string() } else { join(&conf_dir, pat) };
+                    let pat = if pat.starts_with('/') {
+                        pat.to_string()
+                    } else {
+                        join(&conf_dir, pat)
+                    };
                     for f in self.glob(&pat) {
                         self.read_ldconf(&f, depth + 1, dirs)?;
                     }
@@ -733,9 +844,17 @@ impl<C: Contents> Tracer<'_, C> {
             Some(i) => (&pattern[..i], &pattern[i + 1..]),
             None => ("/", pattern),
         };
-        let Ok(m) = globset::Glob::new(pat).map(|g| g.compile_matcher()) else { return vec![] };
-        let Ok(r) = self.fs.resolve(dir, true) else { return vec![] };
-        let prefix = if r.path.is_empty() { String::new() } else { format!("{}/", r.path) };
+        let Ok(m) = globset::Glob::new(pat).map(|g| g.compile_matcher()) else {
+            return vec![];
+        };
+        let Ok(r) = self.fs.resolve(dir, true) else {
+            return vec![];
+        };
+        let prefix = if r.path.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", r.path)
+        };
         let mut out: Vec<String> = self
             .fs
             .subtree(&r.path)
@@ -760,7 +879,11 @@ impl<C: Contents> Tracer<'_, C> {
                 .map(str::to_string),
             _ => None,
         };
-        let mut dirs = vec!["/lib".to_string(), "/usr/local/lib".into(), "/usr/lib".into()];
+        let mut dirs = vec![
+            "/lib".to_string(),
+            "/usr/local/lib".into(),
+            "/usr/lib".into(),
+        ];
         if let Some(arch) = arch {
             let file = format!("/etc/ld-musl-{arch}.path");
             if let Some((canon, links)) = self.resolve_file(&file)? {
@@ -789,7 +912,11 @@ impl<C: Contents> Tracer<'_, C> {
     fn keep_patterns(&mut self) -> Result<()> {
         let pats = self.opts.keep.clone();
         for pat in pats {
-            let abs = if pat.starts_with('/') { pat.clone() } else { format!("/{pat}") };
+            let abs = if pat.starts_with('/') {
+                pat.clone()
+            } else {
+                format!("/{pat}")
+            };
             let matcher = globset::GlobBuilder::new(&abs)
                 .literal_separator(true)
                 .build()
@@ -812,7 +939,9 @@ impl<C: Contents> Tracer<'_, C> {
                 }
             }
             if matched.is_empty() {
-                return Err(Error::Usage(format!("--keep {pat:?} matches nothing in the image")));
+                return Err(Error::Usage(format!(
+                    "--keep {pat:?} matches nothing in the image"
+                )));
             }
             let why = format!("--keep {pat}");
             let mut all = Vec::new();
@@ -841,15 +970,25 @@ impl<C: Contents> Tracer<'_, C> {
                     }
                     Some(Kind::Dir) => self.keep_file(&p, why.clone()),
                     Some(Kind::Symlink(_)) => {
-                        self.out.symlinks.entry(p.clone()).or_insert_with(|| why.clone());
+                        self.out
+                            .symlinks
+                            .entry(p.clone())
+                            .or_insert_with(|| why.clone());
                         if let Ok(r) = self.fs.resolve(&p, true) {
-                            if self.fs.get(&r.path).is_some_and(|n| matches!(n.kind, Kind::File { .. })) {
+                            if self
+                                .fs
+                                .get(&r.path)
+                                .is_some_and(|n| matches!(n.kind, Kind::File { .. }))
+                            {
                                 self.keep_links(&r.symlinks, &r.path);
                                 self.keep_file(&r.path, format!("target of {}", display(&p)));
                             }
                         }
                     }
-                    _ => self.out.warnings.push(format!("{}: device or fifo not kept", display(&p))),
+                    _ => self
+                        .out
+                        .warnings
+                        .push(format!("{}: device or fifo not kept", display(&p))),
                 }
             }
         }
@@ -859,10 +998,16 @@ impl<C: Contents> Tracer<'_, C> {
     /// What libc loads at run time without DT_NEEDED: NSS modules named in nsswitch.conf and
     /// libgcc_s (thread cancellation).
     fn libc_extras(&mut self) -> Result<()> {
-        let Some(Libc::Glibc { path, builtin_files_dns }) = self.out.libc.clone() else {
+        let Some(Libc::Glibc {
+            path,
+            builtin_files_dns,
+        }) = self.out.libc.clone()
+        else {
             return Ok(());
         };
-        let Some(&libc_idx) = self.by_path.get(&path) else { return Ok(()) };
+        let Some(&libc_idx) = self.by_path.get(&path) else {
+            return Ok(());
+        };
         let mut services: Vec<String> = Vec::new();
         if let Some((canon, links)) = self.resolve_file("/etc/nsswitch.conf")? {
             self.keep_links(&links, &canon);
@@ -870,7 +1015,9 @@ impl<C: Contents> Tracer<'_, C> {
             let text = self.contents.read(self.fs, &canon, MAX_TEXT_BYTES)?;
             for line in String::from_utf8_lossy(&text).lines() {
                 let line = line.split('#').next().unwrap_or("");
-                let Some((_, rest)) = line.split_once(':') else { continue };
+                let Some((_, rest)) = line.split_once(':') else {
+                    continue;
+                };
                 for w in rest.split_whitespace() {
                     if w.starts_with('[') || w.ends_with(']') || w.contains('=') {
                         continue;
@@ -888,12 +1035,17 @@ impl<C: Contents> Tracer<'_, C> {
             let module = format!("libnss_{s}.so.2");
             let why = format!("NSS module for '{s}' in /etc/nsswitch.conf (loaded by libc)");
             if self.load(libc_idx, &module, &why, false)?.is_none() {
-                self.out
-                    .warnings
-                    .push(format!("/etc/nsswitch.conf names '{s}', but {module} is not in the image"));
+                self.out.warnings.push(format!(
+                    "/etc/nsswitch.conf names '{s}', but {module} is not in the image"
+                ));
             }
         }
-        self.load(libc_idx, "libgcc_s.so.1", "loaded by libc for thread cancellation", false)?;
+        self.load(
+            libc_idx,
+            "libgcc_s.so.1",
+            "loaded by libc for thread cancellation",
+            false,
+        )?;
         Ok(())
     }
 }
@@ -918,7 +1070,13 @@ pub fn default_dirs(f: &ElfFacts) -> Vec<String> {
 pub fn render_tree(t: &Trace) -> String {
     let mut out = String::new();
     let mut expanded = std::collections::HashSet::new();
-    fn walk(t: &Trace, idx: usize, depth: usize, out: &mut String, expanded: &mut std::collections::HashSet<usize>) {
+    fn walk(
+        t: &Trace,
+        idx: usize,
+        depth: usize,
+        out: &mut String,
+        expanded: &mut std::collections::HashSet<usize>,
+    ) {
         let o = &t.objects[idx];
         if depth == 0 {
             out.push_str(&display(&o.path));
@@ -934,7 +1092,12 @@ pub fn render_tree(t: &Trace) -> String {
             let pad = "    ".repeat(depth + 1);
             match e.to {
                 Some(to) if e.via != "already loaded" => {
-                    out.push_str(&format!("{pad}{} => {} [{}]\n", e.name, display(&t.objects[to].path), e.via));
+                    out.push_str(&format!(
+                        "{pad}{} => {} [{}]\n",
+                        e.name,
+                        display(&t.objects[to].path),
+                        e.via
+                    ));
                     walk(t, to, depth + 1, out, expanded);
                 }
                 Some(_) => {}
@@ -984,8 +1147,20 @@ mod tests {
     }
 
     fn image(entries: &[(&str, &str)], facts: Vec<(&str, ElfFacts)>) -> (Rootfs, Fake) {
-        let mut fs = Rootfs { nodes: BTreeMap::new(), layers: vec![], layer_sizes: vec![], warnings: vec![] };
-        let node = |kind| Node { kind, mode: 0o755, uid: 0, gid: 0, layer: 0, capability: false };
+        let mut fs = Rootfs {
+            nodes: BTreeMap::new(),
+            layers: vec![],
+            layer_sizes: vec![],
+            warnings: vec![],
+        };
+        let node = |kind| Node {
+            kind,
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            layer: 0,
+            capability: false,
+        };
         fs.nodes.insert(String::new(), node(Kind::Dir));
         let mut text = HashMap::new();
         for (i, (p, what)) in entries.iter().enumerate() {
@@ -997,7 +1172,9 @@ mod tests {
                     acc.push('/');
                 }
                 acc.push_str(c);
-                fs.nodes.entry(acc.clone()).or_insert_with(|| node(Kind::Dir));
+                fs.nodes
+                    .entry(acc.clone())
+                    .or_insert_with(|| node(Kind::Dir));
             }
             let kind = if *what == "d" {
                 Kind::Dir
@@ -1007,11 +1184,18 @@ mod tests {
                 if let Some(t) = what.strip_prefix("t:") {
                     text.insert(p.to_string(), t.as_bytes().to_vec());
                 }
-                Kind::File { layer: 0, entry: i as u64, size: 1 }
+                Kind::File {
+                    layer: 0,
+                    entry: i as u64,
+                    size: 1,
+                }
             };
             fs.nodes.insert(p.to_string(), node(kind));
         }
-        let facts = facts.into_iter().map(|(p, f)| (p.trim_start_matches('/').to_string(), f)).collect();
+        let facts = facts
+            .into_iter()
+            .map(|(p, f)| (p.trim_start_matches('/').to_string(), f))
+            .collect();
         (fs, Fake { facts, text })
     }
 
@@ -1029,12 +1213,20 @@ mod tests {
     fn base() -> Vec<(&'static str, &'static str)> {
         vec![
             ("/lib64", "l:usr/lib64"),
-            ("/usr/lib64/ld-linux-x86-64.so.2", "l:../lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"),
+            (
+                "/usr/lib64/ld-linux-x86-64.so.2",
+                "l:../lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
+            ),
             (LDSO, "elf"),
         ]
     }
 
-    fn run(entries: Vec<(&str, &str)>, facts: Vec<(&str, ElfFacts)>, argv0: &str, env: &[&str]) -> Result<Trace> {
+    fn run(
+        entries: Vec<(&str, &str)>,
+        facts: Vec<(&str, ElfFacts)>,
+        argv0: &str,
+        env: &[&str],
+    ) -> Result<Trace> {
         let mut facts = facts;
         facts.push((LDSO, lib("ld-linux-x86-64.so.2")));
         let (fs, mut c) = image(&entries, facts);
@@ -1047,7 +1239,11 @@ mod tests {
     }
 
     fn found(t: &Trace, name: &str) -> String {
-        let e = t.edges.iter().find(|e| e.name == name && e.via != "already loaded").expect(name);
+        let e = t
+            .edges
+            .iter()
+            .find(|e| e.name == name && e.via != "already loaded")
+            .expect(name);
         display(&t.objects[e.to.unwrap()].path)
     }
 
@@ -1059,10 +1255,20 @@ mod tests {
         let mut liba = lib("liba.so");
         liba.needed = vec!["libb.so".into()];
         let mut e = base();
-        e.extend([("/app", "elf"), ("/r/liba.so", "elf"), ("/r/libb.so", "elf"), ("/usr/lib/libb.so", "elf")]);
+        e.extend([
+            ("/app", "elf"),
+            ("/r/liba.so", "elf"),
+            ("/r/libb.so", "elf"),
+            ("/usr/lib/libb.so", "elf"),
+        ]);
         let t = run(
             e.clone(),
-            vec![("/app", app.clone()), ("/r/liba.so", liba.clone()), ("/r/libb.so", lib("libb.so")), ("/usr/lib/libb.so", lib("libb.so"))],
+            vec![
+                ("/app", app.clone()),
+                ("/r/liba.so", liba.clone()),
+                ("/r/libb.so", lib("libb.so")),
+                ("/usr/lib/libb.so", lib("libb.so")),
+            ],
             "/app",
             &[],
         )
@@ -1074,7 +1280,12 @@ mod tests {
         liba.runpath = vec!["/nowhere".into()];
         let t = run(
             e,
-            vec![("/app", app), ("/r/liba.so", liba), ("/r/libb.so", lib("libb.so")), ("/usr/lib/libb.so", lib("libb.so"))],
+            vec![
+                ("/app", app),
+                ("/r/liba.so", liba),
+                ("/r/libb.so", lib("libb.so")),
+                ("/usr/lib/libb.so", lib("libb.so")),
+            ],
             "/app",
             &[],
         )
@@ -1091,10 +1302,21 @@ mod tests {
         let mut liba = lib("liba.so");
         liba.needed = vec!["libb.so".into()];
         let mut e = base();
-        e.extend([("/opt/x/bin/app", "elf"), ("/opt/x/lib/liba.so", "elf"), ("/opt/x/lib/libb.so", "elf")]);
-        let facts = vec![("/opt/x/bin/app", app.clone()), ("/opt/x/lib/liba.so", liba.clone()), ("/opt/x/lib/libb.so", lib("libb.so"))];
+        e.extend([
+            ("/opt/x/bin/app", "elf"),
+            ("/opt/x/lib/liba.so", "elf"),
+            ("/opt/x/lib/libb.so", "elf"),
+        ]);
+        let facts = vec![
+            ("/opt/x/bin/app", app.clone()),
+            ("/opt/x/lib/liba.so", liba.clone()),
+            ("/opt/x/lib/libb.so", lib("libb.so")),
+        ];
         let err = run(e.clone(), facts.clone(), "/opt/x/bin/app", &[]).unwrap_err();
-        assert!(matches!(err, Error::MissingLibrary { ref name, .. } if name == "libb.so"), "{err}");
+        assert!(
+            matches!(err, Error::MissingLibrary { ref name, .. } if name == "libb.so"),
+            "{err}"
+        );
         // With LD_LIBRARY_PATH it is found.
         let t = run(e, facts, "/opt/x/bin/app", &["LD_LIBRARY_PATH=/opt/x/lib"]).unwrap();
         assert_eq!(found(&t, "liba.so"), "/opt/x/lib/liba.so");
@@ -1129,10 +1351,17 @@ mod tests {
         ];
         let t = run(e, facts, "app", &["LD_LIBRARY_PATH=/ld", "PATH=/usr/bin"]).unwrap();
         assert_eq!(t.entrypoint, "usr/bin/app");
-        assert_eq!(found(&t, "libz.so.1"), "/rp/libz.so.1", "32-bit one in LD_LIBRARY_PATH is skipped");
+        assert_eq!(
+            found(&t, "libz.so.1"),
+            "/rp/libz.so.1",
+            "32-bit one in LD_LIBRARY_PATH is skipped"
+        );
         assert_eq!(found(&t, "libq.so"), "/rp/libq.so");
         assert!(t.symlinks.contains_key("lib64"));
-        assert!(t.files.contains_key("usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"));
+        assert!(
+            t.files
+                .contains_key("usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2")
+        );
     }
 
     #[test]
@@ -1145,20 +1374,35 @@ mod tests {
             ("/usr/local/lib/libp.so.1", "l:libp.so.1.0"),
             ("/usr/local/lib/libp.so.1.0", "elf"),
             ("/usr/lib/x86_64-linux-gnu/libm.so.6", "elf"),
-            ("/usr/lib/x86_64-linux-gnu/glibc-hwcaps/x86-64-v3/libm.so.6", "elf"),
+            (
+                "/usr/lib/x86_64-linux-gnu/glibc-hwcaps/x86-64-v3/libm.so.6",
+                "elf",
+            ),
         ]);
         let facts = vec![
             ("/app", app),
             ("/usr/local/lib/libp.so.1.0", lib("libp.so.1")),
             ("/usr/lib/x86_64-linux-gnu/libm.so.6", lib("libm.so.6")),
-            ("/usr/lib/x86_64-linux-gnu/glibc-hwcaps/x86-64-v3/libm.so.6", lib("libm.so.6")),
+            (
+                "/usr/lib/x86_64-linux-gnu/glibc-hwcaps/x86-64-v3/libm.so.6",
+                lib("libm.so.6"),
+            ),
         ];
         let t = run(e, facts, "/app", &[]).unwrap();
         assert_eq!(found(&t, "libp.so.1"), "/usr/local/lib/libp.so.1.0");
         assert!(t.symlinks.contains_key("usr/local/lib/libp.so.1"));
-        assert_eq!(t.ldconf_libs, vec![("libp.so.1".to_string(), "/usr/local/lib/libp.so.1".to_string())]);
+        assert_eq!(
+            t.ldconf_libs,
+            vec![(
+                "libp.so.1".to_string(),
+                "/usr/local/lib/libp.so.1".to_string()
+            )]
+        );
         assert!(t.files.contains_key("usr/lib/x86_64-linux-gnu/libm.so.6"));
-        assert!(t.files.contains_key("usr/lib/x86_64-linux-gnu/glibc-hwcaps/x86-64-v3/libm.so.6"));
+        assert!(
+            t.files
+                .contains_key("usr/lib/x86_64-linux-gnu/glibc-hwcaps/x86-64-v3/libm.so.6")
+        );
     }
 
     #[test]
@@ -1184,7 +1428,10 @@ mod tests {
         facts2.remove(1);
         let err = run(e, facts2, "/usr/bin/jq", &[]).unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("/usr/bin/jq") && msg.contains("libjq.so.1"), "{msg}");
+        assert!(
+            msg.contains("/usr/bin/jq") && msg.contains("libjq.so.1"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -1216,7 +1463,10 @@ mod tests {
                 ("/bin/app", app),
             ],
         );
-        let run = RunConfig { entrypoint: vec!["/bin/app".into()], ..Default::default() };
+        let run = RunConfig {
+            entrypoint: vec!["/bin/app".into()],
+            ..Default::default()
+        };
         let t = trace(&fs, &mut c, &run, &TraceOptions::default()).unwrap();
         assert_eq!(found(&t, "libz.so.1"), "/opt/lib/libz.so.1");
         assert!(matches!(t.libc, Some(Libc::Musl { .. })));

@@ -1774,8 +1774,20 @@ pub fn run_chroot_as(rootfs: &Path, userspec: &str, argv: &[&str], env: &[(&str,
         "run_chroot needs root; guard the test with is_root()"
     );
     assert!(!argv.is_empty(), "run_chroot needs a program");
+    // A container runtime gives the process a /proc (glibc needs /proc/self/exe to expand
+    // $ORIGIN in the executable's RUNPATH): mount one, in a private mount namespace so it
+    // goes away with the process.
+    let proc_dir = rootfs.join("proc");
+    if !proc_dir.exists() {
+        fs::create_dir(&proc_dir).expect("create /proc mount point in the unpacked rootfs");
+    }
     run_capture(
-        Command::new(require_tool("chroot"))
+        Command::new(require_tool("unshare"))
+            .arg("--mount")
+            .arg("--pid")
+            .arg("--fork")
+            .arg(format!("--mount-proc={}", proc_dir.display()))
+            .arg(require_tool("chroot"))
             .arg(format!("--userspec={userspec}"))
             .arg(rootfs)
             .args(argv)
