@@ -615,7 +615,15 @@ impl<C: Contents> Tracer<'_, C> {
         }
         let Some((canon, requested, via)) = found else {
             if required && !self.opts.allow_missing {
-                let mut s = searched.join(", ");
+                // Name the directories searched (without the glibc-hwcaps probes).
+                let mut dirs: Vec<String> = Vec::new();
+                for c in searched.iter().filter(|c| !c.contains("/glibc-hwcaps/")) {
+                    let d = c.rfind('/').map_or("/", |i| &c[..i.max(1)]).to_string();
+                    if !dirs.contains(&d) {
+                        dirs.push(d);
+                    }
+                }
+                let mut s = dirs.join(", ");
                 if s.len() > 600 {
                     s.truncate(s.floor_char_boundary(600));
                     s.push_str(", …");

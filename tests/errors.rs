@@ -1,0 +1,336 @@
+//! Bad input and access: every failure is one clear line, a non-zero exit, and nothing written
+//! to the destination (checked with skopeo).
+
+mod common;
+
+use std::process::Output;
+
+use common::*;
+use serde_json::Value;
+
+fn run(cmd: &mut std::process::Command) -> Output {
+    cmd.output().expect("run pare")
+}
+
+/// Exit code 1 and exactly one line on stderr, starting with `pare: error:` and containing all
+/// of `needles`.
+fn assert_one_line_error(out: &Output, needles: &[&str]) -> String {
+    assert!(
+        !out.status.success(),
+        "expected failure: {}",
+        describe_output(out)
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", describe_output(out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("pare: error:"))
+        .collect();
+    assert_eq!(lines.len(), 1, "one error line: {err}");
+    for n in needles {
+        assert!(lines[0].contains(n), "{n:?} not in {:?}", lines[0]);
+    }
+    lines[0].to_string()
+}
+
+fn jq_only_closure() -> Layer {
+    Layer::new().host_closure(HOST_JQ)
+}
+
+#[test]
+fn missing_tag_unreachable_registry_and_bad_references() {
+    let reg = Registry::start();
+    build_and_push(
+        &ImageSpec::new(vec![jq_only_closure()]).with_entrypoint(&["/usr/bin/jq"]),
+        &reg.image("a/jq:1"),
+        None,
+    );
+    let out = run(pare().args(["harden", &reg.image("a/jq:nope")]));
+    assert_one_line_error(&out, &["a/jq:nope", "not found"]);
+    assert!(!skopeo_inspect_exists(
+        &reg.image("a/jq:nope-hardened"),
+        None
+    ));
+
+    // Nothing listens on this port.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = run(pare().args(["harden", &format!("127.0.0.1:{port}/x/y:1")]));
+    assert_one_line_error(&out, &["cannot reach 127.0.0.1"]);
+
+    for bad in ["UPPER/case:1", "x@sha256:123", "docker-archive:foo.tar"] {
+        let out = run(pare().args(["harden", bad]));
+        assert_one_line_error(&out, &["invalid image reference"]);
+    }
+    // A digest destination is refused before anything is pulled.
+    let out = run(pare().args([
+        "harden",
+        &reg.image("a/jq:1"),
+        &format!("{}@sha256:{}", reg.image("a/jq"), "0".repeat(64)),
+    ]));
+    assert_one_line_error(&out, &["names a digest"]);
+}
+
+#[test]
+fn credentials_right_wrong_and_from_docker_config() {
+    let reg = Registry::start_with_auth("alice", "s3cret-pw");
+    let creds = Some(("alice", "s3cret-pw"));
+    build_and_push(
+        &ImageSpec::new(vec![jq_only_closure()]).with_entrypoint(&["/usr/bin/jq"]),
+        &reg.image("p/jq:1"),
+        creds,
+    );
+    let home = tempfile::tempdir().unwrap();
+    let isolated = |c: &mut std::process::Command| {
+        c.env("HOME", home.path())
+            .env_remove("DOCKER_CONFIG")
+            .env_remove("REGISTRY_AUTH_FILE");
+    };
+
+    // Anonymous.
+    let mut c = pare();
+    c.args(["harden", &reg.image("p/jq:1")]);
+    isolated(&mut c);
+    assert_one_line_error(&run(&mut c), &["unauthorized", "wants credentials"]);
+
+    // Wrong password: refused, nothing written, and the password never printed.
+    let mut c = pare();
+    c.args([
+        "-v",
+        "harden",
+        &reg.image("p/jq:1"),
+        "--creds",
+        "alice:wrong-pw-123",
+    ]);
+    isolated(&mut c);
+    let out = run(&mut c);
+    assert_one_line_error(&out, &["refused the credentials from --creds"]);
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!all.contains("wrong-pw-123"), "secret printed");
+    assert!(!skopeo_inspect_exists(&reg.image("p/jq:1-hardened"), creds));
+
+    // Right password via --creds.
+    let mut c = pare();
+    c.args([
+        "-v",
+        "harden",
+        &reg.image("p/jq:1"),
+        &reg.image("p/jq:via-flag"),
+        "--creds",
+        "alice:s3cret-pw",
+    ]);
+    isolated(&mut c);
+    let out = run(&mut c);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("s3cret-pw"),
+        "secret printed in verbose log"
+    );
+    assert!(skopeo_inspect_exists(&reg.image("p/jq:via-flag"), creds));
+
+    // Right password via $DOCKER_CONFIG/config.json (base64 auth) and ~/.docker/config.json.
+    let cfg = tempfile::tempdir().unwrap();
+    // base64("alice:s3cret-pw")
+    let auth = "YWxpY2U6czNjcmV0LXB3";
+    std::fs::write(
+        cfg.path().join("config.json"),
+        format!(r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#, reg.host()),
+    )
+    .unwrap();
+    let mut c = pare();
+    c.args([
+        "harden",
+        &reg.image("p/jq:1"),
+        &reg.image("p/jq:via-config"),
+    ]);
+    isolated(&mut c);
+    c.env("DOCKER_CONFIG", cfg.path());
+    let out = run(&mut c);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    assert!(skopeo_inspect_exists(&reg.image("p/jq:via-config"), creds));
+
+    std::fs::create_dir_all(home.path().join(".docker")).unwrap();
+    std::fs::write(
+        home.path().join(".docker/config.json"),
+        format!(
+            r#"{{"auths":{{"{}":{{"username":"alice","password":"s3cret-pw"}}}}}}"#,
+            reg.host()
+        ),
+    )
+    .unwrap();
+    let mut c = pare();
+    c.args(["harden", &reg.image("p/jq:1"), &reg.image("p/jq:via-home")]);
+    isolated(&mut c);
+    let out = run(&mut c);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    assert!(skopeo_inspect_exists(&reg.image("p/jq:via-home"), creds));
+}
+
+#[test]
+fn missing_entrypoint_and_missing_library() {
+    let reg = Registry::start();
+    let no_entry = ImageSpec::new(vec![usrmerge_base_layer(), jq_only_closure()])
+        .with_entrypoint(&["/usr/bin/nope"]);
+    build_and_push(&no_entry, &reg.image("b/noentry:1"), None);
+    let out = run(pare().args(["harden", &reg.image("b/noentry:1")]));
+    assert_one_line_error(&out, &["entrypoint", "/usr/bin/nope does not exist"]);
+    assert!(!skopeo_inspect_exists(
+        &reg.image("b/noentry:1-hardened"),
+        None
+    ));
+
+    let not_in_path = ImageSpec::new(vec![jq_only_closure()]).with_cmd(&["jqq"]);
+    build_and_push(&not_in_path, &reg.image("b/nopath:1"), None);
+    let out = run(pare().args(["harden", &reg.image("b/nopath:1")]));
+    assert_one_line_error(&out, &["\"jqq\" is not an executable in the image's PATH"]);
+
+    // jq without libjq: the error names the object and the soname.
+    let closure: Vec<ClosureEntry> = host_closure(std::path::Path::new(HOST_JQ))
+        .into_iter()
+        .filter(|e| !e.image_path().contains("libjq"))
+        .collect();
+    let mut layer = Layer::new();
+    for e in closure {
+        layer = match e {
+            ClosureEntry::File {
+                host,
+                image_path,
+                mode,
+            } => layer.file_from_host(host, &format!("/{image_path}"), Some(mode)),
+            ClosureEntry::Symlink { image_path, target } => {
+                layer.symlink(&format!("/{image_path}"), &target)
+            }
+        };
+    }
+    let nolib = ImageSpec::new(vec![layer]).with_entrypoint(&["/usr/bin/jq"]);
+    build_and_push(&nolib, &reg.image("b/nolib:1"), None);
+    let out = run(pare().args(["harden", &reg.image("b/nolib:1")]));
+    assert_one_line_error(
+        &out,
+        &[
+            "/usr/bin/jq: needs libjq.so.1",
+            "cannot be found",
+            "/usr/lib/x86_64-linux-gnu",
+        ],
+    );
+    assert!(!skopeo_inspect_exists(
+        &reg.image("b/nolib:1-hardened"),
+        None
+    ));
+    // --allow-missing proceeds and says so.
+    let out = run(pare().args(["harden", &reg.image("b/nolib:1"), "--allow-missing"]));
+    assert!(out.status.success(), "{}", describe_output(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("warning: /usr/bin/jq: needs libjq.so.1")
+    );
+    assert!(skopeo_inspect_exists(
+        &reg.image("b/nolib:1-hardened"),
+        None
+    ));
+}
+
+#[test]
+fn corrupted_blob_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let built = write_oci_layout(
+        dir.path(),
+        "app",
+        &ImageSpec::new(vec![jq_only_closure()]).with_entrypoint(&["/usr/bin/jq"]),
+    );
+    let layer = &built.layer_digests[0];
+    let path = dir
+        .path()
+        .join("blobs/sha256")
+        .join(layer.trim_start_matches("sha256:"));
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&path, bytes).unwrap();
+    let out_dir = dir.path().join("out");
+    let out = run(pare().args([
+        "harden",
+        &format!("oci:{}:app", dir.path().display()),
+        &format!("oci:{}:h", out_dir.display()),
+    ]));
+    assert_one_line_error(&out, &["digest mismatch", layer]);
+    assert!(!out_dir.exists());
+}
+
+#[test]
+fn users_scripts_and_env_shebangs() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("l");
+    let app = Layer::new()
+        .host_closure(HOST_JQ)
+        .host_closure("/usr/bin/env")
+        .file("/usr/local/bin/calc", "#!/usr/bin/jq -nf\n1+2\n", 0o755)
+        .file(
+            "/usr/local/bin/calc-env",
+            "#!/usr/bin/env -S jq -nf\n2+2\n",
+            0o755,
+        )
+        .file(
+            "/etc/passwd",
+            "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:App:/srv/app:/bin/sh\n",
+            0o644,
+        )
+        .file("/etc/group", "root:x:0:\napp:x:1000:\n", 0o644);
+    let base = usrmerge_base_layer();
+    write_oci_layout(
+        &layout,
+        "script",
+        &ImageSpec::new(vec![base.clone(), app.clone()]).with_cmd(&["calc"]),
+    );
+    write_oci_layout(
+        &layout,
+        "envscript",
+        &ImageSpec::new(vec![base.clone(), app.clone()]).with_entrypoint(&["calc-env"]),
+    );
+    write_oci_layout(
+        &layout,
+        "appuser",
+        &ImageSpec::new(vec![base, app])
+            .with_entrypoint(&["/usr/bin/jq"])
+            .with_user("app"),
+    );
+    let src = |t: &str| format!("oci:{}:{t}", layout.display());
+    let dst = |t: &str| format!("oci:{}:{t}", dir.path().join("out").display());
+
+    for (tag, argv, expect) in [
+        ("script", "/usr/local/bin/calc", "3"),
+        ("envscript", "/usr/local/bin/calc-env", "4"),
+    ] {
+        let out = run(pare().args(["harden", &src(tag), &dst(tag)]));
+        assert!(out.status.success(), "{}", describe_output(&out));
+        let u = pull_and_unpack(&dst(tag));
+        assert!(!u.path("/usr/bin/sh").exists() && !u.path("/usr/bin/busybox").exists());
+        if is_root() {
+            let o = run_chroot(&u.rootfs(), &[argv], &[("PATH", DEFAULT_PATH)]);
+            assert!(o.status.success(), "{}", describe_output(&o));
+            assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), expect);
+        } else {
+            eprintln!("SKIP chroot run: not root");
+        }
+    }
+
+    // The image's own non-root user is kept; --user overrides; --user 0 is refused.
+    let out = run(pare().args(["harden", &src("appuser"), &dst("appuser")]));
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let u = pull_and_unpack(&dst("appuser"));
+    assert_eq!(u.exec_config()["User"], "1000:1000");
+    let passwd = std::fs::read_to_string(u.path("/etc/passwd")).unwrap();
+    assert!(passwd.contains("app:x:1000:1000:App:/srv/app:"), "{passwd}");
+    let out = run(pare().args(["harden", &src("appuser"), &dst("u2"), "--user", "4242:4243"]));
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let cfg: Value = pull_and_unpack(&dst("u2")).config;
+    assert_eq!(cfg["config"]["User"], "4242:4243");
+    let out = run(pare().args(["harden", &src("appuser"), &dst("u3"), "--user", "0"]));
+    assert_one_line_error(&out, &["--user 0"]);
+}
