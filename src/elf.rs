@@ -81,10 +81,10 @@ fn parse_inner(bytes: &[u8]) -> Result<ElfFacts, String> {
             facts.interpreter =
                 Some(String::from_utf8(s.to_vec()).map_err(|_| "PT_INTERP is not UTF-8")?);
         }
-        if ph.p_type == PT_NOTE {
-            if let Some(raw) = slice(bytes, ph.p_offset, ph.p_filesz) {
-                collect_dlopen_notes(raw, ph.p_align, endian.is_little(), &mut facts.dlopen);
-            }
+        if ph.p_type == PT_NOTE
+            && let Some(raw) = slice(bytes, ph.p_offset, ph.p_filesz)
+        {
+            collect_dlopen_notes(raw, ph.p_align, endian.is_little(), &mut facts.dlopen);
         }
     }
     if let Some(dynamic) =
@@ -170,18 +170,19 @@ fn collect_dlopen_notes(seg: &[u8], align: u64, little: bool, out: &mut Vec<Stri
         ) else {
             return;
         };
-        if cstr(name) == b"FDO" && ntype == NOTE_DLOPEN_TYPE {
-            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(cstr(desc)) {
-                for item in v.as_array().into_iter().flatten() {
-                    for s in item
-                        .get("soname")
-                        .and_then(|s| s.as_array())
-                        .into_iter()
-                        .flatten()
-                    {
-                        if let Some(s) = s.as_str() {
-                            out.push(s.to_string());
-                        }
+        if cstr(name) == b"FDO"
+            && ntype == NOTE_DLOPEN_TYPE
+            && let Ok(v) = serde_json::from_slice::<serde_json::Value>(cstr(desc))
+        {
+            for item in v.as_array().into_iter().flatten() {
+                for s in item
+                    .get("soname")
+                    .and_then(|s| s.as_array())
+                    .into_iter()
+                    .flatten()
+                {
+                    if let Some(s) = s.as_str() {
+                        out.push(s.to_string());
                     }
                 }
             }

@@ -160,12 +160,12 @@ pub async fn harden(
         Some(d) => d.clone(),
         None => reference::default_destination(src)?,
     };
-    if let ImageRef::Registry(r) = &dest {
-        if r.digest.is_some() {
-            return Err(Error::Usage(format!(
-                "destination {dest} names a digest; name a tag instead"
-            )));
-        }
+    if let ImageRef::Registry(r) = &dest
+        && r.digest.is_some()
+    {
+        return Err(Error::Usage(format!(
+            "destination {dest} names a digest; name a tag instead"
+        )));
     }
     let Analysis {
         pulled,

@@ -143,26 +143,26 @@ pub fn parse(input: &str) -> Result<ImageRef> {
         if dir.is_empty() {
             return Err(err(input, "oci: needs a directory, as in oci:DIR[:TAG]"));
         }
-        if let Some(t) = tag {
-            if !valid_layout_tag(t) {
-                return Err(err(input, format!("{t:?} is not a valid tag")));
-            }
+        if let Some(t) = tag
+            && !valid_layout_tag(t)
+        {
+            return Err(err(input, format!("{t:?} is not a valid tag")));
         }
         return Ok(ImageRef::Layout {
             dir: PathBuf::from(dir),
             tag: tag.map(str::to_string),
         });
     }
-    if let Some((transport, _)) = input.split_once(':') {
-        if matches!(
+    if let Some((transport, _)) = input.split_once(':')
+        && matches!(
             transport,
             "docker-archive" | "oci-archive" | "dir" | "docker-daemon" | "containers-storage"
-        ) {
-            return Err(err(
-                input,
-                format!("the {transport}: transport is not supported (use docker:// or oci:)"),
-            ));
-        }
+        )
+    {
+        return Err(err(
+            input,
+            format!("the {transport}: transport is not supported (use docker:// or oci:)"),
+        ));
     }
     let s = input.strip_prefix("docker://").unwrap_or(input);
     parse_registry(input, s).map(ImageRef::Registry)
@@ -188,13 +188,13 @@ fn parse_registry(input: &str, s: &str) -> Result<RegistryRef> {
         Some(i) if last_slash.is_none_or(|s| i > s) => (&name_tag[..i], Some(&name_tag[i + 1..])),
         _ => (name_tag, None),
     };
-    if let Some(t) = tag {
-        if !valid_tag(t) {
-            return Err(err(
-                input,
-                format!("{t:?} is not a valid tag ([A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})"),
-            ));
-        }
+    if let Some(t) = tag
+        && !valid_tag(t)
+    {
+        return Err(err(
+            input,
+            format!("{t:?} is not a valid tag ([A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})"),
+        ));
     }
     let (registry, repo) = match name.split_once('/') {
         Some((first, rest))

@@ -152,13 +152,13 @@ impl RegistryClient {
             ));
         }
         let digest = sha256_bytes(&bytes);
-        if let Some(want) = &r.digest {
-            if &digest != want {
-                return Err(Error::DigestMismatch {
-                    digest: want.clone(),
-                    actual: digest,
-                });
-            }
+        if let Some(want) = &r.digest
+            && &digest != want
+        {
+            return Err(Error::DigestMismatch {
+                digest: want.clone(),
+                actual: digest,
+            });
         }
         Ok((bytes.to_vec(), digest))
     }

@@ -155,13 +155,13 @@ impl Rootfs {
     /// Merge the layers in order, applying whiteouts as the OCI image-spec says. `diff_ids`
     /// (from the config) are checked against the uncompressed streams when given.
     pub fn merge(layers: Vec<LayerBlob>, diff_ids: Option<&[String]>) -> Result<Self> {
-        if let Some(ids) = diff_ids {
-            if ids.len() != layers.len() {
-                return Err(Error::malformed(
-                    "config",
-                    format!("{} diff_ids for {} layers", ids.len(), layers.len()),
-                ));
-            }
+        if let Some(ids) = diff_ids
+            && ids.len() != layers.len()
+        {
+            return Err(Error::malformed(
+                "config",
+                format!("{} diff_ids for {} layers", ids.len(), layers.len()),
+            ));
         }
         let mut fs = Rootfs {
             nodes: BTreeMap::new(),
@@ -177,16 +177,16 @@ impl Rootfs {
                 Error::Io { source, .. } => Error::malformed(what.clone(), source),
                 other => other,
             })?;
-            if let Some(ids) = diff_ids {
-                if ids[i] != diff_id {
-                    return Err(Error::malformed(
-                        what,
-                        format!(
-                            "uncompressed content hashes to {diff_id}, but the config's diff_id is {}",
-                            ids[i]
-                        ),
-                    ));
-                }
+            if let Some(ids) = diff_ids
+                && ids[i] != diff_id
+            {
+                return Err(Error::malformed(
+                    what,
+                    format!(
+                        "uncompressed content hashes to {diff_id}, but the config's diff_id is {}",
+                        ids[i]
+                    ),
+                ));
             }
             fs.layer_sizes.push(size);
         }
@@ -370,10 +370,10 @@ impl Rootfs {
     /// metadata; anything else replaces the old node and its subtree. Missing parents are made.
     fn insert(&mut self, path: &str, node: Node) {
         self.ensure_parents(path, node.layer);
-        if let Some(old) = self.nodes.get(path) {
-            if !(old.is_dir() && node.is_dir()) {
-                self.remove_subtree(path, |_| true);
-            }
+        if let Some(old) = self.nodes.get(path)
+            && !(old.is_dir() && node.is_dir())
+        {
+            self.remove_subtree(path, |_| true);
         }
         self.nodes.insert(path.to_string(), node);
     }

@@ -365,11 +365,12 @@ impl<C: Contents> Tracer<'_, C> {
         for c in &candidates {
             match self.fs.resolve(c, true) {
                 Ok(r) => {
-                    if let Some(n) = self.fs.get(&r.path) {
-                        if matches!(n.kind, Kind::File { .. }) && n.mode & 0o111 != 0 {
-                            self.keep_links(&r.symlinks, &r.path);
-                            return Ok(r.path);
-                        }
+                    if let Some(n) = self.fs.get(&r.path)
+                        && matches!(n.kind, Kind::File { .. })
+                        && n.mode & 0o111 != 0
+                    {
+                        self.keep_links(&r.symlinks, &r.path);
+                        return Ok(r.path);
                     }
                 }
                 Err(ResolveError::NotFound | ResolveError::NotADirectory(_)) => {}
@@ -516,10 +517,10 @@ impl<C: Contents> Tracer<'_, C> {
                     interpreter: ipath.clone(),
                 });
             }
-            if !self.by_path.contains_key(&ipath) {
-                if let Some(f) = self.contents.elf(self.fs, &ipath)? {
-                    self.add_object(&ipath, interp, f, Some(idx));
-                }
+            if !self.by_path.contains_key(&ipath)
+                && let Some(f) = self.contents.elf(self.fs, &ipath)?
+            {
+                self.add_object(&ipath, interp, f, Some(idx));
             }
         }
         // Prefetch every existing candidate of every name, so a layer is streamed once.
@@ -562,17 +563,18 @@ impl<C: Contents> Tracer<'_, C> {
     /// Resolve `name` as needed by object `idx` and keep it. `required` makes absence an error
     /// (unless `--allow-missing`).
     fn load(&mut self, idx: usize, name: &str, why: &str, required: bool) -> Result<Option<usize>> {
-        if self.is_musl() && musl_reserved(name) {
-            if let Some(Libc::Musl { interpreter }) = &self.out.libc {
-                let to = self.by_path.get(interpreter).copied();
-                self.out.edges.push(Edge {
-                    from: idx,
-                    name: name.into(),
-                    to,
-                    via: "musl libc".into(),
-                });
-                return Ok(to);
-            }
+        if self.is_musl()
+            && musl_reserved(name)
+            && let Some(Libc::Musl { interpreter }) = &self.out.libc
+        {
+            let to = self.by_path.get(interpreter).copied();
+            self.out.edges.push(Edge {
+                from: idx,
+                name: name.into(),
+                to,
+                via: "musl libc".into(),
+            });
+            return Ok(to);
         }
         if let Some(&to) = self.by_name.get(name) {
             self.out.edges.push(Edge {
@@ -607,11 +609,11 @@ impl<C: Contents> Tracer<'_, C> {
             found = Some((canon, cand, via));
             break;
         }
-        if found.is_none() {
-            if let Some((canon, links, cand, _)) = extra_hwcaps.pop() {
-                self.keep_links(&links, &canon);
-                found = Some((canon, cand, "glibc-hwcaps".into()));
-            }
+        if found.is_none()
+            && let Some((canon, links, cand, _)) = extra_hwcaps.pop()
+        {
+            self.keep_links(&links, &canon);
+            found = Some((canon, cand, "glibc-hwcaps".into()));
         }
         let Some((canon, requested, via)) = found else {
             if required && !self.opts.allow_missing {
@@ -740,17 +742,15 @@ impl<C: Contents> Tracer<'_, C> {
                     seen_roots |= self.out.roots.first() == Some(&i);
                     cur = o.loader;
                 }
-                if !seen_roots {
-                    if let Some(&r) = self.out.roots.first() {
-                        let o = &self.out.objects[r];
-                        if o.facts.runpath.is_empty() {
-                            let org = dir_of(&o.path);
-                            for d in &o.facts.rpath {
-                                dirs.push((
-                                    expand_tokens(d, &org, &o.facts),
-                                    "RPATH of the executable",
-                                ));
-                            }
+                if !seen_roots && let Some(&r) = self.out.roots.first() {
+                    let o = &self.out.objects[r];
+                    if o.facts.runpath.is_empty() {
+                        let org = dir_of(&o.path);
+                        for d in &o.facts.rpath {
+                            dirs.push((
+                                expand_tokens(d, &org, &o.facts),
+                                "RPATH of the executable",
+                            ));
                         }
                     }
                 }
@@ -939,11 +939,11 @@ impl<C: Contents> Tracer<'_, C> {
                 .collect();
             if matched.is_empty() {
                 // A literal path may go through symlinks.
-                if let Ok(r) = self.fs.resolve(&abs, true) {
-                    if self.fs.get(&r.path).is_some() {
-                        self.keep_links(&r.symlinks, &r.path);
-                        matched.push(r.path);
-                    }
+                if let Ok(r) = self.fs.resolve(&abs, true)
+                    && self.fs.get(&r.path).is_some()
+                {
+                    self.keep_links(&r.symlinks, &r.path);
+                    matched.push(r.path);
                 }
             }
             if matched.is_empty() {
@@ -969,11 +969,12 @@ impl<C: Contents> Tracer<'_, C> {
                 match self.fs.get(&p).map(|n| n.kind.clone()) {
                     Some(Kind::File { .. }) => {
                         self.keep_file(&p, why.clone());
-                        if let Some(f) = self.contents.elf(self.fs, &p)? {
-                            if f.dynamic && !self.by_path.contains_key(&p) {
-                                let i = self.add_object(&p, &display(&p), f, None);
-                                self.out.roots.push(i);
-                            }
+                        if let Some(f) = self.contents.elf(self.fs, &p)?
+                            && f.dynamic
+                            && !self.by_path.contains_key(&p)
+                        {
+                            let i = self.add_object(&p, &display(&p), f, None);
+                            self.out.roots.push(i);
                         }
                     }
                     Some(Kind::Dir) => self.keep_file(&p, why.clone()),
@@ -982,15 +983,14 @@ impl<C: Contents> Tracer<'_, C> {
                             .symlinks
                             .entry(p.clone())
                             .or_insert_with(|| why.clone());
-                        if let Ok(r) = self.fs.resolve(&p, true) {
-                            if self
+                        if let Ok(r) = self.fs.resolve(&p, true)
+                            && self
                                 .fs
                                 .get(&r.path)
                                 .is_some_and(|n| matches!(n.kind, Kind::File { .. }))
-                            {
-                                self.keep_links(&r.symlinks, &r.path);
-                                self.keep_file(&r.path, format!("target of {}", display(&p)));
-                            }
+                        {
+                            self.keep_links(&r.symlinks, &r.path);
+                            self.keep_file(&r.path, format!("target of {}", display(&p)));
                         }
                     }
                     _ => self

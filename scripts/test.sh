@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Runs pare's whole test suite, installing what the tests need when it is missing:
+# Debian's docker-registry (the CNCF distribution registry), skopeo, umoci, htpasswd, and the
+# real programs the test images are built from (jq, curl, busybox-static, gcc).
+# Tests that run a hardened image under chroot need root; as another user they print SKIP.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v docker-registry >/dev/null || need+=(docker-registry)
+command -v skopeo >/dev/null || need+=(skopeo)
+command -v umoci >/dev/null || need+=(umoci)
+command -v htpasswd >/dev/null || need+=(apache2-utils)
+command -v jq >/dev/null || need+=(jq)
+command -v curl >/dev/null || need+=(curl)
+[ -x /bin/busybox ] || need+=(busybox-static)
+command -v gcc >/dev/null || need+=(gcc)
+command -v readelf >/dev/null || need+=(binutils)
+command -v unshare >/dev/null || need+=(util-linux)
+[ -f /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
+if [ ${#need[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  echo "installing: ${need[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+# The distribution registry package ships a systemd service; the tests start their own.
+exec cargo test --all-targets "$@"
