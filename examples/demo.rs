@@ -16,21 +16,48 @@ use pare::reference::ImageRef;
 
 /// Programs most Debian/Ubuntu machines have; the demo uses those that exist here.
 const BASE_PROGRAMS: &[&str] = &[
-    "/usr/bin/bash", "/usr/bin/dash", "/usr/bin/ls", "/usr/bin/cat", "/usr/bin/cp", "/usr/bin/mv",
-    "/usr/bin/rm", "/usr/bin/chmod", "/usr/bin/grep", "/usr/bin/sed", "/usr/bin/tar", "/usr/bin/gzip",
-    "/usr/bin/find", "/usr/bin/id", "/usr/bin/env",
+    "/usr/bin/bash",
+    "/usr/bin/dash",
+    "/usr/bin/ls",
+    "/usr/bin/cat",
+    "/usr/bin/cp",
+    "/usr/bin/mv",
+    "/usr/bin/rm",
+    "/usr/bin/chmod",
+    "/usr/bin/grep",
+    "/usr/bin/sed",
+    "/usr/bin/tar",
+    "/usr/bin/gzip",
+    "/usr/bin/find",
+    "/usr/bin/id",
+    "/usr/bin/env",
 ];
-const SETUID: &[&str] = &["/usr/bin/passwd", "/usr/bin/su", "/usr/bin/mount", "/usr/bin/umount", "/usr/bin/newgrp"];
+const SETUID: &[&str] = &[
+    "/usr/bin/passwd",
+    "/usr/bin/su",
+    "/usr/bin/mount",
+    "/usr/bin/umount",
+    "/usr/bin/newgrp",
+];
 const SETGID: &[&str] = &["/usr/bin/chage", "/usr/bin/expiry"];
 
 fn main() -> anyhow::Result<()> {
-    let out = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "target/demo".into()));
+    let out = PathBuf::from(
+        std::env::args()
+            .nth(1)
+            .unwrap_or_else(|| "target/demo".into()),
+    );
     let layout = out.join("layout");
     let _ = std::fs::remove_dir_all(&layout);
     std::fs::create_dir_all(&out)?;
 
     let mut base = Layer::new().created_by("demo: debian-like base");
-    for (l, t) in [("/bin", "usr/bin"), ("/sbin", "usr/sbin"), ("/lib", "usr/lib"), ("/lib64", "usr/lib64")] {
+    for (l, t) in [
+        ("/bin", "usr/bin"),
+        ("/sbin", "usr/sbin"),
+        ("/lib", "usr/lib"),
+        ("/lib64", "usr/lib64"),
+    ] {
         base = base.symlink(l, t);
     }
     base = base.dir("/tmp", 0o1777).dir("/root", 0o700);
@@ -45,7 +72,11 @@ fn main() -> anyhow::Result<()> {
             base = base.host_closure(p).file_from_host(p, p, Some(mode));
         }
     }
-    for f in ["/etc/nsswitch.conf", "/etc/ld.so.conf", "/usr/lib/os-release"] {
+    for f in [
+        "/etc/nsswitch.conf",
+        "/etc/ld.so.conf",
+        "/usr/lib/os-release",
+    ] {
         if Path::new(f).exists() {
             base = base.file_from_host(f, f, Some(0o644));
         }
@@ -67,21 +98,45 @@ fn main() -> anyhow::Result<()> {
         .with_workdir("/srv/app")
         .with_label("org.opencontainers.image.title", "pare demo");
     write_oci_layout(&layout, "app", &spec);
-    println!("built oci:{}:app from this machine's programs", layout.display());
+    println!(
+        "built oci:{}:app from this machine's programs",
+        layout.display()
+    );
 
     let src: ImageRef = format!("oci:{}:app", layout.display()).parse()?;
     let rt = tokio::runtime::Runtime::new()?;
-    let report = rt.block_on(harden(&src, None, &HardenOptions::default(), &Progress::stderr(false)))?;
-    std::fs::write(out.join("report.json"), serde_json::to_string_pretty(&report)? + "\n")?;
+    let report = rt.block_on(harden(
+        &src,
+        None,
+        &HardenOptions::default(),
+        &Progress::stderr(false),
+    ))?;
+    std::fs::write(
+        out.join("report.json"),
+        serde_json::to_string_pretty(&report)? + "\n",
+    )?;
 
     println!("\n{}\n", report.summary());
-    println!("entrypoint {:?}, user {}:{}", report.argv, report.user.uid, report.user.gid);
-    println!("\nsetuid/setgid in the source: {}", SETUID.iter().chain(SETGID).filter(|p| Path::new(p).exists()).count());
+    println!(
+        "entrypoint {:?}, user {}:{}",
+        report.argv, report.user.uid, report.user.gid
+    );
+    println!(
+        "\nsetuid/setgid in the source: {}",
+        SETUID
+            .iter()
+            .chain(SETGID)
+            .filter(|p| Path::new(p).exists())
+            .count()
+    );
     println!("\nkept in {} (why):", report.destination.reference);
     for f in report.files.iter().filter(|f| f.kind != "dir") {
         println!("  {:<58} {}", f.path, f.reason);
     }
     println!("\nfull report: {}", out.join("report.json").display());
-    println!("inspect it: skopeo inspect oci:{}:app-hardened", layout.display());
+    println!(
+        "inspect it: skopeo inspect oci:{}:app-hardened",
+        layout.display()
+    );
     Ok(())
 }

@@ -144,6 +144,9 @@ pub struct Object {
     pub name: String,
     pub facts: Arc<ElfFacts>,
     pub loader: Option<usize>,
+    /// Loaded only by dlopen (NSS modules, libgcc_s, .note.dlopen) or by such an object: what
+    /// it misses makes a warning, not an error, as the dlopen would fail softly at run time.
+    pub optional: bool,
 }
 
 #[derive(Debug, Default)]
@@ -465,6 +468,17 @@ impl<C: Contents> Tracer<'_, C> {
         facts: Arc<ElfFacts>,
         loader: Option<usize>,
     ) -> usize {
+        self.add_object_opt(path, name, facts, loader, false)
+    }
+
+    fn add_object_opt(
+        &mut self,
+        path: &str,
+        name: &str,
+        facts: Arc<ElfFacts>,
+        loader: Option<usize>,
+        optional: bool,
+    ) -> usize {
         if let Some(&i) = self.by_path.get(path) {
             self.by_name.insert(name.to_string(), i);
             return i;
@@ -475,6 +489,7 @@ impl<C: Contents> Tracer<'_, C> {
             name: name.to_string(),
             facts: facts.clone(),
             loader,
+            optional,
         });
         self.by_path.insert(path.to_string(), idx);
         self.by_name.insert(name.to_string(), idx);
@@ -563,6 +578,7 @@ impl<C: Contents> Tracer<'_, C> {
     /// Resolve `name` as needed by object `idx` and keep it. `required` makes absence an error
     /// (unless `--allow-missing`).
     fn load(&mut self, idx: usize, name: &str, why: &str, required: bool) -> Result<Option<usize>> {
+        let optional = !required || self.out.objects[idx].optional;
         if self.is_musl()
             && musl_reserved(name)
             && let Some(Libc::Musl { interpreter }) = &self.out.libc
@@ -616,7 +632,7 @@ impl<C: Contents> Tracer<'_, C> {
             found = Some((canon, cand, "glibc-hwcaps".into()));
         }
         let Some((canon, requested, via)) = found else {
-            if required && !self.opts.allow_missing {
+            if !optional && !self.opts.allow_missing {
                 // Name the directories searched (without the glibc-hwcaps probes).
                 let mut dirs: Vec<String> = Vec::new();
                 for c in searched.iter().filter(|c| !c.contains("/glibc-hwcaps/")) {
@@ -638,8 +654,13 @@ impl<C: Contents> Tracer<'_, C> {
             }
             if required {
                 self.out.warnings.push(format!(
-                    "{}: needs {name}, which is not in the image (--allow-missing)",
-                    display(&self.out.objects[idx].path)
+                    "{}: needs {name}, which is not in the image{}",
+                    display(&self.out.objects[idx].path),
+                    if optional {
+                        " (it is only loaded by dlopen, which will fail as in the source image)"
+                    } else {
+                        " (--allow-missing)"
+                    }
                 ));
             }
             self.out.edges.push(Edge {
@@ -653,7 +674,7 @@ impl<C: Contents> Tracer<'_, C> {
         for (hcanon, hlinks, _, hf) in extra_hwcaps {
             self.keep_links(&hlinks, &hcanon);
             self.keep_file(&hcanon, format!("glibc-hwcaps variant of {name}, {why}"));
-            self.add_object(&hcanon, name, hf, Some(idx));
+            self.add_object_opt(&hcanon, name, hf, Some(idx), optional);
         }
         self.keep_file(&canon, format!("{name}, {why} (found via {via})"));
         if via == "ld.so.conf" {
@@ -668,7 +689,7 @@ impl<C: Contents> Tracer<'_, C> {
             .contents
             .elf(self.fs, &canon)?
             .ok_or_else(|| Error::path(display(&canon), "not ELF"))?;
-        let to = self.add_object(&canon, name, f, Some(idx));
+        let to = self.add_object_opt(&canon, name, f, Some(idx), optional);
         self.out.edges.push(Edge {
             from: idx,
             name: name.into(),
