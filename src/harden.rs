@@ -51,7 +51,13 @@ pub async fn analyze(
         .prefix("pare-")
         .tempdir()
         .map_err(|e| Error::io(std::env::temp_dir(), e))?;
+    let t = Instant::now();
     let pulled = source::pull(src, &opts.source, work.path(), progress).await?;
+    tracing::debug!(
+        seconds = t.elapsed().as_secs_f64(),
+        layers = pulled.layers.len(),
+        "pulled"
+    );
     let layers = pulled.layers.clone();
     let diff_ids: Option<Vec<String>> = pulled
         .config
@@ -71,9 +77,21 @@ pub async fn analyze(
     let files_dir = work.path().join("files");
     std::fs::create_dir_all(&files_dir).map_err(|e| Error::io(&files_dir, e))?;
     let (rootfs, trace, contents) = tokio::task::spawn_blocking(move || -> Result<_> {
+        let t = Instant::now();
         let rootfs = Rootfs::merge(layers, diff_ids.as_deref())?;
+        tracing::debug!(
+            seconds = t.elapsed().as_secs_f64(),
+            entries = rootfs.nodes.len(),
+            "merged layers"
+        );
+        let t = Instant::now();
         let mut contents = LayerContents::new(&files_dir);
         let trace = trace::trace(&rootfs, &mut contents, &run, &topts)?;
+        tracing::debug!(
+            seconds = t.elapsed().as_secs_f64(),
+            objects = trace.objects.len(),
+            "traced"
+        );
         Ok((rootfs, trace, contents))
     })
     .await
@@ -192,7 +210,13 @@ pub async fn harden(
         contents.prefetch(&rootfs, &files)?;
         let (mtime, _) = build_time(&config)?;
         let local = contents.into_files();
+        let t = Instant::now();
         let layer = write_layer(&plan, &local, &layer_path, mtime)?;
+        tracing::debug!(
+            seconds = t.elapsed().as_secs_f64(),
+            bytes = layer.size,
+            "wrote layer"
+        );
         Ok(((plan, trace), layer, rootfs))
     })
     .await

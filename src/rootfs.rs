@@ -539,6 +539,8 @@ impl Rootfs {
         }
         let mut out = HashMap::new();
         for (layer, mut want) in by_layer {
+            let started = std::time::Instant::now();
+            let nfiles = want.len();
             let blob = &self.layers[layer];
             let what = format!("layer {} ({})", layer + 1, blob.descriptor.digest);
             let reader = open_layer(&blob.path)?;
@@ -572,6 +574,12 @@ impl Rootfs {
                     format!("/{p} vanished on a second read"),
                 ));
             }
+            tracing::debug!(
+                layer,
+                files = nfiles,
+                seconds = started.elapsed().as_secs_f64(),
+                "read files from a layer"
+            );
         }
         Ok(out)
     }

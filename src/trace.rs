@@ -500,11 +500,43 @@ impl<C: Contents> Tracer<'_, C> {
         idx
     }
 
+    /// Breadth-first, a level at a time: the files every object of a level may need are read
+    /// in one pass over each layer before the level is processed.
     fn run_queue(&mut self) -> Result<()> {
-        while let Some(idx) = self.queue.pop_front() {
-            self.process(idx)?;
+        while !self.queue.is_empty() {
+            let level: Vec<usize> = self.queue.drain(..).collect();
+            let mut wanted = Vec::new();
+            for &idx in &level {
+                wanted.extend(self.wanted_by(idx)?);
+            }
+            self.contents.prefetch(self.fs, &wanted)?;
+            for idx in level {
+                self.process(idx)?;
+            }
         }
         Ok(())
+    }
+
+    /// Canonical paths of every existing candidate for the names object `idx` needs.
+    fn wanted_by(&mut self, idx: usize) -> Result<Vec<String>> {
+        let facts = self.out.objects[idx].facts.clone();
+        let mut wanted = Vec::new();
+        if let Some(interp) = &facts.interpreter {
+            if let Ok(r) = self.fs.resolve(interp, true) {
+                wanted.push(r.path);
+            }
+        }
+        for n in facts.needed.iter().chain(facts.dlopen.iter()) {
+            if self.by_name.contains_key(n) {
+                continue;
+            }
+            for (cand, _) in self.candidates(idx, n)? {
+                if let Ok(r) = self.fs.resolve(&cand, true) {
+                    wanted.push(r.path);
+                }
+            }
+        }
+        Ok(wanted)
     }
 
     fn is_musl(&self) -> bool {
@@ -538,25 +570,12 @@ impl<C: Contents> Tracer<'_, C> {
                 self.add_object(&ipath, interp, f, Some(idx));
             }
         }
-        // Prefetch every existing candidate of every name, so a layer is streamed once.
-        let mut wanted = Vec::new();
         let names: Vec<(String, bool)> = facts
             .needed
             .iter()
             .map(|n| (n.clone(), true))
             .chain(facts.dlopen.iter().map(|n| (n.clone(), false)))
             .collect();
-        for (n, _) in &names {
-            if self.by_name.contains_key(n) {
-                continue;
-            }
-            for (cand, _) in self.candidates(idx, n)? {
-                if let Ok(r) = self.fs.resolve(&cand, true) {
-                    wanted.push(r.path);
-                }
-            }
-        }
-        self.contents.prefetch(self.fs, &wanted)?;
         for (n, required) in names {
             let why = if required {
                 format!("needed by {}", display(&obj.path))
@@ -1057,10 +1076,25 @@ impl<C: Contents> Tracer<'_, C> {
                 }
             }
         }
-        for s in services {
-            if builtin_files_dns && (s == "files" || s == "dns") {
-                continue;
+        let services: Vec<String> = services
+            .into_iter()
+            .filter(|s| !(builtin_files_dns && (s == "files" || s == "dns")))
+            .collect();
+        // Read every candidate in one pass per layer.
+        let mut wanted = Vec::new();
+        for name in services
+            .iter()
+            .map(|s| format!("libnss_{s}.so.2"))
+            .chain(["libgcc_s.so.1".to_string()])
+        {
+            for (cand, _) in self.candidates(libc_idx, &name)? {
+                if let Ok(r) = self.fs.resolve(&cand, true) {
+                    wanted.push(r.path);
+                }
             }
+        }
+        self.contents.prefetch(self.fs, &wanted)?;
+        for s in services {
             let module = format!("libnss_{s}.so.2");
             let why = format!("NSS module for '{s}' in /etc/nsswitch.conf (loaded by libc)");
             if self.load(libc_idx, &module, &why, false)?.is_none() {

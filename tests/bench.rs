@@ -69,19 +69,19 @@ fn large_image_pare_vs_skopeo() {
     let report = dir.path().join("r.json");
     let t = Instant::now();
     let out = pare()
-        .args(["harden", &reg.image("big/curl:1"), "--report"])
+        .args(["-v", "harden", &reg.image("big/curl:1"), "--report"])
         .arg(&report)
         .output()
         .unwrap();
     let pare_secs = t.elapsed().as_secs_f64();
     assert!(out.status.success(), "{}", describe_output(&out));
-    eprintln!(
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-            .lines()
-            .last()
-            .unwrap_or("")
-    );
+    let log = String::from_utf8_lossy(&out.stderr);
+    for l in log
+        .lines()
+        .filter(|l| l.contains("seconds") || l.contains('→'))
+    {
+        eprintln!("{l}");
+    }
 
     let t = Instant::now();
     run_ok(std::process::Command::new("skopeo").args([
