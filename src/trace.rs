@@ -521,10 +521,10 @@ impl<C: Contents> Tracer<'_, C> {
     fn wanted_by(&mut self, idx: usize) -> Result<Vec<String>> {
         let facts = self.out.objects[idx].facts.clone();
         let mut wanted = Vec::new();
-        if let Some(interp) = &facts.interpreter {
-            if let Ok(r) = self.fs.resolve(interp, true) {
-                wanted.push(r.path);
-            }
+        if let Some(interp) = &facts.interpreter
+            && let Ok(r) = self.fs.resolve(interp, true)
+        {
+            wanted.push(r.path);
         }
         for n in facts.needed.iter().chain(facts.dlopen.iter()) {
             if self.by_name.contains_key(n) {
