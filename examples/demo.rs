@@ -4,7 +4,7 @@
 //! and no Docker needed.
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod common;
 
 use std::path::{Path, PathBuf};
