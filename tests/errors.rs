@@ -30,6 +30,7 @@ fn assert_one_line_error(out: &Output, needles: &[&str]) -> String {
     for n in needles {
         assert!(lines[0].contains(n), "{n:?} not in {:?}", lines[0]);
     }
+    eprintln!("{}", lines[0]);
     lines[0].to_string()
 }
 
