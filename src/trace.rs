@@ -762,7 +762,7 @@ impl<C: Contents> Tracer<'_, C> {
                 }
                 cur = o.loader;
             }
-            for d in self.musl_path()? {
+            for d in self.musl_path(facts.interpreter.as_deref())? {
                 dirs.push((d, "musl path"));
             }
         } else {
@@ -914,19 +914,23 @@ impl<C: Contents> Tracer<'_, C> {
         out
     }
 
-    fn musl_path(&mut self) -> Result<Vec<String>> {
+    /// musl's search path: `/etc/ld-musl-ARCH.path`, ARCH from the interpreter's name (the
+    /// libc already found, or the PT_INTERP of the object asking).
+    fn musl_path(&mut self, interp: Option<&str>) -> Result<Vec<String>> {
         if let Some(p) = &self.musl_path {
             return Ok(p.clone());
         }
-        let arch = match &self.out.libc {
-            Some(Libc::Musl { interpreter }) => interpreter
-                .rsplit('/')
+        let name = match &self.out.libc {
+            Some(Libc::Musl { interpreter }) => Some(interpreter.clone()),
+            _ => interp.map(str::to_string),
+        };
+        let arch = name.as_deref().and_then(|i| {
+            i.rsplit('/')
                 .next()
                 .and_then(|n| n.strip_prefix("ld-musl-"))
                 .and_then(|n| n.strip_suffix(".so.1"))
-                .map(str::to_string),
-            _ => None,
-        };
+                .map(str::to_string)
+        });
         let mut dirs = vec![
             "/lib".to_string(),
             "/usr/local/lib".into(),
