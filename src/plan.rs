@@ -628,6 +628,86 @@ mod tests {
         )
     }
 
+    struct NoContents;
+    impl Contents for NoContents {
+        fn prefetch(&mut self, _: &Rootfs, _: &[String]) -> Result<()> {
+            Ok(())
+        }
+        fn read(&mut self, _: &Rootfs, p: &str, _: u64) -> Result<Vec<u8>> {
+            Err(Error::Other(format!("unexpected read of {p}")))
+        }
+        fn elf(
+            &mut self,
+            _: &Rootfs,
+            _: &str,
+        ) -> Result<Option<std::sync::Arc<crate::elf::ElfFacts>>> {
+            Ok(None)
+        }
+    }
+
+    #[test]
+    fn setid_cleared_capabilities_dropped_and_essentials_added() {
+        // A layer with a setuid file, a setgid directory and a file with a capability xattr.
+        let mut b = tar::Builder::new(Vec::new());
+        let mut add = |path: &str, mode: u32, dir: bool, cap: bool| {
+            if cap {
+                b.append_pax_extensions([(
+                    "SCHILY.xattr.security.capability",
+                    &b"\x01\0\0\x02"[..],
+                )])
+                .unwrap();
+            }
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(if dir {
+                tar::EntryType::Directory
+            } else {
+                tar::EntryType::Regular
+            });
+            h.set_mode(mode);
+            h.set_size(if dir { 0 } else { 1 });
+            b.append_data(&mut h, path, if dir { &b""[..] } else { &b"x"[..] })
+                .unwrap();
+        };
+        add("usr/bin/ping", 0o755, false, true);
+        add("usr/bin/su", 0o4755, false, false);
+        add("var/mail", 0o2775, true, false);
+        let tar = b.into_inner().unwrap();
+        let mut fs = Rootfs::merge(vec![], None).unwrap();
+        fs.apply_layer(0, &tar[..]).unwrap();
+        assert!(fs.get("usr/bin/ping").unwrap().capability);
+        let mut trace = Trace::default();
+        for p in ["usr/bin/ping", "usr/bin/su", "var/mail"] {
+            trace.files.insert(p.into(), "test".into());
+        }
+        let config = serde_json::json!({"config": {"WorkingDir": "/work"}});
+        let plan = build(
+            PlanInput {
+                fs: &fs,
+                trace: &trace,
+                config: &config,
+                user_flag: None,
+            },
+            &mut NoContents,
+        )
+        .unwrap();
+        assert_eq!(plan.capabilities_dropped, vec!["/usr/bin/ping"]);
+        let cleared: Vec<(&str, u32, u32)> = plan
+            .setid_cleared
+            .iter()
+            .map(|s| (s.path.as_str(), s.mode_before, s.mode_after))
+            .collect();
+        assert_eq!(
+            cleared,
+            vec![("/usr/bin/su", 0o4755, 0o755), ("/var/mail", 0o2775, 0o775)]
+        );
+        assert!(plan.entries.values().all(|e| e.mode & 0o6000 == 0));
+        assert_eq!(plan.entries["tmp"].mode, 0o1777);
+        assert_eq!(plan.entries["work"].content, Content::Dir);
+        assert_eq!(plan.entries["home/nonroot"].uid, 65532);
+        assert!(plan.entries.contains_key("etc/passwd") && plan.entries.contains_key("usr/bin"));
+        assert_eq!(plan.user().uid, NONROOT_UID);
+    }
+
     #[test]
     fn users() {
         assert_eq!(pick("", None).uid, NONROOT_UID);

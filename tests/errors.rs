@@ -157,6 +157,28 @@ fn credentials_right_wrong_and_from_docker_config() {
     assert!(out.status.success(), "{}", describe_output(&out));
     assert!(skopeo_inspect_exists(&reg.image("p/jq:via-config"), creds));
 
+    // $REGISTRY_AUTH_FILE (podman/skopeo auth.json) comes first.
+    let auth_file = cfg.path().join("auth.json");
+    std::fs::write(
+        &auth_file,
+        format!(r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#, reg.host()),
+    )
+    .unwrap();
+    let mut c = pare();
+    c.args([
+        "harden",
+        &reg.image("p/jq:1"),
+        &reg.image("p/jq:via-authfile"),
+    ]);
+    isolated(&mut c);
+    c.env("REGISTRY_AUTH_FILE", &auth_file);
+    let out = run(&mut c);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    assert!(skopeo_inspect_exists(
+        &reg.image("p/jq:via-authfile"),
+        creds
+    ));
+
     std::fs::create_dir_all(home.path().join(".docker")).unwrap();
     std::fs::write(
         home.path().join(".docker/config.json"),

@@ -248,6 +248,22 @@ fn oci_layout_to_oci_layout_without_a_registry() {
         skopeo_manifest_digest(&format!("oci:{}:app-hardened", src.display()), None),
         skopeo_manifest_digest(&dest, None)
     );
+    // --keep with a glob: the opaque directory's new file comes along, the hidden ones do not.
+    let kept = format!("oci:{}:kept", out_dir.display());
+    let out = run(pare().args([
+        "harden",
+        &format!("oci:{}:app", src.display()),
+        &kept,
+        "--keep",
+        "/opt/data/*.txt",
+    ]));
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let k = pull_and_unpack(&kept);
+    assert_eq!(
+        std::fs::read_to_string(k.path("/opt/data/c.txt")).unwrap(),
+        "c\n"
+    );
+    assert!(!k.path("/opt/data/a.txt").exists() && !k.path("/opt/data/b.txt").exists());
     // --dry-run writes nothing.
     let dry = dir.path().join("dry");
     let out = run(pare().args([
