@@ -194,35 +194,29 @@ pub async fn harden(
     } = analyze(src, opts, progress).await?;
     let user_flag = opts.user;
     let config = pulled.config.clone();
+    let (mtime, created) = build_time(&config)?;
     let layer_path = work.path().join("layer.tar.gz");
-    let (plan, layer, rootfs) = tokio::task::spawn_blocking(move || -> Result<_> {
-        let plan = plan::build(
-            PlanInput {
-                fs: &rootfs,
-                trace: &trace,
-                config: &config,
-                user_flag,
-            },
-            &mut contents,
-        )?;
-        let files = plan.image_files();
+    let (plan, trace, layer, rootfs) = tokio::task::spawn_blocking(move || -> Result<_> {
         use crate::trace::Contents as _;
-        contents.prefetch(&rootfs, &files)?;
-        let (mtime, _) = build_time(&config)?;
-        let local = contents.into_files();
+        let input = PlanInput {
+            fs: &rootfs,
+            trace: &trace,
+            config: &config,
+            user_flag,
+        };
+        let plan = plan::build(input, &mut contents)?;
+        contents.prefetch(&rootfs, &plan.image_files())?;
         let t = Instant::now();
-        let layer = write_layer(&plan, &local, &layer_path, mtime)?;
+        let layer = write_layer(&plan, &contents.into_files(), &layer_path, mtime)?;
         tracing::debug!(
             seconds = t.elapsed().as_secs_f64(),
             bytes = layer.size,
             "wrote layer"
         );
-        Ok(((plan, trace), layer, rootfs))
+        Ok((plan, trace, layer, rootfs))
     })
     .await
     .map_err(join_err)??;
-    let (plan, trace) = plan;
-    let (_, created) = build_time(&pulled.config)?;
     let config_bytes = new_config(&pulled.config, &plan, &layer, &created, &src.to_string())?;
     let config_digest = crate::digest::sha256_bytes(&config_bytes);
     let manifest = Manifest {

@@ -320,6 +320,11 @@ pub fn build<C: Contents>(input: PlanInput<'_>, contents: &mut C) -> Result<Plan
         .and_then(|u| u.as_str())
         .unwrap_or("")
         .to_string();
+    let both: Vec<String> = ["/etc/passwd", "/etc/group"]
+        .iter()
+        .filter_map(|p| fs.resolve(p, true).ok().map(|r| r.path))
+        .collect();
+    b.contents.prefetch(fs, &both)?;
     let passwd_text = b.text("/etc/passwd")?.unwrap_or_default();
     let group_text = b.text("/etc/group")?.unwrap_or_default();
     let passwd = parse_passwd(&passwd_text);

@@ -272,6 +272,15 @@ pub fn trace<C: Contents>(
     let argv0 = t.out.argv[0].clone();
     let entry = t.find_program(&argv0)?;
     t.out.entrypoint = entry.clone();
+    let base = argv0.rsplit('/').next().unwrap_or("");
+    if matches!(base, "sh" | "bash" | "dash" | "ash" | "zsh" | "busybox")
+        && t.out.argv.iter().any(|a| a == "-c")
+    {
+        t.out.warnings.push(format!(
+            "the entrypoint runs a shell command string ({:?}): the programs it starts are not traced; keep them with --keep",
+            t.out.argv.join(" ")
+        ));
+    }
     t.add_program(&entry, &argv0, "entrypoint", 0)?;
     t.run_queue()?;
     t.keep_patterns()?;
