@@ -10,13 +10,7 @@ use goblin::elf::program_header::{PT_INTERP, PT_NOTE, ProgramHeader};
 
 pub const NOTE_DLOPEN_TYPE: u32 = 0x407c_0c0a;
 
-pub const EM_386: u16 = 3;
-pub const EM_ARM: u16 = 40;
-pub const EM_X86_64: u16 = 62;
-pub const EM_AARCH64: u16 = 183;
-pub const EM_PPC64: u16 = 21;
-pub const EM_S390: u16 = 22;
-pub const EM_RISCV: u16 = 243;
+pub use goblin::elf::header::{EM_386, EM_AARCH64, EM_ARM, EM_PPC64, EM_RISCV, EM_S390, EM_X86_64};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ElfFacts {

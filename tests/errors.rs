@@ -85,29 +85,32 @@ fn credentials_right_wrong_and_from_docker_config() {
         creds,
     );
     let home = tempfile::tempdir().unwrap();
-    let isolated = |c: &mut std::process::Command| {
-        c.env("HOME", home.path())
-            .env_remove("DOCKER_CONFIG")
-            .env_remove("REGISTRY_AUTH_FILE");
+    // `pare harden p/jq:1 p/jq:TAG EXTRA…` with only the given credential sources.
+    let harden_to = |tag: &str, extra: &[&str], env: &[(&str, &std::path::Path)]| {
+        let mut c = pare();
+        c.args([
+            "harden",
+            &reg.image("p/jq:1"),
+            &reg.image(&format!("p/jq:{tag}")),
+        ])
+        .args(extra)
+        .env("HOME", home.path())
+        .env_remove("DOCKER_CONFIG")
+        .env_remove("REGISTRY_AUTH_FILE");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        run(&mut c)
     };
 
     // Anonymous.
-    let mut c = pare();
-    c.args(["harden", &reg.image("p/jq:1")]);
-    isolated(&mut c);
-    assert_one_line_error(&run(&mut c), &["unauthorized", "wants credentials"]);
+    assert_one_line_error(
+        &harden_to("1-hardened", &[], &[]),
+        &["unauthorized", "wants credentials"],
+    );
 
     // Wrong password: refused, nothing written, and the password never printed.
-    let mut c = pare();
-    c.args([
-        "-v",
-        "harden",
-        &reg.image("p/jq:1"),
-        "--creds",
-        "alice:wrong-pw-123",
-    ]);
-    isolated(&mut c);
-    let out = run(&mut c);
+    let out = harden_to("1-hardened", &["-v", "--creds", "alice:wrong-pw-123"], &[]);
     assert_one_line_error(&out, &["refused the credentials from --creds"]);
     let all = format!(
         "{}{}",
@@ -118,17 +121,7 @@ fn credentials_right_wrong_and_from_docker_config() {
     assert!(!skopeo_inspect_exists(&reg.image("p/jq:1-hardened"), creds));
 
     // Right password via --creds.
-    let mut c = pare();
-    c.args([
-        "-v",
-        "harden",
-        &reg.image("p/jq:1"),
-        &reg.image("p/jq:via-flag"),
-        "--creds",
-        "alice:s3cret-pw",
-    ]);
-    isolated(&mut c);
-    let out = run(&mut c);
+    let out = harden_to("via-flag", &["-v", "--creds", "alice:s3cret-pw"], &[]);
     assert!(out.status.success(), "{}", describe_output(&out));
     assert!(
         !String::from_utf8_lossy(&out.stderr).contains("s3cret-pw"),
@@ -136,49 +129,17 @@ fn credentials_right_wrong_and_from_docker_config() {
     );
     assert!(skopeo_inspect_exists(&reg.image("p/jq:via-flag"), creds));
 
-    // Right password via $DOCKER_CONFIG/config.json (base64 auth) and ~/.docker/config.json.
+    // Right password from auth files: base64 `auth` in $DOCKER_CONFIG/config.json and in
+    // $REGISTRY_AUTH_FILE (podman/skopeo auth.json), username/password in ~/.docker/config.json.
     let cfg = tempfile::tempdir().unwrap();
     // base64("alice:s3cret-pw")
-    let auth = "YWxpY2U6czNjcmV0LXB3";
-    std::fs::write(
-        cfg.path().join("config.json"),
-        format!(r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#, reg.host()),
-    )
-    .unwrap();
-    let mut c = pare();
-    c.args([
-        "harden",
-        &reg.image("p/jq:1"),
-        &reg.image("p/jq:via-config"),
-    ]);
-    isolated(&mut c);
-    c.env("DOCKER_CONFIG", cfg.path());
-    let out = run(&mut c);
-    assert!(out.status.success(), "{}", describe_output(&out));
-    assert!(skopeo_inspect_exists(&reg.image("p/jq:via-config"), creds));
-
-    // $REGISTRY_AUTH_FILE (podman/skopeo auth.json) comes first.
+    let auths = format!(
+        r#"{{"auths":{{"{}":{{"auth":"YWxpY2U6czNjcmV0LXB3"}}}}}}"#,
+        reg.host()
+    );
+    std::fs::write(cfg.path().join("config.json"), &auths).unwrap();
     let auth_file = cfg.path().join("auth.json");
-    std::fs::write(
-        &auth_file,
-        format!(r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#, reg.host()),
-    )
-    .unwrap();
-    let mut c = pare();
-    c.args([
-        "harden",
-        &reg.image("p/jq:1"),
-        &reg.image("p/jq:via-authfile"),
-    ]);
-    isolated(&mut c);
-    c.env("REGISTRY_AUTH_FILE", &auth_file);
-    let out = run(&mut c);
-    assert!(out.status.success(), "{}", describe_output(&out));
-    assert!(skopeo_inspect_exists(
-        &reg.image("p/jq:via-authfile"),
-        creds
-    ));
-
+    std::fs::write(&auth_file, &auths).unwrap();
     std::fs::create_dir_all(home.path().join(".docker")).unwrap();
     std::fs::write(
         home.path().join(".docker/config.json"),
@@ -188,12 +149,21 @@ fn credentials_right_wrong_and_from_docker_config() {
         ),
     )
     .unwrap();
-    let mut c = pare();
-    c.args(["harden", &reg.image("p/jq:1"), &reg.image("p/jq:via-home")]);
-    isolated(&mut c);
-    let out = run(&mut c);
-    assert!(out.status.success(), "{}", describe_output(&out));
-    assert!(skopeo_inspect_exists(&reg.image("p/jq:via-home"), creds));
+    for (tag, env) in [
+        ("via-config", vec![("DOCKER_CONFIG", cfg.path())]),
+        (
+            "via-authfile",
+            vec![("REGISTRY_AUTH_FILE", auth_file.as_path())],
+        ),
+        ("via-home", vec![]),
+    ] {
+        let out = harden_to(tag, &[], &env);
+        assert!(out.status.success(), "{tag}: {}", describe_output(&out));
+        assert!(skopeo_inspect_exists(
+            &reg.image(&format!("p/jq:{tag}")),
+            creds
+        ));
+    }
 }
 
 #[test]
