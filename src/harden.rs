@@ -318,6 +318,22 @@ pub async fn harden(
                 gid: s.gid,
             })
             .collect(),
+        setid_removed: rootfs
+            .nodes
+            .iter()
+            .filter(|(p, n)| {
+                matches!(n.kind, crate::rootfs::Kind::File { .. })
+                    && n.mode & 0o6000 != 0
+                    && !plan.entries.contains_key(*p)
+            })
+            .map(|(p, n)| SetIdInfo {
+                path: crate::rootfs::display(p),
+                mode_before: format!("{:04o}", n.mode),
+                mode_after: "removed".into(),
+                uid: n.uid,
+                gid: n.gid,
+            })
+            .collect(),
         capabilities_dropped: plan.capabilities_dropped.clone(),
         sizes: SizeChange {
             before: Sizes {

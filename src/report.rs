@@ -67,6 +67,8 @@ pub struct Report {
     pub entrypoint: String,
     pub files: Vec<FileInfo>,
     pub setid_cleared: Vec<SetIdInfo>,
+    /// setuid/setgid files of the source that the hardened image does not contain at all.
+    pub setid_removed: Vec<SetIdInfo>,
     pub capabilities_dropped: Vec<String>,
     pub sizes: SizeChange,
     pub layers_before: usize,
@@ -90,7 +92,7 @@ impl Report {
         };
         let sign = if pct <= 0.0 { "−" } else { "+" };
         format!(
-            "{}{} → {}  {} → {} ({sign}{:.1}%), {} files, user {}, {} setuid/setgid bit{} cleared{}",
+            "{}{} → {}  {} → {} ({sign}{:.1}%), {} files, user {}, {} setuid/setgid bit{} cleared{}{}",
             if self.dry_run { "[dry run] " } else { "" },
             short_ref(&self.source.reference),
             short_ref(&self.destination.reference),
@@ -104,6 +106,19 @@ impl Report {
                 ""
             } else {
                 "s"
+            },
+            if self.setid_removed.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ", {} setuid/setgid file{} removed",
+                    self.setid_removed.len(),
+                    if self.setid_removed.len() == 1 {
+                        ""
+                    } else {
+                        "s"
+                    }
+                )
             },
             if self.capabilities_dropped.is_empty() {
                 String::new()

@@ -125,6 +125,7 @@ fn hardens_a_registry_image_and_leaves_the_source_alone() {
         "summary line: {err}"
     );
     assert!(err.contains("user 65532"), "{err}");
+    assert!(err.contains("3 setuid/setgid files removed"), "{err}");
 
     // Verified by independent clients.
     let dest = reg.image("team/jq:1.4-hardened");
@@ -168,6 +169,16 @@ fn hardens_a_registry_image_and_leaves_the_source_alone() {
                 .unwrap()
                 .contains("needed by /usr/bin/jq")
     }));
+    let removed: Vec<&str> = r["setid_removed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        removed,
+        vec!["/usr/bin/chage", "/usr/bin/passwd", "/usr/bin/su"]
+    );
     let before = r["sizes"]["before"]["uncompressed"].as_u64().unwrap();
     let after = r["sizes"]["after"]["uncompressed"].as_u64().unwrap();
     assert!(after < before, "{after} < {before}");
