@@ -72,6 +72,16 @@ impl Hasher {
 
 /// Hash a file and check it against a descriptor's digest and size.
 pub fn verify_file(path: &Path, digest: &str, size: u64) -> Result<()> {
+    verify_file_with(path, digest, size, |_| {})
+}
+
+/// [`verify_file`], reporting each chunk's length to `progress`.
+pub fn verify_file_with(
+    path: &Path,
+    digest: &str,
+    size: u64,
+    progress: impl Fn(u64),
+) -> Result<()> {
     let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let mut h = Hasher::default();
     let mut buf = vec![0u8; 256 * 1024];
@@ -81,6 +91,7 @@ pub fn verify_file(path: &Path, digest: &str, size: u64) -> Result<()> {
             break;
         }
         h.update(&buf[..n]);
+        progress(n as u64);
         if h.count() > size {
             break;
         }

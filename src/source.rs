@@ -175,9 +175,12 @@ pub async fn pull(
                 let (p2, dg, sz) = (path.clone(), d.digest.clone(), d.size);
                 let task =
                     progress.task("verify", crate::registry::short_digest(&d.digest), d.size);
-                tokio::task::spawn_blocking(move || crate::digest::verify_file(&p2, &dg, sz))
-                    .await
-                    .map_err(|e| Error::Other(format!("verify task failed: {e}")))??;
+                let t2 = task.clone();
+                tokio::task::spawn_blocking(move || {
+                    crate::digest::verify_file_with(&p2, &dg, sz, |n| t2.inc(n))
+                })
+                .await
+                .map_err(|e| Error::Other(format!("verify task failed: {e}")))??;
                 task.finish();
                 layers.push(LayerBlob {
                     descriptor: d.clone(),
