@@ -17,6 +17,8 @@ pub struct ElfFacts {
     pub is_64: bool,
     pub little_endian: bool,
     pub machine: u16,
+    /// `e_flags` (the float ABI on RISC-V, for the ld.so cache flavour).
+    pub flags: u32,
     pub osabi: u8,
     pub interpreter: Option<String>,
     pub needed: Vec<String>,
@@ -65,6 +67,7 @@ fn parse_inner(bytes: &[u8]) -> Result<ElfFacts, String> {
         is_64: container == Container::Big,
         little_endian: endian.is_little(),
         machine: header.e_machine,
+        flags: header.e_flags,
         osabi: header.e_ident[goblin::elf::header::EI_OSABI],
         ..Default::default()
     };

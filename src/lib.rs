@@ -21,6 +21,7 @@ pub mod registry;
 pub mod report;
 pub mod rootfs;
 pub mod source;
+pub mod targuard;
 pub mod trace;
 
 pub use error::{Error, Result};

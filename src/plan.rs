@@ -458,7 +458,7 @@ pub fn build<C: Contents>(input: PlanInput<'_>, contents: &mut C) -> Result<Plan
     if matches!(trace.libc, Some(crate::trace::Libc::Glibc { .. })) && !trace.ldconf_libs.is_empty()
     {
         let f = &trace.objects[trace.roots[0]].facts;
-        match crate::ldcache::CacheArch::from_elf(f.machine, f.is_64, f.little_endian, 0) {
+        match crate::ldcache::CacheArch::from_elf(f.machine, f.is_64, f.little_endian, f.flags) {
             Some(arch) => {
                 let entries: Vec<crate::ldcache::CacheEntry> = trace
                     .ldconf_libs

@@ -11,11 +11,16 @@ use std::path::{Path, PathBuf};
 use crate::digest::HashingWriter;
 use crate::error::{Error, Result};
 use crate::source::LayerBlob;
+use crate::targuard::TarGuard;
 
 /// Longest path or link target accepted from a layer.
 const MAX_PATH: usize = 4096;
 /// Most entries accepted in one image.
 const MAX_ENTRIES: usize = 5_000_000;
+/// Largest single file pare copies out of a layer.
+pub const MAX_FILE_BYTES: u64 = crate::targuard::MAX_SPARSE;
+/// Most bytes of paths held in the index.
+const MAX_KEY_BYTES: usize = 512 << 20;
 /// Symlinks followed while resolving one path (Linux's MAXSYMLINKS is 40).
 const MAX_SYMLINKS: usize = 40;
 
@@ -134,12 +139,106 @@ pub fn open_layer(path: &Path) -> Result<Box<dyn Read + Send>> {
     Ok(if n >= 2 && magic[..2] == [0x1f, 0x8b] {
         Box::new(flate2::read::MultiGzDecoder::new(r))
     } else if n == 4 && magic == [0x28, 0xb5, 0x2f, 0xfd] {
-        let d = ruzstd::decoding::StreamingDecoder::new(r)
-            .map_err(|e| Error::malformed(path.display().to_string(), format!("zstd: {e}")))?;
-        Box::new(d)
+        Box::new(MultiZstd::new(Box::new(r)))
     } else {
         Box::new(r)
     })
+}
+
+/// A zstd stream of any number of frames (zstd:chunked layers have many), skippable frames
+/// skipped; ruzstd's decoder reads one frame.
+struct MultiZstd {
+    cur: Option<ruzstd::decoding::StreamingDecoder<Prefixed, ruzstd::decoding::FrameDecoder>>,
+    spare: Option<(Box<dyn Read + Send>, ruzstd::decoding::FrameDecoder)>,
+}
+
+/// A reader with 4 bytes put back in front.
+struct Prefixed {
+    head: [u8; 4],
+    used: usize,
+    inner: Box<dyn Read + Send>,
+}
+
+impl Read for Prefixed {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.used < 4 {
+            let n = (4 - self.used).min(buf.len());
+            buf[..n].copy_from_slice(&self.head[self.used..self.used + n]);
+            self.used += n;
+            return Ok(n);
+        }
+        self.inner.read(buf)
+    }
+}
+
+impl MultiZstd {
+    fn new(src: Box<dyn Read + Send>) -> Self {
+        MultiZstd {
+            cur: None,
+            spare: Some((src, ruzstd::decoding::FrameDecoder::new())),
+        }
+    }
+}
+
+impl Read for MultiZstd {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let zerr = |e: ruzstd::decoding::errors::FrameDecoderError| {
+            io::Error::new(io::ErrorKind::InvalidData, format!("zstd: {e}"))
+        };
+        loop {
+            if let Some(d) = &mut self.cur {
+                let n = d.read(buf)?;
+                if n > 0 || buf.is_empty() {
+                    return Ok(n);
+                }
+                let d = self.cur.take().expect("current frame");
+                let (p, dec) = d.into_parts();
+                self.spare = Some((p.inner, dec));
+            }
+            let Some((mut src, dec)) = self.spare.take() else {
+                return Ok(0);
+            };
+            let mut magic = [0u8; 4];
+            let mut got = 0;
+            while got < 4 {
+                let k = src.read(&mut magic[got..])?;
+                if k == 0 {
+                    break;
+                }
+                got += k;
+            }
+            if got == 0 {
+                return Ok(0);
+            }
+            if got < 4 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "zstd: truncated frame",
+                ));
+            }
+            if (0x184D_2A50..=0x184D_2A5F).contains(&u32::from_le_bytes(magic)) {
+                let mut len = [0u8; 4];
+                src.read_exact(&mut len)?;
+                let len = u64::from(u32::from_le_bytes(len));
+                let skipped = io::copy(&mut (&mut src).take(len), &mut io::sink())?;
+                if skipped != len {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "zstd: truncated skippable frame",
+                    ));
+                }
+                self.spare = Some((src, dec));
+                continue;
+            }
+            let p = Prefixed {
+                head: magic,
+                used: 0,
+                inner: src,
+            };
+            self.cur =
+                Some(ruzstd::decoding::StreamingDecoder::new_with_decoder(p, dec).map_err(zerr)?);
+        }
+    }
 }
 
 pub struct Rootfs {
@@ -149,9 +248,27 @@ pub struct Rootfs {
     pub layer_sizes: Vec<u64>,
     /// Things skipped while merging (non-UTF-8 names, dangling hard links, …).
     pub warnings: Vec<String>,
+    /// Bytes of all paths in `nodes` (bounded, like the node count).
+    key_bytes: usize,
+    /// Whiteout targets and opaque directories already applied in the current layer.
+    applied: HashSet<String>,
 }
 
 impl Rootfs {
+    /// An image with nothing but its root directory.
+    pub fn empty() -> Self {
+        let mut fs = Rootfs {
+            nodes: BTreeMap::new(),
+            layers: Vec::new(),
+            layer_sizes: Vec::new(),
+            warnings: Vec::new(),
+            key_bytes: 0,
+            applied: HashSet::new(),
+        };
+        fs.nodes.insert(String::new(), dir_node(0o755, 0));
+        fs
+    }
+
     /// Merge the layers in order, applying whiteouts as the OCI image-spec says. `diff_ids`
     /// (from the config) are checked against the uncompressed streams when given.
     pub fn merge(layers: Vec<LayerBlob>, diff_ids: Option<&[String]>) -> Result<Self> {
@@ -163,13 +280,7 @@ impl Rootfs {
                 format!("{} diff_ids for {} layers", ids.len(), layers.len()),
             ));
         }
-        let mut fs = Rootfs {
-            nodes: BTreeMap::new(),
-            layers: Vec::new(),
-            layer_sizes: Vec::new(),
-            warnings: Vec::new(),
-        };
-        fs.nodes.insert(String::new(), dir_node(0o755, 0));
+        let mut fs = Rootfs::empty();
         for (i, layer) in layers.iter().enumerate() {
             let what = format!("layer {} ({})", i + 1, layer.descriptor.digest);
             let reader = open_layer(&layer.path)?;
@@ -198,18 +309,21 @@ impl Rootfs {
     pub fn apply_layer(&mut self, layer: usize, reader: impl Read) -> Result<(String, u64)> {
         let io_err = |e: io::Error| Error::io(format!("layer {}", layer + 1), e);
         let mut hashing = HashingReader::new(reader);
+        self.applied.clear();
         {
-            let mut archive = tar::Archive::new(&mut hashing);
+            let mut archive = tar::Archive::new(TarGuard::new(&mut hashing));
             let entries = archive.entries().map_err(io_err)?;
             for (ordinal, entry) in entries.enumerate() {
                 let mut entry = entry.map_err(io_err)?;
-                if self.nodes.len() > MAX_ENTRIES {
+                self.apply_entry(layer, ordinal as u64, &mut entry)?;
+                if self.nodes.len() > MAX_ENTRIES || self.key_bytes > MAX_KEY_BYTES {
                     return Err(Error::malformed(
                         format!("layer {}", layer + 1),
-                        format!("more than {MAX_ENTRIES} entries"),
+                        format!(
+                            "more than {MAX_ENTRIES} entries or {MAX_KEY_BYTES} bytes of paths"
+                        ),
                     ));
                 }
-                self.apply_entry(layer, ordinal as u64, &mut entry)?;
             }
         }
         // Read to the end so the diff_id covers the whole stream.
@@ -266,7 +380,9 @@ impl Rootfs {
         let base = base_of(&path);
         let dir = parent_of(&path).to_string();
         if base == ".wh..wh..opq" {
-            self.remove_lower_children(&dir, layer);
+            if self.applied.insert(format!("{dir}/")) {
+                self.remove_lower_children(&dir, layer);
+            }
             return Ok(());
         }
         if let Some(name) = base.strip_prefix(".wh.") {
@@ -275,7 +391,11 @@ impl Rootfs {
             } else {
                 format!("{dir}/{name}")
             };
-            if !name.is_empty() && name != "." && name != ".." {
+            if !name.is_empty()
+                && name != "."
+                && name != ".."
+                && self.applied.insert(target.clone())
+            {
                 self.remove_lower(&target, layer);
             }
             return Ok(());
@@ -367,40 +487,75 @@ impl Rootfs {
     }
 
     /// Put a node in place: a directory over a directory keeps the children and takes the new
-    /// metadata; anything else replaces the old node and its subtree. Missing parents are made.
+    /// metadata; anything else replaces the old node and its subtree. Parent directories are
+    /// found as an extracting runtime would: through symlinks (inside the root), made when
+    /// missing, and a non-directory in the way is replaced.
     fn insert(&mut self, path: &str, node: Node) {
-        self.ensure_parents(path, node.layer);
-        if let Some(old) = self.nodes.get(path)
+        let parent = self.real_dir(parent_of(path), node.layer);
+        let base = base_of(path);
+        let path = if parent.is_empty() {
+            base.to_string()
+        } else {
+            format!("{parent}/{base}")
+        };
+        if let Some(old) = self.nodes.get(&path)
             && !(old.is_dir() && node.is_dir())
         {
-            self.remove_subtree(path, |_| true);
+            self.remove_subtree(&path, |_| true, node.layer);
         }
-        self.nodes.insert(path.to_string(), node);
+        self.put(path, node);
     }
 
-    fn ensure_parents(&mut self, path: &str, layer: usize) {
-        let mut p = parent_of(path);
-        let mut missing = Vec::new();
-        while !p.is_empty() {
-            match self.nodes.get(p) {
-                Some(n) if n.is_dir() => break,
+    fn put(&mut self, path: String, node: Node) {
+        let len = path.len();
+        if self.nodes.insert(path, node).is_none() {
+            self.key_bytes += len;
+        }
+    }
+
+    fn del(&mut self, path: &str) {
+        if self.nodes.remove(path).is_some() {
+            self.key_bytes -= path.len();
+        }
+    }
+
+    /// The directory `dir` names, as a canonical path: symlinks followed inside the root,
+    /// missing directories made, non-directories replaced.
+    fn real_dir(&mut self, dir: &str, layer: usize) -> String {
+        let mut cur = String::new();
+        for comp in dir.split('/').filter(|c| !c.is_empty()) {
+            let p = if cur.is_empty() {
+                comp.to_string()
+            } else {
+                format!("{cur}/{comp}")
+            };
+            match self.nodes.get(&p).map(|n| n.kind.clone()) {
+                Some(Kind::Dir) => cur = p,
+                Some(Kind::Symlink(_)) => match self.resolve(&p, true) {
+                    Ok(r) if self.nodes.get(&r.path).is_some_and(Node::is_dir) => cur = r.path,
+                    _ => {
+                        self.remove_subtree(&p, |_| true, layer);
+                        self.put(p.clone(), dir_node(0o755, layer));
+                        cur = p;
+                    }
+                },
                 Some(_) => {
-                    // A non-directory where a directory is needed: the new entry replaces it.
-                    missing.push(p.to_string());
+                    self.remove_subtree(&p, |_| true, layer);
+                    self.put(p.clone(), dir_node(0o755, layer));
+                    cur = p;
                 }
-                None => missing.push(p.to_string()),
+                None => {
+                    self.put(p.clone(), dir_node(0o755, layer));
+                    cur = p;
+                }
             }
-            p = parent_of(p);
         }
-        for m in missing.into_iter().rev() {
-            self.remove_subtree(&m, |_| true);
-            self.nodes.insert(m, dir_node(0o755, layer));
-        }
+        cur
     }
 
     /// Remove `path` and its subtree where they come from layers below `layer`.
     fn remove_lower(&mut self, path: &str, layer: usize) {
-        self.remove_subtree(path, |n| n.layer < layer);
+        self.remove_subtree(path, |n| n.layer < layer, layer);
     }
 
     /// Opaque directory: hide every lower-layer child of `dir`.
@@ -410,35 +565,48 @@ impl Rootfs {
         } else {
             format!("{dir}/")
         };
-        let doomed: Vec<String> = self
-            .nodes
-            .range(prefix.clone()..)
-            .take_while(|(k, _)| k.starts_with(&prefix))
-            .filter(|(k, n)| !k.is_empty() && n.layer < layer)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in doomed {
-            self.nodes.remove(&k);
-        }
+        self.remove_range(&prefix, |n| n.layer < layer, layer);
     }
 
-    fn remove_subtree(&mut self, path: &str, pred: impl Fn(&Node) -> bool) {
+    fn remove_subtree(&mut self, path: &str, pred: impl Fn(&Node) -> bool, layer: usize) {
         if path.is_empty() {
             return;
         }
         if self.nodes.get(path).is_some_and(&pred) {
-            self.nodes.remove(path);
+            self.del(path);
         }
-        let prefix = format!("{path}/");
-        let doomed: Vec<String> = self
+        self.remove_range(&format!("{path}/"), pred, layer);
+    }
+
+    /// Remove the nodes under `prefix` that match; what survives keeps a parent chain (a
+    /// directory of this layer, as the layer's own entries imply one).
+    fn remove_range(&mut self, prefix: &str, pred: impl Fn(&Node) -> bool, layer: usize) {
+        let mut doomed = Vec::new();
+        let mut survivors = Vec::new();
+        for (k, n) in self
             .nodes
-            .range(prefix.clone()..)
-            .take_while(|(k, _)| k.starts_with(&prefix))
-            .filter(|(_, n)| pred(n))
-            .map(|(k, _)| k.clone())
-            .collect();
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+        {
+            if k.is_empty() {
+                continue;
+            }
+            if pred(n) {
+                doomed.push(k.clone())
+            } else {
+                survivors.push(k.clone())
+            }
+        }
         for k in doomed {
-            self.nodes.remove(&k);
+            self.del(&k);
+        }
+        for k in survivors {
+            let mut p = parent_of(&k);
+            while !p.is_empty() && !self.nodes.contains_key(p) {
+                let owned = p.to_string();
+                p = parent_of(p);
+                self.put(owned, dir_node(0o755, layer));
+            }
         }
     }
 
@@ -524,17 +692,28 @@ impl Rootfs {
     /// Copy the bytes of the wanted files (canonical paths of regular files) into `dir`, one
     /// streaming pass per layer that holds any of them. Returns path → local copy.
     pub fn read_files(&self, wanted: &[String], dir: &Path) -> Result<HashMap<String, PathBuf>> {
-        let mut by_layer: BTreeMap<usize, HashMap<u64, (String, u64)>> = BTreeMap::new();
+        // Hard links share one entry: every path of it maps to the same local copy.
+        let mut by_layer: BTreeMap<usize, HashMap<u64, (Vec<String>, u64)>> = BTreeMap::new();
         for p in wanted {
             if let Some(Node {
                 kind: Kind::File { layer, entry, size },
                 ..
             }) = self.nodes.get(p)
             {
-                by_layer
+                if *size > MAX_FILE_BYTES {
+                    return Err(Error::path(
+                        display(p),
+                        format!("larger than {MAX_FILE_BYTES} bytes"),
+                    ));
+                }
+                let slot = by_layer
                     .entry(*layer)
                     .or_default()
-                    .insert(*entry, (p.clone(), *size));
+                    .entry(*entry)
+                    .or_insert((vec![], *size));
+                if !slot.0.contains(p) {
+                    slot.0.push(p.clone());
+                }
             }
         }
         let mut out = HashMap::new();
@@ -544,25 +723,28 @@ impl Rootfs {
             let blob = &self.layers[layer];
             let what = format!("layer {} ({})", layer + 1, blob.descriptor.digest);
             let reader = open_layer(&blob.path)?;
-            let mut archive = tar::Archive::new(reader);
+            let mut archive = tar::Archive::new(TarGuard::new(reader));
             let entries = archive
                 .entries()
                 .map_err(|e| Error::malformed(what.clone(), e))?;
-            let mut seen: HashSet<u64> = HashSet::new();
             // Entry ordinals must count exactly as in `apply_layer`.
             for (ordinal, entry) in entries.enumerate() {
                 let mut entry = entry.map_err(|e| Error::malformed(what.clone(), e))?;
                 let ordinal = ordinal as u64;
-                if let Some((path, size)) = want.remove(&ordinal) {
+                if let Some((paths, size)) = want.remove(&ordinal) {
                     let local = dir.join(format!("f{layer}-{ordinal}"));
                     let mut f = std::fs::File::create(&local).map_err(|e| Error::io(&local, e))?;
                     let n = io::copy(&mut (&mut entry).take(size), &mut f)
                         .map_err(|e| Error::malformed(what.clone(), e))?;
                     if n != size {
-                        return Err(Error::malformed(what, format!("/{path} is truncated")));
+                        return Err(Error::malformed(
+                            what,
+                            format!("/{} is truncated", paths[0]),
+                        ));
                     }
-                    seen.insert(ordinal);
-                    out.insert(path, local);
+                    for p in paths {
+                        out.insert(p, local.clone());
+                    }
                 }
                 if want.is_empty() {
                     break;
@@ -571,7 +753,7 @@ impl Rootfs {
             if let Some((_, (p, _))) = want.into_iter().next() {
                 return Err(Error::malformed(
                     what,
-                    format!("/{p} vanished on a second read"),
+                    format!("/{} vanished on a second read", p[0]),
                 ));
             }
             tracing::debug!(
@@ -666,13 +848,7 @@ pub(crate) mod tests {
     }
 
     fn merged(layers: &[Vec<u8>]) -> Rootfs {
-        let mut fs = Rootfs {
-            nodes: BTreeMap::new(),
-            layers: vec![],
-            layer_sizes: vec![],
-            warnings: vec![],
-        };
-        fs.nodes.insert(String::new(), dir_node(0o755, 0));
+        let mut fs = Rootfs::empty();
         for (i, l) in layers.iter().enumerate() {
             fs.apply_layer(i, &l[..]).unwrap();
         }
@@ -743,7 +919,27 @@ pub(crate) mod tests {
     #[test]
     fn hardlinks_and_implicit_parents() {
         let l = tar_of(&[("usr/bin/a", "f:abc"), ("usr/bin/b", "h:usr/bin/a")]);
-        let fs = merged(&[l]);
+        let d = tempfile::tempdir().unwrap();
+        let lp = d.path().join("layer");
+        std::fs::write(&lp, &l).unwrap();
+        let blob = LayerBlob {
+            descriptor: crate::image::Descriptor {
+                media_type: crate::image::OCI_LAYER_TAR.into(),
+                digest: crate::digest::sha256_bytes(&l),
+                size: l.len() as u64,
+                urls: None,
+                annotations: None,
+                platform: None,
+            },
+            path: lp,
+        };
+        let fs = Rootfs::merge(vec![blob], None).unwrap();
+        // Both names of a hard link read back, from one pass.
+        let got = fs
+            .read_files(&["usr/bin/a".into(), "usr/bin/b".into()], d.path())
+            .unwrap();
+        assert_eq!(std::fs::read(&got["usr/bin/a"]).unwrap(), b"abc");
+        assert_eq!(std::fs::read(&got["usr/bin/b"]).unwrap(), b"abc");
         assert_eq!(paths(&fs), vec!["usr", "usr/bin", "usr/bin/a", "usr/bin/b"]);
         assert_eq!(fs.nodes["usr/bin/b"].size(), 3);
     }
@@ -759,6 +955,69 @@ pub(crate) mod tests {
         evil[..512].copy_from_slice(h.as_bytes());
         let mut fs = merged(&[]);
         assert!(fs.apply_layer(0, &evil[..]).is_err());
+    }
+
+    #[test]
+    fn parents_are_found_through_symlinks() {
+        // usrmerge: an upper layer writing lib/x.so lands in usr/lib, and lib stays a link.
+        let base = tar_of(&[("usr/lib/libc.so", "f:c"), ("lib", "l:usr/lib")]);
+        let top = tar_of(&[("lib/x.so", "f:x")]);
+        let fs = merged(&[base, top]);
+        assert_eq!(
+            paths(&fs),
+            vec!["lib", "usr", "usr/lib", "usr/lib/libc.so", "usr/lib/x.so"]
+        );
+        assert_eq!(fs.nodes["lib"].kind, Kind::Symlink("usr/lib".into()));
+    }
+
+    #[test]
+    fn survivors_of_a_whiteout_keep_their_parents() {
+        let base = tar_of(&[("d/sub/x", "f:1")]);
+        // New child of a lower directory, then the parent made opaque: d/sub is now implied
+        // by this layer.
+        let top = tar_of(&[("d/sub/new", "f:2"), ("d/.wh..wh..opq", "f:")]);
+        let fs = merged(&[base, top]);
+        assert_eq!(paths(&fs), vec!["d", "d/sub", "d/sub/new"]);
+        assert_eq!(fs.nodes["d/sub"].layer, 1);
+    }
+
+    #[test]
+    fn repeated_whiteouts_are_applied_once() {
+        let n = 20_000;
+        let mut entries: Vec<(String, &str)> = (0..n).map(|i| (format!("x/f{i}"), "f:1")).collect();
+        entries.extend((0..n).map(|_| ("x/.wh..wh..opq".to_string(), "f:")));
+        let borrowed: Vec<(&str, &str)> = entries.iter().map(|(p, k)| (p.as_str(), *k)).collect();
+        let t = std::time::Instant::now();
+        let fs = merged(&[tar_of(&borrowed)]);
+        assert_eq!(fs.nodes.len(), n + 2);
+        assert!(t.elapsed().as_secs() < 20, "quadratic whiteouts");
+    }
+
+    #[test]
+    fn zstd_with_several_frames_and_a_skippable_one() {
+        let tar1 = tar_of(&[("a", "f:first")]);
+        let tar2 = tar_of(&[("b", "f:second")]);
+        // One tar split over two frames, with a skippable frame between them.
+        let mut whole = tar1[..tar1.len() - 1024].to_vec();
+        whole.extend_from_slice(&tar2);
+        let (p1, p2) = whole.split_at(700);
+        let mut z =
+            ruzstd::encoding::compress_to_vec(p1, ruzstd::encoding::CompressionLevel::Fastest);
+        z.extend_from_slice(&0x184D_2A50u32.to_le_bytes());
+        z.extend_from_slice(&3u32.to_le_bytes());
+        z.extend_from_slice(b"xyz");
+        z.extend(ruzstd::encoding::compress_to_vec(
+            p2,
+            ruzstd::encoding::CompressionLevel::Fastest,
+        ));
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("l");
+        std::fs::write(&path, z).unwrap();
+        let mut fs = Rootfs::empty();
+        let (diff_id, n) = fs.apply_layer(0, open_layer(&path).unwrap()).unwrap();
+        assert_eq!(n, whole.len() as u64);
+        assert_eq!(diff_id, crate::digest::sha256_bytes(&whole));
+        assert_eq!(paths(&fs), vec!["a", "b"]);
     }
 
     #[test]

@@ -27,6 +27,17 @@ pub trait Contents {
     fn read(&mut self, fs: &Rootfs, path: &str, max: u64) -> Result<Vec<u8>>;
     /// ELF facts of a regular file, `None` when it is not ELF.
     fn elf(&mut self, fs: &Rootfs, path: &str) -> Result<Option<Arc<ElfFacts>>>;
+    /// The first `n` bytes of a regular file (fewer when it is shorter).
+    fn head(&mut self, fs: &Rootfs, path: &str, n: usize) -> Result<Vec<u8>> {
+        let mut b = self.read(fs, path, MAX_OBJECT_BYTES)?;
+        b.truncate(n);
+        Ok(b)
+    }
+    /// Whether a regular file contains `needle`.
+    fn contains(&mut self, fs: &Rootfs, path: &str, needle: &[u8]) -> Result<bool> {
+        let b = self.read(fs, path, MAX_OBJECT_BYTES)?;
+        Ok(b.windows(needle.len()).any(|w| w == needle))
+    }
 }
 
 /// [`Contents`] over the real layers: files are copied into a work dir on first use.
@@ -78,9 +89,47 @@ impl Contents for LayerContents {
     }
 
     fn read(&mut self, fs: &Rootfs, path: &str, max: u64) -> Result<Vec<u8>> {
+        if fs.get(path).map_or(0, |n| n.size()) > max {
+            return Err(Error::path(
+                display(path),
+                format!("larger than {max} bytes"),
+            ));
+        }
         let local = self.local(fs, path)?;
         crate::layout::read_bounded(&local, max)
             .map_err(|_| Error::path(display(path), format!("larger than {max} bytes")))
+    }
+
+    fn head(&mut self, fs: &Rootfs, path: &str, n: usize) -> Result<Vec<u8>> {
+        let local = self.local(fs, path)?;
+        let f = std::fs::File::open(&local).map_err(|e| Error::io(&local, e))?;
+        let mut out = Vec::with_capacity(n);
+        std::io::Read::read_to_end(&mut std::io::Read::take(f, n as u64), &mut out)
+            .map_err(|e| Error::io(&local, e))?;
+        Ok(out)
+    }
+
+    fn contains(&mut self, fs: &Rootfs, path: &str, needle: &[u8]) -> Result<bool> {
+        let local = self.local(fs, path)?;
+        let mut f = std::fs::File::open(&local).map_err(|e| Error::io(&local, e))?;
+        let mut buf = vec![0u8; 1 << 20];
+        let keep = needle.len().saturating_sub(1);
+        let mut filled = 0;
+        loop {
+            let k = std::io::Read::read(&mut f, &mut buf[filled..])
+                .map_err(|e| Error::io(&local, e))?;
+            if k == 0 {
+                return Ok(false);
+            }
+            filled += k;
+            if buf[..filled].windows(needle.len()).any(|w| w == needle) {
+                return Ok(true);
+            }
+            // Keep the tail that could start a match across the boundary.
+            let tail = filled.saturating_sub(keep);
+            buf.copy_within(tail..filled, 0);
+            filled -= tail;
+        }
     }
 
     fn elf(&mut self, fs: &Rootfs, path: &str) -> Result<Option<Arc<ElfFacts>>> {
@@ -147,6 +196,12 @@ pub struct Object {
     /// Loaded only by dlopen (NSS modules, libgcc_s, .note.dlopen) or by such an object: what
     /// it misses makes a warning, not an error, as the dlopen would fail softly at run time.
     pub optional: bool,
+    /// What `$ORIGIN` means for it: the executable's real directory (/proc/self/exe), and for
+    /// a library the directory of the path it was opened by, symlinks not resolved, as glibc
+    /// and musl do.
+    pub origin: String,
+    /// The executable of the process it is loaded into (its RPATH is the last resort).
+    pub main: usize,
 }
 
 #[derive(Debug, Default)]
@@ -301,6 +356,19 @@ fn expand_tokens(s: &str, origin: &str, facts: &ElfFacts) -> String {
         .replace("$PLATFORM", plat)
 }
 
+/// `$ORIGIN` alone (musl expands no other token).
+fn expand_origin(s: &str, origin: &str) -> String {
+    s.replace("${ORIGIN}", origin).replace("$ORIGIN", origin)
+}
+
+/// The directory part of a path as written (`/a/b/../lib/x.so` → `/a/b/../lib`).
+fn dir_of_raw(path: &str) -> String {
+    match path.rfind('/') {
+        Some(0) | None => "/".to_string(),
+        Some(i) => path[..i].to_string(),
+    }
+}
+
 fn dir_of(canonical: &str) -> String {
     display(canonical.rfind('/').map_or("", |i| &canonical[..i]))
 }
@@ -412,14 +480,10 @@ impl<C: Contents> Tracer<'_, C> {
         }
         self.keep_file(path, why);
         if let Some(facts) = self.contents.elf(self.fs, path)? {
-            let idx = self.add_object(path, name, facts, None);
-            self.out.roots.push(idx);
+            self.add_root(path, name, facts);
             return Ok(());
         }
-        let head = self
-            .contents
-            .read(self.fs, path, 4096)
-            .or_else(|_| -> Result<Vec<u8>> { Ok(vec![]) })?;
+        let head = self.contents.head(self.fs, path, 4096)?;
         if !head.starts_with(b"#!") {
             return Err(Error::Entrypoint(format!(
                 "{} is neither an ELF executable nor a #! script",
@@ -470,14 +534,15 @@ impl<C: Contents> Tracer<'_, C> {
         Ok(())
     }
 
-    fn add_object(
-        &mut self,
-        path: &str,
-        name: &str,
-        facts: Arc<ElfFacts>,
-        loader: Option<usize>,
-    ) -> usize {
-        self.add_object_opt(path, name, facts, loader, false)
+    /// A program: the root of a process.
+    fn add_root(&mut self, path: &str, name: &str, facts: Arc<ElfFacts>) -> usize {
+        let existed = self.by_path.contains_key(path);
+        let idx = self.add_object_opt(path, name, facts, None, false, dir_of(path));
+        if !existed {
+            self.out.objects[idx].main = idx;
+            self.out.roots.push(idx);
+        }
+        idx
     }
 
     fn add_object_opt(
@@ -487,18 +552,22 @@ impl<C: Contents> Tracer<'_, C> {
         facts: Arc<ElfFacts>,
         loader: Option<usize>,
         optional: bool,
+        origin: String,
     ) -> usize {
         if let Some(&i) = self.by_path.get(path) {
             self.by_name.insert(name.to_string(), i);
             return i;
         }
         let idx = self.out.objects.len();
+        let main = loader.map_or(idx, |l| self.out.objects[l].main);
         self.out.objects.push(Object {
             path: path.to_string(),
             name: name.to_string(),
             facts: facts.clone(),
             loader,
             optional,
+            origin,
+            main,
         });
         self.by_path.insert(path.to_string(), idx);
         self.by_name.insert(name.to_string(), idx);
@@ -576,7 +645,7 @@ impl<C: Contents> Tracer<'_, C> {
             if !self.by_path.contains_key(&ipath)
                 && let Some(f) = self.contents.elf(self.fs, &ipath)?
             {
-                self.add_object(&ipath, interp, f, Some(idx));
+                self.add_object_opt(&ipath, interp, f, Some(idx), false, dir_of(interp));
             }
         }
         let names: Vec<(String, bool)> = facts
@@ -699,10 +768,10 @@ impl<C: Contents> Tracer<'_, C> {
             });
             return Ok(None);
         };
-        for (hcanon, hlinks, _, hf) in extra_hwcaps {
+        for (hcanon, hlinks, hcand, hf) in extra_hwcaps {
             self.keep_links(&hlinks, &hcanon);
             self.keep_file(&hcanon, format!("glibc-hwcaps variant of {name}, {why}"));
-            self.add_object_opt(&hcanon, name, hf, Some(idx), optional);
+            self.add_object_opt(&hcanon, name, hf, Some(idx), optional, dir_of_raw(&hcand));
         }
         self.keep_file(&canon, format!("{name}, {why} (found via {via})"));
         if via == "ld.so.conf" {
@@ -717,7 +786,7 @@ impl<C: Contents> Tracer<'_, C> {
             .contents
             .elf(self.fs, &canon)?
             .ok_or_else(|| Error::path(display(&canon), "not ELF"))?;
-        let to = self.add_object_opt(&canon, name, f, Some(idx), optional);
+        let to = self.add_object_opt(&canon, name, f, Some(idx), optional, dir_of_raw(&requested));
         self.out.edges.push(Edge {
             from: idx,
             name: name.into(),
@@ -732,42 +801,44 @@ impl<C: Contents> Tracer<'_, C> {
     fn candidates(&mut self, idx: usize, name: &str) -> Result<Vec<(String, String)>> {
         let obj = &self.out.objects[idx];
         let facts = obj.facts.clone();
-        let origin = dir_of(&obj.path);
-        if name.contains('/') {
-            let p = expand_tokens(name, &origin, &facts);
-            return Ok(vec![(self.abs_in_workdir(&p), "path in DT_NEEDED".into())]);
-        }
-        let mut dirs: Vec<(String, &'static str)> = Vec::new();
-        let exe_origin = self
-            .out
-            .roots
-            .first()
-            .map(|&r| dir_of(&self.out.objects[r].path))
-            .unwrap_or_else(|| "/".into());
-        let ld_library_path: Vec<String> = self
-            .run
-            .env_var("LD_LIBRARY_PATH")
-            .unwrap_or("")
-            .split([':', ';'])
-            .filter(|d| !d.is_empty())
-            .map(|d| expand_tokens(d, &exe_origin, &facts))
-            .collect();
+        let origin = obj.origin.clone();
+        let main = obj.main;
         let musl = self.is_musl()
             || facts
                 .interpreter
                 .as_deref()
                 .is_some_and(|i| i.contains("ld-musl-"));
+        if name.contains('/') {
+            let p = if musl {
+                expand_origin(name, &origin)
+            } else {
+                expand_tokens(name, &origin, &facts)
+            };
+            return Ok(vec![(self.abs_in_workdir(&p), "path in DT_NEEDED".into())]);
+        }
+        let mut dirs: Vec<(String, &'static str)> = Vec::new();
+        let exe_origin = self.out.objects[main].origin.clone();
+        let ld_library_path = self
+            .run
+            .env_var("LD_LIBRARY_PATH")
+            .unwrap_or("")
+            .to_string();
         if musl {
-            for d in &ld_library_path {
-                dirs.push((d.clone(), "LD_LIBRARY_PATH"));
+            // musl: LD_LIBRARY_PATH (split on ':'), then the RUNPATH, else RPATH, of the object
+            // and of everything that loaded it, then the path file; only $ORIGIN expands.
+            for d in ld_library_path.split(':').filter(|d| !d.is_empty()) {
+                dirs.push((expand_origin(d, &exe_origin), "LD_LIBRARY_PATH"));
             }
-            // RPATH and RUNPATH alike, of the object and everything that loaded it.
             let mut cur = Some(idx);
             while let Some(i) = cur {
                 let o = &self.out.objects[i];
-                let org = dir_of(&o.path);
-                for d in o.facts.rpath.iter().chain(o.facts.runpath.iter()) {
-                    dirs.push((expand_tokens(d, &org, &o.facts), "RPATH/RUNPATH"));
+                let paths = if o.facts.runpath.is_empty() {
+                    &o.facts.rpath
+                } else {
+                    &o.facts.runpath
+                };
+                for d in paths {
+                    dirs.push((expand_origin(d, &o.origin), "RPATH/RUNPATH"));
                 }
                 cur = o.loader;
             }
@@ -779,33 +850,29 @@ impl<C: Contents> Tracer<'_, C> {
                 // DT_RPATH of the object, then of its loader, and up to the executable. An
                 // object with DT_RUNPATH has its DT_RPATH ignored.
                 let mut cur = Some(idx);
-                let mut seen_roots = false;
+                let mut seen_main = false;
                 while let Some(i) = cur {
                     let o = &self.out.objects[i];
                     if o.facts.runpath.is_empty() {
-                        let org = dir_of(&o.path);
                         for d in &o.facts.rpath {
-                            dirs.push((expand_tokens(d, &org, &o.facts), "RPATH"));
+                            dirs.push((expand_tokens(d, &o.origin, &o.facts), "RPATH"));
                         }
                     }
-                    seen_roots |= self.out.roots.first() == Some(&i);
+                    seen_main |= i == main;
                     cur = o.loader;
                 }
-                if !seen_roots && let Some(&r) = self.out.roots.first() {
-                    let o = &self.out.objects[r];
-                    if o.facts.runpath.is_empty() {
-                        let org = dir_of(&o.path);
-                        for d in &o.facts.rpath {
-                            dirs.push((
-                                expand_tokens(d, &org, &o.facts),
-                                "RPATH of the executable",
-                            ));
-                        }
+                let m = &self.out.objects[main];
+                if !seen_main && m.facts.runpath.is_empty() {
+                    for d in &m.facts.rpath {
+                        dirs.push((
+                            expand_tokens(d, &m.origin, &m.facts),
+                            "RPATH of the executable",
+                        ));
                     }
                 }
             }
-            for d in &ld_library_path {
-                dirs.push((d.clone(), "LD_LIBRARY_PATH"));
+            for d in ld_library_path.split([':', ';']).filter(|d| !d.is_empty()) {
+                dirs.push((expand_tokens(d, &exe_origin, &facts), "LD_LIBRARY_PATH"));
             }
             for d in &facts.runpath {
                 dirs.push((expand_tokens(d, &origin, &facts), "RUNPATH"));
@@ -846,21 +913,32 @@ impl<C: Contents> Tracer<'_, C> {
             return Ok(d.clone());
         }
         let mut dirs = Vec::new();
-        self.read_ldconf("/etc/ld.so.conf", 0, &mut dirs)?;
+        let mut visited = std::collections::HashSet::new();
+        self.read_ldconf("/etc/ld.so.conf", 0, &mut dirs, &mut visited)?;
         self.ldconf_dirs = Some(dirs.clone());
         Ok(dirs)
     }
 
-    fn read_ldconf(&mut self, path: &str, depth: usize, dirs: &mut Vec<String>) -> Result<()> {
-        if depth > 8 {
+    fn read_ldconf(
+        &mut self,
+        path: &str,
+        depth: usize,
+        dirs: &mut Vec<String>,
+        visited: &mut std::collections::HashSet<String>,
+    ) -> Result<()> {
+        if depth > 8 || visited.len() >= 1000 {
             self.out.warnings.push(format!(
-                "{path}: ld.so.conf includes nest too deep; ignored"
+                "{path}: ld.so.conf includes nest too deep or are too many; ignored"
             ));
             return Ok(());
         }
         let Some((canon, _)) = self.resolve_file(path)? else {
             return Ok(());
         };
+        // Each file once: an include cycle or a file included twice adds nothing.
+        if !visited.insert(canon.clone()) {
+            return Ok(());
+        }
         let text = self.contents.read(self.fs, &canon, MAX_TEXT_BYTES)?;
         let text = String::from_utf8_lossy(&text).into_owned();
         let conf_dir = path.rfind('/').map_or("/", |i| &path[..i]).to_string();
@@ -880,15 +958,15 @@ impl<C: Contents> Tracer<'_, C> {
                         join(&conf_dir, pat)
                     };
                     for f in self.glob(&pat) {
-                        self.read_ldconf(&f, depth + 1, dirs)?;
+                        self.read_ldconf(&f, depth + 1, dirs, visited)?;
                     }
                 }
                 continue;
             }
             for d in line.split([' ', '\t', ',', ':']).filter(|d| !d.is_empty()) {
-                let d = d.split('=').next().unwrap_or(d);
+                let d = d.split('=').next().unwrap_or(d).trim_end_matches('/');
                 if d.starts_with('/') && !dirs.iter().any(|x| x == d) {
-                    dirs.push(d.trim_end_matches('/').to_string());
+                    dirs.push(d.to_string());
                 }
             }
         }
@@ -965,8 +1043,7 @@ impl<C: Contents> Tracer<'_, C> {
 
     /// glibc ≥ 2.34 has the `files` and `dns` NSS services built in.
     fn glibc_builtin_nss(&mut self, libc: &str) -> Result<bool> {
-        let bytes = self.contents.read(self.fs, libc, MAX_OBJECT_BYTES)?;
-        Ok(bytes.windows(11).any(|w| w == b"GLIBC_2.34\0"))
+        self.contents.contains(self.fs, libc, b"GLIBC_2.34\0")
     }
 
     /// `--keep` patterns: matching files and directories are kept; ELF files among them traced.
@@ -1026,8 +1103,7 @@ impl<C: Contents> Tracer<'_, C> {
                             && f.dynamic
                             && !self.by_path.contains_key(&p)
                         {
-                            let i = self.add_object(&p, &display(&p), f, None);
-                            self.out.roots.push(i);
+                            self.add_root(&p, &display(&p), f);
                         }
                     }
                     Some(Kind::Dir) => self.keep_file(&p, why.clone()),
@@ -1070,7 +1146,12 @@ impl<C: Contents> Tracer<'_, C> {
             return Ok(());
         };
         let mut services: Vec<String> = Vec::new();
-        if let Some((canon, links)) = self.resolve_file("/etc/nsswitch.conf")? {
+        let conf = self.resolve_file("/etc/nsswitch.conf")?;
+        if conf.is_none() {
+            // glibc's defaults without the file: `files` for everything, and `dns` for hosts.
+            services = vec!["files".into(), "dns".into()];
+        }
+        if let Some((canon, links)) = conf {
             self.keep_links(&links, &canon);
             self.keep_file(&canon, "name service switch config (glibc)");
             let text = self.contents.read(self.fs, &canon, MAX_TEXT_BYTES)?;
@@ -1142,47 +1223,56 @@ pub fn default_dirs(f: &ElfFacts) -> Vec<String> {
     d
 }
 
-/// Print the tree like lddtree: each object once, with how each name was found.
+/// Print the tree like lddtree: each object once, with how each name was found. Iterative, so
+/// a hostile chain of thousands of libraries cannot overflow the stack.
 pub fn render_tree(t: &Trace) -> String {
+    enum Item {
+        Expand(usize, usize),
+        Line(usize, usize),
+    }
+    let mut by_from: HashMap<usize, Vec<usize>> = HashMap::new();
+    for (i, e) in t.edges.iter().enumerate() {
+        by_from.entry(e.from).or_default().push(i);
+    }
     let mut out = String::new();
     let mut expanded = std::collections::HashSet::new();
-    fn walk(
-        t: &Trace,
-        idx: usize,
-        depth: usize,
-        out: &mut String,
-        expanded: &mut std::collections::HashSet<usize>,
-    ) {
-        let o = &t.objects[idx];
-        if depth == 0 {
-            out.push_str(&display(&o.path));
-            if let Some(i) = &o.facts.interpreter {
-                out.push_str(&format!(" (interpreter => {i})"));
-            }
-            out.push('\n');
-        }
-        if !expanded.insert(idx) {
-            return;
-        }
-        for e in t.edges.iter().filter(|e| e.from == idx) {
-            let pad = "    ".repeat(depth + 1);
-            match e.to {
-                Some(to) if e.via != "already loaded" => {
-                    out.push_str(&format!(
-                        "{pad}{} => {} [{}]\n",
-                        e.name,
-                        display(&t.objects[to].path),
-                        e.via
-                    ));
-                    walk(t, to, depth + 1, out, expanded);
-                }
-                Some(_) => {}
-                None => out.push_str(&format!("{pad}{} => not found\n", e.name)),
-            }
-        }
-    }
     for &r in &t.roots {
-        walk(t, r, 0, &mut out, &mut expanded);
+        let o = &t.objects[r];
+        out.push_str(&display(&o.path));
+        if let Some(i) = &o.facts.interpreter {
+            out.push_str(&format!(" (interpreter => {i})"));
+        }
+        out.push('\n');
+        let mut stack = vec![Item::Expand(r, 0)];
+        while let Some(item) = stack.pop() {
+            match item {
+                Item::Expand(idx, depth) => {
+                    if !expanded.insert(idx) {
+                        continue;
+                    }
+                    for &e in by_from.get(&idx).into_iter().flatten().rev() {
+                        stack.push(Item::Line(e, depth + 1));
+                    }
+                }
+                Item::Line(e, depth) => {
+                    let e = &t.edges[e];
+                    let pad = "    ".repeat(depth.min(32));
+                    match e.to {
+                        Some(to) if e.via != "already loaded" => {
+                            out.push_str(&format!(
+                                "{pad}{} => {} [{}]\n",
+                                e.name,
+                                display(&t.objects[to].path),
+                                e.via
+                            ));
+                            stack.push(Item::Expand(to, depth));
+                        }
+                        Some(_) => {}
+                        None => out.push_str(&format!("{pad}{} => not found\n", e.name)),
+                    }
+                }
+            }
+        }
     }
     out
 }
@@ -1223,12 +1313,7 @@ mod tests {
     }
 
     fn image(entries: &[(&str, &str)], facts: Vec<(&str, ElfFacts)>) -> (Rootfs, Fake) {
-        let mut fs = Rootfs {
-            nodes: BTreeMap::new(),
-            layers: vec![],
-            layer_sizes: vec![],
-            warnings: vec![],
-        };
+        let mut fs = Rootfs::empty();
         let node = |kind| Node {
             kind,
             mode: 0o755,
@@ -1511,6 +1596,53 @@ mod tests {
     }
 
     #[test]
+    fn library_origin_is_the_directory_it_was_opened_from() {
+        // /a/libfoo.so.1 -> ../b/libfoo.so.1.0 with RUNPATH $ORIGIN/dep: glibc looks in /a/dep
+        // (the directory of the path it opened), not /b/dep.
+        let mut app = exe(&["libfoo.so.1"]);
+        app.runpath = vec!["/a".into()];
+        let mut foo = lib("libfoo.so.1");
+        foo.runpath = vec!["$ORIGIN/dep".into()];
+        foo.needed = vec!["libdep.so".into()];
+        let mut e = base();
+        e.extend([
+            ("/app", "elf"),
+            ("/a/libfoo.so.1", "l:../b/libfoo.so.1.0"),
+            ("/b/libfoo.so.1.0", "elf"),
+            ("/a/dep/libdep.so", "elf"),
+        ]);
+        let t = run(
+            e,
+            vec![
+                ("/app", app),
+                ("/b/libfoo.so.1.0", foo),
+                ("/a/dep/libdep.so", lib("libdep.so")),
+            ],
+            "/app",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(found(&t, "libdep.so"), "/a/dep/libdep.so");
+    }
+
+    #[test]
+    fn ld_so_conf_include_cycles_terminate() {
+        let app = exe(&["libq.so"]);
+        let mut e = base();
+        let conf = format!("t:{}/q\n", "include /etc/ld.so.conf\n".repeat(10));
+        e.extend([("/app", "elf"), ("/q/libq.so", "elf")]);
+        e.push(("/etc/ld.so.conf", Box::leak(conf.into_boxed_str())));
+        let t = run(
+            e,
+            vec![("/app", app), ("/q/libq.so", lib("libq.so"))],
+            "/app",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(found(&t, "libq.so"), "/q/libq.so");
+    }
+
+    #[test]
     fn symlink_escape_is_an_error() {
         let mut e = base();
         e.extend([("/app", "l:../../../host/bin/app")]);
@@ -1545,6 +1677,18 @@ mod tests {
         };
         let t = trace(&fs, &mut c, &run, &TraceOptions::default()).unwrap();
         assert_eq!(found(&t, "libz.so.1"), "/opt/lib/libz.so.1");
+        // musl: RUNPATH, when present, replaces RPATH (glibc would ignore RPATH the same way,
+        // but musl also inherits it).
+        let mut app2 = c.facts["bin/app"].clone();
+        app2.rpath = vec!["/usr/lib".into()];
+        app2.runpath = vec!["/opt/lib".into()];
+        c.facts.insert("bin/app".into(), app2.clone());
+        let t = trace(&fs, &mut c, &run, &TraceOptions::default()).unwrap();
+        assert_eq!(found(&t, "libz.so.1"), "/opt/lib/libz.so.1");
+        app2.runpath = vec![];
+        c.facts.insert("bin/app".into(), app2);
+        let t = trace(&fs, &mut c, &run, &TraceOptions::default()).unwrap();
+        assert_eq!(found(&t, "libz.so.1"), "/usr/lib/libz.so.1");
         assert!(matches!(t.libc, Some(Libc::Musl { .. })));
         assert!(t.files.contains_key("etc/ld-musl-x86_64.path"));
     }
