@@ -26,6 +26,8 @@ pub struct HardenOptions {
     pub keep: Vec<String>,
     pub allow_missing: bool,
     pub dry_run: bool,
+    /// `--dest-creds`; else `--creds` when DEST is on the source's registry, else the auth files.
+    pub dest_creds: Option<crate::auth::Credentials>,
 }
 
 /// A traced image, for `pare trace` (and the first half of `harden`).
@@ -251,6 +253,7 @@ pub async fn harden(
 
     if !opts.dry_run {
         write_image(
+            src,
             &dest,
             opts,
             &layer,
@@ -352,7 +355,9 @@ pub async fn harden(
 }
 
 /// Blobs first, config next, manifest (the tag) last.
+#[allow(clippy::too_many_arguments)]
 async fn write_image(
+    src: &ImageRef,
     dest: &ImageRef,
     opts: &HardenOptions,
     layer: &WrittenLayer,
@@ -363,7 +368,12 @@ async fn write_image(
 ) -> Result<()> {
     match dest {
         ImageRef::Registry(r) => {
-            let creds = source::credentials_for(&r.registry, &opts.source)?;
+            let same_registry = matches!(src, ImageRef::Registry(s) if s.registry == r.registry);
+            let creds = match (&opts.dest_creds, &opts.source.creds) {
+                (Some(c), _) => c.clone(),
+                (None, Some(c)) if same_registry => c.clone(),
+                _ => crate::auth::lookup(&r.registry)?,
+            };
             let client =
                 RegistryClient::connect(&r.registry, &opts.source.insecure_registries, creds)?;
             let tagged = reference::RegistryRef {

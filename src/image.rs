@@ -69,10 +69,20 @@ impl Platform {
         }
     }
 
-    fn matches(&self, other: &Platform) -> bool {
+    /// The variant with the defaults spelled out (arm64 is v8, arm is v7), as containerd's
+    /// platform matcher normalises them.
+    fn normalized_variant(&self) -> Option<&str> {
+        match (self.architecture.as_str(), self.variant.as_deref()) {
+            ("arm64", None) => Some("v8"),
+            ("arm", None) => Some("v7"),
+            (_, v) => v,
+        }
+    }
+
+    pub fn matches(&self, other: &Platform) -> bool {
         self.os == other.os
             && self.architecture == other.architecture
-            && (self.variant.is_none() || self.variant == other.variant)
+            && self.normalized_variant() == other.normalized_variant()
     }
 }
 
@@ -243,6 +253,9 @@ mod tests {
         };
         let sel = select_platform(&idx, &Platform::linux_amd64()).unwrap();
         assert!(sel.digest.ends_with("bbbb"));
+        // arm64 without a variant is arm64/v8.
+        let sel = select_platform(&idx, &Platform::parse("linux/arm64/v8").unwrap()).unwrap();
+        assert!(sel.digest.ends_with("aaaa"));
         let e = select_platform(&idx, &Platform::parse("linux/s390x").unwrap()).unwrap_err();
         assert!(e.to_string().contains("linux/arm64, linux/amd64"), "{e}");
     }

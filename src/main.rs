@@ -40,10 +40,12 @@ enum Command {
 
 #[derive(Args, Clone)]
 struct Common {
-    /// Platform to pick from a multi-platform image, as OS/ARCH[/VARIANT].
-    #[arg(long, default_value = "linux/amd64")]
-    platform: String,
-    /// Credentials USER:PASSWORD (default: $REGISTRY_AUTH_FILE, $DOCKER_CONFIG/config.json, ~/.docker/config.json).
+    /// Platform to pick from a multi-platform image, as OS/ARCH[/VARIANT] (default linux/amd64).
+    /// Named explicitly, it is also checked against a single-platform image.
+    #[arg(long)]
+    platform: Option<String>,
+    /// Credentials USER:PASSWORD for the source registry, and for DEST when it is on the same
+    /// registry (default: $REGISTRY_AUTH_FILE, $DOCKER_CONFIG/config.json, ~/.docker/config.json).
     #[arg(long, env = "PARE_CREDS", hide_env_values = true)]
     creds: Option<String>,
     /// Speak plain HTTP to this registry (loopback registries always are). Repeatable.
@@ -72,6 +74,9 @@ struct HardenArgs {
     /// Write the JSON report here ("-" for stdout).
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
+    /// Credentials USER:PASSWORD for DEST when it is on another registry than SRC.
+    #[arg(long, env = "PARE_DEST_CREDS", hide_env_values = true)]
+    dest_creds: Option<String>,
     #[command(flatten)]
     common: Common,
 }
@@ -90,7 +95,7 @@ struct TraceArgs {
 fn options(c: &Common) -> anyhow::Result<HardenOptions> {
     Ok(HardenOptions {
         source: SourceOptions {
-            platform: Some(Platform::parse(&c.platform)?),
+            platform: c.platform.as_deref().map(Platform::parse).transpose()?,
             insecure_registries: c.insecure_registry.clone(),
             creds: c
                 .creds
@@ -102,6 +107,7 @@ fn options(c: &Common) -> anyhow::Result<HardenOptions> {
         keep: c.keep.clone(),
         allow_missing: c.allow_missing,
         dry_run: false,
+        dest_creds: None,
     })
 }
 
@@ -118,9 +124,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .map(pare::plan::parse_user_flag)
                 .transpose()?;
             opts.dry_run = a.dry_run;
+            opts.dest_creds = a
+                .dest_creds
+                .as_deref()
+                .map(pare::auth::parse_creds)
+                .transpose()?;
             let report = harden::harden(&src, dest.as_ref(), &opts, &progress).await?;
             for w in &report.warnings {
-                eprintln!("warning: {w}");
+                eprintln!("warning: {}", clean(w, false));
             }
             if let Some(path) = &a.report {
                 let json = serde_json::to_string_pretty(&report)?;
@@ -131,7 +142,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         .with_context(|| format!("writing report {}", path.display()))?;
                 }
             }
-            eprintln!("{}", report.summary());
+            eprintln!("{}", clean(&report.summary(), false));
         }
         Command::Trace(a) => {
             let src: ImageRef = a.src.parse()?;
@@ -152,14 +163,31 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     .collect();
                 println!("{}", serde_json::to_string_pretty(&files)?);
             } else {
-                print!("{}", pare::trace::render_tree(&analysis.trace));
+                print!(
+                    "{}",
+                    clean(&pare::trace::render_tree(&analysis.trace), true)
+                );
             }
             for w in &analysis.trace.warnings {
-                eprintln!("warning: {w}");
+                eprintln!("warning: {}", clean(w, false));
             }
         }
     }
     Ok(())
+}
+
+/// Image-controlled text (paths, link targets) can hold terminal escape sequences: show
+/// control characters escaped. Newlines stay only where `keep_newlines`.
+fn clean(s: &str, keep_newlines: bool) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() && !(keep_newlines && c == '\n') {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 fn main() -> ExitCode {
@@ -186,7 +214,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-            eprintln!("pare: error: {}", msg.join(": ").replace('\n', " "));
+            eprintln!("pare: error: {}", clean(&msg.join(": "), false));
             ExitCode::FAILURE
         }
     }

@@ -246,7 +246,43 @@ impl<C: Contents> Builder<'_, C> {
                 Ok(Some(r.path))
             }
             Err(ResolveError::NotFound | ResolveError::NotADirectory(_)) => Ok(None),
-            Err(e) => Err(e.into_error(path)),
+            Err(e) => {
+                // Optional data files: a bad link there is worth a warning, not a failure.
+                self.plan
+                    .warnings
+                    .push(format!("{}; not kept", e.into_error(path)));
+                Ok(None)
+            }
+        }
+    }
+
+    /// Where a directory that the source lacks should be made: under its parent as resolved
+    /// inside the image (keeping the symlinks on the way), so a link like /var/run stays a
+    /// link. `None` (with a warning) when the parent cannot be resolved.
+    fn new_dir_path(&mut self, path: &str, what: &str) -> Option<String> {
+        let norm = crate::rootfs::normalize(path).filter(|p| !p.is_empty())?;
+        let (parent, base) = match norm.rfind('/') {
+            Some(i) => (&norm[..i], &norm[i + 1..]),
+            None => ("", norm.as_str()),
+        };
+        match self.fs.resolve(parent, true) {
+            Ok(r) if self.fs.get(&r.path).is_some_and(|n| n.is_dir()) => {
+                for l in &r.symlinks {
+                    self.add_from_image(l, &format!("symlink on the way to the {what}"));
+                }
+                Some(if r.path.is_empty() {
+                    base.to_string()
+                } else {
+                    format!("{}/{base}", r.path)
+                })
+            }
+            Err(ResolveError::NotFound) => Some(norm.clone()),
+            _ => {
+                self.plan.warnings.push(format!(
+                    "the {what} {path} cannot be made: its parent is not a directory"
+                ));
+                None
+            }
         }
     }
 
@@ -338,16 +374,19 @@ pub fn build<C: Contents>(input: PlanInput<'_>, contents: &mut C) -> Result<Plan
     );
 
     // /etc/passwd and /etc/group: root, nobody, and the run user.
-    let user_line = passwd
+    // The run user's line: its own gecos and shell when the image has it, the chosen gid.
+    let (gecos, shell) = passwd
         .iter()
         .find(|p| p.uid == user.uid && p.name == user.name)
-        .map(|p| p.line.clone())
-        .unwrap_or_else(|| {
-            format!(
-                "{0}:x:{1}:{2}:{0}:{3}:/sbin/nologin",
-                user.name, user.uid, user.gid, user.home
-            )
-        });
+        .and_then(|p| {
+            let f: Vec<&str> = p.line.split(':').collect();
+            Some((f.get(4)?.to_string(), f.get(6)?.to_string()))
+        })
+        .unwrap_or_else(|| (user.name.clone(), "/sbin/nologin".into()));
+    let user_line = format!(
+        "{}:x:{}:{}:{gecos}:{}:{shell}",
+        user.name, user.uid, user.gid, user.home
+    );
     let mut pw = String::from(
         "root:x:0:0:root:/root:/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\n",
     );
@@ -408,22 +447,22 @@ pub fn build<C: Contents>(input: PlanInput<'_>, contents: &mut C) -> Result<Plan
             reason: "scratch space (mode 1777)".into(),
         },
     );
-    // Home directory of the run user, owned by it.
-    if let Some(home) = crate::rootfs::normalize(&user.home).filter(|h| !h.is_empty()) {
-        let keep_home = !b.plan.entries.contains_key(&home);
-        if keep_home {
-            b.plan.entries.insert(
-                home.clone(),
-                Entry {
-                    content: Content::Dir,
-                    mode: 0o700,
-                    uid: user.uid as u64,
-                    gid: user.gid as u64,
-                    size: 0,
-                    reason: "home of the run user".into(),
-                },
-            );
-        }
+    // Home directory of the run user, owned by it, made only when the source has none: an
+    // existing directory (say /usr/sbin for `daemon`) is never handed to the run user.
+    if fs.resolve(&user.home, true).is_err()
+        && let Some(home) = b.new_dir_path(&user.home, "home directory")
+    {
+        b.add(
+            &home,
+            Entry {
+                content: Content::Dir,
+                mode: 0o700,
+                uid: user.uid as u64,
+                gid: user.gid as u64,
+                size: 0,
+                reason: "home of the run user".into(),
+            },
+        );
     }
     // WorkingDir: kept as a directory (with its symlinks), or created.
     if !run.workdir.is_empty() && run.workdir != "/" {
@@ -435,7 +474,7 @@ pub fn build<C: Contents>(input: PlanInput<'_>, contents: &mut C) -> Result<Plan
                 b.add_from_image(&r.path, "WorkingDir");
             }
             Ok(_) | Err(ResolveError::NotFound) => {
-                if let Some(w) = crate::rootfs::normalize(&run.workdir) {
+                if let Some(w) = b.new_dir_path(&run.workdir, "WorkingDir") {
                     b.add(
                         &w,
                         Entry {
@@ -520,8 +559,88 @@ pub fn build<C: Contents>(input: PlanInput<'_>, contents: &mut C) -> Result<Plan
     }
     b.plan.capabilities_dropped.sort();
     b.plan.capabilities_dropped.dedup();
+    let entry = trace.entrypoint.clone();
+    access_warnings(&mut b.plan, &user, &entry);
     b.plan.user = Some(user);
     Ok(b.plan)
+}
+
+/// Whether the run user has `bit` (4 read, 1 execute) on an entry.
+fn can(e: &Entry, u: &RunUser, bit: u32) -> bool {
+    let m = if e.uid == u64::from(u.uid) {
+        e.mode >> 6
+    } else if e.gid == u64::from(u.gid) {
+        e.mode >> 3
+    } else {
+        e.mode
+    };
+    m & bit != 0
+}
+
+/// Warn when the non-root user cannot reach what was kept: a directory it cannot enter, a
+/// file it cannot read, an entrypoint it cannot run. (Running as root hid these in the source.)
+fn access_warnings(plan: &mut Plan, u: &RunUser, entrypoint: &str) {
+    let mut blocked: BTreeMap<String, usize> = BTreeMap::new();
+    let mut unreadable = Vec::new();
+    for (p, e) in &plan.entries {
+        if !matches!(e.content, Content::Image(_) | Content::Bytes(_)) {
+            continue;
+        }
+        let mut cur = p.as_str();
+        let mut reachable = true;
+        while let Some(i) = cur.rfind('/') {
+            cur = &cur[..i];
+            if let Some(d) = plan.entries.get(cur)
+                && !can(d, u, 1)
+            {
+                *blocked.entry(cur.to_string()).or_default() += 1;
+                reachable = false;
+            }
+        }
+        if reachable && !can(e, u, 4) {
+            unreadable.push(format!(
+                "{} ({:04o}, owner {}:{})",
+                display(p),
+                e.mode,
+                e.uid,
+                e.gid
+            ));
+        }
+    }
+    for (d, n) in &blocked {
+        let e = &plan.entries[d];
+        plan.warnings.push(format!(
+            "the run user ({}:{}) cannot enter {} (mode {:04o}, owner {}:{}): {n} kept file{} under it will be unreachable",
+            u.uid, u.gid, display(d), e.mode, e.uid, e.gid, if *n == 1 { "" } else { "s" }
+        ));
+    }
+    if !unreadable.is_empty() {
+        plan.warnings.push(format!(
+            "{} kept file{} not readable by the run user ({}:{}): {}",
+            unreadable.len(),
+            if unreadable.len() == 1 {
+                " is"
+            } else {
+                "s are"
+            },
+            u.uid,
+            u.gid,
+            unreadable
+                .iter()
+                .take(5)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if let Some(e) = plan.entries.get(entrypoint)
+        && !can(e, u, 1)
+    {
+        plan.warnings.push(format!(
+                "the entrypoint {} (mode {:04o}, owner {}:{}) is not executable by the run user ({}:{})",
+                display(entrypoint), e.mode, e.uid, e.gid, u.uid, u.gid
+            ));
+    }
 }
 
 fn choose_user(
@@ -674,6 +793,9 @@ mod tests {
                 .unwrap();
         };
         add("usr/bin/ping", 0o755, false, true);
+        add("root", 0o700, true, false);
+        add("root/.local/app", 0o755, false, false);
+        add("etc/secret", 0o600, false, false);
         add("usr/bin/su", 0o4755, false, false);
         add("var/mail", 0o2775, true, false);
         let tar = b.into_inner().unwrap();
@@ -681,7 +803,13 @@ mod tests {
         fs.apply_layer(0, &tar[..]).unwrap();
         assert!(fs.get("usr/bin/ping").unwrap().capability);
         let mut trace = Trace::default();
-        for p in ["usr/bin/ping", "usr/bin/su", "var/mail"] {
+        for p in [
+            "usr/bin/ping",
+            "usr/bin/su",
+            "var/mail",
+            "root/.local/app",
+            "etc/secret",
+        ] {
             trace.files.insert(p.into(), "test".into());
         }
         let config = serde_json::json!({"config": {"WorkingDir": "/work"}});
@@ -711,6 +839,17 @@ mod tests {
         assert_eq!(plan.entries["home/nonroot"].uid, 65532);
         assert!(plan.entries.contains_key("etc/passwd") && plan.entries.contains_key("usr/bin"));
         assert_eq!(plan.user().uid, NONROOT_UID);
+        let w = plan.warnings.join("\n");
+        assert!(
+            w.contains("cannot enter /root (mode 0700, owner 0:0): 1 kept file under it"),
+            "{w}"
+        );
+        assert!(
+            w.contains(
+                "1 kept file is not readable by the run user (65532:65532): /etc/secret (0600"
+            ),
+            "{w}"
+        );
     }
 
     #[test]

@@ -66,6 +66,29 @@ fn platform_of(config: &serde_json::Value) -> Platform {
     }
 }
 
+/// A single-platform image must be the platform the user named with `--platform`.
+fn check_platform(
+    opts: &SourceOptions,
+    config: &serde_json::Value,
+    top: &str,
+    manifest: &str,
+    what: &str,
+) -> Result<()> {
+    let Some(want) = &opts.platform else {
+        return Ok(());
+    };
+    if top != manifest {
+        return Ok(()); // picked from an index already
+    }
+    let have = platform_of(config);
+    if !want.matches(&have) {
+        return Err(Error::Usage(format!(
+            "{what} is a {have} image, not {want}"
+        )));
+    }
+    Ok(())
+}
+
 fn parse_config(bytes: &[u8], what: &str) -> Result<serde_json::Value> {
     let v: serde_json::Value = serde_json::from_slice(bytes)
         .map_err(|e| Error::malformed(format!("config of {what}"), e))?;
@@ -124,6 +147,7 @@ pub async fn pull(
                 .get_blob_bytes(r, &manifest.config, MAX_CONFIG_BYTES)
                 .await?;
             let config = parse_config(&config_bytes, &what)?;
+            check_platform(opts, &config, &digest, &manifest_digest, &what)?;
             let jobs = manifest.layers.iter().enumerate().map(|(i, d)| {
                 let path = work.join(format!("layer-{i}"));
                 let client = &client;
@@ -169,6 +193,7 @@ pub async fn pull(
                 };
             let config_bytes = layout.read_blob(&manifest.config, MAX_CONFIG_BYTES)?;
             let config = parse_config(&config_bytes, &what)?;
+            check_platform(opts, &config, &top.digest, &manifest_digest, &what)?;
             let mut layers = Vec::new();
             for d in &manifest.layers {
                 let path = layout.blob_path(&d.digest)?;

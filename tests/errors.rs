@@ -263,7 +263,12 @@ fn users_scripts_and_env_shebangs() {
     let app = Layer::new()
         .host_closure(HOST_JQ)
         .host_closure("/usr/bin/env")
-        .file("/usr/local/bin/calc", "#!/usr/bin/jq -nf\n1+2\n", 0o755)
+        // Real entrypoint scripts are often larger than a page.
+        .file(
+            "/usr/local/bin/calc",
+            format!("#!/usr/bin/jq -nf\n{}1+2\n", "# padding\n".repeat(800)),
+            0o755,
+        )
         .file(
             "/usr/local/bin/calc-env",
             "#!/usr/bin/env -S jq -nf\n2+2\n",

@@ -127,6 +127,22 @@ fn multi_platform_index_picks_the_platform() {
 }
 
 #[test]
+fn platform_named_for_a_single_platform_image_is_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    write_oci_layout(dir.path(), "one", &jq_spec(Compression::Gzip));
+    let src = format!("oci:{}:one", dir.path().display());
+    let out = run(pare().args(["harden", "--dry-run", &src, "--platform", "linux/arm64"]));
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("is a linux/amd64 image, not linux/arm64"),
+        "{err}"
+    );
+    let out = run(pare().args(["harden", "--dry-run", &src, "--platform", "linux/amd64"]));
+    assert!(out.status.success(), "{}", describe_output(&out));
+}
+
+#[test]
 fn static_binary() {
     let dir = tempfile::tempdir().unwrap();
     let layer = Layer::new().file_from_host(HOST_BUSYBOX, "/usr/bin/busybox", Some(0o755));
