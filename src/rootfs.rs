@@ -241,6 +241,42 @@ impl Read for MultiZstd {
     }
 }
 
+/// What one layer did to the filesystem below it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct LayerStats {
+    /// Tar entries (whiteouts included, long-name and PAX records not).
+    pub entries: u64,
+    /// Sum of the entries' sizes, as dive counts a layer.
+    pub size: u64,
+    /// Non-directories at paths no lower layer had.
+    pub added: u64,
+    /// Non-directories replacing something a lower layer had.
+    pub changed: u64,
+    /// Lower-layer files (non-directories) deleted by whiteouts or opaque directories.
+    pub removed: u64,
+    /// Bytes of lower-layer files this layer replaced or deleted: still shipped, never seen.
+    pub wasted: u64,
+}
+
+/// One path's appearances across layers (dive's `EfficiencyData`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PathUse {
+    pub cumulative: u64,
+    pub min: u64,
+    pub count: u32,
+}
+
+/// dive's efficiency figures: `score` = Σ smallest size of each path / Σ all sizes of each path;
+/// `wasted` = Σ all sizes of the paths that appear in more than one layer (whiteouts count as
+/// an appearance sized by the directory tree they delete, 0 for a file).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Efficiency {
+    pub score: f64,
+    pub wasted_bytes: u64,
+    /// Paths seen more than once, largest first: (path, cumulative bytes, appearances).
+    pub inefficiencies: Vec<(String, u64, u32)>,
+}
+
 pub struct Rootfs {
     pub nodes: BTreeMap<String, Node>,
     pub layers: Vec<LayerBlob>,
@@ -248,6 +284,12 @@ pub struct Rootfs {
     pub layer_sizes: Vec<u64>,
     /// Things skipped while merging (non-UTF-8 names, dangling hard links, …).
     pub warnings: Vec<String>,
+    /// What each layer did (entries, bytes, files added/changed/removed, bytes it hid).
+    pub stats: Vec<LayerStats>,
+    /// Every leaf path seen in any layer, with the sizes it had (dive's efficiency data).
+    pub uses: HashMap<String, PathUse>,
+    /// Non-directory nodes removed while applying the current entry: (path, size).
+    removed_log: Vec<(String, u64)>,
     /// Bytes of all paths in `nodes` (bounded, like the node count).
     key_bytes: usize,
     /// Whiteout targets and opaque directories already applied in the current layer.
@@ -262,6 +304,9 @@ impl Rootfs {
             layers: Vec::new(),
             layer_sizes: Vec::new(),
             warnings: Vec::new(),
+            stats: Vec::new(),
+            uses: HashMap::new(),
+            removed_log: Vec::new(),
             key_bytes: 0,
             applied: HashSet::new(),
         };
@@ -310,6 +355,9 @@ impl Rootfs {
         let io_err = |e: io::Error| Error::io(format!("layer {}", layer + 1), e);
         let mut hashing = HashingReader::new(reader);
         self.applied.clear();
+        while self.stats.len() <= layer {
+            self.stats.push(LayerStats::default());
+        }
         {
             let mut archive = tar::Archive::new(TarGuard::new(&mut hashing));
             let entries = archive.entries().map_err(io_err)?;
@@ -347,6 +395,9 @@ impl Rootfs {
         ) {
             return Ok(());
         }
+        self.stats[layer].entries += 1;
+        self.stats[layer].size += entry.size();
+        self.removed_log.clear();
         let raw = entry.path_bytes().into_owned();
         let Ok(raw) = String::from_utf8(raw) else {
             self.warnings.push(format!(
@@ -382,6 +433,11 @@ impl Rootfs {
         if base == ".wh..wh..opq" {
             if self.applied.insert(format!("{dir}/")) {
                 self.remove_lower_children(&dir, layer);
+                let log = std::mem::take(&mut self.removed_log);
+                self.count_removed(layer, &log);
+                for (p, _) in &log {
+                    self.use_path(p, 0);
+                }
             }
             return Ok(());
         }
@@ -397,6 +453,16 @@ impl Rootfs {
                 && self.applied.insert(target.clone())
             {
                 self.remove_lower(&target, layer);
+                let log = std::mem::take(&mut self.removed_log);
+                self.count_removed(layer, &log);
+                // dive sizes a whiteout by the directory tree it deletes (a file's: 0).
+                let under = format!("{target}/");
+                let size = log
+                    .iter()
+                    .filter(|(p, _)| p.starts_with(&under))
+                    .map(|(_, n)| n)
+                    .sum();
+                self.use_path(&target, size);
             }
             return Ok(());
         }
@@ -455,7 +521,8 @@ impl Rootfs {
                         },
                     ) => {
                         let n = n.clone();
-                        self.insert(&path, Node { layer, ..n });
+                        let at = self.insert(&path, Node { layer, ..n });
+                        self.count_written(layer, &at, 0);
                     }
                     _ => self.warnings.push(format!(
                         "/{path}: hard link to /{t}, which is not a regular file; skipped"
@@ -472,7 +539,12 @@ impl Rootfs {
                 return Ok(());
             }
         };
-        self.insert(
+        let size = match kind {
+            Kind::File { size, .. } => size,
+            _ => 0,
+        };
+        let is_dir = kind == Kind::Dir;
+        let at = self.insert(
             &path,
             Node {
                 kind,
@@ -483,14 +555,68 @@ impl Rootfs {
                 capability,
             },
         );
+        if !is_dir {
+            self.count_written(layer, &at, size);
+        }
         Ok(())
+    }
+
+    /// Whiteouts and opaque directories: what they deleted from lower layers.
+    fn count_removed(&mut self, layer: usize, log: &[(String, u64)]) {
+        let st = &mut self.stats[layer];
+        st.removed += log.len() as u64;
+        st.wasted += log.iter().map(|(_, n)| n).sum::<u64>();
+    }
+
+    /// A non-directory written at `path`: added, or changed (what it replaced is wasted).
+    fn count_written(&mut self, layer: usize, path: &str, size: u64) {
+        let log = std::mem::take(&mut self.removed_log);
+        let st = &mut self.stats[layer];
+        if log.is_empty() {
+            st.added += 1;
+        } else {
+            st.changed += 1;
+            st.wasted += log.iter().map(|(_, n)| n).sum::<u64>();
+        }
+        self.use_path(path, size);
+    }
+
+    fn use_path(&mut self, path: &str, size: u64) {
+        let u = self.uses.entry(path.to_string()).or_default();
+        u.min = if u.count == 0 { size } else { u.min.min(size) };
+        u.cumulative += size;
+        u.count += 1;
+    }
+
+    /// dive's efficiency score and wasted bytes over all layers.
+    pub fn efficiency(&self) -> Efficiency {
+        let (mut min, mut total, mut wasted) = (0u64, 0u64, 0u64);
+        let mut ineff = Vec::new();
+        for (p, u) in &self.uses {
+            min += u.min;
+            total += u.cumulative;
+            if u.count >= 2 {
+                wasted += u.cumulative;
+                ineff.push((p.clone(), u.cumulative, u.count));
+            }
+        }
+        ineff.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        Efficiency {
+            score: if total == 0 {
+                1.0
+            } else {
+                min as f64 / total as f64
+            },
+            wasted_bytes: wasted,
+            inefficiencies: ineff,
+        }
     }
 
     /// Put a node in place: a directory over a directory keeps the children and takes the new
     /// metadata; anything else replaces the old node and its subtree. Parent directories are
     /// found as an extracting runtime would: through symlinks (inside the root), made when
     /// missing, and a non-directory in the way is replaced.
-    fn insert(&mut self, path: &str, node: Node) {
+    fn insert(&mut self, path: &str, node: Node) -> String {
         let parent = self.real_dir(parent_of(path), node.layer);
         let base = base_of(path);
         let path = if parent.is_empty() {
@@ -503,7 +629,8 @@ impl Rootfs {
         {
             self.remove_subtree(&path, |_| true, node.layer);
         }
-        self.put(path, node);
+        self.put(path.clone(), node);
+        path
     }
 
     fn put(&mut self, path: String, node: Node) {
@@ -514,8 +641,11 @@ impl Rootfs {
     }
 
     fn del(&mut self, path: &str) {
-        if self.nodes.remove(path).is_some() {
+        if let Some(n) = self.nodes.remove(path) {
             self.key_bytes -= path.len();
+            if !n.is_dir() {
+                self.removed_log.push((path.to_string(), n.size()));
+            }
         }
     }
 
@@ -955,6 +1085,38 @@ pub(crate) mod tests {
         evil[..512].copy_from_slice(h.as_bytes());
         let mut fs = merged(&[]);
         assert!(fs.apply_layer(0, &evil[..]).is_err());
+    }
+
+    #[test]
+    fn layer_stats_and_dive_efficiency() {
+        let l0 = tar_of(&[
+            ("a", "f:0123456789"),
+            ("d/x", "f:12345"),
+            ("d/y", "f:1234567"),
+        ]);
+        let l1 = tar_of(&[("a", "f:01234567890123456789"), (".wh.d", "f:")]);
+        let l2 = tar_of(&[(".wh.a", "f:"), ("new", "f:abc")]);
+        let fs = merged(&[l0, l1, l2]);
+        assert_eq!(paths(&fs), vec!["new"]);
+        let s1 = &fs.stats[1];
+        assert_eq!(
+            (
+                s1.entries, s1.size, s1.added, s1.changed, s1.removed, s1.wasted
+            ),
+            (2, 20, 0, 1, 2, 22)
+        );
+        let s2 = &fs.stats[2];
+        assert_eq!(
+            (
+                s2.entries, s2.size, s2.added, s2.changed, s2.removed, s2.wasted
+            ),
+            (2, 3, 1, 0, 1, 20)
+        );
+        let e = fs.efficiency();
+        // a: 10+20+0 (3 appearances), d: 12 (the whiteout, sized by its tree), d/x 5, d/y 7, new 3.
+        assert_eq!(e.wasted_bytes, 30);
+        assert!((e.score - 27.0 / 57.0).abs() < 1e-9, "{}", e.score);
+        assert_eq!(e.inefficiencies, vec![("a".to_string(), 30, 3)]);
     }
 
     #[test]
