@@ -15,6 +15,7 @@ pub mod layer;
 pub mod layout;
 pub mod ldcache;
 pub mod plan;
+pub mod policy;
 pub mod progress;
 pub mod reference;
 pub mod registry;

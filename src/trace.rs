@@ -356,6 +356,60 @@ fn expand_tokens(s: &str, origin: &str, facts: &ElfFacts) -> String {
         .replace("$PLATFORM", plat)
 }
 
+/// argv[0] → the executable file it runs (canonical path and the symlinks on the way), through
+/// the image's PATH when it has no slash, as the runtime's exec does.
+pub fn find_program(fs: &Rootfs, run: &RunConfig, argv0: &str) -> Result<crate::rootfs::Resolved> {
+    let in_workdir = |p: &str| {
+        if p.starts_with('/') {
+            p.to_string()
+        } else {
+            join(
+                if run.workdir.is_empty() {
+                    "/"
+                } else {
+                    &run.workdir
+                },
+                p,
+            )
+        }
+    };
+    let candidates: Vec<String> = if argv0.contains('/') {
+        vec![in_workdir(argv0)]
+    } else {
+        run.env_var("PATH")
+            .unwrap_or(DEFAULT_PATH)
+            .split(':')
+            .filter(|d| !d.is_empty())
+            .map(|d| join(&in_workdir(d), argv0))
+            .collect()
+    };
+    for c in &candidates {
+        match fs.resolve(c, true) {
+            Ok(r) => {
+                if let Some(n) = fs.get(&r.path)
+                    && matches!(n.kind, Kind::File { .. })
+                    && n.mode & 0o111 != 0
+                {
+                    return Ok(r);
+                }
+            }
+            Err(ResolveError::NotFound | ResolveError::NotADirectory(_)) => {}
+            Err(e) => return Err(e.into_error(c)),
+        }
+    }
+    Err(Error::Entrypoint(if argv0.contains('/') {
+        format!(
+            "{} does not exist in the image (or is not an executable file)",
+            candidates[0]
+        )
+    } else {
+        format!(
+            "{argv0:?} is not an executable in the image's PATH ({})",
+            run.env_var("PATH").unwrap_or(DEFAULT_PATH)
+        )
+    }))
+}
+
 /// `$ORIGIN` alone (musl expands no other token).
 fn expand_origin(s: &str, origin: &str) -> String {
     s.replace("${ORIGIN}", origin).replace("$ORIGIN", origin)
@@ -433,41 +487,9 @@ impl<C: Contents> Tracer<'_, C> {
 
     /// argv[0] → canonical path, through the image's PATH when it has no slash.
     fn find_program(&mut self, argv0: &str) -> Result<String> {
-        let candidates: Vec<String> = if argv0.contains('/') {
-            vec![self.abs_in_workdir(argv0)]
-        } else {
-            let path = self.run.env_var("PATH").unwrap_or(DEFAULT_PATH).to_string();
-            path.split(':')
-                .filter(|d| !d.is_empty())
-                .map(|d| join(&self.abs_in_workdir(d), argv0))
-                .collect()
-        };
-        for c in &candidates {
-            match self.fs.resolve(c, true) {
-                Ok(r) => {
-                    if let Some(n) = self.fs.get(&r.path)
-                        && matches!(n.kind, Kind::File { .. })
-                        && n.mode & 0o111 != 0
-                    {
-                        self.keep_links(&r.symlinks, &r.path);
-                        return Ok(r.path);
-                    }
-                }
-                Err(ResolveError::NotFound | ResolveError::NotADirectory(_)) => {}
-                Err(e) => return Err(e.into_error(c)),
-            }
-        }
-        Err(Error::Entrypoint(if argv0.contains('/') {
-            format!(
-                "{} does not exist in the image (or is not an executable file)",
-                candidates[0]
-            )
-        } else {
-            format!(
-                "{argv0:?} is not an executable in the image's PATH ({})",
-                self.run.env_var("PATH").unwrap_or(DEFAULT_PATH)
-            )
-        }))
+        let r = find_program(self.fs, self.run, argv0)?;
+        self.keep_links(&r.symlinks, &r.path);
+        Ok(r.path)
     }
 
     /// Keep a program: a `#!` script (and its interpreter) or an ELF executable.
