@@ -17,6 +17,7 @@ command -v curl >/dev/null || need+=(curl)
 command -v gcc >/dev/null || need+=(gcc)
 command -v musl-gcc >/dev/null || need+=(musl-tools)
 command -v readelf >/dev/null || need+=(binutils)
+command -v python3 >/dev/null || need+=(python3 python3-pip)
 command -v unshare >/dev/null || need+=(util-linux)
 [ -f /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
 if [ ${#need[@]} -gt 0 ]; then
@@ -25,6 +26,10 @@ if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+# The SARIF test validates pare's output against the published schema with jsonschema.
+if ! python3 -c 'import jsonschema' 2>/dev/null; then
+  python3 -m pip install -q jsonschema || { sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"; $sudo apt-get install -y -qq python3-jsonschema; }
 fi
 # The distribution registry package ships a systemd service; the tests start their own.
 exec cargo test --all-targets "$@"

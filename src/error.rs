@@ -58,6 +58,12 @@ pub enum Error {
     #[error("{0}")]
     Usage(String),
 
+    #[error("refusing to write {dest}: the hardened image fails pare check ({})", .report.findings.iter().filter(|f| f.severity >= .report.fail_on).map(|f| f.rule).collect::<Vec<_>>().join(", "))]
+    CheckFailed {
+        dest: String,
+        report: Box<crate::policy::CheckReport>,
+    },
+
     #[error("{0}")]
     Other(String),
 }

@@ -28,6 +28,8 @@ pub struct HardenOptions {
     pub dry_run: bool,
     /// `--dest-creds`; else `--creds` when DEST is on the source's registry, else the auth files.
     pub dest_creds: Option<crate::auth::Credentials>,
+    /// `--check`: run the checklist on the result and refuse to write one that fails.
+    pub check: Option<crate::policy::CheckConfig>,
 }
 
 /// A traced image, for `pare trace` (and the first half of `harden`).
@@ -43,18 +45,22 @@ fn join_err(e: tokio::task::JoinError) -> Error {
     Error::Other(format!("worker failed: {e}"))
 }
 
-/// Pull, merge and trace.
-pub async fn analyze(
-    src: &ImageRef,
-    opts: &HardenOptions,
-    progress: &Progress,
-) -> Result<Analysis> {
+/// A pulled and merged image, before tracing.
+pub struct Loaded {
+    pub pulled: PulledImage,
+    pub rootfs: Rootfs,
+    pub contents: LayerContents,
+    pub work: tempfile::TempDir,
+}
+
+/// Pull and merge.
+pub async fn load(src: &ImageRef, opts: &SourceOptions, progress: &Progress) -> Result<Loaded> {
     let work = tempfile::Builder::new()
         .prefix("pare-")
         .tempdir()
         .map_err(|e| Error::io(std::env::temp_dir(), e))?;
     let t = Instant::now();
-    let pulled = source::pull(src, &opts.source, work.path(), progress).await?;
+    let pulled = source::pull(src, opts, work.path(), progress).await?;
     tracing::debug!(
         seconds = t.elapsed().as_secs_f64(),
         layers = pulled.layers.len(),
@@ -71,14 +77,9 @@ pub async fn analyze(
                 .filter_map(|s| s.as_str().map(str::to_string))
                 .collect()
         });
-    let run = RunConfig::from_config(&pulled.config);
-    let topts = TraceOptions {
-        allow_missing: opts.allow_missing,
-        keep: opts.keep.clone(),
-    };
     let files_dir = work.path().join("files");
     std::fs::create_dir_all(&files_dir).map_err(|e| Error::io(&files_dir, e))?;
-    let (rootfs, trace, contents) = tokio::task::spawn_blocking(move || -> Result<_> {
+    let rootfs = tokio::task::spawn_blocking(move || -> Result<_> {
         let t = Instant::now();
         let rootfs = Rootfs::merge(layers, diff_ids.as_deref())?;
         tracing::debug!(
@@ -86,8 +87,37 @@ pub async fn analyze(
             entries = rootfs.nodes.len(),
             "merged layers"
         );
+        Ok(rootfs)
+    })
+    .await
+    .map_err(join_err)??;
+    Ok(Loaded {
+        pulled,
+        rootfs,
+        contents: LayerContents::new(&files_dir),
+        work,
+    })
+}
+
+/// Pull, merge and trace.
+pub async fn analyze(
+    src: &ImageRef,
+    opts: &HardenOptions,
+    progress: &Progress,
+) -> Result<Analysis> {
+    let Loaded {
+        pulled,
+        rootfs,
+        mut contents,
+        work,
+    } = load(src, &opts.source, progress).await?;
+    let run = RunConfig::from_config(&pulled.config);
+    let topts = TraceOptions {
+        allow_missing: opts.allow_missing,
+        keep: opts.keep.clone(),
+    };
+    let (rootfs, trace, contents) = tokio::task::spawn_blocking(move || -> Result<_> {
         let t = Instant::now();
-        let mut contents = LayerContents::new(&files_dir);
         let trace = trace::trace(&rootfs, &mut contents, &run, &topts)?;
         tracing::debug!(
             seconds = t.elapsed().as_secs_f64(),
@@ -105,6 +135,69 @@ pub async fn analyze(
         contents,
         work,
     })
+}
+
+/// `pare check`: pull, merge, and run the checklist.
+pub async fn check_image(
+    src: &ImageRef,
+    opts: &SourceOptions,
+    cfg: &crate::policy::CheckConfig,
+    progress: &Progress,
+) -> Result<crate::policy::CheckReport> {
+    let Loaded {
+        pulled,
+        rootfs,
+        mut contents,
+        work: _work,
+    } = load(src, opts, progress).await?;
+    let cfg = cfg.clone();
+    let image = src.to_string();
+    tokio::task::spawn_blocking(move || -> Result<_> {
+        use crate::trace::Contents as _;
+        let passwd = match rootfs.resolve("/etc/passwd", true) {
+            Ok(r)
+                if matches!(
+                    rootfs.get(&r.path).map(|n| &n.kind),
+                    Some(crate::rootfs::Kind::File { .. })
+                ) =>
+            {
+                Some(
+                    String::from_utf8_lossy(&contents.read(&rootfs, &r.path, 4 << 20)?)
+                        .into_owned(),
+                )
+            }
+            _ => None,
+        };
+        let run = RunConfig::from_config(&pulled.config);
+        let entry = run
+            .argv()
+            .first()
+            .and_then(|a| trace::find_program(&rootfs, &run, a).ok())
+            .map(|r| r.path);
+        let subject = crate::policy::Subject {
+            fs: &rootfs,
+            config: &pulled.config,
+            passwd: passwd.as_deref(),
+            entrypoint: entry.as_deref(),
+        };
+        Ok(crate::policy::check(&subject, &cfg, &image, &pulled.digest))
+    })
+    .await
+    .map_err(join_err)?
+}
+
+/// `pare inspect`: pull, merge, and describe.
+pub async fn inspect_image(
+    src: &ImageRef,
+    opts: &SourceOptions,
+    progress: &Progress,
+) -> Result<crate::inspect::InspectReport> {
+    let Loaded { pulled, rootfs, .. } = load(src, opts, progress).await?;
+    Ok(crate::inspect::InspectReport::new(
+        &src.to_string(),
+        &pulled,
+        &rootfs,
+    ))
 }
 
 /// Seconds since the epoch for layer mtimes: `SOURCE_DATE_EPOCH`, else the source's `created`.
@@ -251,6 +344,29 @@ pub async fn harden(
     let manifest_bytes = serde_json::to_vec(&manifest).map_err(|e| Error::Other(e.to_string()))?;
     let manifest_digest = crate::digest::sha256_bytes(&manifest_bytes);
 
+    let check = match &opts.check {
+        Some(cfg) => {
+            let report = check_result(
+                &plan,
+                &trace,
+                &layer,
+                &config_bytes,
+                cfg,
+                &dest.to_string(),
+                &manifest_digest,
+            )
+            .await?;
+            if !report.passed && !opts.dry_run {
+                return Err(Error::CheckFailed {
+                    dest: dest.to_string(),
+                    report: Box::new(report),
+                });
+            }
+            Some(report)
+        }
+        None => None,
+    };
+
     if !opts.dry_run {
         write_image(
             src,
@@ -351,7 +467,53 @@ pub async fn harden(
         layers_before: pulled.layers.len(),
         warnings,
         seconds: started.elapsed().as_secs_f64(),
+        security_context: plan::security_context(&plan),
+        check,
     })
+}
+
+/// The checklist on the hardened result, read back from the layer just written.
+async fn check_result(
+    plan: &Plan,
+    trace: &Trace,
+    layer: &WrittenLayer,
+    config_bytes: &[u8],
+    cfg: &crate::policy::CheckConfig,
+    image: &str,
+    digest: &str,
+) -> Result<crate::policy::CheckReport> {
+    let config: serde_json::Value =
+        serde_json::from_slice(config_bytes).map_err(|e| Error::Other(e.to_string()))?;
+    let passwd = match plan.entries.get("etc/passwd").map(|e| &e.content) {
+        Some(Content::Bytes(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+        _ => None,
+    };
+    let blob = crate::source::LayerBlob {
+        descriptor: Descriptor {
+            media_type: OCI_LAYER_GZIP.into(),
+            digest: layer.digest.clone(),
+            size: layer.size,
+            urls: None,
+            annotations: None,
+            platform: None,
+        },
+        path: layer.path.clone(),
+    };
+    let diff_id = layer.diff_id.clone();
+    let entry = trace.entrypoint.clone();
+    let (cfg, image, digest) = (cfg.clone(), image.to_string(), digest.to_string());
+    tokio::task::spawn_blocking(move || -> Result<_> {
+        let fs = Rootfs::merge(vec![blob], Some(&[diff_id]))?;
+        let subject = crate::policy::Subject {
+            fs: &fs,
+            config: &config,
+            passwd: passwd.as_deref(),
+            entrypoint: Some(&entry),
+        };
+        Ok(crate::policy::check(&subject, &cfg, &image, &digest))
+    })
+    .await
+    .map_err(join_err)?
 }
 
 /// Blobs first, config next, manifest (the tag) last.

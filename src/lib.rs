@@ -11,6 +11,7 @@ pub mod elf;
 pub mod error;
 pub mod harden;
 pub mod image;
+pub mod inspect;
 pub mod layer;
 pub mod layout;
 pub mod ldcache;

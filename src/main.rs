@@ -1,13 +1,18 @@
 //! The `pare` command line: parses arguments, calls the library, prints.
+//!
+//! Exit codes: `harden`, `trace`, `inspect`: 0 success, 1 failure. `check`: 0 pass, 1 policy
+//! violations, 2 could not check.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use pare::harden::{self, HardenOptions};
 use pare::image::Platform;
+use pare::policy::{CheckConfig, Severity};
 use pare::progress::Progress;
 use pare::reference::ImageRef;
 use pare::source::SourceOptions;
@@ -36,10 +41,15 @@ enum Command {
     Harden(HardenArgs),
     /// Print the entrypoint's dependency tree (like lddtree), writing nothing.
     Trace(TraceArgs),
+    /// Fail (exit 1) when an image breaks the hardening checklist: root user, setuid/setgid
+    /// files, shells, network tools, package managers, world-writable paths, wasted space.
+    Check(CheckArgs),
+    /// Per-layer analysis: sizes, files added/changed/removed, wasted bytes, efficiency.
+    Inspect(InspectArgs),
 }
 
 #[derive(Args, Clone)]
-struct Common {
+struct SourceArgs {
     /// Platform to pick from a multi-platform image, as OS/ARCH[/VARIANT] (default linux/amd64).
     /// Named explicitly, it is also checked against a single-platform image.
     #[arg(long)]
@@ -51,6 +61,10 @@ struct Common {
     /// Speak plain HTTP to this registry (loopback registries always are). Repeatable.
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
     insecure_registry: Vec<String>,
+}
+
+#[derive(Args, Clone)]
+struct TraceFlags {
     /// Also keep these paths (file, directory or glob); ELF files among them are traced too. Repeatable.
     #[arg(long, value_name = "PATH")]
     keep: Vec<String>,
@@ -59,9 +73,23 @@ struct Common {
     allow_missing: bool,
 }
 
+#[derive(Args, Clone)]
+struct PolicyFlags {
+    /// Do not evaluate this rule (repeatable): root-user, setuid-setgid, shell, network-tool,
+    /// package-manager, world-writable, wasted-space.
+    #[arg(long, value_name = "RULE")]
+    allow: Vec<String>,
+    /// Lowest severity that fails the check: low (default), medium or high.
+    #[arg(long, value_name = "SEVERITY")]
+    fail_on: Option<String>,
+    /// Read the [check] table from this file instead of ./pare.toml or ./.pare.toml.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
 #[derive(Args)]
 struct HardenArgs {
-    /// Source image: HOST[:PORT]/REPO[:TAG][@sha256:…], docker://…, or oci:DIR[:TAG].
+    /// Source image: HOST[:PORT]/REPO[:TAG][@sha256:…], docker://…, oci:DIR[:TAG] or docker-archive:FILE[:REF].
     src: String,
     /// Destination (default: SRC's repository with tag TAG-hardened).
     dest: Option<String>,
@@ -77,8 +105,18 @@ struct HardenArgs {
     /// Credentials USER:PASSWORD for DEST when it is on another registry than SRC.
     #[arg(long, env = "PARE_DEST_CREDS", hide_env_values = true)]
     dest_creds: Option<String>,
+    /// Run `pare check` on the result before writing it, and refuse to write one that fails.
+    #[arg(long)]
+    check: bool,
+    /// Print the Kubernetes securityContext that fits the hardened image (YAML, on stdout).
+    #[arg(long)]
+    print_security_context: bool,
     #[command(flatten)]
-    common: Common,
+    policy: PolicyFlags,
+    #[command(flatten)]
+    source: SourceArgs,
+    #[command(flatten)]
+    trace: TraceFlags,
 }
 
 #[derive(Args)]
@@ -89,35 +127,118 @@ struct TraceArgs {
     #[arg(long)]
     json: bool,
     #[command(flatten)]
-    common: Common,
+    source: SourceArgs,
+    #[command(flatten)]
+    trace: TraceFlags,
 }
 
-fn options(c: &Common) -> anyhow::Result<HardenOptions> {
-    Ok(HardenOptions {
-        source: SourceOptions {
-            platform: c.platform.as_deref().map(Platform::parse).transpose()?,
-            insecure_registries: c.insecure_registry.clone(),
-            creds: c
-                .creds
-                .as_deref()
-                .map(pare::auth::parse_creds)
-                .transpose()?,
-        },
-        user: None,
-        keep: c.keep.clone(),
-        allow_missing: c.allow_missing,
-        dry_run: false,
-        dest_creds: None,
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Text,
+    Json,
+    Sarif,
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    /// Image to check (any transport pare reads).
+    image: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    format: Format,
+    /// Write the output here instead of stdout.
+    #[arg(long, short, value_name = "FILE")]
+    output: Option<PathBuf>,
+    #[command(flatten)]
+    policy: PolicyFlags,
+    #[command(flatten)]
+    source: SourceArgs,
+}
+
+#[derive(Args)]
+struct InspectArgs {
+    /// Image to inspect (any transport pare reads).
+    image: String,
+    /// Output format (text or json).
+    #[arg(long, value_enum, default_value = "text")]
+    format: Format,
+    /// Also print the merged filesystem as a tree with sizes.
+    #[arg(long)]
+    tree: bool,
+    #[command(flatten)]
+    source: SourceArgs,
+}
+
+fn source_options(s: &SourceArgs) -> anyhow::Result<SourceOptions> {
+    Ok(SourceOptions {
+        platform: s.platform.as_deref().map(Platform::parse).transpose()?,
+        insecure_registries: s.insecure_registry.clone(),
+        creds: s
+            .creds
+            .as_deref()
+            .map(pare::auth::parse_creds)
+            .transpose()?,
     })
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+fn options(s: &SourceArgs, t: &TraceFlags) -> anyhow::Result<HardenOptions> {
+    Ok(HardenOptions {
+        source: source_options(s)?,
+        keep: t.keep.clone(),
+        allow_missing: t.allow_missing,
+        ..Default::default()
+    })
+}
+
+/// `pare.toml` (or `--config FILE`) with the flags on top.
+fn check_config(p: &PolicyFlags) -> anyhow::Result<CheckConfig> {
+    let mut cfg = match &p.config {
+        Some(f) => {
+            let dir = tempfile::tempdir()?;
+            std::fs::copy(f, dir.path().join("pare.toml"))
+                .with_context(|| format!("reading {}", f.display()))?;
+            CheckConfig::load(dir.path())?
+                .map(|(c, _)| c)
+                .unwrap_or_default()
+        }
+        None => CheckConfig::load(&std::env::current_dir()?)?
+            .map(|(c, _)| c)
+            .unwrap_or_default(),
+    };
+    cfg.allow.extend(p.allow.iter().cloned());
+    if let Some(s) = &p.fail_on {
+        cfg.fail_on = Some(s.parse::<Severity>()?);
+    }
+    cfg.validate().map_err(pare::Error::Usage)?;
+    Ok(cfg)
+}
+
+fn write_out(path: &Option<PathBuf>, text: &str) -> anyhow::Result<()> {
+    match path {
+        Some(p) if p.as_os_str() != "-" => {
+            std::fs::write(p, text).with_context(|| format!("writing {}", p.display()))
+        }
+        _ => {
+            print!("{text}");
+            Ok(())
+        }
+    }
+}
+
+/// What a command ends with.
+enum Outcome {
+    Ok,
+    /// `pare check` found violations.
+    Violations,
+}
+
+async fn run(cli: Cli) -> anyhow::Result<Outcome> {
     let progress = Progress::stderr(cli.quiet);
     match cli.command {
         Command::Harden(a) => {
             let src: ImageRef = a.src.parse()?;
             let dest: Option<ImageRef> = a.dest.as_deref().map(str::parse).transpose()?;
-            let mut opts = options(&a.common)?;
+            let mut opts = options(&a.source, &a.trace)?;
             opts.user = a
                 .user
                 .as_deref()
@@ -129,24 +250,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .as_deref()
                 .map(pare::auth::parse_creds)
                 .transpose()?;
+            if a.check {
+                opts.check = Some(check_config(&a.policy)?);
+            }
             let report = harden::harden(&src, dest.as_ref(), &opts, &progress).await?;
             for w in &report.warnings {
                 eprintln!("warning: {}", clean(w, false));
             }
+            if let Some(c) = &report.check {
+                eprint!("{}", clean(&c.text(), true));
+            }
             if let Some(path) = &a.report {
-                let json = serde_json::to_string_pretty(&report)?;
-                if path.as_os_str() == "-" {
-                    println!("{json}");
-                } else {
-                    std::fs::write(path, json + "\n")
-                        .with_context(|| format!("writing report {}", path.display()))?;
-                }
+                write_out(
+                    &Some(path.clone()),
+                    &(serde_json::to_string_pretty(&report)? + "\n"),
+                )?;
+            }
+            if a.print_security_context {
+                print!("{}", report.security_context.yaml());
             }
             eprintln!("{}", clean(&report.summary(), false));
         }
         Command::Trace(a) => {
             let src: ImageRef = a.src.parse()?;
-            let opts = options(&a.common)?;
+            let opts = options(&a.source, &a.trace)?;
             let analysis = harden::analyze(&src, &opts, &progress).await?;
             if a.json {
                 let files: serde_json::Map<String, serde_json::Value> = analysis
@@ -172,8 +299,51 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 eprintln!("warning: {}", clean(w, false));
             }
         }
+        Command::Check(a) => {
+            let src: ImageRef = a.image.parse()?;
+            let cfg = check_config(&a.policy)?;
+            let report =
+                harden::check_image(&src, &source_options(&a.source)?, &cfg, &progress).await?;
+            let text = match a.format {
+                Format::Text => clean(&report.text(), true),
+                Format::Json => serde_json::to_string_pretty(&report)? + "\n",
+                Format::Sarif => serde_json::to_string_pretty(&report.sarif())? + "\n",
+            };
+            write_out(&a.output, &text)?;
+            if std::env::var("GITHUB_ACTIONS").as_deref() == Ok("true") {
+                // Workflow commands are read from stdout.
+                print!("{}", clean(&report.github(), true));
+            }
+            if !report.passed {
+                return Ok(Outcome::Violations);
+            }
+        }
+        Command::Inspect(a) => {
+            let src: ImageRef = a.image.parse()?;
+            let opts = source_options(&a.source)?;
+            if a.tree {
+                let loaded = harden::load(&src, &opts, &progress).await?;
+                let report = pare::inspect::InspectReport::new(
+                    &src.to_string(),
+                    &loaded.pulled,
+                    &loaded.rootfs,
+                );
+                match a.format {
+                    Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+                    _ => print!("{}", clean(&report.text(), true)),
+                }
+                print!("{}", clean(&pare::inspect::tree(&loaded.rootfs), true));
+            } else {
+                let report = harden::inspect_image(&src, &opts, &progress).await?;
+                match a.format {
+                    Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+                    Format::Sarif => anyhow::bail!("inspect has no SARIF output; use text or json"),
+                    Format::Text => print!("{}", clean(&report.text(), true)),
+                }
+            }
+        }
     }
-    Ok(())
+    Ok(Outcome::Ok)
 }
 
 /// Image-controlled text (paths, link targets) can hold terminal escape sequences: show
@@ -192,14 +362,18 @@ fn clean(s: &str, keep_newlines: bool) -> String {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let is_check = matches!(cli.command, Command::Check(_));
     if cli.verbose {
         tracing_subscriber::fmt()
             .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
             .with_env_filter(tracing_subscriber::EnvFilter::new(
                 "pare=debug,oci_client=debug",
             ))
             .init();
     }
+    // `check` keeps exit code 1 for policy violations; failing to check at all is 2.
+    let failure = ExitCode::from(if is_check { 2 } else { 1 });
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -207,15 +381,19 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("pare: error: cannot start the runtime: {e}");
-            return ExitCode::from(2);
+            return failure;
         }
     };
     match rt.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(Outcome::Ok) => ExitCode::SUCCESS,
+        Ok(Outcome::Violations) => ExitCode::from(1),
         Err(e) => {
+            if let Some(pare::Error::CheckFailed { report, .. }) = e.downcast_ref::<pare::Error>() {
+                eprint!("{}", clean(&report.text(), true));
+            }
             let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();
             eprintln!("pare: error: {}", clean(&msg.join(": "), false));
-            ExitCode::FAILURE
+            failure
         }
     }
 }

@@ -565,7 +565,30 @@ pub fn build<C: Contents>(input: PlanInput<'_>, contents: &mut C) -> Result<Plan
     Ok(b.plan)
 }
 
-/// Whether the run user has `bit` (4 read, 1 execute) on an entry.
+/// The securityContext for the plan: writable paths are the directories the run user can
+/// write; the root filesystem can be read-only when those are only /tmp and its home.
+pub fn security_context(plan: &Plan) -> crate::report::SecurityContext {
+    let u = plan.user();
+    let home = crate::rootfs::normalize(&u.home).unwrap_or_default();
+    let writable: Vec<String> = plan
+        .entries
+        .iter()
+        .filter(|(_, e)| e.content == Content::Dir && can(e, u, 2))
+        .map(|(p, _)| p.clone())
+        .collect();
+    let read_only = writable.iter().all(|p| p == "tmp" || *p == home);
+    crate::report::SecurityContext {
+        run_as_non_root: true,
+        run_as_user: u.uid,
+        run_as_group: u.gid,
+        allow_privilege_escalation: false,
+        read_only_root_filesystem: read_only,
+        capabilities_drop: vec!["ALL".into()],
+        writable_paths: writable.iter().map(|p| display(p)).collect(),
+    }
+}
+
+/// Whether the run user has `bit` (4 read, 2 write, 1 execute) on an entry.
 fn can(e: &Entry, u: &RunUser, bit: u32) -> bool {
     let m = if e.uid == u64::from(u.uid) {
         e.mode >> 6

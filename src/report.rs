@@ -74,6 +74,61 @@ pub struct Report {
     pub layers_before: usize,
     pub warnings: Vec<String>,
     pub seconds: f64,
+    /// The Kubernetes securityContext that fits the hardened image.
+    pub security_context: SecurityContext,
+    /// `--check`: the checklist run on the result before it was written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub check: Option<crate::policy::CheckReport>,
+}
+
+/// A Kubernetes container `securityContext` for the hardened image.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SecurityContext {
+    pub run_as_non_root: bool,
+    pub run_as_user: u32,
+    pub run_as_group: u32,
+    pub allow_privilege_escalation: bool,
+    /// True when the run user can write no directory of the image but /tmp and its home
+    /// (mount emptyDir volumes there).
+    pub read_only_root_filesystem: bool,
+    pub capabilities_drop: Vec<String>,
+    /// Directories of the image the run user can write.
+    pub writable_paths: Vec<String>,
+}
+
+impl SecurityContext {
+    /// As YAML, ready to paste under a container spec.
+    pub fn yaml(&self) -> String {
+        let mut o = String::from("securityContext:\n");
+        o.push_str(&format!("  runAsNonRoot: {}\n", self.run_as_non_root));
+        o.push_str(&format!("  runAsUser: {}\n", self.run_as_user));
+        o.push_str(&format!("  runAsGroup: {}\n", self.run_as_group));
+        o.push_str(&format!(
+            "  allowPrivilegeEscalation: {}\n",
+            self.allow_privilege_escalation
+        ));
+        o.push_str(&format!(
+            "  readOnlyRootFilesystem: {}\n",
+            self.read_only_root_filesystem
+        ));
+        o.push_str("  capabilities:\n    drop:\n");
+        for c in &self.capabilities_drop {
+            o.push_str(&format!("      - {c}\n"));
+        }
+        if !self.writable_paths.is_empty() {
+            o.push_str(&format!(
+                "# writable by the run user: {}{}\n",
+                self.writable_paths.join(", "),
+                if self.read_only_root_filesystem {
+                    " (mount emptyDir volumes there)"
+                } else {
+                    ""
+                }
+            ));
+        }
+        o
+    }
 }
 
 impl Report {
