@@ -552,6 +552,17 @@ async fn write_image(
                 .put_manifest(&tagged, manifest_bytes, OCI_MANIFEST)
                 .await?;
         }
+        ImageRef::Archive { path, reference } => {
+            let (path, layer) = (path.clone(), layer.clone());
+            let reference = reference.clone().filter(|r| !r.starts_with('@'));
+            let mtime = build_time(&serde_json::from_slice(&config_bytes).unwrap_or_default())?.0;
+            tokio::task::spawn_blocking(move || {
+                crate::archive::write(&path, reference.as_deref(), &config_bytes, &layer, mtime)
+            })
+            .await
+            .map_err(join_err)??;
+            let _ = (manifest_bytes, config_digest);
+        }
         ImageRef::Layout { dir, tag } => {
             let tag = tag.clone().unwrap_or_else(|| "latest".into());
             let (dir, layer_path, digest) = (dir.clone(), layer.path.clone(), layer.digest.clone());

@@ -5,6 +5,7 @@
 //! [`layer`] writer → sink ([`registry`], [`layout`]), orchestrated by [`harden`] and described
 //! by [`report`].
 
+pub mod archive;
 pub mod auth;
 pub mod digest;
 pub mod elf;

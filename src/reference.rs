@@ -17,6 +17,11 @@ pub enum ImageRef {
         dir: PathBuf,
         tag: Option<String>,
     },
+    /// A `docker save` tarball; `reference` is a RepoTag (or `@N`, an index into manifest.json).
+    Archive {
+        path: PathBuf,
+        reference: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,6 +120,13 @@ impl fmt::Display for ImageRef {
                 }
                 Ok(())
             }
+            ImageRef::Archive { path, reference } => {
+                write!(f, "docker-archive:{}", path.display())?;
+                if let Some(r) = reference {
+                    write!(f, ":{r}")?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -153,15 +165,38 @@ pub fn parse(input: &str) -> Result<ImageRef> {
             tag: tag.map(str::to_string),
         });
     }
+    if let Some(rest) = input.strip_prefix("docker-archive:") {
+        let (path, reference) = match rest.split_once(':') {
+            Some((p, r)) => (p, Some(r)),
+            None => (rest, None),
+        };
+        if path.is_empty() {
+            return Err(err(
+                input,
+                "docker-archive: needs a file, as in docker-archive:FILE[:REF]",
+            ));
+        }
+        if let Some(r) = reference
+            && !r.starts_with('@')
+        {
+            parse_registry(input, r)?;
+        }
+        return Ok(ImageRef::Archive {
+            path: PathBuf::from(path),
+            reference: reference.map(str::to_string),
+        });
+    }
     if let Some((transport, _)) = input.split_once(':')
         && matches!(
             transport,
-            "docker-archive" | "oci-archive" | "dir" | "docker-daemon" | "containers-storage"
+            "oci-archive" | "dir" | "docker-daemon" | "containers-storage"
         )
     {
         return Err(err(
             input,
-            format!("the {transport}: transport is not supported (use docker:// or oci:)"),
+            format!(
+                "the {transport}: transport is not supported (use docker://, oci: or docker-archive:)"
+            ),
         ));
     }
     let s = input.strip_prefix("docker://").unwrap_or(input);
@@ -304,6 +339,33 @@ pub fn default_destination(src: &ImageRef) -> Result<ImageRef> {
                 None => "hardened".to_string(),
             }),
         },
+        // Never the source file: app.tar → app-hardened.tar, tag TAG-hardened.
+        ImageRef::Archive { path, reference } => {
+            let stem = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let ext = path
+                .extension()
+                .map(|e| format!(".{}", e.to_string_lossy()))
+                .unwrap_or_default();
+            let reference = match reference.as_deref() {
+                Some(r) if !r.starts_with('@') => match parse(r)? {
+                    ImageRef::Registry(rr) => Some(format!(
+                        "{}/{}:{}",
+                        rr.registry,
+                        rr.repository,
+                        hardened_tag(rr.tag_or_default(), rr.digest.as_deref())?
+                    )),
+                    _ => None,
+                },
+                _ => None,
+            };
+            ImageRef::Archive {
+                path: path.with_file_name(format!("{stem}-hardened{ext}")),
+                reference,
+            }
+        }
     })
 }
 
@@ -381,7 +443,9 @@ mod tests {
             "x:-tag",
             "x/../y",
             "oci:",
-            "docker-archive:foo.tar",
+            "docker-archive:",
+            "docker-archive:f.tar:UPPER",
+            "oci-archive:foo.tar",
         ] {
             assert!(parse(bad).is_err(), "{bad:?} should be rejected");
         }
@@ -415,6 +479,18 @@ mod tests {
         assert_eq!(d.to_string(), "h.io/x:hardened-0123456789ab");
         let d = default_destination(&parse("oci:/l:v1").unwrap()).unwrap();
         assert_eq!(d.to_string(), "oci:/l:v1-hardened");
+        let d = default_destination(&parse("docker-archive:/x/app.tar:app:1").unwrap()).unwrap();
+        assert_eq!(
+            d.to_string(),
+            "docker-archive:/x/app-hardened.tar:docker.io/library/app:1-hardened"
+        );
+        assert_eq!(
+            parse("docker-archive:a.tar").unwrap(),
+            ImageRef::Archive {
+                path: "a.tar".into(),
+                reference: None
+            }
+        );
         let long = format!("h.io/x:{}", "a".repeat(125));
         assert!(default_destination(&parse(&long).unwrap()).is_err());
     }

@@ -189,7 +189,7 @@ impl Report {
 
 /// `registry.example.com/team/api:1.4` → `team/api:1.4`; `docker.io/library/nginx:1` → `nginx:1`.
 pub fn short_ref(r: &str) -> String {
-    if r.starts_with("oci:") {
+    if r.starts_with("oci:") || r.starts_with("docker-archive:") {
         return r.to_string();
     }
     let rest = match r.split_once('/') {

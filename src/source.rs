@@ -173,6 +173,39 @@ pub async fn pull(
                 layers,
             })
         }
+        ImageRef::Archive { path, reference: r } => {
+            let (path, r, work) = (path.clone(), r.clone(), work.to_path_buf());
+            let a = tokio::task::spawn_blocking(move || {
+                crate::archive::read(&path, r.as_deref(), &work)
+            })
+            .await
+            .map_err(|e| Error::Other(format!("archive task failed: {e}")))??;
+            let config = parse_config(&a.config_bytes, &what)?;
+            check_platform(opts, &config, &a.config_digest, &a.config_digest, &what)?;
+            Ok(PulledImage {
+                reference: reference.clone(),
+                digest: a.config_digest.clone(),
+                manifest_digest: a.config_digest.clone(),
+                platform: platform_of(&config),
+                config_size: a.config_bytes.len() as u64,
+                manifest: Manifest {
+                    schema_version: 2,
+                    media_type: Some(image::DOCKER_MANIFEST.into()),
+                    config: Descriptor {
+                        media_type: image::DOCKER_CONFIG.into(),
+                        digest: a.config_digest.clone(),
+                        size: a.config_bytes.len() as u64,
+                        urls: None,
+                        annotations: None,
+                        platform: None,
+                    },
+                    layers: a.layers.iter().map(|l| l.descriptor.clone()).collect(),
+                    annotations: None,
+                },
+                config,
+                layers: a.layers,
+            })
+        }
         ImageRef::Layout { dir, tag } => {
             let layout = Layout::open(dir)?;
             let top = layout.find(tag.as_deref())?;

@@ -300,3 +300,63 @@ fn harden_check_and_security_context() {
         stdout(&out)
     );
 }
+
+/// The CI flow before anything is pushed: `docker save`'s format in, checked, hardened, out as
+/// an archive (read back by skopeo) and to a registry.
+#[test]
+fn docker_archive_in_and_out() {
+    let reg = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("layout");
+    write_oci_layout(&layout, "jq", &jq_spec());
+    let saved = dir.path().join("app.tar");
+    // skopeo writes the docker-archive (docker save) format.
+    run_ok(
+        Command::new("skopeo")
+            .args(["copy", "-q"])
+            .arg(format!("oci:{}:jq", layout.display()))
+            .arg(format!("docker-archive:{}:app:1", saved.display())),
+    );
+    let src = format!("docker-archive:{}", saved.display());
+
+    let out = run(pare().args(["-q", "check", &src]));
+    assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
+    assert!(stdout(&out).contains("FAIL setuid-setgid"));
+
+    // Archive → archive, read back by skopeo and run.
+    let hardened = dir.path().join("app-hardened.tar");
+    let out = run(pare().args(["-q", "harden", &format!("{src}:app:1")]));
+    assert!(out.status.success(), "{}", describe_output(&out));
+    assert!(hardened.is_file(), "default DEST is app-hardened.tar");
+    let back = dir.path().join("back");
+    run_ok(
+        Command::new("skopeo")
+            .args(["copy", "-q"])
+            .arg(format!(
+                "docker-archive:{}:app:1-hardened",
+                hardened.display()
+            ))
+            .arg(format!("oci:{}:h", back.display())),
+    );
+    let u = pull_and_unpack(&format!("oci:{}:h", back.display()));
+    assert_eq!(u.exec_config()["User"], "65532:65532");
+    assert!(find_setid_files(&u.rootfs()).is_empty());
+    if is_root() {
+        let o = run_chroot(&u.rootfs(), &["/usr/bin/jq", "-n", "1+1"], &[]);
+        assert!(o.status.success(), "{}", describe_output(&o));
+        assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "2");
+    }
+    // Archive → registry, as `docker save app:1 -o app.tar && pare harden docker-archive:app.tar registry/app:1`.
+    let out = run(pare().args(["-q", "harden", &src, &reg.image("ci/app:1")]));
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let out = run(pare().args(["-q", "check", &reg.image("ci/app:1")]));
+    assert_eq!(out.status.code(), Some(0), "{}", describe_output(&out));
+    // A tag the archive does not hold is a clear error.
+    let out = run(pare().args(["-q", "harden", &format!("{src}:nope:1"), "--dry-run"]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no image tagged nope:1"),
+        "{}",
+        describe_output(&out)
+    );
+}
