@@ -391,7 +391,14 @@ fn main() -> ExitCode {
             if let Some(pare::Error::CheckFailed { report, .. }) = e.downcast_ref::<pare::Error>() {
                 eprint!("{}", clean(&report.text(), true));
             }
-            let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            // One line: each cause once (pare's errors already name their source).
+            let mut msg: Vec<String> = Vec::new();
+            for c in e.chain() {
+                let t = c.to_string();
+                if !msg.last().is_some_and(|m| m.contains(&t)) {
+                    msg.push(t);
+                }
+            }
             eprintln!("pare: error: {}", clean(&msg.join(": "), false));
             failure
         }

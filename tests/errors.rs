@@ -62,7 +62,7 @@ fn missing_tag_unreachable_registry_and_bad_references() {
     let out = run(pare().args(["harden", &format!("127.0.0.1:{port}/x/y:1")]));
     assert_one_line_error(&out, &["cannot reach 127.0.0.1"]);
 
-    for bad in ["UPPER/case:1", "x@sha256:123", "docker-archive:foo.tar"] {
+    for bad in ["UPPER/case:1", "x@sha256:123", "oci-archive:foo.tar"] {
         let out = run(pare().args(["harden", bad]));
         assert_one_line_error(&out, &["invalid image reference"]);
     }
@@ -331,4 +331,11 @@ fn users_scripts_and_env_shebangs() {
     assert_eq!(cfg["config"]["User"], "4242:4243");
     let out = run(pare().args(["harden", &src("appuser"), &dst("u3"), "--user", "0"]));
     assert_one_line_error(&out, &["--user 0"]);
+}
+
+#[test]
+fn a_missing_archive_is_one_clean_line() {
+    let out = run(pare().args(["harden", "docker-archive:/nonexistent/app.tar"]));
+    let line = assert_one_line_error(&out, &["/nonexistent/app.tar", "No such file or directory"]);
+    assert_eq!(line.matches("No such file").count(), 1, "{line}");
 }
