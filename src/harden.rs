@@ -4,8 +4,7 @@ use std::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::image::{
-    ANNOTATION_BASE_DIGEST, ANNOTATION_BASE_NAME, Descriptor, Manifest, OCI_CONFIG, OCI_LAYER_GZIP,
-    OCI_MANIFEST,
+    ANNOTATION_BASE_DIGEST, ANNOTATION_BASE_NAME, Descriptor, Manifest, OCI_CONFIG, OCI_MANIFEST,
 };
 use crate::layer::{WrittenLayer, write_layer};
 use crate::layout::Layout;
@@ -325,14 +324,7 @@ pub async fn harden(
             annotations: None,
             platform: None,
         },
-        layers: vec![Descriptor {
-            media_type: OCI_LAYER_GZIP.into(),
-            digest: layer.digest.clone(),
-            size: layer.size,
-            urls: None,
-            annotations: None,
-            platform: None,
-        }],
+        layers: vec![layer.descriptor()],
         annotations: Some(
             [
                 (ANNOTATION_BASE_DIGEST.to_string(), pulled.digest.clone()),
@@ -489,14 +481,7 @@ async fn check_result(
         _ => None,
     };
     let blob = crate::source::LayerBlob {
-        descriptor: Descriptor {
-            media_type: OCI_LAYER_GZIP.into(),
-            digest: layer.digest.clone(),
-            size: layer.size,
-            urls: None,
-            annotations: None,
-            platform: None,
-        },
+        descriptor: layer.descriptor(),
         path: layer.path.clone(),
     };
     let diff_id = layer.diff_id.clone();

@@ -23,6 +23,20 @@ pub struct WrittenLayer {
     pub uncompressed_size: u64,
 }
 
+impl WrittenLayer {
+    /// Its descriptor in a manifest.
+    pub fn descriptor(&self) -> crate::image::Descriptor {
+        crate::image::Descriptor {
+            media_type: crate::image::OCI_LAYER_GZIP.into(),
+            digest: self.digest.clone(),
+            size: self.size,
+            urls: None,
+            annotations: None,
+            platform: None,
+        }
+    }
+}
+
 /// Write the plan as a gzip'd tar at `out`. `files` maps canonical image paths to local copies.
 pub fn write_layer(
     plan: &Plan,

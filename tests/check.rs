@@ -21,13 +21,7 @@ fn stdout(o: &Output) -> String {
 /// The unhardened jq image of the harden tests: base with busybox sh, setuid/setgid programs,
 /// and an app layer with a whiteout and an opaque directory.
 fn jq_spec() -> ImageSpec {
-    let app = Layer::new()
-        .created_by("pare-test: jq app layer")
-        .host_closure(HOST_JQ)
-        .whiteout(BASE_ONLY_FILE)
-        .opaque(BASE_OPAQUE_DIR)
-        .file("/opt/data/c.txt", "c\n", 0o644);
-    ImageSpec::new(vec![usrmerge_base_layer(), app])
+    ImageSpec::new(vec![usrmerge_base_layer(), jq_app_layer()])
         .with_entrypoint(&["/usr/bin/jq"])
         .with_cmd(&["-n", "1+1"])
 }

@@ -19,13 +19,7 @@ fn run(cmd: &mut std::process::Command) -> Output {
 /// The jq image: a Debian-like base (busybox sh, setuid/setgid programs, ld.so.conf.d) and an
 /// app layer with jq's real closure, a whiteout of a base file and an opaque directory.
 fn jq_spec() -> ImageSpec {
-    let app = Layer::new()
-        .created_by("pare-test: jq app layer")
-        .host_closure(HOST_JQ)
-        .whiteout(BASE_ONLY_FILE)
-        .opaque(BASE_OPAQUE_DIR)
-        .file("/opt/data/c.txt", "c\n", 0o644)
-        .dir("/srv/app", 0o755);
+    let app = jq_app_layer().dir("/srv/app", 0o755);
     ImageSpec::new(vec![usrmerge_base_layer(), app])
         .with_entrypoint(&["/usr/bin/jq"])
         .with_cmd(&["-n", "1+1"])

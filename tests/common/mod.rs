@@ -764,6 +764,17 @@ impl Layer {
 
 /// A Debian-like usrmerged base layer; see the `BASE_*` and [`USRMERGE_LINKS`] constants for
 /// what it contains.
+/// The acceptance app layer on top of [`usrmerge_base_layer`]: jq's real closure, a whiteout of
+/// [`BASE_ONLY_FILE`], and [`BASE_OPAQUE_DIR`] made opaque with a new file `c.txt`.
+pub fn jq_app_layer() -> Layer {
+    Layer::new()
+        .created_by("pare-test: jq app layer")
+        .host_closure(HOST_JQ)
+        .whiteout(BASE_ONLY_FILE)
+        .opaque(BASE_OPAQUE_DIR)
+        .file("/opt/data/c.txt", "c\n", 0o644)
+}
+
 pub fn usrmerge_base_layer() -> Layer {
     let mut layer = Layer::new().created_by("pare-test: debian-like usrmerge base");
     for dir in [
