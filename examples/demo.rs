@@ -105,12 +105,16 @@ fn main() -> anyhow::Result<()> {
 
     let src: ImageRef = format!("oci:{}:app", layout.display()).parse()?;
     let rt = tokio::runtime::Runtime::new()?;
-    let report = rt.block_on(harden(
+    let done = rt.block_on(harden(
         &src,
         None,
         &HardenOptions::default(),
         &Progress::stderr(false),
     ))?;
+    let report = done
+        .single()
+        .expect("the demo image is single-platform")
+        .clone();
     std::fs::write(
         out.join("report.json"),
         serde_json::to_string_pretty(&report)? + "\n",

@@ -27,6 +27,14 @@ if [ ${#need[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
+# The multi-platform test builds a linux/arm64 image from Debian's arm64 packages (it prints
+# SKIP when they cannot be had); qemu-user-static, when installable, lets it run them.
+if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo dpkg --add-architecture arm64 && $sudo apt-get update -qq || true
+fi
+[ -e /usr/bin/qemu-aarch64-static ] || { sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"; DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq qemu-user-static || true; }
 # The SARIF test validates pare's output against the published schema with jsonschema.
 if ! python3 -c 'import jsonschema' 2>/dev/null; then
   python3 -m pip install -q jsonschema || { sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"; $sudo apt-get install -y -qq python3-jsonschema; }

@@ -29,6 +29,9 @@ pub struct HardenOptions {
     pub dest_creds: Option<crate::auth::Credentials>,
     /// `--check`: run the checklist on the result and refuse to write one that fails.
     pub check: Option<crate::policy::CheckConfig>,
+    /// Platforms to harden from a multi-platform source (empty: all it lists). One platform
+    /// goes in `source.platform` instead and gives a single-platform result.
+    pub platforms: Vec<crate::image::Platform>,
 }
 
 /// A traced image, for `pare trace` (and the first half of `harden`).
@@ -261,13 +264,54 @@ fn new_config(
 }
 
 /// Harden `src` into `dest` (default: the same repository, tag `TAG-hardened`).
+/// One hardened image, built and not yet written (its layer lives in `_work`).
+struct Built {
+    layer: WrittenLayer,
+    config_bytes: Vec<u8>,
+    config_digest: String,
+    manifest_bytes: Vec<u8>,
+    platform: crate::image::Platform,
+    _work: tempfile::TempDir,
+}
+
+/// What `pare harden` made: one image, or one per platform behind an index.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Hardened {
+    /// Set when the source was a multi-platform index and so is the result.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index: Option<IndexInfo>,
+    pub images: Vec<Report>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct IndexInfo {
+    pub source: String,
+    pub source_digest: String,
+    pub destination: String,
+    pub digest: String,
+    /// Index entries left out (attestations, `unknown/unknown`, platforms not asked for).
+    pub skipped: Vec<String>,
+}
+
+impl Hardened {
+    /// The single image's report (the index case has several).
+    pub fn single(&self) -> Option<&Report> {
+        match (&self.index, self.images.as_slice()) {
+            (None, [one]) => Some(one),
+            _ => None,
+        }
+    }
+}
+
+/// Harden `src` into `dest` (default: the same repository, tag `TAG-hardened`). A
+/// multi-platform source gives a multi-platform result: every platform it lists (or those in
+/// `opts.platforms`) hardened with its own architecture's rules, then an index of them.
 pub async fn harden(
     src: &ImageRef,
     dest: Option<&ImageRef>,
     opts: &HardenOptions,
     progress: &Progress,
-) -> Result<Report> {
-    let started = Instant::now();
+) -> Result<Hardened> {
     let dest = match dest {
         Some(d) => d.clone(),
         None => reference::default_destination(src)?,
@@ -279,6 +323,97 @@ pub async fn harden(
             "destination {dest} names a digest; name a tag instead"
         )));
     }
+    let listed = if opts.source.platform.is_some() {
+        None
+    } else {
+        source::index_platforms(src, &opts.source).await?
+    };
+    let Some((index_digest, entries)) = listed else {
+        let (report, built) = build_one(src, &dest, opts, progress).await?;
+        if !opts.dry_run {
+            write_image(src, &dest, opts, &built, true, progress).await?;
+        }
+        return Ok(Hardened {
+            index: None,
+            images: vec![report],
+        });
+    };
+    if matches!(dest, ImageRef::Archive { .. }) {
+        return Err(Error::Usage(format!(
+            "{src} is a multi-platform image and a docker-archive holds one: pick one with --platform"
+        )));
+    }
+    let mut skipped = Vec::new();
+    let mut images = Vec::new();
+    let mut children = Vec::new();
+    for (platform, note) in entries {
+        let Some(platform) = platform else {
+            skipped.push(note);
+            continue;
+        };
+        if !opts.platforms.is_empty() && !opts.platforms.iter().any(|p| p.matches(&platform)) {
+            skipped.push(format!("{platform}: not asked for"));
+            continue;
+        }
+        let mut o = opts.clone();
+        o.source.platform = Some(platform.clone());
+        progress.note(&format!("{platform}:"));
+        let (report, built) = build_one(src, &dest, &o, progress).await?;
+        if !opts.dry_run {
+            write_image(src, &dest, opts, &built, false, progress).await?;
+        }
+        children.push(Descriptor {
+            media_type: OCI_MANIFEST.into(),
+            digest: crate::digest::sha256_bytes(&built.manifest_bytes),
+            size: built.manifest_bytes.len() as u64,
+            urls: None,
+            annotations: None,
+            platform: Some(built.platform.clone()),
+        });
+        images.push(report);
+    }
+    if children.is_empty() {
+        return Err(Error::Usage(format!(
+            "{src}: no platform left to harden ({})",
+            skipped.join("; ")
+        )));
+    }
+    let index = crate::image::Index {
+        schema_version: 2,
+        media_type: Some(crate::image::OCI_INDEX.into()),
+        manifests: children,
+        annotations: Some(
+            [
+                (ANNOTATION_BASE_DIGEST.to_string(), index_digest.clone()),
+                (ANNOTATION_BASE_NAME.to_string(), src.to_string()),
+            ]
+            .into(),
+        ),
+    };
+    let index_bytes = serde_json::to_vec(&index).map_err(|e| Error::Other(e.to_string()))?;
+    let digest = crate::digest::sha256_bytes(&index_bytes);
+    if !opts.dry_run {
+        write_index(src, &dest, opts, index_bytes).await?;
+    }
+    Ok(Hardened {
+        index: Some(IndexInfo {
+            source: src.to_string(),
+            source_digest: index_digest,
+            destination: dest.to_string(),
+            digest,
+            skipped,
+        }),
+        images,
+    })
+}
+
+async fn build_one(
+    src: &ImageRef,
+    dest: &ImageRef,
+    opts: &HardenOptions,
+    progress: &Progress,
+) -> Result<(Report, Built)> {
+    let started = Instant::now();
     let Analysis {
         pulled,
         rootfs,
@@ -359,20 +494,6 @@ pub async fn harden(
         None => None,
     };
 
-    if !opts.dry_run {
-        write_image(
-            src,
-            &dest,
-            opts,
-            &layer,
-            config_bytes,
-            &config_digest,
-            manifest_bytes,
-            progress,
-        )
-        .await?;
-    }
-
     let u = plan.user();
     let files = plan
         .entries
@@ -395,7 +516,7 @@ pub async fn harden(
         .collect();
     let mut warnings = rootfs.warnings.clone();
     warnings.extend(plan.warnings.iter().cloned());
-    Ok(Report {
+    let report = Report {
         source: ImageInfo {
             reference: src.to_string(),
             digest: pulled.digest.clone(),
@@ -461,7 +582,16 @@ pub async fn harden(
         seconds: started.elapsed().as_secs_f64(),
         security_context: plan::security_context(&plan),
         check,
-    })
+    };
+    let built = Built {
+        layer,
+        config_bytes,
+        config_digest,
+        manifest_bytes,
+        platform: pulled.platform.clone(),
+        _work: work,
+    };
+    Ok((report, built))
 }
 
 /// The checklist on the hardened result, read back from the layer just written.
@@ -502,64 +632,61 @@ async fn check_result(
 }
 
 /// Blobs first, config next, manifest (the tag) last.
-#[allow(clippy::too_many_arguments)]
+/// Blobs first, config next, the manifest last; under the tag when `tagged`, else by digest
+/// only (a platform's image behind an index).
 async fn write_image(
     src: &ImageRef,
     dest: &ImageRef,
     opts: &HardenOptions,
-    layer: &WrittenLayer,
-    config_bytes: Vec<u8>,
-    config_digest: &str,
-    manifest_bytes: Vec<u8>,
+    built: &Built,
+    tagged: bool,
     progress: &Progress,
 ) -> Result<()> {
+    let layer = &built.layer;
+    let manifest_digest = crate::digest::sha256_bytes(&built.manifest_bytes);
     match dest {
         ImageRef::Registry(r) => {
-            let same_registry = matches!(src, ImageRef::Registry(s) if s.registry == r.registry);
-            let creds = match (&opts.dest_creds, &opts.source.creds) {
-                (Some(c), _) => c.clone(),
-                (None, Some(c)) if same_registry => c.clone(),
-                _ => crate::auth::lookup(&r.registry)?,
-            };
-            let client =
-                RegistryClient::connect(&r.registry, &opts.source.insecure_registries, creds)?;
-            let tagged = reference::RegistryRef {
-                tag: Some(r.tag_or_default().unwrap_or("latest").to_string()),
-                ..r.clone()
-            };
+            let client = dest_client(src, r, opts)?;
+            let target = dest_ref(r, tagged, &manifest_digest);
             client
-                .put_blob_file(&tagged, &layer.path, &layer.digest, layer.size, progress)
+                .put_blob_file(&target, &layer.path, &layer.digest, layer.size, progress)
                 .await?;
             client
-                .put_blob_bytes(&tagged, config_bytes, config_digest)
+                .put_blob_bytes(&target, built.config_bytes.clone(), &built.config_digest)
                 .await?;
             client
-                .put_manifest(&tagged, manifest_bytes, OCI_MANIFEST)
+                .put_manifest(&target, built.manifest_bytes.clone(), OCI_MANIFEST)
                 .await?;
         }
         ImageRef::Archive { path, reference } => {
-            let (path, layer) = (path.clone(), layer.clone());
+            let (path, layer, config) = (path.clone(), layer.clone(), built.config_bytes.clone());
             let reference = reference.clone().filter(|r| !r.starts_with('@'));
-            let mtime = build_time(&serde_json::from_slice(&config_bytes).unwrap_or_default())?.0;
+            let mtime = build_time(&serde_json::from_slice(&config).unwrap_or_default())?.0;
             tokio::task::spawn_blocking(move || {
-                crate::archive::write(&path, reference.as_deref(), &config_bytes, &layer, mtime)
+                crate::archive::write(&path, reference.as_deref(), &config, &layer, mtime)
             })
             .await
             .map_err(join_err)??;
-            let _ = (manifest_bytes, config_digest);
         }
         ImageRef::Layout { dir, tag } => {
             let tag = tag.clone().unwrap_or_else(|| "latest".into());
             let (dir, layer_path, digest) = (dir.clone(), layer.path.clone(), layer.digest.clone());
-            let config_digest = config_digest.to_string();
+            let (config, config_digest, manifest) = (
+                built.config_bytes.clone(),
+                built.config_digest.clone(),
+                built.manifest_bytes.clone(),
+            );
             tokio::task::spawn_blocking(move || -> Result<()> {
                 let l = Layout::create(&dir)?;
                 l.put_blob_file(&layer_path, &digest)?;
-                let d = l.put_blob_bytes(&config_bytes)?;
-                if d != config_digest {
+                if l.put_blob_bytes(&config)? != config_digest {
                     return Err(Error::Other("internal: config digest changed".into()));
                 }
-                l.put_manifest(&manifest_bytes, OCI_MANIFEST, &tag)?;
+                if tagged {
+                    l.put_manifest(&manifest, OCI_MANIFEST, &tag)?;
+                } else {
+                    l.put_blob_bytes(&manifest)?;
+                }
                 Ok(())
             })
             .await
@@ -567,4 +694,62 @@ async fn write_image(
         }
     }
     Ok(())
+}
+
+/// The index of a multi-platform result, under DEST's tag (its manifests are written already).
+async fn write_index(
+    src: &ImageRef,
+    dest: &ImageRef,
+    opts: &HardenOptions,
+    bytes: Vec<u8>,
+) -> Result<()> {
+    match dest {
+        ImageRef::Registry(r) => {
+            let client = dest_client(src, r, opts)?;
+            client
+                .put_manifest(&dest_ref(r, true, ""), bytes, crate::image::OCI_INDEX)
+                .await
+        }
+        ImageRef::Layout { dir, tag } => {
+            let l = Layout::create(dir)?;
+            l.put_manifest(
+                &bytes,
+                crate::image::OCI_INDEX,
+                tag.as_deref().unwrap_or("latest"),
+            )?;
+            Ok(())
+        }
+        ImageRef::Archive { .. } => Err(Error::Usage("a docker-archive holds one platform".into())),
+    }
+}
+
+/// Credentials for DEST: `--dest-creds`, else `--creds` on the source's registry, else the auth files.
+fn dest_client(
+    src: &ImageRef,
+    r: &reference::RegistryRef,
+    opts: &HardenOptions,
+) -> Result<RegistryClient> {
+    let same_registry = matches!(src, ImageRef::Registry(s) if s.registry == r.registry);
+    let creds = match (&opts.dest_creds, &opts.source.creds) {
+        (Some(c), _) => c.clone(),
+        (None, Some(c)) if same_registry => c.clone(),
+        _ => crate::auth::lookup(&r.registry)?,
+    };
+    RegistryClient::connect(&r.registry, &opts.source.insecure_registries, creds)
+}
+
+fn dest_ref(r: &reference::RegistryRef, tagged: bool, digest: &str) -> reference::RegistryRef {
+    if tagged {
+        reference::RegistryRef {
+            tag: Some(r.tag_or_default().unwrap_or("latest").to_string()),
+            digest: None,
+            ..r.clone()
+        }
+    } else {
+        reference::RegistryRef {
+            tag: None,
+            digest: Some(digest.to_string()),
+            ..r.clone()
+        }
+    }
 }

@@ -50,10 +50,12 @@ enum Command {
 
 #[derive(Args, Clone)]
 struct SourceArgs {
-    /// Platform to pick from a multi-platform image, as OS/ARCH[/VARIANT] (default linux/amd64).
-    /// Named explicitly, it is also checked against a single-platform image.
+    /// Platform of a multi-platform image, as OS/ARCH[/VARIANT]. `harden` hardens every
+    /// platform of an index by default, and the ones named when this is repeated; other
+    /// commands read linux/amd64 by default. Named once, it is also checked against a
+    /// single-platform image.
     #[arg(long)]
-    platform: Option<String>,
+    platform: Vec<String>,
     /// Credentials USER:PASSWORD for the source registry, and for DEST when it is on the same
     /// registry (default: $REGISTRY_AUTH_FILE, $DOCKER_CONFIG/config.json, ~/.docker/config.json).
     #[arg(long, env = "PARE_CREDS", hide_env_values = true)]
@@ -170,8 +172,11 @@ struct InspectArgs {
 }
 
 fn source_options(s: &SourceArgs) -> anyhow::Result<SourceOptions> {
+    if s.platform.len() > 1 {
+        anyhow::bail!("--platform can be given once here");
+    }
     Ok(SourceOptions {
-        platform: s.platform.as_deref().map(Platform::parse).transpose()?,
+        platform: s.platform.first().map(|p| Platform::parse(p)).transpose()?,
         insecure_registries: s.insecure_registry.clone(),
         creds: s
             .creds
@@ -238,7 +243,20 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Harden(a) => {
             let src: ImageRef = a.src.parse()?;
             let dest: Option<ImageRef> = a.dest.as_deref().map(str::parse).transpose()?;
-            let mut opts = options(&a.source, &a.trace)?;
+            let mut source = a.source.clone();
+            let platforms: Vec<Platform> = a
+                .source
+                .platform
+                .iter()
+                .map(|p| Platform::parse(p))
+                .collect::<Result<_, _>>()?;
+            if platforms.len() > 1 {
+                source.platform.clear();
+            }
+            let mut opts = options(&source, &a.trace)?;
+            if platforms.len() > 1 {
+                opts.platforms = platforms;
+            }
             opts.user = a
                 .user
                 .as_deref()
@@ -253,23 +271,61 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
             if a.check {
                 opts.check = Some(check_config(&a.policy)?);
             }
-            let report = harden::harden(&src, dest.as_ref(), &opts, &progress).await?;
-            for w in &report.warnings {
-                eprintln!("warning: {}", clean(w, false));
-            }
-            if let Some(c) = &report.check {
-                eprint!("{}", clean(&c.text(), true));
+            let done = harden::harden(&src, dest.as_ref(), &opts, &progress).await?;
+            let multi = done.index.is_some();
+            for r in &done.images {
+                for w in &r.warnings {
+                    let tag = if multi {
+                        format!("{}: ", r.source.platform)
+                    } else {
+                        String::new()
+                    };
+                    eprintln!("warning: {tag}{}", clean(w, false));
+                }
+                if let Some(c) = &r.check {
+                    eprint!("{}", clean(&c.text(), true));
+                }
             }
             if let Some(path) = &a.report {
-                write_out(
-                    &Some(path.clone()),
-                    &(serde_json::to_string_pretty(&report)? + "\n"),
-                )?;
+                let json = match done.single() {
+                    Some(r) => serde_json::to_string_pretty(r)?,
+                    None => serde_json::to_string_pretty(&done)?,
+                };
+                write_out(&Some(path.clone()), &(json + "\n"))?;
             }
-            if a.print_security_context {
-                print!("{}", report.security_context.yaml());
+            if a.print_security_context
+                && let Some(r) = done.images.first()
+            {
+                print!("{}", r.security_context.yaml());
             }
-            eprintln!("{}", clean(&report.summary(), false));
+            for r in &done.images {
+                eprintln!("{}", clean(&r.summary(), false));
+            }
+            if let Some(i) = &done.index {
+                let plats: Vec<String> = done
+                    .images
+                    .iter()
+                    .map(|r| r.source.platform.clone())
+                    .collect();
+                eprintln!(
+                    "{}",
+                    clean(
+                        &format!(
+                            "{} → {}  index of {} platforms ({}){}",
+                            pare::report::short_ref(&i.source),
+                            pare::report::short_ref(&i.destination),
+                            plats.len(),
+                            plats.join(", "),
+                            if i.skipped.is_empty() {
+                                String::new()
+                            } else {
+                                format!("; skipped: {}", i.skipped.join("; "))
+                            }
+                        ),
+                        false
+                    )
+                );
+            }
         }
         Command::Trace(a) => {
             let src: ImageRef = a.src.parse()?;

@@ -112,6 +112,59 @@ fn check_child(desc: &Descriptor, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// An index entry: its platform (`None` for attestations and `unknown/unknown`) and a note
+/// saying why it is skipped when it is.
+pub type IndexEntry = (Option<Platform>, String);
+
+/// When `reference` names a multi-platform index: its digest and its entries, in order.
+pub async fn index_platforms(
+    reference: &ImageRef,
+    opts: &SourceOptions,
+) -> Result<Option<(String, Vec<IndexEntry>)>> {
+    let what = reference.to_string();
+    let (bytes, digest, media_type) = match reference {
+        ImageRef::Registry(r) => {
+            let client = RegistryClient::connect(
+                &r.registry,
+                &opts.insecure_registries,
+                credentials_for(&r.registry, opts)?,
+            )?;
+            let (b, d) = client.get_manifest(r).await?;
+            (b, d, None)
+        }
+        ImageRef::Layout { dir, tag } => {
+            let layout = Layout::open(dir)?;
+            let top = layout.find(tag.as_deref())?;
+            let b = layout.read_blob(&top, image::MAX_MANIFEST_BYTES as u64)?;
+            (b, top.digest.clone(), Some(top.media_type.clone()))
+        }
+        ImageRef::Archive { .. } => return Ok(None),
+    };
+    let ManifestDoc::Index(idx) = image::parse_manifest(&bytes, media_type.as_deref(), &what)?
+    else {
+        return Ok(None);
+    };
+    let entries = idx
+        .manifests
+        .iter()
+        .map(|d| match &d.platform {
+            Some(p) if p.os != "unknown" && p.architecture != "unknown" => {
+                (Some(p.clone()), String::new())
+            }
+            p => (
+                None,
+                format!(
+                    "{} ({}): attestation or unknown platform, skipped",
+                    crate::registry::short_digest(&d.digest),
+                    p.as_ref()
+                        .map_or("no platform".to_string(), |p| p.to_string())
+                ),
+            ),
+        })
+        .collect();
+    Ok(Some((digest, entries)))
+}
+
 /// Resolve and fetch the image. Registry layers land in `work`.
 pub async fn pull(
     reference: &ImageRef,

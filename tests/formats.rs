@@ -87,7 +87,27 @@ fn multi_platform_index_picks_the_platform() {
         None,
         &["--all"],
     );
-    let out = run(pare().args(["harden", &reg.image("f/multi:1"), "--report", "-"]));
+    // Every platform by default: the arm64 entry's entrypoint is broken, so nothing is written.
+    let out = run(pare().args(["harden", &reg.image("f/multi:1")]));
+    assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("/usr/bin/app"),
+        "{}",
+        describe_output(&out)
+    );
+    assert!(!skopeo_inspect_exists(
+        &reg.image("f/multi:1-hardened"),
+        None
+    ));
+    // One named platform: a single-platform result.
+    let out = run(pare().args([
+        "harden",
+        &reg.image("f/multi:1"),
+        "--platform",
+        "linux/amd64",
+        "--report",
+        "-",
+    ]));
     assert!(out.status.success(), "{}", describe_output(&out));
     let r: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["source"]["platform"], "linux/amd64");

@@ -1806,3 +1806,81 @@ pub fn run_chroot_as(rootfs: &Path, userspec: &str, argv: &[&str], env: &[(&str,
             .envs(env.iter().copied()),
     )
 }
+
+// ------------------------------------------------------------------------------------------------
+// Foreign-architecture images from Debian packages
+// ------------------------------------------------------------------------------------------------
+
+/// A layer holding everything under `root` (a host directory the test made): directories,
+/// regular files with their modes, symlinks with their targets as written.
+pub fn dir_layer(root: &Path) -> Layer {
+    let mut layer = Layer::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let mut entries: Vec<PathBuf> = fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+            .map(|e| e.expect("dir entry").path())
+            .collect();
+        entries.sort();
+        for p in entries {
+            let rel = format!("/{}", p.strip_prefix(root).unwrap().display());
+            let meta = fs::symlink_metadata(&p).unwrap();
+            if meta.file_type().is_symlink() {
+                let t = fs::read_link(&p).unwrap();
+                layer = layer.symlink(&rel, &t.to_string_lossy());
+            } else if meta.is_dir() {
+                layer = layer.dir(&rel, meta.mode() & 0o7777);
+                stack.push(p);
+            } else if meta.is_file() {
+                layer = layer.file_from_host(&p, &rel, Some(meta.mode() & 0o7777));
+            }
+        }
+    }
+    layer
+}
+
+/// Debian's arm64 packages of jq and what it needs, downloaded once into a cache dir
+/// (`apt-get download` after `dpkg --add-architecture arm64`). `None`, with the reason, when
+/// they cannot be had here.
+pub fn arm64_jq_debs() -> Result<Vec<PathBuf>, String> {
+    let cache = std::env::temp_dir().join("pare-test-arm64-debs");
+    let names = ["libc6", "jq", "libjq1", "libonig5"];
+    let have = |cache: &Path| -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = fs::read_dir(cache)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|e| e == "deb"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    if have(&cache).len() >= names.len() {
+        return Ok(have(&cache));
+    }
+    fs::create_dir_all(&cache).map_err(|e| e.to_string())?;
+    let pkgs: Vec<String> = names.iter().map(|n| format!("{n}:arm64")).collect();
+    let out = Command::new("apt-get")
+        .current_dir(&cache)
+        .arg("download")
+        .args(&pkgs)
+        .output()
+        .map_err(|e| format!("apt-get: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "apt-get download {} failed (run `dpkg --add-architecture arm64 && apt-get update`): {}",
+            pkgs.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(have(&cache))
+}
+
+/// Unpack .deb files into a fresh root with `dpkg-deb -x`.
+pub fn unpack_debs(debs: &[PathBuf], root: &Path) {
+    for d in debs {
+        run_ok(Command::new("dpkg-deb").arg("-x").arg(d).arg(root));
+    }
+}
