@@ -127,13 +127,23 @@ fn index_in_index_out_with_arm64_traced_by_aarch64_rules() {
     let u = pull_and_unpack(&format!("oci:{}:a", out_dir.display()));
     assert_eq!(u.config["architecture"], "arm64");
     assert_eq!(u.exec_config()["User"], "65532:65532");
-    // Where qemu-user-static's binfmt handler is registered, run it.
-    if is_root() && std::path::Path::new("/proc/sys/fs/binfmt_misc/qemu-aarch64").exists() {
-        let o = run_chroot(&u.rootfs(), &["/usr/bin/jq", "-n", "1+1"], &[]);
+    // Where qemu-user-static is installed, run the hardened arm64 entrypoint with the image
+    // root as its sysroot (-L): its own ld-linux-aarch64 and libraries, nothing from the host.
+    let qemu = std::path::Path::new("/usr/bin/qemu-aarch64-static");
+    if qemu.exists() {
+        let root = u.rootfs();
+        let o = run_capture(
+            Command::new(qemu)
+                .arg("-L")
+                .arg(&root)
+                .arg(root.join("usr/bin/jq"))
+                .args(["-n", "1+1"])
+                .env_clear(),
+        );
         assert!(o.status.success(), "{}", describe_output(&o));
         assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "2");
     } else {
-        eprintln!("SKIP running the arm64 image: no qemu-aarch64 binfmt handler (or not root)");
+        eprintln!("SKIP running the arm64 image: qemu-user-static is not installed");
     }
 
     // --platform twice: an index of just those; once: a single image.
