@@ -7,6 +7,7 @@
 
 pub mod archive;
 pub mod auth;
+pub mod batch;
 pub mod digest;
 pub mod elf;
 pub mod error;

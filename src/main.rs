@@ -46,6 +46,50 @@ enum Command {
     Check(CheckArgs),
     /// Per-layer analysis: sizes, files added/changed/removed, wasted bytes, efficiency.
     Inspect(InspectArgs),
+    /// Harden every repository and tag under HOST/NAMESPACE; skip what is already hardened
+    /// from the same source digest. Exit 1 when any image failed.
+    Batch(BatchArgs),
+}
+
+#[derive(Args)]
+struct BatchArgs {
+    /// HOST[:PORT][/NAMESPACE]: the repositories whose names start with NAMESPACE/.
+    target: String,
+    /// Images at once (default: the number of cores).
+    #[arg(long, default_value_t = 0)]
+    jobs: usize,
+    /// Only `repo:tag` matching this glob (repeatable).
+    #[arg(long, value_name = "GLOB")]
+    include: Vec<String>,
+    /// Leave out `repo:tag` matching this glob (repeatable).
+    #[arg(long, value_name = "GLOB")]
+    exclude: Vec<String>,
+    /// Take a deterministic 1/N of the work: I/N, or `auto` (JOB_COMPLETION_INDEX of a
+    /// Kubernetes Indexed Job, with JOB_COMPLETIONS).
+    #[arg(long, value_name = "I/N|auto")]
+    shard: Option<String>,
+    /// Re-harden tags whose hardened tag already records the same source digest.
+    #[arg(long)]
+    force: bool,
+    /// Repositories from this file, one per line (registries without a catalog, like Docker Hub).
+    #[arg(long, value_name = "FILE")]
+    repos_from: Option<PathBuf>,
+    /// Catalog and tag-list page size.
+    #[arg(long, default_value_t = 100)]
+    page_size: usize,
+    /// List what would be hardened or skipped; write nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// JSON report: per image source and destination digests, status, sizes, error.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+    /// Run as UID[:GID] (never 0) instead of each image's non-root user or 65532.
+    #[arg(long, value_name = "UID[:GID]")]
+    user: Option<String>,
+    #[command(flatten)]
+    source: SourceArgs,
+    #[command(flatten)]
+    trace: TraceFlags,
 }
 
 #[derive(Args, Clone)]
@@ -371,6 +415,53 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
                 print!("{}", clean(&report.github(), true));
             }
             if !report.passed {
+                return Ok(Outcome::Violations);
+            }
+        }
+        Command::Batch(a) => {
+            let mut source = a.source.clone();
+            let platforms: Vec<Platform> = a
+                .source
+                .platform
+                .iter()
+                .map(|p| Platform::parse(p))
+                .collect::<Result<_, _>>()?;
+            if platforms.len() > 1 {
+                source.platform.clear();
+            }
+            let mut hopts = options(&source, &a.trace)?;
+            if platforms.len() > 1 {
+                hopts.platforms = platforms;
+            }
+            hopts.user = a
+                .user
+                .as_deref()
+                .map(pare::plan::parse_user_flag)
+                .transpose()?;
+            hopts.dry_run = a.dry_run;
+            let opts = pare::batch::BatchOptions {
+                harden: hopts,
+                jobs: a.jobs,
+                include: a.include.clone(),
+                exclude: a.exclude.clone(),
+                shard: a
+                    .shard
+                    .as_deref()
+                    .map(pare::batch::parse_shard)
+                    .transpose()?,
+                force: a.force,
+                repos_from: a.repos_from.clone(),
+                page_size: a.page_size,
+            };
+            let report = pare::batch::batch(&a.target, &opts, &progress).await?;
+            eprint!("{}", clean(&report.table(), true));
+            if let Some(path) = &a.report {
+                write_out(
+                    &Some(path.clone()),
+                    &(serde_json::to_string_pretty(&report)? + "\n"),
+                )?;
+            }
+            if report.failed > 0 {
                 return Ok(Outcome::Violations);
             }
         }

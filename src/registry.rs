@@ -163,6 +163,68 @@ impl RegistryClient {
         Ok((bytes.to_vec(), digest))
     }
 
+    /// Every repository of the registry whose name starts with `prefix`, through `/v2/_catalog`
+    /// pages of `page` (following `last`).
+    pub async fn catalog_all(&self, prefix: &str, page: usize) -> Result<Vec<String>> {
+        let probe =
+            oci_client::Reference::with_tag(self.registry.clone(), "x".into(), "latest".into());
+        self.prepare(&probe).await;
+        let mut out = Vec::new();
+        let mut last: Option<String> = None;
+        for _ in 0..100_000 {
+            let resp = self
+                .client
+                .catalog(&probe, &self.creds.auth, Some(page), last.as_deref())
+                .await
+                .map_err(|e| self.error("list repositories of", self.registry.clone(), e))?;
+            let n = resp.repositories.len();
+            let next = resp.repositories.last().cloned();
+            out.extend(
+                resp.repositories
+                    .into_iter()
+                    .filter(|r| r.starts_with(prefix)),
+            );
+            if n < page || next.is_none() || next == last {
+                break;
+            }
+            last = next;
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// Every tag of `repository`, through `/v2/NAME/tags/list` pages of `page`.
+    pub async fn tags_all(&self, repository: &str, page: usize) -> Result<Vec<String>> {
+        let r = oci_client::Reference::with_tag(
+            self.registry.clone(),
+            repository.into(),
+            "latest".into(),
+        );
+        self.prepare(&r).await;
+        let mut out = Vec::new();
+        let mut last: Option<String> = None;
+        for _ in 0..100_000 {
+            let resp = self
+                .client
+                .list_tags(&r, &self.creds.auth, Some(page), last.as_deref())
+                .await
+                .map_err(|e| {
+                    self.error("list tags of", format!("{}/{repository}", self.registry), e)
+                })?;
+            let n = resp.tags.len();
+            let next = resp.tags.last().cloned();
+            out.extend(resp.tags);
+            if n < page || next.is_none() || next == last {
+                break;
+            }
+            last = next;
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
     /// Fetch a manifest by digest from the same repository.
     pub async fn get_manifest_by_digest(&self, r: &RegistryRef, digest: &str) -> Result<Vec<u8>> {
         let by_digest = RegistryRef {

@@ -1884,3 +1884,23 @@ pub fn unpack_debs(debs: &[PathBuf], root: &Path) {
         run_ok(Command::new("dpkg-deb").arg("-x").arg(d).arg(root));
     }
 }
+
+/// A two-platform jq index tagged `tag` in the layout: linux/amd64 from this machine's jq on
+/// the Debian-like base, linux/arm64/v8 from Debian's arm64 packages. `Err` (the reason) when
+/// the arm64 packages cannot be had.
+pub fn write_jq_multiarch_layout(layout: &Path, tag: &str) -> Result<BuiltIndex, String> {
+    let debs = arm64_jq_debs()?;
+    let root = tempfile::tempdir().map_err(|e| e.to_string())?;
+    unpack_debs(&debs, root.path());
+    let amd64 = ImageSpec::new(vec![
+        usrmerge_base_layer(),
+        Layer::new().host_closure(HOST_JQ),
+    ])
+    .with_entrypoint(&["/usr/bin/jq"])
+    .with_cmd(&["-n", "1+1"]);
+    let arm64 = ImageSpec::new(vec![dir_layer(root.path())])
+        .with_entrypoint(&["/usr/bin/jq"])
+        .with_cmd(&["-n", "1+1"])
+        .with_platform("arm64", Some("v8"));
+    Ok(write_oci_multiarch_layout(layout, tag, &[amd64, arm64]))
+}

@@ -1,0 +1,372 @@
+//! `pare batch HOST/NAMESPACE`: harden every repository and tag under a namespace; skip what
+//! is already hardened from the same source digest; `--shard I/N` for many machines.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures_util::StreamExt;
+use serde::Serialize;
+use sha2::{Digest as _, Sha256};
+
+use crate::error::{Error, Result};
+use crate::harden::{self, HardenOptions};
+use crate::image::{self, ANNOTATION_BASE_DIGEST, ManifestDoc};
+use crate::progress::Progress;
+use crate::reference::{ImageRef, RegistryRef, default_destination};
+use crate::registry::RegistryClient;
+use crate::source;
+
+#[derive(Clone, Default)]
+pub struct BatchOptions {
+    pub harden: HardenOptions,
+    /// Images at once (default: the number of cores).
+    pub jobs: usize,
+    /// Globs on `repo:tag` (the repository path as the registry names it).
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+    /// This process takes the items whose stable hash of `repo:tag` is `I` modulo `N`.
+    pub shard: Option<(u64, u64)>,
+    /// Re-harden even when the hardened tag records the same source digest.
+    pub force: bool,
+    /// Repositories listed in a file (one per line), for registries without a catalog.
+    pub repos_from: Option<PathBuf>,
+    /// Catalog and tag-list page size.
+    pub page_size: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BatchItem {
+    pub repository: String,
+    pub tag: String,
+    pub source: String,
+    pub destination: String,
+    /// `hardened`, `skipped` (already hardened from this source digest), `failed`, or
+    /// `planned` (with `--dry-run`).
+    pub status: String,
+    pub source_digest: Option<String>,
+    pub destination_digest: Option<String>,
+    pub size_before: Option<u64>,
+    pub size_after: Option<u64>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BatchReport {
+    pub target: String,
+    pub shard: Option<String>,
+    pub items: Vec<BatchItem>,
+    pub hardened: usize,
+    pub skipped: usize,
+    pub failed: usize,
+    /// Uncompressed bytes saved by the images hardened in this run.
+    pub bytes_saved: u64,
+    pub seconds: f64,
+}
+
+/// `I/N`, or `auto` from a Kubernetes Indexed Job (`JOB_COMPLETION_INDEX`, with the count in
+/// `JOB_COMPLETIONS`).
+pub fn parse_shard(s: &str) -> Result<(u64, u64)> {
+    let (i, n) = if s == "auto" {
+        let i = std::env::var("JOB_COMPLETION_INDEX").map_err(|_| {
+            Error::Usage(
+                "--shard auto needs JOB_COMPLETION_INDEX (a Kubernetes Indexed Job sets it)".into(),
+            )
+        })?;
+        let n = std::env::var("JOB_COMPLETIONS").map_err(|_| {
+            Error::Usage(
+                "--shard auto needs JOB_COMPLETIONS (set it to the Job's completions)".into(),
+            )
+        })?;
+        (i, n)
+    } else {
+        let (i, n) = s
+            .split_once('/')
+            .ok_or_else(|| Error::Usage(format!("--shard {s:?}: expected I/N or auto")))?;
+        (i.to_string(), n.to_string())
+    };
+    let bad = || Error::Usage(format!("--shard {s:?}: expected I/N with 0 <= I < N"));
+    let i: u64 = i.trim().parse().map_err(|_| bad())?;
+    let n: u64 = n.trim().parse().map_err(|_| bad())?;
+    if n == 0 || i >= n {
+        return Err(bad());
+    }
+    Ok((i, n))
+}
+
+/// Which shard `repo:tag` belongs to: a stable hash, the same on every machine and run.
+pub fn shard_of(repo: &str, tag: &str, n: u64) -> u64 {
+    let h = Sha256::digest(format!("{repo}:{tag}").as_bytes());
+    u64::from_be_bytes(h[..8].try_into().expect("8 bytes")) % n
+}
+
+/// A tag pare wrote itself.
+fn is_output(tag: &str) -> bool {
+    tag.ends_with("-hardened") || tag.starts_with("hardened-")
+}
+
+fn globs(pats: &[String], what: &str) -> Result<globset::GlobSet> {
+    let mut b = globset::GlobSetBuilder::new();
+    for p in pats {
+        b.add(globset::Glob::new(p).map_err(|e| Error::Usage(format!("--{what} {p:?}: {e}")))?);
+    }
+    b.build().map_err(|e| Error::Usage(e.to_string()))
+}
+
+/// The source digest a hardened tag records, when the tag exists.
+async fn recorded_source(client: &RegistryClient, dest: &RegistryRef) -> Option<String> {
+    let (bytes, _) = client.get_manifest(dest).await.ok()?;
+    let annotations = match image::parse_manifest(&bytes, None, "destination").ok()? {
+        ManifestDoc::Image(m) => m.annotations,
+        ManifestDoc::Index(i) => i.annotations,
+    }?;
+    annotations.get(ANNOTATION_BASE_DIGEST).cloned()
+}
+
+/// Run the batch over `HOST[/NAMESPACE]`.
+pub async fn batch(target: &str, opts: &BatchOptions, progress: &Progress) -> Result<BatchReport> {
+    let started = std::time::Instant::now();
+    let target = target
+        .strip_prefix("docker://")
+        .unwrap_or(target)
+        .trim_end_matches('/');
+    let (host, namespace) = match target.split_once('/') {
+        Some((h, ns)) => (h.to_string(), ns.to_string()),
+        None => (target.to_string(), String::new()),
+    };
+    if host.is_empty() || namespace.contains(':') || namespace.contains('@') {
+        return Err(Error::Usage(format!(
+            "batch target {target:?}: expected HOST[:PORT][/NAMESPACE]"
+        )));
+    }
+    let prefix = if namespace.is_empty() {
+        String::new()
+    } else {
+        format!("{namespace}/")
+    };
+    let creds = source::credentials_for(&host, &opts.harden.source)?;
+    let client = Arc::new(RegistryClient::connect(
+        &host,
+        &opts.harden.source.insecure_registries,
+        creds,
+    )?);
+    let page = opts.page_size.max(1);
+    let repos: Vec<String> = match &opts.repos_from {
+        Some(f) => std::fs::read_to_string(f)
+            .map_err(|e| Error::io(f, e))?
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(|l| l.trim_start_matches(&format!("{host}/")).to_string())
+            .filter(|r| r.starts_with(&prefix) || r == &namespace)
+            .collect(),
+        None => client.catalog_all(&prefix, page).await?,
+    };
+    let include = globs(&opts.include, "include")?;
+    let exclude = globs(&opts.exclude, "exclude")?;
+    let mut work = Vec::new();
+    for repo in &repos {
+        for tag in client.tags_all(repo, page).await? {
+            if is_output(&tag) {
+                continue;
+            }
+            let key = format!("{repo}:{tag}");
+            if (!opts.include.is_empty() && !include.is_match(&key)) || exclude.is_match(&key) {
+                continue;
+            }
+            if let Some((i, n)) = opts.shard
+                && shard_of(repo, &tag, n) != i
+            {
+                continue;
+            }
+            work.push((repo.clone(), tag));
+        }
+    }
+    progress.note(&format!("{} images under {target}", work.len()));
+    let jobs = if opts.jobs == 0 {
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    } else {
+        opts.jobs
+    };
+    let saved = Arc::new(AtomicU64::new(0));
+    let overall = progress.task("batch", target, work.len() as u64);
+    let results: Vec<BatchItem> =
+        futures_util::stream::iter(work.into_iter().map(|(repo, tag)| {
+            let (client, saved, overall, host) =
+                (client.clone(), saved.clone(), overall.clone(), host.clone());
+            async move {
+                let src = RegistryRef {
+                    registry: host.clone(),
+                    repository: repo.clone(),
+                    tag: Some(tag.clone()),
+                    digest: None,
+                };
+                let item = one(&client, &src, opts).await;
+                if let (Some(b), Some(a)) = (item.size_before, item.size_after)
+                    && item.status == "hardened"
+                {
+                    saved.fetch_add(b.saturating_sub(a), Ordering::Relaxed);
+                }
+                overall.inc(1);
+                progress.note(&format!(
+                    "{:<9} {}:{}{}",
+                    item.status,
+                    repo,
+                    tag,
+                    item.error
+                        .as_deref()
+                        .map(|e| format!("  {e}"))
+                        .unwrap_or_default()
+                ));
+                item
+            }
+        }))
+        .buffer_unordered(jobs.max(1))
+        .collect()
+        .await;
+    overall.finish();
+    let mut items = results;
+    items.sort_by(|a, b| (&a.repository, &a.tag).cmp(&(&b.repository, &b.tag)));
+    let count = |s: &str| items.iter().filter(|i| i.status == s).count();
+    Ok(BatchReport {
+        target: target.to_string(),
+        shard: opts.shard.map(|(i, n)| format!("{i}/{n}")),
+        hardened: count("hardened"),
+        skipped: count("skipped"),
+        failed: count("failed"),
+        bytes_saved: saved.load(Ordering::Relaxed),
+        seconds: started.elapsed().as_secs_f64(),
+        items,
+    })
+}
+
+/// One image: skip when its hardened tag records this source digest, else harden it.
+async fn one(client: &RegistryClient, src: &RegistryRef, opts: &BatchOptions) -> BatchItem {
+    let src_ref = ImageRef::Registry(src.clone());
+    let dest = default_destination(&src_ref).ok();
+    let mut item = BatchItem {
+        repository: src.repository.clone(),
+        tag: src.tag.clone().unwrap_or_default(),
+        source: src.to_string(),
+        destination: dest.as_ref().map(|d| d.to_string()).unwrap_or_default(),
+        status: "failed".into(),
+        source_digest: None,
+        destination_digest: None,
+        size_before: None,
+        size_after: None,
+        error: None,
+    };
+    let Some(ImageRef::Registry(dest_ref)) = dest.clone() else {
+        item.error = Some("no valid destination tag".into());
+        return item;
+    };
+    let digest = match client.get_manifest(src).await {
+        Ok((_, d)) => d,
+        Err(e) => {
+            item.error = Some(e.to_string());
+            return item;
+        }
+    };
+    item.source_digest = Some(digest.clone());
+    if !opts.force && recorded_source(client, &dest_ref).await.as_deref() == Some(digest.as_str()) {
+        item.status = "skipped".into();
+        return item;
+    }
+    if opts.harden.dry_run {
+        item.status = "planned".into();
+        return item;
+    }
+    // Pin the digest just resolved, so a tag moving mid-batch cannot mix two images.
+    let pinned = ImageRef::Registry(RegistryRef {
+        digest: Some(digest),
+        ..src.clone()
+    });
+    match harden::harden(&pinned, dest.as_ref(), &opts.harden, &Progress::silent()).await {
+        Ok(done) => {
+            item.status = "hardened".into();
+            item.destination_digest = Some(match &done.index {
+                Some(i) => i.digest.clone(),
+                None => done
+                    .images
+                    .first()
+                    .map(|r| r.destination.digest.clone())
+                    .unwrap_or_default(),
+            });
+            item.size_before = Some(
+                done.images
+                    .iter()
+                    .map(|r| r.sizes.before.uncompressed)
+                    .sum(),
+            );
+            item.size_after = Some(done.images.iter().map(|r| r.sizes.after.uncompressed).sum());
+        }
+        Err(e) => item.error = Some(e.to_string()),
+    }
+    item
+}
+
+impl BatchReport {
+    /// The summary table.
+    pub fn table(&self) -> String {
+        let mut o = format!(
+            "{:<9} {:<50} {:>12} {:>12}\n",
+            "STATUS", "IMAGE", "BEFORE", "AFTER"
+        );
+        for i in &self.items {
+            o.push_str(&format!(
+                "{:<9} {:<50} {:>12} {:>12}{}\n",
+                i.status,
+                format!("{}:{}", i.repository, i.tag),
+                i.size_before
+                    .map(crate::progress::human_bytes)
+                    .unwrap_or_default(),
+                i.size_after
+                    .map(crate::progress::human_bytes)
+                    .unwrap_or_default(),
+                i.error
+                    .as_deref()
+                    .map(|e| format!("  {e}"))
+                    .unwrap_or_default()
+            ));
+        }
+        o.push_str(&format!(
+            "{} hardened, {} skipped, {} failed; {} saved; {:.1}s{}\n",
+            self.hardened,
+            self.skipped,
+            self.failed,
+            crate::progress::human_bytes(self.bytes_saved),
+            self.seconds,
+            self.shard
+                .as_deref()
+                .map(|s| format!(" (shard {s})"))
+                .unwrap_or_default()
+        ));
+        o
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_partition_and_parse() {
+        let keys: Vec<(String, String)> = (0..300)
+            .map(|i| (format!("ns/r{}", i % 17), format!("t{i}")))
+            .collect();
+        let mut seen = vec![0; 3];
+        for (r, t) in &keys {
+            let s = shard_of(r, t, 3);
+            assert_eq!(s, shard_of(r, t, 3), "stable");
+            seen[s as usize] += 1;
+        }
+        assert_eq!(seen.iter().sum::<usize>(), 300);
+        assert!(seen.iter().all(|&n| n > 60), "roughly even: {seen:?}");
+        assert_eq!(parse_shard("1/3").unwrap(), (1, 3));
+        assert!(parse_shard("3/3").is_err());
+        assert!(parse_shard("x").is_err());
+        assert!(
+            is_output("1.4-hardened") && is_output("hardened-0123456789ab") && !is_output("1.4")
+        );
+    }
+}

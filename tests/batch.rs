@@ -1,0 +1,229 @@
+//! `pare batch` over a real registry: 13 repositories and 32 tags under two namespaces plus
+//! one outside, catalog and tag pages of 5, a multi-platform index, a broken image.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::process::{Command, Output};
+use std::time::Instant;
+
+use common::*;
+use serde_json::Value;
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("run pare")
+}
+
+fn items(report: &std::path::Path) -> Vec<Value> {
+    let r: Value = serde_json::from_slice(&std::fs::read(report).unwrap()).unwrap();
+    r["items"].as_array().unwrap().clone()
+}
+
+#[test]
+fn batch_a_namespace_resumably_and_in_shards() {
+    let reg = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("layout");
+    write_oci_layout(
+        &layout,
+        "jq",
+        &ImageSpec::new(vec![Layer::new().host_closure(HOST_JQ)]).with_entrypoint(&["/usr/bin/jq"]),
+    );
+    let mut good: Vec<String> = Vec::new();
+    for r in 0..7 {
+        for t in 0..3 {
+            let name = format!("payments/svc{r}:{t}.0");
+            push_layout(&layout, "jq", &reg.image(&name), None);
+            good.push(name);
+        }
+    }
+    for r in 0..5 {
+        for t in 0..2 {
+            push_layout(
+                &layout,
+                "jq",
+                &reg.image(&format!("platform/tool{r}:v{t}")),
+                None,
+            );
+        }
+    }
+    push_layout(&layout, "jq", &reg.image("other/app:1"), None);
+    build_and_push(
+        &ImageSpec::new(vec![Layer::new().host_closure(HOST_JQ)])
+            .with_entrypoint(&["/usr/bin/missing"]),
+        &reg.image("payments/broken:1"),
+        None,
+    );
+    let multi = dir.path().join("multi");
+    let has_multi = match write_jq_multiarch_layout(&multi, "m") {
+        Ok(_) => {
+            push_layout_with_args(
+                &multi,
+                "m",
+                &reg.image("payments/multi:1"),
+                None,
+                &["--all"],
+            );
+            good.push("payments/multi:1".into());
+            true
+        }
+        Err(why) => {
+            eprintln!("SKIP the multi-platform image in the batch: {why}");
+            false
+        }
+    };
+    let target = format!("{}/payments", reg.host());
+    let report = dir.path().join("r1.json");
+
+    // First run, one image at a time.
+    let t = Instant::now();
+    let out = run(pare()
+        .args([
+            "batch",
+            &target,
+            "--page-size",
+            "5",
+            "--jobs",
+            "1",
+            "--report",
+        ])
+        .arg(&report));
+    let jobs1 = t.elapsed().as_secs_f64();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the broken image fails the batch: {}",
+        describe_output(&out)
+    );
+    let it = items(&report);
+    let broken = it
+        .iter()
+        .find(|i| i["repository"] == "payments/broken")
+        .unwrap();
+    assert_eq!(broken["status"], "failed");
+    assert!(
+        broken["error"]
+            .as_str()
+            .unwrap()
+            .contains("/usr/bin/missing")
+    );
+    assert_eq!(
+        it.iter().filter(|i| i["status"] == "hardened").count(),
+        good.len()
+    );
+    for g in &good {
+        assert!(
+            skopeo_inspect_exists(&reg.image(&format!("{g}-hardened")), None),
+            "{g}-hardened missing"
+        );
+    }
+    if has_multi {
+        let raw: Value = serde_json::from_slice(&skopeo_raw_manifest(
+            &reg.image("payments/multi:1-hardened"),
+            None,
+        ))
+        .unwrap();
+        assert_eq!(raw["manifests"].as_array().unwrap().len(), 2, "{raw}");
+    }
+    // Nothing outside the namespace was touched.
+    for (repo, tags) in [("platform/tool0", 2), ("other/app", 1)] {
+        let listed = reg.tags(repo);
+        assert_eq!(listed.len(), tags, "{repo}: {listed:?}");
+        assert!(!listed.iter().any(|t| t.contains("hardened")));
+    }
+    let digests: Vec<String> = good
+        .iter()
+        .map(|g| skopeo_manifest_digest(&reg.image(&format!("{g}-hardened")), None))
+        .collect();
+
+    // Second run: all skipped (the broken one fails again), nothing pushed.
+    let t = Instant::now();
+    let report2 = dir.path().join("r2.json");
+    let out = run(pare()
+        .args(["batch", &target, "--page-size", "5", "--report"])
+        .arg(&report2));
+    let noop = t.elapsed().as_secs_f64();
+    assert_eq!(out.status.code(), Some(1));
+    let it2 = items(&report2);
+    assert_eq!(
+        it2.iter().filter(|i| i["status"] == "skipped").count(),
+        good.len()
+    );
+    assert_eq!(it2.iter().filter(|i| i["status"] == "hardened").count(), 0);
+    let after: Vec<String> = good
+        .iter()
+        .map(|g| skopeo_manifest_digest(&reg.image(&format!("{g}-hardened")), None))
+        .collect();
+    assert_eq!(digests, after);
+
+    // --force with two jobs re-does the work (the same digests: hardening is deterministic).
+    let t = Instant::now();
+    let out = run(pare().args([
+        "batch",
+        &target,
+        "--page-size",
+        "5",
+        "--jobs",
+        "2",
+        "--force",
+        "--exclude",
+        "payments/broken:*",
+    ]));
+    let jobs2 = t.elapsed().as_secs_f64();
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let again: Vec<String> = good
+        .iter()
+        .map(|g| skopeo_manifest_digest(&reg.image(&format!("{g}-hardened")), None))
+        .collect();
+    assert_eq!(digests, again);
+
+    // Three shards, one after another, cover every tag exactly once.
+    let mut seen: Vec<String> = Vec::new();
+    for i in 0..3 {
+        let r = dir.path().join(format!("s{i}.json"));
+        let out = run(pare()
+            .args([
+                "batch",
+                &target,
+                "--page-size",
+                "5",
+                "--dry-run",
+                "--shard",
+                &format!("{i}/3"),
+                "--report",
+            ])
+            .arg(&r));
+        assert!(
+            out.status.code().is_some_and(|c| c <= 1),
+            "{}",
+            describe_output(&out)
+        );
+        seen.extend(items(&r).iter().map(|i| {
+            format!(
+                "{}:{}",
+                i["repository"].as_str().unwrap(),
+                i["tag"].as_str().unwrap()
+            )
+        }));
+    }
+    let unique: BTreeSet<&String> = seen.iter().collect();
+    assert_eq!(unique.len(), seen.len(), "a tag in two shards");
+    let all: BTreeSet<String> = it
+        .iter()
+        .map(|i| {
+            format!(
+                "{}:{}",
+                i["repository"].as_str().unwrap(),
+                i["tag"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        unique.into_iter().cloned().collect::<BTreeSet<String>>(),
+        all
+    );
+    eprintln!(
+        "FIGURES: batch of {} images: --jobs 1 {jobs1:.2}s, --jobs 2 --force {jobs2:.2}s, no-op rerun {noop:.2}s",
+        all.len()
+    );
+}
