@@ -239,6 +239,32 @@ fn options(s: &SourceArgs, t: &TraceFlags) -> anyhow::Result<HardenOptions> {
     })
 }
 
+/// Options of `harden` and `batch`: one `--platform` picks a single platform, several make
+/// the multi-platform selection.
+fn harden_options(
+    s: &SourceArgs,
+    t: &TraceFlags,
+    user: Option<&str>,
+    dry_run: bool,
+) -> anyhow::Result<HardenOptions> {
+    let platforms: Vec<Platform> = s
+        .platform
+        .iter()
+        .map(|p| Platform::parse(p))
+        .collect::<Result<_, _>>()?;
+    let mut source = s.clone();
+    if platforms.len() > 1 {
+        source.platform.clear();
+    }
+    let mut opts = options(&source, t)?;
+    if platforms.len() > 1 {
+        opts.platforms = platforms;
+    }
+    opts.user = user.map(pare::plan::parse_user_flag).transpose()?;
+    opts.dry_run = dry_run;
+    Ok(opts)
+}
+
 /// `pare.toml` (or `--config FILE`) with the flags on top.
 fn check_config(p: &PolicyFlags) -> anyhow::Result<CheckConfig> {
     let mut cfg = match &p.config {
@@ -287,26 +313,7 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Harden(a) => {
             let src: ImageRef = a.src.parse()?;
             let dest: Option<ImageRef> = a.dest.as_deref().map(str::parse).transpose()?;
-            let mut source = a.source.clone();
-            let platforms: Vec<Platform> = a
-                .source
-                .platform
-                .iter()
-                .map(|p| Platform::parse(p))
-                .collect::<Result<_, _>>()?;
-            if platforms.len() > 1 {
-                source.platform.clear();
-            }
-            let mut opts = options(&source, &a.trace)?;
-            if platforms.len() > 1 {
-                opts.platforms = platforms;
-            }
-            opts.user = a
-                .user
-                .as_deref()
-                .map(pare::plan::parse_user_flag)
-                .transpose()?;
-            opts.dry_run = a.dry_run;
+            let mut opts = harden_options(&a.source, &a.trace, a.user.as_deref(), a.dry_run)?;
             opts.dest_creds = a
                 .dest_creds
                 .as_deref()
@@ -419,26 +426,7 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
             }
         }
         Command::Batch(a) => {
-            let mut source = a.source.clone();
-            let platforms: Vec<Platform> = a
-                .source
-                .platform
-                .iter()
-                .map(|p| Platform::parse(p))
-                .collect::<Result<_, _>>()?;
-            if platforms.len() > 1 {
-                source.platform.clear();
-            }
-            let mut hopts = options(&source, &a.trace)?;
-            if platforms.len() > 1 {
-                hopts.platforms = platforms;
-            }
-            hopts.user = a
-                .user
-                .as_deref()
-                .map(pare::plan::parse_user_flag)
-                .transpose()?;
-            hopts.dry_run = a.dry_run;
+            let hopts = harden_options(&a.source, &a.trace, a.user.as_deref(), a.dry_run)?;
             let opts = pare::batch::BatchOptions {
                 harden: hopts,
                 jobs: a.jobs,

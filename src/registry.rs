@@ -169,29 +169,15 @@ impl RegistryClient {
         let probe =
             oci_client::Reference::with_tag(self.registry.clone(), "x".into(), "latest".into());
         self.prepare(&probe).await;
-        let mut out = Vec::new();
-        let mut last: Option<String> = None;
-        for _ in 0..100_000 {
-            let resp = self
-                .client
+        let all = all_pages(page, async |last: Option<String>| {
+            self.client
                 .catalog(&probe, &self.creds.auth, Some(page), last.as_deref())
                 .await
-                .map_err(|e| self.error("list repositories of", self.registry.clone(), e))?;
-            let n = resp.repositories.len();
-            let next = resp.repositories.last().cloned();
-            out.extend(
-                resp.repositories
-                    .into_iter()
-                    .filter(|r| r.starts_with(prefix)),
-            );
-            if n < page || next.is_none() || next == last {
-                break;
-            }
-            last = next;
-        }
-        out.sort();
-        out.dedup();
-        Ok(out)
+                .map(|r| r.repositories)
+                .map_err(|e| self.error("list repositories of", self.registry.clone(), e))
+        })
+        .await?;
+        Ok(all.into_iter().filter(|r| r.starts_with(prefix)).collect())
     }
 
     /// Every tag of `repository`, through `/v2/NAME/tags/list` pages of `page`.
@@ -202,27 +188,16 @@ impl RegistryClient {
             "latest".into(),
         );
         self.prepare(&r).await;
-        let mut out = Vec::new();
-        let mut last: Option<String> = None;
-        for _ in 0..100_000 {
-            let resp = self
-                .client
+        all_pages(page, async |last: Option<String>| {
+            self.client
                 .list_tags(&r, &self.creds.auth, Some(page), last.as_deref())
                 .await
+                .map(|t| t.tags)
                 .map_err(|e| {
                     self.error("list tags of", format!("{}/{repository}", self.registry), e)
-                })?;
-            let n = resp.tags.len();
-            let next = resp.tags.last().cloned();
-            out.extend(resp.tags);
-            if n < page || next.is_none() || next == last {
-                break;
-            }
-            last = next;
-        }
-        out.sort();
-        out.dedup();
-        Ok(out)
+                })
+        })
+        .await
     }
 
     /// Fetch a manifest by digest from the same repository.
@@ -414,6 +389,28 @@ impl RegistryClient {
             .map_err(|e| self.error("push manifest", r.to_string(), e))?;
         Ok(())
     }
+}
+
+/// Page through a list with `n` and `last` until a short page (bounded), sorted and deduplicated.
+async fn all_pages(
+    page: usize,
+    mut fetch: impl AsyncFnMut(Option<String>) -> Result<Vec<String>>,
+) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut last: Option<String> = None;
+    for _ in 0..100_000 {
+        let items = fetch(last.clone()).await?;
+        let n = items.len();
+        let next = items.last().cloned();
+        out.extend(items);
+        if n < page || next.is_none() || next == last {
+            break;
+        }
+        last = next;
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
 }
 
 /// `sha256:0123456789ab` (12 hex digits), for progress and messages.
