@@ -61,6 +61,8 @@ pub struct BatchReport {
     pub failed: usize,
     /// Uncompressed bytes saved by the images hardened in this run.
     pub bytes_saved: u64,
+    /// Layer pulls answered by a layer this run had already downloaded (shared base layers).
+    pub layers_reused: u64,
     pub seconds: f64,
 }
 
@@ -151,6 +153,12 @@ pub async fn batch(target: &str, opts: &BatchOptions, progress: &Progress) -> Re
         creds,
     )?);
     let page = opts.page_size.max(1);
+    // Base layers shared by the images are downloaded and verified once.
+    let mut opts = opts.clone();
+    if opts.harden.source.blobs.is_none() {
+        opts.harden.source.blobs = Some(Arc::new(source::BlobCache::new()?));
+    }
+    let opts = &opts;
     let repos: Vec<String> = match &opts.repos_from {
         Some(f) => std::fs::read_to_string(f)
             .map_err(|e| Error::io(f, e))?
@@ -235,6 +243,12 @@ pub async fn batch(target: &str, opts: &BatchOptions, progress: &Progress) -> Re
         skipped: count("skipped"),
         failed: count("failed"),
         bytes_saved: saved.load(Ordering::Relaxed),
+        layers_reused: opts
+            .harden
+            .source
+            .blobs
+            .as_ref()
+            .map_or(0, |b| b.hits.load(Ordering::Relaxed)),
         seconds: started.elapsed().as_secs_f64(),
         items,
     })
@@ -330,11 +344,12 @@ impl BatchReport {
             ));
         }
         o.push_str(&format!(
-            "{} hardened, {} skipped, {} failed; {} saved; {:.1}s{}\n",
+            "{} hardened, {} skipped, {} failed; {} saved; {} layer downloads avoided; {:.1}s{}\n",
             self.hardened,
             self.skipped,
             self.failed,
             crate::progress::human_bytes(self.bytes_saved),
+            self.layers_reused,
             self.seconds,
             self.shard
                 .as_deref()

@@ -227,6 +227,7 @@ fn source_options(s: &SourceArgs) -> anyhow::Result<SourceOptions> {
             .as_deref()
             .map(pare::auth::parse_creds)
             .transpose()?,
+        blobs: None,
     })
 }
 

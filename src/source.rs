@@ -21,6 +21,37 @@ pub struct SourceOptions {
     pub insecure_registries: Vec<String>,
     /// `--creds`; otherwise the auth files are consulted.
     pub creds: Option<Credentials>,
+    /// Layers already downloaded by this process (a batch shares base layers across images).
+    pub blobs: Option<std::sync::Arc<BlobCache>>,
+}
+
+/// Verified layer blobs by digest, downloaded once per process however many images use them.
+pub struct BlobCache {
+    dir: tempfile::TempDir,
+    slots: std::sync::Mutex<
+        std::collections::HashMap<String, std::sync::Arc<tokio::sync::OnceCell<PathBuf>>>,
+    >,
+    /// How many layer pulls the cache answered.
+    pub hits: std::sync::atomic::AtomicU64,
+}
+
+impl BlobCache {
+    pub fn new() -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("pare-blobs-")
+            .tempdir()
+            .map_err(|e| Error::io(std::env::temp_dir(), e))?;
+        Ok(BlobCache {
+            dir,
+            slots: Default::default(),
+            hits: Default::default(),
+        })
+    }
+
+    fn slot(&self, digest: &str) -> std::sync::Arc<tokio::sync::OnceCell<PathBuf>> {
+        let mut m = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry(digest.to_string()).or_default().clone()
+    }
 }
 
 /// One layer blob, verified, on local disk.
@@ -202,10 +233,34 @@ pub async fn pull(
             let config = parse_config(&config_bytes, &what)?;
             check_platform(opts, &config, &digest, &manifest_digest, &what)?;
             let jobs = manifest.layers.iter().enumerate().map(|(i, d)| {
-                let path = work.join(format!("layer-{i}"));
                 let client = &client;
                 async move {
-                    client.get_blob_to_file(r, d, &path, progress).await?;
+                    let path = match &opts.blobs {
+                        Some(cache) => {
+                            let slot = cache.slot(&d.digest);
+                            let mut fetched = false;
+                            let p = slot
+                                .get_or_try_init(|| async {
+                                    fetched = true;
+                                    let p = cache.dir.path().join(&d.digest["sha256:".len()..]);
+                                    client.get_blob_to_file(r, d, &p, progress).await?;
+                                    Ok::<_, Error>(p)
+                                })
+                                .await?
+                                .clone();
+                            if !fetched {
+                                cache
+                                    .hits
+                                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            }
+                            p
+                        }
+                        None => {
+                            let p = work.join(format!("layer-{i}"));
+                            client.get_blob_to_file(r, d, &p, progress).await?;
+                            p
+                        }
+                    };
                     Ok::<_, Error>(LayerBlob {
                         descriptor: d.clone(),
                         path,

@@ -111,6 +111,13 @@ fn batch_a_namespace_resumably_and_in_shards() {
         it.iter().filter(|i| i["status"] == "hardened").count(),
         good.len()
     );
+    // The 21 svc tags share one layer: it is downloaded once and reused 20 times.
+    let r1: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert!(
+        r1["layers_reused"].as_u64().unwrap() >= 20,
+        "{}",
+        r1["layers_reused"]
+    );
     for g in &good {
         assert!(
             skopeo_inspect_exists(&reg.image(&format!("{g}-hardened")), None),
