@@ -63,6 +63,8 @@ pub struct BatchReport {
     pub bytes_saved: u64,
     /// Layer pulls answered by a layer this run had already downloaded (shared base layers).
     pub layers_reused: u64,
+    /// Blobs mounted from another repository instead of uploaded.
+    pub blobs_mounted: u64,
     pub seconds: f64,
 }
 
@@ -158,6 +160,10 @@ pub async fn batch(target: &str, opts: &BatchOptions, progress: &Progress) -> Re
     if opts.harden.source.blobs.is_none() {
         opts.harden.source.blobs = Some(Arc::new(source::BlobCache::new()?));
     }
+    // Blobs pushed to one repository are mounted into the others, not uploaded again.
+    if opts.harden.push_log.is_none() {
+        opts.harden.push_log = Some(Arc::new(crate::registry::PushLog::default()));
+    }
     let opts = &opts;
     let repos: Vec<String> = match &opts.repos_from {
         Some(f) => std::fs::read_to_string(f)
@@ -243,6 +249,11 @@ pub async fn batch(target: &str, opts: &BatchOptions, progress: &Progress) -> Re
         skipped: count("skipped"),
         failed: count("failed"),
         bytes_saved: saved.load(Ordering::Relaxed),
+        blobs_mounted: opts
+            .harden
+            .push_log
+            .as_ref()
+            .map_or(0, |l| l.mounted.load(Ordering::Relaxed)),
         layers_reused: opts
             .harden
             .source
@@ -344,12 +355,13 @@ impl BatchReport {
             ));
         }
         o.push_str(&format!(
-            "{} hardened, {} skipped, {} failed; {} saved; {} layer downloads avoided; {:.1}s{}\n",
+            "{} hardened, {} skipped, {} failed; {} saved; {} layer downloads avoided, {} blobs mounted; {:.1}s{}\n",
             self.hardened,
             self.skipped,
             self.failed,
             crate::progress::human_bytes(self.bytes_saved),
             self.layers_reused,
+            self.blobs_mounted,
             self.seconds,
             self.shard
                 .as_deref()

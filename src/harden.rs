@@ -32,6 +32,8 @@ pub struct HardenOptions {
     /// Platforms to harden from a multi-platform source (empty: all it lists). One platform
     /// goes in `source.platform` instead and gives a single-platform result.
     pub platforms: Vec<crate::image::Platform>,
+    /// Blobs this process pushed (a batch mounts them into other repositories).
+    pub push_log: Option<std::sync::Arc<crate::registry::PushLog>>,
 }
 
 /// A traced image, for `pare trace` (and the first half of `harden`).
@@ -649,14 +651,30 @@ async fn write_image(
             let client = dest_client(src, r, opts)?;
             let target = dest_ref(r, tagged, &manifest_digest);
             client
-                .put_blob_file(&target, &layer.path, &layer.digest, layer.size, progress)
+                .put_blob_file(
+                    &target,
+                    &layer.path,
+                    &layer.digest,
+                    layer.size,
+                    progress,
+                    opts.push_log.as_deref(),
+                )
                 .await?;
             client
-                .put_blob_bytes(&target, built.config_bytes.clone(), &built.config_digest)
+                .put_blob_bytes(
+                    &target,
+                    built.config_bytes.clone(),
+                    &built.config_digest,
+                    opts.push_log.as_deref(),
+                )
                 .await?;
             client
                 .put_manifest(&target, built.manifest_bytes.clone(), OCI_MANIFEST)
                 .await?;
+            if let Some(log) = &opts.push_log {
+                log.record(&r.registry, &r.repository, &layer.digest);
+                log.record(&r.registry, &r.repository, &built.config_digest);
+            }
         }
         ImageRef::Archive { path, reference } => {
             let (path, layer, config) = (path.clone(), layer.clone(), built.config_bytes.clone());

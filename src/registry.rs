@@ -323,8 +323,9 @@ impl RegistryClient {
         digest: &str,
         size: u64,
         progress: &Progress,
+        log: Option<&PushLog>,
     ) -> Result<bool> {
-        if self.blob_exists(r, digest).await? {
+        if self.blob_exists(r, digest).await? || self.try_mount(r, digest, log).await {
             return Ok(false);
         }
         let oref = r.to_oci();
@@ -354,8 +355,14 @@ impl RegistryClient {
     }
 
     /// Upload a small in-memory blob (a config) unless the registry has it.
-    pub async fn put_blob_bytes(&self, r: &RegistryRef, data: Vec<u8>, digest: &str) -> Result<()> {
-        if self.blob_exists(r, digest).await? {
+    pub async fn put_blob_bytes(
+        &self,
+        r: &RegistryRef,
+        data: Vec<u8>,
+        digest: &str,
+        log: Option<&PushLog>,
+    ) -> Result<()> {
+        if self.blob_exists(r, digest).await? || self.try_mount(r, digest, log).await {
             return Ok(());
         }
         let oref = r.to_oci();
@@ -370,6 +377,33 @@ impl RegistryClient {
                 )
             })?;
         Ok(())
+    }
+
+    /// Mount `digest` from another repository of this registry that `log` says holds it
+    /// (`POST …/blobs/uploads/?mount=&from=`). Any answer but "mounted" means: upload it.
+    async fn try_mount(&self, r: &RegistryRef, digest: &str, log: Option<&PushLog>) -> bool {
+        let Some(log) = log else { return false };
+        let Some(from) = log.holder(&self.registry, digest) else {
+            return false;
+        };
+        if from == r.repository {
+            return false;
+        }
+        let target = r.to_oci();
+        let source =
+            oci_client::Reference::with_digest(self.registry.clone(), from, digest.to_string());
+        self.prepare(&target).await;
+        match self.client.mount_blob(&target, &source, digest).await {
+            Ok(()) => {
+                log.mounted
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                true
+            }
+            Err(e) => {
+                tracing::debug!(%digest, error = %e, "mount declined; uploading");
+                false
+            }
+        }
     }
 
     /// Push a manifest under `r`'s tag (or digest). Call this last.
@@ -388,6 +422,29 @@ impl RegistryClient {
             .await
             .map_err(|e| self.error("push manifest", r.to_string(), e))?;
         Ok(())
+    }
+}
+
+/// Where this process has put blobs, so a blob can be mounted across repositories of one
+/// registry instead of uploaded again.
+#[derive(Default)]
+pub struct PushLog {
+    holders: std::sync::Mutex<std::collections::HashMap<(String, String), String>>,
+    /// Blobs mounted instead of uploaded.
+    pub mounted: std::sync::atomic::AtomicU64,
+}
+
+impl PushLog {
+    fn holder(&self, registry: &str, digest: &str) -> Option<String> {
+        let m = self.holders.lock().unwrap_or_else(|p| p.into_inner());
+        m.get(&(registry.to_string(), digest.to_string())).cloned()
+    }
+
+    /// `repository` on `registry` now holds `digest`.
+    pub fn record(&self, registry: &str, repository: &str, digest: &str) {
+        let mut m = self.holders.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry((registry.to_string(), digest.to_string()))
+            .or_insert_with(|| repository.to_string());
     }
 }
 

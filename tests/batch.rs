@@ -111,6 +111,14 @@ fn batch_a_namespace_resumably_and_in_shards() {
         it.iter().filter(|i| i["status"] == "hardened").count(),
         good.len()
     );
+    // The 21 svc tags harden to the same layer: pushed to the first of the 7 repositories,
+    // then mounted into the 6 others (tags of one repository already have it).
+    let r1v: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert!(
+        r1v["blobs_mounted"].as_u64().unwrap() >= 6,
+        "{}",
+        r1v["blobs_mounted"]
+    );
     // The 21 svc tags share one layer: it is downloaded once and reused 20 times.
     let r1: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     assert!(
