@@ -86,6 +86,13 @@ impl Task {
         }
     }
 
+    /// Replace the label shown on the bar (no-op without a terminal).
+    pub fn set_label(&self, label: &str) {
+        if let Some(b) = &self.bar {
+            b.set_message(label.to_string());
+        }
+    }
+
     pub fn finish(self) {
         if let Some(b) = &self.bar {
             b.finish_and_clear();
