@@ -222,10 +222,10 @@ pub async fn batch(target: &str, opts: &BatchOptions, progress: &Progress) -> Re
                     saved.fetch_add(b.saturating_sub(a), Ordering::Relaxed);
                 }
                 overall.inc(1);
-            overall.set_label(&format!(
-                "batch: {} saved",
-                crate::progress::human_bytes(saved.load(Ordering::Relaxed))
-            ));
+                overall.set_label(&format!(
+                    "batch: {} saved",
+                    crate::progress::human_bytes(saved.load(Ordering::Relaxed))
+                ));
                 progress.note(&format!(
                     "{:<9} {}:{}{}",
                     item.status,
