@@ -148,12 +148,7 @@ pub async fn batch(target: &str, opts: &BatchOptions, progress: &Progress) -> Re
     } else {
         format!("{namespace}/")
     };
-    let creds = source::credentials_for(&host, &opts.harden.source)?;
-    let client = Arc::new(RegistryClient::connect(
-        &host,
-        &opts.harden.source.insecure_registries,
-        creds,
-    )?);
+    let client = Arc::new(source::connect(&host, &opts.harden.source)?);
     let page = opts.page_size.max(1);
     // Base layers shared by the images are downloaded and verified once.
     let mut opts = opts.clone();

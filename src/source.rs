@@ -88,6 +88,15 @@ pub fn credentials_for(registry: &str, opts: &SourceOptions) -> Result<Credentia
     }
 }
 
+/// A client for `registry` with the source's credentials and plain-HTTP rules.
+pub fn connect(registry: &str, opts: &SourceOptions) -> Result<RegistryClient> {
+    RegistryClient::connect(
+        registry,
+        &opts.insecure_registries,
+        credentials_for(registry, opts)?,
+    )
+}
+
 fn platform_of(config: &serde_json::Value) -> Platform {
     let s = |k: &str| config.get(k).and_then(|v| v.as_str()).map(str::to_string);
     Platform {
@@ -155,11 +164,7 @@ pub async fn index_platforms(
     let what = reference.to_string();
     let (bytes, digest, media_type) = match reference {
         ImageRef::Registry(r) => {
-            let client = RegistryClient::connect(
-                &r.registry,
-                &opts.insecure_registries,
-                credentials_for(&r.registry, opts)?,
-            )?;
+            let client = connect(&r.registry, opts)?;
             let (b, d) = client.get_manifest(r).await?;
             (b, d, None)
         }
@@ -207,11 +212,7 @@ pub async fn pull(
     let what = reference.to_string();
     match reference {
         ImageRef::Registry(r) => {
-            let client = RegistryClient::connect(
-                &r.registry,
-                &opts.insecure_registries,
-                credentials_for(&r.registry, opts)?,
-            )?;
+            let client = connect(&r.registry, opts)?;
             let (bytes, digest) = client.get_manifest(r).await?;
             let (manifest, manifest_digest) = match image::parse_manifest(&bytes, None, &what)? {
                 ManifestDoc::Image(m) => (m, digest.clone()),
