@@ -63,6 +63,10 @@ pub struct BatchReport {
     pub bytes_saved: u64,
     /// Layer pulls answered by a layer this run had already downloaded (shared base layers).
     pub layers_reused: u64,
+    /// Layer merges answered by a parse this run had already made (not inflated again).
+    pub parses_reused: u64,
+    /// Layers not inflated to read files for tracing, every wanted file being already copied.
+    pub reads_avoided: u64,
     /// Blobs mounted from another repository instead of uploaded.
     pub blobs_mounted: u64,
     pub seconds: f64,
@@ -241,6 +245,7 @@ pub async fn batch(target: &str, opts: &BatchOptions, progress: &Progress) -> Re
     let mut items = results;
     items.sort_by(|a, b| (&a.repository, &a.tag).cmp(&(&b.repository, &b.tag)));
     let count = |s: &str| items.iter().filter(|i| i.status == s).count();
+    let cache = opts.harden.source.blobs.as_deref();
     Ok(BatchReport {
         target: target.to_string(),
         shard: opts.shard.map(|(i, n)| format!("{i}/{n}")),
@@ -253,12 +258,9 @@ pub async fn batch(target: &str, opts: &BatchOptions, progress: &Progress) -> Re
             .push_log
             .as_ref()
             .map_or(0, |l| l.mounted.load(Ordering::Relaxed)),
-        layers_reused: opts
-            .harden
-            .source
-            .blobs
-            .as_ref()
-            .map_or(0, |b| b.hits.load(Ordering::Relaxed)),
+        layers_reused: cache.map_or(0, |b| b.hits.load(Ordering::Relaxed)),
+        parses_reused: cache.map_or(0, |b| b.layers.parse_hits.load(Ordering::Relaxed)),
+        reads_avoided: cache.map_or(0, |b| b.layers.read_hits.load(Ordering::Relaxed)),
         seconds: started.elapsed().as_secs_f64(),
         items,
     })
@@ -354,12 +356,14 @@ impl BatchReport {
             ));
         }
         o.push_str(&format!(
-            "{} hardened, {} skipped, {} failed; {} saved; {} layer downloads avoided, {} blobs mounted; {:.1}s{}\n",
+            "{} hardened, {} skipped, {} failed; {} saved; shared layers: {} downloads, {} parses, {} reads avoided; {} blobs mounted; {:.1}s{}\n",
             self.hardened,
             self.skipped,
             self.failed,
             crate::progress::human_bytes(self.bytes_saved),
             self.layers_reused,
+            self.parses_reused,
+            self.reads_avoided,
             self.blobs_mounted,
             self.seconds,
             self.shard

@@ -83,9 +83,10 @@ pub async fn load(src: &ImageRef, opts: &SourceOptions, progress: &Progress) -> 
         });
     let files_dir = work.path().join("files");
     std::fs::create_dir_all(&files_dir).map_err(|e| Error::io(&files_dir, e))?;
+    let cache = opts.blobs.as_ref().map(|b| b.layers.clone());
     let rootfs = tokio::task::spawn_blocking(move || -> Result<_> {
         let t = Instant::now();
-        let rootfs = Rootfs::merge(layers, diff_ids.as_deref())?;
+        let rootfs = Rootfs::merge_cached(layers, diff_ids.as_deref(), cache)?;
         tracing::debug!(
             seconds = t.elapsed().as_secs_f64(),
             entries = rootfs.nodes.len(),
@@ -633,7 +634,6 @@ async fn check_result(
     .map_err(join_err)?
 }
 
-/// Blobs first, config next, manifest (the tag) last.
 /// Blobs first, config next, the manifest last; under the tag when `tagged`, else by digest
 /// only (a platform's image behind an index).
 async fn write_image(

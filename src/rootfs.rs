@@ -7,6 +7,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::digest::HashingWriter;
 use crate::error::{Error, Result};
@@ -294,6 +296,8 @@ pub struct Rootfs {
     key_bytes: usize,
     /// Whiteout targets and opaque directories already applied in the current layer.
     applied: HashSet<String>,
+    /// Parses and copied files shared with the other images of this process.
+    cache: Option<Arc<LayerCache>>,
 }
 
 impl Rootfs {
@@ -309,6 +313,7 @@ impl Rootfs {
             removed_log: Vec::new(),
             key_bytes: 0,
             applied: HashSet::new(),
+            cache: None,
         };
         fs.nodes.insert(String::new(), dir_node(0o755, 0));
         fs
@@ -317,6 +322,16 @@ impl Rootfs {
     /// Merge the layers in order, applying whiteouts as the OCI image-spec says. `diff_ids`
     /// (from the config) are checked against the uncompressed streams when given.
     pub fn merge(layers: Vec<LayerBlob>, diff_ids: Option<&[String]>) -> Result<Self> {
+        Self::merge_cached(layers, diff_ids, None)
+    }
+
+    /// [`Rootfs::merge`], taking each layer's parse from `cache` when another image of this
+    /// process parsed it already (layers are keyed by their verified digest).
+    pub fn merge_cached(
+        layers: Vec<LayerBlob>,
+        diff_ids: Option<&[String]>,
+        cache: Option<Arc<LayerCache>>,
+    ) -> Result<Self> {
         if let Some(ids) = diff_ids
             && ids.len() != layers.len()
         {
@@ -328,237 +343,127 @@ impl Rootfs {
         let mut fs = Rootfs::empty();
         for (i, layer) in layers.iter().enumerate() {
             let what = format!("layer {} ({})", i + 1, layer.descriptor.digest);
-            let reader = open_layer(&layer.path)?;
-            let (diff_id, size) = fs.apply_layer(i, reader).map_err(|e| match e {
-                Error::Io { source, .. } => Error::malformed(what.clone(), source),
-                other => other,
-            })?;
+            let parse = || -> Result<ParsedLayer> {
+                let reader = open_layer(&layer.path)?;
+                ParsedLayer::parse(i, reader).map_err(|e| match e {
+                    Error::Io { source, .. } => Error::malformed(what.clone(), source),
+                    other => other,
+                })
+            };
+            let parsed = match &cache {
+                Some(c) => c.parsed(&layer.descriptor.digest, parse)?,
+                None => Arc::new(parse()?),
+            };
             if let Some(ids) = diff_ids
-                && ids[i] != diff_id
+                && ids[i] != parsed.diff_id
             {
                 return Err(Error::malformed(
                     what,
                     format!(
-                        "uncompressed content hashes to {diff_id}, but the config's diff_id is {}",
-                        ids[i]
+                        "uncompressed content hashes to {}, but the config's diff_id is {}",
+                        parsed.diff_id, ids[i]
                     ),
                 ));
             }
-            fs.layer_sizes.push(size);
+            fs.apply_parsed(i, &parsed)?;
+            fs.layer_sizes.push(parsed.size);
         }
         fs.layers = layers;
+        fs.cache = cache;
         Ok(fs)
     }
 
     /// Apply one layer's tar stream; returns its diff_id and size.
     pub fn apply_layer(&mut self, layer: usize, reader: impl Read) -> Result<(String, u64)> {
-        let io_err = |e: io::Error| Error::io(format!("layer {}", layer + 1), e);
-        let mut hashing = HashingReader::new(reader);
+        let parsed = ParsedLayer::parse(layer, reader)?;
+        self.apply_parsed(layer, &parsed)?;
+        Ok((parsed.diff_id.clone(), parsed.size))
+    }
+
+    /// Apply a layer already parsed (perhaps for another image: the parse depends on the
+    /// layer's bytes only).
+    pub fn apply_parsed(&mut self, layer: usize, parsed: &ParsedLayer) -> Result<()> {
         self.applied.clear();
         while self.stats.len() <= layer {
             self.stats.push(LayerStats::default());
         }
-        {
-            let mut archive = tar::Archive::new(TarGuard::new(&mut hashing));
-            let entries = archive.entries().map_err(io_err)?;
-            for (ordinal, entry) in entries.enumerate() {
-                let mut entry = entry.map_err(io_err)?;
-                self.apply_entry(layer, ordinal as u64, &mut entry)?;
-                if self.nodes.len() > MAX_ENTRIES || self.key_bytes > MAX_KEY_BYTES {
-                    return Err(Error::malformed(
-                        format!("layer {}", layer + 1),
-                        format!(
-                            "more than {MAX_ENTRIES} entries or {MAX_KEY_BYTES} bytes of paths"
-                        ),
-                    ));
-                }
-            }
-        }
-        // Read to the end so the diff_id covers the whole stream.
-        io::copy(&mut hashing, &mut io::sink()).map_err(io_err)?;
-        Ok(hashing.finish())
-    }
-
-    fn apply_entry<R: Read>(
-        &mut self,
-        layer: usize,
-        ordinal: u64,
-        entry: &mut tar::Entry<R>,
-    ) -> Result<()> {
-        let et = entry.header().entry_type();
-        if matches!(
-            et,
-            tar::EntryType::XGlobalHeader
-                | tar::EntryType::XHeader
-                | tar::EntryType::GNULongName
-                | tar::EntryType::GNULongLink
-        ) {
-            return Ok(());
-        }
-        self.stats[layer].entries += 1;
-        self.stats[layer].size += entry.size();
-        self.removed_log.clear();
-        let raw = entry.path_bytes().into_owned();
-        let Ok(raw) = String::from_utf8(raw) else {
-            self.warnings.push(format!(
-                "layer {}: skipped an entry with a non-UTF-8 name",
-                layer + 1
-            ));
-            return Ok(());
-        };
-        if raw.len() > MAX_PATH || raw.contains('\0') {
-            return Err(Error::malformed(
-                format!("layer {}", layer + 1),
-                "entry name too long or with NUL",
-            ));
-        }
-        let Some(path) = normalize(&raw) else {
-            return Err(Error::malformed(
-                format!("layer {}", layer + 1),
-                format!("entry {raw:?} climbs out of the root with .."),
-            ));
-        };
-        if path.is_empty() {
-            // The root itself: take its metadata if it is a directory.
-            if et == tar::EntryType::Directory {
-                let mode = entry.header().mode().unwrap_or(0o755);
-                if let Some(n) = self.nodes.get_mut("") {
-                    n.mode = mode & 0o7777;
-                }
-            }
-            return Ok(());
-        }
-        let base = base_of(&path);
-        let dir = parent_of(&path).to_string();
-        if base == ".wh..wh..opq" {
-            if self.applied.insert(format!("{dir}/")) {
-                self.remove_lower_children(&dir, layer);
-                let log = std::mem::take(&mut self.removed_log);
-                self.count_removed(layer, &log);
-                for (p, _) in &log {
-                    self.use_path(p, 0);
-                }
-            }
-            return Ok(());
-        }
-        if let Some(name) = base.strip_prefix(".wh.") {
-            let target = if dir.is_empty() {
-                name.to_string()
-            } else {
-                format!("{dir}/{name}")
-            };
-            if !name.is_empty()
-                && name != "."
-                && name != ".."
-                && self.applied.insert(target.clone())
-            {
-                self.remove_lower(&target, layer);
-                let log = std::mem::take(&mut self.removed_log);
-                self.count_removed(layer, &log);
-                // dive sizes a whiteout by the directory tree it deletes (a file's: 0).
-                let under = format!("{target}/");
-                let size = log
-                    .iter()
-                    .filter(|(p, _)| p.starts_with(&under))
-                    .map(|(_, n)| n)
-                    .sum();
-                self.use_path(&target, size);
-            }
-            return Ok(());
-        }
-        let h = entry.header();
-        let mode = h.mode().unwrap_or(0o644) & 0o7777;
-        let uid = h.uid().unwrap_or(0);
-        let gid = h.gid().unwrap_or(0);
-        let capability = match entry.pax_extensions() {
-            Ok(Some(exts)) => exts
-                .flatten()
-                .any(|x| x.key_bytes() == b"SCHILY.xattr.security.capability"),
-            _ => false,
-        };
-        let link = || -> Result<String> {
-            let l = entry
-                .link_name_bytes()
-                .map(|b| b.into_owned())
-                .unwrap_or_default();
-            let l = String::from_utf8(l).map_err(|_| {
-                Error::malformed(
-                    format!("layer {}", layer + 1),
-                    format!("link target of /{path} is not UTF-8"),
-                )
-            })?;
-            if l.len() > MAX_PATH || l.contains('\0') {
+        self.stats[layer].entries += parsed.entries;
+        self.stats[layer].size += parsed.bytes;
+        for op in &parsed.ops {
+            self.apply_op(layer, op);
+            if self.nodes.len() > MAX_ENTRIES || self.key_bytes > MAX_KEY_BYTES {
                 return Err(Error::malformed(
                     format!("layer {}", layer + 1),
-                    format!("bad link target for /{path}"),
+                    format!("more than {MAX_ENTRIES} entries or {MAX_KEY_BYTES} bytes of paths"),
                 ));
             }
-            Ok(l)
-        };
-        let kind = match et {
-            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
-                Kind::File {
-                    layer,
-                    entry: ordinal,
-                    size: entry.size(),
-                }
-            }
-            tar::EntryType::Directory => Kind::Dir,
-            tar::EntryType::Symlink => Kind::Symlink(link()?),
-            tar::EntryType::Link => {
-                let target = link()?;
-                let Some(t) = normalize(&target) else {
-                    self.warnings.push(format!(
-                        "/{path}: hard link target {target:?} climbs out of the root; skipped"
-                    ));
-                    return Ok(());
-                };
-                match self.nodes.get(&t) {
-                    Some(
-                        n @ Node {
-                            kind: Kind::File { .. },
-                            ..
-                        },
-                    ) => {
-                        let n = n.clone();
-                        let at = self.insert(&path, Node { layer, ..n });
-                        self.count_written(layer, &at, 0);
-                    }
-                    _ => self.warnings.push(format!(
-                        "/{path}: hard link to /{t}, which is not a regular file; skipped"
-                    )),
-                }
-                return Ok(());
-            }
-            tar::EntryType::Char | tar::EntryType::Block => Kind::Device,
-            tar::EntryType::Fifo => Kind::Fifo,
-            other => {
-                self.warnings.push(format!(
-                    "/{path}: unsupported tar entry type {other:?}; skipped"
-                ));
-                return Ok(());
-            }
-        };
-        let size = match kind {
-            Kind::File { size, .. } => size,
-            _ => 0,
-        };
-        let is_dir = kind == Kind::Dir;
-        let at = self.insert(
-            &path,
-            Node {
-                kind,
-                mode,
-                uid,
-                gid,
-                layer,
-                capability,
-            },
-        );
-        if !is_dir {
-            self.count_written(layer, &at, size);
         }
         Ok(())
+    }
+
+    fn apply_op(&mut self, layer: usize, op: &Op) {
+        self.removed_log.clear();
+        match op {
+            Op::Warn(w) => self.warnings.push(format!("layer {}: {w}", layer + 1)),
+            Op::RootMode(mode) => {
+                if let Some(n) = self.nodes.get_mut("") {
+                    n.mode = *mode;
+                }
+            }
+            Op::Opaque(dir) => {
+                if self.applied.insert(format!("{dir}/")) {
+                    self.remove_lower_children(dir, layer);
+                    let log = std::mem::take(&mut self.removed_log);
+                    self.count_removed(layer, &log);
+                    for (p, _) in &log {
+                        self.use_path(p, 0);
+                    }
+                }
+            }
+            Op::Whiteout(target) => {
+                if self.applied.insert(target.clone()) {
+                    self.remove_lower(target, layer);
+                    let log = std::mem::take(&mut self.removed_log);
+                    self.count_removed(layer, &log);
+                    // dive sizes a whiteout by the directory tree it deletes (a file's: 0).
+                    let under = format!("{target}/");
+                    let size = log
+                        .iter()
+                        .filter(|(p, _)| p.starts_with(&under))
+                        .map(|(_, n)| n)
+                        .sum();
+                    self.use_path(target, size);
+                }
+            }
+            Op::HardLink { path, target } => match self.nodes.get(target) {
+                Some(
+                    n @ Node {
+                        kind: Kind::File { .. },
+                        ..
+                    },
+                ) => {
+                    let n = n.clone();
+                    let at = self.insert(path, Node { layer, ..n });
+                    self.count_written(layer, &at, 0);
+                }
+                _ => self.warnings.push(format!(
+                    "/{path}: hard link to /{target}, which is not a regular file; skipped"
+                )),
+            },
+            Op::Put { path, node } => {
+                let mut node = node.clone();
+                node.layer = layer;
+                if let Kind::File { layer: l, .. } = &mut node.kind {
+                    *l = layer;
+                }
+                let size = node.size();
+                let is_dir = node.is_dir();
+                let at = self.insert(path, node);
+                if !is_dir {
+                    self.count_written(layer, &at, size);
+                }
+            }
+        }
     }
 
     /// Whiteouts and opaque directories: what they deleted from lower layers.
@@ -851,7 +756,23 @@ impl Rootfs {
             let started = std::time::Instant::now();
             let nfiles = want.len();
             let blob = &self.layers[layer];
-            let what = format!("layer {} ({})", layer + 1, blob.descriptor.digest);
+            let digest = &blob.descriptor.digest;
+            if let Some(cache) = &self.cache {
+                want.retain(|entry, (paths, _)| match cache.file(digest, *entry) {
+                    Some(local) => {
+                        for p in paths.drain(..) {
+                            out.insert(p, local.clone());
+                        }
+                        false
+                    }
+                    None => true,
+                });
+                if want.is_empty() {
+                    cache.read_hits.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+            }
+            let what = format!("layer {} ({})", layer + 1, digest);
             let reader = open_layer(&blob.path)?;
             let mut archive = tar::Archive::new(TarGuard::new(reader));
             let entries = archive
@@ -862,7 +783,10 @@ impl Rootfs {
                 let mut entry = entry.map_err(|e| Error::malformed(what.clone(), e))?;
                 let ordinal = ordinal as u64;
                 if let Some((paths, size)) = want.remove(&ordinal) {
-                    let local = dir.join(format!("f{layer}-{ordinal}"));
+                    let shared = self.cache.as_ref().and_then(|c| c.file_slot(size));
+                    let local = shared
+                        .clone()
+                        .unwrap_or_else(|| dir.join(format!("f{layer}-{ordinal}")));
                     let mut f = std::fs::File::create(&local).map_err(|e| Error::io(&local, e))?;
                     let n = io::copy(&mut (&mut entry).take(size), &mut f)
                         .map_err(|e| Error::malformed(what.clone(), e))?;
@@ -871,6 +795,9 @@ impl Rootfs {
                             what,
                             format!("/{} is truncated", paths[0]),
                         ));
+                    }
+                    if let (Some(c), Some(_)) = (&self.cache, shared) {
+                        c.put_file(digest, ordinal, local.clone());
                     }
                     for p in paths {
                         out.insert(p, local.clone());
@@ -898,6 +825,365 @@ impl Rootfs {
 
     pub fn uncompressed_size(&self) -> u64 {
         self.layer_sizes.iter().sum()
+    }
+}
+
+/// One tar entry, as it acts on the filesystem below it.
+#[derive(Debug, Clone)]
+enum Op {
+    /// The root directory's own entry: its mode.
+    RootMode(u32),
+    /// `DIR/.wh..wh..opq`: hide what lower layers have under DIR.
+    Opaque(String),
+    /// `.wh.NAME`: delete NAME from lower layers.
+    Whiteout(String),
+    /// A hard link to an earlier path (normalized).
+    HardLink { path: String, target: String },
+    /// A file, directory, symlink, device or fifo (`layer` fields are set when applied).
+    Put { path: String, node: Node },
+    /// An entry skipped, and why.
+    Warn(String),
+}
+
+/// A layer's tar stream read once into what it does to the filesystem: the part of a merge
+/// that depends only on the layer's bytes, so images sharing a layer can share its parse.
+#[derive(Debug)]
+pub struct ParsedLayer {
+    ops: Vec<Op>,
+    /// sha256 of the uncompressed stream.
+    pub diff_id: String,
+    /// Bytes of the uncompressed stream.
+    pub size: u64,
+    /// Tar entries (whiteouts included, long-name and PAX records not) and their sizes.
+    entries: u64,
+    bytes: u64,
+    /// Approximate bytes of memory held.
+    pub footprint: usize,
+}
+
+impl ParsedLayer {
+    /// Read a layer's tar stream to the end. `layer` numbers error messages only.
+    pub fn parse(layer: usize, reader: impl Read) -> Result<Self> {
+        let io_err = |e: io::Error| Error::io(format!("layer {}", layer + 1), e);
+        let too_big = || {
+            Error::malformed(
+                format!("layer {}", layer + 1),
+                format!("more than {MAX_ENTRIES} entries or {MAX_KEY_BYTES} bytes of paths"),
+            )
+        };
+        let mut hashing = HashingReader::new(reader);
+        let mut out = ParsedLayer {
+            ops: Vec::new(),
+            diff_id: String::new(),
+            size: 0,
+            entries: 0,
+            bytes: 0,
+            footprint: 0,
+        };
+        {
+            let mut archive = tar::Archive::new(TarGuard::new(&mut hashing));
+            let entries = archive.entries().map_err(io_err)?;
+            for (ordinal, entry) in entries.enumerate() {
+                let mut entry = entry.map_err(io_err)?;
+                if let Some(op) = parse_entry(layer, ordinal as u64, &mut entry)? {
+                    out.footprint += op_footprint(&op);
+                    out.ops.push(op);
+                }
+                if out.ops.len() > MAX_ENTRIES || out.footprint > MAX_KEY_BYTES * 2 {
+                    return Err(too_big());
+                }
+                if !is_meta(entry.header().entry_type()) {
+                    out.entries += 1;
+                    out.bytes += entry.size();
+                }
+            }
+        }
+        // Read to the end so the diff_id covers the whole stream.
+        io::copy(&mut hashing, &mut io::sink()).map_err(io_err)?;
+        (out.diff_id, out.size) = hashing.finish();
+        out.ops.shrink_to_fit();
+        Ok(out)
+    }
+}
+
+fn op_footprint(op: &Op) -> usize {
+    std::mem::size_of::<Op>()
+        + match op {
+            Op::Opaque(s) | Op::Whiteout(s) | Op::Warn(s) => s.len(),
+            Op::HardLink { path, target } => path.len() + target.len(),
+            Op::Put { path, node } => {
+                path.len()
+                    + match &node.kind {
+                        Kind::Symlink(t) => t.len(),
+                        _ => 0,
+                    }
+            }
+            Op::RootMode(_) => 0,
+        }
+}
+
+/// Long-name and PAX records: part of the next entry, not entries of their own.
+fn is_meta(et: tar::EntryType) -> bool {
+    matches!(
+        et,
+        tar::EntryType::XGlobalHeader
+            | tar::EntryType::XHeader
+            | tar::EntryType::GNULongName
+            | tar::EntryType::GNULongLink
+    )
+}
+
+/// What one tar entry does, or `None` for records that do nothing on their own.
+fn parse_entry<R: Read>(
+    layer: usize,
+    ordinal: u64,
+    entry: &mut tar::Entry<R>,
+) -> Result<Option<Op>> {
+    let et = entry.header().entry_type();
+    if is_meta(et) {
+        return Ok(None);
+    }
+    let bad = |what: String| Error::malformed(format!("layer {}", layer + 1), what);
+    let raw = entry.path_bytes().into_owned();
+    let Ok(raw) = String::from_utf8(raw) else {
+        return Ok(Some(Op::Warn(
+            "skipped an entry with a non-UTF-8 name".into(),
+        )));
+    };
+    if raw.len() > MAX_PATH || raw.contains('\0') {
+        return Err(bad("entry name too long or with NUL".into()));
+    }
+    let Some(path) = normalize(&raw) else {
+        return Err(bad(format!("entry {raw:?} climbs out of the root with ..")));
+    };
+    if path.is_empty() {
+        // The root itself: take its metadata if it is a directory.
+        if et == tar::EntryType::Directory {
+            let mode = entry.header().mode().unwrap_or(0o755);
+            return Ok(Some(Op::RootMode(mode & 0o7777)));
+        }
+        return Ok(None);
+    }
+    let base = base_of(&path);
+    let dir = parent_of(&path).to_string();
+    if base == ".wh..wh..opq" {
+        return Ok(Some(Op::Opaque(dir)));
+    }
+    if let Some(name) = base.strip_prefix(".wh.") {
+        if name.is_empty() || name == "." || name == ".." {
+            return Ok(None);
+        }
+        let target = if dir.is_empty() {
+            name.to_string()
+        } else {
+            format!("{dir}/{name}")
+        };
+        return Ok(Some(Op::Whiteout(target)));
+    }
+    let h = entry.header();
+    let mode = h.mode().unwrap_or(0o644) & 0o7777;
+    let uid = h.uid().unwrap_or(0);
+    let gid = h.gid().unwrap_or(0);
+    let capability = match entry.pax_extensions() {
+        Ok(Some(exts)) => exts
+            .flatten()
+            .any(|x| x.key_bytes() == b"SCHILY.xattr.security.capability"),
+        _ => false,
+    };
+    let link = || -> Result<String> {
+        let l = entry
+            .link_name_bytes()
+            .map(|b| b.into_owned())
+            .unwrap_or_default();
+        let l = String::from_utf8(l)
+            .map_err(|_| bad(format!("link target of /{path} is not UTF-8")))?;
+        if l.len() > MAX_PATH || l.contains('\0') {
+            return Err(bad(format!("bad link target for /{path}")));
+        }
+        Ok(l)
+    };
+    let kind = match et {
+        tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
+            Kind::File {
+                layer,
+                entry: ordinal,
+                size: entry.size(),
+            }
+        }
+        tar::EntryType::Directory => Kind::Dir,
+        tar::EntryType::Symlink => Kind::Symlink(link()?),
+        tar::EntryType::Link => {
+            let target = link()?;
+            return Ok(Some(match normalize(&target) {
+                Some(t) => Op::HardLink { path, target: t },
+                None => Op::Warn(format!(
+                    "/{path}: hard link target {target:?} climbs out of the root; skipped"
+                )),
+            }));
+        }
+        tar::EntryType::Char | tar::EntryType::Block => Kind::Device,
+        tar::EntryType::Fifo => Kind::Fifo,
+        other => {
+            return Ok(Some(Op::Warn(format!(
+                "/{path}: unsupported tar entry type {other:?}; skipped"
+            ))));
+        }
+    };
+    Ok(Some(Op::Put {
+        path,
+        node: Node {
+            kind,
+            mode,
+            uid,
+            gid,
+            layer,
+            capability,
+        },
+    }))
+}
+
+/// Most bytes of parsed layers a [`LayerCache`] keeps for later images.
+pub const PARSED_BUDGET: usize = 512 << 20;
+/// Most bytes of files a [`LayerCache`] keeps copied out of layers for later images.
+pub const FILES_BUDGET: u64 = 4 << 30;
+
+/// What the images of one process (a batch) share, by layer digest: each layer's parse (so a
+/// layer is inflated and indexed once, not once per image), and the files already copied out
+/// of it for tracing (so a shared base layer is not inflated again to read its libc). Both are
+/// bounded: parses by [`PARSED_BUDGET`] bytes, least recently used dropped first; files by
+/// [`FILES_BUDGET`] bytes, past which copies go to the image's own work dir.
+pub struct LayerCache {
+    dir: PathBuf,
+    parsed: std::sync::Mutex<ParsedSlots>,
+    files: std::sync::Mutex<(HashMap<(String, u64), PathBuf>, u64, u64)>,
+    parsed_budget: usize,
+    /// Layers whose parse was reused.
+    pub parse_hits: AtomicU64,
+    /// Layers not inflated at all for tracing because every wanted file was already copied.
+    pub read_hits: AtomicU64,
+}
+
+type ParsedCell = Arc<std::sync::Mutex<Option<Arc<ParsedLayer>>>>;
+
+#[derive(Default)]
+struct ParsedSlots {
+    map: HashMap<String, ParsedSlot>,
+    tick: u64,
+    held: usize,
+}
+
+struct ParsedSlot {
+    cell: ParsedCell,
+    used: u64,
+    footprint: usize,
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl LayerCache {
+    /// A cache whose copied files live in `dir` (which the caller owns and removes).
+    pub fn new(dir: &Path) -> Self {
+        Self::with_budget(dir, PARSED_BUDGET)
+    }
+
+    pub fn with_budget(dir: &Path, parsed_budget: usize) -> Self {
+        LayerCache {
+            dir: dir.to_path_buf(),
+            parsed: Default::default(),
+            files: Default::default(),
+            parsed_budget,
+            parse_hits: AtomicU64::new(0),
+            read_hits: AtomicU64::new(0),
+        }
+    }
+
+    /// The parse of layer `digest`, made by `parse` unless an earlier image made it. Images
+    /// asking for the same layer at once wait for one parse.
+    pub fn parsed(
+        &self,
+        digest: &str,
+        parse: impl FnOnce() -> Result<ParsedLayer>,
+    ) -> Result<Arc<ParsedLayer>> {
+        let cell = {
+            let mut s = lock(&self.parsed);
+            s.tick += 1;
+            let tick = s.tick;
+            let slot = s
+                .map
+                .entry(digest.to_string())
+                .or_insert_with(|| ParsedSlot {
+                    cell: Default::default(),
+                    used: 0,
+                    footprint: 0,
+                });
+            slot.used = tick;
+            slot.cell.clone()
+        };
+        let mut guard = lock(&cell);
+        if let Some(p) = guard.as_ref() {
+            self.parse_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(p.clone());
+        }
+        let parsed = Arc::new(parse()?);
+        *guard = Some(parsed.clone());
+        drop(guard);
+        let mut s = lock(&self.parsed);
+        let s = &mut *s;
+        if let Some(slot) = s.map.get_mut(digest)
+            && Arc::ptr_eq(&slot.cell, &cell)
+        {
+            slot.footprint = parsed.footprint;
+            s.held += parsed.footprint;
+        }
+        // Drop the least recently used parses (never the one just made) until under budget.
+        // Images already holding one keep it; the memory goes when they finish.
+        while s.held > self.parsed_budget {
+            let victim = s
+                .map
+                .iter()
+                .filter(|(d, slot)| slot.footprint > 0 && d.as_str() != digest)
+                .min_by_key(|(_, slot)| slot.used)
+                .map(|(d, _)| d.clone());
+            let Some(v) = victim else { break };
+            if let Some(slot) = s.map.remove(&v) {
+                s.held -= slot.footprint;
+            }
+        }
+        Ok(parsed)
+    }
+
+    /// Bytes of parses held for later images.
+    pub fn parsed_bytes(&self) -> usize {
+        lock(&self.parsed).held
+    }
+
+    fn file(&self, digest: &str, entry: u64) -> Option<PathBuf> {
+        lock(&self.files)
+            .0
+            .get(&(digest.to_string(), entry))
+            .cloned()
+    }
+
+    /// Where to copy a file of `size` bytes so later images find it: `None` when the budget is
+    /// spent.
+    fn file_slot(&self, size: u64) -> Option<PathBuf> {
+        let mut f = lock(&self.files);
+        if f.1 + size > FILES_BUDGET {
+            return None;
+        }
+        f.1 += size;
+        f.2 += 1;
+        // A counter name: never anything taken from the image.
+        Some(self.dir.join(format!("c{}", f.2)))
+    }
+
+    fn put_file(&self, digest: &str, entry: u64, path: PathBuf) {
+        lock(&self.files)
+            .0
+            .entry((digest.to_string(), entry))
+            .or_insert(path);
     }
 }
 
@@ -1072,6 +1358,86 @@ pub(crate) mod tests {
         assert_eq!(std::fs::read(&got["usr/bin/b"]).unwrap(), b"abc");
         assert_eq!(paths(&fs), vec!["usr", "usr/bin", "usr/bin/a", "usr/bin/b"]);
         assert_eq!(fs.nodes["usr/bin/b"].size(), 3);
+    }
+
+    fn blob_at(dir: &Path, name: &str, bytes: &[u8]) -> LayerBlob {
+        let lp = dir.join(name);
+        std::fs::write(&lp, bytes).unwrap();
+        LayerBlob {
+            descriptor: crate::image::Descriptor {
+                media_type: crate::image::OCI_LAYER_TAR.into(),
+                digest: crate::digest::sha256_bytes(bytes),
+                size: bytes.len() as u64,
+                urls: None,
+                annotations: None,
+                platform: None,
+            },
+            path: lp,
+        }
+    }
+
+    #[test]
+    fn a_shared_layer_is_parsed_and_read_once() {
+        let base = tar_of(&[("lib/libc.so", "f:libc"), ("etc/passwd", "f:root")]);
+        let app = tar_of(&[("app", "f:app"), ("etc/.wh.passwd", "f:")]);
+        let d = tempfile::tempdir().unwrap();
+        let files = d.path().join("files");
+        std::fs::create_dir(&files).unwrap();
+        let cache = Arc::new(LayerCache::new(&files));
+        let first = vec![
+            blob_at(d.path(), "b1", &base),
+            blob_at(d.path(), "a1", &app),
+        ];
+        let fs1 = Rootfs::merge_cached(first.clone(), None, Some(cache.clone())).unwrap();
+        let got = fs1.read_files(&["lib/libc.so".into()], d.path()).unwrap();
+        assert_eq!(std::fs::read(&got["lib/libc.so"]).unwrap(), b"libc");
+        assert_eq!(cache.parse_hits.load(Ordering::Relaxed), 0);
+        // A second image on the same base, whose base blob is gone from disk: neither the
+        // merge nor the read may open it.
+        let second = vec![blob_at(d.path(), "b2", &base)];
+        std::fs::remove_file(d.path().join("b2")).unwrap();
+        let fs2 = Rootfs::merge_cached(second, None, Some(cache.clone())).unwrap();
+        assert_eq!(cache.parse_hits.load(Ordering::Relaxed), 1);
+        assert_eq!(paths(&fs2), vec!["etc", "etc/passwd", "lib", "lib/libc.so"]);
+        assert_eq!(fs2.stats, fs1.stats[..1].to_vec());
+        let got = fs2.read_files(&["lib/libc.so".into()], d.path()).unwrap();
+        assert_eq!(std::fs::read(&got["lib/libc.so"]).unwrap(), b"libc");
+        assert_eq!(cache.read_hits.load(Ordering::Relaxed), 1);
+        // A file not copied before needs the layer: now an error, the blob being gone.
+        assert!(fs2.read_files(&["etc/passwd".into()], d.path()).is_err());
+        // Same result as merging without a cache.
+        let plain = Rootfs::merge(first, None).unwrap();
+        assert_eq!(plain.nodes, fs1.nodes);
+        assert_eq!(plain.stats, fs1.stats);
+    }
+
+    #[test]
+    fn parsed_layers_are_bounded_least_recently_used_first() {
+        let d = tempfile::tempdir().unwrap();
+        let layers: Vec<Vec<u8>> = (0..4)
+            .map(|i| tar_of(&[(format!("f{i}").as_str(), "f:x")]))
+            .collect();
+        let one = ParsedLayer::parse(0, &layers[0][..]).unwrap().footprint;
+        // Room for two parses.
+        let cache = LayerCache::with_budget(d.path(), one * 2 + one / 2);
+        let parse = |i: usize| {
+            let l = layers[i].clone();
+            move || ParsedLayer::parse(0, &l[..])
+        };
+        let key = |i: usize| format!("sha256:{i}");
+        cache.parsed(&key(0), parse(0)).unwrap();
+        cache.parsed(&key(1), parse(1)).unwrap();
+        cache.parsed(&key(0), parse(0)).unwrap(); // 0 is now the most recent
+        assert_eq!(cache.parse_hits.load(Ordering::Relaxed), 1);
+        cache.parsed(&key(2), parse(2)).unwrap(); // evicts 1
+        assert!(cache.parsed_bytes() <= one * 2 + one / 2);
+        cache.parsed(&key(0), parse(0)).unwrap();
+        assert_eq!(cache.parse_hits.load(Ordering::Relaxed), 2);
+        cache
+            .parsed(&key(1), || Err(Error::Other("parsed again".into())))
+            .expect_err("1 was dropped, so it is parsed again");
+        // A failed parse is not kept: the next asker parses.
+        cache.parsed(&key(1), parse(1)).unwrap();
     }
 
     #[test]

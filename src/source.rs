@@ -33,6 +33,8 @@ pub struct BlobCache {
     >,
     /// How many layer pulls the cache answered.
     pub hits: std::sync::atomic::AtomicU64,
+    /// Each layer's parse and the files copied out of it, shared by the images.
+    pub layers: std::sync::Arc<crate::rootfs::LayerCache>,
 }
 
 impl BlobCache {
@@ -41,7 +43,10 @@ impl BlobCache {
             .prefix("pare-blobs-")
             .tempdir()
             .map_err(|e| Error::io(std::env::temp_dir(), e))?;
+        let files = dir.path().join("files");
+        std::fs::create_dir(&files).map_err(|e| Error::io(&files, e))?;
         Ok(BlobCache {
+            layers: std::sync::Arc::new(crate::rootfs::LayerCache::new(&files)),
             dir,
             slots: Default::default(),
             hits: Default::default(),
