@@ -1055,12 +1055,20 @@ pub const FILES_BUDGET: u64 = 4 << 30;
 pub struct LayerCache {
     dir: PathBuf,
     parsed: std::sync::Mutex<ParsedSlots>,
-    files: std::sync::Mutex<(HashMap<(String, u64), PathBuf>, u64, u64)>,
+    files: std::sync::Mutex<CopiedFiles>,
     parsed_budget: usize,
     /// Layers whose parse was reused.
     pub parse_hits: AtomicU64,
     /// Layers not inflated at all for tracing because every wanted file was already copied.
     pub read_hits: AtomicU64,
+}
+
+#[derive(Default)]
+struct CopiedFiles {
+    /// (layer digest, entry ordinal) → copy.
+    map: HashMap<(String, u64), PathBuf>,
+    bytes: u64,
+    count: u64,
 }
 
 type ParsedCell = Arc<std::sync::Mutex<Option<Arc<ParsedLayer>>>>;
@@ -1170,18 +1178,18 @@ impl LayerCache {
     /// spent.
     fn file_slot(&self, size: u64) -> Option<PathBuf> {
         let mut f = lock(&self.files);
-        if f.1 + size > FILES_BUDGET {
+        if f.bytes + size > FILES_BUDGET {
             return None;
         }
-        f.1 += size;
-        f.2 += 1;
+        f.bytes += size;
+        f.count += 1;
         // A counter name: never anything taken from the image.
-        Some(self.dir.join(format!("c{}", f.2)))
+        Some(self.dir.join(format!("c{}", f.count)))
     }
 
     fn put_file(&self, digest: &str, entry: u64, path: PathBuf) {
         lock(&self.files)
-            .0
+            .map
             .entry((digest.to_string(), entry))
             .or_insert(path);
     }
