@@ -1169,7 +1169,7 @@ impl LayerCache {
 
     fn file(&self, digest: &str, entry: u64) -> Option<PathBuf> {
         lock(&self.files)
-            .0
+            .map
             .get(&(digest.to_string(), entry))
             .cloned()
     }
