@@ -20,6 +20,10 @@ use crate::reference::{RegistryRef, host_without_port, is_loopback_host};
 /// A connection to one registry with one set of credentials.
 pub struct RegistryClient {
     client: oci_client::Client,
+    /// For the list endpoints, whose `Link` headers oci-client does not expose; authorized
+    /// with oci-client's own token exchange.
+    http: reqwest::Client,
+    scheme: &'static str,
     pub registry: String,
     creds: Credentials,
 }
@@ -35,8 +39,9 @@ pub fn plain_http(registry: &str, insecure: &[String]) -> bool {
 
 impl RegistryClient {
     pub fn connect(registry: &str, insecure: &[String], creds: Credentials) -> Result<Self> {
+        let plain = plain_http(registry, insecure);
         let config = ClientConfig {
-            protocol: if plain_http(registry, insecure) {
+            protocol: if plain {
                 ClientProtocol::Http
             } else {
                 ClientProtocol::Https
@@ -53,8 +58,21 @@ impl RegistryClient {
             target: registry.to_string(),
             message: e.to_string(),
         })?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(30))
+            .read_timeout(Duration::from_secs(300))
+            .user_agent(concat!("pare/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| Error::Registry {
+                op: "connect to",
+                target: registry.to_string(),
+                message: e.to_string(),
+            })?;
         Ok(RegistryClient {
             client,
+            http,
+            scheme: if plain { "http" } else { "https" },
             registry: registry.to_string(),
             creds,
         })
@@ -164,19 +182,14 @@ impl RegistryClient {
     }
 
     /// Every repository of the registry whose name starts with `prefix`, through `/v2/_catalog`
-    /// pages of `page` (following `last`).
+    /// pages of `page`, following the registry's `Link` headers.
     pub async fn catalog_all(&self, prefix: &str, page: usize) -> Result<Vec<String>> {
         let probe =
             oci_client::Reference::with_tag(self.registry.clone(), "x".into(), "latest".into());
-        self.prepare(&probe).await;
-        let all = all_pages(page, async |last: Option<String>| {
-            self.client
-                .catalog(&probe, &self.creds.auth, Some(page), last.as_deref())
-                .await
-                .map(|r| r.repositories)
-                .map_err(|e| self.error("list repositories of", self.registry.clone(), e))
-        })
-        .await?;
+        let all = self
+            .list_pages(&probe, "_catalog", "repositories", page)
+            .await
+            .map_err(|m| self.list_error("list repositories of", self.registry.clone(), m))?;
         Ok(all.into_iter().filter(|r| r.starts_with(prefix)).collect())
     }
 
@@ -187,17 +200,126 @@ impl RegistryClient {
             repository.into(),
             "latest".into(),
         );
-        self.prepare(&r).await;
-        all_pages(page, async |last: Option<String>| {
-            self.client
-                .list_tags(&r, &self.creds.auth, Some(page), last.as_deref())
-                .await
-                .map(|t| t.tags)
-                .map_err(|e| {
-                    self.error("list tags of", format!("{}/{repository}", self.registry), e)
-                })
-        })
-        .await
+        self.list_pages(&r, &format!("{repository}/tags/list"), "tags", page)
+            .await
+            .map_err(|m| {
+                self.list_error("list tags of", format!("{}/{repository}", self.registry), m)
+            })
+    }
+
+    fn list_error(&self, op: &'static str, target: String, e: ListError) -> Error {
+        match e {
+            ListError::Oci(e) => self.error(op, target, e),
+            ListError::Http(e) => self.error(op, target, OciDistributionError::RequestError(e)),
+            ListError::Status(code, body) => self.error(
+                op,
+                target,
+                match serde_json::from_str(&body) {
+                    Ok(envelope) if code != 401 => OciDistributionError::RegistryError {
+                        envelope,
+                        url: String::new(),
+                    },
+                    _ if code == 401 => {
+                        OciDistributionError::UnauthorizedError { url: String::new() }
+                    }
+                    _ => OciDistributionError::ServerError {
+                        code,
+                        url: String::new(),
+                        message: body,
+                    },
+                },
+            ),
+            ListError::Other(m) => Error::Registry {
+                op,
+                target,
+                message: m,
+            },
+        }
+    }
+
+    /// GET `/v2/{path}?n={page}`, then each page the `Link: <…>; rel="next"` header names
+    /// (OCI distribution-spec), collecting the JSON array `key`; sorted and deduplicated.
+    /// Bounded: 16 MiB per page, 10,000 pages, 1,000,000 names.
+    async fn list_pages(
+        &self,
+        scope: &oci_client::Reference,
+        path: &str,
+        key: &str,
+        page: usize,
+    ) -> std::result::Result<Vec<String>, ListError> {
+        const MAX_PAGE_BYTES: usize = 16 << 20;
+        const MAX_PAGES: usize = 10_000;
+        const MAX_NAMES: usize = 1_000_000;
+        let base = reqwest::Url::parse(&format!("{}://{}/", self.scheme, self.registry))
+            .map_err(|e| ListError::Other(format!("bad registry address: {e}")))?;
+        let mut url = base
+            .join(&format!("v2/{path}"))
+            .map_err(|e| ListError::Other(format!("bad list address: {e}")))?;
+        url.query_pairs_mut().append_pair("n", &page.to_string());
+        // oci-client's token exchange (Bearer), or Basic credentials as given.
+        let token = self
+            .client
+            .auth(scope, &self.creds.auth, oci_client::RegistryOperation::Pull)
+            .await
+            .map_err(ListError::Oci)?;
+        let mut out = Vec::new();
+        for _ in 0..MAX_PAGES {
+            let mut req = self
+                .http
+                .get(url.clone())
+                .header("Accept", "application/json");
+            req = match (&token, &self.creds.auth) {
+                (Some(t), _) => req.bearer_auth(t),
+                (None, RegistryAuth::Basic(u, p)) => req.basic_auth(u, Some(p)),
+                (None, _) => req,
+            };
+            let mut res = req.send().await.map_err(ListError::Http)?;
+            let status = res.status();
+            let next = next_link(res.headers().get_all(http::header::LINK), &url)
+                .map_err(ListError::Other)?;
+            let mut body = Vec::new();
+            while let Some(chunk) = res.chunk().await.map_err(ListError::Http)? {
+                if body.len() + chunk.len() > MAX_PAGE_BYTES {
+                    return Err(ListError::Other(format!(
+                        "a list page larger than {MAX_PAGE_BYTES} bytes"
+                    )));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            if !status.is_success() {
+                return Err(ListError::Status(
+                    status.as_u16(),
+                    String::from_utf8_lossy(&body[..body.len().min(4096)]).into_owned(),
+                ));
+            }
+            let v: serde_json::Value = serde_json::from_slice(&body)
+                .map_err(|e| ListError::Other(format!("the list is not JSON: {e}")))?;
+            // A repository without tags may answer `"tags": null`.
+            match v.get(key) {
+                None | Some(serde_json::Value::Null) => {}
+                Some(serde_json::Value::Array(a)) => {
+                    for s in a {
+                        let s = s.as_str().ok_or_else(|| {
+                            ListError::Other(format!("a non-string in \"{key}\""))
+                        })?;
+                        out.push(s.to_string());
+                    }
+                }
+                Some(_) => return Err(ListError::Other(format!("\"{key}\" is not a list"))),
+            }
+            if out.len() > MAX_NAMES {
+                return Err(ListError::Other(format!("more than {MAX_NAMES} names")));
+            }
+            match next {
+                Some(n) if n != url => url = n,
+                _ => {
+                    out.sort();
+                    out.dedup();
+                    return Ok(out);
+                }
+            }
+        }
+        Err(ListError::Other(format!("more than {MAX_PAGES} pages")))
     }
 
     /// Fetch a manifest by digest from the same repository.
@@ -448,26 +570,54 @@ impl PushLog {
     }
 }
 
-/// Page through a list with `n` and `last` until a short page (bounded), sorted and deduplicated.
-async fn all_pages(
-    page: usize,
-    mut fetch: impl AsyncFnMut(Option<String>) -> Result<Vec<String>>,
-) -> Result<Vec<String>> {
-    let mut out = Vec::new();
-    let mut last: Option<String> = None;
-    for _ in 0..100_000 {
-        let items = fetch(last.clone()).await?;
-        let n = items.len();
-        let next = items.last().cloned();
-        out.extend(items);
-        if n < page || next.is_none() || next == last {
-            break;
+/// Why listing failed (turned into [`Error`] with the registry's words).
+enum ListError {
+    Oci(OciDistributionError),
+    Http(reqwest::Error),
+    Status(u16, String),
+    Other(String),
+}
+
+/// The `rel="next"` target of `Link` headers (RFC 8288), resolved against the page's URL.
+/// A next page on another host or scheme is refused: credentials must not follow it there.
+fn next_link<'a>(
+    headers: impl IntoIterator<Item = &'a http::HeaderValue>,
+    current: &reqwest::Url,
+) -> std::result::Result<Option<reqwest::Url>, String> {
+    for h in headers {
+        let Ok(h) = h.to_str() else { continue };
+        for link in h.split(',') {
+            let mut parts = link.split(';');
+            let target = parts.next().unwrap_or("").trim();
+            let is_next = parts.any(|p| {
+                let p = p.trim();
+                p.strip_prefix("rel=").is_some_and(|v| {
+                    v.trim_matches('"')
+                        .split_ascii_whitespace()
+                        .any(|r| r.eq_ignore_ascii_case("next"))
+                })
+            });
+            let Some(target) = target.strip_prefix('<').and_then(|t| t.strip_suffix('>')) else {
+                continue;
+            };
+            if !is_next {
+                continue;
+            }
+            let next = current
+                .join(target)
+                .map_err(|e| format!("bad Link header {target:?}: {e}"))?;
+            if next.scheme() != current.scheme()
+                || next.host_str() != current.host_str()
+                || next.port_or_known_default() != current.port_or_known_default()
+            {
+                return Err(format!(
+                    "the Link header points the next page at another server ({next}); not followed"
+                ));
+            }
+            return Ok(Some(next));
         }
-        last = next;
     }
-    out.sort();
-    out.dedup();
-    Ok(out)
+    Ok(None)
 }
 
 /// `sha256:0123456789ab` (12 hex digits), for progress and messages.
@@ -477,5 +627,58 @@ pub fn short_digest(d: &str) -> &str {
         &d[..end]
     } else {
         d
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn next(headers: &[&str], current: &str) -> std::result::Result<Option<String>, String> {
+        let values: Vec<http::HeaderValue> = headers
+            .iter()
+            .map(|h| http::HeaderValue::from_str(h).unwrap())
+            .collect();
+        let cur = reqwest::Url::parse(current).unwrap();
+        next_link(&values, &cur).map(|u| u.map(|u| u.to_string()))
+    }
+
+    #[test]
+    fn link_headers_name_the_next_page() {
+        let cur = "http://127.0.0.1:5000/v2/_catalog?n=5";
+        // The distribution registry's form: a path relative to the host.
+        assert_eq!(
+            next(&[r#"</v2/_catalog?last=b&n=5>; rel="next""#], cur).unwrap(),
+            Some("http://127.0.0.1:5000/v2/_catalog?last=b&n=5".into())
+        );
+        // Absolute on the same server, unquoted rel, several links in one header or several.
+        assert_eq!(
+            next(
+                &[
+                    r#"<http://127.0.0.1:5000/v2/_catalog?n=5>; rel="prev""#,
+                    r#"<http://127.0.0.1:5000/v2/a/tags/list?last=x&n=5>;rel=next"#,
+                ],
+                cur
+            )
+            .unwrap(),
+            Some("http://127.0.0.1:5000/v2/a/tags/list?last=x&n=5".into())
+        );
+        assert_eq!(
+            next(&[r#"</first>; rel="first", </v2/x?c=1>; rel="next""#], cur).unwrap(),
+            Some("http://127.0.0.1:5000/v2/x?c=1".into())
+        );
+        // No next: the last page.
+        assert_eq!(next(&[], cur).unwrap(), None);
+        assert_eq!(next(&[r#"</v2/y>; rel="prev""#], cur).unwrap(), None);
+        // Another server (or scheme, or port) is refused, not followed with credentials.
+        assert!(next(&[r#"<http://evil.example/v2/_catalog>; rel="next""#], cur).is_err());
+        assert!(
+            next(
+                &[r#"<https://127.0.0.1:5000/v2/_catalog>; rel="next""#],
+                cur
+            )
+            .is_err()
+        );
+        assert!(next(&[r#"<//127.0.0.1:6000/v2/_catalog>; rel="next""#], cur).is_err());
     }
 }

@@ -164,6 +164,40 @@ fn credentials_right_wrong_and_from_docker_config() {
             creds
         ));
     }
+
+    // `pare batch` lists the catalog and tags (pages of 1, so every page after the first is
+    // reached through the registry's Link header) with the same credentials, and refuses
+    // without them.
+    let batch = |extra: &[&str]| {
+        let report = home.path().join("batch.json");
+        let mut c = pare();
+        c.args(["batch", &format!("{}/p", reg.host()), "--dry-run"])
+            .args(["--page-size", "1", "--report"])
+            .arg(&report)
+            .args(extra)
+            .env("HOME", home.path())
+            .env_remove("DOCKER_CONFIG")
+            .env_remove("REGISTRY_AUTH_FILE");
+        (run(&mut c), report)
+    };
+    let (out, report) = batch(&["--creds", "alice:s3cret-pw"]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(report).unwrap()).unwrap();
+    let mut tags: Vec<&str> = r["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["tag"].as_str().unwrap())
+        .collect();
+    tags.sort();
+    // Hardened outputs (1-hardened) are not sources; the other tags are.
+    assert_eq!(
+        tags,
+        ["1", "via-authfile", "via-config", "via-flag", "via-home"]
+    );
+    std::fs::remove_dir_all(home.path().join(".docker")).unwrap();
+    let (out, _) = batch(&[]);
+    assert_one_line_error(&out, &["unauthorized", "wants credentials"]);
 }
 
 #[test]
