@@ -25,20 +25,43 @@ pub struct SourceOptions {
     pub blobs: Option<std::sync::Arc<BlobCache>>,
 }
 
+/// Most bytes of layer blobs a [`BlobCache`] keeps on disk for later images.
+pub const BLOB_BUDGET: u64 = 8 << 30;
+
 /// Verified layer blobs by digest, downloaded once per process however many images use them.
+/// Each image gets its own hard link to a cached blob, so the cache can drop a blob (least
+/// recently used first, past [`BLOB_BUDGET`] bytes) while images still read it.
 pub struct BlobCache {
     dir: tempfile::TempDir,
-    slots: std::sync::Mutex<
-        std::collections::HashMap<String, std::sync::Arc<tokio::sync::OnceCell<PathBuf>>>,
-    >,
+    slots: std::sync::Mutex<BlobSlots>,
+    budget: u64,
     /// How many layer pulls the cache answered.
     pub hits: std::sync::atomic::AtomicU64,
     /// Each layer's parse and the files copied out of it, shared by the images.
     pub layers: std::sync::Arc<crate::rootfs::LayerCache>,
 }
 
+type BlobCell = std::sync::Arc<tokio::sync::OnceCell<PathBuf>>;
+
+#[derive(Default)]
+struct BlobSlots {
+    map: std::collections::HashMap<String, BlobSlot>,
+    tick: u64,
+    held: u64,
+}
+
+struct BlobSlot {
+    cell: BlobCell,
+    used: u64,
+    size: u64,
+}
+
 impl BlobCache {
     pub fn new() -> Result<Self> {
+        Self::with_budget(BLOB_BUDGET)
+    }
+
+    pub fn with_budget(budget: u64) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("pare-blobs-")
             .tempdir()
@@ -49,13 +72,104 @@ impl BlobCache {
             layers: std::sync::Arc::new(crate::rootfs::LayerCache::new(&files)),
             dir,
             slots: Default::default(),
+            budget,
             hits: Default::default(),
         })
     }
 
-    fn slot(&self, digest: &str) -> std::sync::Arc<tokio::sync::OnceCell<PathBuf>> {
-        let mut m = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        m.entry(digest.to_string()).or_default().clone()
+    fn lock(&self) -> std::sync::MutexGuard<'_, BlobSlots> {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn slot(&self, digest: &str) -> BlobCell {
+        let mut s = self.lock();
+        s.tick += 1;
+        let tick = s.tick;
+        let slot = s.map.entry(digest.to_string()).or_insert_with(|| BlobSlot {
+            cell: Default::default(),
+            used: 0,
+            size: 0,
+        });
+        slot.used = tick;
+        slot.cell.clone()
+    }
+
+    /// `digest` (of `size` bytes) is now on disk: count it, and drop the least recently used
+    /// other blobs past the budget.
+    fn account(&self, digest: &str, cell: &BlobCell, size: u64) {
+        let mut s = self.lock();
+        let s = &mut *s;
+        if let Some(slot) = s.map.get_mut(digest)
+            && std::sync::Arc::ptr_eq(&slot.cell, cell)
+            && slot.size == 0
+        {
+            slot.size = size.max(1);
+            s.held += slot.size;
+        }
+        while s.held > self.budget {
+            let victim = s
+                .map
+                .iter()
+                .filter(|(d, slot)| slot.size > 0 && d.as_str() != digest)
+                .min_by_key(|(_, slot)| slot.used)
+                .map(|(d, _)| d.clone());
+            let Some(v) = victim else { break };
+            if let Some(slot) = s.map.remove(&v) {
+                s.held -= slot.size;
+                if let Some(p) = slot.cell.get() {
+                    let _ = std::fs::remove_file(p);
+                }
+            }
+        }
+    }
+
+    /// Bytes of blobs the cache holds on disk.
+    pub fn held_bytes(&self) -> u64 {
+        self.lock().held
+    }
+
+    /// The verified blob `d` as the file `mine` (a hard link to the cached copy), downloading
+    /// it only when no earlier image did.
+    async fn fetch(
+        &self,
+        client: &RegistryClient,
+        r: &crate::reference::RegistryRef,
+        d: &Descriptor,
+        mine: &Path,
+        progress: &Progress,
+    ) -> Result<()> {
+        let hex = d
+            .digest
+            .strip_prefix("sha256:")
+            .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+            .ok_or_else(|| {
+                Error::malformed(r.to_string(), format!("layer digest {:?}", d.digest))
+            })?;
+        for _ in 0..3 {
+            let cell = self.slot(&d.digest);
+            let mut fetched = false;
+            let cached = cell
+                .get_or_try_init(|| async {
+                    fetched = true;
+                    let p = self.dir.path().join(hex);
+                    client.get_blob_to_file(r, d, &p, progress).await?;
+                    Ok::<_, Error>(p)
+                })
+                .await?
+                .clone();
+            self.account(&d.digest, &cell, d.size);
+            // A link, or a copy across filesystems; the cache may have dropped the blob
+            // between the two steps: then fetch it again.
+            let linked = std::fs::hard_link(&cached, mine).is_ok()
+                || (cached.exists() && std::fs::copy(&cached, mine).is_ok());
+            if linked {
+                if !fetched {
+                    self.hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                return Ok(());
+            }
+        }
+        client.get_blob_to_file(r, d, mine, progress).await
     }
 }
 
@@ -241,32 +355,11 @@ pub async fn pull(
             let jobs = manifest.layers.iter().enumerate().map(|(i, d)| {
                 let client = &client;
                 async move {
-                    let path = match &opts.blobs {
-                        Some(cache) => {
-                            let slot = cache.slot(&d.digest);
-                            let mut fetched = false;
-                            let p = slot
-                                .get_or_try_init(|| async {
-                                    fetched = true;
-                                    let p = cache.dir.path().join(&d.digest["sha256:".len()..]);
-                                    client.get_blob_to_file(r, d, &p, progress).await?;
-                                    Ok::<_, Error>(p)
-                                })
-                                .await?
-                                .clone();
-                            if !fetched {
-                                cache
-                                    .hits
-                                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            }
-                            p
-                        }
-                        None => {
-                            let p = work.join(format!("layer-{i}"));
-                            client.get_blob_to_file(r, d, &p, progress).await?;
-                            p
-                        }
-                    };
+                    let path = work.join(format!("layer-{i}"));
+                    match &opts.blobs {
+                        Some(cache) => cache.fetch(client, r, d, &path, progress).await?,
+                        None => client.get_blob_to_file(r, d, &path, progress).await?,
+                    }
                     Ok::<_, Error>(LayerBlob {
                         descriptor: d.clone(),
                         path,
@@ -370,5 +463,36 @@ pub async fn pull(
                 layers,
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod blob_cache_tests {
+    use super::*;
+
+    #[test]
+    fn blobs_past_the_budget_are_dropped_least_recently_used_first() {
+        let cache = BlobCache::with_budget(250).unwrap();
+        let put = |name: &str| {
+            let cell = cache.slot(name);
+            let p = cache.dir.path().join(name);
+            std::fs::write(&p, [0u8; 100]).unwrap();
+            cell.set(p.clone()).unwrap();
+            cache.account(name, &cell, 100);
+            p
+        };
+        let a = put("a");
+        // An image holds its own link to a: dropping a from the cache leaves that intact.
+        let held = cache.dir.path().join("image-a");
+        std::fs::hard_link(&a, &held).unwrap();
+        let b = put("b");
+        cache.slot("a"); // a is used again: b is now the oldest
+        let c = put("c");
+        assert_eq!(cache.held_bytes(), 200);
+        assert!(a.exists() && !b.exists() && c.exists());
+        put("d");
+        assert!(!a.exists() && c.exists());
+        assert_eq!(std::fs::read(&held).unwrap().len(), 100);
+        assert!(cache.lock().map.get("a").is_none());
     }
 }
