@@ -13,6 +13,7 @@ lint:
     cargo fmt --all -- --check
     cargo clippy --all-targets -- -D warnings
 
-# Figures: pare harden of a large image vs skopeo copy of the same image (release build).
+# Figures (release build): pare harden of a large image vs skopeo copy of it; pare batch of 8
+# images sharing that base vs pare harden of each.
 bench:
     cargo test --release --test bench -- --ignored --nocapture
