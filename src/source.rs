@@ -493,6 +493,6 @@ mod blob_cache_tests {
         put("d");
         assert!(!a.exists() && c.exists());
         assert_eq!(std::fs::read(&held).unwrap().len(), 100);
-        assert!(cache.lock().map.get("a").is_none());
+        assert!(!cache.lock().map.contains_key("a"));
     }
 }
