@@ -113,6 +113,10 @@ fn batch_a_namespace_resumably_and_in_shards() {
         done_before >= 1 && done_before < good.len(),
         "{done_before}"
     );
+    eprintln!(
+        "interrupted after {done_before} of {} images were hardened",
+        good.len()
+    );
 
     // The re-run does what is left: what the killed run finished is skipped.
     let out = run(pare()
@@ -126,6 +130,12 @@ fn batch_a_namespace_resumably_and_in_shards() {
             "--report",
         ])
         .arg(&report));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the broken image fails the batch: {}",
+        describe_output(&out)
+    );
     let it = items(&report);
     let broken = it
         .iter()
