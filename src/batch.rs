@@ -172,14 +172,50 @@ pub async fn batch(target: &str, opts: &BatchOptions, progress: &Progress) -> Re
             .filter(|l| !l.is_empty() && !l.starts_with('#'))
             .map(|l| l.trim_start_matches(&format!("{host}/")).to_string())
             .filter(|r| r.starts_with(&prefix) || r == &namespace)
+            .collect::<std::collections::BTreeSet<String>>()
+            .into_iter()
             .collect(),
         None => client.catalog_all(&prefix, page).await?,
     };
     let include = globs(&opts.include, "include")?;
     let exclude = globs(&opts.exclude, "exclude")?;
+    // Tag lists, a few repositories at a time. A repository whose tags cannot be listed is a
+    // failed item, not the end of the batch.
+    let listed: Vec<(String, Result<Vec<String>>)> =
+        futures_util::stream::iter(repos.iter().map(|repo| {
+            let client = client.clone();
+            async move { (repo.clone(), client.tags_all(repo, page).await) }
+        }))
+        .buffered(8)
+        .collect()
+        .await;
     let mut work = Vec::new();
-    for repo in &repos {
-        for tag in client.tags_all(repo, page).await? {
+    let mut unlisted = Vec::new();
+    for (repo, tags) in listed {
+        let tags = match tags {
+            Ok(t) => t,
+            Err(e) => {
+                if let Some((i, n)) = opts.shard
+                    && shard_of(&repo, "*", n) != i
+                {
+                    continue;
+                }
+                unlisted.push(BatchItem {
+                    repository: repo.clone(),
+                    tag: "*".into(),
+                    source: format!("{host}/{repo}"),
+                    destination: String::new(),
+                    status: "failed".into(),
+                    source_digest: None,
+                    destination_digest: None,
+                    size_before: None,
+                    size_after: None,
+                    error: Some(e.to_string()),
+                });
+                continue;
+            }
+        };
+        for tag in tags {
             if is_output(&tag) {
                 continue;
             }
@@ -188,7 +224,7 @@ pub async fn batch(target: &str, opts: &BatchOptions, progress: &Progress) -> Re
                 continue;
             }
             if let Some((i, n)) = opts.shard
-                && shard_of(repo, &tag, n) != i
+                && shard_of(&repo, &tag, n) != i
             {
                 continue;
             }
@@ -196,6 +232,13 @@ pub async fn batch(target: &str, opts: &BatchOptions, progress: &Progress) -> Re
         }
     }
     progress.note(&format!("{} images under {target}", work.len()));
+    for u in &unlisted {
+        progress.note(&format!(
+            "failed    {}: cannot list its tags: {}",
+            u.repository,
+            u.error.as_deref().unwrap_or_default()
+        ));
+    }
     let jobs = if opts.jobs == 0 {
         std::thread::available_parallelism().map_or(2, |n| n.get())
     } else {
@@ -243,6 +286,7 @@ pub async fn batch(target: &str, opts: &BatchOptions, progress: &Progress) -> Re
         .await;
     overall.finish();
     let mut items = results;
+    items.extend(unlisted);
     items.sort_by(|a, b| (&a.repository, &a.tag).cmp(&(&b.repository, &b.tag)));
     let count = |s: &str| items.iter().filter(|i| i.status == s).count();
     let cache = opts.harden.source.blobs.as_deref();

@@ -271,6 +271,50 @@ fn batch_a_namespace_resumably_and_in_shards() {
             )
         }));
     }
+    // --repos-from (registries without a catalog): comments, host prefixes, duplicates, a
+    // repository outside the namespace (ignored) and one that does not exist (a failed item;
+    // the others still run).
+    let list = dir.path().join("repos.txt");
+    std::fs::write(
+        &list,
+        format!(
+            "# payments\npayments/svc0\n{}/payments/svc1\npayments/svc0\nother/app\npayments/gone\n",
+            reg.host()
+        ),
+    )
+    .unwrap();
+    let r = dir.path().join("from.json");
+    let out = run(pare()
+        .args(["batch", &target, "--dry-run", "--repos-from"])
+        .arg(&list)
+        .arg("--report")
+        .arg(&r));
+    assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
+    let mut got: Vec<String> = items(&r)
+        .iter()
+        .map(|i| {
+            format!(
+                "{}:{} {}",
+                i["repository"].as_str().unwrap(),
+                i["tag"].as_str().unwrap(),
+                i["status"].as_str().unwrap()
+            )
+        })
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            "payments/gone:* failed",
+            "payments/svc0:0.0 skipped",
+            "payments/svc0:1.0 skipped",
+            "payments/svc0:2.0 skipped",
+            "payments/svc1:0.0 skipped",
+            "payments/svc1:1.0 skipped",
+            "payments/svc1:2.0 skipped",
+        ]
+    );
+
     let unique: BTreeSet<&String> = seen.iter().collect();
     assert_eq!(unique.len(), seen.len(), "a tag in two shards");
     let all: BTreeSet<String> = it
