@@ -238,7 +238,8 @@ impl RegistryClient {
     }
 
     /// GET `/v2/{path}?n={page}`, then each page the `Link: <…>; rel="next"` header names
-    /// (OCI distribution-spec), collecting the JSON array `key`; sorted and deduplicated.
+    /// (OCI distribution-spec; `last=` when a full page comes without one), collecting the
+    /// JSON array `key`; sorted and deduplicated.
     /// Bounded: 16 MiB per page, 10,000 pages, 1,000,000 names.
     async fn list_pages(
         &self,
@@ -263,7 +264,9 @@ impl RegistryClient {
             .await
             .map_err(ListError::Oci)?;
         let mut out = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for _ in 0..MAX_PAGES {
+            let before = out.len();
             let mut req = self
                 .http
                 .get(url.clone())
@@ -310,8 +313,29 @@ impl RegistryClient {
             if out.len() > MAX_NAMES {
                 return Err(ListError::Other(format!("more than {MAX_NAMES} names")));
             }
+            let got = out.len() - before;
+            let new_names = out[before..].iter().any(|n| !seen.contains(n));
+            seen.extend(out[before..].iter().cloned());
+            // No Link header but a full page: a registry that pages by `last` without saying
+            // so (the spec's older form). Ask once more from the last name; stop when a page
+            // brings nothing new.
+            let next = next.or_else(|| {
+                (got >= page && new_names).then(|| {
+                    let mut u = url.clone();
+                    let keep: Vec<(String, String)> = u
+                        .query_pairs()
+                        .filter(|(k, _)| k != "last")
+                        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                        .collect();
+                    u.query_pairs_mut()
+                        .clear()
+                        .extend_pairs(keep)
+                        .append_pair("last", out.last().map(String::as_str).unwrap_or(""));
+                    u
+                })
+            });
             match next {
-                Some(n) if n != url => url = n,
+                Some(n) if n != url && new_names => url = n,
                 _ => {
                     out.sort();
                     out.dedup();
