@@ -39,5 +39,9 @@ fi
 if ! python3 -c 'import jsonschema' 2>/dev/null; then
   python3 -m pip install -q jsonschema || { sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"; $sudo apt-get install -y -qq python3-jsonschema; }
 fi
+# The token-auth test's token server (tests/common/token_server.py) signs JWTs with cryptography.
+if ! python3 -c 'import cryptography' 2>/dev/null; then
+  python3 -m pip install -q cryptography || { sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"; $sudo apt-get install -y -qq python3-cryptography; }
+fi
 # The distribution registry package ships a systemd service; the tests start their own.
 exec cargo test --all-targets "$@"

@@ -121,6 +121,7 @@ impl RegistryClient {
             }
             OciDistributionError::ServerError { code: 404, .. }
             | OciDistributionError::ImageManifestNotFoundError(_) => "not found (404)".to_string(),
+            OciDistributionError::ServerError { code: 401, .. } => denied("unauthorized (401)"),
             OciDistributionError::ServerError { code: 403, .. } => denied("forbidden (403)"),
             OciDistributionError::ServerError { code, message, .. } => {
                 let m = message.trim();
@@ -189,7 +190,7 @@ impl RegistryClient {
         let all = self
             .list_pages(&probe, "_catalog", "repositories", page)
             .await
-            .map_err(|m| self.list_error("list repositories of", self.registry.clone(), m))?;
+            .map_err(|m| self.raw_error("list repositories of", self.registry.clone(), m))?;
         Ok(all.into_iter().filter(|r| r.starts_with(prefix)).collect())
     }
 
@@ -203,15 +204,15 @@ impl RegistryClient {
         self.list_pages(&r, &format!("{repository}/tags/list"), "tags", page)
             .await
             .map_err(|m| {
-                self.list_error("list tags of", format!("{}/{repository}", self.registry), m)
+                self.raw_error("list tags of", format!("{}/{repository}", self.registry), m)
             })
     }
 
-    fn list_error(&self, op: &'static str, target: String, e: ListError) -> Error {
+    fn raw_error(&self, op: &'static str, target: String, e: RawError) -> Error {
         match e {
-            ListError::Oci(e) => self.error(op, target, e),
-            ListError::Http(e) => self.error(op, target, OciDistributionError::RequestError(e)),
-            ListError::Status(code, body) => self.error(
+            RawError::Oci(e) => self.error(op, target, e),
+            RawError::Http(e) => self.error(op, target, OciDistributionError::RequestError(e)),
+            RawError::Status(code, body) => self.error(
                 op,
                 target,
                 match serde_json::from_str(&body) {
@@ -229,7 +230,7 @@ impl RegistryClient {
                     },
                 },
             ),
-            ListError::Other(m) => Error::Registry {
+            RawError::Other(m) => Error::Registry {
                 op,
                 target,
                 message: m,
@@ -247,71 +248,61 @@ impl RegistryClient {
         path: &str,
         key: &str,
         page: usize,
-    ) -> std::result::Result<Vec<String>, ListError> {
+    ) -> std::result::Result<Vec<String>, RawError> {
         const MAX_PAGE_BYTES: usize = 16 << 20;
         const MAX_PAGES: usize = 10_000;
         const MAX_NAMES: usize = 1_000_000;
-        let base = reqwest::Url::parse(&format!("{}://{}/", self.scheme, self.registry))
-            .map_err(|e| ListError::Other(format!("bad registry address: {e}")))?;
-        let mut url = base
-            .join(&format!("v2/{path}"))
-            .map_err(|e| ListError::Other(format!("bad list address: {e}")))?;
+        let mut url = self
+            .url(&format!("v2/{path}"))
+            .map_err(|e| RawError::Other(format!("bad list address: {e}")))?;
         url.query_pairs_mut().append_pair("n", &page.to_string());
-        // oci-client's token exchange (Bearer), or Basic credentials as given.
-        let token = self
-            .client
-            .auth(scope, &self.creds.auth, oci_client::RegistryOperation::Pull)
-            .await
-            .map_err(ListError::Oci)?;
+        let mut auth = self
+            .raw_auth(scope, oci_client::RegistryOperation::Pull)
+            .await?;
         let mut out = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for _ in 0..MAX_PAGES {
             let before = out.len();
-            let mut req = self
-                .http
-                .get(url.clone())
-                .header("Accept", "application/json");
-            req = match (&token, &self.creds.auth) {
-                (Some(t), _) => req.bearer_auth(t),
-                (None, RegistryAuth::Basic(u, p)) => req.basic_auth(u, Some(p)),
-                (None, _) => req,
-            };
-            let mut res = req.send().await.map_err(ListError::Http)?;
+            let mut res = self
+                .send_raw(&mut auth, |c| {
+                    c.get(url.clone()).header("Accept", "application/json")
+                })
+                .await?;
             let status = res.status();
             let next = next_link(res.headers().get_all(http::header::LINK), &url)
-                .map_err(ListError::Other)?;
+                .map_err(RawError::Other)?;
             let mut body = Vec::new();
-            while let Some(chunk) = res.chunk().await.map_err(ListError::Http)? {
+            while let Some(chunk) = res.chunk().await.map_err(RawError::Http)? {
                 if body.len() + chunk.len() > MAX_PAGE_BYTES {
-                    return Err(ListError::Other(format!(
+                    return Err(RawError::Other(format!(
                         "a list page larger than {MAX_PAGE_BYTES} bytes"
                     )));
                 }
                 body.extend_from_slice(&chunk);
             }
             if !status.is_success() {
-                return Err(ListError::Status(
+                return Err(RawError::Status(
                     status.as_u16(),
                     String::from_utf8_lossy(&body[..body.len().min(4096)]).into_owned(),
                 ));
             }
             let v: serde_json::Value = serde_json::from_slice(&body)
-                .map_err(|e| ListError::Other(format!("the list is not JSON: {e}")))?;
+                .map_err(|e| RawError::Other(format!("the list is not JSON: {e}")))?;
             // A repository without tags may answer `"tags": null`.
             match v.get(key) {
                 None | Some(serde_json::Value::Null) => {}
                 Some(serde_json::Value::Array(a)) => {
                     for s in a {
-                        let s = s.as_str().ok_or_else(|| {
-                            ListError::Other(format!("a non-string in \"{key}\""))
-                        })?;
+                        let s = s
+                            .as_str()
+                            .ok_or_else(|| RawError::Other(format!("a non-string in \"{key}\"")))?;
                         out.push(s.to_string());
                     }
                 }
-                Some(_) => return Err(ListError::Other(format!("\"{key}\" is not a list"))),
+                Some(_) => return Err(RawError::Other(format!("\"{key}\" is not a list"))),
             }
             if out.len() > MAX_NAMES {
-                return Err(ListError::Other(format!("more than {MAX_NAMES} names")));
+                return Err(RawError::Other(format!("more than {MAX_NAMES} names")));
             }
             let got = out.len() - before;
             let new_names = out[before..].iter().any(|n| !seen.contains(n));
@@ -343,7 +334,7 @@ impl RegistryClient {
                 }
             }
         }
-        Err(ListError::Other(format!("more than {MAX_PAGES} pages")))
+        Err(RawError::Other(format!("more than {MAX_PAGES} pages")))
     }
 
     /// Fetch a manifest by digest from the same repository.
@@ -535,19 +526,60 @@ impl RegistryClient {
         if from == r.repository {
             return false;
         }
-        let target = r.to_oci();
-        let source =
-            oci_client::Reference::with_digest(self.registry.clone(), from, digest.to_string());
-        self.prepare(&target).await;
-        match self.client.mount_blob(&target, &source, digest).await {
-            Ok(()) => {
+        match self.mount(r, &from, digest).await {
+            Ok(true) => {
                 log.mounted
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 true
             }
+            Ok(false) => false,
             Err(e) => {
-                tracing::debug!(%digest, error = %e, "mount declined; uploading");
+                let e = self.raw_error("mount blob", r.to_string(), e);
+                tracing::debug!(%digest, error = %e, "mount failed; uploading");
                 false
+            }
+        }
+    }
+
+    /// `POST /v2/R/blobs/uploads/?mount=D&from=F`: 201 is mounted; 202 is the registry
+    /// declining (the spec's answer: an upload session opened instead, which is cancelled).
+    /// oci-client's own call asks no pull scope on F (token registries then refuse) and takes
+    /// 202 for an error.
+    async fn mount(&self, r: &RegistryRef, from: &str, digest: &str) -> RawResult<bool> {
+        let mut url = self
+            .url(&format!("v2/{}/blobs/uploads/", r.repository))
+            .map_err(RawError::Other)?;
+        url.query_pairs_mut()
+            .append_pair("mount", digest)
+            .append_pair("from", from);
+        let mut auth = self
+            .raw_auth(&r.to_oci(), oci_client::RegistryOperation::Push)
+            .await?;
+        let res = self
+            .send_raw(&mut auth, |c| {
+                c.post(url.clone())
+                    .header(http::header::CONTENT_LENGTH, "0")
+            })
+            .await?;
+        match res.status().as_u16() {
+            201 => Ok(true),
+            202 => {
+                let location = res
+                    .headers()
+                    .get(http::header::LOCATION)
+                    .and_then(|l| l.to_str().ok())
+                    .and_then(|l| url.join(l).ok());
+                if let Some(loc) = location
+                    && loc.host_str() == url.host_str()
+                    && loc.port_or_known_default() == url.port_or_known_default()
+                {
+                    let _ = self.send_raw(&mut auth, |c| c.delete(loc.clone())).await;
+                }
+                Ok(false)
+            }
+            code => {
+                let body = res.text().await.unwrap_or_default();
+                Err(RawError::Status(code, body))
             }
         }
     }
@@ -594,8 +626,148 @@ impl PushLog {
     }
 }
 
-/// Why listing failed (turned into [`Error`] with the registry's words).
-enum ListError {
+/// A token from a registry's token server.
+#[derive(serde::Deserialize)]
+struct TokenAnswer {
+    token: Option<String>,
+    access_token: Option<String>,
+}
+
+/// Credentials for requests oci-client has no call for: a Bearer token, or Basic as given.
+struct RawAuth {
+    token: Option<String>,
+    /// A token was fetched for a challenge's scope already (done once per call).
+    rescoped: bool,
+}
+
+impl RegistryClient {
+    /// `https://REGISTRY/` + `path` (`http` for plain-http registries).
+    fn url(&self, path: &str) -> std::result::Result<reqwest::Url, String> {
+        reqwest::Url::parse(&format!("{}://{}/", self.scheme, self.registry))
+            .and_then(|b| b.join(path))
+            .map_err(|e| e.to_string())
+    }
+
+    /// oci-client's token exchange for `scope`'s repository and `op`.
+    async fn raw_auth(
+        &self,
+        scope: &oci_client::Reference,
+        op: oci_client::RegistryOperation,
+    ) -> std::result::Result<RawAuth, RawError> {
+        let token = self
+            .client
+            .auth(scope, &self.creds.auth, op)
+            .await
+            .map_err(RawError::Oci)?;
+        Ok(RawAuth {
+            token,
+            rescoped: false,
+        })
+    }
+
+    /// Send the request `build` makes, with `auth`. On a 401 whose Bearer challenge names a
+    /// scope (the catalog's `registry:catalog:*`, a mount's pull on the source repository:
+    /// scopes oci-client never asks for), fetch a token for that scope and send it again, once.
+    async fn send_raw(
+        &self,
+        auth: &mut RawAuth,
+        build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    ) -> std::result::Result<reqwest::Response, RawError> {
+        loop {
+            let req = match (&auth.token, &self.creds.auth) {
+                (Some(t), _) => build(&self.http).bearer_auth(t),
+                (None, RegistryAuth::Basic(u, p)) => build(&self.http).basic_auth(u, Some(p)),
+                (None, _) => build(&self.http),
+            };
+            let res = req.send().await.map_err(RawError::Http)?;
+            if res.status() == reqwest::StatusCode::UNAUTHORIZED
+                && !auth.rescoped
+                && let Some(t) = self.token_for_challenge(res.headers()).await?
+            {
+                auth.rescoped = true;
+                auth.token = Some(t);
+                continue;
+            }
+            return Ok(res);
+        }
+    }
+}
+
+impl RegistryClient {
+    /// When `headers` carry a `WWW-Authenticate: Bearer realm=…,service=…,scope=…` challenge,
+    /// a token for that scope from the realm (with the Basic credentials, if any: the
+    /// distribution token flow). `None` when there is no such challenge.
+    async fn token_for_challenge(
+        &self,
+        headers: &http::HeaderMap,
+    ) -> std::result::Result<Option<String>, RawError> {
+        let Some(value) = headers
+            .get(http::header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+        else {
+            return Ok(None);
+        };
+        let Some(challenge) = http_auth::ChallengeParser::new(value)
+            .flatten()
+            .find(|c| c.scheme.eq_ignore_ascii_case("Bearer"))
+        else {
+            return Ok(None);
+        };
+        let param = |name: &str| {
+            challenge
+                .params
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.to_unescaped())
+        };
+        let (Some(realm), Some(scope)) = (param("realm"), param("scope")) else {
+            return Ok(None);
+        };
+        let mut realm = reqwest::Url::parse(&realm)
+            .map_err(|e| RawError::Other(format!("bad token realm {realm:?}: {e}")))?;
+        // Credentials go to the realm only over https, unless the registry itself is plain
+        // http (loopback or --insecure-registry).
+        if realm.scheme() != "https" && self.scheme == "https" {
+            return Err(RawError::Other(format!(
+                "the token realm {realm} is not https; not sending credentials there"
+            )));
+        }
+        {
+            // A challenge may name several scopes, space-separated: one `scope` each.
+            let mut q = realm.query_pairs_mut();
+            for s in scope.split_ascii_whitespace() {
+                q.append_pair("scope", s);
+            }
+            if let Some(service) = param("service") {
+                q.append_pair("service", &service);
+            }
+        }
+        let mut req = self.http.get(realm);
+        if let RegistryAuth::Basic(u, p) = &self.creds.auth {
+            req = req.basic_auth(u, Some(p));
+        }
+        let res = req.send().await.map_err(RawError::Http)?;
+        let status = res.status();
+        let body = res.bytes().await.map_err(RawError::Http)?;
+        if !status.is_success() {
+            return Err(RawError::Oci(OciDistributionError::AuthenticationFailure(
+                format!(
+                    "token server: HTTP {status} for scope {scope}: {}",
+                    String::from_utf8_lossy(&body[..body.len().min(300)]).trim()
+                ),
+            )));
+        }
+        let answer: TokenAnswer = serde_json::from_slice(&body)
+            .map_err(|e| RawError::Other(format!("the token server's answer: {e}")))?;
+        Ok(answer.token.or(answer.access_token))
+    }
+}
+
+type RawResult<T> = std::result::Result<T, RawError>;
+
+/// Why a request oci-client has no call for failed (turned into [`Error`] with the
+/// registry's words by [`RegistryClient::raw_error`]).
+enum RawError {
     Oci(OciDistributionError),
     Http(reqwest::Error),
     Status(u16, String),

@@ -203,6 +203,8 @@ pub struct Registry {
     port: u16,
     dir: TempDir,
     creds: Option<(String, String)>,
+    /// The token server of a token-auth registry, and its key and certificate.
+    token_server: Option<(Child, TempDir)>,
 }
 
 /// A raw HTTP response from [`Registry::get`].
@@ -298,7 +300,55 @@ impl Registry {
         Self::launch(Some((user.to_string(), pass.to_string())))
     }
 
+    /// Start a registry with token auth (as Docker Hub, GHCR, Harbor and GitLab do): every
+    /// request needs a Bearer JWT from a token server (tests/common/token_server.py, Python
+    /// with `cryptography`) started beside it. `user:pass` may do anything, including
+    /// `registry:catalog:*`; anonymous clients may only pull repositories under `public/`.
+    /// The raw [`Registry::get`] helpers (Basic auth) do not work on it: use skopeo.
+    pub fn start_with_token_auth(user: &str, pass: &str) -> Registry {
+        let tdir = tempfile::Builder::new()
+            .prefix("pare-token-")
+            .tempdir()
+            .expect("create token server tempdir");
+        let script = tdir.path().join("token_server.py");
+        fs::write(&script, include_str!("token_server.py")).expect("write token server");
+        let tport = free_port();
+        let mut server = Command::new("python3")
+            .arg(&script)
+            .arg(tdir.path())
+            .arg(tport.to_string())
+            .args(["pare-registry", "pare-token-issuer", user, pass])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start the token server (python3)");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = server.try_wait().expect("token server status") {
+                panic!("the token server exited with {status} (python3-cryptography missing?)");
+            }
+            if http_get(tport, "/ready", None, None).is_ok_and(|r| r.status == 200) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the token server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let token = format!(
+            "auth:\n  token:\n    realm: http://127.0.0.1:{tport}/token\n    service: pare-registry\n    \
+             issuer: pare-token-issuer\n    rootcertbundle: {}\n",
+            tdir.path().join("token.crt").display()
+        );
+        let mut reg = Self::launch_with(Some((user.to_string(), pass.to_string())), Some(token));
+        reg.token_server = Some((server, tdir));
+        reg
+    }
+
     fn launch(creds: Option<(String, String)>) -> Registry {
+        let auth = creds.as_ref().map(|_| String::new());
+        Self::launch_with(creds, auth)
+    }
+
+    /// `auth`: the config's `auth:` section; empty for htpasswd with `creds`.
+    fn launch_with(creds: Option<(String, String)>, auth: Option<String>) -> Registry {
         let binary = require_tool(REGISTRY_BIN);
         let mut failures = Vec::new();
         // The free port can be stolen between probing and the registry binding it; retry.
@@ -309,9 +359,9 @@ impl Registry {
                 .expect("create registry tempdir");
             let port = free_port();
             let config = dir.path().join("config.yml");
-            fs::write(&config, Self::config_yml(dir.path(), port, creds.as_ref()))
+            fs::write(&config, Self::config_yml(dir.path(), port, auth.as_deref()))
                 .expect("write registry config.yml");
-            if let Some((user, pass)) = &creds {
+            if let (Some((user, pass)), Some("")) = (&creds, auth.as_deref()) {
                 let out =
                     run_ok(Command::new(require_tool(HTPASSWD_BIN)).args(["-Bbn", user, pass]));
                 fs::write(dir.path().join("htpasswd"), &out.stdout).expect("write htpasswd file");
@@ -337,6 +387,7 @@ impl Registry {
                         port,
                         dir,
                         creds,
+                        token_server: None,
                     };
                 }
                 Err(why) => {
@@ -357,7 +408,7 @@ impl Registry {
         );
     }
 
-    fn config_yml(dir: &Path, port: u16, creds: Option<&(String, String)>) -> String {
+    fn config_yml(dir: &Path, port: u16, auth: Option<&str>) -> String {
         let mut yml = format!(
             "version: 0.1\n\
              log:\n  level: error\n  accesslog:\n    disabled: true\n\
@@ -366,12 +417,16 @@ impl Registry {
              http:\n  addr: 127.0.0.1:{port}\n  secret: pare-integration-tests\n",
             storage = dir.join("storage").display(),
         );
-        if creds.is_some() {
-            let _ = write!(
-                yml,
-                "auth:\n  htpasswd:\n    realm: pare-test-registry\n    path: {}\n",
-                dir.join("htpasswd").display()
-            );
+        match auth {
+            Some("") => {
+                let _ = write!(
+                    yml,
+                    "auth:\n  htpasswd:\n    realm: pare-test-registry\n    path: {}\n",
+                    dir.join("htpasswd").display()
+                );
+            }
+            Some(section) => yml.push_str(section),
+            None => {}
         }
         yml
     }
@@ -459,6 +514,10 @@ impl Drop for Registry {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some((t, _)) = &mut self.token_server {
+            let _ = t.kill();
+            let _ = t.wait();
+        }
     }
 }
 
