@@ -507,6 +507,16 @@ fn main() -> ExitCode {
                 "pare=debug,oci_client=debug",
             ))
             .init();
+    } else {
+        // Warnings only (a registry call being retried), as one plain line each.
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .without_time()
+            .with_target(false)
+            .with_level(false)
+            .with_env_filter(tracing_subscriber::EnvFilter::new("pare=warn"))
+            .init();
     }
     // `check` keeps exit code 1 for policy violations; failing to check at all is 2.
     let failure = ExitCode::from(if is_check { 2 } else { 1 });

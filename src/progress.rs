@@ -86,6 +86,13 @@ impl Task {
         }
     }
 
+    /// Start over (a retried transfer).
+    pub fn restart(&self) {
+        if let Some(b) = &self.bar {
+            b.set_position(0);
+        }
+    }
+
     /// Replace the label shown on the bar (no-op without a terminal).
     pub fn set_label(&self, label: &str) {
         if let Some(b) = &self.bar {

@@ -37,7 +37,75 @@ pub fn plain_http(registry: &str, insecure: &[String]) -> bool {
             .any(|i| i == registry || i == host_without_port(registry))
 }
 
+/// Tries of a registry call that failed for a reason that may pass (connection refused or
+/// reset, timeout, 429, 5xx): waits of 0.5, 1, 2 and 4 s in between.
+const ATTEMPTS: u32 = 5;
+
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(500 << (attempt - 1).min(6))
+}
+
+/// Whether an oci-client error may pass on a second try.
+fn transient(e: &OciDistributionError) -> bool {
+    match e {
+        OciDistributionError::RequestError(e) => transient_http(e),
+        OciDistributionError::ServerError { code, .. } => transient_status(*code),
+        OciDistributionError::RegistryError { envelope, .. } => envelope
+            .errors
+            .iter()
+            .any(|e| e.code == oci_client::errors::OciErrorCode::Toomanyrequests),
+        _ => false,
+    }
+}
+
+/// One warning line for a retry: what failed, its root cause, and when the next try is.
+fn note_retry(what: &str, attempt: u32, error: &dyn std::error::Error) {
+    let mut cause = error.to_string();
+    let mut src = error.source();
+    while let Some(s) = src {
+        cause = s.to_string();
+        src = s.source();
+    }
+    tracing::warn!(
+        "pare: warning: {what}: {cause}; try {} of {ATTEMPTS} in {:.1}s",
+        attempt + 1,
+        backoff(attempt).as_secs_f64()
+    );
+}
+
+fn transient_http(e: &reqwest::Error) -> bool {
+    e.is_connect() || e.is_timeout() || e.is_body() || e.is_request()
+}
+
+fn transient_status(code: u16) -> bool {
+    matches!(code, 408 | 429 | 500 | 502 | 503 | 504)
+}
+
 impl RegistryClient {
+    /// Run `call` until it succeeds, fails for good, or has been tried [`ATTEMPTS`] times.
+    /// Only idempotent calls, or uploads from a replayable source, go through here.
+    async fn retrying<T, F, Fut>(
+        &self,
+        what: &str,
+        mut call: F,
+    ) -> std::result::Result<T, OciDistributionError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<T, OciDistributionError>>,
+    {
+        let mut attempt = 1;
+        loop {
+            match call().await {
+                Err(e) if attempt < ATTEMPTS && transient(&e) => {
+                    note_retry(what, attempt, &e);
+                    tokio::time::sleep(backoff(attempt)).await;
+                    attempt += 1;
+                }
+                r => return r,
+            }
+        }
+    }
+
     pub fn connect(registry: &str, insecure: &[String], creds: Credentials) -> Result<Self> {
         let plain = plain_http(registry, insecure);
         let config = ClientConfig {
@@ -160,8 +228,10 @@ impl RegistryClient {
         let oref = r.to_oci();
         self.prepare(&oref).await;
         let (bytes, _) = self
-            .client
-            .pull_manifest_raw(&oref, &RegistryAuth::Anonymous, MANIFEST_ACCEPT)
+            .retrying("pull manifest", || {
+                self.client
+                    .pull_manifest_raw(&oref, &RegistryAuth::Anonymous, MANIFEST_ACCEPT)
+            })
             .await
             .map_err(|e| self.error("pull manifest", r.to_string(), e))?;
         if bytes.len() > MAX_MANIFEST_BYTES {
@@ -356,6 +426,31 @@ impl RegistryClient {
         dest: &Path,
         progress: &Progress,
     ) -> Result<()> {
+        let mut attempt = 1;
+        loop {
+            match self.download_once(r, desc, dest, progress).await {
+                Err((e, true)) if attempt < ATTEMPTS => {
+                    note_retry(
+                        &format!("pull blob {}", short_digest(&desc.digest)),
+                        attempt,
+                        &e,
+                    );
+                    tokio::time::sleep(backoff(attempt)).await;
+                    attempt += 1;
+                }
+                other => return other.map_err(|(e, _)| e),
+            }
+        }
+    }
+
+    /// One download of a blob into `dest`, verified; on failure, whether another try may help.
+    async fn download_once(
+        &self,
+        r: &RegistryRef,
+        desc: &Descriptor,
+        dest: &Path,
+        progress: &Progress,
+    ) -> std::result::Result<(), (Error, bool)> {
         let oref = r.to_oci();
         self.prepare(&oref).await;
         let target = format!("{}/{}@{}", r.registry, r.repository, desc.digest);
@@ -363,34 +458,44 @@ impl RegistryClient {
             .client
             .pull_blob_stream(&oref, desc.digest.as_str())
             .await
-            .map_err(|e| self.error("pull blob", target.clone(), e))?;
+            .map_err(|e| {
+                let again = transient(&e);
+                (self.error("pull blob", target.clone(), e), again)
+            })?;
+        let fatal = |e: Error| (e, false);
         let mut file = tokio::fs::File::create(dest)
             .await
-            .map_err(|e| Error::io(dest, e))?;
+            .map_err(|e| fatal(Error::io(dest, e)))?;
         let task = progress.task("pull", short_digest(&desc.digest), desc.size);
         let mut h = Hasher::default();
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| Error::Registry {
-                op: "pull blob",
-                target: target.clone(),
-                message: e.to_string(),
+            // A connection lost mid-body: worth another try.
+            let chunk = chunk.map_err(|e| {
+                (
+                    Error::Registry {
+                        op: "pull blob",
+                        target: target.clone(),
+                        message: e.to_string(),
+                    },
+                    true,
+                )
             })?;
             h.update(&chunk);
             if h.count() > desc.size {
-                return Err(Error::SizeMismatch {
+                return Err(fatal(Error::SizeMismatch {
                     digest: desc.digest.clone(),
                     expected: desc.size,
                     actual: h.count(),
-                });
+                }));
             }
             task.inc(chunk.len() as u64);
             file.write_all(&chunk)
                 .await
-                .map_err(|e| Error::io(dest, e))?;
+                .map_err(|e| fatal(Error::io(dest, e)))?;
         }
-        file.flush().await.map_err(|e| Error::io(dest, e))?;
+        file.flush().await.map_err(|e| fatal(Error::io(dest, e)))?;
         task.finish();
-        crate::digest::check(&desc.digest, desc.size, h)
+        crate::digest::check(&desc.digest, desc.size, h).map_err(fatal)
     }
 
     /// Download a small blob (a config) into memory, bounded by `max` bytes.
@@ -414,8 +519,9 @@ impl RegistryClient {
         let mut out = Vec::with_capacity(desc.size as usize);
         let target = format!("{}/{}@{}", r.registry, r.repository, desc.digest);
         let mut stream = self
-            .client
-            .pull_blob_stream(&oref, desc.digest.as_str())
+            .retrying("pull blob", || {
+                self.client.pull_blob_stream(&oref, desc.digest.as_str())
+            })
             .await
             .map_err(|e| self.error("pull blob", target.clone(), e))?;
         let mut h = Hasher::default();
@@ -442,13 +548,15 @@ impl RegistryClient {
     pub async fn blob_exists(&self, r: &RegistryRef, digest: &str) -> Result<bool> {
         let oref = r.to_oci();
         self.prepare(&oref).await;
-        self.client.blob_exists(&oref, digest).await.map_err(|e| {
-            self.error(
-                "check blob",
-                format!("{}/{}@{digest}", r.registry, r.repository),
-                e,
-            )
-        })
+        self.retrying("check blob", || self.client.blob_exists(&oref, digest))
+            .await
+            .map_err(|e| {
+                self.error(
+                    "check blob",
+                    format!("{}/{}@{digest}", r.registry, r.repository),
+                    e,
+                )
+            })
     }
 
     /// Upload a blob from a local file in one streaming PUT, unless the registry has it.
@@ -466,27 +574,39 @@ impl RegistryClient {
             return Ok(false);
         }
         let oref = r.to_oci();
-        let file = tokio::fs::File::open(path)
-            .await
-            .map_err(|e| Error::io(path, e))?;
+        // Opened here so a missing file is an I/O error, not a registry one.
+        std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
         let task = progress.task("push", short_digest(digest), size);
         let done = task.clone();
-        let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024).map(move |c| {
-            if let Ok(b) = &c {
-                task.inc(b.len() as u64);
+        // Each try streams the file again from its start.
+        self.retrying("push blob", || {
+            let task = task.clone();
+            let oref = &oref;
+            async move {
+                let file = tokio::fs::File::open(path)
+                    .await
+                    .map_err(OciDistributionError::IoError)?;
+                task.restart();
+                let stream =
+                    tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024).map(move |c| {
+                        if let Ok(b) = &c {
+                            task.inc(b.len() as u64);
+                        }
+                        c.map_err(OciDistributionError::IoError)
+                    });
+                self.client
+                    .push_blob_stream(oref, stream, digest, Some(size))
+                    .await
             }
-            c.map_err(OciDistributionError::IoError)
-        });
-        self.client
-            .push_blob_stream(&oref, stream, digest, Some(size))
-            .await
-            .map_err(|e| {
-                self.error(
-                    "push blob",
-                    format!("{}/{}@{digest}", r.registry, r.repository),
-                    e,
-                )
-            })?;
+        })
+        .await
+        .map_err(|e| {
+            self.error(
+                "push blob",
+                format!("{}/{}@{digest}", r.registry, r.repository),
+                e,
+            )
+        })?;
         done.finish();
         Ok(true)
     }
@@ -503,16 +623,17 @@ impl RegistryClient {
             return Ok(());
         }
         let oref = r.to_oci();
-        self.client
-            .push_blob(&oref, data, digest)
-            .await
-            .map_err(|e| {
-                self.error(
-                    "push blob",
-                    format!("{}/{}@{digest}", r.registry, r.repository),
-                    e,
-                )
-            })?;
+        self.retrying("push blob", || {
+            self.client.push_blob(&oref, data.clone(), digest)
+        })
+        .await
+        .map_err(|e| {
+            self.error(
+                "push blob",
+                format!("{}/{}@{digest}", r.registry, r.repository),
+                e,
+            )
+        })?;
         Ok(())
     }
 
@@ -595,10 +716,12 @@ impl RegistryClient {
         self.prepare(&oref).await;
         let ct = http::HeaderValue::from_str(media_type)
             .map_err(|e| Error::Other(format!("bad media type {media_type}: {e}")))?;
-        self.client
-            .push_manifest_raw(&oref, bytes, ct)
-            .await
-            .map_err(|e| self.error("push manifest", r.to_string(), e))?;
+        self.retrying("push manifest", || {
+            self.client
+                .push_manifest_raw(&oref, bytes.clone(), ct.clone())
+        })
+        .await
+        .map_err(|e| self.error("push manifest", r.to_string(), e))?;
         Ok(())
     }
 }
@@ -655,8 +778,9 @@ impl RegistryClient {
         op: oci_client::RegistryOperation,
     ) -> std::result::Result<RawAuth, RawError> {
         let token = self
-            .client
-            .auth(scope, &self.creds.auth, op)
+            .retrying("authenticate", || {
+                self.client.auth(scope, &self.creds.auth, op)
+            })
             .await
             .map_err(RawError::Oci)?;
         Ok(RawAuth {
@@ -673,13 +797,34 @@ impl RegistryClient {
         auth: &mut RawAuth,
         build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
     ) -> std::result::Result<reqwest::Response, RawError> {
+        let mut attempt = 1;
         loop {
             let req = match (&auth.token, &self.creds.auth) {
                 (Some(t), _) => build(&self.http).bearer_auth(t),
                 (None, RegistryAuth::Basic(u, p)) => build(&self.http).basic_auth(u, Some(p)),
                 (None, _) => build(&self.http),
             };
-            let res = req.send().await.map_err(RawError::Http)?;
+            let again = |attempt: u32, why: &dyn std::error::Error| {
+                let path = build(&self.http)
+                    .build()
+                    .map_or_else(|_| "request".to_string(), |r| r.url().path().to_string());
+                note_retry(&path, attempt, why);
+                tokio::time::sleep(backoff(attempt))
+            };
+            let res = match req.send().await {
+                Err(e) if attempt < ATTEMPTS && transient_http(&e) => {
+                    again(attempt, &e).await;
+                    attempt += 1;
+                    continue;
+                }
+                r => r.map_err(RawError::Http)?,
+            };
+            if attempt < ATTEMPTS && transient_status(res.status().as_u16()) {
+                let status = std::io::Error::other(format!("HTTP {}", res.status()));
+                again(attempt, &status).await;
+                attempt += 1;
+                continue;
+            }
             if res.status() == reqwest::StatusCode::UNAUTHORIZED
                 && !auth.rescoped
                 && let Some(t) = self.token_for_challenge(res.headers()).await?

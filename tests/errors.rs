@@ -373,3 +373,28 @@ fn a_missing_archive_is_one_clean_line() {
     let line = assert_one_line_error(&out, &["/nonexistent/app.tar", "No such file or directory"]);
     assert_eq!(line.matches("No such file").count(), 1, "{line}");
 }
+
+#[test]
+fn a_registry_that_goes_away_for_a_moment_is_retried() {
+    let mut reg = Registry::start();
+    build_and_push(
+        &ImageSpec::new(vec![jq_only_closure()]).with_entrypoint(&["/usr/bin/jq"]),
+        &reg.image("r/jq:1"),
+        None,
+    );
+    // The registry is down when pare starts and back a second later.
+    reg.stop();
+    let child = pare()
+        .args(["harden", &reg.image("r/jq:1")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    reg.restart();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("retrying"), "{err}");
+    assert!(skopeo_inspect_exists(&reg.image("r/jq:1-hardened"), None));
+}

@@ -449,6 +449,33 @@ impl Registry {
         }
     }
 
+    /// Stop the registry (its storage stays): clients now see connection refused.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Start the stopped registry again, on the same port with the same storage.
+    pub fn restart(&mut self) {
+        let log = fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.path().join("registry.log"))
+            .expect("open registry log");
+        self.child = Command::new(require_tool(REGISTRY_BIN))
+            .arg("serve")
+            .arg(self.dir.path().join("config.yml"))
+            .current_dir(self.dir.path())
+            .env_clear()
+            .env("PATH", DEFAULT_PATH)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup registry log"))
+            .stderr(log)
+            .spawn()
+            .expect("restart the registry");
+        Self::wait_ready(&mut self.child, self.port, Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("registry restart: {e}\n{}", self.log()));
+    }
+
     /// `"127.0.0.1:PORT"`.
     pub fn host(&self) -> String {
         format!("127.0.0.1:{}", self.port)
