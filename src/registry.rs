@@ -764,9 +764,12 @@ struct RawAuth {
 }
 
 impl RegistryClient {
-    /// `https://REGISTRY/` + `path` (`http` for plain-http registries).
+    /// `https://REGISTRY/` + `path` (`http` for plain-http registries), the API host resolved
+    /// as oci-client resolves it (`docker.io` is `index.docker.io`).
     fn url(&self, path: &str) -> std::result::Result<reqwest::Url, String> {
-        reqwest::Url::parse(&format!("{}://{}/", self.scheme, self.registry))
+        let probe =
+            oci_client::Reference::with_tag(self.registry.clone(), "x".into(), "latest".into());
+        reqwest::Url::parse(&format!("{}://{}/", self.scheme, probe.resolve_registry()))
             .and_then(|b| b.join(path))
             .map_err(|e| e.to_string())
     }
@@ -1021,5 +1024,24 @@ mod tests {
             .is_err()
         );
         assert!(next(&[r#"<//127.0.0.1:6000/v2/_catalog>; rel="next""#], cur).is_err());
+    }
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::*;
+
+    #[test]
+    fn api_urls_resolve_docker_hub_like_oci_client() {
+        let c = RegistryClient::connect("docker.io", &[], Credentials::anonymous()).unwrap();
+        assert_eq!(
+            c.url("v2/library/nginx/tags/list").unwrap().as_str(),
+            "https://index.docker.io/v2/library/nginx/tags/list"
+        );
+        let c = RegistryClient::connect("127.0.0.1:5000", &[], Credentials::anonymous()).unwrap();
+        assert_eq!(
+            c.url("v2/_catalog").unwrap().as_str(),
+            "http://127.0.0.1:5000/v2/_catalog"
+        );
     }
 }

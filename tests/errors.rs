@@ -395,6 +395,9 @@ fn a_registry_that_goes_away_for_a_moment_is_retried() {
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", describe_output(&out));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("retrying"), "{err}");
+    assert!(
+        err.contains("pare: warning: pull manifest:") && err.contains("try 2 of 5"),
+        "{err}"
+    );
     assert!(skopeo_inspect_exists(&reg.image("r/jq:1-hardened"), None));
 }
