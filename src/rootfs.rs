@@ -350,53 +350,75 @@ impl Rootfs {
                     other => other,
                 })
             };
-            let parsed = match &cache {
-                Some(c) => c.parsed(&layer.descriptor.digest, parse)?,
-                None => Arc::new(parse()?),
+            // With a cache the parse is kept for other images; without, ops are applied as
+            // they stream (nothing but the index is held).
+            let (diff_id, size) = match &cache {
+                Some(c) => {
+                    let parsed = c.parsed(&layer.descriptor.digest, parse)?;
+                    fs.apply_parsed(i, &parsed)?;
+                    (parsed.diff_id.clone(), parsed.size)
+                }
+                None => {
+                    let reader = open_layer(&layer.path)?;
+                    fs.apply_layer(i, reader).map_err(|e| match e {
+                        Error::Io { source, .. } => Error::malformed(what.clone(), source),
+                        other => other,
+                    })?
+                }
             };
             if let Some(ids) = diff_ids
-                && ids[i] != parsed.diff_id
+                && ids[i] != diff_id
             {
                 return Err(Error::malformed(
                     what,
                     format!(
-                        "uncompressed content hashes to {}, but the config's diff_id is {}",
-                        parsed.diff_id, ids[i]
+                        "uncompressed content hashes to {diff_id}, but the config's diff_id is {}",
+                        ids[i]
                     ),
                 ));
             }
-            fs.apply_parsed(i, &parsed)?;
-            fs.layer_sizes.push(parsed.size);
+            fs.layer_sizes.push(size);
         }
         fs.layers = layers;
         fs.cache = cache;
         Ok(fs)
     }
 
-    /// Apply one layer's tar stream; returns its diff_id and size.
+    /// Apply one layer's tar stream as it is read; returns its diff_id and size.
     pub fn apply_layer(&mut self, layer: usize, reader: impl Read) -> Result<(String, u64)> {
-        let parsed = ParsedLayer::parse(layer, reader)?;
-        self.apply_parsed(layer, &parsed)?;
-        Ok((parsed.diff_id.clone(), parsed.size))
+        self.begin_layer(layer);
+        let facts = parse_stream(layer, reader, |op| self.apply_checked(layer, &op))?;
+        self.stats[layer].entries += facts.entries;
+        self.stats[layer].size += facts.bytes;
+        Ok((facts.diff_id, facts.size))
     }
 
     /// Apply a layer already parsed (perhaps for another image: the parse depends on the
     /// layer's bytes only).
     pub fn apply_parsed(&mut self, layer: usize, parsed: &ParsedLayer) -> Result<()> {
+        self.begin_layer(layer);
+        self.stats[layer].entries += parsed.entries;
+        self.stats[layer].size += parsed.bytes;
+        for op in &parsed.ops {
+            self.apply_checked(layer, op)?;
+        }
+        Ok(())
+    }
+
+    fn begin_layer(&mut self, layer: usize) {
         self.applied.clear();
         while self.stats.len() <= layer {
             self.stats.push(LayerStats::default());
         }
-        self.stats[layer].entries += parsed.entries;
-        self.stats[layer].size += parsed.bytes;
-        for op in &parsed.ops {
-            self.apply_op(layer, op);
-            if self.nodes.len() > MAX_ENTRIES || self.key_bytes > MAX_KEY_BYTES {
-                return Err(Error::malformed(
-                    format!("layer {}", layer + 1),
-                    format!("more than {MAX_ENTRIES} entries or {MAX_KEY_BYTES} bytes of paths"),
-                ));
-            }
+    }
+
+    fn apply_checked(&mut self, layer: usize, op: &Op) -> Result<()> {
+        self.apply_op(layer, op);
+        if self.nodes.len() > MAX_ENTRIES || self.key_bytes > MAX_KEY_BYTES {
+            return Err(Error::malformed(
+                format!("layer {}", layer + 1),
+                format!("more than {MAX_ENTRIES} entries or {MAX_KEY_BYTES} bytes of paths"),
+            ));
         }
         Ok(())
     }
@@ -404,7 +426,11 @@ impl Rootfs {
     fn apply_op(&mut self, layer: usize, op: &Op) {
         self.removed_log.clear();
         match op {
-            Op::Warn(w) => self.warnings.push(format!("layer {}: {w}", layer + 1)),
+            Op::Warn { text, numbered } => self.warnings.push(if *numbered {
+                format!("layer {}: {text}", layer + 1)
+            } else {
+                text.clone()
+            }),
             Op::RootMode(mode) => {
                 if let Some(n) = self.nodes.get_mut("") {
                     n.mode = *mode;
@@ -787,18 +813,28 @@ impl Rootfs {
                     let local = shared
                         .clone()
                         .unwrap_or_else(|| dir.join(format!("f{layer}-{ordinal}")));
-                    let mut f = std::fs::File::create(&local).map_err(|e| Error::io(&local, e))?;
-                    let n = io::copy(&mut (&mut entry).take(size), &mut f)
-                        .map_err(|e| Error::malformed(what.clone(), e))?;
-                    if n != size {
-                        return Err(Error::malformed(
-                            what,
-                            format!("/{} is truncated", paths[0]),
-                        ));
-                    }
-                    if let (Some(c), Some(_)) = (&self.cache, shared) {
-                        c.put_file(digest, ordinal, local.clone());
-                    }
+                    let copied = (|| {
+                        let mut f =
+                            std::fs::File::create(&local).map_err(|e| Error::io(&local, e))?;
+                        let n = io::copy(&mut (&mut entry).take(size), &mut f)
+                            .map_err(|e| Error::malformed(what.clone(), e))?;
+                        if n != size {
+                            return Err(Error::malformed(
+                                what.clone(),
+                                format!("/{} is truncated", paths[0]),
+                            ));
+                        }
+                        Ok(())
+                    })();
+                    let local = match (&self.cache, shared, copied) {
+                        (Some(c), Some(_), Ok(())) => c.put_file(digest, ordinal, local, size),
+                        (Some(c), Some(_), Err(e)) => {
+                            c.drop_file(&local, size);
+                            return Err(e);
+                        }
+                        (_, _, Err(e)) => return Err(e),
+                        (_, _, Ok(())) => local,
+                    };
                     for p in paths {
                         out.insert(p, local.clone());
                     }
@@ -841,8 +877,8 @@ enum Op {
     HardLink { path: String, target: String },
     /// A file, directory, symlink, device or fifo (`layer` fields are set when applied).
     Put { path: String, node: Node },
-    /// An entry skipped, and why.
-    Warn(String),
+    /// An entry skipped, and why (`numbered`: prefixed with the layer's number when applied).
+    Warn { text: String, numbered: bool },
 }
 
 /// A layer's tar stream read once into what it does to the filesystem: the part of a merge
@@ -861,55 +897,83 @@ pub struct ParsedLayer {
     pub footprint: usize,
 }
 
+/// Most bytes of memory one kept parse may take.
+const MAX_PARSE_BYTES: usize = 1 << 30;
+
 impl ParsedLayer {
-    /// Read a layer's tar stream to the end. `layer` numbers error messages only.
+    /// Read a layer's tar stream to the end, keeping its ops. `layer` numbers error messages
+    /// only.
     pub fn parse(layer: usize, reader: impl Read) -> Result<Self> {
-        let io_err = |e: io::Error| Error::io(format!("layer {}", layer + 1), e);
-        let too_big = || {
-            Error::malformed(
-                format!("layer {}", layer + 1),
-                format!("more than {MAX_ENTRIES} entries or {MAX_KEY_BYTES} bytes of paths"),
-            )
-        };
-        let mut hashing = HashingReader::new(reader);
-        let mut out = ParsedLayer {
-            ops: Vec::new(),
-            diff_id: String::new(),
-            size: 0,
-            entries: 0,
-            bytes: 0,
-            footprint: 0,
-        };
-        {
-            let mut archive = tar::Archive::new(TarGuard::new(&mut hashing));
-            let entries = archive.entries().map_err(io_err)?;
-            for (ordinal, entry) in entries.enumerate() {
-                let mut entry = entry.map_err(io_err)?;
-                if let Some(op) = parse_entry(layer, ordinal as u64, &mut entry)? {
-                    out.footprint += op_footprint(&op);
-                    out.ops.push(op);
-                }
-                if out.ops.len() > MAX_ENTRIES || out.footprint > MAX_KEY_BYTES * 2 {
-                    return Err(too_big());
-                }
-                if !is_meta(entry.header().entry_type()) {
-                    out.entries += 1;
-                    out.bytes += entry.size();
-                }
+        let mut ops = Vec::new();
+        let mut footprint = 0;
+        let facts = parse_stream(layer, reader, |op| {
+            footprint += op_footprint(&op);
+            if footprint > MAX_PARSE_BYTES {
+                return Err(Error::malformed(
+                    format!("layer {}", layer + 1),
+                    format!("its index would take more than {MAX_PARSE_BYTES} bytes"),
+                ));
+            }
+            ops.push(op);
+            Ok(())
+        })?;
+        ops.shrink_to_fit();
+        Ok(ParsedLayer {
+            ops,
+            diff_id: facts.diff_id,
+            size: facts.size,
+            entries: facts.entries,
+            bytes: facts.bytes,
+            footprint,
+        })
+    }
+}
+
+/// What a layer's stream came to, besides its ops.
+struct StreamFacts {
+    diff_id: String,
+    size: u64,
+    entries: u64,
+    bytes: u64,
+}
+
+/// Read a layer's tar stream to the end, handing each entry's op to `sink` in order.
+fn parse_stream(
+    layer: usize,
+    reader: impl Read,
+    mut sink: impl FnMut(Op) -> Result<()>,
+) -> Result<StreamFacts> {
+    let io_err = |e: io::Error| Error::io(format!("layer {}", layer + 1), e);
+    let mut hashing = HashingReader::new(reader);
+    let (mut entries, mut bytes) = (0, 0);
+    {
+        let mut archive = tar::Archive::new(TarGuard::new(&mut hashing));
+        for (ordinal, entry) in archive.entries().map_err(io_err)?.enumerate() {
+            let mut entry = entry.map_err(io_err)?;
+            if let Some(op) = parse_entry(layer, ordinal as u64, &mut entry)? {
+                sink(op)?;
+            }
+            if !is_meta(entry.header().entry_type()) {
+                entries += 1;
+                bytes += entry.size();
             }
         }
-        // Read to the end so the diff_id covers the whole stream.
-        io::copy(&mut hashing, &mut io::sink()).map_err(io_err)?;
-        (out.diff_id, out.size) = hashing.finish();
-        out.ops.shrink_to_fit();
-        Ok(out)
     }
+    // Read to the end so the diff_id covers the whole stream.
+    io::copy(&mut hashing, &mut io::sink()).map_err(io_err)?;
+    let (diff_id, size) = hashing.finish();
+    Ok(StreamFacts {
+        diff_id,
+        size,
+        entries,
+        bytes,
+    })
 }
 
 fn op_footprint(op: &Op) -> usize {
     std::mem::size_of::<Op>()
         + match op {
-            Op::Opaque(s) | Op::Whiteout(s) | Op::Warn(s) => s.len(),
+            Op::Opaque(s) | Op::Whiteout(s) | Op::Warn { text: s, .. } => s.len(),
             Op::HardLink { path, target } => path.len() + target.len(),
             Op::Put { path, node } => {
                 path.len()
@@ -946,9 +1010,10 @@ fn parse_entry<R: Read>(
     let bad = |what: String| Error::malformed(format!("layer {}", layer + 1), what);
     let raw = entry.path_bytes().into_owned();
     let Ok(raw) = String::from_utf8(raw) else {
-        return Ok(Some(Op::Warn(
-            "skipped an entry with a non-UTF-8 name".into(),
-        )));
+        return Ok(Some(Op::Warn {
+            text: "skipped an entry with a non-UTF-8 name".into(),
+            numbered: true,
+        }));
     };
     if raw.len() > MAX_PATH || raw.contains('\0') {
         return Err(bad("entry name too long or with NUL".into()));
@@ -1016,17 +1081,21 @@ fn parse_entry<R: Read>(
             let target = link()?;
             return Ok(Some(match normalize(&target) {
                 Some(t) => Op::HardLink { path, target: t },
-                None => Op::Warn(format!(
-                    "/{path}: hard link target {target:?} climbs out of the root; skipped"
-                )),
+                None => Op::Warn {
+                    text: format!(
+                        "/{path}: hard link target {target:?} climbs out of the root; skipped"
+                    ),
+                    numbered: false,
+                },
             }));
         }
         tar::EntryType::Char | tar::EntryType::Block => Kind::Device,
         tar::EntryType::Fifo => Kind::Fifo,
         other => {
-            return Ok(Some(Op::Warn(format!(
-                "/{path}: unsupported tar entry type {other:?}; skipped"
-            ))));
+            return Ok(Some(Op::Warn {
+                text: format!("/{path}: unsupported tar entry type {other:?}; skipped"),
+                numbered: false,
+            }));
         }
     };
     Ok(Some(Op::Put {
@@ -1187,11 +1256,33 @@ impl LayerCache {
         Some(self.dir.join(format!("c{}", f.count)))
     }
 
-    fn put_file(&self, digest: &str, entry: u64, path: PathBuf) {
-        lock(&self.files)
-            .map
-            .entry((digest.to_string(), entry))
-            .or_insert(path);
+    /// Record a finished copy; the copy to use. When another image copied the same entry
+    /// meanwhile, the first copy stays and this one is removed (its bytes given back).
+    fn put_file(&self, digest: &str, entry: u64, path: PathBuf, size: u64) -> PathBuf {
+        let existing = {
+            let mut f = lock(&self.files);
+            match f.map.get(&(digest.to_string(), entry)) {
+                Some(p) => Some(p.clone()),
+                None => {
+                    f.map.insert((digest.to_string(), entry), path.clone());
+                    None
+                }
+            }
+        };
+        match existing {
+            Some(first) => {
+                self.drop_file(&path, size);
+                first
+            }
+            None => path,
+        }
+    }
+
+    /// A copy that is not kept: removed, its bytes given back to the budget.
+    fn drop_file(&self, path: &Path, size: u64) {
+        let _ = std::fs::remove_file(path);
+        let mut f = lock(&self.files);
+        f.bytes = f.bytes.saturating_sub(size);
     }
 }
 
