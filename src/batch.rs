@@ -178,6 +178,20 @@ pub async fn batch(target: &str, opts: &BatchOptions, progress: &Progress) -> Re
         None => client.catalog_all(&prefix, page).await?,
     };
     let include = globs(&opts.include, "include")?;
+    // The repository part of each --include (before its last `:`), to tell whether a
+    // repository whose tags cannot be listed could have had included tags.
+    let include_repos = globs(
+        &opts
+            .include
+            .iter()
+            .map(|p| {
+                p.rsplit_once(':')
+                    .map_or(p.as_str(), |(r, _)| r)
+                    .to_string()
+            })
+            .collect::<Vec<_>>(),
+        "include",
+    )?;
     let exclude = globs(&opts.exclude, "exclude")?;
     // Tag lists, a few repositories at a time. A repository whose tags cannot be listed is a
     // failed item, not the end of the batch.
@@ -195,8 +209,11 @@ pub async fn batch(target: &str, opts: &BatchOptions, progress: &Progress) -> Re
         let tags = match tags {
             Ok(t) => t,
             Err(e) => {
-                if let Some((i, n)) = opts.shard
-                    && shard_of(&repo, "*", n) != i
+                // Every shard lists every repository (tags spread across shards), so every
+                // shard reports the failure: each lost its share. Unless the filters rule the
+                // whole repository out.
+                if exclude.is_match(format!("{repo}:*"))
+                    || (!opts.include.is_empty() && !include_repos.is_match(&repo))
                 {
                     continue;
                 }

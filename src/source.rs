@@ -37,6 +37,8 @@ pub struct BlobCache {
     budget: u64,
     /// How many layer pulls the cache answered.
     pub hits: std::sync::atomic::AtomicU64,
+    /// Downloads started (names their partial files).
+    downloads: std::sync::atomic::AtomicU64,
     /// Each layer's parse and the files copied out of it, shared by the images.
     pub layers: std::sync::Arc<crate::rootfs::LayerCache>,
 }
@@ -74,6 +76,7 @@ impl BlobCache {
             slots: Default::default(),
             budget,
             hits: Default::default(),
+            downloads: Default::default(),
         })
     }
 
@@ -151,8 +154,20 @@ impl BlobCache {
             let cached = cell
                 .get_or_try_init(|| async {
                     fetched = true;
+                    // Downloaded and verified under a name of its own, then renamed: the
+                    // cache's name never shows a partial blob, even to an image that races
+                    // an eviction and a new download of the same digest.
                     let p = self.dir.path().join(hex);
-                    client.get_blob_to_file(r, d, &p, progress).await?;
+                    let n = self
+                        .downloads
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let part = self.dir.path().join(format!("part-{n}"));
+                    let got = client.get_blob_to_file(r, d, &part, progress).await;
+                    if let Err(e) = got {
+                        let _ = std::fs::remove_file(&part);
+                        return Err(e);
+                    }
+                    std::fs::rename(&part, &p).map_err(|e| Error::io(&p, e))?;
                     Ok::<_, Error>(p)
                 })
                 .await?

@@ -314,6 +314,29 @@ fn batch_a_namespace_resumably_and_in_shards() {
             "payments/svc1:2.0 skipped",
         ]
     );
+    // A repository the filters rule out is not a failure, listed or not.
+    let out = run(pare()
+        .args([
+            "batch",
+            &target,
+            "--dry-run",
+            "--exclude",
+            "payments/gone:*",
+        ])
+        .arg("--repos-from")
+        .arg(&list));
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let out = run(pare()
+        .args([
+            "batch",
+            &target,
+            "--dry-run",
+            "--include",
+            "payments/svc1:*",
+        ])
+        .arg("--repos-from")
+        .arg(&list));
+    assert!(out.status.success(), "{}", describe_output(&out));
 
     let unique: BTreeSet<&String> = seen.iter().collect();
     assert_eq!(unique.len(), seen.len(), "a tag in two shards");
