@@ -74,6 +74,20 @@ fn note_retry(what: &str, attempt: u32, error: &dyn std::error::Error) {
 }
 
 fn transient_http(e: &reqwest::Error) -> bool {
+    // A name that does not resolve, or a certificate that does not verify, will not on a
+    // second try either.
+    let mut src: Option<&dyn std::error::Error> = Some(e);
+    while let Some(s) = src {
+        let m = s.to_string().to_ascii_lowercase();
+        if m.contains("dns error")
+            || m.contains("failed to lookup address")
+            || m.contains("certificate")
+            || m.contains("invalid peer")
+        {
+            return false;
+        }
+        src = s.source();
+    }
     e.is_connect() || e.is_timeout() || e.is_body() || e.is_request()
 }
 
@@ -318,10 +332,10 @@ impl RegistryClient {
         path: &str,
         key: &str,
         page: usize,
-    ) -> std::result::Result<Vec<String>, RawError> {
-        const MAX_PAGE_BYTES: usize = 16 << 20;
+    ) -> RawResult<Vec<String>> {
         const MAX_PAGES: usize = 10_000;
         const MAX_NAMES: usize = 1_000_000;
+        const MAX_NAME_BYTES: usize = 64 << 20;
         let mut url = self
             .url(&format!("v2/{path}"))
             .map_err(|e| RawError::Other(format!("bad list address: {e}")))?;
@@ -329,59 +343,49 @@ impl RegistryClient {
         let mut auth = self
             .raw_auth(scope, oci_client::RegistryOperation::Pull)
             .await?;
-        let mut out = Vec::new();
+        let mut out: Vec<String> = Vec::new();
         let mut seen = std::collections::HashSet::new();
+        let mut visited = std::collections::HashSet::new();
+        let mut name_bytes = 0;
         for _ in 0..MAX_PAGES {
-            let before = out.len();
-            let mut res = self
-                .send_raw(&mut auth, |c| {
-                    c.get(url.clone()).header("Accept", "application/json")
-                })
-                .await?;
-            let status = res.status();
-            let next = next_link(res.headers().get_all(http::header::LINK), &url)
-                .map_err(RawError::Other)?;
-            let mut body = Vec::new();
-            while let Some(chunk) = res.chunk().await.map_err(RawError::Http)? {
-                if body.len() + chunk.len() > MAX_PAGE_BYTES {
-                    return Err(RawError::Other(format!(
-                        "a list page larger than {MAX_PAGE_BYTES} bytes"
-                    )));
-                }
-                body.extend_from_slice(&chunk);
-            }
-            if !status.is_success() {
-                return Err(RawError::Status(
-                    status.as_u16(),
-                    String::from_utf8_lossy(&body[..body.len().min(4096)]).into_owned(),
-                ));
-            }
+            visited.insert(url.clone());
+            let (next, body) = self.list_page(&mut auth, &url).await?;
             let v: serde_json::Value = serde_json::from_slice(&body)
                 .map_err(|e| RawError::Other(format!("the list is not JSON: {e}")))?;
             // A repository without tags may answer `"tags": null`.
-            match v.get(key) {
-                None | Some(serde_json::Value::Null) => {}
-                Some(serde_json::Value::Array(a)) => {
-                    for s in a {
-                        let s = s
-                            .as_str()
-                            .ok_or_else(|| RawError::Other(format!("a non-string in \"{key}\"")))?;
-                        out.push(s.to_string());
-                    }
-                }
+            let names: Vec<String> = match v.get(key) {
+                None | Some(serde_json::Value::Null) => Vec::new(),
+                Some(serde_json::Value::Array(a)) => a
+                    .iter()
+                    .map(|s| {
+                        s.as_str()
+                            .map(str::to_string)
+                            .ok_or_else(|| RawError::Other(format!("a non-string in \"{key}\"")))
+                    })
+                    .collect::<RawResult<_>>()?,
                 Some(_) => return Err(RawError::Other(format!("\"{key}\" is not a list"))),
+            };
+            let got = names.len();
+            let last = names.last().cloned();
+            let mut new_names = false;
+            for n in names {
+                if seen.insert(n.clone()) {
+                    new_names = true;
+                    name_bytes += n.len();
+                    out.push(n);
+                }
             }
-            if out.len() > MAX_NAMES {
-                return Err(RawError::Other(format!("more than {MAX_NAMES} names")));
+            if out.len() > MAX_NAMES || name_bytes > MAX_NAME_BYTES {
+                return Err(RawError::Other(format!(
+                    "more than {MAX_NAMES} names or {MAX_NAME_BYTES} bytes of them"
+                )));
             }
-            let got = out.len() - before;
-            let new_names = out[before..].iter().any(|n| !seen.contains(n));
-            seen.extend(out[before..].iter().cloned());
-            // No Link header but a full page: a registry that pages by `last` without saying
-            // so (the spec's older form). Ask once more from the last name; stop when a page
-            // brings nothing new.
-            let next = next.or_else(|| {
-                (got >= page && new_names).then(|| {
+            // The Link header names the next page (even after an empty one). Without one, a
+            // full page that brought new names may come from a registry that pages by `last`
+            // without saying so (the spec's older form): ask once more from the last name.
+            let next = match (next, last) {
+                (Some(n), _) => Some(n),
+                (None, Some(last)) if got >= page && new_names => {
                     let mut u = url.clone();
                     let keep: Vec<(String, String)> = u
                         .query_pairs()
@@ -391,20 +395,58 @@ impl RegistryClient {
                     u.query_pairs_mut()
                         .clear()
                         .extend_pairs(keep)
-                        .append_pair("last", out.last().map(String::as_str).unwrap_or(""));
-                    u
-                })
-            });
+                        .append_pair("last", &last);
+                    Some(u)
+                }
+                _ => None,
+            };
             match next {
-                Some(n) if n != url && new_names => url = n,
+                Some(n) if !visited.contains(&n) => url = n,
                 _ => {
                     out.sort();
-                    out.dedup();
                     return Ok(out);
                 }
             }
         }
         Err(RawError::Other(format!("more than {MAX_PAGES} pages")))
+    }
+
+    /// One list page: its `rel="next"` link and its body (at most 16 MiB). A body that
+    /// breaks off is fetched again, like a failed request.
+    async fn list_page(
+        &self,
+        auth: &mut RawAuth,
+        url: &reqwest::Url,
+    ) -> RawResult<(Option<reqwest::Url>, Vec<u8>)> {
+        const MAX_PAGE_BYTES: usize = 16 << 20;
+        let mut attempt = 1;
+        loop {
+            let mut res = self
+                .send_raw(auth, true, |c| {
+                    c.get(url.clone()).header("Accept", "application/json")
+                })
+                .await?;
+            let status = res.status();
+            let next = next_link(res.headers().get_all(http::header::LINK), url)
+                .map_err(RawError::Other)?;
+            let body = read_capped(&mut res, MAX_PAGE_BYTES).await;
+            let body = match body {
+                Err(RawError::Http(e)) if attempt < ATTEMPTS => {
+                    note_retry(url.path(), attempt, &e);
+                    tokio::time::sleep(backoff(attempt)).await;
+                    attempt += 1;
+                    continue;
+                }
+                b => b?,
+            };
+            if !status.is_success() {
+                return Err(RawError::Status(
+                    status.as_u16(),
+                    String::from_utf8_lossy(&body[..body.len().min(4096)]).into_owned(),
+                ));
+            }
+            return Ok((next, body));
+        }
     }
 
     /// Fetch a manifest by digest from the same repository.
@@ -516,33 +558,52 @@ impl RegistryClient {
         }
         let oref = r.to_oci();
         self.prepare(&oref).await;
-        let mut out = Vec::with_capacity(desc.size as usize);
         let target = format!("{}/{}@{}", r.registry, r.repository, desc.digest);
-        let mut stream = self
-            .retrying("pull blob", || {
-                self.client.pull_blob_stream(&oref, desc.digest.as_str())
-            })
-            .await
-            .map_err(|e| self.error("pull blob", target.clone(), e))?;
-        let mut h = Hasher::default();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| Error::Registry {
-                op: "pull blob",
-                target: target.clone(),
-                message: e.to_string(),
-            })?;
-            h.update(&chunk);
-            if h.count() > desc.size {
-                return Err(Error::SizeMismatch {
-                    digest: desc.digest.clone(),
-                    expected: desc.size,
-                    actual: h.count(),
-                });
+        let mut attempt = 1;
+        'again: loop {
+            let mut out = Vec::with_capacity(desc.size as usize);
+            let mut stream = self
+                .retrying("pull blob", || {
+                    self.client.pull_blob_stream(&oref, desc.digest.as_str())
+                })
+                .await
+                .map_err(|e| self.error("pull blob", target.clone(), e))?;
+            let mut h = Hasher::default();
+            while let Some(chunk) = stream.next().await {
+                let chunk = match chunk {
+                    Ok(c) => c,
+                    // A body that breaks off: fetched again from the start.
+                    Err(e) if attempt < ATTEMPTS => {
+                        note_retry(
+                            &format!("pull blob {}", short_digest(&desc.digest)),
+                            attempt,
+                            &e,
+                        );
+                        tokio::time::sleep(backoff(attempt)).await;
+                        attempt += 1;
+                        continue 'again;
+                    }
+                    Err(e) => {
+                        return Err(Error::Registry {
+                            op: "pull blob",
+                            target: target.clone(),
+                            message: e.to_string(),
+                        });
+                    }
+                };
+                h.update(&chunk);
+                if h.count() > desc.size {
+                    return Err(Error::SizeMismatch {
+                        digest: desc.digest.clone(),
+                        expected: desc.size,
+                        actual: h.count(),
+                    });
+                }
+                out.extend_from_slice(&chunk);
             }
-            out.extend_from_slice(&chunk);
+            crate::digest::check(&desc.digest, desc.size, h)?;
+            return Ok(out);
         }
-        crate::digest::check(&desc.digest, desc.size, h)?;
-        Ok(out)
     }
 
     pub async fn blob_exists(&self, r: &RegistryRef, digest: &str) -> Result<bool> {
@@ -677,7 +738,9 @@ impl RegistryClient {
             .raw_auth(&r.to_oci(), oci_client::RegistryOperation::Push)
             .await?;
         let res = self
-            .send_raw(&mut auth, |c| {
+            // Not retried: a lost answer may have opened an upload session; uploading instead
+            // is cheap.
+            .send_raw(&mut auth, false, |c| {
                 c.post(url.clone())
                     .header(http::header::CONTENT_LENGTH, "0")
             })
@@ -694,13 +757,19 @@ impl RegistryClient {
                     && loc.host_str() == url.host_str()
                     && loc.port_or_known_default() == url.port_or_known_default()
                 {
-                    let _ = self.send_raw(&mut auth, |c| c.delete(loc.clone())).await;
+                    let _ = self
+                        .send_raw(&mut auth, false, |c| c.delete(loc.clone()))
+                        .await;
                 }
                 Ok(false)
             }
             code => {
-                let body = res.text().await.unwrap_or_default();
-                Err(RawError::Status(code, body))
+                let mut res = res;
+                let body = read_capped(&mut res, 64 << 10).await.unwrap_or_default();
+                Err(RawError::Status(
+                    code,
+                    String::from_utf8_lossy(&body).into_owned(),
+                ))
             }
         }
     }
@@ -798,33 +867,43 @@ impl RegistryClient {
     async fn send_raw(
         &self,
         auth: &mut RawAuth,
+        retry: bool,
         build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
-    ) -> std::result::Result<reqwest::Response, RawError> {
+    ) -> RawResult<reqwest::Response> {
         let mut attempt = 1;
+        let tries = if retry { ATTEMPTS } else { 1 };
         loop {
             let req = match (&auth.token, &self.creds.auth) {
                 (Some(t), _) => build(&self.http).bearer_auth(t),
                 (None, RegistryAuth::Basic(u, p)) => build(&self.http).basic_auth(u, Some(p)),
                 (None, _) => build(&self.http),
             };
-            let again = |attempt: u32, why: &dyn std::error::Error| {
-                let path = build(&self.http)
+            let path = || {
+                build(&self.http)
                     .build()
-                    .map_or_else(|_| "request".to_string(), |r| r.url().path().to_string());
-                note_retry(&path, attempt, why);
-                tokio::time::sleep(backoff(attempt))
+                    .map_or_else(|_| "request".to_string(), |r| r.url().path().to_string())
             };
             let res = match req.send().await {
-                Err(e) if attempt < ATTEMPTS && transient_http(&e) => {
-                    again(attempt, &e).await;
+                Err(e) if attempt < tries && transient_http(&e) => {
+                    note_retry(&path(), attempt, &e);
+                    tokio::time::sleep(backoff(attempt)).await;
                     attempt += 1;
                     continue;
                 }
                 r => r.map_err(RawError::Http)?,
             };
-            if attempt < ATTEMPTS && transient_status(res.status().as_u16()) {
+            if attempt < tries && transient_status(res.status().as_u16()) {
                 let status = std::io::Error::other(format!("HTTP {}", res.status()));
-                again(attempt, &status).await;
+                note_retry(&path(), attempt, &status);
+                // A registry that says how long to wait (429, 503) is waited on, up to a minute.
+                let wait = res
+                    .headers()
+                    .get(http::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map(|s| Duration::from_secs(s.min(60)))
+                    .unwrap_or_else(|| backoff(attempt));
+                tokio::time::sleep(wait).await;
                 attempt += 1;
                 continue;
             }
@@ -835,6 +914,10 @@ impl RegistryClient {
                 auth.rescoped = true;
                 auth.token = Some(t);
                 continue;
+            }
+            // A token that expires later (long pagination) may be renewed once more.
+            if res.status() != reqwest::StatusCode::UNAUTHORIZED {
+                auth.rescoped = false;
             }
             return Ok(res);
         }
@@ -890,13 +973,43 @@ impl RegistryClient {
                 q.append_pair("service", &service);
             }
         }
-        let mut req = self.http.get(realm);
-        if let RegistryAuth::Basic(u, p) = &self.creds.auth {
-            req = req.basic_auth(u, Some(p));
-        }
-        let res = req.send().await.map_err(RawError::Http)?;
-        let status = res.status();
-        let body = res.bytes().await.map_err(RawError::Http)?;
+        let host = realm.host_str().unwrap_or("").to_string();
+        let unreachable = |e: reqwest::Error| {
+            let mut cause = e.to_string();
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                cause = s.to_string();
+                src = s.source();
+            }
+            RawError::Other(format!("cannot reach the token server {host}: {cause}"))
+        };
+        let mut attempt = 1;
+        let (status, body) = loop {
+            let mut req = self.http.get(realm.clone());
+            if let RegistryAuth::Basic(u, p) = &self.creds.auth {
+                req = req.basic_auth(u, Some(p));
+            }
+            let sent = match req.send().await {
+                Ok(mut res) => {
+                    let status = res.status();
+                    read_capped(&mut res, 1 << 20).await.map(|b| (status, b))
+                }
+                Err(e) => Err(RawError::Http(e)),
+            };
+            match sent {
+                Ok((status, _)) if attempt < ATTEMPTS && transient_status(status.as_u16()) => {
+                    let e = std::io::Error::other(format!("HTTP {status}"));
+                    note_retry(&format!("token from {host}"), attempt, &e);
+                }
+                Err(RawError::Http(e)) if attempt < ATTEMPTS && transient_http(&e) => {
+                    note_retry(&format!("token from {host}"), attempt, &e);
+                }
+                Err(RawError::Http(e)) => return Err(unreachable(e)),
+                other => break other?,
+            }
+            tokio::time::sleep(backoff(attempt)).await;
+            attempt += 1;
+        };
         if !status.is_success() {
             return Err(RawError::Oci(OciDistributionError::AuthenticationFailure(
                 format!(
@@ -912,6 +1025,21 @@ impl RegistryClient {
 }
 
 type RawResult<T> = std::result::Result<T, RawError>;
+
+/// A response body, refused past `max` bytes.
+async fn read_capped(res: &mut reqwest::Response, max: usize) -> RawResult<Vec<u8>> {
+    let mut body = Vec::new();
+    while let Some(chunk) = res.chunk().await.map_err(RawError::Http)? {
+        if body.len() + chunk.len() > max {
+            return Err(RawError::Other(format!(
+                "an answer larger than {max} bytes from {}",
+                res.url().host_str().unwrap_or("the registry")
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
 
 /// Why a request oci-client has no call for failed (turned into [`Error`] with the
 /// registry's words by [`RegistryClient::raw_error`]).
@@ -1043,5 +1171,143 @@ mod url_tests {
             c.url("v2/_catalog").unwrap().as_str(),
             "http://127.0.0.1:5000/v2/_catalog"
         );
+    }
+}
+
+#[cfg(test)]
+mod paging_tests {
+    use super::*;
+    use std::io::{BufRead, BufReader, Write};
+
+    /// A loopback HTTP server answering `GET /v2/_catalog…` from `pages` (path+query → (body,
+    /// Link header)); every request's path+query is recorded.
+    fn serve(
+        pages: Vec<(&'static str, &'static str, Option<&'static str>)>,
+    ) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = log.clone();
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let Ok(mut s) = s else { break };
+                let mut line = String::new();
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                r.read_line(&mut line).unwrap();
+                loop {
+                    let mut h = String::new();
+                    r.read_line(&mut h).unwrap();
+                    if h.trim().is_empty() {
+                        break;
+                    }
+                }
+                let target = line.split_whitespace().nth(1).unwrap_or("").to_string();
+                seen.lock().unwrap().push(target.clone());
+                let (body, link) = pages
+                    .iter()
+                    .find(|(p, _, _)| *p == target)
+                    .map(|(_, b, l)| (*b, *l))
+                    .unwrap_or((r#"{"repositories":[]}"#, None));
+                let link = link.map(|l| format!("Link: {l}\r\n")).unwrap_or_default();
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n{link}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        (addr, log)
+    }
+
+    fn catalog(addr: &str, page: usize) -> Vec<String> {
+        let c = RegistryClient::connect(addr, &[], Credentials::anonymous()).unwrap();
+        tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(c.catalog_all("", page))
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn an_empty_page_with_a_link_is_followed() {
+        let (addr, _) = serve(vec![
+            (
+                "/v2/_catalog?n=2",
+                r#"{"repositories":["a","b"]}"#,
+                Some(r#"</v2/_catalog?n=2&last=b>; rel="next""#),
+            ),
+            (
+                "/v2/_catalog?n=2&last=b",
+                r#"{"repositories":[]}"#,
+                Some(r#"</v2/_catalog?n=2&last=b2>; rel="next""#),
+            ),
+            (
+                "/v2/_catalog?n=2&last=b2",
+                r#"{"repositories":["c"]}"#,
+                None,
+            ),
+        ]);
+        assert_eq!(catalog(&addr, 2), ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn a_full_page_without_a_link_falls_back_to_last() {
+        let (addr, log) = serve(vec![
+            ("/v2/_catalog?n=2", r#"{"repositories":["a","b"]}"#, None),
+            (
+                "/v2/_catalog?n=2&last=b",
+                r#"{"repositories":["c","d"]}"#,
+                None,
+            ),
+            ("/v2/_catalog?n=2&last=d", r#"{"repositories":[]}"#, None),
+        ]);
+        assert_eq!(catalog(&addr, 2), ["a", "b", "c", "d"]);
+        let pages = log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|p| p.contains("_catalog"))
+            .count();
+        assert_eq!(pages, 3);
+        // A registry that ignores `last` (the same page again) ends the listing.
+        let (addr, log) = serve(vec![
+            ("/v2/_catalog?n=2", r#"{"repositories":["a","b"]}"#, None),
+            (
+                "/v2/_catalog?n=2&last=b",
+                r#"{"repositories":["a","b"]}"#,
+                None,
+            ),
+        ]);
+        assert_eq!(catalog(&addr, 2), ["a", "b"]);
+        let pages = log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|p| p.contains("_catalog"))
+            .count();
+        assert_eq!(pages, 2);
+    }
+
+    #[test]
+    fn a_link_loop_ends() {
+        let (addr, log) = serve(vec![
+            (
+                "/v2/_catalog?n=2",
+                r#"{"repositories":["a","b"]}"#,
+                Some(r#"</v2/_catalog?n=2&last=b>; rel="next""#),
+            ),
+            (
+                "/v2/_catalog?n=2&last=b",
+                r#"{"repositories":["c"]}"#,
+                Some(r#"</v2/_catalog?n=2>; rel="next""#),
+            ),
+        ]);
+        assert_eq!(catalog(&addr, 2), ["a", "b", "c"]);
+        let pages = log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|p| p.contains("_catalog"))
+            .count();
+        assert_eq!(pages, 2);
     }
 }
