@@ -16,4 +16,4 @@ lint:
 # Figures (release build): pare harden of a large image vs skopeo copy of it; pare batch of 8
 # images sharing that base vs pare harden of each.
 bench:
-    cargo test --release --test bench -- --ignored --nocapture
+    cargo test --release --test bench -- --ignored --nocapture --test-threads=1
