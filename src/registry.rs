@@ -1219,6 +1219,12 @@ mod paging_tests {
         (addr, log)
     }
 
+    /// How many catalog pages the server was asked for.
+    fn catalog_requests(log: &std::sync::Mutex<Vec<String>>) -> usize {
+        let log = log.lock().unwrap();
+        log.iter().filter(|p| p.contains("_catalog")).count()
+    }
+
     fn catalog(addr: &str, page: usize) -> Vec<String> {
         let c = RegistryClient::connect(addr, &[], Credentials::anonymous()).unwrap();
         tokio::runtime::Runtime::new()
@@ -1261,13 +1267,7 @@ mod paging_tests {
             ("/v2/_catalog?n=2&last=d", r#"{"repositories":[]}"#, None),
         ]);
         assert_eq!(catalog(&addr, 2), ["a", "b", "c", "d"]);
-        let pages = log
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|p| p.contains("_catalog"))
-            .count();
-        assert_eq!(pages, 3);
+        assert_eq!(catalog_requests(&log), 3);
         // A registry that ignores `last` (the same page again) ends the listing.
         let (addr, log) = serve(vec![
             ("/v2/_catalog?n=2", r#"{"repositories":["a","b"]}"#, None),
@@ -1278,13 +1278,7 @@ mod paging_tests {
             ),
         ]);
         assert_eq!(catalog(&addr, 2), ["a", "b"]);
-        let pages = log
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|p| p.contains("_catalog"))
-            .count();
-        assert_eq!(pages, 2);
+        assert_eq!(catalog_requests(&log), 2);
     }
 
     #[test]
@@ -1302,12 +1296,6 @@ mod paging_tests {
             ),
         ]);
         assert_eq!(catalog(&addr, 2), ["a", "b", "c"]);
-        let pages = log
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|p| p.contains("_catalog"))
-            .count();
-        assert_eq!(pages, 2);
+        assert_eq!(catalog_requests(&log), 2);
     }
 }

@@ -290,20 +290,8 @@ fn batch_a_namespace_resumably_and_in_shards() {
         .arg("--report")
         .arg(&r));
     assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
-    let mut got: Vec<String> = items(&r)
-        .iter()
-        .map(|i| {
-            format!(
-                "{}:{} {}",
-                i["repository"].as_str().unwrap(),
-                i["tag"].as_str().unwrap(),
-                i["status"].as_str().unwrap()
-            )
-        })
-        .collect();
-    got.sort();
     assert_eq!(
-        got,
+        batch_report_items(&r),
         [
             "payments/gone:* failed",
             "payments/svc0:0.0 skipped",

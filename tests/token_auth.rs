@@ -92,22 +92,8 @@ fn token_auth_harden_batch_catalog_scope_and_mounts() {
     ]);
     assert!(out.status.success(), "{}", describe_output(&out));
     let r: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
-    let mut got: Vec<String> = r["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| {
-            format!(
-                "{}:{} {}",
-                i["repository"].as_str().unwrap(),
-                i["tag"].as_str().unwrap(),
-                i["status"].as_str().unwrap()
-            )
-        })
-        .collect();
-    got.sort();
     assert_eq!(
-        got,
+        batch_report_items(&report),
         [
             "team/a:1 skipped",
             "team/a:2 hardened",

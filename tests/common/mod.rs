@@ -368,17 +368,7 @@ impl Registry {
             }
             let log_path = dir.path().join("registry.log");
             let log = fs::File::create(&log_path).expect("create registry log");
-            let mut child = Command::new(&binary)
-                .arg("serve")
-                .arg(&config)
-                .current_dir(dir.path())
-                .env_clear()
-                .env("PATH", DEFAULT_PATH)
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().expect("dup registry log"))
-                .stderr(log)
-                .spawn()
-                .unwrap_or_else(|e| panic!("failed to spawn {}: {e}", binary.display()));
+            let mut child = Self::spawn(&binary, dir.path(), log);
 
             match Self::wait_ready(&mut child, port, Duration::from_secs(10)) {
                 Ok(()) => {
@@ -406,6 +396,21 @@ impl Registry {
             "docker-registry did not come up:\n{}",
             failures.join("\n---\n")
         );
+    }
+
+    /// `docker-registry serve DIR/config.yml`, logging to `log`.
+    fn spawn(binary: &Path, dir: &Path, log: fs::File) -> Child {
+        Command::new(binary)
+            .arg("serve")
+            .arg(dir.join("config.yml"))
+            .current_dir(dir)
+            .env_clear()
+            .env("PATH", DEFAULT_PATH)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup registry log"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("failed to spawn {}: {e}", binary.display()))
     }
 
     fn config_yml(dir: &Path, port: u16, auth: Option<&str>) -> String {
@@ -461,17 +466,7 @@ impl Registry {
             .append(true)
             .open(self.dir.path().join("registry.log"))
             .expect("open registry log");
-        self.child = Command::new(require_tool(REGISTRY_BIN))
-            .arg("serve")
-            .arg(self.dir.path().join("config.yml"))
-            .current_dir(self.dir.path())
-            .env_clear()
-            .env("PATH", DEFAULT_PATH)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("dup registry log"))
-            .stderr(log)
-            .spawn()
-            .expect("restart the registry");
+        self.child = Self::spawn(&require_tool(REGISTRY_BIN), self.dir.path(), log);
         Self::wait_ready(&mut self.child, self.port, Duration::from_secs(10))
             .unwrap_or_else(|e| panic!("registry restart: {e}\n{}", self.log()));
     }
@@ -1989,4 +1984,25 @@ pub fn write_jq_multiarch_layout(layout: &Path, tag: &str) -> Result<BuiltIndex,
         .with_cmd(&["-n", "1+1"])
         .with_platform("arm64", Some("v8"));
     Ok(write_oci_multiarch_layout(layout, tag, &[amd64, arm64]))
+}
+
+/// The items of a `pare batch --report` file as sorted `"repo:tag status"` lines.
+pub fn batch_report_items(report: &Path) -> Vec<String> {
+    let r: Value = serde_json::from_slice(&fs::read(report).expect("read batch report"))
+        .expect("batch report is JSON");
+    let mut got: Vec<String> = r["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| {
+            format!(
+                "{}:{} {}",
+                i["repository"].as_str().unwrap_or_default(),
+                i["tag"].as_str().unwrap_or_default(),
+                i["status"].as_str().unwrap_or_default()
+            )
+        })
+        .collect();
+    got.sort();
+    got
 }
