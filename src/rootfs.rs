@@ -343,28 +343,24 @@ impl Rootfs {
         let mut fs = Rootfs::empty();
         for (i, layer) in layers.iter().enumerate() {
             let what = format!("layer {} ({})", i + 1, layer.descriptor.digest);
-            let parse = || -> Result<ParsedLayer> {
-                let reader = open_layer(&layer.path)?;
-                ParsedLayer::parse(i, reader).map_err(|e| match e {
-                    Error::Io { source, .. } => Error::malformed(what.clone(), source),
-                    other => other,
-                })
+            // A read error inside the stream is the layer's fault, not the disk's.
+            let malformed = |e| match e {
+                Error::Io { source, .. } => Error::malformed(what.clone(), source),
+                other => other,
             };
             // With a cache the parse is kept for other images; without, ops are applied as
             // they stream (nothing but the index is held).
             let (diff_id, size) = match &cache {
                 Some(c) => {
-                    let parsed = c.parsed(&layer.descriptor.digest, parse)?;
+                    let parsed = c.parsed(&layer.descriptor.digest, || {
+                        ParsedLayer::parse(i, open_layer(&layer.path)?).map_err(malformed)
+                    })?;
                     fs.apply_parsed(i, &parsed)?;
                     (parsed.diff_id.clone(), parsed.size)
                 }
-                None => {
-                    let reader = open_layer(&layer.path)?;
-                    fs.apply_layer(i, reader).map_err(|e| match e {
-                        Error::Io { source, .. } => Error::malformed(what.clone(), source),
-                        other => other,
-                    })?
-                }
+                None => fs
+                    .apply_layer(i, open_layer(&layer.path)?)
+                    .map_err(malformed)?,
             };
             if let Some(ids) = diff_ids
                 && ids[i] != diff_id

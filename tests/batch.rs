@@ -24,11 +24,7 @@ fn batch_a_namespace_resumably_and_in_shards() {
     let reg = Registry::start();
     let dir = tempfile::tempdir().unwrap();
     let layout = dir.path().join("layout");
-    write_oci_layout(
-        &layout,
-        "jq",
-        &ImageSpec::new(vec![Layer::new().host_closure(HOST_JQ)]).with_entrypoint(&["/usr/bin/jq"]),
-    );
+    write_oci_layout(&layout, "jq", &jq_only_image());
     let mut good: Vec<String> = Vec::new();
     for r in 0..7 {
         for t in 0..3 {

@@ -41,11 +41,7 @@ fn jq_only_closure() -> Layer {
 #[test]
 fn missing_tag_unreachable_registry_and_bad_references() {
     let reg = Registry::start();
-    build_and_push(
-        &ImageSpec::new(vec![jq_only_closure()]).with_entrypoint(&["/usr/bin/jq"]),
-        &reg.image("a/jq:1"),
-        None,
-    );
+    build_and_push(&jq_only_image(), &reg.image("a/jq:1"), None);
     let out = run(pare().args(["harden", &reg.image("a/jq:nope")]));
     assert_one_line_error(&out, &["a/jq:nope", "not found"]);
     assert!(!skopeo_inspect_exists(
@@ -79,11 +75,7 @@ fn missing_tag_unreachable_registry_and_bad_references() {
 fn credentials_right_wrong_and_from_docker_config() {
     let reg = Registry::start_with_auth("alice", "s3cret-pw");
     let creds = Some(("alice", "s3cret-pw"));
-    build_and_push(
-        &ImageSpec::new(vec![jq_only_closure()]).with_entrypoint(&["/usr/bin/jq"]),
-        &reg.image("p/jq:1"),
-        creds,
-    );
+    build_and_push(&jq_only_image(), &reg.image("p/jq:1"), creds);
     let home = tempfile::tempdir().unwrap();
     // `pare harden p/jq:1 p/jq:TAG EXTRA…` with only the given credential sources.
     let harden_to = |tag: &str, extra: &[&str], env: &[(&str, &std::path::Path)]| {
@@ -266,11 +258,7 @@ fn missing_entrypoint_and_missing_library() {
 #[test]
 fn corrupted_blob_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let built = write_oci_layout(
-        dir.path(),
-        "app",
-        &ImageSpec::new(vec![jq_only_closure()]).with_entrypoint(&["/usr/bin/jq"]),
-    );
+    let built = write_oci_layout(dir.path(), "app", &jq_only_image());
     let layer = &built.layer_digests[0];
     let path = dir
         .path()
@@ -377,11 +365,7 @@ fn a_missing_archive_is_one_clean_line() {
 #[test]
 fn a_registry_that_goes_away_for_a_moment_is_retried() {
     let mut reg = Registry::start();
-    build_and_push(
-        &ImageSpec::new(vec![jq_only_closure()]).with_entrypoint(&["/usr/bin/jq"]),
-        &reg.image("r/jq:1"),
-        None,
-    );
+    build_and_push(&jq_only_image(), &reg.image("r/jq:1"), None);
     // The registry is down when pare starts and back a second later.
     reg.stop();
     let child = pare()

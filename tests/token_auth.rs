@@ -13,11 +13,7 @@ fn token_auth_harden_batch_catalog_scope_and_mounts() {
     let creds = Some(("alice", "s3cret-pw"));
     let dir = tempfile::tempdir().unwrap();
     let layout = dir.path().join("layout");
-    write_oci_layout(
-        &layout,
-        "jq",
-        &ImageSpec::new(vec![Layer::new().host_closure(HOST_JQ)]).with_entrypoint(&["/usr/bin/jq"]),
-    );
+    write_oci_layout(&layout, "jq", &jq_only_image());
     for name in [
         "team/a:1",
         "team/a:2",

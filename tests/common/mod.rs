@@ -843,8 +843,11 @@ impl Layer {
     }
 }
 
-/// A Debian-like usrmerged base layer; see the `BASE_*` and [`USRMERGE_LINKS`] constants for
-/// what it contains.
+/// The smallest image that runs jq: one layer with jq's real closure, entrypoint `/usr/bin/jq`.
+pub fn jq_only_image() -> ImageSpec {
+    ImageSpec::new(vec![Layer::new().host_closure(HOST_JQ)]).with_entrypoint(&["/usr/bin/jq"])
+}
+
 /// The acceptance app layer on top of [`usrmerge_base_layer`]: jq's real closure, a whiteout of
 /// [`BASE_ONLY_FILE`], and [`BASE_OPAQUE_DIR`] made opaque with a new file `c.txt`.
 pub fn jq_app_layer() -> Layer {
@@ -856,6 +859,8 @@ pub fn jq_app_layer() -> Layer {
         .file("/opt/data/c.txt", "c\n", 0o644)
 }
 
+/// A Debian-like usrmerged base layer; see the `BASE_*` and [`USRMERGE_LINKS`] constants for
+/// what it contains.
 pub fn usrmerge_base_layer() -> Layer {
     let mut layer = Layer::new().created_by("pare-test: debian-like usrmerge base");
     for dir in [
