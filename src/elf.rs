@@ -3,10 +3,18 @@
 //! program-header path (works without section headers); dynamic strings are read by hand
 //! from the string table as bytes, bounded, so one odd symbol name cannot fail the file.
 //! Any panic inside the parser is caught and reported as a malformed file.
+//!
+//! Beyond the loader's view, two facts feed the evidence rules: the symbols the object imports
+//! (undefined dynamic symbols, with their version: `localtime@GLIBC_2.2.5`), and the path-like
+//! strings of its read-only data (`/etc/nginx/nginx.conf`, a configure line's
+//! `--conf-path=/etc/…`), both bounded.
 
 use goblin::container::{Container, Ctx};
 use goblin::elf::dynamic::{DT_NEEDED, DT_RPATH, DT_RUNPATH, DT_SONAME, Dynamic};
-use goblin::elf::program_header::{PT_INTERP, PT_NOTE, ProgramHeader};
+use goblin::elf::program_header::{PF_X, PT_INTERP, PT_LOAD, PT_NOTE, ProgramHeader};
+use goblin::elf::section_header::{
+    SHF_ALLOC, SHF_EXECINSTR, SHT_DYNSYM, SHT_PROGBITS, SectionHeader,
+};
 
 pub const NOTE_DLOPEN_TYPE: u32 = 0x407c_0c0a;
 
@@ -29,7 +37,36 @@ pub struct ElfFacts {
     pub dlopen: Vec<String>,
     /// Has a PT_DYNAMIC segment.
     pub dynamic: bool,
+    /// Undefined dynamic symbols (what the object imports), sorted by name.
+    pub imports: Vec<Import>,
+    /// Absolute-path-like tokens found in the read-only data (deduplicated, bounded).
+    pub strings: Vec<String>,
+    /// Short word-like tokens of the read-only data (charset names and the like), collected
+    /// only from objects that import `iconv_open` (bounded).
+    pub words: Vec<String>,
 }
+
+/// One imported symbol.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Import {
+    pub name: String,
+    /// The version it is bound to (`GLIBC_2.2.5`), when the object says.
+    pub version: Option<String>,
+}
+
+impl std::fmt::Display for Import {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.version {
+            Some(v) => write!(f, "{}@{v}", self.name),
+            None => f.write_str(&self.name),
+        }
+    }
+}
+
+/// At most this many path tokens, words and imports are kept per object.
+pub const MAX_STRINGS: usize = 65_536;
+/// Longest path token kept.
+const MAX_TOKEN: usize = 1024;
 
 impl ElfFacts {
     /// Whether `other` can be loaded into a process of this object (class, byte order, machine).
@@ -38,6 +75,14 @@ impl ElfFacts {
             && self.little_endian == other.little_endian
             && self.machine == other.machine
             && matches!(other.osabi, 0 | 3)
+    }
+
+    /// The import of this name, if any.
+    pub fn import(&self, name: &str) -> Option<&Import> {
+        self.imports
+            .binary_search_by(|i| i.name.as_str().cmp(name))
+            .ok()
+            .map(|i| &self.imports[i])
     }
 }
 
@@ -113,7 +158,281 @@ fn parse_inner(bytes: &[u8]) -> Result<ElfFacts, String> {
     }
     facts.dlopen.sort();
     facts.dlopen.dedup();
+    // Section headers are optional (stripped or hand-made files): without them the dynamic
+    // segment and the program headers answer.
+    let shdrs = SectionHeader::parse(bytes, header.e_shoff as usize, header.e_shnum as usize, ctx)
+        .unwrap_or_default();
+    if let Some(dynamic) = Dynamic::parse(bytes, &phdrs, ctx).ok().flatten() {
+        facts.imports = imports(bytes, &dynamic, &shdrs, ctx, header.e_machine);
+    }
+    let want_words = facts.import("iconv_open").is_some();
+    let (strings, words) = data_strings(
+        bytes,
+        &phdrs,
+        &shdrs,
+        header.e_shstrndx as usize,
+        want_words,
+    );
+    facts.strings = strings;
+    facts.words = words;
     Ok(facts)
+}
+
+/// Undefined dynamic symbols, with the version each is bound to (`.gnu.version` and
+/// `.gnu.version_r`, found through the dynamic segment).
+fn imports(
+    bytes: &[u8],
+    dynamic: &Dynamic,
+    shdrs: &[SectionHeader],
+    ctx: Ctx,
+    machine: u16,
+) -> Vec<Import> {
+    let info = &dynamic.info;
+    let little = ctx.le.is_little();
+    let rd16 = |off: usize| -> Option<u16> {
+        let b = bytes.get(off..off.checked_add(2)?)?;
+        Some(if little {
+            u16::from_le_bytes([b[0], b[1]])
+        } else {
+            u16::from_be_bytes([b[0], b[1]])
+        })
+    };
+    let rd32 = |off: usize| -> Option<u32> {
+        let b = bytes.get(off..off.checked_add(4)?)?;
+        let a = [b[0], b[1], b[2], b[3]];
+        Some(if little {
+            u32::from_le_bytes(a)
+        } else {
+            u32::from_be_bytes(a)
+        })
+    };
+    let strtab = bytes
+        .get(info.strtab..info.strtab.saturating_add(info.strsz).min(bytes.len()))
+        .unwrap_or(&[]);
+    let name_at = |off: usize| -> Option<String> {
+        let raw = strtab.get(off..)?;
+        let s = cstr(raw);
+        (!s.is_empty() && s.len() <= 1024)
+            .then(|| String::from_utf8(s.to_vec()).ok())
+            .flatten()
+    };
+    let entsize = if ctx.container.is_big() { 24 } else { 16 };
+    // The number of symbols: the .dynsym section when there are section headers, else the
+    // hash tables.
+    let count = shdrs
+        .iter()
+        .find(|s| s.sh_type == SHT_DYNSYM && s.sh_entsize > 0)
+        .map(|s| (s.sh_size / s.sh_entsize) as usize)
+        .or_else(|| {
+            if let Some(h) = info.gnu_hash {
+                gnu_hash_count(h as usize, ctx.container.is_big(), &rd32)
+            } else {
+                let h = info.hash? as usize;
+                if machine == EM_S390 && ctx.container.is_big() {
+                    return None;
+                }
+                rd32(h.checked_add(4)?).map(|n| n as usize)
+            }
+        })
+        .unwrap_or(0);
+    // Bound by the file: a count past the end is a lie.
+    let count = count.min(bytes.len().saturating_sub(info.symtab) / entsize);
+    let Ok(syms) = goblin::elf::Symtab::parse(bytes, info.symtab, count, ctx) else {
+        return Vec::new();
+    };
+    // Version index → name, from the version-needed records.
+    let mut versions: std::collections::HashMap<u16, String> = std::collections::HashMap::new();
+    let mut off = info.verneed as usize;
+    for _ in 0..(info.verneednum as usize).min(4096) {
+        if off == 0 {
+            break;
+        }
+        let (Some(cnt), Some(aux), Some(next)) = (rd16(off + 2), rd32(off + 8), rd32(off + 12))
+        else {
+            break;
+        };
+        let mut a = off.saturating_add(aux as usize);
+        for _ in 0..cnt.min(4096) {
+            let (Some(other), Some(name), Some(anext)) = (rd16(a + 6), rd32(a + 8), rd32(a + 12))
+            else {
+                break;
+            };
+            if let Some(n) = name_at(name as usize) {
+                versions.insert(other & 0x7fff, n);
+            }
+            if anext == 0 {
+                break;
+            }
+            a = a.saturating_add(anext as usize);
+        }
+        if next == 0 {
+            break;
+        }
+        off = off.saturating_add(next as usize);
+    }
+    let mut out = Vec::new();
+    for (i, sym) in syms.iter().enumerate() {
+        if out.len() >= MAX_STRINGS {
+            break;
+        }
+        if sym.st_shndx != 0 || sym.st_name == 0 {
+            continue;
+        }
+        let Some(name) = name_at(sym.st_name) else {
+            continue;
+        };
+        let version = (info.versym != 0)
+            .then(|| rd16((info.versym as usize).checked_add(i * 2)?))
+            .flatten()
+            .and_then(|v| versions.get(&(v & 0x7fff)).cloned());
+        out.push(Import { name, version });
+    }
+    out.sort();
+    out.dedup_by(|a, b| a.name == b.name);
+    out
+}
+
+/// Number of dynamic symbols from a DT_GNU_HASH table (the last chain's end).
+fn gnu_hash_count(off: usize, big: bool, rd32: &dyn Fn(usize) -> Option<u32>) -> Option<usize> {
+    let nbuckets = rd32(off)? as usize;
+    let symoffset = rd32(off + 4)? as usize;
+    let bloom = rd32(off + 8)? as usize;
+    if nbuckets == 0 || nbuckets > 1 << 24 || bloom > 1 << 24 {
+        return None;
+    }
+    let buckets =
+        off.checked_add(16)?
+            .checked_add(bloom.checked_mul(if big { 8 } else { 4 })?)?;
+    let mut last = 0usize;
+    for b in 0..nbuckets {
+        last = last.max(rd32(buckets + b * 4)? as usize);
+    }
+    if last < symoffset {
+        return Some(symoffset);
+    }
+    let chains = buckets + nbuckets * 4;
+    let mut i = last;
+    for _ in 0..(1 << 24) {
+        let h = rd32(chains.checked_add((i - symoffset).checked_mul(4)?)?)?;
+        i += 1;
+        if h & 1 != 0 {
+            return Some(i);
+        }
+    }
+    None
+}
+
+/// The read-only data: allocated, non-executable PROGBITS sections (`.rodata`, `.data`, …), or,
+/// without section headers, the non-executable PT_LOAD segments.
+fn data_ranges(
+    bytes: &[u8],
+    phdrs: &[ProgramHeader],
+    shdrs: &[SectionHeader],
+    shstrndx: usize,
+) -> Vec<(usize, usize)> {
+    let names = shdrs.get(shstrndx).and_then(|s| {
+        bytes.get(
+            s.sh_offset as usize..(s.sh_offset.saturating_add(s.sh_size) as usize).min(bytes.len()),
+        )
+    });
+    let mut out = Vec::new();
+    for s in shdrs {
+        if s.sh_type != SHT_PROGBITS
+            || s.sh_flags & u64::from(SHF_ALLOC) == 0
+            || s.sh_flags & u64::from(SHF_EXECINSTR) != 0
+        {
+            continue;
+        }
+        let name = names
+            .and_then(|n| n.get(s.sh_name..))
+            .map(cstr)
+            .unwrap_or(b"");
+        // Tables of addresses and unwind data hold no strings.
+        if name.starts_with(b".eh_frame")
+            || name.starts_with(b".got")
+            || name.starts_with(b".init_array")
+            || name.starts_with(b".fini_array")
+            || name == b".gcc_except_table"
+            || name == b".interp"
+        {
+            continue;
+        }
+        out.push((s.sh_offset as usize, s.sh_size as usize));
+    }
+    if out.is_empty() {
+        for ph in phdrs {
+            if ph.p_type == PT_LOAD && ph.p_flags & PF_X == 0 {
+                out.push((ph.p_offset as usize, ph.p_filesz as usize));
+            }
+        }
+    }
+    out.retain_mut(|(o, l)| {
+        *l = (*l).min(bytes.len().saturating_sub(*o));
+        *l > 0
+    });
+    out
+}
+
+/// Path tokens (and, when asked, short words) of the read-only data. A printable run is split
+/// at whitespace, quotes, `:`, `;`, `,` and `=`; a token that starts with `/` is a path
+/// candidate (`%` formats and `$` variables are left out).
+fn data_strings(
+    bytes: &[u8],
+    phdrs: &[ProgramHeader],
+    shdrs: &[SectionHeader],
+    shstrndx: usize,
+    want_words: bool,
+) -> (Vec<String>, Vec<String>) {
+    let mut paths = std::collections::BTreeSet::new();
+    let mut words = std::collections::BTreeSet::new();
+    for (off, len) in data_ranges(bytes, phdrs, shdrs, shstrndx) {
+        let data = &bytes[off..off + len];
+        for run in data.split(|&b| !(0x20..0x7f).contains(&b) && b != b'\t') {
+            if run.len() < 2 {
+                continue;
+            }
+            for tok in run.split(|&b| {
+                matches!(
+                    b,
+                    b' ' | b'\t'
+                        | b'"'
+                        | b'\''
+                        | b':'
+                        | b';'
+                        | b','
+                        | b'='
+                        | b'('
+                        | b')'
+                        | b'<'
+                        | b'>'
+                        | b'['
+                        | b']'
+                        | b'{'
+                        | b'}'
+                        | b'`'
+                )
+            }) {
+                if tok.len() >= 2
+                    && tok.len() <= MAX_TOKEN
+                    && tok[0] == b'/'
+                    && !tok.iter().any(|&b| matches!(b, b'%' | b'$' | b'*' | b'?'))
+                    && paths.len() < MAX_STRINGS
+                {
+                    paths.insert(String::from_utf8_lossy(tok).into_owned());
+                } else if want_words
+                    && (2..=40).contains(&tok.len())
+                    && tok.iter().all(|&b| {
+                        b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/')
+                    })
+                    && tok.iter().any(|b| b.is_ascii_alphabetic())
+                    && words.len() < MAX_STRINGS
+                {
+                    words.insert(String::from_utf8_lossy(tok).into_owned());
+                }
+            }
+        }
+    }
+    (paths.into_iter().collect(), words.into_iter().collect())
 }
 
 fn split_path(s: &str) -> Vec<String> {
@@ -245,6 +564,29 @@ mod tests {
         let l = parse(&libc).unwrap();
         assert_eq!(l.soname.as_deref(), Some("libc.so.6"));
         assert!(f.compatible(&l));
+    }
+
+    #[test]
+    fn imports_and_strings_of_real_binaries() {
+        let date = parse(&std::fs::read("/usr/bin/date").unwrap()).unwrap();
+        let lt = date.import("localtime").expect("date imports localtime");
+        assert!(lt.version.as_deref().unwrap().starts_with("GLIBC_"), "{lt}");
+        assert!(date.import("printf_nonexistent").is_none());
+        let getent = parse(&std::fs::read("/usr/bin/getent").unwrap()).unwrap();
+        assert!(getent.import("getaddrinfo").is_some());
+        // Compiled-in paths of the read-only data.
+        let libc = std::fs::read(std::fs::canonicalize("/lib/x86_64-linux-gnu/libc.so.6").unwrap())
+            .unwrap();
+        let l = parse(&libc).unwrap();
+        assert!(
+            l.strings.iter().any(|s| s == "/etc/nsswitch.conf"),
+            "{:?}",
+            &l.strings[..20.min(l.strings.len())]
+        );
+        assert!(l.words.is_empty(), "libc does not import iconv_open");
+        let iconv = parse(&std::fs::read("/usr/bin/iconv").unwrap()).unwrap();
+        assert!(iconv.import("iconv_open").is_some());
+        assert!(!iconv.words.is_empty());
     }
 
     #[test]
