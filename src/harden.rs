@@ -24,6 +24,8 @@ pub struct HardenOptions {
     pub user: Option<(u32, u32)>,
     pub keep: Vec<String>,
     pub allow_missing: bool,
+    /// `--runtime-full`: keep a language runtime's whole standard library.
+    pub runtime_full: bool,
     pub dry_run: bool,
     /// `--dest-creds`; else `--creds` when DEST is on the source's registry, else the auth files.
     pub dest_creds: Option<crate::auth::Credentials>,
@@ -120,6 +122,7 @@ pub async fn analyze(
     let topts = TraceOptions {
         allow_missing: opts.allow_missing,
         keep: opts.keep.clone(),
+        runtime_full: opts.runtime_full,
     };
     let (rootfs, trace, contents) = tokio::task::spawn_blocking(move || -> Result<_> {
         let t = Instant::now();

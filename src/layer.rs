@@ -123,6 +123,7 @@ mod tests {
             gid: 0,
             size: 3,
             reason: String::new(),
+            evidence: Vec::new(),
         };
         p.entries.insert("etc".into(), e(Content::Dir, 0o755));
         p.entries

@@ -117,6 +117,10 @@ struct TraceFlags {
     /// Proceed when a needed library is not in the image.
     #[arg(long)]
     allow_missing: bool,
+    /// Keep a language runtime's whole standard library (minus test suites, GUI toolkits and
+    /// bundled installers) instead of what the application imports.
+    #[arg(long)]
+    runtime_full: bool,
 }
 
 #[derive(Args, Clone)]
@@ -172,6 +176,9 @@ struct TraceArgs {
     /// Print the kept files and why, as JSON, instead of the tree.
     #[arg(long)]
     json: bool,
+    /// Say why this path is kept (every reason), or why not.
+    #[arg(long, value_name = "PATH")]
+    why: Vec<String>,
     #[command(flatten)]
     source: SourceArgs,
     #[command(flatten)]
@@ -236,6 +243,7 @@ fn options(s: &SourceArgs, t: &TraceFlags) -> anyhow::Result<HardenOptions> {
         source: source_options(s)?,
         keep: t.keep.clone(),
         allow_missing: t.allow_missing,
+        runtime_full: t.runtime_full,
         ..Default::default()
     })
 }
@@ -383,25 +391,18 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
             let src: ImageRef = a.src.parse()?;
             let opts = options(&a.source, &a.trace)?;
             let analysis = harden::analyze(&src, &opts, &progress).await?;
-            if a.json {
-                let files: serde_json::Map<String, serde_json::Value> = analysis
-                    .trace
-                    .files
-                    .iter()
-                    .chain(analysis.trace.symlinks.iter())
-                    .map(|(p, why)| {
-                        (
-                            pare::rootfs::display(p),
-                            serde_json::Value::String(why.clone()),
-                        )
-                    })
-                    .collect();
-                println!("{}", serde_json::to_string_pretty(&files)?);
+            let t = &analysis.trace;
+            if !a.why.is_empty() {
+                for p in &a.why {
+                    for line in t.why(&analysis.rootfs, p) {
+                        println!("{}", clean(&line, false));
+                    }
+                }
+            } else if a.json {
+                println!("{}", serde_json::to_string_pretty(&pare::trace::json(t))?);
             } else {
-                print!(
-                    "{}",
-                    clean(&pare::trace::render_tree(&analysis.trace), true)
-                );
+                print!("{}", clean(&pare::trace::render_tree(t), true));
+                print!("{}", clean(&pare::trace::render_kept(t), true));
             }
             for w in &analysis.trace.warnings {
                 eprintln!("warning: {}", clean(w, false));

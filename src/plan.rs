@@ -7,39 +7,19 @@ use std::collections::BTreeMap;
 
 use crate::error::{Error, Result};
 use crate::rootfs::{Kind, ResolveError, Rootfs, display};
-use crate::trace::{Contents, RunConfig, Trace};
+use crate::trace::{Contents, Evidence, RunConfig, Trace};
 
 pub const NONROOT_UID: u32 = 65532;
 const MAX_PASSWD_BYTES: u64 = 4 << 20;
 
-/// Data files kept when present, with why.
+/// Data files kept when present, with why. (What a program reads (CA bundles, time zones,
+/// libc's configuration) is the tracer's business: kept with evidence, not by default.)
 const DATA_FILES: &[(&str, &str)] = &[
-    (
-        "/etc/ssl/certs/ca-certificates.crt",
-        "CA certificate bundle",
-    ),
-    ("/etc/pki/tls/certs/ca-bundle.crt", "CA certificate bundle"),
-    (
-        "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
-        "CA certificate bundle",
-    ),
-    ("/etc/ssl/cert.pem", "CA certificate bundle"),
-    ("/etc/ssl/ca-bundle.pem", "CA certificate bundle"),
     ("/etc/os-release", "OS identification (scanners read it)"),
     (
         "/usr/lib/os-release",
         "OS identification (scanners read it)",
     ),
-    ("/etc/localtime", "local time zone"),
-];
-/// Trees kept when present.
-const DATA_TREES: &[(&str, &str)] = &[("/usr/share/zoneinfo", "time zone data")];
-/// Kept when a libc is kept.
-const LIBC_FILES: &[(&str, &str)] = &[
-    ("/etc/services", "service names for getaddrinfo (libc)"),
-    ("/etc/protocols", "protocol names (libc)"),
-    ("/etc/host.conf", "resolver config (libc)"),
-    ("/etc/gai.conf", "getaddrinfo config (libc)"),
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,6 +39,8 @@ pub struct Entry {
     pub gid: u64,
     pub size: u64,
     pub reason: String,
+    /// Every reason the tracer found (empty for what the plan adds itself).
+    pub evidence: Vec<Evidence>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -231,8 +213,20 @@ impl<C: Contents> Builder<'_, C> {
                 gid: n.gid,
                 size: n.size(),
                 reason: reason.to_string(),
+                evidence: Vec::new(),
             },
         );
+    }
+
+    /// A path the tracer keeps, with its evidence.
+    fn add_traced(&mut self, path: &str, ev: &[Evidence]) {
+        let reason = ev.first().map(|e| e.detail.clone()).unwrap_or_default();
+        self.add_from_image(path, &reason);
+        if let Some(e) = self.plan.entries.get_mut(path)
+            && e.evidence.is_empty()
+        {
+            e.evidence = ev.to_vec();
+        }
     }
 
     /// Keep a path (resolving symlinks inside the image, keeping each) when it exists.
@@ -318,34 +312,23 @@ pub fn build<C: Contents>(input: PlanInput<'_>, contents: &mut C) -> Result<Plan
     };
     b.plan.warnings.extend(trace.warnings.iter().cloned());
 
-    for (p, why) in &trace.files {
-        b.add_from_image(p, why);
-        if fs.get(p).is_some_and(|n| n.is_dir()) {
+    for (p, ev) in &trace.files {
+        b.add_traced(p, ev);
+        if fs.get(p).is_some_and(|n| n.is_dir())
+            && ev.iter().any(|e| e.kind == crate::trace::Why::KeepFlag)
+        {
             // `--keep DIR`: the whole subtree.
             let sub: Vec<String> = fs.subtree(p).map(|(k, _)| k.clone()).collect();
             for s in sub {
-                b.add_from_image(&s, why);
+                b.add_traced(&s, ev);
             }
         }
     }
-    for (p, why) in &trace.symlinks {
-        b.add_from_image(p, why);
+    for (p, ev) in &trace.symlinks {
+        b.add_traced(p, ev);
     }
     for (p, why) in DATA_FILES {
         b.keep_if_present(p, why)?;
-    }
-    for (p, why) in DATA_TREES {
-        if let Some(root) = b.keep_if_present(p, why)? {
-            let sub: Vec<String> = fs.subtree(&root).map(|(k, _)| k.clone()).collect();
-            for s in sub {
-                b.add_from_image(&s, why);
-            }
-        }
-    }
-    if trace.libc.is_some() {
-        for (p, why) in LIBC_FILES {
-            b.keep_if_present(p, why)?;
-        }
     }
 
     // The run user.
@@ -416,6 +399,7 @@ pub fn build<C: Contents>(input: PlanInput<'_>, contents: &mut C) -> Result<Plan
         uid: 0,
         gid: 0,
         reason: reason.into(),
+        evidence: Vec::new(),
     };
     // These replace whatever the image had at the same path.
     for link in ["etc/passwd", "etc/group"] {
@@ -445,6 +429,7 @@ pub fn build<C: Contents>(input: PlanInput<'_>, contents: &mut C) -> Result<Plan
             gid: 0,
             size: 0,
             reason: "scratch space (mode 1777)".into(),
+            evidence: Vec::new(),
         },
     );
     // Home directory of the run user, owned by it, made only when the source has none: an
@@ -461,6 +446,7 @@ pub fn build<C: Contents>(input: PlanInput<'_>, contents: &mut C) -> Result<Plan
                 gid: user.gid as u64,
                 size: 0,
                 reason: "home of the run user".into(),
+                evidence: Vec::new(),
             },
         );
     }
@@ -484,6 +470,7 @@ pub fn build<C: Contents>(input: PlanInput<'_>, contents: &mut C) -> Result<Plan
                             gid: 0,
                             size: 0,
                             reason: "WorkingDir".into(),
+                            evidence: Vec::new(),
                         },
                     );
                 }
@@ -538,6 +525,7 @@ pub fn build<C: Contents>(input: PlanInput<'_>, contents: &mut C) -> Result<Plan
                     gid,
                     size: 0,
                     reason: "parent directory".into(),
+                    evidence: Vec::new(),
                 },
             );
         }
@@ -833,7 +821,14 @@ mod tests {
             "root/.local/app",
             "etc/secret",
         ] {
-            trace.files.insert(p.into(), "test".into());
+            trace.files.insert(
+                p.into(),
+                vec![crate::trace::Evidence::new(
+                    crate::trace::Why::KeepFlag,
+                    None,
+                    "test",
+                )],
+            );
         }
         let config = serde_json::json!({"config": {"WorkingDir": "/work"}});
         let plan = build(

@@ -1,0 +1,213 @@
+//! Include directives of configuration files, the way the programs read them: one generic
+//! engine (a directive names a file, a glob or a directory; relative names are tried against
+//! the including file's directory, its parents, and the directories compiled into the program
+//! that reads it) with a small table of directive spellings:
+//!
+//! | directive | programs |
+//! |---|---|
+//! | `include PATTERN;` | nginx, and the many formats that spell it so |
+//! | `load_module PATH;` | nginx (relative to its compiled-in prefix) |
+//! | `Include`, `IncludeOptional` | Apache httpd, OpenSSH |
+//! | `LoadModule NAME PATH` | Apache httpd |
+//! | `!include FILE`, `!includedir DIR` | MySQL, MariaDB |
+//! | `include_dir`, `include_if_exists` | PostgreSQL |
+//! | `@include FILE` | PAM, lighttpd |
+//! | `$IncludeConfig PATTERN` | rsyslog |
+//! | `conf-dir=DIR` | dnsmasq |
+
+use super::{Cx, Evidence, Why, dir_of, pathref};
+use crate::error::Result;
+use crate::rootfs::{Kind, display};
+
+/// One include found in a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Include {
+    pub directive: String,
+    pub target: String,
+    pub line: usize,
+    /// A directory whose files are all read (`!includedir`, `include_dir`, `conf-dir`).
+    pub dir: bool,
+}
+
+/// Directive → (position of the target among its arguments, whether it names a directory).
+fn directive(word: &str) -> Option<(usize, bool)> {
+    Some(match word.to_ascii_lowercase().as_str() {
+        "include" | "includeoptional" | "include_if_exists" | "load_module" | "@include"
+        | "!include" | "$includeconfig" => (0, false),
+        "loadmodule" => (1, false),
+        "!includedir" | "include_dir" => (0, true),
+        _ => return None,
+    })
+}
+
+/// The includes of a text.
+pub(crate) fn includes(text: &str) -> Vec<Include> {
+    let mut out = Vec::new();
+    for (n, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.starts_with('#') || line.starts_with(';') || line.is_empty() {
+            continue;
+        }
+        if let Some(v) = line.strip_prefix("conf-dir=") {
+            let d = v.split(',').next().unwrap_or("").trim();
+            out.push(Include {
+                directive: "conf-dir".into(),
+                target: d.to_string(),
+                line: n + 1,
+                dir: true,
+            });
+            continue;
+        }
+        // A statement may end with `;` and share its line with others (nginx).
+        for stmt in line.split([';', '{', '}']) {
+            let mut words = stmt.split_whitespace();
+            let Some(first) = words.next() else { continue };
+            let Some((pos, dir)) = directive(first) else {
+                continue;
+            };
+            let Some(target) = words.nth(pos) else {
+                continue;
+            };
+            let target = target.trim_matches(['"', '\'']).trim_end_matches(';');
+            if target.is_empty() || target.contains('$') {
+                continue;
+            }
+            out.push(Include {
+                directive: first.to_string(),
+                target: target.to_string(),
+                line: n + 1,
+                dir,
+            });
+        }
+    }
+    out
+}
+
+/// Keep what the includes of a kept text file name.
+pub(crate) fn follow(cx: &mut Cx, path: &str, text: &str) -> Result<()> {
+    let incs = includes(text);
+    if incs.is_empty() {
+        return Ok(());
+    }
+    let mut prefixes: Option<Vec<String>> = None;
+    for inc in incs {
+        let pattern = if inc.dir {
+            format!("{}/*", inc.target.trim_end_matches('/'))
+        } else {
+            inc.target.clone()
+        };
+        let matches = if pattern.starts_with('/') {
+            cx.glob(&pattern)
+        } else {
+            // Relative: the including file's directory and its parents first, then the
+            // directories compiled into the programs (nginx's prefix for `load_module`).
+            let mut bases = Vec::new();
+            let mut d = dir_of(path);
+            loop {
+                bases.push(d.clone());
+                if d == "/" {
+                    break;
+                }
+                d = d.rfind('/').map_or("/".to_string(), |i| {
+                    if i == 0 {
+                        "/".to_string()
+                    } else {
+                        d[..i].to_string()
+                    }
+                });
+            }
+            bases.extend(
+                prefixes
+                    .get_or_insert_with(|| pathref::program_dirs(cx))
+                    .iter()
+                    .cloned(),
+            );
+            let mut found = Vec::new();
+            for b in bases {
+                if b == "/" {
+                    continue;
+                }
+                found = cx.glob(&super::join(&b, &pattern));
+                if !found.is_empty() {
+                    break;
+                }
+            }
+            found
+        };
+        let from = display(path);
+        let ev = Evidence::new(
+            Why::ConfigInclude,
+            Some(path),
+            format!(
+                "included by {from}:{} ({} {})",
+                inc.line, inc.directive, inc.target
+            ),
+        );
+        for m in matches {
+            match cx.fs.resolve(&m, true) {
+                Ok(r) => match cx.fs.get(&r.path).map(|n| &n.kind) {
+                    Some(Kind::File { .. }) => {
+                        if pathref::is_secret(&m) {
+                            cx.drop_path(&r.path, "included by a config, but it may hold secrets");
+                            continue;
+                        }
+                        cx.keep_links(&r.symlinks, &r.path);
+                        cx.keep(&r.path, ev.clone());
+                    }
+                    Some(Kind::Dir) => {
+                        if cx.tree_bytes(&r.path, pathref::MAX_DIR_BYTES) <= pathref::MAX_DIR_BYTES
+                        {
+                            cx.keep_links(&r.symlinks, &r.path);
+                            cx.keep_tree(&r.path, &ev);
+                        }
+                    }
+                    _ => {}
+                },
+                Err(_) => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn directives_of_several_formats() {
+        let text = "user www-data;\nload_module modules/ngx_http_echo_module.so;\ninclude /etc/nginx/modules-enabled/*.conf;\nhttp { include mime.types; default_type x; }\n# include /nope;\nIncludeOptional conf-enabled/*.conf\nLoadModule mpm_event_module /usr/lib/apache2/modules/mod_mpm_event.so\n!includedir /etc/mysql/conf.d/\nconf-dir=/etc/dnsmasq.d,.conf\ninclude \"$HOME/x\";\n";
+        let got: Vec<(String, String, bool)> = includes(text)
+            .into_iter()
+            .map(|i| (i.directive, i.target, i.dir))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    "load_module".into(),
+                    "modules/ngx_http_echo_module.so".into(),
+                    false
+                ),
+                (
+                    "include".into(),
+                    "/etc/nginx/modules-enabled/*.conf".into(),
+                    false
+                ),
+                ("include".into(), "mime.types".into(), false),
+                (
+                    "IncludeOptional".into(),
+                    "conf-enabled/*.conf".into(),
+                    false
+                ),
+                (
+                    "LoadModule".into(),
+                    "/usr/lib/apache2/modules/mod_mpm_event.so".into(),
+                    false
+                ),
+                ("!includedir".into(), "/etc/mysql/conf.d/".into(), true),
+                ("conf-dir".into(), "/etc/dnsmasq.d".into(), true),
+            ]
+        );
+    }
+}

@@ -1,0 +1,158 @@
+//! Access to file contents for the tracer: files are copied out of their layers into a work
+//! dir on first use (many at once, one pass per layer), and ELF facts are parsed once per file.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::elf::{self, ElfFacts};
+use crate::error::{Error, Result};
+use crate::rootfs::{Kind, Rootfs, display};
+
+/// Largest file read as an ELF object or script.
+pub const MAX_OBJECT_BYTES: u64 = 2 << 30;
+
+/// Access to file contents, so the search logic can be tested apart from layer streaming.
+pub trait Contents {
+    /// Hint: these files will be read soon (lets a layer be streamed once for many files).
+    fn prefetch(&mut self, fs: &Rootfs, paths: &[String]) -> Result<()>;
+    /// Up to `max` bytes of a regular file (canonical path).
+    fn read(&mut self, fs: &Rootfs, path: &str, max: u64) -> Result<Vec<u8>>;
+    /// ELF facts of a regular file, `None` when it is not ELF.
+    fn elf(&mut self, fs: &Rootfs, path: &str) -> Result<Option<Arc<ElfFacts>>>;
+    /// The first `n` bytes of a regular file (fewer when it is shorter).
+    fn head(&mut self, fs: &Rootfs, path: &str, n: usize) -> Result<Vec<u8>> {
+        let mut b = self.read(fs, path, MAX_OBJECT_BYTES)?;
+        b.truncate(n);
+        Ok(b)
+    }
+    /// Whether a regular file contains `needle`.
+    fn contains(&mut self, fs: &Rootfs, path: &str, needle: &[u8]) -> Result<bool> {
+        let b = self.read(fs, path, MAX_OBJECT_BYTES)?;
+        Ok(b.windows(needle.len()).any(|w| w == needle))
+    }
+}
+
+/// [`Contents`] over the real layers: files are copied into a work dir on first use.
+pub struct LayerContents {
+    dir: PathBuf,
+    files: HashMap<String, PathBuf>,
+    facts: HashMap<String, Option<Arc<ElfFacts>>>,
+}
+
+impl LayerContents {
+    pub fn new(dir: &Path) -> Self {
+        LayerContents {
+            dir: dir.to_path_buf(),
+            files: HashMap::new(),
+            facts: HashMap::new(),
+        }
+    }
+
+    /// Local copy of a file, reading it from its layer if needed.
+    pub fn local(&mut self, fs: &Rootfs, path: &str) -> Result<PathBuf> {
+        if let Some(p) = self.files.get(path) {
+            return Ok(p.clone());
+        }
+        self.prefetch(fs, &[path.to_string()])?;
+        self.files
+            .get(path)
+            .cloned()
+            .ok_or_else(|| Error::path(display(path), "not a regular file"))
+    }
+
+    pub fn into_files(self) -> HashMap<String, PathBuf> {
+        self.files
+    }
+}
+
+impl Contents for LayerContents {
+    fn prefetch(&mut self, fs: &Rootfs, paths: &[String]) -> Result<()> {
+        let missing: Vec<String> = paths
+            .iter()
+            .filter(|p| !self.files.contains_key(*p))
+            .filter(|p| matches!(fs.get(p).map(|n| &n.kind), Some(Kind::File { .. })))
+            .cloned()
+            .collect();
+        if !missing.is_empty() {
+            let got = fs.read_files(&missing, &self.dir)?;
+            self.files.extend(got);
+        }
+        Ok(())
+    }
+
+    fn read(&mut self, fs: &Rootfs, path: &str, max: u64) -> Result<Vec<u8>> {
+        if fs.get(path).map_or(0, |n| n.size()) > max {
+            return Err(Error::path(
+                display(path),
+                format!("larger than {max} bytes"),
+            ));
+        }
+        let local = self.local(fs, path)?;
+        crate::layout::read_bounded(&local, max)
+            .map_err(|_| Error::path(display(path), format!("larger than {max} bytes")))
+    }
+
+    fn head(&mut self, fs: &Rootfs, path: &str, n: usize) -> Result<Vec<u8>> {
+        let local = self.local(fs, path)?;
+        let f = std::fs::File::open(&local).map_err(|e| Error::io(&local, e))?;
+        let mut out = Vec::with_capacity(n);
+        std::io::Read::read_to_end(&mut std::io::Read::take(f, n as u64), &mut out)
+            .map_err(|e| Error::io(&local, e))?;
+        Ok(out)
+    }
+
+    fn contains(&mut self, fs: &Rootfs, path: &str, needle: &[u8]) -> Result<bool> {
+        let local = self.local(fs, path)?;
+        let mut f = std::fs::File::open(&local).map_err(|e| Error::io(&local, e))?;
+        let mut buf = vec![0u8; 1 << 20];
+        let keep = needle.len().saturating_sub(1);
+        let mut filled = 0;
+        loop {
+            let k = std::io::Read::read(&mut f, &mut buf[filled..])
+                .map_err(|e| Error::io(&local, e))?;
+            if k == 0 {
+                return Ok(false);
+            }
+            filled += k;
+            if buf[..filled].windows(needle.len()).any(|w| w == needle) {
+                return Ok(true);
+            }
+            // Keep the tail that could start a match across the boundary.
+            let tail = filled.saturating_sub(keep);
+            buf.copy_within(tail..filled, 0);
+            filled -= tail;
+        }
+    }
+
+    fn elf(&mut self, fs: &Rootfs, path: &str) -> Result<Option<Arc<ElfFacts>>> {
+        if let Some(f) = self.facts.get(path) {
+            return Ok(f.clone());
+        }
+        let size = fs.get(path).map_or(0, |n| n.size());
+        if size > MAX_OBJECT_BYTES {
+            return Err(Error::path(
+                display(path),
+                "larger than 2 GiB; refusing to parse",
+            ));
+        }
+        let local = self.local(fs, path)?;
+        let file = std::fs::File::open(&local).map_err(|e| Error::io(&local, e))?;
+        let facts = if size < 4 {
+            None
+        } else {
+            // SAFETY: the file is pare's private copy in its own work dir; nothing else writes it.
+            let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(&local, e))?;
+            if elf::is_elf(&map) {
+                Some(Arc::new(elf::parse(&map).map_err(|reason| Error::Elf {
+                    path: display(path),
+                    reason,
+                })?))
+            } else {
+                None
+            }
+        };
+        self.facts.insert(path.to_string(), facts.clone());
+        Ok(facts)
+    }
+}

@@ -1,0 +1,479 @@
+//! Path references: absolute paths that exist in the image and are named by the image config
+//! (Entrypoint, Cmd, `--opt=/path` forms, Env values), by the read-only data of a kept ELF
+//! object (a compiled-in `/etc/nginx/nginx.conf`), or by a kept text file (scripts,
+//! configuration); plus the include directives of configuration files ([`super::config`]).
+//! Kept recursively: what a kept file names is read in turn.
+//!
+//! Bounds and exclusions: a directory is kept whole only when it holds at most
+//! [`MAX_DIR_BYTES`] (otherwise a warning names it) and is not a system directory (`/etc`,
+//! `/usr/lib`, …); nothing under `/proc`, `/sys`, `/dev`; secrets are never kept because a
+//! string names them ([`is_secret`]); a shell is kept only when something runs it, never for
+//! its name; the C library and the dynamic loader are not read for strings (the libc rule knows
+//! what they read), nor are trees a language runtime answers for.
+
+use std::collections::HashSet;
+
+use super::{Cx, Evidence, Rule, Why, Work, config, dir_of, shell::SHELLS};
+use crate::error::Result;
+use crate::rootfs::{Kind, ResolveError, display};
+
+/// A directory named by a reference is kept whole only up to this many bytes.
+pub const MAX_DIR_BYTES: u64 = 2 << 20;
+/// References read from one file.
+const MAX_REFS_PER_FILE: usize = 10_000;
+
+#[derive(Default)]
+pub(crate) struct PathRefs {
+    scanned: HashSet<String>,
+}
+
+/// Libraries whose strings are not read: the C library and loader (the libc rule), and the
+/// libraries a feature rule handles with knowledge of what they read.
+fn not_scanned(soname: Option<&str>, path: &str, interp_of_libc: bool) -> bool {
+    if interp_of_libc {
+        return true;
+    }
+    let base = path.rsplit('/').next().unwrap_or(path);
+    let name = soname.unwrap_or(base);
+    name.starts_with("libc.so")
+        || name.starts_with("ld-linux")
+        || name.starts_with("ld64.so")
+        || name.starts_with("ld-musl")
+        || name.starts_with("libc.musl")
+        || name.starts_with("libcrypto.so")
+        || name.starts_with("libssl.so")
+        || name.starts_with("libsasl2.so")
+}
+
+impl Rule for PathRefs {
+    fn start(&mut self, cx: &mut Cx) -> Result<()> {
+        let argv = cx.run.argv();
+        for (i, a) in argv.iter().enumerate().skip(1) {
+            for t in tokens(a) {
+                reference(
+                    cx,
+                    t,
+                    None,
+                    &format!("named by the image config (argument {i}: {a})"),
+                    0,
+                );
+            }
+        }
+        for kv in cx.run.env.clone() {
+            let Some((k, v)) = kv.split_once('=') else {
+                continue;
+            };
+            if k == "PATH" || k == "LD_LIBRARY_PATH" {
+                continue; // search paths: what is found through them is kept when used
+            }
+            for t in tokens(v) {
+                reference(cx, t, None, &format!("named by the image's Env {k}"), 0);
+            }
+        }
+        Ok(())
+    }
+
+    fn wanted(&mut self, cx: &mut Cx, work: &[Work]) -> Result<Vec<String>> {
+        Ok(work
+            .iter()
+            .filter_map(|w| match w {
+                Work::File(p) if !cx.is_claimed(p) => Some(p.clone()),
+                _ => None,
+            })
+            .collect())
+    }
+
+    fn file(&mut self, cx: &mut Cx, path: &str) -> Result<()> {
+        // ELF files are read for strings as objects, once loaded.
+        if cx.is_claimed(path)
+            || cx.fs.get(path).map_or(0, |n| n.size()) > super::MAX_TEXT_BYTES
+            || cx.elf(path)?.is_some()
+            || !self.scanned.insert(path.to_string())
+        {
+            return Ok(());
+        }
+        let Some(text) = cx.text(path)? else {
+            return Ok(());
+        };
+        scan_text(cx, path, &text);
+        config::follow(cx, path, &text)?;
+        Ok(())
+    }
+
+    fn object(&mut self, cx: &mut Cx, idx: usize) -> Result<()> {
+        let o = cx.out.objects[idx].clone();
+        if cx.is_claimed(&o.path) || !self.scanned.insert(o.path.clone()) {
+            return Ok(());
+        }
+        let is_libc_interp = matches!(&cx.out.libc, Some(super::Libc::Musl { interpreter }) if *interpreter == o.path)
+            || matches!(&cx.out.libc, Some(super::Libc::Glibc { path, .. }) if *path == o.path);
+        if not_scanned(o.facts.soname.as_deref(), &o.path, is_libc_interp) {
+            return Ok(());
+        }
+        // A static program carries its libc inside: its libc's paths are the libc rule's.
+        let from = display(&o.path);
+        let detail = format!("named in {from}");
+        for s in o.facts.strings.iter().take(MAX_REFS_PER_FILE) {
+            reference(cx, s, Some(&o.path), &detail, 0);
+        }
+        Ok(())
+    }
+}
+
+/// Path-like tokens of a text: split at whitespace, quotes, `=`, `:`, `;`, `,` and brackets;
+/// tokens with variables, formats or globs are left to the rules that understand them.
+pub(crate) fn tokens(s: &str) -> impl Iterator<Item = &str> {
+    s.split(|c: char| {
+        c.is_whitespace()
+            || matches!(
+                c,
+                '"' | '\''
+                    | '='
+                    | ':'
+                    | ';'
+                    | ','
+                    | '('
+                    | ')'
+                    | '<'
+                    | '>'
+                    | '['
+                    | ']'
+                    | '`'
+                    | '|'
+                    | '&'
+            )
+    })
+    .map(|t| t.trim_end_matches(['.', '}', '{']))
+    .filter(|t| t.len() >= 2 && t.starts_with('/') && !t.contains(['$', '*', '?', '%', '{', '\\']))
+}
+
+fn scan_text(cx: &mut Cx, path: &str, text: &str) {
+    let from = display(path);
+    let detail = format!("named in {from}");
+    let mut n = 0;
+    for line in text.lines() {
+        let l = line.trim_start();
+        if l.starts_with('#') || l.starts_with("//") || l.starts_with(';') {
+            continue;
+        }
+        for t in tokens(l) {
+            n += 1;
+            if n > MAX_REFS_PER_FILE {
+                return;
+            }
+            reference(cx, t, Some(path), &detail, 0);
+        }
+    }
+}
+
+/// Directories a reference never keeps whole.
+pub(crate) fn is_system_dir(p: &str) -> bool {
+    let p = p.trim_start_matches('/').trim_end_matches('/');
+    if p.is_empty() || !p.contains('/') {
+        return true; // `/` and every top-level directory
+    }
+    const SYSTEM: &[&str] = &[
+        "usr/bin",
+        "usr/sbin",
+        "usr/lib",
+        "usr/lib32",
+        "usr/lib64",
+        "usr/libx32",
+        "usr/libexec",
+        "usr/include",
+        "usr/share",
+        "usr/src",
+        "usr/local",
+        "usr/local/bin",
+        "usr/local/sbin",
+        "usr/local/lib",
+        "usr/local/share",
+        "usr/local/include",
+        "usr/local/etc",
+        "usr/share/doc",
+        "usr/share/man",
+        "usr/share/info",
+        "usr/share/locale",
+        "usr/share/i18n",
+        "usr/share/zoneinfo",
+        "usr/lib/locale",
+        "var/lib",
+        "var/cache",
+        "var/log",
+        "var/tmp",
+        "var/run",
+        "var/spool",
+        "var/mail",
+        "var/opt",
+        "var/local",
+        "var/backups",
+        "etc/default",
+        "etc/init.d",
+        "etc/alternatives",
+        "etc/ssl",
+        "etc/pki",
+        "etc/security",
+        "etc/pam.d",
+        "etc/cron.d",
+        "etc/systemd",
+        "etc/profile.d",
+        "etc/ld.so.conf.d",
+        "etc/apt",
+        "etc/dpkg",
+        "lib/x86_64-linux-gnu",
+        "lib/aarch64-linux-gnu",
+        "usr/local/lib/python3",
+    ];
+    if SYSTEM.contains(&p) {
+        return true;
+    }
+    // /usr/lib/<triplet> and /lib/<triplet>
+    let mut parts = p.split('/');
+    matches!(
+        (parts.next(), parts.next(), parts.next(), parts.next()),
+        (Some("usr"), Some("lib"), Some(t), None) | (Some("lib"), Some(t), None, None) if t.contains("-linux-")
+    )
+}
+
+/// Files that may hold secrets: never kept because a string names them.
+pub(crate) fn is_secret(p: &str) -> bool {
+    let p = p.trim_end_matches('/');
+    let base = p.rsplit('/').next().unwrap_or(p);
+    matches!(
+        p,
+        "/etc/shadow"
+            | "/etc/shadow-"
+            | "/etc/gshadow"
+            | "/etc/gshadow-"
+            | "/etc/sudoers"
+            | "/etc/master.passwd"
+            | "/etc/security/opasswd"
+            | "/etc/ssl/private"
+            | "/etc/pki/tls/private"
+    ) || p.starts_with("/etc/ssl/private/")
+        || p.starts_with("/etc/pki/tls/private/")
+        || p.starts_with("/etc/sudoers.d")
+        || p.contains("/.ssh/")
+        || p.ends_with("/.ssh")
+        || p.contains("/.gnupg")
+        || p.contains("/.aws/")
+        || p.contains("/.docker/")
+        || p.contains("/.kube/")
+        || matches!(
+            base,
+            ".netrc"
+                | "_netrc"
+                | ".pgpass"
+                | ".git-credentials"
+                | ".my.cnf"
+                | ".htpasswd"
+                | "id_rsa"
+                | "id_dsa"
+                | "id_ecdsa"
+                | "id_ed25519"
+                | "secrets"
+        )
+        || base.ends_with(".key")
+        || (base.starts_with("ssh_host_") && base.ends_with("_key"))
+        || (p.contains("/private/") && (base.ends_with(".pem") || base.ends_with(".crt")))
+}
+
+/// Whether a canonical path is a shell (or busybox, which is one).
+fn is_shell(canonical: &str) -> bool {
+    let base = canonical.rsplit('/').next().unwrap_or(canonical);
+    SHELLS.contains(&base) || base == "busybox"
+}
+
+/// Keep what an absolute path names, when it is in the image. `depth` bounds the search for
+/// paths glued together without separators (Go's string data).
+pub(crate) fn reference(cx: &mut Cx, raw: &str, from: Option<&str>, detail: &str, depth: usize) {
+    let Some(p) = clean(raw) else { return };
+    if p == "/"
+        || ["/proc", "/sys", "/dev", "/tmp", "/run"]
+            .iter()
+            .any(|x| p == *x || p.starts_with(&format!("{x}/")))
+    {
+        return;
+    }
+    if is_secret(&p) {
+        cx.drop_path(
+            &p,
+            format!("{detail}, but it may hold secrets: never kept because a string names it"),
+        );
+        return;
+    }
+    let ev = Evidence::new(Why::PathReference, from, detail);
+    match cx.fs.resolve(&p, true) {
+        Ok(r) => match cx.fs.get(&r.path).map(|n| n.kind.clone()) {
+            Some(Kind::File { .. }) => {
+                let kept = cx.out.files.contains_key(&r.path);
+                if !kept && cx.is_claimed(&r.path) {
+                    return;
+                }
+                if !kept && is_shell(&r.path) {
+                    cx.drop_path(
+                        &r.path,
+                        format!("{detail}; a shell is kept only when something runs it"),
+                    );
+                    return;
+                }
+                cx.keep_links(&r.symlinks, &r.path);
+                cx.keep(&r.path, ev);
+            }
+            Some(Kind::Dir) => {
+                if cx.is_claimed(&r.path) || cx.out.files.contains_key(&r.path) {
+                    return;
+                }
+                if is_system_dir(&r.path) {
+                    cx.drop_path(
+                        &r.path,
+                        format!("{detail}; a system directory is never kept whole"),
+                    );
+                    return;
+                }
+                let bytes = cx.tree_bytes(&r.path, MAX_DIR_BYTES);
+                if bytes > MAX_DIR_BYTES {
+                    let what = from
+                        .map(display)
+                        .unwrap_or_else(|| "the image config".into());
+                    cx.warn(format!(
+                        "{} (named in {what}) holds more than {} MiB: not kept whole; keep what the program needs with --keep",
+                        display(&r.path),
+                        MAX_DIR_BYTES >> 20
+                    ));
+                    cx.drop_path(&r.path, format!("{detail}, but it holds more than 2 MiB"));
+                    return;
+                }
+                cx.keep_links(&r.symlinks, &r.path);
+                cx.keep_tree(&r.path, &ev);
+            }
+            _ => {}
+        },
+        Err(ResolveError::NotFound | ResolveError::NotADirectory(_)) => {
+            // Go and other languages store strings back to back: the longest prefix that is a
+            // regular file is a path, and what follows it may be another.
+            if depth >= 8 {
+                return;
+            }
+            let comps: Vec<&str> = p.split('/').filter(|c| !c.is_empty()).collect();
+            for k in (1..comps.len()).rev() {
+                let prefix = format!("/{}", comps[..k].join("/"));
+                if let Ok(r) = cx.fs.resolve(&prefix, true) {
+                    match cx.fs.get(&r.path).map(|n| &n.kind) {
+                        Some(Kind::File { .. }) => {
+                            reference(cx, &prefix, from, detail, depth + 1);
+                            let rest = format!("/{}", comps[k..].join("/"));
+                            reference(cx, &rest, from, detail, depth + 1);
+                        }
+                        // A file the program makes in its own directory (a log, a pid file,
+                        // a socket): the directory is kept, empty.
+                        Some(Kind::Dir)
+                            if k + 1 == comps.len()
+                                && !is_system_dir(&r.path)
+                                && !cx.is_claimed(&r.path) =>
+                        {
+                            cx.keep_links(&r.symlinks, &r.path);
+                            cx.keep(
+                                &r.path,
+                                Evidence::new(
+                                    Why::PathReference,
+                                    from,
+                                    format!("directory of {p}, {detail}"),
+                                ),
+                            );
+                        }
+                        _ => {}
+                    }
+                    return;
+                }
+            }
+        }
+        Err(_) => {}
+    }
+}
+
+/// Normalise a reference: absolute, no `//`, no trailing `/` or `/.`.
+fn clean(raw: &str) -> Option<String> {
+    if !raw.starts_with('/') || raw.len() > 4096 {
+        return None;
+    }
+    let mut out = String::with_capacity(raw.len());
+    for c in raw.split('/').filter(|c| !c.is_empty() && *c != ".") {
+        out.push('/');
+        out.push_str(c);
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    Some(out)
+}
+
+/// The directories among a kept program's strings, for configuration files that name paths
+/// relative to the program's compiled-in prefix.
+pub(crate) fn program_dirs(cx: &Cx) -> Vec<String> {
+    let mut out = Vec::new();
+    for o in &cx.out.objects {
+        if o.loader.is_some() || !cx.out.programs.contains(&o.path) {
+            continue;
+        }
+        out.push(dir_of(&o.path));
+        for s in o.facts.strings.iter().take(MAX_REFS_PER_FILE) {
+            if let Ok(r) = cx.fs.resolve(s, true)
+                && cx.fs.get(&r.path).is_some_and(|n| n.is_dir())
+                && !out.contains(s)
+            {
+                out.push(s.clone());
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_of_config_lines() {
+        let t: Vec<&str> = tokens("root /var/www/html; error_log /var/log/x.log;").collect();
+        assert_eq!(t, vec!["/var/www/html", "/var/log/x.log"]);
+        let t: Vec<&str> =
+            tokens("--conf-path=/etc/nginx/nginx.conf PATH=/a:/b \"$HOME/x\" /x/*.conf").collect();
+        assert_eq!(t, vec!["/etc/nginx/nginx.conf", "/a", "/b"]);
+    }
+
+    #[test]
+    fn secrets_and_system_dirs() {
+        for s in [
+            "/etc/shadow",
+            "/etc/ssl/private/x.pem",
+            "/root/.ssh/id_rsa",
+            "/home/u/.netrc",
+            "/etc/ssh/ssh_host_ed25519_key",
+            "/srv/tls.key",
+        ] {
+            assert!(is_secret(s), "{s}");
+        }
+        for s in [
+            "/etc/passwd",
+            "/etc/ssl/certs/ca-certificates.crt",
+            "/etc/nginx/nginx.conf",
+        ] {
+            assert!(!is_secret(s), "{s}");
+        }
+        for d in [
+            "/",
+            "/etc",
+            "/usr/lib",
+            "usr/lib/x86_64-linux-gnu",
+            "/usr/share",
+            "/opt",
+        ] {
+            assert!(is_system_dir(d), "{d}");
+        }
+        for d in ["/etc/nginx", "/usr/share/nginx", "/opt/app"] {
+            assert!(!is_system_dir(d), "{d}");
+        }
+        assert_eq!(clean("/etc//nginx/./x/"), Some("/etc/nginx/x".into()));
+    }
+}

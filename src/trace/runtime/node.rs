@@ -1,0 +1,8 @@
+//! Node.
+
+use crate::trace::Rule;
+
+#[derive(Default)]
+pub(crate) struct Node;
+
+impl Rule for Node {}

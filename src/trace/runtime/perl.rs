@@ -1,0 +1,8 @@
+//! Perl.
+
+use crate::trace::Rule;
+
+#[derive(Default)]
+pub(crate) struct Perl;
+
+impl Rule for Perl {}

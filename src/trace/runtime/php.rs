@@ -1,0 +1,7 @@
+//! PHP.
+
+use crate::trace::Rule;
+
+pub(crate) struct Php;
+
+impl Rule for Php {}

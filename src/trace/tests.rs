@@ -1,0 +1,363 @@
+//! The rules together, on small in-memory images.
+
+use super::testutil::{LIBC, exe, imports, kept, lib, run, run_config};
+use super::{RunConfig, Why};
+use crate::elf::ElfFacts;
+
+fn with_strings(mut f: ElfFacts, s: &[&str]) -> ElfFacts {
+    f.strings = s.iter().map(|x| x.to_string()).collect();
+    f
+}
+
+fn libc_exe(needed: &[&str]) -> ElfFacts {
+    let mut n = vec!["libc.so.6"];
+    n.extend(needed);
+    exe(&n)
+}
+
+#[test]
+fn env_and_wrappers_run_their_command() {
+    let e = vec![
+        ("/usr/bin/env", "elf"),
+        ("/usr/bin/tini", "elf"),
+        ("/usr/bin/jq", "elf"),
+        ("/usr/local/bin/app", "elf"),
+    ];
+    let f = || {
+        vec![
+            ("/usr/bin/env", libc_exe(&[])),
+            ("/usr/bin/tini", libc_exe(&[])),
+            ("/usr/bin/jq", libc_exe(&[])),
+            ("/usr/local/bin/app", libc_exe(&[])),
+        ]
+    };
+    let t = run(
+        e.clone(),
+        f(),
+        &["/usr/bin/env", "-i", "A=1", "jq", "-n", "1"],
+        &[],
+    )
+    .unwrap();
+    assert!(kept(&t, "/usr/bin/jq"), "{:?}", t.files.keys());
+    assert_eq!(t.evidence("usr/bin/jq")[0].kind, Why::Command);
+    // The PATH given on the env line is the one used.
+    let t = run(e.clone(), f(), &["env", "PATH=/usr/local/bin", "app"], &[]).unwrap();
+    assert!(kept(&t, "/usr/local/bin/app"));
+    let err = run(e.clone(), f(), &["env", "PATH=/nowhere", "app"], &[]).unwrap_err();
+    assert!(err.to_string().contains("/nowhere"), "{err}");
+    let t = run(e.clone(), f(), &["tini", "-g", "--", "app", "--flag"], &[]).unwrap();
+    assert!(kept(&t, "/usr/local/bin/app"));
+    assert!(t.programs.contains("usr/local/bin/app"));
+    // The entrypoint's wrapped command missing is an error, as the container would not start.
+    let err = run(e, f(), &["tini", "--", "nope"], &[]).unwrap_err();
+    assert!(err.to_string().contains("nope"), "{err}");
+}
+
+#[test]
+fn shell_scripts_and_sh_c_run_their_commands() {
+    let script = "x:#!/bin/sh\nset -e\n. /etc/app/env.sh\nexec /usr/bin/jq \"$@\"\n";
+    let e = vec![
+        ("/usr/bin/sh", "l:dash"),
+        ("/usr/bin/dash", "elf"),
+        ("/usr/bin/jq", "elf"),
+        ("/usr/bin/base64", "elf"),
+        ("/usr/local/bin/run.sh", script),
+        (
+            "/etc/app/env.sh",
+            "t:export X=1\nbase64 --version >/dev/null\n",
+        ),
+    ];
+    let f = || {
+        vec![
+            ("/usr/bin/dash", libc_exe(&[])),
+            ("/usr/bin/jq", libc_exe(&[])),
+            ("/usr/bin/base64", libc_exe(&[])),
+        ]
+    };
+    let t = run(e.clone(), f(), &["/usr/local/bin/run.sh"], &[]).unwrap();
+    for p in [
+        "/usr/bin/dash",
+        "/usr/bin/sh",
+        "/usr/bin/jq",
+        "/etc/app/env.sh",
+        "/usr/bin/base64",
+    ] {
+        assert!(kept(&t, p), "{p}: {:?}", t.files.keys());
+    }
+    assert_eq!(t.evidence("usr/bin/jq")[0].kind, Why::ScriptCommand);
+    assert!(
+        t.reason("usr/bin/jq").contains("run.sh:4"),
+        "{}",
+        t.reason("usr/bin/jq")
+    );
+    // sh -c
+    let t = run(e.clone(), f(), &["sh", "-c", "jq . | base64"], &[]).unwrap();
+    assert!(kept(&t, "/usr/bin/jq") && kept(&t, "/usr/bin/base64"));
+    // A command the script runs that is not there: a warning, not an error.
+    let t = run(e, f(), &["sh", "-c", "nope; $CMD"], &[]).unwrap();
+    assert!(
+        t.warnings.iter().any(|w| w.contains("nope")),
+        "{:?}",
+        t.warnings
+    );
+    assert!(
+        t.warnings.iter().any(|w| w.contains("computed")),
+        "{:?}",
+        t.warnings
+    );
+}
+
+#[test]
+fn path_references_from_programs_and_configs() {
+    let nginx = with_strings(
+        libc_exe(&[]),
+        &[
+            "/etc/nginx/nginx.conf",
+            "/usr/share/nginx",
+            "/etc/shadow",
+            "/bin/sh",
+            "/etc",
+            "/var/log/nginx/error.log",
+        ],
+    );
+    let conf = "t:load_module modules/ngx_x.so;\ninclude /etc/nginx/modules-enabled/*.conf;\nhttp { include mime.types; root /srv/www; }\n# include /etc/nginx/unused.conf;\n";
+    let e = vec![
+        ("/usr/sbin/nginx", "elf"),
+        ("/etc/nginx/nginx.conf", conf),
+        ("/etc/nginx/mime.types", "t:types { text/html html; }\n"),
+        ("/etc/nginx/unused.conf", "t:x\n"),
+        (
+            "/etc/nginx/modules-enabled/50-x.conf",
+            "l:/usr/share/nginx/modules-available/x.conf",
+        ),
+        (
+            "/usr/share/nginx/modules-available/x.conf",
+            "t:load_module modules/ngx_y.so;\n",
+        ),
+        ("/usr/share/nginx/modules", "l:../../lib/nginx/modules"),
+        ("/usr/lib/nginx/modules/ngx_x.so", "elf"),
+        ("/usr/lib/nginx/modules/ngx_y.so", "elf"),
+        ("/usr/lib/nginx/modules/ngx_z.so", "elf"),
+        ("/srv/www/index.html", "t:hi"),
+        ("/etc/shadow", "t:root:x"),
+        ("/usr/bin/sh", "elf"),
+        ("/var/log/nginx", "d"),
+        ("/etc/big/file", "5000000"),
+    ];
+    let f = vec![
+        ("/usr/sbin/nginx", nginx),
+        ("/usr/lib/nginx/modules/ngx_x.so", lib("ngx_x.so")),
+        ("/usr/lib/nginx/modules/ngx_y.so", lib("ngx_y.so")),
+        ("/usr/lib/nginx/modules/ngx_z.so", lib("ngx_z.so")),
+        ("/usr/bin/sh", libc_exe(&[])),
+    ];
+    let t = run(e, f, &["/usr/sbin/nginx"], &[]).unwrap();
+    for p in [
+        "/etc/nginx/nginx.conf",
+        "/etc/nginx/mime.types",
+        "/etc/nginx/modules-enabled/50-x.conf",
+        "/usr/share/nginx/modules-available/x.conf",
+        "/usr/lib/nginx/modules/ngx_x.so",
+        "/usr/lib/nginx/modules/ngx_y.so",
+        "/srv/www/index.html",
+        "/var/log/nginx",
+    ] {
+        assert!(kept(&t, p), "{p}: {:?}", t.files.keys());
+    }
+    // The modules are loaded (traced as objects), the unused one is not kept by the config,
+    // but it is inside /usr/share/nginx/modules → /usr/lib/nginx/modules, which the binary
+    // does not name: not kept.
+    assert!(!kept(&t, "/usr/lib/nginx/modules/ngx_z.so"));
+    assert!(
+        t.objects
+            .iter()
+            .any(|o| o.path == "usr/lib/nginx/modules/ngx_y.so")
+    );
+    assert!(!kept(&t, "/etc/nginx/unused.conf"), "a commented include");
+    assert!(
+        !kept(&t, "/etc/shadow"),
+        "secrets are never kept for a string"
+    );
+    assert!(t.dropped.contains_key("etc/shadow"));
+    assert!(
+        !kept(&t, "/usr/bin/sh"),
+        "a shell only when something runs it"
+    );
+    assert!(!kept(&t, "/etc/big/file"), "/etc is a system directory");
+    assert_eq!(
+        t.evidence("etc/nginx/mime.types")[0].kind,
+        Why::ConfigInclude
+    );
+    let why = t.why(&super::testutil::image(&[], vec![]).0, "/etc/shadow");
+    assert!(why[0].contains("not"), "{why:?}");
+}
+
+#[test]
+fn directories_larger_than_the_bound_are_named_in_a_warning() {
+    let app = with_strings(libc_exe(&[]), &["/opt/data"]);
+    let e = vec![("/usr/bin/app", "elf"), ("/opt/data/a", "3000000")];
+    let t = run(e, vec![("/usr/bin/app", app)], &["/usr/bin/app"], &[]).unwrap();
+    assert!(!kept(&t, "/opt/data/a"));
+    assert!(
+        t.warnings.iter().any(|w| w.contains("/opt/data")),
+        "{:?}",
+        t.warnings
+    );
+}
+
+#[test]
+fn libc_features_follow_the_imported_symbols() {
+    let zone = vec![
+        ("/usr/share/zoneinfo/UTC", "100"),
+        ("/usr/share/zoneinfo/America/New_York", "100"),
+        ("/usr/share/zoneinfo/right/UTC", "100"),
+        ("/etc/localtime", "l:/usr/share/zoneinfo/UTC"),
+        (
+            "/etc/nsswitch.conf",
+            "t:passwd: files\nhosts: files dns myhostname\n",
+        ),
+        ("/etc/hosts", "t:127.0.0.1 localhost\n"),
+        ("/etc/services", "t:http 80/tcp\n"),
+        ("/usr/lib/x86_64-linux-gnu/libnss_myhostname.so.2", "elf"),
+        ("/usr/lib/x86_64-linux-gnu/libgcc_s.so.1", "elf"),
+    ];
+    let libs = || {
+        vec![
+            (
+                "/usr/lib/x86_64-linux-gnu/libnss_myhostname.so.2",
+                lib("libnss_myhostname.so.2"),
+            ),
+            (
+                "/usr/lib/x86_64-linux-gnu/libgcc_s.so.1",
+                lib("libgcc_s.so.1"),
+            ),
+        ]
+    };
+    // No time functions, no name service: neither zoneinfo nor NSS.
+    let mut e = zone.clone();
+    e.push(("/usr/bin/app", "elf"));
+    let mut f = libs();
+    f.push(("/usr/bin/app", imports(libc_exe(&[]), &["printf"])));
+    let t = run(e.clone(), f, &["/usr/bin/app"], &[]).unwrap();
+    assert!(!kept(&t, "/usr/share/zoneinfo/UTC"));
+    assert!(!kept(&t, "/etc/nsswitch.conf"));
+    assert!(!kept(
+        &t,
+        "/usr/lib/x86_64-linux-gnu/libnss_myhostname.so.2"
+    ));
+    assert!(!kept(&t, "/usr/lib/x86_64-linux-gnu/libgcc_s.so.1"));
+    // localtime and getaddrinfo.
+    let mut f = libs();
+    f.push((
+        "/usr/bin/app",
+        imports(
+            libc_exe(&[]),
+            &["getaddrinfo", "localtime", "pthread_cancel"],
+        ),
+    ));
+    let t = run(e.clone(), f, &["/usr/bin/app"], &[]).unwrap();
+    for p in [
+        "/usr/share/zoneinfo/UTC",
+        "/usr/share/zoneinfo/America/New_York",
+        "/etc/localtime",
+        "/etc/nsswitch.conf",
+        "/etc/hosts",
+        "/etc/services",
+        "/usr/lib/x86_64-linux-gnu/libnss_myhostname.so.2",
+        "/usr/lib/x86_64-linux-gnu/libgcc_s.so.1",
+    ] {
+        assert!(kept(&t, p), "{p}: {:?}", t.files.keys());
+    }
+    assert!(!kept(&t, "/usr/share/zoneinfo/right/UTC"));
+    assert_eq!(t.evidence("etc/hosts")[0].kind, Why::LibcFeature);
+    assert!(
+        t.features
+            .iter()
+            .any(|h| h.feature == "time zones" && h.trigger == "localtime")
+    );
+    // A static program that names the zoneinfo tree gets it; one that does not, does not.
+    let mut e2 = zone.clone();
+    e2.push(("/app", "elf"));
+    let stat = |s: &[&str]| {
+        with_strings(
+            ElfFacts {
+                is_64: true,
+                little_endian: true,
+                machine: crate::elf::EM_X86_64,
+                ..Default::default()
+            },
+            s,
+        )
+    };
+    let t = run(
+        e2.clone(),
+        vec![("/app", stat(&["/usr/share/zoneinfo/"]))],
+        &["/app"],
+        &[],
+    )
+    .unwrap();
+    assert!(kept(&t, "/usr/share/zoneinfo/UTC"));
+    let t = run(e2, vec![("/app", stat(&["/etc/app.conf"]))], &["/app"], &[]).unwrap();
+    assert!(!kept(&t, "/usr/share/zoneinfo/UTC"));
+    let _ = LIBC;
+}
+
+#[test]
+fn iconv_keeps_the_modules_for_named_charsets() {
+    let gconv = "/usr/lib/x86_64-linux-gnu/gconv";
+    let mods = "t:alias UTF16// UTF-16//\nmodule UTF-16// INTERNAL UTF-16 1\nmodule INTERNAL UTF-16// UTF-16 1\nmodule ISO-8859-2// INTERNAL ISO8859-2 1\nmodule EBCDIC-US// INTERNAL EBCDIC-US 1\n";
+    let e = vec![
+        ("/usr/bin/iconv", "elf"),
+        ("/usr/lib/x86_64-linux-gnu/gconv/gconv-modules", mods),
+        ("/usr/lib/x86_64-linux-gnu/gconv/gconv-modules.cache", "100"),
+        ("/usr/lib/x86_64-linux-gnu/gconv/UTF-16.so", "elf"),
+        ("/usr/lib/x86_64-linux-gnu/gconv/ISO8859-2.so", "elf"),
+        ("/usr/lib/x86_64-linux-gnu/gconv/EBCDIC-US.so", "elf"),
+    ];
+    let mut iconv = imports(libc_exe(&[]), &["iconv_open"]);
+    iconv.words = vec!["ISO-8859-2".into()];
+    let mut libc = lib("libc.so.6");
+    libc.strings = vec![gconv.into()];
+    let f = vec![
+        ("/usr/bin/iconv", iconv),
+        (LIBC, libc),
+        (
+            "/usr/lib/x86_64-linux-gnu/gconv/UTF-16.so",
+            lib("UTF-16.so"),
+        ),
+        (
+            "/usr/lib/x86_64-linux-gnu/gconv/ISO8859-2.so",
+            lib("ISO8859-2.so"),
+        ),
+        (
+            "/usr/lib/x86_64-linux-gnu/gconv/EBCDIC-US.so",
+            lib("EBCDIC-US.so"),
+        ),
+    ];
+    let t = run_config(
+        e,
+        f,
+        RunConfig {
+            entrypoint: vec!["/usr/bin/iconv".into(), "-f".into(), "UTF-8".into()],
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    for p in [
+        "gconv-modules",
+        "gconv-modules.cache",
+        "UTF-16.so",
+        "ISO8859-2.so",
+    ] {
+        assert!(
+            kept(&t, &format!("{gconv}/{p}")),
+            "{p}: {:?}",
+            t.files.keys()
+        );
+    }
+    assert!(!kept(&t, &format!("{gconv}/EBCDIC-US.so")));
+    assert!(
+        t.dropped
+            .contains_key(&format!("{}/EBCDIC-US.so", &gconv[1..]))
+    );
+}
