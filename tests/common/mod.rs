@@ -9,6 +9,8 @@
 //!
 //! Use it from a test file with `mod common;` and `use common::*;`.
 
+pub mod debian;
+
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ffi::OsString;
 use std::fmt::Write as _;
