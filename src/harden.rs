@@ -130,6 +130,9 @@ pub async fn analyze(
         tracing::debug!(
             seconds = t.elapsed().as_secs_f64(),
             objects = trace.objects.len(),
+            kept = trace.files.len(),
+            reads = contents.passes,
+            files_read = contents.files_read,
             "traced"
         );
         Ok((rootfs, trace, contents))

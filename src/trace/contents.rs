@@ -38,6 +38,9 @@ pub struct LayerContents {
     dir: PathBuf,
     files: HashMap<String, PathBuf>,
     facts: HashMap<String, Option<Arc<ElfFacts>>>,
+    /// How many times files were read out of the layers, and how many files.
+    pub passes: usize,
+    pub files_read: usize,
 }
 
 impl LayerContents {
@@ -46,6 +49,8 @@ impl LayerContents {
             dir: dir.to_path_buf(),
             files: HashMap::new(),
             facts: HashMap::new(),
+            passes: 0,
+            files_read: 0,
         }
     }
 
@@ -75,6 +80,8 @@ impl Contents for LayerContents {
             .cloned()
             .collect();
         if !missing.is_empty() {
+            self.passes += 1;
+            self.files_read += missing.len();
             let got = fs.read_files(&missing, &self.dir)?;
             self.files.extend(got);
         }

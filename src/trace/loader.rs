@@ -55,23 +55,27 @@ impl Rule for Loader {
         // A kept ELF file that nothing executes or loads by name (a module a config names, an
         // extension module, a plugin in a kept directory) is loaded by dlopen: its own needs
         // are traced, and what it misses is a warning.
+        // Only what could be code: executable files and shared objects (by name), read in
+        // one pass.
         let kept: Vec<String> = cx
             .out
             .files
             .keys()
-            .filter(|p| cx.ld.by_path.get(*p).is_none())
-            .filter(|p| {
-                matches!(
-                    cx.fs.get(p).map(|n| &n.kind),
-                    Some(crate::rootfs::Kind::File { .. })
-                )
+            .filter(|p| !cx.ld.by_path.contains_key(*p) && !cx.out.programs.contains(*p))
+            .filter(|p| match cx.fs.get(p) {
+                Some(n @ crate::rootfs::Node {
+                    kind: crate::rootfs::Kind::File { size, .. },
+                    ..
+                }) => *size >= 64 && (n.mode & 0o111 != 0 || p.contains(".so")),
+                _ => false,
             })
             .cloned()
             .collect();
+        if kept.is_empty() {
+            return Ok(());
+        }
+        cx.contents.prefetch(cx.fs, &kept)?;
         for p in kept {
-            if cx.out.programs.contains(&p) {
-                continue;
-            }
             if let Some(f) = cx.elf(&p)?
                 && f.dynamic
             {

@@ -394,6 +394,7 @@ pub(crate) fn reference(cx: &mut Cx, raw: &str, from: Option<&str>, detail: &str
 
 /// Normalise a reference: absolute, no `//`, no trailing `/` or `/.`.
 fn clean(raw: &str) -> Option<String> {
+    let raw = raw.trim_end_matches(['.', ',']);
     if !raw.starts_with('/') || raw.len() > 4096 {
         return None;
     }

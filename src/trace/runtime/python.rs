@@ -1,8 +1,1277 @@
-//! Python.
+//! Python (CPython), found from the interpreter: its name (`python`, `python3`, `python3.11`)
+//! or a libpython it links. The prefix comes from the interpreter's own landmark search
+//! (`lib/pythonX.Y/os.py` above the executable's real directory, `PYTHONHOME`, a venv's
+//! `pyvenv.cfg`), `sys.path` from the prefix (the standard library, `lib-dynload`,
+//! `site-packages` or Debian's `dist-packages`, `.pth` files, `PYTHONPATH`) and the script's
+//! directory. Kept: the interpreter's start-up set (`site`, `encodings`, `codecs`, `io`, …,
+//! `sitecustomize`), then the **import graph** of the application (static `import` and
+//! `from … import`, literal `importlib.import_module`/`__import__`), resolved the way the
+//! import system resolves it (built-in modules, packages, extension modules before sources,
+//! namespace packages), with byte-code caches and extension modules (their ELF closure is
+//! traced). A third-party package is kept whole (its data files), bounded. An import the graph
+//! cannot resolve in the application's code is a warning pointing to `--keep`;
+//! `--runtime-full` keeps the whole standard library instead.
 
-use crate::trace::Rule;
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+
+use crate::error::Result;
+use crate::rootfs::{Kind, display};
+use crate::trace::{Cx, Evidence, Exec, Rule, Why, abs_in, join};
+
+/// Python source files read at once (one pass over the layers) when the runtime is found.
+const PREFETCH_BYTES: u64 = 256 << 20;
+/// A third-party package larger than this is kept by its import graph only.
+const MAX_PACKAGE_BYTES: u64 = 64 << 20;
+/// Modules resolved for one interpreter.
+const MAX_MODULES: usize = 20_000;
+
+/// The start-up set: what the interpreter imports before the script runs.
+const STARTUP: &[&str] = &[
+    "encodings",
+    "encodings.aliases",
+    "encodings.utf_8",
+    "codecs",
+    "io",
+    "abc",
+    "os",
+    "stat",
+    "posixpath",
+    "genericpath",
+    "_collections_abc",
+    "_sitebuiltins",
+    "site",
+];
+/// Imported at start-up only when present.
+const STARTUP_OPTIONAL: &[&str] = &["sitecustomize", "usercustomize"];
+/// Left out of `--runtime-full`: test suites, GUI toolkits, bundled installers.
+const FULL_SKIP: &[&str] = &[
+    "test", "tests", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3/tests",
+    "distutils/tests", "unittest/test", "ctypes/test", "sqlite3/test",
+];
 
 #[derive(Default)]
-pub(crate) struct Python;
+pub(crate) struct Python {
+    envs: HashMap<String, Option<PyEnv>>,
+    /// Modules already kept, per interpreter, with the budget they were read with.
+    done: HashMap<String, HashMap<String, u8>>,
+}
 
-impl Rule for Python {}
+/// What an interpreter's `sys.path` and built-ins are.
+#[derive(Clone, Debug)]
+struct PyEnv {
+    version: String,
+    stdlib: String,
+    dynload: Option<String>,
+    /// Site directories (absolute, existing).
+    site: Vec<String>,
+    /// `sys.path` after the script's directory: PYTHONPATH, zip, stdlib, lib-dynload, sites.
+    path: Vec<String>,
+    builtins: HashSet<String>,
+    /// Imports the `.pth` files run.
+    pth_imports: Vec<String>,
+}
+
+/// Whether a program is a CPython interpreter.
+fn is_python(a0: &str, file: &str, needed: &[String]) -> bool {
+    let name_is = |n: &str| {
+        n.strip_prefix("python").is_some_and(|v| {
+            v.chars().all(|c| c.is_ascii_digit() || c == '.')
+                || v.trim_end_matches(['d', 'm', 'u']).chars().all(|c| c.is_ascii_digit() || c == '.')
+        })
+    };
+    name_is(a0) || name_is(file) || needed.iter().any(|n| n.starts_with("libpython"))
+}
+
+impl Rule for Python {
+    fn exec(&mut self, cx: &mut Cx, e: &Exec) -> Result<()> {
+        let (a0, file) = e.names();
+        let Some(facts) = cx.elf(&e.path)? else {
+            return Ok(());
+        };
+        if !is_python(a0, file, &facts.needed) {
+            return Ok(());
+        }
+        let key = e.path.clone();
+        if !self.envs.contains_key(&key) {
+            let env = find_env(cx, e, &facts.needed)?;
+            self.envs.insert(key.clone(), env);
+        }
+        let Some(env) = self.envs.get(&key).cloned().flatten() else {
+            cx.warn(format!(
+                "{}: a Python interpreter without its standard library (no lib/pythonX.Y/os.py above it); its imports are not traced",
+                display(&e.path)
+            ));
+            return Ok(());
+        };
+        let done = self.done.entry(key).or_default();
+        run(cx, e, &env, done)
+    }
+}
+
+/// The interpreter's environment, from where it is.
+fn find_env(cx: &mut Cx, e: &Exec, needed: &[String]) -> Result<Option<PyEnv>> {
+    let exe_dir = display(e.path.rsplit_once('/').map_or("", |(d, _)| d));
+    // A venv: pyvenv.cfg next to the executable as invoked, or one level up.
+    let invoked = invoked_path(cx, e);
+    let mut venv: Option<(String, HashMap<String, String>)> = None;
+    if let Some(inv) = &invoked {
+        let d = parent(inv);
+        for cand in [join(&d, "pyvenv.cfg"), join(&parent(&d), "pyvenv.cfg")] {
+            if let Some((canon, links)) = cx.resolve_file(&cand)? {
+                let text = cx.text(&canon)?.unwrap_or_default();
+                let kv = text
+                    .lines()
+                    .filter_map(|l| l.split_once('='))
+                    .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                    .collect();
+                cx.keep_links(&links, &canon);
+                cx.keep(
+                    &canon,
+                    Evidence::new(Why::Runtime, Some(&e.path), "Python venv configuration"),
+                );
+                venv = Some((parent(&cand), kv));
+                break;
+            }
+        }
+    }
+    let version = version_of(file_name(&e.path))
+        .or_else(|| needed.iter().find_map(|n| n.strip_prefix("libpython").map(|v| v.split(".so").next().unwrap_or("").trim_end_matches(['d', 'm', 'u']).to_string())))
+        .filter(|v| v.contains('.'));
+    // Where the landmark is looked for: PYTHONHOME, the venv's home, the executable's real
+    // directory and its parents.
+    let mut starts = Vec::new();
+    if let Some(h) = cx.run.env_var("PYTHONHOME") {
+        starts.push(format!("{}/bin", h.split(':').next().unwrap_or(h)));
+    }
+    if let Some((_, kv)) = &venv
+        && let Some(h) = kv.get("home")
+    {
+        if let Ok(r) = cx.fs.resolve(h, true) {
+            starts.push(display(&r.path));
+        }
+        starts.push(h.clone());
+    }
+    starts.push(exe_dir.clone());
+    let mut found: Option<(String, String)> = None; // (prefix, version)
+    'outer: for s in starts {
+        let mut d = s.clone();
+        loop {
+            let p = parent(&d);
+            let prefix = if d == "/" { "/".to_string() } else { p.clone() };
+            let versions: Vec<String> = match &version {
+                Some(v) => vec![v.clone()],
+                None => lib_versions(cx, &prefix),
+            };
+            for v in versions {
+                let lm = join(&prefix, &format!("lib/python{v}/os.py"));
+                if cx.resolve_file(&lm)?.is_some() {
+                    found = Some((prefix, v));
+                    break 'outer;
+                }
+            }
+            if d == "/" || p == d {
+                break;
+            }
+            d = p;
+        }
+    }
+    let Some((prefix, version)) = found else {
+        return Ok(None);
+    };
+    let stdlib = join(&prefix, &format!("lib/python{version}"));
+    let dynload = Some(join(&stdlib, "lib-dynload")).filter(|d| is_dir(cx, d));
+    let mut site = Vec::new();
+    if let Some((root, kv)) = &venv {
+        site.push(join(root, &format!("lib/python{version}/site-packages")));
+        if kv.get("include-system-site-packages").map(String::as_str) != Some("true") {
+            site.retain(|d| is_dir(cx, d));
+        }
+    }
+    // Read every source under the candidate trees in one pass, before anything is read.
+    let mut trees = vec![stdlib.clone()];
+    trees.extend(site.iter().cloned());
+    for c in [
+        format!("local/lib/python{version}/dist-packages"),
+        "lib/python3/dist-packages".to_string(),
+        format!("lib/python{version}/dist-packages"),
+        format!("lib/python{version}/site-packages"),
+    ] {
+        trees.push(join(&prefix, &c));
+    }
+    prefetch_sources(cx, &trees)?;
+    if venv.as_ref().is_none_or(|(_, kv)| {
+        kv.get("include-system-site-packages").map(String::as_str) == Some("true")
+    }) {
+        let debian = cx
+            .resolve_file(&join(&stdlib, "site.py"))?
+            .map(|(c, _)| cx.text(&c))
+            .transpose()?
+            .flatten()
+            .is_some_and(|t| t.contains("dist-packages"));
+        if debian {
+            site.push(join(&prefix, &format!("local/lib/python{version}/dist-packages")));
+            site.push(join(&prefix, "lib/python3/dist-packages"));
+            site.push(join(&prefix, &format!("lib/python{version}/dist-packages")));
+        }
+        site.push(join(&prefix, &format!("lib/python{version}/site-packages")));
+    }
+    site.retain(|d| is_dir(cx, d));
+    site.dedup();
+    let mut path = Vec::new();
+    if let Some(pp) = cx.run.env_var("PYTHONPATH") {
+        for d in pp.split(':').filter(|d| !d.is_empty()) {
+            path.push(abs_in(cx.run.cwd(), d));
+        }
+    }
+    let zip = join(&prefix, &format!("lib/python{}.zip", version.replace('.', "")));
+    if cx.resolve_file(&zip)?.is_some() {
+        path.push(zip.clone());
+    }
+    path.push(stdlib.clone());
+    if let Some(d) = &dynload {
+        path.push(d.clone());
+    }
+    path.extend(site.iter().cloned());
+    // .pth files: extra directories and `import` lines.
+    let mut pth_imports = Vec::new();
+    for d in site.clone() {
+        for f in cx.glob(&format!("{d}/*.pth")) {
+            let Some((canon, _)) = cx.resolve_file(&f)? else { continue };
+            cx.keep(
+                &canon,
+                Evidence::new(Why::Runtime, Some(&e.path), "Python path configuration (.pth, read at start-up)"),
+            );
+            let text = cx.text(&canon)?.unwrap_or_default();
+            for line in text.lines() {
+                let l = line.trim();
+                if l.is_empty() || l.starts_with('#') {
+                    continue;
+                }
+                if l.starts_with("import ") || l.starts_with("import\t") {
+                    pth_imports.push(l.to_string());
+                    continue;
+                }
+                let p = abs_in(&d, l);
+                if is_dir(cx, &p) {
+                    path.push(p);
+                }
+            }
+        }
+    }
+    let builtins = builtin_modules(cx, &e.path)?;
+    // The runtime's trees are this rule's.
+    for t in path.iter().filter(|p| !p.ends_with(".zip")) {
+        if let Ok(r) = cx.fs.resolve(t, true) {
+            cx.claim(&r.path);
+        }
+    }
+    if !crate::trace::pathref::is_system_dir(&prefix) && prefix != "/usr" && prefix != "/usr/local" {
+        if let Ok(r) = cx.fs.resolve(&prefix, true) {
+            cx.claim(&r.path);
+        }
+    }
+    if let Some((root, _)) = &venv
+        && let Ok(r) = cx.fs.resolve(&join(root, "lib"), true)
+    {
+        cx.claim(&r.path);
+    }
+    Ok(Some(PyEnv {
+        version,
+        stdlib,
+        dynload,
+        site,
+        path,
+        builtins,
+        pth_imports,
+    }))
+}
+
+fn file_name(p: &str) -> &str {
+    p.rsplit('/').next().unwrap_or(p)
+}
+
+fn parent(p: &str) -> String {
+    match p.trim_end_matches('/').rfind('/') {
+        Some(0) | None => "/".into(),
+        Some(i) => p[..i].to_string(),
+    }
+}
+
+fn version_of(name: &str) -> Option<String> {
+    let v = name.strip_prefix("python")?.trim_end_matches(['d', 'm', 'u']);
+    (v.contains('.') && v.chars().all(|c| c.is_ascii_digit() || c == '.')).then(|| v.to_string())
+}
+
+/// `pythonX.Y` directories under PREFIX/lib.
+fn lib_versions(cx: &Cx, prefix: &str) -> Vec<String> {
+    let Ok(r) = cx.fs.resolve(&join(prefix, "lib"), true) else {
+        return vec![];
+    };
+    let base = if r.path.is_empty() { String::new() } else { format!("{}/", r.path) };
+    let mut v: Vec<String> = cx
+        .fs
+        .subtree(&r.path)
+        .filter_map(|(k, _)| k.strip_prefix(&base))
+        .filter(|rest| !rest.contains('/'))
+        .filter_map(|n| version_of(n))
+        .collect();
+    v.sort();
+    v.reverse();
+    v
+}
+
+fn is_dir(cx: &Cx, p: &str) -> bool {
+    cx.fs
+        .resolve(p, true)
+        .is_ok_and(|r| cx.fs.get(&r.path).is_some_and(|n| n.is_dir()))
+}
+
+/// The path the interpreter was started by, before symlinks (where a venv's pyvenv.cfg is).
+fn invoked_path(cx: &Cx, e: &Exec) -> Option<String> {
+    let a0 = e.argv.first()?;
+    if a0.contains('/') {
+        return Some(abs_in(cx.run.cwd(), a0));
+    }
+    let path = e
+        .env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| cx.run.env_var("PATH").unwrap_or(crate::trace::DEFAULT_PATH).to_string());
+    path.split(':')
+        .filter(|d| !d.is_empty())
+        .map(|d| join(d, a0))
+        .find(|c| cx.fs.resolve(c, true).is_ok())
+}
+
+/// Built-in modules: the `PyInit_NAME` symbols compiled into the interpreter (or its
+/// libpython).
+fn builtin_modules(cx: &mut Cx, exe: &str) -> Result<HashSet<String>> {
+    let mut out: HashSet<String> = ["sys", "builtins", "_imp", "_io", "marshal", "_warnings", "_thread", "_weakref", "posix", "_frozen_importlib", "_frozen_importlib_external", "zipimport"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let mut objs = vec![exe.to_string()];
+    if let Some(i) = cx.ld.object_at(exe) {
+        let libpy: Vec<String> = cx
+            .out
+            .objects
+            .iter()
+            .filter(|o| o.main == i && o.facts.soname.as_deref().is_some_and(|s| s.starts_with("libpython")))
+            .map(|o| o.path.clone())
+            .collect();
+        objs.extend(libpy);
+    }
+    for o in objs {
+        // Bounded: a larger "interpreter" is not read whole.
+        let Ok(bytes) = cx.contents.read(cx.fs, &o, 256 << 20) else {
+            continue;
+        };
+        let needle = b"PyInit_";
+        let mut i = 0;
+        while let Some(k) = memfind(&bytes[i..], needle) {
+            let s = i + k + needle.len();
+            let end = bytes[s..]
+                .iter()
+                .position(|b| !(b.is_ascii_alphanumeric() || *b == b'_'))
+                .map_or(bytes.len(), |e| s + e);
+            if end > s {
+                out.insert(String::from_utf8_lossy(&bytes[s..end]).into_owned());
+            }
+            i = end.max(s);
+            if out.len() > 10_000 {
+                break;
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn memfind(h: &[u8], n: &[u8]) -> Option<usize> {
+    h.windows(n.len()).position(|w| w == n)
+}
+
+/// A module found on the path.
+#[derive(Clone, Debug)]
+enum Found {
+    Builtin,
+    /// A source, extension or byte-code file.
+    File(String),
+    /// A package: its `__init__` file (if any) and its directories (`__path__`).
+    Package(Option<String>, Vec<String>),
+}
+
+/// One import to resolve: the name, who imports it (file and line), whether a miss is worth a
+/// warning, and how many function-level ("lazy") imports may still be followed from it.
+struct Want {
+    name: String,
+    by: Option<(String, usize)>,
+    quiet: bool,
+    budget: u8,
+}
+
+/// A source to read for imports.
+struct Source {
+    file: String,
+    text: String,
+    /// The package it belongs to (for relative imports).
+    pkg: Option<String>,
+    budget: u8,
+}
+
+/// Trace one interpreter run: start-up set, the script (or -m / -c), the import graph.
+///
+/// The graph follows every import of the application's own code, and the module-level
+/// imports of the runtime's modules. A function-level import in a runtime module runs only
+/// when that function is called: it is followed one hop from what the application imports
+/// (`datetime.strptime` → `_strptime`), not from there on (`help()` → `pydoc` → …).
+fn run(cx: &mut Cx, e: &Exec, env: &PyEnv, done: &mut HashMap<String, u8>) -> Result<()> {
+    let ev_rt = |d: String| Evidence::new(Why::Runtime, Some(&e.path), d);
+    // The landmark and the directories the interpreter looks at.
+    for d in [Some(env.stdlib.clone()), env.dynload.clone()].into_iter().flatten() {
+        if let Ok(r) = cx.fs.resolve(&d, true) {
+            cx.keep_links(&r.symlinks, &r.path);
+            cx.keep(&r.path, ev_rt(format!("Python {} standard library directory", env.version)));
+        }
+    }
+    if cx.opts.runtime_full {
+        keep_full(cx, e, env)?;
+    }
+    // Options: -S (no site), -c, -m, -W/-X with a value.
+    let mut no_site = false;
+    let mut i = 1;
+    let mut main: Option<(String, String)> = None; // (kind, value)
+    while i < e.argv.len() {
+        let Some(a) = e.arg(i) else {
+            cx.warn(format!("{}: Python runs a script named at run time; its imports are not traced", display(&e.path)));
+            break;
+        };
+        if a == "-c" || a == "-m" {
+            match e.arg(i + 1) {
+                Some(v) => main = Some((a.to_string(), v.to_string())),
+                None => cx.warn(format!("{}: python {a} with a value computed at run time; not traced", display(&e.path))),
+            }
+            break;
+        }
+        if matches!(a, "-W" | "-X" | "--check-hash-based-pycs") {
+            i += 2;
+            continue;
+        }
+        if a == "-" {
+            break;
+        }
+        if a.starts_with('-') {
+            if !a.starts_with("--") {
+                no_site |= a[1..].contains('S');
+                if a.len() > 2 && (a.ends_with('c') || a.ends_with('m')) {
+                    // A flag cluster ending in c or m: -Sc CODE.
+                    let k = if a.ends_with('c') { "-c" } else { "-m" };
+                    if let Some(v) = e.arg(i + 1) {
+                        main = Some((k.into(), v.into()));
+                    }
+                    break;
+                }
+            }
+            i += 1;
+            continue;
+        }
+        main = Some(("script".into(), a.to_string()));
+        break;
+    }
+    let mut first_dir = cx.run.cwd().to_string();
+    let mut queue: VecDeque<Want> = VecDeque::new();
+    let mut texts: Vec<Source> = Vec::new();
+    let startup = |name: &str| Want { name: name.to_string(), by: None, quiet: true, budget: 0 };
+    for m in STARTUP {
+        if !(no_site && *m == "site") {
+            queue.push_back(startup(m));
+        }
+    }
+    // Codecs are looked up by name at run time: the whole encodings package.
+    queue.push_back(startup("encodings.*"));
+    if !no_site {
+        for m in STARTUP_OPTIONAL {
+            queue.push_back(startup(m));
+        }
+        for line in &env.pth_imports {
+            for imp in imports(line) {
+                queue.push_back(startup(&imp.module));
+            }
+        }
+    }
+    let app = |name: String, quiet: bool| Want { name, by: None, quiet, budget: 1 };
+    match main {
+        Some((k, v)) if k == "script" => {
+            let p = abs_in(cx.run.cwd(), &v);
+            match cx.resolve_file(&p)? {
+                Some((canon, links)) => {
+                    cx.keep_links(&links, &canon);
+                    cx.keep(&canon, ev_rt(format!("Python script run by {}", display(&e.path))));
+                    first_dir = parent(&display(&canon));
+                    if let Some(text) = cx.text(&canon)? {
+                        texts.push(Source { file: canon, text, pkg: None, budget: 1 });
+                    }
+                }
+                None if is_dir(cx, &p) => {
+                    // A directory with __main__.py.
+                    first_dir = p.clone();
+                    queue.push_back(app("__main__".into(), false));
+                }
+                None => cx.warn(format!(
+                    "{}: runs the Python script {v}, which is not in the image",
+                    display(&e.path)
+                )),
+            }
+        }
+        Some((k, v)) if k == "-m" => {
+            queue.push_back(app(v.clone(), false));
+            queue.push_back(app(format!("{v}.__main__"), true));
+            queue.push_back(app("runpy".into(), true));
+        }
+        Some((_, code)) => texts.push(Source { file: String::new(), text: code, pkg: None, budget: 1 }),
+        None => {}
+    }
+    let mut path = vec![first_dir];
+    path.extend(env.path.iter().cloned());
+    let mut cache: HashMap<String, Option<Found>> = HashMap::new();
+    loop {
+        for src in texts.drain(..) {
+            let runtime = in_runtime(cx, env, &src.file);
+            for imp in imports(&src.text) {
+                // The application's code: everything it imports. The runtime's: module-level
+                // imports, and function-level ones while the budget lasts.
+                let budget = if !runtime {
+                    1
+                } else if imp.nested {
+                    match src.budget.checked_sub(1) {
+                        Some(b) => b,
+                        None => continue,
+                    }
+                } else {
+                    src.budget
+                };
+                let Some(name) = absolute_name(&imp.module, src.pkg.as_deref()) else {
+                    continue;
+                };
+                let by = Some((src.file.clone(), imp.line));
+                if imp.computed {
+                    if !runtime {
+                        let what = if name.is_empty() { "a module computed at run time".to_string() } else { format!("modules under {name} computed at run time") };
+                        let at = if src.file.is_empty() { "python -c".to_string() } else { display(&src.file) };
+                        cx.warn(format!(
+                            "{at}:{}: imports {what}; keep them with --keep (or the whole standard library with --runtime-full)",
+                            imp.line
+                        ));
+                    }
+                    if !name.is_empty() {
+                        let top = name.split('.').next().unwrap_or(&name).to_string();
+                        queue.push_back(Want { name: format!("{top}.*"), by, quiet: runtime, budget });
+                    }
+                    continue;
+                }
+                queue.push_back(Want { name: name.clone(), by: by.clone(), quiet: runtime, budget });
+                for n in &imp.names {
+                    if n != "*" {
+                        queue.push_back(Want { name: format!("{name}.{n}"), by: by.clone(), quiet: true, budget });
+                    }
+                }
+            }
+        }
+        if queue.is_empty() || done.len() > MAX_MODULES {
+            break;
+        }
+        while let Some(w) = queue.pop_front() {
+            let whole = w.name.ends_with(".*");
+            let name = w.name.trim_end_matches(".*").to_string();
+            if done.get(&w.name).is_some_and(|b| *b >= w.budget) {
+                continue;
+            }
+            done.insert(w.name.clone(), w.budget);
+            // Importing a.b.c imports a, then a.b, then a.b.c.
+            let parts: Vec<&str> = name.split('.').collect();
+            let mut ok = true;
+            for k in 1..=parts.len() {
+                let n = parts[..k].join(".");
+                let found = resolve(cx, env, &path, &n, &mut cache)?;
+                match found {
+                    None => {
+                        ok = false;
+                        if !w.quiet && k == 1 {
+                            let at = w.by.as_ref().map(|(f, l)| format!("{}:{l}: ", if f.is_empty() { "python -c".into() } else { display(f) })).unwrap_or_default();
+                            cx.warn(format!(
+                                "{at}imports {n}, which is not in the image (optional, computed or missing); keep it with --keep if it is needed"
+                            ));
+                        }
+                        break;
+                    }
+                    Some(Found::Builtin) => {}
+                    Some(f) => {
+                        if k < parts.len() && done.get(&n).is_some_and(|b| *b >= w.budget) {
+                            continue;
+                        }
+                        done.insert(n.clone(), w.budget);
+                        let by = w.by.as_ref().map(|(f, l)| format!("{}:{l}", if f.is_empty() { "python -c".into() } else { display(f) })).unwrap_or_else(|| "the interpreter's start-up".into());
+                        let ev = ev_rt(format!("Python module {n}, imported by {by}"));
+                        if let Some((file, pkg)) = keep_module(cx, env, &n, &f, &ev)?
+                            && let Some(text) = cx.text(&file)?
+                        {
+                            texts.push(Source { file, text, pkg, budget: w.budget });
+                        }
+                    }
+                }
+            }
+            if ok && whole && let Some(Some(Found::Package(_, dirs))) = cache.get(&name).cloned() {
+                for d in dirs {
+                    keep_package_tree(cx, &d, &ev_rt(format!("Python package {name}, whose modules are imported by computed names")))?;
+                    // Its sources are read for their own imports.
+                    if let Ok(r) = cx.fs.resolve(&d, true) {
+                        let subs: Vec<String> = cx
+                            .fs
+                            .subtree(&r.path)
+                            .map(|(k, _)| k.clone())
+                            .filter(|k| k.ends_with(".py") && !k.contains("/__pycache__/"))
+                            .collect();
+                        for f in subs {
+                            let rel = f[r.path.len() + 1..].trim_end_matches(".py").replace('/', ".");
+                            let m = if rel == "__init__" { name.clone() } else { format!("{name}.{}", rel.trim_end_matches(".__init__")) };
+                            queue.push_back(Want { name: m, by: w.by.clone(), quiet: true, budget: w.budget });
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether a file belongs to the runtime (the standard library and installed packages):
+/// misses there are the interpreter's own optional imports, not worth a warning.
+fn in_runtime(cx: &Cx, env: &PyEnv, file: &str) -> bool {
+    !file.is_empty()
+        && env
+            .path
+            .iter()
+            .filter_map(|p| cx.fs.resolve(p, true).ok())
+            .any(|r| crate::trace::under(file, &r.path))
+}
+
+/// `from .x import y` inside package `pkg` → `pkg.x`; absolute names as they are.
+fn absolute_name(module: &str, pkg: Option<&str>) -> Option<String> {
+    let dots = module.chars().take_while(|&c| c == '.').count();
+    if dots == 0 {
+        return Some(module.to_string());
+    }
+    // The package a module belongs to: for __init__ files the package itself.
+    let base = pkg?;
+    let mut parts: Vec<&str> = base.split('.').collect();
+    for _ in 1..dots {
+        parts.pop()?;
+    }
+    let rest = &module[dots..];
+    let mut out = parts.join(".");
+    if !rest.is_empty() {
+        if !out.is_empty() {
+            out.push('.');
+        }
+        out.push_str(rest);
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// Find a module: built-ins first, then each directory of its parent's `__path__` (or
+/// `sys.path`): a package directory, an extension module, a source, a byte-code file;
+/// directories without `__init__` make a namespace package.
+fn resolve(
+    cx: &mut Cx,
+    env: &PyEnv,
+    path: &[String],
+    name: &str,
+    cache: &mut HashMap<String, Option<Found>>,
+) -> Result<Option<Found>> {
+    if let Some(f) = cache.get(name) {
+        return Ok(f.clone());
+    }
+    let (dirs, leaf): (Vec<String>, &str) = match name.rsplit_once('.') {
+        None => {
+            if env.builtins.contains(name) {
+                cache.insert(name.into(), Some(Found::Builtin));
+                return Ok(Some(Found::Builtin));
+            }
+            (path.to_vec(), name)
+        }
+        Some((parent_name, leaf)) => match resolve(cx, env, path, parent_name, cache)? {
+            Some(Found::Package(_, d)) => (d, leaf),
+            _ => {
+                cache.insert(name.into(), None);
+                return Ok(None);
+            }
+        },
+    };
+    let mut namespace = Vec::new();
+    let mut found = None;
+    for d in &dirs {
+        let Ok(r) = cx.fs.resolve(d, true) else { continue };
+        if !cx.fs.get(&r.path).is_some_and(|n| n.is_dir()) {
+            continue;
+        }
+        let dir = display(&r.path);
+        let sub = join(&dir, leaf);
+        if is_dir(cx, &sub) {
+            let init = ["__init__.py", "__init__.pyc"]
+                .iter()
+                .map(|i| join(&sub, i))
+                .chain(ext_files(cx, &sub, "__init__"))
+                .find(|p| matches!(cx.fs.resolve(p, true).ok().and_then(|r| cx.fs.get(&r.path).map(|n| n.kind.clone())), Some(Kind::File { .. })));
+            if let Some(init) = init {
+                found = Some(Found::Package(Some(init), vec![sub]));
+                break;
+            }
+            namespace.push(sub);
+        }
+        let ext = ext_files(cx, &dir, leaf);
+        if let Some(f) = ext.into_iter().next() {
+            found = Some(Found::File(f));
+            break;
+        }
+        for suffix in [".py", ".pyc"] {
+            let f = join(&dir, &format!("{leaf}{suffix}"));
+            if cx.resolve_file(&f)?.is_some() {
+                found = Some(Found::File(f));
+                break;
+            }
+        }
+        if found.is_some() {
+            break;
+        }
+    }
+    let found = found.or_else(|| (!namespace.is_empty()).then(|| Found::Package(None, namespace)));
+    cache.insert(name.into(), found.clone());
+    Ok(found)
+}
+
+/// Extension module files for `leaf` in `dir` (`leaf.cpython-311-x86_64-linux-gnu.so`,
+/// `leaf.abi3.so`, `leaf.so`), in the import system's order.
+fn ext_files(cx: &Cx, dir: &str, leaf: &str) -> Vec<String> {
+    let Ok(r) = cx.fs.resolve(dir, true) else { return vec![] };
+    let prefix = if r.path.is_empty() { format!("{leaf}.") } else { format!("{}/{leaf}.", r.path) };
+    let mut v: Vec<String> = cx
+        .fs
+        .nodes
+        .range(prefix.clone()..)
+        .take_while(|(k, _)| k.starts_with(&prefix))
+        .map(|(k, _)| k[prefix.len()..].to_string())
+        .filter(|rest| !rest.contains('/') && rest.ends_with("so") && (rest == "so" || rest.starts_with("cpython-") || rest == "abi3.so"))
+        .map(|rest| join(dir, &format!("{leaf}.{rest}")))
+        .collect();
+    v.sort_by_key(|p| if p.contains(".cpython-") { 0 } else if p.ends_with(".abi3.so") { 1 } else { 2 });
+    v
+}
+
+/// Keep a found module (and its byte-code caches); for packages outside the standard library
+/// the whole package. Returns the source to read (and the package it belongs to).
+fn keep_module(
+    cx: &mut Cx,
+    env: &PyEnv,
+    name: &str,
+    found: &Found,
+    ev: &Evidence,
+) -> Result<Option<(String, Option<String>)>> {
+    let (file, pkg) = match found {
+        Found::Builtin => return Ok(None),
+        Found::File(f) => (Some(f.clone()), name.rsplit_once('.').map(|(p, _)| p.to_string())),
+        Found::Package(init, dirs) => {
+            for d in dirs {
+                if let Ok(r) = cx.fs.resolve(d, true) {
+                    cx.keep_links(&r.symlinks, &r.path);
+                    cx.keep(&r.path, ev.clone());
+                }
+            }
+            // A third-party top-level package: kept whole, for its data files.
+            if !name.contains('.') {
+                for d in dirs {
+                    if !in_stdlib(cx, env, d) {
+                        keep_package_tree(cx, d, ev)?;
+                        keep_dist_info(cx, d, name, ev);
+                    }
+                }
+            }
+            (init.clone(), Some(name.to_string()))
+        }
+    };
+    let Some(file) = file else { return Ok(None) };
+    let Some(canon) = cx.keep_if_file(&file, ev.clone()) else { return Ok(None) };
+    // Byte-code caches: __pycache__/STEM.cpython-XY*.pyc.
+    let (dir, base) = file.rsplit_once('/').unwrap_or(("", &file));
+    if let Some(stem) = base.strip_suffix(".py") {
+        let tag = format!("cpython-{}", env.version.replace('.', ""));
+        for c in cx.glob(&format!("{dir}/__pycache__/{stem}.{tag}*.pyc")) {
+            cx.keep_if_file(&c, Evidence::new(Why::Runtime, ev.from.as_deref(), format!("byte-code cache of {}", display(&canon))));
+        }
+    }
+    if !name.contains('.') && !in_stdlib(cx, env, &file) {
+        keep_dist_info(cx, dir, name, ev);
+    }
+    Ok(base.ends_with(".py").then_some((canon, pkg)))
+}
+
+fn in_stdlib(cx: &Cx, env: &PyEnv, p: &str) -> bool {
+    [Some(&env.stdlib), env.dynload.as_ref()]
+        .into_iter()
+        .flatten()
+        .filter_map(|d| cx.fs.resolve(d, true).ok())
+        .any(|r| {
+            let rp = cx.fs.resolve(p, true).map(|x| x.path).unwrap_or_else(|_| p.trim_start_matches('/').to_string());
+            crate::trace::under(&rp, &r.path)
+                && !env.site.iter().any(|s| cx.fs.resolve(s, true).is_ok_and(|sr| crate::trace::under(&rp, &sr.path)))
+        })
+}
+
+/// A package directory and everything in it, when not too large.
+fn keep_package_tree(cx: &mut Cx, dir: &str, ev: &Evidence) -> Result<()> {
+    let Ok(r) = cx.fs.resolve(dir, true) else { return Ok(()) };
+    if cx.tree_bytes(&r.path, MAX_PACKAGE_BYTES) > MAX_PACKAGE_BYTES {
+        cx.warn(format!(
+            "{dir}: a Python package of more than {} MiB; only the modules it imports are kept",
+            MAX_PACKAGE_BYTES >> 20
+        ));
+        return Ok(());
+    }
+    let files: Vec<String> = cx
+        .fs
+        .subtree(&r.path)
+        .filter(|(_, n)| matches!(n.kind, Kind::File { .. }))
+        .map(|(k, _)| k.clone())
+        .collect();
+    cx.contents.prefetch(cx.fs, &files)?;
+    cx.keep_tree(&r.path, ev);
+    Ok(())
+}
+
+/// The `*.dist-info` / `*.egg-info` of a top-level package (importlib.metadata and scanners
+/// read them).
+fn keep_dist_info(cx: &mut Cx, site: &str, top: &str, ev: &Evidence) {
+    let site = parent_if_pkg(site, top);
+    let norm = |s: &str| s.to_ascii_lowercase().replace(['-', '.'], "_");
+    let want = norm(top);
+    for pat in ["*.dist-info", "*.egg-info"] {
+        for d in cx.glob(&format!("{site}/{pat}")) {
+            let base = file_name(&d);
+            let dist = base.split('-').next().unwrap_or("");
+            let mut matches = norm(dist) == want;
+            if !matches
+                && let Some((canon, _)) = cx.resolve_file(&join(&d, "top_level.txt")).ok().flatten()
+                && let Ok(Some(t)) = cx.text(&canon)
+            {
+                matches = t.lines().any(|l| l.trim() == top);
+            }
+            if matches && let Ok(r) = cx.fs.resolve(&d, true) {
+                let e = Evidence::new(Why::Runtime, ev.from.as_deref(), format!("metadata of the Python package {top}"));
+                cx.keep_tree(&r.path, &e);
+            }
+        }
+    }
+}
+
+fn parent_if_pkg(dir: &str, top: &str) -> String {
+    if file_name(dir) == top { parent(dir) } else { dir.to_string() }
+}
+
+/// Every Python source (and `.pth` file) under these trees, read in one pass.
+fn prefetch_sources(cx: &mut Cx, trees: &[String]) -> Result<()> {
+    let mut files = Vec::new();
+    let mut bytes = 0u64;
+    let mut seen = BTreeSet::new();
+    for d in trees {
+        let Ok(r) = cx.fs.resolve(d, true) else { continue };
+        if !seen.insert(r.path.clone()) {
+            continue;
+        }
+        for (k, n) in cx.fs.subtree(&r.path) {
+            if k.ends_with(".py") || k.ends_with(".pth") || k.ends_with("/pyvenv.cfg") {
+                bytes += n.size();
+                files.push(k.clone());
+            }
+        }
+    }
+    if bytes <= PREFETCH_BYTES {
+        cx.contents.prefetch(cx.fs, &files)?;
+    }
+    Ok(())
+}
+
+/// `--runtime-full`: the whole standard library, minus test suites, GUI toolkits and bundled
+/// installers.
+fn keep_full(cx: &mut Cx, e: &Exec, env: &PyEnv) -> Result<()> {
+    let ev = Evidence::new(Why::Runtime, Some(&e.path), format!("Python {} standard library (--runtime-full)", env.version));
+    for d in [Some(env.stdlib.clone()), env.dynload.clone()].into_iter().flatten() {
+        let Ok(r) = cx.fs.resolve(&d, true) else { continue };
+        let skip: Vec<String> = FULL_SKIP.iter().map(|s| format!("{}/{s}", r.path)).collect();
+        let entries: Vec<(String, Kind)> = cx
+            .fs
+            .subtree(&r.path)
+            .filter(|(k, _)| !skip.iter().any(|s| crate::trace::under(k, s)))
+            .map(|(k, n)| (k.clone(), n.kind.clone()))
+            .collect();
+        for (k, kind) in entries {
+            match kind {
+                Kind::File { .. } | Kind::Dir => {
+                    cx.keep(&k, ev.clone());
+                }
+                Kind::Symlink(_) => crate::trace::add_evidence(cx.out.symlinks.entry(k).or_default(), ev.clone()),
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One import statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PyImport {
+    /// The module (leading dots for relative imports).
+    pub module: String,
+    /// Names of `from … import a, b` (`*` for a star import).
+    pub names: Vec<String>,
+    pub line: usize,
+    /// `importlib.import_module(x)` with a computed argument: `module` is the literal prefix.
+    pub computed: bool,
+    /// Inside a function body: runs only when the function is called.
+    pub nested: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum PyTok {
+    Name(String),
+    Str(String, bool),
+    Op(char),
+    Newline,
+    /// The indentation of the logical line that starts here.
+    Indent(usize),
+}
+
+/// Tokens of Python source: names, string literals (f-strings flagged), operators, logical
+/// line ends; comments and numbers dropped.
+fn tokenize(src: &str) -> Vec<(PyTok, usize)> {
+    let s: Vec<char> = src.chars().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    let mut line = 1;
+    let mut depth = 0usize;
+    let mut line_start = true;
+    while i < s.len() {
+        let c = s[i];
+        if line_start && depth == 0 {
+            let mut w = 0;
+            while i < s.len() && matches!(s[i], ' ' | '\t') {
+                w += if s[i] == '\t' { 8 - w % 8 } else { 1 };
+                i += 1;
+            }
+            line_start = false;
+            if i < s.len() && !matches!(s[i], '\n' | '#' | '\r') {
+                out.push((PyTok::Indent(w), line));
+            }
+            continue;
+        }
+        match c {
+            '#' => {
+                while i < s.len() && s[i] != '\n' {
+                    i += 1;
+                }
+            }
+            '\\' if s.get(i + 1) == Some(&'\n') => {
+                i += 2;
+                line += 1;
+            }
+            '\n' => {
+                if depth == 0 {
+                    out.push((PyTok::Newline, line));
+                    line_start = true;
+                }
+                line += 1;
+                i += 1;
+            }
+            '\'' | '"' => {
+                let (text, ni, nl) = string_at(&s, i);
+                out.push((PyTok::Str(text, false), line));
+                line += nl;
+                i = ni;
+            }
+            c if c == '_' || c.is_alphabetic() => {
+                let start = i;
+                while i < s.len() && (s[i] == '_' || s[i].is_alphanumeric()) {
+                    i += 1;
+                }
+                let word: String = s[start..i].iter().collect();
+                let lower = word.to_ascii_lowercase();
+                if i < s.len()
+                    && (s[i] == '\'' || s[i] == '"')
+                    && matches!(lower.as_str(), "r" | "b" | "u" | "f" | "rb" | "br" | "fr" | "rf")
+                {
+                    let (text, ni, nl) = string_at(&s, i);
+                    out.push((PyTok::Str(text, lower.contains('f')), line));
+                    line += nl;
+                    i = ni;
+                } else {
+                    out.push((PyTok::Name(word), line));
+                }
+            }
+            c if c.is_ascii_digit() => {
+                while i < s.len() && (s[i].is_alphanumeric() || s[i] == '_' || s[i] == '.') {
+                    i += 1;
+                }
+            }
+            '(' | '[' | '{' => {
+                depth += 1;
+                out.push((PyTok::Op(c), line));
+                i += 1;
+            }
+            ')' | ']' | '}' => {
+                depth = depth.saturating_sub(1);
+                out.push((PyTok::Op(c), line));
+                i += 1;
+            }
+            ' ' | '\t' | '\r' | '\x0c' => i += 1,
+            _ => {
+                out.push((PyTok::Op(c), line));
+                i += 1;
+            }
+        }
+    }
+    out.push((PyTok::Newline, line));
+    out
+}
+
+/// A string literal starting at `i` (a quote): its text, the index after it, newlines in it.
+fn string_at(s: &[char], i: usize) -> (String, usize, usize) {
+    let q = s[i];
+    let triple = s.get(i + 1) == Some(&q) && s.get(i + 2) == Some(&q);
+    let mut j = if triple { i + 3 } else { i + 1 };
+    let mut text = String::new();
+    let mut nl = 0;
+    while j < s.len() {
+        if s[j] == '\\' {
+            if s.get(j + 1) == Some(&'\n') {
+                nl += 1;
+            }
+            j += 2;
+            continue;
+        }
+        if s[j] == '\n' {
+            nl += 1;
+            if !triple {
+                break;
+            }
+        }
+        if s[j] == q && (!triple || (s.get(j + 1) == Some(&q) && s.get(j + 2) == Some(&q))) {
+            j += if triple { 3 } else { 1 };
+            return (text, j, nl);
+        }
+        text.push(s[j]);
+        j += 1;
+    }
+    (text, j, nl)
+}
+
+/// The imports of Python source: `import a.b as c, d`, `from .x import (y, z)`,
+/// `from a import *`, and `importlib.import_module("x")` / `__import__("x")` with literal (or
+/// literal-prefixed) arguments, anywhere in the file (functions, `try` blocks).
+pub(crate) fn imports(src: &str) -> Vec<PyImport> {
+    let toks = tokenize(src);
+    let mut out = Vec::new();
+    let mut i = 0;
+    // Indentation of the `def` statements we are inside; whether the current logical line
+    // is itself a `def` (a one-line body).
+    let mut defs: Vec<usize> = Vec::new();
+    let mut line_is_def = false;
+    let at_start = |k: usize| -> bool {
+        k == 0
+            || matches!(
+                toks[k - 1].0,
+                PyTok::Newline | PyTok::Indent(_) | PyTok::Op(';') | PyTok::Op(':')
+            )
+    };
+    let dotted = |k: &mut usize| -> String {
+        let mut name = String::new();
+        while *k < toks.len() {
+            match &toks[*k].0 {
+                PyTok::Op('.') => name.push('.'),
+                PyTok::Name(n) if n != "import" && (name.is_empty() || name.ends_with('.')) => name.push_str(n),
+                _ => break,
+            }
+            *k += 1;
+        }
+        name
+    };
+    while i < toks.len() {
+        let line = toks[i].1;
+        let nested = line_is_def || !defs.is_empty();
+        match &toks[i].0 {
+            PyTok::Indent(w) => {
+                while defs.last().is_some_and(|d| d >= w) {
+                    defs.pop();
+                }
+                let k = if matches!(&toks.get(i + 1).map(|t| &t.0), Some(PyTok::Name(a)) if a == "async") { i + 2 } else { i + 1 };
+                // A function body, or an `if __name__ == "__main__":` block (it runs only
+                // when the module is the script), is entered lazily.
+                let mut end = k;
+                while end < toks.len() && !matches!(toks[end].0, PyTok::Newline) {
+                    end += 1;
+                }
+                let line_toks = &toks[k..end];
+                let main_guard = matches!(line_toks.first().map(|t| &t.0), Some(PyTok::Name(d)) if d == "if")
+                    && line_toks.iter().any(|t| matches!(&t.0, PyTok::Name(n) if n == "__name__"))
+                    && line_toks.iter().any(|t| matches!(&t.0, PyTok::Str(v, _) if v == "__main__"));
+                line_is_def = main_guard
+                    || matches!(&toks.get(k).map(|t| &t.0), Some(PyTok::Name(d)) if d == "def");
+                if line_is_def {
+                    defs.push(*w);
+                    // The body is on the following lines unless it shares this one.
+                    line_is_def = false;
+                    let mut j = k;
+                    while j < toks.len() && !matches!(toks[j].0, PyTok::Newline) {
+                        j += 1;
+                    }
+                    if matches!(toks.get(j.saturating_sub(1)).map(|t| &t.0), Some(PyTok::Op(':'))) {
+                        // `def f():` then a body below.
+                    } else {
+                        line_is_def = true;
+                    }
+                }
+                i += 1;
+            }
+            PyTok::Newline => {
+                line_is_def = false;
+                i += 1;
+            }
+            PyTok::Name(n) if n == "import" && at_start(i) => {
+                let mut k = i + 1;
+                loop {
+                    let m = dotted(&mut k);
+                    if !m.is_empty() {
+                        out.push(PyImport { module: m, names: vec![], line, computed: false, nested });
+                    }
+                    if matches!(&toks.get(k).map(|t| &t.0), Some(PyTok::Name(a)) if a == "as") {
+                        k += 2;
+                    }
+                    if matches!(toks.get(k).map(|t| &t.0), Some(PyTok::Op(','))) {
+                        k += 1;
+                        continue;
+                    }
+                    break;
+                }
+                i = k;
+            }
+            PyTok::Name(n) if n == "from" && at_start(i) => {
+                let mut k = i + 1;
+                let m = dotted(&mut k);
+                if !matches!(&toks.get(k).map(|t| &t.0), Some(PyTok::Name(a)) if a == "import") {
+                    i = k.max(i + 1);
+                    continue;
+                }
+                k += 1;
+                let mut names = Vec::new();
+                while k < toks.len() {
+                    match &toks[k].0 {
+                        PyTok::Newline | PyTok::Op(';') => break,
+                        PyTok::Name(a) if a == "as" => k += 1,
+                        PyTok::Name(a) => names.push(a.clone()),
+                        PyTok::Op('*') => names.push("*".into()),
+                        _ => {}
+                    }
+                    k += 1;
+                }
+                out.push(PyImport { module: m, names, line, computed: false, nested });
+                i = k;
+            }
+            PyTok::Name(n) if n == "import_module" || n == "__import__" => {
+                if matches!(toks.get(i + 1).map(|t| &t.0), Some(PyTok::Op('('))) {
+                    match toks.get(i + 2).map(|t| &t.0) {
+                        Some(PyTok::Str(s, fstr)) => {
+                            let follow_plus = matches!(toks.get(i + 3).map(|t| &t.0), Some(PyTok::Op('+') | PyTok::Op('%')));
+                            let (lit, computed) = if *fstr {
+                                (s.split('{').next().unwrap_or("").to_string(), s.contains('{'))
+                            } else {
+                                (s.clone(), follow_plus)
+                            };
+                            let lit = if computed { lit.trim_end_matches('.').to_string() } else { lit };
+                            if computed || lit.chars().all(|c| c == '_' || c == '.' || c.is_alphanumeric()) {
+                                out.push(PyImport { module: lit, names: vec![], line, computed, nested });
+                            }
+                        }
+                        Some(_) => out.push(PyImport { module: String::new(), names: vec![], line, computed: true, nested }),
+                        None => {}
+                    }
+                }
+                i += 1;
+            }
+            _ => i += 1,
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn import_statements() {
+        let src = r#"
+"""Docstring: import not_a_module
+from nowhere import x
+"""
+import os, sys as system
+import xml.etree.ElementTree as ET
+from . import sibling
+from ..pkg.mod import (a,
+    b as bee)
+from json import *
+try:
+    import _fast  # comment: import nope
+except ImportError:
+    _fast = None
+if __name__ == "__main__":
+    import doctest
+def f():
+    import sqlite3; from datetime import datetime
+    m = importlib.import_module("plugins." + name)
+    n = __import__('hashlib')
+    o = importlib.import_module(name)
+s = 'from fake import x'
+raise ValueError from err
+"#;
+        let all = imports(src);
+        let nested: Vec<bool> = all.iter().map(|i| i.nested).collect();
+        assert_eq!(
+            nested,
+            vec![false, false, false, false, false, false, false, true, true, true, true, true, true]
+        );
+        let got: Vec<(String, Vec<String>, bool)> = all
+            .into_iter()
+            .map(|i| (i.module, i.names, i.computed))
+            .collect();
+        let s = |x: &str| x.to_string();
+        assert_eq!(
+            got,
+            vec![
+                (s("os"), vec![], false),
+                (s("sys"), vec![], false),
+                (s("xml.etree.ElementTree"), vec![], false),
+                (s("."), vec![s("sibling")], false),
+                (s("..pkg.mod"), vec![s("a"), s("b")], false),
+                (s("json"), vec![s("*")], false),
+                (s("_fast"), vec![], false),
+                (s("doctest"), vec![], false),
+                (s("sqlite3"), vec![], false),
+                (s("datetime"), vec![s("datetime")], false),
+                (s("plugins"), vec![], true),
+                (s("hashlib"), vec![], false),
+                (s(""), vec![], true),
+            ]
+        );
+        assert_eq!(absolute_name("..pkg.mod", Some("a.b.c")), Some("a.b.pkg.mod".into()));
+        assert_eq!(absolute_name(".", Some("a.b")), Some("a.b".into()));
+        assert_eq!(absolute_name(".x", None), None);
+    }
+}
