@@ -185,11 +185,21 @@ pub async fn check_image(
             .first()
             .and_then(|a| trace::find_program(&rootfs, &run, a).ok())
             .map(|r| r.path);
+        // What the entrypoint needs is reported, not counted: the same trace harden runs.
+        // When it cannot be traced (no entrypoint, a missing library), nothing is exempt.
+        let needed = match trace::trace(&rootfs, &mut contents, &run, &TraceOptions::default()) {
+            Ok(t) => Some(t.needed()),
+            Err(e) => {
+                tracing::debug!(error = %e, "check: the entrypoint could not be traced");
+                None
+            }
+        };
         let subject = crate::policy::Subject {
             fs: &rootfs,
             config: &pulled.config,
             passwd: passwd.as_deref(),
             entrypoint: entry.as_deref(),
+            needed: needed.as_ref(),
         };
         Ok(crate::policy::check(&subject, &cfg, &image, &pulled.digest))
     })
@@ -521,6 +531,7 @@ async fn build_one(
                 _ => None,
             },
             reason: e.reason.clone(),
+            evidence: e.evidence.clone(),
         })
         .collect();
     let mut warnings = rootfs.warnings.clone();
@@ -588,6 +599,12 @@ async fn build_one(
         },
         layers_before: pulled.layers.len(),
         warnings,
+        features: trace.features.clone(),
+        dropped: trace
+            .dropped
+            .iter()
+            .map(|(p, why)| (crate::rootfs::display(p), why.clone()))
+            .collect(),
         seconds: started.elapsed().as_secs_f64(),
         security_context: plan::security_context(&plan),
         check,
@@ -625,6 +642,7 @@ async fn check_result(
     };
     let diff_id = layer.diff_id.clone();
     let entry = trace.entrypoint.clone();
+    let needed = trace.needed();
     let (cfg, image, digest) = (cfg.clone(), image.to_string(), digest.to_string());
     tokio::task::spawn_blocking(move || -> Result<_> {
         let fs = Rootfs::merge(vec![blob], Some(&[diff_id]))?;
@@ -633,6 +651,7 @@ async fn check_result(
             config: &config,
             passwd: passwd.as_deref(),
             entrypoint: Some(&entry),
+            needed: Some(&needed),
         };
         Ok(crate::policy::check(&subject, &cfg, &image, &digest))
     })

@@ -135,6 +135,10 @@ struct PolicyFlags {
     /// Read the [check] table from this file instead of ./pare.toml or ./.pare.toml.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Count a shell, network tool or package manager the entrypoint needs as a violation
+    /// too (by default it is a note).
+    #[arg(long)]
+    strict: bool,
 }
 
 #[derive(Args)]
@@ -290,6 +294,7 @@ fn check_config(p: &PolicyFlags) -> anyhow::Result<CheckConfig> {
             .unwrap_or_default(),
     };
     cfg.allow.extend(p.allow.iter().cloned());
+    cfg.strict |= p.strict;
     if let Some(s) = &p.fail_on {
         cfg.fail_on = Some(s.parse::<Severity>()?);
     }

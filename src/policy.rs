@@ -154,6 +154,9 @@ pub struct CheckConfig {
     /// Paths (globs on absolute paths) a rule ignores, per rule id.
     pub ignore: BTreeMap<String, Vec<String>>,
     pub wasted_space: WastedConfig,
+    /// Report a shell, network tool or package manager the entrypoint needs as a violation
+    /// too (`--strict`).
+    pub strict: bool,
 }
 
 #[derive(Deserialize)]
@@ -246,6 +249,18 @@ pub struct Subject<'a> {
     pub passwd: Option<&'a str>,
     /// Canonical path of the entrypoint's program, when it resolves.
     pub entrypoint: Option<&'a str>,
+    /// What the entrypoint needs, as the tracer found it: the programs it runs and the links
+    /// on the way to them (paths without a leading slash). A shell, network tool or package
+    /// manager among them is a note, not a violation (unless `strict`).
+    pub needed: Option<&'a std::collections::BTreeSet<String>>,
+}
+
+/// A rule's hit on something the entrypoint needs: reported, not counted.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Note {
+    pub rule: &'static str,
+    pub path: String,
+    pub detail: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -255,6 +270,9 @@ pub struct CheckReport {
     pub fail_on: Severity,
     pub passed: bool,
     pub findings: Vec<Finding>,
+    /// Hits on what the entrypoint needs (a shell its script runs, the network tool it is):
+    /// reported, not failing. `--strict` makes them findings.
+    pub notes: Vec<Note>,
     /// Rules evaluated and not fired.
     pub passed_rules: Vec<&'static str>,
     /// Rules skipped by `--allow` / `allow`.
@@ -272,9 +290,13 @@ fn owner(n: &Node) -> String {
 }
 
 /// Evaluate every rule not allowed.
-pub fn evaluate(s: &Subject<'_>, cfg: &CheckConfig) -> (Vec<Finding>, Vec<&'static str>) {
+pub fn evaluate(
+    s: &Subject<'_>,
+    cfg: &CheckConfig,
+) -> (Vec<Finding>, Vec<&'static str>, Vec<Note>) {
     let mut findings = Vec::new();
     let mut passed = Vec::new();
+    let mut notes = Vec::new();
     for r in RULES {
         if cfg.allow.iter().any(|a| a == r.id) {
             continue;
@@ -282,9 +304,16 @@ pub fn evaluate(s: &Subject<'_>, cfg: &CheckConfig) -> (Vec<Finding>, Vec<&'stat
         let found = match r.id {
             "root-user" => root_user(s),
             "setuid-setgid" => setid(s, cfg),
-            "shell" => named(s, cfg, r.id, SHELLS, "shell"),
-            "network-tool" => named(s, cfg, r.id, NETWORK_TOOLS, "network tool"),
-            "package-manager" => named(s, cfg, r.id, PACKAGE_MANAGERS, "package manager"),
+            "shell" => named(s, cfg, r.id, SHELLS, "shell", &mut notes),
+            "network-tool" => named(s, cfg, r.id, NETWORK_TOOLS, "network tool", &mut notes),
+            "package-manager" => named(
+                s,
+                cfg,
+                r.id,
+                PACKAGE_MANAGERS,
+                "package manager",
+                &mut notes,
+            ),
             "world-writable" => world_writable(s, cfg),
             "wasted-space" => wasted(s, cfg),
             _ => None,
@@ -299,7 +328,7 @@ pub fn evaluate(s: &Subject<'_>, cfg: &CheckConfig) -> (Vec<Finding>, Vec<&'stat
             None => passed.push(r.id),
         }
     }
-    (findings, passed)
+    (findings, passed, notes)
 }
 
 type Found = Option<(String, Vec<Item>)>;
@@ -386,7 +415,14 @@ fn setid(s: &Subject<'_>, cfg: &CheckConfig) -> Found {
 
 /// Executables (files or links to them) whose name is one of `names`; for shells also every
 /// link to busybox (its applets).
-fn named(s: &Subject<'_>, cfg: &CheckConfig, rule: &str, names: &[&str], what: &str) -> Found {
+fn named(
+    s: &Subject<'_>,
+    cfg: &CheckConfig,
+    rule: &'static str,
+    names: &[&str],
+    what: &str,
+    notes: &mut Vec<Note>,
+) -> Found {
     let mut items = Vec::new();
     for (p, n) in &s.fs.nodes {
         let base = p.rsplit('/').next().unwrap_or(p);
@@ -420,6 +456,14 @@ fn named(s: &Subject<'_>, cfg: &CheckConfig, rule: &str, names: &[&str], what: &
         };
         if s.entrypoint == Some(target.as_str()) {
             detail.push_str("; it is the entrypoint");
+        }
+        if !cfg.strict
+            && s.needed
+                .is_some_and(|n| n.contains(p) && n.contains(&target))
+        {
+            detail.push_str("; needed by the entrypoint");
+            notes.push(Note { rule, path, detail });
+            continue;
         }
         items.push(Item { path, detail });
     }
@@ -536,7 +580,7 @@ fn wasted(s: &Subject<'_>, cfg: &CheckConfig) -> Found {
 
 /// Run the checklist and decide.
 pub fn check(s: &Subject<'_>, cfg: &CheckConfig, image: &str, digest: &str) -> CheckReport {
-    let (findings, passed_rules) = evaluate(s, cfg);
+    let (findings, passed_rules, notes) = evaluate(s, cfg);
     let fail_on = cfg.fail_on();
     let e = s.fs.efficiency();
     CheckReport {
@@ -545,6 +589,7 @@ pub fn check(s: &Subject<'_>, cfg: &CheckConfig, image: &str, digest: &str) -> C
         fail_on,
         passed: !findings.iter().any(|f| f.severity >= fail_on),
         findings,
+        notes,
         passed_rules,
         allowed_rules: cfg.allow.clone(),
         efficiency: e.score,
@@ -572,6 +617,9 @@ impl CheckReport {
             if f.items.len() > 50 {
                 out.push_str(&format!("       … and {} more\n", f.items.len() - 50));
             }
+        }
+        for n in &self.notes {
+            out.push_str(&format!("note {}: {}  ({})\n", n.rule, n.path, n.detail));
         }
         if !self.passed_rules.is_empty() {
             out.push_str(&format!("ok   {}\n", self.passed_rules.join(", ")));
@@ -623,6 +671,13 @@ impl CheckReport {
                     f.message,
                     paths.join(", ")
                 ))
+            ));
+        }
+        for n in &self.notes {
+            out.push_str(&format!(
+                "::notice title=pare {}::{}\n",
+                n.rule,
+                esc(&format!("{}: {} ({})", self.image, n.path, n.detail))
             ));
         }
         out
@@ -678,6 +733,23 @@ impl CheckReport {
                     "partialFingerprints": {"pareFinding/v1": format!("{}:{}", f.rule, i.path)},
                 }));
             }
+        }
+        // What the entrypoint needs: results suppressed with the reason.
+        for n in &self.notes {
+            let index = RULES.iter().position(|r| r.id == n.rule).unwrap_or(0);
+            let uri = n.path.trim_start_matches('/').to_string();
+            results.push(serde_json::json!({
+                "ruleId": n.rule,
+                "ruleIndex": index,
+                "level": "note",
+                "message": {"text": format!("{} ({})", n.path, n.detail)},
+                "locations": [{
+                    "physicalLocation": {"artifactLocation": {"uri": if uri.is_empty() { ".".into() } else { uri }, "uriBaseId": "IMAGEROOT"}},
+                    "logicalLocations": [{"fullyQualifiedName": self.image, "kind": "module"}],
+                }],
+                "suppressions": [{"kind": "external", "justification": "needed by the entrypoint"}],
+                "partialFingerprints": {"pareFinding/v1": format!("{}:{}", n.rule, n.path)},
+            }));
         }
         serde_json::json!({
             "$schema": "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json",
@@ -741,6 +813,7 @@ mod tests {
             config: &config,
             passwd: None,
             entrypoint: Some("usr/bin/curl"),
+            needed: None,
         };
         let r = check(&s, &CheckConfig::default(), "img", "sha256:x");
         let by: BTreeMap<&str, &Finding> = r.findings.iter().map(|f| (f.rule, f)).collect();
@@ -815,6 +888,7 @@ mod tests {
                 config: &config,
                 passwd: Some(passwd),
                 entrypoint: None,
+                needed: None,
             };
             assert_eq!(root_user(&s).is_some(), root, "{user}");
         }

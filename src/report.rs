@@ -33,6 +33,10 @@ pub struct FileInfo {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
     pub reason: String,
+    /// Every reason the tracer found, strongest first (kind, the file that caused it, and a
+    /// sentence).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub evidence: Vec<crate::trace::Evidence>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -73,6 +77,11 @@ pub struct Report {
     pub sizes: SizeChange,
     pub layers_before: usize,
     pub warnings: Vec<String>,
+    /// libc features that fired (feature, the symbol or library, the object).
+    pub features: Vec<crate::trace::FeatureHit>,
+    /// Paths looked at and not kept, with why (secrets named by a string, directories over
+    /// the bound, gconv modules no program names, …).
+    pub dropped: std::collections::BTreeMap<String, String>,
     pub seconds: f64,
     /// The Kubernetes securityContext that fits the hardened image.
     pub security_context: SecurityContext,

@@ -63,10 +63,12 @@ impl Rule for Loader {
             .keys()
             .filter(|p| !cx.ld.by_path.contains_key(*p) && !cx.out.programs.contains(*p))
             .filter(|p| match cx.fs.get(p) {
-                Some(n @ crate::rootfs::Node {
-                    kind: crate::rootfs::Kind::File { size, .. },
-                    ..
-                }) => *size >= 64 && (n.mode & 0o111 != 0 || p.contains(".so")),
+                Some(
+                    n @ crate::rootfs::Node {
+                        kind: crate::rootfs::Kind::File { size, .. },
+                        ..
+                    },
+                ) => *size >= 64 && (n.mode & 0o111 != 0 || p.contains(".so")),
                 _ => false,
             })
             .cloned()

@@ -196,6 +196,16 @@ impl Trace {
             .map_or(&[], |v| v.as_slice())
     }
 
+    /// What the entrypoint needs for `pare check`: the programs it runs and the links on the
+    /// way to kept paths.
+    pub fn needed(&self) -> BTreeSet<String> {
+        self.programs
+            .iter()
+            .chain(self.symlinks.keys())
+            .cloned()
+            .collect()
+    }
+
     /// The first reason, as one sentence.
     pub fn reason(&self, path: &str) -> String {
         self.evidence(path)

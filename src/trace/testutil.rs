@@ -123,6 +123,7 @@ pub(crate) fn image(entries: &[(&str, &str)], facts: Vec<(&str, ElfFacts)>) -> (
                     text.insert(p.to_string(), t.as_bytes().to_vec());
                     t.len() as u64
                 }
+                None if *what == "elf" => 4096,
                 None => what.parse().unwrap_or(1),
             };
             (

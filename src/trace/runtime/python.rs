@@ -45,8 +45,17 @@ const STARTUP: &[&str] = &[
 const STARTUP_OPTIONAL: &[&str] = &["sitecustomize", "usercustomize"];
 /// Left out of `--runtime-full`: test suites, GUI toolkits, bundled installers.
 const FULL_SKIP: &[&str] = &[
-    "test", "tests", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3/tests",
-    "distutils/tests", "unittest/test", "ctypes/test", "sqlite3/test",
+    "test",
+    "tests",
+    "idlelib",
+    "tkinter",
+    "turtledemo",
+    "ensurepip",
+    "lib2to3/tests",
+    "distutils/tests",
+    "unittest/test",
+    "ctypes/test",
+    "sqlite3/test",
 ];
 
 #[derive(Default)]
@@ -76,7 +85,9 @@ fn is_python(a0: &str, file: &str, needed: &[String]) -> bool {
     let name_is = |n: &str| {
         n.strip_prefix("python").is_some_and(|v| {
             v.chars().all(|c| c.is_ascii_digit() || c == '.')
-                || v.trim_end_matches(['d', 'm', 'u']).chars().all(|c| c.is_ascii_digit() || c == '.')
+                || v.trim_end_matches(['d', 'm', 'u'])
+                    .chars()
+                    .all(|c| c.is_ascii_digit() || c == '.')
         })
     };
     name_is(a0) || name_is(file) || needed.iter().any(|n| n.starts_with("libpython"))
@@ -135,7 +146,17 @@ fn find_env(cx: &mut Cx, e: &Exec, needed: &[String]) -> Result<Option<PyEnv>> {
         }
     }
     let version = version_of(file_name(&e.path))
-        .or_else(|| needed.iter().find_map(|n| n.strip_prefix("libpython").map(|v| v.split(".so").next().unwrap_or("").trim_end_matches(['d', 'm', 'u']).to_string())))
+        .or_else(|| {
+            needed.iter().find_map(|n| {
+                n.strip_prefix("libpython").map(|v| {
+                    v.split(".so")
+                        .next()
+                        .unwrap_or("")
+                        .trim_end_matches(['d', 'm', 'u'])
+                        .to_string()
+                })
+            })
+        })
         .filter(|v| v.contains('.'));
     // Where the landmark is looked for: PYTHONHOME, the venv's home, the executable's real
     // directory and its parents.
@@ -209,7 +230,10 @@ fn find_env(cx: &mut Cx, e: &Exec, needed: &[String]) -> Result<Option<PyEnv>> {
             .flatten()
             .is_some_and(|t| t.contains("dist-packages"));
         if debian {
-            site.push(join(&prefix, &format!("local/lib/python{version}/dist-packages")));
+            site.push(join(
+                &prefix,
+                &format!("local/lib/python{version}/dist-packages"),
+            ));
             site.push(join(&prefix, "lib/python3/dist-packages"));
             site.push(join(&prefix, &format!("lib/python{version}/dist-packages")));
         }
@@ -223,7 +247,10 @@ fn find_env(cx: &mut Cx, e: &Exec, needed: &[String]) -> Result<Option<PyEnv>> {
             path.push(abs_in(cx.run.cwd(), d));
         }
     }
-    let zip = join(&prefix, &format!("lib/python{}.zip", version.replace('.', "")));
+    let zip = join(
+        &prefix,
+        &format!("lib/python{}.zip", version.replace('.', "")),
+    );
     if cx.resolve_file(&zip)?.is_some() {
         path.push(zip.clone());
     }
@@ -236,10 +263,16 @@ fn find_env(cx: &mut Cx, e: &Exec, needed: &[String]) -> Result<Option<PyEnv>> {
     let mut pth_imports = Vec::new();
     for d in site.clone() {
         for f in cx.glob(&format!("{d}/*.pth")) {
-            let Some((canon, _)) = cx.resolve_file(&f)? else { continue };
+            let Some((canon, _)) = cx.resolve_file(&f)? else {
+                continue;
+            };
             cx.keep(
                 &canon,
-                Evidence::new(Why::Runtime, Some(&e.path), "Python path configuration (.pth, read at start-up)"),
+                Evidence::new(
+                    Why::Runtime,
+                    Some(&e.path),
+                    "Python path configuration (.pth, read at start-up)",
+                ),
             );
             let text = cx.text(&canon)?.unwrap_or_default();
             for line in text.lines() {
@@ -265,7 +298,8 @@ fn find_env(cx: &mut Cx, e: &Exec, needed: &[String]) -> Result<Option<PyEnv>> {
             cx.claim(&r.path);
         }
     }
-    if !crate::trace::pathref::is_system_dir(&prefix) && prefix != "/usr" && prefix != "/usr/local" {
+    if !crate::trace::pathref::is_system_dir(&prefix) && prefix != "/usr" && prefix != "/usr/local"
+    {
         if let Ok(r) = cx.fs.resolve(&prefix, true) {
             cx.claim(&r.path);
         }
@@ -298,7 +332,9 @@ fn parent(p: &str) -> String {
 }
 
 fn version_of(name: &str) -> Option<String> {
-    let v = name.strip_prefix("python")?.trim_end_matches(['d', 'm', 'u']);
+    let v = name
+        .strip_prefix("python")?
+        .trim_end_matches(['d', 'm', 'u']);
     (v.contains('.') && v.chars().all(|c| c.is_ascii_digit() || c == '.')).then(|| v.to_string())
 }
 
@@ -307,7 +343,11 @@ fn lib_versions(cx: &Cx, prefix: &str) -> Vec<String> {
     let Ok(r) = cx.fs.resolve(&join(prefix, "lib"), true) else {
         return vec![];
     };
-    let base = if r.path.is_empty() { String::new() } else { format!("{}/", r.path) };
+    let base = if r.path.is_empty() {
+        String::new()
+    } else {
+        format!("{}/", r.path)
+    };
     let mut v: Vec<String> = cx
         .fs
         .subtree(&r.path)
@@ -338,7 +378,12 @@ fn invoked_path(cx: &Cx, e: &Exec) -> Option<String> {
         .rev()
         .find(|(k, _)| k == "PATH")
         .map(|(_, v)| v.clone())
-        .unwrap_or_else(|| cx.run.env_var("PATH").unwrap_or(crate::trace::DEFAULT_PATH).to_string());
+        .unwrap_or_else(|| {
+            cx.run
+                .env_var("PATH")
+                .unwrap_or(crate::trace::DEFAULT_PATH)
+                .to_string()
+        });
     path.split(':')
         .filter(|d| !d.is_empty())
         .map(|d| join(d, a0))
@@ -348,17 +393,36 @@ fn invoked_path(cx: &Cx, e: &Exec) -> Option<String> {
 /// Built-in modules: the `PyInit_NAME` symbols compiled into the interpreter (or its
 /// libpython).
 fn builtin_modules(cx: &mut Cx, exe: &str) -> Result<HashSet<String>> {
-    let mut out: HashSet<String> = ["sys", "builtins", "_imp", "_io", "marshal", "_warnings", "_thread", "_weakref", "posix", "_frozen_importlib", "_frozen_importlib_external", "zipimport"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let mut out: HashSet<String> = [
+        "sys",
+        "builtins",
+        "_imp",
+        "_io",
+        "marshal",
+        "_warnings",
+        "_thread",
+        "_weakref",
+        "posix",
+        "_frozen_importlib",
+        "_frozen_importlib_external",
+        "zipimport",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     let mut objs = vec![exe.to_string()];
     if let Some(i) = cx.ld.object_at(exe) {
         let libpy: Vec<String> = cx
             .out
             .objects
             .iter()
-            .filter(|o| o.main == i && o.facts.soname.as_deref().is_some_and(|s| s.starts_with("libpython")))
+            .filter(|o| {
+                o.main == i
+                    && o.facts
+                        .soname
+                        .as_deref()
+                        .is_some_and(|s| s.starts_with("libpython"))
+            })
             .map(|o| o.path.clone())
             .collect();
         objs.extend(libpy);
@@ -429,10 +493,16 @@ struct Source {
 fn run(cx: &mut Cx, e: &Exec, env: &PyEnv, done: &mut HashMap<String, u8>) -> Result<()> {
     let ev_rt = |d: String| Evidence::new(Why::Runtime, Some(&e.path), d);
     // The landmark and the directories the interpreter looks at.
-    for d in [Some(env.stdlib.clone()), env.dynload.clone()].into_iter().flatten() {
+    for d in [Some(env.stdlib.clone()), env.dynload.clone()]
+        .into_iter()
+        .flatten()
+    {
         if let Ok(r) = cx.fs.resolve(&d, true) {
             cx.keep_links(&r.symlinks, &r.path);
-            cx.keep(&r.path, ev_rt(format!("Python {} standard library directory", env.version)));
+            cx.keep(
+                &r.path,
+                ev_rt(format!("Python {} standard library directory", env.version)),
+            );
         }
     }
     if cx.opts.runtime_full {
@@ -444,13 +514,19 @@ fn run(cx: &mut Cx, e: &Exec, env: &PyEnv, done: &mut HashMap<String, u8>) -> Re
     let mut main: Option<(String, String)> = None; // (kind, value)
     while i < e.argv.len() {
         let Some(a) = e.arg(i) else {
-            cx.warn(format!("{}: Python runs a script named at run time; its imports are not traced", display(&e.path)));
+            cx.warn(format!(
+                "{}: Python runs a script named at run time; its imports are not traced",
+                display(&e.path)
+            ));
             break;
         };
         if a == "-c" || a == "-m" {
             match e.arg(i + 1) {
                 Some(v) => main = Some((a.to_string(), v.to_string())),
-                None => cx.warn(format!("{}: python {a} with a value computed at run time; not traced", display(&e.path))),
+                None => cx.warn(format!(
+                    "{}: python {a} with a value computed at run time; not traced",
+                    display(&e.path)
+                )),
             }
             break;
         }
@@ -482,7 +558,12 @@ fn run(cx: &mut Cx, e: &Exec, env: &PyEnv, done: &mut HashMap<String, u8>) -> Re
     let mut first_dir = cx.run.cwd().to_string();
     let mut queue: VecDeque<Want> = VecDeque::new();
     let mut texts: Vec<Source> = Vec::new();
-    let startup = |name: &str| Want { name: name.to_string(), by: None, quiet: true, budget: 0 };
+    let startup = |name: &str| Want {
+        name: name.to_string(),
+        by: None,
+        quiet: true,
+        budget: 0,
+    };
     for m in STARTUP {
         if !(no_site && *m == "site") {
             queue.push_back(startup(m));
@@ -500,17 +581,30 @@ fn run(cx: &mut Cx, e: &Exec, env: &PyEnv, done: &mut HashMap<String, u8>) -> Re
             }
         }
     }
-    let app = |name: String, quiet: bool| Want { name, by: None, quiet, budget: 1 };
+    let app = |name: String, quiet: bool| Want {
+        name,
+        by: None,
+        quiet,
+        budget: 1,
+    };
     match main {
         Some((k, v)) if k == "script" => {
             let p = abs_in(cx.run.cwd(), &v);
             match cx.resolve_file(&p)? {
                 Some((canon, links)) => {
                     cx.keep_links(&links, &canon);
-                    cx.keep(&canon, ev_rt(format!("Python script run by {}", display(&e.path))));
+                    cx.keep(
+                        &canon,
+                        ev_rt(format!("Python script run by {}", display(&e.path))),
+                    );
                     first_dir = parent(&display(&canon));
                     if let Some(text) = cx.text(&canon)? {
-                        texts.push(Source { file: canon, text, pkg: None, budget: 1 });
+                        texts.push(Source {
+                            file: canon,
+                            text,
+                            pkg: None,
+                            budget: 1,
+                        });
                     }
                 }
                 None if is_dir(cx, &p) => {
@@ -529,7 +623,12 @@ fn run(cx: &mut Cx, e: &Exec, env: &PyEnv, done: &mut HashMap<String, u8>) -> Re
             queue.push_back(app(format!("{v}.__main__"), true));
             queue.push_back(app("runpy".into(), true));
         }
-        Some((_, code)) => texts.push(Source { file: String::new(), text: code, pkg: None, budget: 1 }),
+        Some((_, code)) => texts.push(Source {
+            file: String::new(),
+            text: code,
+            pkg: None,
+            budget: 1,
+        }),
         None => {}
     }
     let mut path = vec![first_dir];
@@ -557,8 +656,16 @@ fn run(cx: &mut Cx, e: &Exec, env: &PyEnv, done: &mut HashMap<String, u8>) -> Re
                 let by = Some((src.file.clone(), imp.line));
                 if imp.computed {
                     if !runtime {
-                        let what = if name.is_empty() { "a module computed at run time".to_string() } else { format!("modules under {name} computed at run time") };
-                        let at = if src.file.is_empty() { "python -c".to_string() } else { display(&src.file) };
+                        let what = if name.is_empty() {
+                            "a module computed at run time".to_string()
+                        } else {
+                            format!("modules under {name} computed at run time")
+                        };
+                        let at = if src.file.is_empty() {
+                            "python -c".to_string()
+                        } else {
+                            display(&src.file)
+                        };
                         cx.warn(format!(
                             "{at}:{}: imports {what}; keep them with --keep (or the whole standard library with --runtime-full)",
                             imp.line
@@ -566,14 +673,29 @@ fn run(cx: &mut Cx, e: &Exec, env: &PyEnv, done: &mut HashMap<String, u8>) -> Re
                     }
                     if !name.is_empty() {
                         let top = name.split('.').next().unwrap_or(&name).to_string();
-                        queue.push_back(Want { name: format!("{top}.*"), by, quiet: runtime, budget });
+                        queue.push_back(Want {
+                            name: format!("{top}.*"),
+                            by,
+                            quiet: runtime,
+                            budget,
+                        });
                     }
                     continue;
                 }
-                queue.push_back(Want { name: name.clone(), by: by.clone(), quiet: runtime, budget });
+                queue.push_back(Want {
+                    name: name.clone(),
+                    by: by.clone(),
+                    quiet: runtime,
+                    budget,
+                });
                 for n in &imp.names {
                     if n != "*" {
-                        queue.push_back(Want { name: format!("{name}.{n}"), by: by.clone(), quiet: true, budget });
+                        queue.push_back(Want {
+                            name: format!("{name}.{n}"),
+                            by: by.clone(),
+                            quiet: true,
+                            budget,
+                        });
                     }
                 }
             }
@@ -598,7 +720,19 @@ fn run(cx: &mut Cx, e: &Exec, env: &PyEnv, done: &mut HashMap<String, u8>) -> Re
                     None => {
                         ok = false;
                         if !w.quiet && k == 1 {
-                            let at = w.by.as_ref().map(|(f, l)| format!("{}:{l}: ", if f.is_empty() { "python -c".into() } else { display(f) })).unwrap_or_default();
+                            let at =
+                                w.by.as_ref()
+                                    .map(|(f, l)| {
+                                        format!(
+                                            "{}:{l}: ",
+                                            if f.is_empty() {
+                                                "python -c".into()
+                                            } else {
+                                                display(f)
+                                            }
+                                        )
+                                    })
+                                    .unwrap_or_default();
                             cx.warn(format!(
                                 "{at}imports {n}, which is not in the image (optional, computed or missing); keep it with --keep if it is needed"
                             ));
@@ -611,19 +745,45 @@ fn run(cx: &mut Cx, e: &Exec, env: &PyEnv, done: &mut HashMap<String, u8>) -> Re
                             continue;
                         }
                         done.insert(n.clone(), w.budget);
-                        let by = w.by.as_ref().map(|(f, l)| format!("{}:{l}", if f.is_empty() { "python -c".into() } else { display(f) })).unwrap_or_else(|| "the interpreter's start-up".into());
+                        let by =
+                            w.by.as_ref()
+                                .map(|(f, l)| {
+                                    format!(
+                                        "{}:{l}",
+                                        if f.is_empty() {
+                                            "python -c".into()
+                                        } else {
+                                            display(f)
+                                        }
+                                    )
+                                })
+                                .unwrap_or_else(|| "the interpreter's start-up".into());
                         let ev = ev_rt(format!("Python module {n}, imported by {by}"));
                         if let Some((file, pkg)) = keep_module(cx, env, &n, &f, &ev)?
                             && let Some(text) = cx.text(&file)?
                         {
-                            texts.push(Source { file, text, pkg, budget: w.budget });
+                            texts.push(Source {
+                                file,
+                                text,
+                                pkg,
+                                budget: w.budget,
+                            });
                         }
                     }
                 }
             }
-            if ok && whole && let Some(Some(Found::Package(_, dirs))) = cache.get(&name).cloned() {
+            if ok
+                && whole
+                && let Some(Some(Found::Package(_, dirs))) = cache.get(&name).cloned()
+            {
                 for d in dirs {
-                    keep_package_tree(cx, &d, &ev_rt(format!("Python package {name}, whose modules are imported by computed names")))?;
+                    keep_package_tree(
+                        cx,
+                        &d,
+                        &ev_rt(format!(
+                            "Python package {name}, whose modules are imported by computed names"
+                        )),
+                    )?;
                     // Its sources are read for their own imports.
                     if let Ok(r) = cx.fs.resolve(&d, true) {
                         let subs: Vec<String> = cx
@@ -633,9 +793,20 @@ fn run(cx: &mut Cx, e: &Exec, env: &PyEnv, done: &mut HashMap<String, u8>) -> Re
                             .filter(|k| k.ends_with(".py") && !k.contains("/__pycache__/"))
                             .collect();
                         for f in subs {
-                            let rel = f[r.path.len() + 1..].trim_end_matches(".py").replace('/', ".");
-                            let m = if rel == "__init__" { name.clone() } else { format!("{name}.{}", rel.trim_end_matches(".__init__")) };
-                            queue.push_back(Want { name: m, by: w.by.clone(), quiet: true, budget: w.budget });
+                            let rel = f[r.path.len() + 1..]
+                                .trim_end_matches(".py")
+                                .replace('/', ".");
+                            let m = if rel == "__init__" {
+                                name.clone()
+                            } else {
+                                format!("{name}.{}", rel.trim_end_matches(".__init__"))
+                            };
+                            queue.push_back(Want {
+                                name: m,
+                                by: w.by.clone(),
+                                quiet: true,
+                                budget: w.budget,
+                            });
                         }
                     }
                 }
@@ -711,7 +882,9 @@ fn resolve(
     let mut namespace = Vec::new();
     let mut found = None;
     for d in &dirs {
-        let Ok(r) = cx.fs.resolve(d, true) else { continue };
+        let Ok(r) = cx.fs.resolve(d, true) else {
+            continue;
+        };
         if !cx.fs.get(&r.path).is_some_and(|n| n.is_dir()) {
             continue;
         }
@@ -722,7 +895,15 @@ fn resolve(
                 .iter()
                 .map(|i| join(&sub, i))
                 .chain(ext_files(cx, &sub, "__init__"))
-                .find(|p| matches!(cx.fs.resolve(p, true).ok().and_then(|r| cx.fs.get(&r.path).map(|n| n.kind.clone())), Some(Kind::File { .. })));
+                .find(|p| {
+                    matches!(
+                        cx.fs
+                            .resolve(p, true)
+                            .ok()
+                            .and_then(|r| cx.fs.get(&r.path).map(|n| n.kind.clone())),
+                        Some(Kind::File { .. })
+                    )
+                });
             if let Some(init) = init {
                 found = Some(Found::Package(Some(init), vec![sub]));
                 break;
@@ -753,18 +934,36 @@ fn resolve(
 /// Extension module files for `leaf` in `dir` (`leaf.cpython-311-x86_64-linux-gnu.so`,
 /// `leaf.abi3.so`, `leaf.so`), in the import system's order.
 fn ext_files(cx: &Cx, dir: &str, leaf: &str) -> Vec<String> {
-    let Ok(r) = cx.fs.resolve(dir, true) else { return vec![] };
-    let prefix = if r.path.is_empty() { format!("{leaf}.") } else { format!("{}/{leaf}.", r.path) };
+    let Ok(r) = cx.fs.resolve(dir, true) else {
+        return vec![];
+    };
+    let prefix = if r.path.is_empty() {
+        format!("{leaf}.")
+    } else {
+        format!("{}/{leaf}.", r.path)
+    };
     let mut v: Vec<String> = cx
         .fs
         .nodes
         .range(prefix.clone()..)
         .take_while(|(k, _)| k.starts_with(&prefix))
         .map(|(k, _)| k[prefix.len()..].to_string())
-        .filter(|rest| !rest.contains('/') && rest.ends_with("so") && (rest == "so" || rest.starts_with("cpython-") || rest == "abi3.so"))
+        .filter(|rest| {
+            !rest.contains('/')
+                && rest.ends_with("so")
+                && (rest == "so" || rest.starts_with("cpython-") || rest == "abi3.so")
+        })
         .map(|rest| join(dir, &format!("{leaf}.{rest}")))
         .collect();
-    v.sort_by_key(|p| if p.contains(".cpython-") { 0 } else if p.ends_with(".abi3.so") { 1 } else { 2 });
+    v.sort_by_key(|p| {
+        if p.contains(".cpython-") {
+            0
+        } else if p.ends_with(".abi3.so") {
+            1
+        } else {
+            2
+        }
+    });
     v
 }
 
@@ -779,7 +978,10 @@ fn keep_module(
 ) -> Result<Option<(String, Option<String>)>> {
     let (file, pkg) = match found {
         Found::Builtin => return Ok(None),
-        Found::File(f) => (Some(f.clone()), name.rsplit_once('.').map(|(p, _)| p.to_string())),
+        Found::File(f) => (
+            Some(f.clone()),
+            name.rsplit_once('.').map(|(p, _)| p.to_string()),
+        ),
         Found::Package(init, dirs) => {
             for d in dirs {
                 if let Ok(r) = cx.fs.resolve(d, true) {
@@ -800,13 +1002,22 @@ fn keep_module(
         }
     };
     let Some(file) = file else { return Ok(None) };
-    let Some(canon) = cx.keep_if_file(&file, ev.clone()) else { return Ok(None) };
+    let Some(canon) = cx.keep_if_file(&file, ev.clone()) else {
+        return Ok(None);
+    };
     // Byte-code caches: __pycache__/STEM.cpython-XY*.pyc.
     let (dir, base) = file.rsplit_once('/').unwrap_or(("", &file));
     if let Some(stem) = base.strip_suffix(".py") {
         let tag = format!("cpython-{}", env.version.replace('.', ""));
         for c in cx.glob(&format!("{dir}/__pycache__/{stem}.{tag}*.pyc")) {
-            cx.keep_if_file(&c, Evidence::new(Why::Runtime, ev.from.as_deref(), format!("byte-code cache of {}", display(&canon))));
+            cx.keep_if_file(
+                &c,
+                Evidence::new(
+                    Why::Runtime,
+                    ev.from.as_deref(),
+                    format!("byte-code cache of {}", display(&canon)),
+                ),
+            );
         }
     }
     if !name.contains('.') && !in_stdlib(cx, env, &file) {
@@ -821,15 +1032,25 @@ fn in_stdlib(cx: &Cx, env: &PyEnv, p: &str) -> bool {
         .flatten()
         .filter_map(|d| cx.fs.resolve(d, true).ok())
         .any(|r| {
-            let rp = cx.fs.resolve(p, true).map(|x| x.path).unwrap_or_else(|_| p.trim_start_matches('/').to_string());
+            let rp = cx
+                .fs
+                .resolve(p, true)
+                .map(|x| x.path)
+                .unwrap_or_else(|_| p.trim_start_matches('/').to_string());
             crate::trace::under(&rp, &r.path)
-                && !env.site.iter().any(|s| cx.fs.resolve(s, true).is_ok_and(|sr| crate::trace::under(&rp, &sr.path)))
+                && !env.site.iter().any(|s| {
+                    cx.fs
+                        .resolve(s, true)
+                        .is_ok_and(|sr| crate::trace::under(&rp, &sr.path))
+                })
         })
 }
 
 /// A package directory and everything in it, when not too large.
 fn keep_package_tree(cx: &mut Cx, dir: &str, ev: &Evidence) -> Result<()> {
-    let Ok(r) = cx.fs.resolve(dir, true) else { return Ok(()) };
+    let Ok(r) = cx.fs.resolve(dir, true) else {
+        return Ok(());
+    };
     if cx.tree_bytes(&r.path, MAX_PACKAGE_BYTES) > MAX_PACKAGE_BYTES {
         cx.warn(format!(
             "{dir}: a Python package of more than {} MiB; only the modules it imports are kept",
@@ -866,7 +1087,11 @@ fn keep_dist_info(cx: &mut Cx, site: &str, top: &str, ev: &Evidence) {
                 matches = t.lines().any(|l| l.trim() == top);
             }
             if matches && let Ok(r) = cx.fs.resolve(&d, true) {
-                let e = Evidence::new(Why::Runtime, ev.from.as_deref(), format!("metadata of the Python package {top}"));
+                let e = Evidence::new(
+                    Why::Runtime,
+                    ev.from.as_deref(),
+                    format!("metadata of the Python package {top}"),
+                );
                 cx.keep_tree(&r.path, &e);
             }
         }
@@ -874,7 +1099,11 @@ fn keep_dist_info(cx: &mut Cx, site: &str, top: &str, ev: &Evidence) {
 }
 
 fn parent_if_pkg(dir: &str, top: &str) -> String {
-    if file_name(dir) == top { parent(dir) } else { dir.to_string() }
+    if file_name(dir) == top {
+        parent(dir)
+    } else {
+        dir.to_string()
+    }
 }
 
 /// Every Python source (and `.pth` file) under these trees, read in one pass.
@@ -883,7 +1112,9 @@ fn prefetch_sources(cx: &mut Cx, trees: &[String]) -> Result<()> {
     let mut bytes = 0u64;
     let mut seen = BTreeSet::new();
     for d in trees {
-        let Ok(r) = cx.fs.resolve(d, true) else { continue };
+        let Ok(r) = cx.fs.resolve(d, true) else {
+            continue;
+        };
         if !seen.insert(r.path.clone()) {
             continue;
         }
@@ -903,10 +1134,22 @@ fn prefetch_sources(cx: &mut Cx, trees: &[String]) -> Result<()> {
 /// `--runtime-full`: the whole standard library, minus test suites, GUI toolkits and bundled
 /// installers.
 fn keep_full(cx: &mut Cx, e: &Exec, env: &PyEnv) -> Result<()> {
-    let ev = Evidence::new(Why::Runtime, Some(&e.path), format!("Python {} standard library (--runtime-full)", env.version));
-    for d in [Some(env.stdlib.clone()), env.dynload.clone()].into_iter().flatten() {
-        let Ok(r) = cx.fs.resolve(&d, true) else { continue };
-        let skip: Vec<String> = FULL_SKIP.iter().map(|s| format!("{}/{s}", r.path)).collect();
+    let ev = Evidence::new(
+        Why::Runtime,
+        Some(&e.path),
+        format!("Python {} standard library (--runtime-full)", env.version),
+    );
+    for d in [Some(env.stdlib.clone()), env.dynload.clone()]
+        .into_iter()
+        .flatten()
+    {
+        let Ok(r) = cx.fs.resolve(&d, true) else {
+            continue;
+        };
+        let skip: Vec<String> = FULL_SKIP
+            .iter()
+            .map(|s| format!("{}/{s}", r.path))
+            .collect();
         let entries: Vec<(String, Kind)> = cx
             .fs
             .subtree(&r.path)
@@ -918,7 +1161,9 @@ fn keep_full(cx: &mut Cx, e: &Exec, env: &PyEnv) -> Result<()> {
                 Kind::File { .. } | Kind::Dir => {
                     cx.keep(&k, ev.clone());
                 }
-                Kind::Symlink(_) => crate::trace::add_evidence(cx.out.symlinks.entry(k).or_default(), ev.clone()),
+                Kind::Symlink(_) => {
+                    crate::trace::add_evidence(cx.out.symlinks.entry(k).or_default(), ev.clone())
+                }
                 _ => {}
             }
         }
@@ -1006,7 +1251,10 @@ fn tokenize(src: &str) -> Vec<(PyTok, usize)> {
                 let lower = word.to_ascii_lowercase();
                 if i < s.len()
                     && (s[i] == '\'' || s[i] == '"')
-                    && matches!(lower.as_str(), "r" | "b" | "u" | "f" | "rb" | "br" | "fr" | "rf")
+                    && matches!(
+                        lower.as_str(),
+                        "r" | "b" | "u" | "f" | "rb" | "br" | "fr" | "rf"
+                    )
                 {
                     let (text, ni, nl) = string_at(&s, i);
                     out.push((PyTok::Str(text, lower.contains('f')), line));
@@ -1096,7 +1344,9 @@ pub(crate) fn imports(src: &str) -> Vec<PyImport> {
         while *k < toks.len() {
             match &toks[*k].0 {
                 PyTok::Op('.') => name.push('.'),
-                PyTok::Name(n) if n != "import" && (name.is_empty() || name.ends_with('.')) => name.push_str(n),
+                PyTok::Name(n) if n != "import" && (name.is_empty() || name.ends_with('.')) => {
+                    name.push_str(n)
+                }
                 _ => break,
             }
             *k += 1;
@@ -1111,7 +1361,12 @@ pub(crate) fn imports(src: &str) -> Vec<PyImport> {
                 while defs.last().is_some_and(|d| d >= w) {
                     defs.pop();
                 }
-                let k = if matches!(&toks.get(i + 1).map(|t| &t.0), Some(PyTok::Name(a)) if a == "async") { i + 2 } else { i + 1 };
+                let k = if matches!(&toks.get(i + 1).map(|t| &t.0), Some(PyTok::Name(a)) if a == "async")
+                {
+                    i + 2
+                } else {
+                    i + 1
+                };
                 // A function body, or an `if __name__ == "__main__":` block (it runs only
                 // when the module is the script), is entered lazily.
                 let mut end = k;
@@ -1120,8 +1375,12 @@ pub(crate) fn imports(src: &str) -> Vec<PyImport> {
                 }
                 let line_toks = &toks[k..end];
                 let main_guard = matches!(line_toks.first().map(|t| &t.0), Some(PyTok::Name(d)) if d == "if")
-                    && line_toks.iter().any(|t| matches!(&t.0, PyTok::Name(n) if n == "__name__"))
-                    && line_toks.iter().any(|t| matches!(&t.0, PyTok::Str(v, _) if v == "__main__"));
+                    && line_toks
+                        .iter()
+                        .any(|t| matches!(&t.0, PyTok::Name(n) if n == "__name__"))
+                    && line_toks
+                        .iter()
+                        .any(|t| matches!(&t.0, PyTok::Str(v, _) if v == "__main__"));
                 line_is_def = main_guard
                     || matches!(&toks.get(k).map(|t| &t.0), Some(PyTok::Name(d)) if d == "def");
                 if line_is_def {
@@ -1132,7 +1391,10 @@ pub(crate) fn imports(src: &str) -> Vec<PyImport> {
                     while j < toks.len() && !matches!(toks[j].0, PyTok::Newline) {
                         j += 1;
                     }
-                    if matches!(toks.get(j.saturating_sub(1)).map(|t| &t.0), Some(PyTok::Op(':'))) {
+                    if matches!(
+                        toks.get(j.saturating_sub(1)).map(|t| &t.0),
+                        Some(PyTok::Op(':'))
+                    ) {
                         // `def f():` then a body below.
                     } else {
                         line_is_def = true;
@@ -1149,7 +1411,13 @@ pub(crate) fn imports(src: &str) -> Vec<PyImport> {
                 loop {
                     let m = dotted(&mut k);
                     if !m.is_empty() {
-                        out.push(PyImport { module: m, names: vec![], line, computed: false, nested });
+                        out.push(PyImport {
+                            module: m,
+                            names: vec![],
+                            line,
+                            computed: false,
+                            nested,
+                        });
                     }
                     if matches!(&toks.get(k).map(|t| &t.0), Some(PyTok::Name(a)) if a == "as") {
                         k += 2;
@@ -1181,25 +1449,57 @@ pub(crate) fn imports(src: &str) -> Vec<PyImport> {
                     }
                     k += 1;
                 }
-                out.push(PyImport { module: m, names, line, computed: false, nested });
+                out.push(PyImport {
+                    module: m,
+                    names,
+                    line,
+                    computed: false,
+                    nested,
+                });
                 i = k;
             }
             PyTok::Name(n) if n == "import_module" || n == "__import__" => {
                 if matches!(toks.get(i + 1).map(|t| &t.0), Some(PyTok::Op('('))) {
                     match toks.get(i + 2).map(|t| &t.0) {
                         Some(PyTok::Str(s, fstr)) => {
-                            let follow_plus = matches!(toks.get(i + 3).map(|t| &t.0), Some(PyTok::Op('+') | PyTok::Op('%')));
+                            let follow_plus = matches!(
+                                toks.get(i + 3).map(|t| &t.0),
+                                Some(PyTok::Op('+') | PyTok::Op('%'))
+                            );
                             let (lit, computed) = if *fstr {
-                                (s.split('{').next().unwrap_or("").to_string(), s.contains('{'))
+                                (
+                                    s.split('{').next().unwrap_or("").to_string(),
+                                    s.contains('{'),
+                                )
                             } else {
                                 (s.clone(), follow_plus)
                             };
-                            let lit = if computed { lit.trim_end_matches('.').to_string() } else { lit };
-                            if computed || lit.chars().all(|c| c == '_' || c == '.' || c.is_alphanumeric()) {
-                                out.push(PyImport { module: lit, names: vec![], line, computed, nested });
+                            let lit = if computed {
+                                lit.trim_end_matches('.').to_string()
+                            } else {
+                                lit
+                            };
+                            if computed
+                                || lit
+                                    .chars()
+                                    .all(|c| c == '_' || c == '.' || c.is_alphanumeric())
+                            {
+                                out.push(PyImport {
+                                    module: lit,
+                                    names: vec![],
+                                    line,
+                                    computed,
+                                    nested,
+                                });
                             }
                         }
-                        Some(_) => out.push(PyImport { module: String::new(), names: vec![], line, computed: true, nested }),
+                        Some(_) => out.push(PyImport {
+                            module: String::new(),
+                            names: vec![],
+                            line,
+                            computed: true,
+                            nested,
+                        }),
                         None => {}
                     }
                 }
@@ -1245,7 +1545,9 @@ raise ValueError from err
         let nested: Vec<bool> = all.iter().map(|i| i.nested).collect();
         assert_eq!(
             nested,
-            vec![false, false, false, false, false, false, false, true, true, true, true, true, true]
+            vec![
+                false, false, false, false, false, false, false, true, true, true, true, true, true
+            ]
         );
         let got: Vec<(String, Vec<String>, bool)> = all
             .into_iter()
@@ -1270,7 +1572,10 @@ raise ValueError from err
                 (s(""), vec![], true),
             ]
         );
-        assert_eq!(absolute_name("..pkg.mod", Some("a.b.c")), Some("a.b.pkg.mod".into()));
+        assert_eq!(
+            absolute_name("..pkg.mod", Some("a.b.c")),
+            Some("a.b.pkg.mod".into())
+        );
         assert_eq!(absolute_name(".", Some("a.b")), Some("a.b".into()));
         assert_eq!(absolute_name(".x", None), None);
     }
