@@ -144,26 +144,25 @@ pub(crate) fn follow(cx: &mut Cx, path: &str, text: &str) -> Result<()> {
             ),
         );
         for m in matches {
-            match cx.fs.resolve(&m, true) {
-                Ok(r) => match cx.fs.get(&r.path).map(|n| &n.kind) {
-                    Some(Kind::File { .. }) => {
-                        if pathref::is_secret(&m) {
-                            cx.drop_path(&r.path, "included by a config, but it may hold secrets");
-                            continue;
-                        }
-                        cx.keep_links(&r.symlinks, &r.path);
-                        cx.keep(&r.path, ev.clone());
+            let Ok(r) = cx.fs.resolve(&m, true) else {
+                continue;
+            };
+            match cx.fs.get(&r.path).map(|n| &n.kind) {
+                Some(Kind::File { .. }) => {
+                    if pathref::is_secret(&m) {
+                        cx.drop_path(&r.path, "included by a config, but it may hold secrets");
+                        continue;
                     }
-                    Some(Kind::Dir) => {
-                        if cx.tree_bytes(&r.path, pathref::MAX_DIR_BYTES) <= pathref::MAX_DIR_BYTES
-                        {
-                            cx.keep_links(&r.symlinks, &r.path);
-                            cx.keep_tree(&r.path, &ev);
-                        }
-                    }
-                    _ => {}
-                },
-                Err(_) => {}
+                    cx.keep_links(&r.symlinks, &r.path);
+                    cx.keep(&r.path, ev.clone());
+                }
+                Some(Kind::Dir)
+                    if cx.tree_bytes(&r.path, pathref::MAX_DIR_BYTES) <= pathref::MAX_DIR_BYTES =>
+                {
+                    cx.keep_links(&r.symlinks, &r.path);
+                    cx.keep_tree(&r.path, &ev);
+                }
+                _ => {}
             }
         }
     }

@@ -26,6 +26,11 @@ pub trait Contents {
         b.truncate(n);
         Ok(b)
     }
+    /// A local copy of a regular file to open (jars are read as zip archives); `None` when
+    /// the contents are not on disk.
+    fn local_path(&mut self, _fs: &Rootfs, _path: &str) -> Result<Option<PathBuf>> {
+        Ok(None)
+    }
     /// Whether a regular file contains `needle`.
     fn contains(&mut self, fs: &Rootfs, path: &str, needle: &[u8]) -> Result<bool> {
         let b = self.read(fs, path, MAX_OBJECT_BYTES)?;
@@ -86,6 +91,10 @@ impl Contents for LayerContents {
             self.files.extend(got);
         }
         Ok(())
+    }
+
+    fn local_path(&mut self, fs: &Rootfs, path: &str) -> Result<Option<PathBuf>> {
+        self.local(fs, path).map(Some)
     }
 
     fn read(&mut self, fs: &Rootfs, path: &str, max: u64) -> Result<Vec<u8>> {

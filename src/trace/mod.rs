@@ -393,16 +393,6 @@ impl Exec {
         (a0, file)
     }
 
-    /// An environment variable as this process sees it.
-    pub fn env_var<'a>(&'a self, run: &'a RunConfig, name: &str) -> Option<&'a str> {
-        self.env
-            .iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-            .or_else(|| run.env_var(name))
-    }
-
     /// argv from index `i` on, as a new command (the unknown indexes shifted).
     pub fn tail(&self, i: usize) -> (Vec<String>, Vec<usize>) {
         (
@@ -490,10 +480,10 @@ pub fn trace<C: Contents>(
     let mut rules: Vec<Box<dyn Rule>> = vec![
         Box::new(program::Programs),
         Box::new(loader::Loader),
-        Box::new(shell::Shells::default()),
+        Box::new(shell::Shells),
         Box::new(runtime::python::Python::default()),
-        Box::new(runtime::node::Node::default()),
-        Box::new(runtime::perl::Perl::default()),
+        Box::new(runtime::node::Node),
+        Box::new(runtime::perl::Perl),
         Box::new(runtime::ruby::Ruby::default()),
         Box::new(runtime::java::Java::default()),
         Box::new(runtime::php::Php),
@@ -847,6 +837,13 @@ impl Cx<'_> {
             return Ok(None);
         }
         Ok(Some(String::from_utf8_lossy(&b).into_owned()))
+    }
+
+    /// A local copy of a canonical regular file, to open.
+    pub fn local_path(&mut self, path: &str) -> Result<std::path::PathBuf> {
+        self.contents
+            .local_path(self.fs, path)?
+            .ok_or_else(|| Error::path(display(path), "its contents are not available"))
     }
 
     /// ELF facts of a canonical regular file; `None` when it is not ELF.

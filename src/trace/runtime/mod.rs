@@ -1,8 +1,11 @@
 //! Language runtimes, found from the interpreter binary (its name, its location, the
-//! libraries it links), not from a distribution's package names: each rule keeps the
-//! interpreter's start-up set and what the application imports, resolved the way the
-//! interpreter resolves it, and claims the runtime's trees so the generic rules leave them
-//! alone.
+//! libraries it links and the paths compiled into them), not from a distribution's package
+//! names: each rule keeps the interpreter's start-up set and what the application imports,
+//! resolved the way the interpreter resolves it, and claims the runtime's trees so the
+//! generic rules (path references, the app directory) leave them alone.
+//!
+//! Python has its own module ([`python`]); Ruby, Perl and Node.js share the import-graph
+//! engine here ([`graph`]): a language says how to read its `require`s and how to find them.
 
 pub(crate) mod java;
 pub(crate) mod node;
@@ -10,3 +13,213 @@ pub(crate) mod perl;
 pub(crate) mod php;
 pub(crate) mod python;
 pub(crate) mod ruby;
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::error::Result;
+use crate::rootfs::display;
+use crate::trace::{Cx, Evidence, Why};
+
+/// Modules followed for one interpreter.
+const MAX_REQUIRES: usize = 20_000;
+
+/// One `require` found in a source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Req {
+    /// What is required, as written (`json`, `./lib/x`, `Foo::Bar`).
+    pub spec: String,
+    pub line: usize,
+    /// Inside a function body: runs only when it is called.
+    pub nested: bool,
+    /// Relative to the requiring file (`require_relative`, `./x`).
+    pub relative: bool,
+}
+
+/// What a language tells the engine.
+pub(crate) trait Lang {
+    /// "Ruby", "Perl", "Node.js": for evidence and warnings.
+    fn name(&self) -> &'static str;
+    /// The requires of a source.
+    fn parse(&self, text: &str) -> Vec<Req>;
+    /// The files a require brings (absolute paths): the first is read for further requires
+    /// when it is a source; `None` when it cannot be found; `Some(empty)` for a built-in.
+    fn resolve(&mut self, cx: &mut Cx, req: &Req, from: &str) -> Result<Option<Vec<String>>>;
+    /// Whether a file belongs to the runtime (its library trees), where misses are the
+    /// interpreter's own optional requires and lazy requires are followed one hop.
+    fn in_runtime(&self, cx: &Cx, file: &str) -> bool;
+    /// Whether a file is a source to read.
+    fn is_source(&self, file: &str) -> bool;
+}
+
+/// A require to follow: from where, how many lazy hops are left, whether a miss is quiet.
+pub(crate) struct Root {
+    pub req: Req,
+    /// The requiring file (canonical), empty for the interpreter's start-up.
+    pub from: String,
+    pub budget: u8,
+    pub quiet: bool,
+}
+
+/// Follow the requires from `roots` (and from `sources`, already kept files to read) to a
+/// fixed point: every require of the application's own code, the top-level requires of the
+/// runtime's, and its function-level ones one hop from what the application requires.
+pub(crate) fn graph(
+    cx: &mut Cx,
+    lang: &mut dyn Lang,
+    interp: &str,
+    roots: Vec<Root>,
+    sources: Vec<String>,
+) -> Result<()> {
+    let mut queue: VecDeque<Root> = roots.into();
+    let mut done: HashMap<String, u8> = HashMap::new();
+    let mut texts: Vec<(String, u8)> = sources.into_iter().map(|s| (s, 1)).collect();
+    let mut steps = 0usize;
+    loop {
+        for (file, budget) in std::mem::take(&mut texts) {
+            let Some(text) = cx.text(&file)? else {
+                continue;
+            };
+            let runtime = lang.in_runtime(cx, &display(&file));
+            for req in lang.parse(&text) {
+                let b = if !runtime {
+                    1
+                } else if req.nested {
+                    match budget.checked_sub(1) {
+                        Some(b) => b,
+                        None => continue,
+                    }
+                } else {
+                    budget
+                };
+                queue.push_back(Root {
+                    req,
+                    from: file.clone(),
+                    budget: b,
+                    quiet: runtime,
+                });
+            }
+        }
+        let Some(r) = queue.pop_front() else {
+            if texts.is_empty() {
+                break;
+            }
+            continue;
+        };
+        steps += 1;
+        if steps > MAX_REQUIRES {
+            cx.warn(format!(
+                "{}: more than {MAX_REQUIRES} {} requires; not followed further",
+                display(interp),
+                lang.name()
+            ));
+            break;
+        }
+        let key = format!(
+            "{}\0{}",
+            if r.req.relative { &r.from } else { "" },
+            r.req.spec
+        );
+        if done.get(&key).is_some_and(|b| *b >= r.budget) {
+            continue;
+        }
+        done.insert(key, r.budget);
+        let from_disp = if r.from.is_empty() {
+            "the interpreter's start-up".to_string()
+        } else {
+            format!("{}:{}", display(&r.from), r.req.line)
+        };
+        match lang.resolve(cx, &r.req, &r.from)? {
+            None => {
+                if !r.quiet {
+                    cx.warn(format!(
+                        "{from_disp}: requires {}, which is not in the image (optional, computed or missing); keep it with --keep if it is needed",
+                        r.req.spec
+                    ));
+                }
+            }
+            Some(files) => {
+                let ev = Evidence::new(
+                    Why::Runtime,
+                    (!r.from.is_empty()).then_some(r.from.as_str()),
+                    format!(
+                        "{} library {}, required by {from_disp}",
+                        lang.name(),
+                        r.req.spec
+                    ),
+                );
+                for (i, f) in files.iter().enumerate() {
+                    if let Some(canon) = cx.keep_if_file(f, ev.clone())
+                        && i == 0
+                        && lang.is_source(f)
+                    {
+                        let seen = done.get(&format!("file\0{canon}")).copied();
+                        if seen.is_none_or(|b| b < r.budget) {
+                            done.insert(format!("file\0{canon}"), r.budget);
+                            texts.push((canon, r.budget));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Python-style nesting by indentation for languages whose function bodies are indented
+/// under a `def` line (Ruby): for each line, whether it is inside a `def`.
+pub(crate) fn nested_by_indent(
+    text: &str,
+    is_def: impl Fn(&str) -> bool,
+    is_end: impl Fn(&str) -> bool,
+) -> Vec<bool> {
+    let mut out = Vec::new();
+    let mut defs: Vec<usize> = Vec::new();
+    for line in text.lines() {
+        let t = line.trim_start();
+        let w = line.len() - t.len();
+        if !t.is_empty() && !t.starts_with('#') {
+            if is_end(t) && defs.last() == Some(&w) {
+                defs.pop();
+                out.push(true);
+                continue;
+            }
+            while defs.last().is_some_and(|d| *d > w) {
+                defs.pop();
+            }
+        }
+        let one_line = is_def(t) && (t.contains("; end") || t.ends_with(" end"));
+        let inside = !defs.is_empty() || one_line;
+        if is_def(t) && !one_line {
+            defs.push(w);
+        }
+        out.push(inside);
+    }
+    out
+}
+
+/// The first quoted string of `s` (`'x'` or `"x"`), when it has no interpolation.
+pub(crate) fn quoted(s: &str) -> Option<String> {
+    let s = s.trim_start().trim_start_matches('(').trim_start();
+    let q = s.chars().next()?;
+    if q != '\'' && q != '"' {
+        return None;
+    }
+    let rest = &s[1..];
+    let end = rest.find(q)?;
+    let v = &rest[..end];
+    (!v.contains("#{") && !v.contains("${") && !v.is_empty()).then(|| v.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nesting_and_quotes() {
+        let text = "require 'a'\nclass X\n  def f\n    require 'b'\n  end\n  require 'c'\nend\ndef g; require 'd'; end\n";
+        let n = nested_by_indent(text, |t| t.starts_with("def "), |t| t == "end");
+        assert_eq!(n, vec![false, false, false, true, true, false, false, true]);
+        assert_eq!(quoted("('json')"), Some("json".into()));
+        assert_eq!(quoted(" \"x/#{y}\""), None);
+    }
+}

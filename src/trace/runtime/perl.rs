@@ -1,8 +1,322 @@
-//! Perl.
+//! Perl, found from the interpreter: its name (`perl`, `perl5.36.0`) or the libperl it links.
+//! `@INC` comes from the directories compiled into libperl (or the interpreter), `PERL5LIB`
+//! and `-I`. Kept: the `use` / `require` / `use parent` / `use base` graph of the script
+//! (`Foo::Bar` → `Foo/Bar.pm` through `@INC`), with the XS parts of a module
+//! (`auto/Foo/Bar/Bar.so`, traced as ELF).
 
-use crate::trace::Rule;
+use super::{Lang, Req, Root, graph};
+use crate::error::Result;
+use crate::rootfs::display;
+use crate::trace::{Cx, Evidence, Exec, Rule, Why, abs_in, join, under};
 
 #[derive(Default)]
 pub(crate) struct Perl;
 
-impl Rule for Perl {}
+struct PerlLang {
+    inc: Vec<String>,
+    trees: Vec<String>,
+}
+
+fn is_perl(a0: &str, file: &str, needed: &[String]) -> bool {
+    let is = |n: &str| {
+        n.strip_prefix("perl")
+            .is_some_and(|v| v.chars().all(|c| c.is_ascii_digit() || c == '.'))
+    };
+    is(a0) || is(file) || needed.iter().any(|n| n.starts_with("libperl"))
+}
+
+/// Pragmas and modules with no file.
+const BUILTIN: &[&str] = &[
+    "CORE",
+    "UNIVERSAL",
+    "DynaLoader::boot",
+    "Internals",
+    "utf8::",
+    "re::",
+];
+
+impl Rule for Perl {
+    fn exec(&mut self, cx: &mut Cx, e: &Exec) -> Result<()> {
+        let (a0, file) = e.names();
+        let Some(facts) = cx.elf(&e.path)? else {
+            return Ok(());
+        };
+        if !is_perl(a0, file, &facts.needed) {
+            return Ok(());
+        }
+        let mut strings = facts.strings.clone();
+        if let Some(idx) = cx.ld.object_at(&e.path) {
+            for n in facts.needed.iter().filter(|n| n.starts_with("libperl")) {
+                for (cand, _) in cx.candidates(idx, n)? {
+                    if let Some((canon, _)) = cx.resolve_file(&cand)? {
+                        cx.contents.prefetch(cx.fs, std::slice::from_ref(&canon))?;
+                        if let Some(f) = cx.elf(&canon)? {
+                            strings.extend(f.strings.iter().cloned());
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        let mut inc: Vec<String> = Vec::new();
+        if let Some(v) = cx
+            .run
+            .env_var("PERL5LIB")
+            .or_else(|| cx.run.env_var("PERLLIB"))
+        {
+            inc.extend(
+                v.split(':')
+                    .filter(|d| !d.is_empty())
+                    .map(|d| abs_in(cx.run.cwd(), d)),
+            );
+        }
+        let mut script = None;
+        let mut roots = Vec::new();
+        let mut i = 1;
+        while i < e.argv.len() {
+            let Some(a) = e.arg(i) else { break };
+            if a == "-e" || a == "-E" {
+                break;
+            }
+            if let Some(d) = a.strip_prefix("-I").filter(|d| !d.is_empty()) {
+                inc.push(abs_in(cx.run.cwd(), d));
+            } else if let Some(m) = a.strip_prefix("-M").or_else(|| a.strip_prefix("-m")) {
+                let m = m
+                    .split(['=', ' '])
+                    .next()
+                    .unwrap_or(m)
+                    .trim_start_matches('-');
+                roots.push(m.to_string());
+            } else if a == "--" {
+                script = e.arg(i + 1).map(str::to_string);
+                break;
+            } else if !a.starts_with('-') {
+                script = Some(a.to_string());
+                break;
+            }
+            i += 1;
+        }
+        let mut compiled: Vec<String> = strings
+            .into_iter()
+            .filter(|s| s.contains("perl") && !s.ends_with(".h"))
+            .filter(|s| {
+                cx.fs
+                    .resolve(s, true)
+                    .is_ok_and(|r| cx.fs.get(&r.path).is_some_and(|n| n.is_dir()))
+            })
+            .collect();
+        compiled.sort_by_key(|d| (d.contains("/local/"), !d.starts_with("/etc")));
+        inc.extend(compiled);
+        inc.dedup();
+        let mut trees = Vec::new();
+        for d in &inc {
+            if let Ok(r) = cx.fs.resolve(d, true) {
+                if !crate::trace::pathref::is_system_dir(&r.path) {
+                    cx.claim(&r.path);
+                }
+                trees.push(r.path);
+            }
+        }
+        let mut sources = Vec::new();
+        if let Some(s) = script {
+            match cx.resolve_file(&abs_in(cx.run.cwd(), &s))? {
+                Some((canon, links)) => {
+                    cx.keep_links(&links, &canon);
+                    cx.keep(
+                        &canon,
+                        Evidence::new(
+                            Why::Runtime,
+                            Some(&e.path),
+                            format!("Perl script run by {}", display(&e.path)),
+                        ),
+                    );
+                    sources.push(canon);
+                }
+                None => cx.warn(format!(
+                    "{}: runs the Perl script {s}, which is not in the image",
+                    display(&e.path)
+                )),
+            }
+        }
+        let roots = roots
+            .into_iter()
+            .map(|m| Root {
+                req: Req {
+                    spec: m,
+                    line: 0,
+                    nested: false,
+                    relative: false,
+                },
+                from: String::new(),
+                budget: 1,
+                quiet: false,
+            })
+            .collect();
+        graph(cx, &mut PerlLang { inc, trees }, &e.path, roots, sources)
+    }
+}
+
+impl Lang for PerlLang {
+    fn name(&self) -> &'static str {
+        "Perl"
+    }
+
+    fn parse(&self, text: &str) -> Vec<Req> {
+        let mut out = Vec::new();
+        let mut in_pod = false;
+        let mut depth = 0usize;
+        for (n, line) in text.lines().enumerate() {
+            let t = line.trim_start();
+            if t.starts_with('=') && t.len() > 1 && t.as_bytes()[1].is_ascii_alphabetic() {
+                in_pod = !t.starts_with("=cut");
+                continue;
+            }
+            if in_pod || t.starts_with('#') {
+                continue;
+            }
+            if t.starts_with("__END__") || t.starts_with("__DATA__") {
+                break;
+            }
+            for stmt in t.split(';') {
+                let s = stmt.trim_start();
+                let (kw, rest) = match s.split_once(char::is_whitespace) {
+                    Some(x) => x,
+                    None => continue,
+                };
+                // `use` runs at compile time wherever it is; `require` when reached.
+                let nested = kw == "require" && depth > 0;
+                if kw != "use" && kw != "require" {
+                    continue;
+                }
+                let rest = rest.trim();
+                let first = rest
+                    .split(|c: char| c.is_whitespace() || c == '(' || c == ';')
+                    .next()
+                    .unwrap_or("");
+                if (first == "parent" || first == "base") && kw == "use" {
+                    // use parent -norequire, 'A'; use base qw(A B);
+                    if rest.contains("-norequire") {
+                        continue;
+                    }
+                    let args = rest[first.len()..]
+                        .replace("qw", " ")
+                        .replace(['(', ')', '\'', '"', ',', '/'], " ");
+                    for m in args
+                        .split_whitespace()
+                        .filter(|m| m.chars().next().is_some_and(|c| c.is_ascii_alphabetic()))
+                    {
+                        out.push(Req {
+                            spec: m.to_string(),
+                            line: n + 1,
+                            nested: false,
+                            relative: false,
+                        });
+                    }
+                    out.push(Req {
+                        spec: first.to_string(),
+                        line: n + 1,
+                        nested: false,
+                        relative: false,
+                    });
+                    continue;
+                }
+                let m = first.trim_matches(['\'', '"']);
+                if m.is_empty()
+                    || m.chars().next().is_some_and(|c| {
+                        c.is_ascii_digit()
+                            || c == 'v' && m[1..].starts_with(|d: char| d.is_ascii_digit())
+                    })
+                {
+                    continue; // use 5.010; use v5.36;
+                }
+                if m.starts_with('$') || BUILTIN.iter().any(|b| m.starts_with(b)) {
+                    continue;
+                }
+                out.push(Req {
+                    spec: m.to_string(),
+                    line: n + 1,
+                    nested,
+                    relative: false,
+                });
+            }
+            depth += line.matches('{').count();
+            depth = depth.saturating_sub(line.matches('}').count());
+        }
+        out
+    }
+
+    fn resolve(&mut self, cx: &mut Cx, req: &Req, _from: &str) -> Result<Option<Vec<String>>> {
+        let spec = &req.spec;
+        let rel = if spec.ends_with(".pm") || spec.ends_with(".pl") || spec.contains('/') {
+            spec.clone()
+        } else {
+            format!("{}.pm", spec.replace("::", "/"))
+        };
+        if rel.starts_with('/') {
+            return Ok(cx.resolve_file(&rel)?.map(|_| vec![rel.clone()]));
+        }
+        for d in &self.inc {
+            let f = join(d, &rel);
+            if cx.resolve_file(&f)?.is_some() {
+                let mut out = vec![f];
+                // XS: auto/Foo/Bar/Bar.so (and the rest of that directory) in any @INC dir.
+                let stem = rel.trim_end_matches(".pm");
+                let leaf = stem.rsplit('/').next().unwrap_or(stem);
+                for d2 in &self.inc {
+                    let so = join(d2, &format!("auto/{stem}/{leaf}.so"));
+                    if cx.resolve_file(&so)?.is_some() {
+                        out.push(so);
+                        break;
+                    }
+                }
+                return Ok(Some(out));
+            }
+        }
+        Ok(None)
+    }
+
+    fn in_runtime(&self, cx: &Cx, file: &str) -> bool {
+        let p = cx
+            .fs
+            .resolve(file, true)
+            .map(|r| r.path)
+            .unwrap_or_default();
+        self.trees.iter().any(|t| under(&p, t))
+    }
+
+    fn is_source(&self, file: &str) -> bool {
+        file.ends_with(".pm") || file.ends_with(".pl")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uses_and_requires() {
+        let lang = PerlLang {
+            inc: vec![],
+            trees: vec![],
+        };
+        let text = "use strict;\nuse warnings;\nuse 5.010;\nuse File::Temp qw(tempfile);\nuse parent -norequire, 'X';\nuse base qw(Exporter);\n=pod\nuse Nope;\n=cut\nsub f {\n  require Lazy::Mod;\n}\nrequire \"conf.pl\";\n";
+        let got: Vec<(String, bool)> = lang
+            .parse(text)
+            .into_iter()
+            .map(|r| (r.spec, r.nested))
+            .collect();
+        let s = |x: &str| x.to_string();
+        assert_eq!(
+            got,
+            vec![
+                (s("strict"), false),
+                (s("warnings"), false),
+                (s("File::Temp"), false),
+                (s("Exporter"), false),
+                (s("base"), false),
+                (s("Lazy::Mod"), true),
+                (s("conf.pl"), false),
+            ]
+        );
+    }
+}

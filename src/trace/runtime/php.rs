@@ -1,7 +1,125 @@
-//! PHP.
+//! PHP, found from the interpreter's name (`php`, `php8.2`): the script and the files it
+//! `include`s / `require`s with literal paths (relative to the script), recursively. The
+//! configuration (`/etc/php/…/cli`, named in the binary) and the extensions its `.ini` files
+//! load are the path-reference rule's business.
 
-use crate::trace::Rule;
+use super::{Lang, Req, graph, quoted};
+use crate::error::Result;
+use crate::rootfs::display;
+use crate::trace::{Cx, Evidence, Exec, Rule, Why, abs_in};
 
 pub(crate) struct Php;
 
-impl Rule for Php {}
+struct PhpLang;
+
+impl Rule for Php {
+    fn exec(&mut self, cx: &mut Cx, e: &Exec) -> Result<()> {
+        let (a0, file) = e.names();
+        let is = |n: &str| {
+            n.strip_prefix("php")
+                .is_some_and(|v| v.chars().all(|c| c.is_ascii_digit() || c == '.'))
+        };
+        if !(is(a0) || is(file)) || cx.elf(&e.path)?.is_none() {
+            return Ok(());
+        }
+        let mut i = 1;
+        let mut script = None;
+        while i < e.argv.len() {
+            let Some(a) = e.arg(i) else { break };
+            match a {
+                "-c" | "-d" | "-z" => i += 2,
+                "-f" => {
+                    script = e.arg(i + 1).map(str::to_string);
+                    break;
+                }
+                "-r" | "-S" | "-a" => return Ok(()),
+                _ if a.starts_with('-') => i += 1,
+                _ => {
+                    script = Some(a.to_string());
+                    break;
+                }
+            }
+        }
+        let Some(s) = script else { return Ok(()) };
+        let Some((canon, links)) = cx.resolve_file(&abs_in(cx.run.cwd(), &s))? else {
+            cx.warn(format!(
+                "{}: runs the PHP script {s}, which is not in the image",
+                display(&e.path)
+            ));
+            return Ok(());
+        };
+        cx.keep_links(&links, &canon);
+        cx.keep(
+            &canon,
+            Evidence::new(
+                Why::Runtime,
+                Some(&e.path),
+                format!("PHP script run by {}", display(&e.path)),
+            ),
+        );
+        graph(cx, &mut PhpLang, &e.path, vec![], vec![canon])
+    }
+}
+
+impl Lang for PhpLang {
+    fn name(&self) -> &'static str {
+        "PHP"
+    }
+
+    fn parse(&self, text: &str) -> Vec<Req> {
+        let mut out = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            let t = line.trim_start();
+            if t.starts_with("//") || t.starts_with('#') || t.starts_with('*') {
+                continue;
+            }
+            for kw in ["require_once", "include_once", "require", "include"] {
+                let mut rest = t;
+                while let Some(pos) = rest.find(kw) {
+                    let after = &rest[pos + kw.len()..];
+                    let before = rest[..pos].chars().last();
+                    rest = after;
+                    if before.is_some_and(|c| c.is_alphanumeric() || c == '_')
+                        || after.starts_with(|c: char| c.is_alphanumeric() || c == '_')
+                    {
+                        continue;
+                    }
+                    // `__DIR__ . '/x.php'`: relative to the file.
+                    let a = after.trim_start().trim_start_matches('(').trim_start();
+                    let (a, dir) = match a.strip_prefix("__DIR__") {
+                        Some(r) => (r.trim_start().trim_start_matches('.').trim_start(), true),
+                        None => (a, false),
+                    };
+                    if let Some(spec) = quoted(a) {
+                        let spec = if dir {
+                            spec.trim_start_matches('/').to_string()
+                        } else {
+                            spec
+                        };
+                        out.push(Req {
+                            spec,
+                            line: n + 1,
+                            nested: false,
+                            relative: true,
+                        });
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn resolve(&mut self, cx: &mut Cx, req: &Req, from: &str) -> Result<Option<Vec<String>>> {
+        let dir = display(from.rsplit_once('/').map_or("", |(d, _)| d));
+        let p = abs_in(&dir, &req.spec);
+        Ok(cx.resolve_file(&p)?.map(|_| vec![p]))
+    }
+
+    fn in_runtime(&self, _cx: &Cx, _file: &str) -> bool {
+        false
+    }
+
+    fn is_source(&self, file: &str) -> bool {
+        file.ends_with(".php") || file.ends_with(".inc")
+    }
+}

@@ -298,11 +298,12 @@ fn find_env(cx: &mut Cx, e: &Exec, needed: &[String]) -> Result<Option<PyEnv>> {
             cx.claim(&r.path);
         }
     }
-    if !crate::trace::pathref::is_system_dir(&prefix) && prefix != "/usr" && prefix != "/usr/local"
+    if !crate::trace::pathref::is_system_dir(&prefix)
+        && prefix != "/usr"
+        && prefix != "/usr/local"
+        && let Ok(r) = cx.fs.resolve(&prefix, true)
     {
-        if let Ok(r) = cx.fs.resolve(&prefix, true) {
-            cx.claim(&r.path);
-        }
+        cx.claim(&r.path);
     }
     if let Some((root, _)) = &venv
         && let Ok(r) = cx.fs.resolve(&join(root, "lib"), true)
@@ -353,7 +354,7 @@ fn lib_versions(cx: &Cx, prefix: &str) -> Vec<String> {
         .subtree(&r.path)
         .filter_map(|(k, _)| k.strip_prefix(&base))
         .filter(|rest| !rest.contains('/'))
-        .filter_map(|n| version_of(n))
+        .filter_map(version_of)
         .collect();
     v.sort();
     v.reverse();
@@ -538,8 +539,8 @@ fn run(cx: &mut Cx, e: &Exec, env: &PyEnv, done: &mut HashMap<String, u8>) -> Re
             break;
         }
         if a.starts_with('-') {
-            if !a.starts_with("--") {
-                no_site |= a[1..].contains('S');
+            if let Some(flags) = a.strip_prefix('-').filter(|f| !f.starts_with('-')) {
+                no_site |= flags.contains('S');
                 if a.len() > 2 && (a.ends_with('c') || a.ends_with('m')) {
                     // A flag cluster ending in c or m: -Sc CODE.
                     let k = if a.ends_with('c') { "-c" } else { "-m" };
@@ -926,7 +927,8 @@ fn resolve(
             break;
         }
     }
-    let found = found.or_else(|| (!namespace.is_empty()).then(|| Found::Package(None, namespace)));
+    let found =
+        found.or_else(|| (!namespace.is_empty()).then_some(Found::Package(None, namespace)));
     cache.insert(name.into(), found.clone());
     Ok(found)
 }

@@ -1,8 +1,484 @@
-//! Ruby.
+//! Ruby (MRI), found from the interpreter: its name (`ruby`, `ruby3.1`) or the libruby it
+//! links. `$LOAD_PATH` comes from the directories compiled into libruby (site, vendor, the
+//! standard library and its architecture directory), `RUBYLIB` and `-I`. Kept: the start-up
+//! set (`rubygems` with the gem specifications it reads, `error_highlight`, `did_you_mean`,
+//! `syntax_suggest`), the encoding database and the Unicode encodings of the architecture
+//! directory (`enc/`), `rbconfig.rb`, then the `require` / `require_relative` / `load` /
+//! `autoload` graph of the script, resolved through `$LOAD_PATH` and, for gems, the gem
+//! directories (a gem is kept whole with its specification).
 
-use crate::trace::Rule;
+use std::collections::HashMap;
+
+use super::{Lang, Req, Root, graph, nested_by_indent, quoted};
+use crate::error::Result;
+use crate::rootfs::{Kind, display};
+use crate::trace::{Cx, Evidence, Exec, Rule, Why, abs_in, join, under};
+
+/// Encodings of `enc/` kept without being named: the database and the Unicode family.
+const ENC_DEFAULT: &[&str] = &[
+    "encdb.so",
+    "trans/transdb.so",
+    "utf_16be.so",
+    "utf_16le.so",
+    "utf_32be.so",
+    "utf_32le.so",
+    "trans/utf_16_32.so",
+];
 
 #[derive(Default)]
-pub(crate) struct Ruby;
+pub(crate) struct Ruby {
+    seen: HashMap<String, bool>,
+}
 
-impl Rule for Ruby {}
+struct RubyLang {
+    load_path: Vec<String>,
+    gem_roots: Vec<String>,
+    /// Canonical trees of the runtime.
+    trees: Vec<String>,
+}
+
+fn is_ruby(a0: &str, file: &str, needed: &[String]) -> bool {
+    let is = |n: &str| {
+        n.strip_prefix("ruby")
+            .is_some_and(|v| v.chars().all(|c| c.is_ascii_digit() || c == '.'))
+    };
+    is(a0) || is(file) || needed.iter().any(|n| n.starts_with("libruby"))
+}
+
+impl Rule for Ruby {
+    fn exec(&mut self, cx: &mut Cx, e: &Exec) -> Result<()> {
+        let (a0, file) = e.names();
+        let Some(facts) = cx.elf(&e.path)? else {
+            return Ok(());
+        };
+        if !is_ruby(a0, file, &facts.needed) {
+            return Ok(());
+        }
+        // The directories compiled into libruby (or the static interpreter).
+        let mut strings = facts.strings.clone();
+        if let Some(idx) = cx.ld.object_at(&e.path) {
+            for n in facts.needed.iter().filter(|n| n.starts_with("libruby")) {
+                for (cand, _) in cx.candidates(idx, n)? {
+                    if let Some((canon, _)) = cx.resolve_file(&cand)? {
+                        cx.contents.prefetch(cx.fs, std::slice::from_ref(&canon))?;
+                        if let Some(f) = cx.elf(&canon)? {
+                            strings.extend(f.strings.iter().cloned());
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        let mut dirs: Vec<String> = strings
+            .into_iter()
+            .filter(|s| s.contains("ruby") && !s.contains("/include/") && !s.ends_with(".h"))
+            .filter(|s| is_dir(cx, s))
+            .collect();
+        dirs.sort_by_key(|d| {
+            let rank = if d.contains("site_ruby") {
+                0
+            } else if d.contains("vendor_ruby") {
+                1
+            } else {
+                2
+            };
+            (rank, std::cmp::Reverse(d.matches('/').count()))
+        });
+        dirs.dedup();
+        let mut load_path = Vec::new();
+        if let Some(rl) = cx.run.env_var("RUBYLIB") {
+            load_path.extend(
+                rl.split(':')
+                    .filter(|d| !d.is_empty())
+                    .map(|d| abs_in(cx.run.cwd(), d)),
+            );
+        }
+        // Options: -I DIR, -r LIB, --disable-gems, -e CODE.
+        let mut gems = true;
+        let mut requires = Vec::new();
+        let mut script = None;
+        let mut code = None;
+        let mut i = 1;
+        while i < e.argv.len() {
+            let Some(a) = e.arg(i) else { break };
+            match a {
+                "-I" | "-r" | "-e" | "-C" | "-E" | "-F" | "-x" if i + 1 < e.argv.len() => {
+                    let v = e.arg(i + 1).map(str::to_string);
+                    match (a, v) {
+                        ("-I", Some(v)) => load_path.push(abs_in(cx.run.cwd(), &v)),
+                        ("-r", Some(v)) => requires.push(v),
+                        ("-e", Some(v)) => code = Some(v),
+                        _ => {}
+                    }
+                    i += 2;
+                    continue;
+                }
+                _ if a.starts_with("-I") && a.len() > 2 => {
+                    load_path.push(abs_in(cx.run.cwd(), &a[2..]))
+                }
+                _ if a.starts_with("-r") && a.len() > 2 => requires.push(a[2..].to_string()),
+                "--disable-gems" | "--disable=gems" | "--disable-all" | "--disable=all" => {
+                    gems = false
+                }
+                "--" => {
+                    script = e.arg(i + 1).map(str::to_string);
+                    break;
+                }
+                _ if a.starts_with('-') => {}
+                _ => {
+                    script = Some(a.to_string());
+                    break;
+                }
+            }
+            i += 1;
+        }
+        load_path.extend(dirs.iter().cloned());
+        // Gem roots: next to the standard library (…/ruby/gems/VERSION), Debian's, GEM_PATH.
+        let mut gem_roots = Vec::new();
+        for d in &dirs {
+            if let Some((base, ver)) = d.rsplit_once('/')
+                && ver.chars().next().is_some_and(|c| c.is_ascii_digit())
+                && base.ends_with("/ruby")
+            {
+                gem_roots.push(format!("{base}/gems/{ver}"));
+                gem_roots.push(format!("/var/lib/gems/{ver}"));
+                gem_roots.push(format!("/usr/share/rubygems-integration/{ver}"));
+                gem_roots.push("/usr/share/rubygems-integration/all".into());
+                for t in ["x86_64-linux-gnu", "aarch64-linux-gnu"] {
+                    gem_roots.push(format!("/usr/lib/{t}/rubygems-integration/{ver}"));
+                }
+            }
+        }
+        for k in ["GEM_HOME", "GEM_PATH", "BUNDLE_PATH"] {
+            if let Some(v) = cx.run.env_var(k) {
+                gem_roots.extend(v.split(':').filter(|d| !d.is_empty()).map(str::to_string));
+            }
+        }
+        gem_roots.retain(|d| is_dir(cx, d));
+        gem_roots.dedup();
+        let mut trees = Vec::new();
+        for d in dirs.iter().chain(gem_roots.iter()) {
+            if let Ok(r) = cx.fs.resolve(d, true) {
+                cx.claim(&r.path);
+                trees.push(r.path);
+            }
+        }
+        let first = !self.seen.contains_key(&e.path);
+        self.seen.insert(e.path.clone(), true);
+        let ev = |d: String| Evidence::new(Why::Runtime, Some(&e.path), d);
+        if first {
+            // rbconfig and the encodings of the architecture directory.
+            for d in &dirs {
+                cx.keep_if_file(
+                    &join(d, "rbconfig.rb"),
+                    ev("Ruby build configuration".into()),
+                );
+                for enc in ENC_DEFAULT {
+                    cx.keep_if_file(
+                        &join(d, &format!("enc/{enc}")),
+                        ev("Ruby encoding (loaded by name at run time)".into()),
+                    );
+                }
+            }
+            // The gem specifications RubyGems reads at start-up.
+            if gems {
+                for g in &gem_roots {
+                    if let Ok(r) = cx.fs.resolve(&join(g, "specifications"), true)
+                        && cx.fs.get(&r.path).is_some_and(|n| n.is_dir())
+                    {
+                        let files: Vec<String> = cx
+                            .fs
+                            .subtree(&r.path)
+                            .filter(|(_, n)| matches!(n.kind, Kind::File { .. }))
+                            .map(|(k, _)| k.clone())
+                            .collect();
+                        cx.contents.prefetch(cx.fs, &files)?;
+                        cx.keep_tree(
+                            &r.path,
+                            &ev("gem specifications (RubyGems reads them at start-up)".into()),
+                        );
+                    }
+                }
+            }
+        }
+        // Sources under the runtime's trees, read in one pass.
+        let mut rb = Vec::new();
+        for t in &trees {
+            rb.extend(
+                cx.fs
+                    .subtree(t)
+                    .filter(|(k, _)| k.ends_with(".rb"))
+                    .map(|(k, _)| k.clone()),
+            );
+        }
+        if rb.len() < 50_000 {
+            cx.contents.prefetch(cx.fs, &rb)?;
+        }
+        let mut roots = Vec::new();
+        let start = |spec: &str, quiet: bool| Root {
+            req: Req {
+                spec: spec.to_string(),
+                line: 0,
+                nested: false,
+                relative: false,
+            },
+            from: String::new(),
+            budget: 0,
+            quiet,
+        };
+        if gems {
+            for s in [
+                "rubygems",
+                "error_highlight",
+                "did_you_mean",
+                "syntax_suggest",
+            ] {
+                roots.push(start(s, true));
+            }
+        }
+        for r in requires {
+            roots.push(Root {
+                budget: 1,
+                ..start(&r, false)
+            });
+        }
+        let mut sources = Vec::new();
+        if let Some(s) = script {
+            match cx.resolve_file(&abs_in(cx.run.cwd(), &s))? {
+                Some((canon, links)) => {
+                    cx.keep_links(&links, &canon);
+                    cx.keep(
+                        &canon,
+                        ev(format!("Ruby script run by {}", display(&e.path))),
+                    );
+                    sources.push(canon);
+                }
+                None => cx.warn(format!(
+                    "{}: runs the Ruby script {s}, which is not in the image",
+                    display(&e.path)
+                )),
+            }
+        }
+        if let Some(c) = code {
+            let lang = RubyLang {
+                load_path: load_path.clone(),
+                gem_roots: gem_roots.clone(),
+                trees: trees.clone(),
+            };
+            for req in lang.parse(&c) {
+                roots.push(Root {
+                    req,
+                    from: String::new(),
+                    budget: 1,
+                    quiet: false,
+                });
+            }
+        }
+        let mut lang = RubyLang {
+            load_path,
+            gem_roots,
+            trees,
+        };
+        graph(cx, &mut lang, &e.path, roots, sources)
+    }
+}
+
+fn is_dir(cx: &Cx, p: &str) -> bool {
+    cx.fs
+        .resolve(p, true)
+        .is_ok_and(|r| cx.fs.get(&r.path).is_some_and(|n| n.is_dir()))
+}
+
+fn is_file(cx: &Cx, p: &str) -> bool {
+    cx.fs
+        .resolve(p, true)
+        .is_ok_and(|r| matches!(cx.fs.get(&r.path).map(|n| &n.kind), Some(Kind::File { .. })))
+}
+
+impl Lang for RubyLang {
+    fn name(&self) -> &'static str {
+        "Ruby"
+    }
+
+    fn parse(&self, text: &str) -> Vec<Req> {
+        let nested = nested_by_indent(
+            text,
+            |t| t.starts_with("def ") || t == "def",
+            |t| t == "end" || t.starts_with("end ") || t.starts_with("end#"),
+        );
+        let mut out = Vec::new();
+        let mut in_doc = false;
+        for (n, line) in text.lines().enumerate() {
+            let t = line.trim_start();
+            if t.starts_with("=begin") {
+                in_doc = true;
+            }
+            if in_doc {
+                if t.starts_with("=end") {
+                    in_doc = false;
+                }
+                continue;
+            }
+            if t.starts_with("__END__") {
+                break;
+            }
+            if t.starts_with('#') {
+                continue;
+            }
+            // Statements may follow `;` or a modifier; take every require on the line.
+            for (kw, relative) in [
+                ("require_relative", true),
+                ("require", false),
+                ("load", false),
+            ] {
+                let mut rest = t;
+                while let Some(pos) = rest.find(kw) {
+                    let before = rest[..pos].chars().last();
+                    let after = &rest[pos + kw.len()..];
+                    rest = after;
+                    if before
+                        .is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '.' || c == ':')
+                        || after.starts_with(|c: char| c.is_alphanumeric() || c == '_')
+                    {
+                        continue;
+                    }
+                    if let Some(spec) = quoted(after) {
+                        out.push(Req {
+                            spec,
+                            line: n + 1,
+                            nested: nested.get(n).copied().unwrap_or(false),
+                            relative,
+                        });
+                    }
+                }
+            }
+            if let Some(pos) = t.find("autoload")
+                && let Some((_, arg)) = t[pos..].split_once(',')
+                && let Some(spec) = quoted(arg)
+            {
+                out.push(Req {
+                    spec,
+                    line: n + 1,
+                    nested: true,
+                    relative: false,
+                });
+            }
+        }
+        out
+    }
+
+    fn resolve(&mut self, cx: &mut Cx, req: &Req, from: &str) -> Result<Option<Vec<String>>> {
+        let spec = req.spec.as_str();
+        let cands = |base: &str| -> Vec<String> {
+            if spec.ends_with(".rb") || spec.ends_with(".so") {
+                vec![join(base, spec)]
+            } else {
+                vec![
+                    join(base, &format!("{spec}.rb")),
+                    join(base, &format!("{spec}.so")),
+                ]
+            }
+        };
+        if req.relative {
+            let dir = display(from.rsplit_once('/').map_or("", |(d, _)| d));
+            return Ok(cands(&dir)
+                .into_iter()
+                .find(|c| is_file(cx, c))
+                .map(|c| vec![c]));
+        }
+        if spec.starts_with('/') {
+            return Ok(cands("/")
+                .into_iter()
+                .find(|c| is_file(cx, &c[1..]))
+                .map(|c| vec![c]));
+        }
+        for d in &self.load_path {
+            if let Some(c) = cands(d).into_iter().find(|c| is_file(cx, c)) {
+                return Ok(Some(vec![c]));
+            }
+        }
+        // A gem: ROOT/gems/NAME-VERSION/lib/SPEC.rb; the gem is kept whole with its spec.
+        for g in self.gem_roots.clone() {
+            let Ok(r) = cx.fs.resolve(&join(&g, "gems"), true) else {
+                continue;
+            };
+            let gems: Vec<String> = cx
+                .fs
+                .subtree(&r.path)
+                .filter(|(k, n)| n.is_dir() && k[r.path.len() + 1..].find('/').is_none())
+                .map(|(k, _)| display(k))
+                .collect();
+            for gem in gems {
+                let lib = join(&gem, "lib");
+                if let Some(c) = cands(&lib).into_iter().find(|c| is_file(cx, c)) {
+                    let name = gem.rsplit('/').next().unwrap_or("").to_string();
+                    let ev = Evidence::new(
+                        Why::Runtime,
+                        Some(&c),
+                        format!("the gem {name}, for require '{spec}'"),
+                    );
+                    if let Ok(gr) = cx.fs.resolve(&gem, true) {
+                        cx.keep_tree(&gr.path, &ev);
+                    }
+                    cx.keep_if_file(&format!("{g}/specifications/{name}.gemspec"), ev);
+                    self.load_path.push(lib);
+                    return Ok(Some(vec![c]));
+                }
+            }
+        }
+        // Extensions and libraries built into the interpreter.
+        if matches!(
+            spec,
+            "enumerator" | "thread" | "rational" | "complex" | "fiber" | "ruby2_keywords" | "set"
+        ) {
+            return Ok(Some(vec![]));
+        }
+        Ok(None)
+    }
+
+    fn in_runtime(&self, cx: &Cx, file: &str) -> bool {
+        let p = cx
+            .fs
+            .resolve(file, true)
+            .map(|r| r.path)
+            .unwrap_or_default();
+        self.trees.iter().any(|t| under(&p, t))
+    }
+
+    fn is_source(&self, file: &str) -> bool {
+        file.ends_with(".rb")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requires_of_a_script() {
+        let lang = RubyLang {
+            load_path: vec![],
+            gem_roots: vec![],
+            trees: vec![],
+        };
+        let text = "require 'json'\nrequire \"digest/sha2\"\nrequire_relative 'lib/x'\n# require 'nope'\nclass A\n  def f\n    require 'lazy'\n  end\nend\nrequire(\"time\") if x\nload \"conf.rb\"\nautoload :Foo, 'foo'\nrequires 'no'\n=begin\nrequire 'doc'\n=end\n";
+        let got: Vec<(String, bool, bool)> = lang
+            .parse(text)
+            .into_iter()
+            .map(|r| (r.spec, r.nested, r.relative))
+            .collect();
+        let s = |x: &str| x.to_string();
+        assert_eq!(
+            got,
+            vec![
+                (s("json"), false, false),
+                (s("digest/sha2"), false, false),
+                (s("lib/x"), false, true),
+                (s("lazy"), true, false),
+                (s("time"), false, false),
+                (s("conf.rb"), false, false),
+                (s("foo"), true, false),
+            ]
+        );
+    }
+}
