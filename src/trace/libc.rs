@@ -461,6 +461,8 @@ impl Features {
                         ev(&format!("locale archive, {why}")),
                     );
                 }
+                // Loading a locale sets up its charset's conversion through the gconv cache.
+                gconv_config(cx, idx, &format!("the charset of a locale, {why}"))?;
             }
             Action::TimeZones => {
                 for z in ["/usr/share/zoneinfo", "/share/zoneinfo", "/etc/zoneinfo"] {
@@ -640,14 +642,14 @@ fn charset(s: &str) -> String {
         .to_ascii_uppercase()
 }
 
-/// iconv: the gconv configuration and the modules for the charsets the programs name.
-fn iconv(cx: &mut Cx, idx: usize, why: &str) -> Result<()> {
+/// The gconv directory (GCONV_PATH's default compiled into libc, else next to it) and its
+/// configuration files, kept: what glibc reads to convert charsets.
+fn gconv_config(cx: &mut Cx, idx: usize, why: &str) -> Result<Option<(String, Vec<String>)>> {
     let from = cx.out.objects[idx].path.clone();
     let libc = match &cx.out.libc {
         Some(Libc::Glibc { path, .. }) => path.clone(),
-        _ => return Ok(()),
+        _ => return Ok(None),
     };
-    // GCONV_PATH's default, compiled into libc; else next to it.
     let libc_strings: Vec<String> = cx
         .ld
         .object_at(&libc)
@@ -667,22 +669,40 @@ fn iconv(cx: &mut Cx, idx: usize, why: &str) -> Result<()> {
             .ok()
             .filter(|r| cx.fs.get(&r.path).is_some_and(|n| n.is_dir()))
     }) else {
-        return Ok(());
+        return Ok(None);
     };
-    let ev = |d: String| Evidence::new(Why::LibcFeature, Some(&from), d);
     let gdir = display(&dir.path);
+    let ev = || {
+        Evidence::new(
+            Why::LibcFeature,
+            Some(&from),
+            format!("gconv configuration, {why}"),
+        )
+    };
     let mut confs = Vec::new();
     for f in ["gconv-modules", "gconv-modules.cache"] {
-        if let Some(c) = cx.keep_if_file(&join(&gdir, f), ev(format!("gconv configuration, {why}")))
-        {
+        if let Some(c) = cx.keep_if_file(&join(&gdir, f), ev()) {
             confs.push(c);
         }
     }
     for f in cx.glob(&format!("{gdir}/gconv-modules.d/*.conf")) {
-        if let Some(c) = cx.keep_if_file(&f, ev(format!("gconv configuration, {why}"))) {
+        if let Some(c) = cx.keep_if_file(&f, ev()) {
             confs.push(c);
         }
     }
+    Ok(Some((gdir, confs)))
+}
+
+/// iconv: the gconv configuration and the modules for the charsets the programs name.
+fn iconv(cx: &mut Cx, idx: usize, why: &str) -> Result<()> {
+    let from = cx.out.objects[idx].path.clone();
+    let Some((gdir, confs)) = gconv_config(cx, idx, why)? else {
+        return Ok(());
+    };
+    let Ok(dir) = cx.fs.resolve(&gdir, true) else {
+        return Ok(());
+    };
+    let ev = |d: String| Evidence::new(Why::LibcFeature, Some(&from), d);
     // alias → name; name → module files.
     let mut alias: HashMap<String, String> = HashMap::new();
     let mut modules: HashMap<String, BTreeSet<String>> = HashMap::new();

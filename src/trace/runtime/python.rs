@@ -483,6 +483,9 @@ struct Source {
     /// The package it belongs to (for relative imports).
     pkg: Option<String>,
     budget: u8,
+    /// Found on the runtime's own path (the standard library, installed packages), even when
+    /// a symlink leads elsewhere (Debian's sitecustomize.py → /etc/python3.X/).
+    runtime: bool,
 }
 
 /// Trace one interpreter run: start-up set, the script (or -m / -c), the import graph.
@@ -605,6 +608,7 @@ fn run(cx: &mut Cx, e: &Exec, env: &PyEnv, done: &mut HashMap<String, u8>) -> Re
                             text,
                             pkg: None,
                             budget: 1,
+                            runtime: false,
                         });
                     }
                 }
@@ -629,6 +633,7 @@ fn run(cx: &mut Cx, e: &Exec, env: &PyEnv, done: &mut HashMap<String, u8>) -> Re
             text: code,
             pkg: None,
             budget: 1,
+            runtime: false,
         }),
         None => {}
     }
@@ -637,7 +642,7 @@ fn run(cx: &mut Cx, e: &Exec, env: &PyEnv, done: &mut HashMap<String, u8>) -> Re
     let mut cache: HashMap<String, Option<Found>> = HashMap::new();
     loop {
         for src in texts.drain(..) {
-            let runtime = in_runtime(cx, env, &src.file);
+            let runtime = src.runtime;
             for imp in imports(&src.text) {
                 // The application's code: everything it imports. The runtime's: module-level
                 // imports, and function-level ones while the budget lasts.
@@ -760,14 +765,16 @@ fn run(cx: &mut Cx, e: &Exec, env: &PyEnv, done: &mut HashMap<String, u8>) -> Re
                                 })
                                 .unwrap_or_else(|| "the interpreter's start-up".into());
                         let ev = ev_rt(format!("Python module {n}, imported by {by}"));
-                        if let Some((file, pkg)) = keep_module(cx, env, &n, &f, &ev)?
+                        if let Some((file, pkg, found_at)) = keep_module(cx, env, &n, &f, &ev)?
                             && let Some(text) = cx.text(&file)?
                         {
+                            let runtime = in_runtime(cx, env, &found_at);
                             texts.push(Source {
                                 file,
                                 text,
                                 pkg,
                                 budget: w.budget,
+                                runtime,
                             });
                         }
                     }
@@ -820,12 +827,16 @@ fn run(cx: &mut Cx, e: &Exec, env: &PyEnv, done: &mut HashMap<String, u8>) -> Re
 /// Whether a file belongs to the runtime (the standard library and installed packages):
 /// misses there are the interpreter's own optional imports, not worth a warning.
 fn in_runtime(cx: &Cx, env: &PyEnv, file: &str) -> bool {
-    !file.is_empty()
-        && env
-            .path
-            .iter()
-            .filter_map(|p| cx.fs.resolve(p, true).ok())
-            .any(|r| crate::trace::under(file, &r.path))
+    let Some(f) = crate::rootfs::normalize(file).filter(|f| !f.is_empty()) else {
+        return false;
+    };
+    env.path.iter().any(|p| {
+        crate::rootfs::normalize(p).is_some_and(|n| crate::trace::under(&f, &n))
+            || cx
+                .fs
+                .resolve(p, true)
+                .is_ok_and(|r| crate::trace::under(&f, &r.path))
+    })
 }
 
 /// `from .x import y` inside package `pkg` → `pkg.x`; absolute names as they are.
@@ -977,7 +988,7 @@ fn keep_module(
     name: &str,
     found: &Found,
     ev: &Evidence,
-) -> Result<Option<(String, Option<String>)>> {
+) -> Result<Option<(String, Option<String>, String)>> {
     let (file, pkg) = match found {
         Found::Builtin => return Ok(None),
         Found::File(f) => (
@@ -1025,7 +1036,7 @@ fn keep_module(
     if !name.contains('.') && !in_stdlib(cx, env, &file) {
         keep_dist_info(cx, dir, name, ev);
     }
-    Ok(base.ends_with(".py").then_some((canon, pkg)))
+    Ok(base.ends_with(".py").then_some((canon, pkg, file.clone())))
 }
 
 fn in_stdlib(cx: &Cx, env: &PyEnv, p: &str) -> bool {

@@ -74,6 +74,8 @@ impl Rule for Ruby {
             .filter(|s| s.contains("ruby") && !s.contains("/include/") && !s.ends_with(".h"))
             .filter(|s| is_dir(cx, s))
             .collect();
+        // $LOAD_PATH order: site, vendor, then the library; in each, the version directory,
+        // the generic one, the architecture one (the library before its architecture dir).
         dirs.sort_by_key(|d| {
             let rank = if d.contains("site_ruby") {
                 0
@@ -82,7 +84,11 @@ impl Rule for Ruby {
             } else {
                 2
             };
-            (rank, std::cmp::Reverse(d.matches('/').count()))
+            let versioned = d
+                .rsplit('/')
+                .next()
+                .is_some_and(|l| l.starts_with(|c: char| c.is_ascii_digit()));
+            (rank, d.contains("-linux-"), !versioned)
         });
         dirs.dedup();
         let mut load_path = Vec::new();
@@ -223,7 +229,9 @@ impl Rule for Ruby {
                 relative: false,
             },
             from: String::new(),
-            budget: 0,
+            // RubyGems runs much of itself while it loads (methods called at load time read
+            // the default specifications): its lazy requires are followed one hop.
+            budget: 1,
             quiet,
         };
         if gems {
@@ -283,6 +291,35 @@ impl Rule for Ruby {
     }
 }
 
+/// A required path: a literal (`'json'`), or one relative to the file
+/// (`File.expand_path('x', __dir__)`, `File.join(__dir__, 'x')`, `"#{__dir__}/x"`). The
+/// flag says relative.
+fn ruby_path(arg: &str) -> Option<(String, bool)> {
+    let a = arg.trim_start().trim_start_matches('(').trim_start();
+    if let Some(v) = quoted(a) {
+        return Some((v, false));
+    }
+    if !a.contains("__dir__") && !a.contains("__FILE__") {
+        return None;
+    }
+    if let Some(rest) = a.strip_prefix("File.expand_path(") {
+        let v = quoted(rest)?;
+        return Some((v.trim_start_matches("./").to_string(), true));
+    }
+    if let Some(rest) = a.strip_prefix("File.join(__dir__,") {
+        return quoted(rest).map(|v| (v, true));
+    }
+    for q in ['"', '\''] {
+        if let Some(rest) = a.strip_prefix(&format!("{q}#{{__dir__}}/"))
+            && let Some(end) = rest.find(q)
+            && !rest[..end].contains("#{")
+        {
+            return Some((rest[..end].to_string(), true));
+        }
+    }
+    None
+}
+
 fn is_dir(cx: &Cx, p: &str) -> bool {
     cx.fs
         .resolve(p, true)
@@ -308,6 +345,8 @@ impl Lang for RubyLang {
         );
         let mut out = Vec::new();
         let mut in_doc = false;
+        let mut assigned: std::collections::HashMap<String, Vec<String>> =
+            std::collections::HashMap::new();
         for (n, line) in text.lines().enumerate() {
             let t = line.trim_start();
             if t.starts_with("=begin") {
@@ -342,26 +381,54 @@ impl Lang for RubyLang {
                     {
                         continue;
                     }
-                    if let Some(spec) = quoted(after) {
+                    let nest = nested.get(n).copied().unwrap_or(false);
+                    if let Some((spec, rel)) = ruby_path(after) {
                         out.push(Req {
                             spec,
                             line: n + 1,
-                            nested: nested.get(n).copied().unwrap_or(false),
-                            relative,
+                            nested: nest,
+                            relative: relative || rel,
                         });
+                    } else if let Some(var) = after
+                        .trim_start()
+                        .trim_start_matches('(')
+                        .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+                        .next()
+                        .filter(|v| {
+                            !v.is_empty()
+                                && v.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+                        })
+                    {
+                        // `require lib` where `lib = 'x'` earlier in the file: each literal.
+                        for spec in assigned.get(var).into_iter().flatten() {
+                            out.push(Req {
+                                spec: spec.clone(),
+                                line: n + 1,
+                                nested: nest,
+                                relative,
+                            });
+                        }
                     }
                 }
             }
             if let Some(pos) = t.find("autoload")
                 && let Some((_, arg)) = t[pos..].split_once(',')
-                && let Some(spec) = quoted(arg)
+                && let Some((spec, rel)) = ruby_path(arg)
             {
                 out.push(Req {
                     spec,
                     line: n + 1,
                     nested: true,
-                    relative: false,
+                    relative: rel,
                 });
+            }
+            // `name = 'literal'`: remembered for a later `require name`.
+            if let Some((lhs, rhs)) = t.split_once(" = ")
+                && lhs.chars().all(|c| c.is_alphanumeric() || c == '_')
+                && let Some(v) = quoted(rhs)
+                && rhs.trim_end().len() == v.len() + 2
+            {
+                assigned.entry(lhs.to_string()).or_default().push(v);
             }
         }
         out
@@ -461,7 +528,7 @@ mod tests {
             gem_roots: vec![],
             trees: vec![],
         };
-        let text = "require 'json'\nrequire \"digest/sha2\"\nrequire_relative 'lib/x'\n# require 'nope'\nclass A\n  def f\n    require 'lazy'\n  end\nend\nrequire(\"time\") if x\nload \"conf.rb\"\nautoload :Foo, 'foo'\nrequires 'no'\n=begin\nrequire 'doc'\n=end\n";
+        let text = "require 'json'\nrequire \"digest/sha2\"\nrequire_relative 'lib/x'\n# require 'nope'\nclass A\n  def f\n    require 'lazy'\n  end\nend\nrequire(\"time\") if x\nload \"conf.rb\"\nautoload :Foo, 'foo'\nrequires 'no'\n=begin\nrequire 'doc'\n=end\nautoload :Dep, File.expand_path('rubygems/dependency', __dir__)\nlib = 'digest/sha2'\nrequire lib\n";
         let got: Vec<(String, bool, bool)> = lang
             .parse(text)
             .into_iter()
@@ -478,6 +545,8 @@ mod tests {
                 (s("time"), false, false),
                 (s("conf.rb"), false, false),
                 (s("foo"), true, false),
+                (s("rubygems/dependency"), true, true),
+                (s("digest/sha2"), false, false),
             ]
         );
     }
