@@ -20,6 +20,11 @@ command -v readelf >/dev/null || need+=(binutils)
 command -v python3 >/dev/null || need+=(python3 python3-pip)
 command -v unshare >/dev/null || need+=(util-linux)
 [ -f /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
+# The acceptance tests (tests/works.rs) trace workloads with strace, make a CA with openssl and
+# build a jar with javac and jar.
+command -v strace >/dev/null || need+=(strace)
+command -v openssl >/dev/null || need+=(openssl)
+{ command -v javac >/dev/null && command -v jar >/dev/null; } || need+=(default-jdk-headless)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"
@@ -35,6 +40,15 @@ if ! dpkg --print-foreign-architectures | grep -qx arm64; then
   $sudo dpkg --add-architecture arm64 && $sudo apt-get update -qq || true
 fi
 [ -e /usr/bin/qemu-aarch64-static ] || { sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"; DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq qemu-user-static || true; }
+# The acceptance tests download Debian packages (amd64 and arm64) with apt-get: a fresh machine
+# may have no package lists yet.
+host_arch=$(dpkg --print-architecture)
+if ! ls /var/lib/apt/lists/ 2>/dev/null | grep -q "binary-${host_arch}_Packages" \
+  || ! ls /var/lib/apt/lists/ 2>/dev/null | grep -q 'binary-arm64_Packages'; then
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq || true
+fi
 # The SARIF test validates pare's output against the published schema with jsonschema.
 if ! python3 -c 'import jsonschema' 2>/dev/null; then
   python3 -m pip install -q jsonschema || { sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"; $sudo apt-get install -y -qq python3-jsonschema; }

@@ -670,13 +670,25 @@ fn emulate_maintainer_scripts(root: &Path, arch: &str, new: &BTreeSet<String>) {
         );
     }
     if has("base-passwd") {
-        // update-passwd copies the masters; passwd.postinst (shadowconfig on) makes shadow.
+        // update-passwd copies the masters; passwd.postinst (shadowconfig on: pwconv, grpconv)
+        // moves the password fields into /etc/shadow and /etc/gshadow, leaving `x`.
         let passwd = fs::read_to_string(root.join("usr/share/base-passwd/passwd.master"))
             .expect("base-passwd passwd.master");
         let group = fs::read_to_string(root.join("usr/share/base-passwd/group.master"))
             .expect("base-passwd group.master");
-        write_if_missing(root, "/etc/passwd", passwd.as_bytes(), 0o644);
-        write_if_missing(root, "/etc/group", group.as_bytes(), 0o644);
+        let shadowed = |text: &str| -> String {
+            text.lines()
+                .map(|l| {
+                    let mut f: Vec<&str> = l.split(':').collect();
+                    if f.len() > 2 {
+                        f[1] = "x";
+                    }
+                    f.join(":") + "\n"
+                })
+                .collect()
+        };
+        write_if_missing(root, "/etc/passwd", shadowed(&passwd).as_bytes(), 0o644);
+        write_if_missing(root, "/etc/group", shadowed(&group).as_bytes(), 0o644);
         let shadow: String = passwd
             .lines()
             .filter_map(|l| l.split(':').next())
@@ -1147,7 +1159,11 @@ pub fn qemu_for(arch: &str) -> Result<(PathBuf, String), String> {
     Ok((qemu, reg))
 }
 
+/// `-I 2`: strace blocks fatal signals only while it decodes a syscall (with `-o FILE PROG`
+/// it would block them always, and then nothing can stop a traced server but SIGKILL).
 const STRACE_ARGS: &[&str] = &[
+    "-I",
+    "2",
     "-f",
     "-qq",
     "-s",
@@ -1196,9 +1212,20 @@ pub fn workload_argv(config: &Value, w: &Workload) -> (Vec<String>, Vec<(String,
 
 struct Spawned {
     child: Child,
-    out: std::thread::JoinHandle<Vec<u8>>,
-    err: std::thread::JoinHandle<Vec<u8>>,
+    out: std::sync::mpsc::Receiver<Vec<u8>>,
+    err: std::sync::mpsc::Receiver<Vec<u8>>,
     _binfmt: Option<TempDir>,
+}
+
+/// Read `r` to its end on a thread; the bytes arrive on the channel.
+fn reader(mut r: impl Read + Send + 'static) -> std::sync::mpsc::Receiver<Vec<u8>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = r.read_to_end(&mut b);
+        let _ = tx.send(b);
+    });
+    rx
 }
 
 fn spawn_in_root(root: &Path, config: &Value, w: &Workload, strace_log: Option<&Path>) -> Spawned {
@@ -1289,18 +1316,8 @@ fn spawn_in_root(root: &Path, config: &Value, w: &Workload, strace_log: Option<&
     std::thread::spawn(move || {
         let _ = stdin.write_all(&input);
     });
-    let mut so = child.stdout.take().expect("stdout");
-    let mut se = child.stderr.take().expect("stderr");
-    let out = std::thread::spawn(move || {
-        let mut b = Vec::new();
-        let _ = so.read_to_end(&mut b);
-        b
-    });
-    let err = std::thread::spawn(move || {
-        let mut b = Vec::new();
-        let _ = se.read_to_end(&mut b);
-        b
-    });
+    let out = reader(child.stdout.take().expect("stdout"));
+    let err = reader(child.stderr.take().expect("stderr"));
     Spawned {
         child,
         out,
@@ -1309,10 +1326,62 @@ fn spawn_in_root(root: &Path, config: &Value, w: &Workload, strace_log: Option<&
     }
 }
 
-fn terminate(child: &mut Child) {
+fn kill(signal: &str, pid: u32) {
     let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args([signal, &pid.to_string()])
+        .stderr(Stdio::null())
         .status();
+}
+
+/// Host pids of the children of `pid`.
+fn children_of(pid: u32) -> Vec<u32> {
+    if let Ok(c) = fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
+        return c
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect();
+    }
+    let mut out = Vec::new();
+    for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let stat = fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+        // pid (comm) state ppid …: comm may hold spaces, so split after the last ')'.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|pp| pp.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// Stop a workload. The outer unshare's `--kill-child` cannot be relied on (the parent-death
+/// signal is cleared when the workload's credentials change to 65532), so: SIGTERM to the
+/// namespace's first process (the workload, or strace), which it handles (nginx, strace
+/// `-I 2`); when that does not end it within 10 s, SIGKILL to it, which ends every process of
+/// the namespace.
+fn terminate(child: &mut Child) {
+    let pid = child.id();
+    let init = children_of(pid);
+    if init.is_empty() {
+        kill("-TERM", pid);
+    }
+    for i in &init {
+        kill("-TERM", *i);
+    }
+    if wait_timeout(child, Duration::from_secs(10)).is_none() {
+        for i in &init {
+            kill("-KILL", *i);
+        }
+        if wait_timeout(child, Duration::from_secs(10)).is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
@@ -1340,8 +1409,18 @@ fn finish(mut s: Spawned, timeout: Duration, mut note: String) -> (Option<i32>, 
             })
         }
     };
-    let stdout = s.out.join().unwrap_or_default();
-    let mut stderr = s.err.join().unwrap_or_default();
+    // Something that outlived the workload may still hold the pipes: give up on it after 10 s.
+    let stdout = s
+        .out
+        .recv_timeout(Duration::from_secs(10))
+        .unwrap_or_else(|_| {
+            note.push_str("pare-test: stdout was still open 10 s after the end\n");
+            Vec::new()
+        });
+    let mut stderr = s
+        .err
+        .recv_timeout(Duration::from_secs(10))
+        .unwrap_or_default();
     stderr.extend_from_slice(note.as_bytes());
     (status.and_then(|s| s.code()), stdout, stderr)
 }
