@@ -509,9 +509,12 @@ fn main() -> ExitCode {
         tracing_subscriber::fmt()
             .with_writer(std::io::stderr)
             .with_ansi(std::io::stderr().is_terminal())
-            .with_env_filter(tracing_subscriber::EnvFilter::new(
-                "pare=debug,oci_client=debug",
-            ))
+            .with_env_filter(
+                // PARE_LOG (EnvFilter syntax, e.g. `pare=trace`) for finer detail.
+                tracing_subscriber::EnvFilter::try_from_env("PARE_LOG").unwrap_or_else(|_| {
+                    tracing_subscriber::EnvFilter::new("pare=debug,oci_client=debug")
+                }),
+            )
             .init();
     } else {
         // Warnings only (a registry call being retried), as one plain line each.

@@ -87,6 +87,7 @@ impl Contents for LayerContents {
         if !missing.is_empty() {
             self.passes += 1;
             self.files_read += missing.len();
+            tracing::trace!(pass = self.passes, files = missing.len(), first = %missing[0], "read from layers");
             let got = fs.read_files(&missing, &self.dir)?;
             self.files.extend(got);
         }

@@ -1119,7 +1119,8 @@ fn parent_if_pkg(dir: &str, top: &str) -> String {
     }
 }
 
-/// Every Python source (and `.pth` file) under these trees, read in one pass.
+/// Every Python source (and `.pth` file, and the `top_level.txt` of installed distributions)
+/// under these trees, read in one pass.
 fn prefetch_sources(cx: &mut Cx, trees: &[String]) -> Result<()> {
     let mut files = Vec::new();
     let mut bytes = 0u64;
@@ -1132,7 +1133,11 @@ fn prefetch_sources(cx: &mut Cx, trees: &[String]) -> Result<()> {
             continue;
         }
         for (k, n) in cx.fs.subtree(&r.path) {
-            if k.ends_with(".py") || k.ends_with(".pth") || k.ends_with("/pyvenv.cfg") {
+            if k.ends_with(".py")
+                || k.ends_with(".pth")
+                || k.ends_with("/pyvenv.cfg")
+                || k.ends_with("/top_level.txt")
+            {
                 bytes += n.size();
                 files.push(k.clone());
             }
