@@ -716,12 +716,13 @@ impl Cx<'_> {
         }
     }
 
-    /// Bytes of the regular files under a directory (and its own entry count), stopping once
-    /// past `limit`.
+    /// Bytes a directory's subtree takes in a layer (its files' sizes and a tar header per
+    /// entry), stopping once past `limit`.
     pub fn tree_bytes(&self, dir: &str, limit: u64) -> u64 {
         let mut total = 0u64;
         for (_, n) in self.fs.subtree(dir) {
-            total = total.saturating_add(n.size());
+            // Each entry costs at least its tar header: a tree of many empty files is large.
+            total = total.saturating_add(n.size() + 512);
             if total > limit {
                 break;
             }
