@@ -169,8 +169,12 @@ fn scan_text(cx: &mut Cx, path: &str, text: &str) {
 /// Directories a reference never keeps whole.
 pub(crate) fn is_system_dir(p: &str) -> bool {
     let p = p.trim_start_matches('/').trim_end_matches('/');
-    if p.is_empty() || !p.contains('/') {
-        return true; // `/` and every top-level directory
+    const TOP: &[&str] = &[
+        "bin", "boot", "dev", "etc", "home", "lib", "lib32", "lib64", "libx32", "media", "mnt",
+        "opt", "proc", "root", "run", "sbin", "srv", "sys", "tmp", "usr", "var", "nix", "snap",
+    ];
+    if p.is_empty() || TOP.contains(&p) {
+        return true;
     }
     const SYSTEM: &[&str] = &[
         "usr/bin",
@@ -472,7 +476,7 @@ mod tests {
         ] {
             assert!(is_system_dir(d), "{d}");
         }
-        for d in ["/etc/nginx", "/usr/share/nginx", "/opt/app"] {
+        for d in ["/etc/nginx", "/usr/share/nginx", "/opt/app", "/app"] {
             assert!(!is_system_dir(d), "{d}");
         }
         assert_eq!(clean("/etc//nginx/./x/"), Some("/etc/nginx/x".into()));

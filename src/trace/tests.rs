@@ -361,3 +361,119 @@ fn iconv_keeps_the_modules_for_named_charsets() {
             .contains_key(&format!("{}/EBCDIC-US.so", &gconv[1..]))
     );
 }
+
+#[test]
+fn node_resolves_relative_bare_and_builtin_requires() {
+    let e = vec![
+        ("/usr/bin/node", "elf"),
+        (
+            "/nodeapp/index.js",
+            "t:const fs = require('fs');\nconst e = require('express');\nimport u from './lib/util.js';\n",
+        ),
+        ("/nodeapp/lib/util.js", "t:module.exports = 1;\n"),
+        (
+            "/nodeapp/node_modules/express/package.json",
+            "t:{\"main\": \"lib/express.js\"}",
+        ),
+        (
+            "/nodeapp/node_modules/express/lib/express.js",
+            "t:module.exports = require('debug');\n",
+        ),
+        ("/nodeapp/node_modules/express/README.md", "t:docs"),
+        (
+            "/nodeapp/node_modules/debug/index.js",
+            "t:module.exports = 2;\n",
+        ),
+        ("/nodeapp/node_modules/unused/index.js", "t:x"),
+    ];
+    let t = run(
+        e,
+        vec![("/usr/bin/node", libc_exe(&[]))],
+        &["node", "/nodeapp/index.js"],
+        &[],
+    )
+    .unwrap();
+    for p in [
+        "/nodeapp/index.js",
+        "/nodeapp/lib/util.js",
+        "/nodeapp/node_modules/express/lib/express.js",
+        "/nodeapp/node_modules/express/README.md",
+        "/nodeapp/node_modules/debug/index.js",
+    ] {
+        assert!(kept(&t, p), "{p}: {:?}", t.files.keys());
+    }
+    assert!(!kept(&t, "/nodeapp/node_modules/unused/index.js"));
+    assert!(t.warnings.is_empty(), "{:?}", t.warnings);
+}
+
+#[test]
+fn perl_follows_use_through_inc() {
+    let perl = with_strings(
+        libc_exe(&[]),
+        &["/usr/share/perl5", "/usr/lib/x86_64-linux-gnu/perl5/5.36"],
+    );
+    let e = vec![
+        ("/usr/bin/perl", "elf"),
+        (
+            "/usr/local/bin/tool",
+            "x:#!/usr/bin/perl\nuse strict;\nuse Foo::Bar;\nsub f { require Lazy; }\n",
+        ),
+        ("/usr/share/perl5/strict.pm", "t:1;\n"),
+        (
+            "/usr/share/perl5/Foo/Bar.pm",
+            "t:package Foo::Bar;\nuse parent 'Baz';\n1;\n",
+        ),
+        ("/usr/share/perl5/Baz.pm", "t:1;\n"),
+        ("/usr/share/perl5/Lazy.pm", "t:1;\n"),
+        ("/usr/share/perl5/Unused.pm", "t:1;\n"),
+        (
+            "/usr/lib/x86_64-linux-gnu/perl5/5.36/auto/Foo/Bar/Bar.so",
+            "elf",
+        ),
+    ];
+    let f = vec![
+        ("/usr/bin/perl", perl),
+        (
+            "/usr/lib/x86_64-linux-gnu/perl5/5.36/auto/Foo/Bar/Bar.so",
+            lib("Bar.so"),
+        ),
+    ];
+    let t = run(e, f, &["/usr/local/bin/tool"], &[]).unwrap();
+    for p in [
+        "/usr/share/perl5/strict.pm",
+        "/usr/share/perl5/Foo/Bar.pm",
+        "/usr/share/perl5/Baz.pm",
+        "/usr/share/perl5/Lazy.pm",
+        "/usr/lib/x86_64-linux-gnu/perl5/5.36/auto/Foo/Bar/Bar.so",
+    ] {
+        assert!(kept(&t, p), "{p}: {:?}", t.files.keys());
+    }
+    assert!(!kept(&t, "/usr/share/perl5/Unused.pm"));
+    assert_eq!(t.evidence("usr/share/perl5/Baz.pm")[0].kind, Why::Runtime);
+}
+
+#[test]
+fn the_application_directory_is_kept_without_vcs_and_secrets() {
+    let e = vec![
+        ("/app/bin/server", "elf"),
+        ("/app/templates/index.html", "t:<html>"),
+        ("/app/.git/config", "t:[core]"),
+        ("/app/certs/server.key", "t:secret"),
+        ("/opt/other/file", "t:x"),
+    ];
+    let t = run_config(
+        e,
+        vec![("/app/bin/server", libc_exe(&[]))],
+        RunConfig {
+            entrypoint: vec!["/app/bin/server".into()],
+            workdir: "/app".into(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(kept(&t, "/app/templates/index.html"));
+    assert_eq!(t.evidence("app/templates/index.html")[0].kind, Why::AppDir);
+    assert!(!kept(&t, "/app/.git/config"));
+    assert!(!kept(&t, "/app/certs/server.key"));
+    assert!(!kept(&t, "/opt/other/file"));
+}

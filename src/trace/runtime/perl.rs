@@ -177,7 +177,7 @@ impl Lang for PerlLang {
             if t.starts_with("__END__") || t.starts_with("__DATA__") {
                 break;
             }
-            for stmt in t.split(';') {
+            for stmt in t.split([';', '{', '}']) {
                 let s = stmt.trim_start();
                 let (kw, rest) = match s.split_once(char::is_whitespace) {
                     Some(x) => x,
