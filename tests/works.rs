@@ -14,9 +14,9 @@
 //! (d) `pare harden --check` on the original exits 0;
 //! (e) `pare check` on the original exits 1 (it runs as root, with shells and setuid files).
 //!
-//! One table row per case goes to stderr and to `target/works-table.md`. Set
-//! `PARE_WORKS_VERBOSE=1` to print every traced file, `PARE_BIN=target/release/pare` to test
-//! another pare binary than the one cargo builds. Needs root (chroot, namespaces); without
+//! One table row per case goes to stderr and to `target/works-table.md` (written afresh by each
+//! run). Set `PARE_WORKS_VERBOSE=1` to print every traced file, `PARE_BIN=target/release/pare`
+//! to test another pare binary than the one cargo builds. Needs root (chroot, namespaces); without
 //! it the cases print SKIP. Missing downloads or tools skip too, except with `CI=true`.
 
 mod common;
@@ -728,9 +728,9 @@ print(json.dumps({
 }, sort_keys=True))
 "#;
 
-fn python_check() -> Check {
+fn python_check(label: &str) -> Check {
     Check::new(
-        Workload::new("python3 /app/main.py"),
+        Workload::new(label),
         format!("\"sha256\": \"{}\"", sha256_hex(b"pare")),
     )
 }
@@ -744,7 +744,10 @@ fn python_app() {
         return;
     };
     let spec = spec(&["python3", "/app/main.py"], &[]).with_workdir("/app");
-    run_case(Case::new("python", spec, vec![base.layer.clone(), app]).check(python_check()));
+    run_case(
+        Case::new("python", spec, vec![base.layer.clone(), app])
+            .check(python_check("python3 /app/main.py")),
+    );
 }
 
 #[test]
@@ -778,7 +781,8 @@ fn python_relocated_without_dpkg_entries() {
     let app = root.layer("python3.11 copied to /opt/python");
     let spec = spec(&["/opt/python/bin/python3.11", "/app/main.py"], &[]).with_workdir("/app");
     run_case(
-        Case::new("python-relocated", spec, vec![base.layer.clone(), app]).check(python_check()),
+        Case::new("python-relocated", spec, vec![base.layer.clone(), app])
+            .check(python_check("/opt/python/bin/python3.11 /app/main.py")),
     );
 }
 
@@ -1354,7 +1358,7 @@ int main(void) {
 #[test]
 fn arm64_sh_wrapper_and_date() {
     let Some(_base) = setup() else { return };
-    if let Err(why) = qemu_for("arm64") {
+    if let Err(why) = foreign_arch_support("arm64") {
         return skip(&why);
     }
     let pkgs = match debs("arm64", &["dash", "jq", "coreutils", "tzdata"]) {

@@ -1161,6 +1161,30 @@ pub fn qemu_for(arch: &str) -> Result<(PathBuf, String), String> {
 
 /// `-I 2`: strace blocks fatal signals only while it decodes a syscall (with `-o FILE PROG`
 /// it would block them always, and then nothing can stop a traced server but SIGKILL).
+/// Whether this machine can run foreign-architecture roots the way [`run_workload`] does:
+/// qemu-user-static for `arch`, and a private `binfmt_misc` in a user namespace (Linux ≥ 6.7),
+/// so that nothing is registered for the whole machine.
+pub fn foreign_arch_support(arch: &str) -> Result<(), String> {
+    qemu_for(arch)?;
+    let unshare = find_tool("unshare").ok_or("unshare (util-linux) is missing")?;
+    let out = Command::new(unshare)
+        .args(["--user", "--map-root-user", "--mount", "/bin/sh", "-c"])
+        .arg(
+            "d=$(mktemp -d) && mount -t binfmt_misc binfmt_misc \"$d\"; r=$?; \
+             umount \"$d\" 2>/dev/null; rmdir \"$d\"; exit $r",
+        )
+        .output()
+        .map_err(|e| format!("run unshare: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "cannot mount a private binfmt_misc in a user namespace (needs Linux >= 6.7): {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
 const STRACE_ARGS: &[&str] = &[
     "-I",
     "2",
@@ -2038,17 +2062,20 @@ pub fn mb(bytes: u64) -> String {
     format!("{:.1} MB", bytes as f64 / 1e6)
 }
 
-/// Append a row (a markdown table line, without the newline) to `target/works-table.md`,
-/// writing the header first when the file is new.
+/// Append a row (a markdown table line, without the newline) to `target/works-table.md`; the
+/// first row of a test process starts the file afresh, with `header`.
 pub fn append_table_row(header: &str, row: &str) {
-    static LOCK: Mutex<()> = Mutex::new(());
-    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    static STARTED: Mutex<bool> = Mutex::new(false);
+    let mut started = STARTED.lock().unwrap_or_else(|e| e.into_inner());
     let path = target_dir().join("works-table.md");
     let _ = fs::create_dir_all(target_dir());
-    let new = fs::metadata(&path).map(|m| m.len() == 0).unwrap_or(true);
+    let new = !*started;
+    *started = true;
     let mut f = fs::OpenOptions::new()
         .create(true)
-        .append(true)
+        .write(true)
+        .append(!new)
+        .truncate(new)
         .open(&path)
         .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
     let mut text = String::new();
