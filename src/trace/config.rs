@@ -14,6 +14,8 @@
 //! | `@include FILE` | PAM, lighttpd |
 //! | `$IncludeConfig PATTERN` | rsyslog |
 //! | `conf-dir=DIR` | dnsmasq |
+//! | `extension=NAME`, `zend_extension=NAME` | PHP (in the compiled-in extension directory) |
+//! | `.include FILE` | OpenSSL |
 
 use super::{Cx, Evidence, Why, dir_of, pathref};
 use crate::error::Result;
@@ -33,7 +35,7 @@ pub(crate) struct Include {
 fn directive(word: &str) -> Option<(usize, bool)> {
     Some(match word.to_ascii_lowercase().as_str() {
         "include" | "includeoptional" | "include_if_exists" | "load_module" | "@include"
-        | "!include" | "$includeconfig" => (0, false),
+        | "!include" | "$includeconfig" | ".include" => (0, false),
         "loadmodule" => (1, false),
         "!includedir" | "include_dir" => (0, true),
         _ => return None,
@@ -46,6 +48,26 @@ pub(crate) fn includes(text: &str) -> Vec<Include> {
     for (n, raw) in text.lines().enumerate() {
         let line = raw.trim();
         if line.starts_with('#') || line.starts_with(';') || line.is_empty() {
+            continue;
+        }
+        // PHP: `extension=mbstring` (in the compiled-in extension directory) or a path.
+        if let Some((k, v)) = line.split_once('=')
+            && matches!(k.trim(), "extension" | "zend_extension")
+        {
+            let v = v.trim().trim_matches(['"', '\'']);
+            if !v.is_empty() && !v.contains('$') {
+                let target = if v.contains('/') || v.ends_with(".so") {
+                    v.to_string()
+                } else {
+                    format!("{v}.so")
+                };
+                out.push(Include {
+                    directive: k.trim().to_string(),
+                    target,
+                    line: n + 1,
+                    dir: false,
+                });
+            }
             continue;
         }
         if let Some(v) = line.strip_prefix("conf-dir=") {
@@ -175,7 +197,7 @@ mod tests {
 
     #[test]
     fn directives_of_several_formats() {
-        let text = "user www-data;\nload_module modules/ngx_http_echo_module.so;\ninclude /etc/nginx/modules-enabled/*.conf;\nhttp { include mime.types; default_type x; }\n# include /nope;\nIncludeOptional conf-enabled/*.conf\nLoadModule mpm_event_module /usr/lib/apache2/modules/mod_mpm_event.so\n!includedir /etc/mysql/conf.d/\nconf-dir=/etc/dnsmasq.d,.conf\ninclude \"$HOME/x\";\n";
+        let text = "user www-data;\nload_module modules/ngx_http_echo_module.so;\ninclude /etc/nginx/modules-enabled/*.conf;\nhttp { include mime.types; default_type x; }\n# include /nope;\nIncludeOptional conf-enabled/*.conf\nLoadModule mpm_event_module /usr/lib/apache2/modules/mod_mpm_event.so\n!includedir /etc/mysql/conf.d/\nconf-dir=/etc/dnsmasq.d,.conf\ninclude \"$HOME/x\";\nextension=mbstring\nzend_extension = opcache.so\n";
         let got: Vec<(String, String, bool)> = includes(text)
             .into_iter()
             .map(|i| (i.directive, i.target, i.dir))
@@ -206,6 +228,8 @@ mod tests {
                 ),
                 ("!includedir".into(), "/etc/mysql/conf.d/".into(), true),
                 ("conf-dir".into(), "/etc/dnsmasq.d".into(), true),
+                ("extension".into(), "mbstring.so".into(), false),
+                ("zend_extension".into(), "opcache.so".into(), false),
             ]
         );
     }

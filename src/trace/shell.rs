@@ -269,6 +269,7 @@ fn run_script(
         let mut p = Parser {
             vars: env.clone(),
             positional,
+            alternatives: Vec::new(),
             out: Parsed::default(),
             reader: &mut reader,
             visited: HashSet::new(),
@@ -404,6 +405,9 @@ struct Parser<'r> {
     vars: HashMap<String, String>,
     /// Positional parameters when known (`None`: given at run time).
     positional: Option<Vec<Option<String>>>,
+    /// Earlier positional parameters a conditional `set --` may have left in place: `"$@"`
+    /// runs each (the docker-entrypoint pattern `[ "${1#-}" != "$1" ] && set -- app "$@"`).
+    alternatives: Vec<Option<Vec<Option<String>>>>,
     out: Parsed,
     /// Reads a sourced file: (name, PATH, by, line) → (canonical path, text).
     reader: &'r mut Reader<'r>,
@@ -1134,6 +1138,45 @@ impl Parser<'_> {
             }
             k += 1;
         }
+        let uses_args = words[k..].iter().any(|w| {
+            w.pieces
+                .iter()
+                .any(|p| matches!(p, Piece::AllArgs | Piece::Positional(_)))
+        });
+        if uses_args && !self.alternatives.is_empty() {
+            let primary = self.positional.clone();
+            let mut alts = vec![primary.clone()];
+            alts.extend(self.alternatives.clone());
+            for alt in alts {
+                self.positional = alt;
+                let mut argv: Vec<Option<String>> = Vec::new();
+                for w in &words[k..] {
+                    argv.extend(self.eval(w));
+                }
+                // An option where a command would be: that branch is not taken for it.
+                if argv
+                    .first()
+                    .cloned()
+                    .flatten()
+                    .is_some_and(|a| a.starts_with('-'))
+                    && !matches!(words[k].literal(), Some("set" | "exec" | "command"))
+                {
+                    continue;
+                }
+                if matches!(argv.first(), Some(Some(a)) if a == "exec")
+                    && argv
+                        .get(1)
+                        .cloned()
+                        .flatten()
+                        .is_some_and(|a| a.starts_with('-'))
+                {
+                    continue;
+                }
+                self.command(argv, env.clone(), file, line, depth);
+            }
+            self.positional = primary;
+            return;
+        }
         let mut argv: Vec<Option<String>> = Vec::new();
         for w in &words[k..] {
             argv.extend(self.eval(w));
@@ -1232,6 +1275,15 @@ impl Parser<'_> {
                     }
                     return;
                 }
+                "set" if matches!(argv.get(1), Some(Some(a)) if a == "--") => {
+                    // `set -- ARGS`: new positional parameters (perhaps only on one branch).
+                    let new: Vec<Option<String>> = argv[2..].to_vec();
+                    if self.alternatives.len() < 8 {
+                        self.alternatives.push(self.positional.clone());
+                    }
+                    self.positional = Some(new);
+                    return;
+                }
                 "unset" => {
                     for a in argv.iter().skip(1).flatten() {
                         self.vars.remove(a);
@@ -1263,6 +1315,7 @@ pub(crate) fn parse(text: &str, positional: Option<Vec<Option<String>>>, path: &
             .into_iter()
             .collect(),
         positional,
+        alternatives: Vec::new(),
         out: Parsed::default(),
         reader: &mut reader,
         visited: HashSet::new(),
@@ -1386,6 +1439,22 @@ eval "$(dircolors)"
         assert_eq!(p.warnings.len(), 1);
         let p = parse("exec \"$@\"\n", Some(vec![]), "/usr/bin");
         assert!(p.commands.is_empty() && p.warnings.is_empty());
+    }
+
+    #[test]
+    fn docker_entrypoint_set_dash_dash() {
+        // The official images' pattern: options as the command mean "run the app with them".
+        let text = "#!/bin/sh\nset -e\nif [ \"${1#-}\" != \"$1\" ]; then\n  set -- memcached \"$@\"\nfi\nexec \"$@\"\n";
+        let p = parse(
+            text,
+            Some(vec![Some("-p".into()), Some("11211".into())]),
+            "/usr/bin",
+        );
+        assert_eq!(names(&p), vec!["memcached"]);
+        assert_eq!(p.commands[0].argv.len(), 3);
+        // Given a command instead, both the command and the app are traced.
+        let p = parse(text, Some(vec![Some("sh".into())]), "/usr/bin");
+        assert_eq!(names(&p), vec!["memcached", "sh"]);
     }
 
     #[test]

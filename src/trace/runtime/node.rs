@@ -103,7 +103,9 @@ impl Rule for Node {
             }
             i += 1;
         }
-        let node_path: Vec<String> = cx
+        // NODE_PATH, then the global folders: PREFIX/lib/node, and the directories Debian's
+        // node searches for its packaged modules.
+        let mut node_path: Vec<String> = cx
             .run
             .env_var("NODE_PATH")
             .map(|v| {
@@ -113,6 +115,18 @@ impl Rule for Node {
                     .collect()
             })
             .unwrap_or_default();
+        let prefix = crate::trace::dir_of(&crate::trace::dir_of(&e.path)[1..]);
+        node_path.push(join(&prefix, "lib/node"));
+        for d in [
+            "/usr/local/lib/nodejs",
+            "/usr/local/share/nodejs",
+            "/usr/lib/nodejs",
+            "/usr/share/nodejs",
+            "/usr/lib/x86_64-linux-gnu/nodejs",
+            "/usr/lib/aarch64-linux-gnu/nodejs",
+        ] {
+            node_path.push(d.to_string());
+        }
         let mut sources = Vec::new();
         if let Some(s) = script {
             let p = abs_in(cx.run.cwd(), &s);
