@@ -138,6 +138,7 @@ impl Rule for Shells {
             let origin = Origin {
                 from: e.path.clone(),
                 label: format!("`{shell} -c` of {}", display(&e.path)),
+                arg0: e.arg(ci + 1).map(str::to_string),
             };
             return run_script(cx, e, &text, origin, positional, env);
         }
@@ -181,6 +182,7 @@ impl Rule for Shells {
         let origin = Origin {
             label: display(&script),
             from: script,
+            arg0: Some(arg.to_string()),
         };
         run_script(cx, e, &text, origin, positional, env)
     }
@@ -191,6 +193,8 @@ struct Origin {
     /// Canonical path of the file (the shell's own path for `-c` strings).
     from: String,
     label: String,
+    /// `$0`.
+    arg0: Option<String>,
 }
 
 /// The environment a process sees: the image's, then what was given on the way.
@@ -269,6 +273,7 @@ fn run_script(
         let mut p = Parser {
             vars: env.clone(),
             positional,
+            arg0: origin.arg0.clone(),
             alternatives: Vec::new(),
             out: Parsed::default(),
             reader: &mut reader,
@@ -366,7 +371,7 @@ enum Piece {
         default: Option<Vec<Piece>>,
         quoted: bool,
     },
-    /// `$1` … `$9`, `${10}`.
+    /// `$0` (the script's name), `$1` … `$9`, `${10}`.
     Positional(usize),
     /// `$@` or `$*` (quoted or not).
     AllArgs,
@@ -405,6 +410,8 @@ struct Parser<'r> {
     vars: HashMap<String, String>,
     /// Positional parameters when known (`None`: given at run time).
     positional: Option<Vec<Option<String>>>,
+    /// `$0`: the script's path as it was run (`None` for `sh -c` strings without a name).
+    arg0: Option<String>,
     /// Earlier positional parameters a conditional `set --` may have left in place: `"$@"`
     /// runs each (the docker-entrypoint pattern `[ "${1#-}" != "$1" ] && set -- app "$@"`).
     alternatives: Vec<Option<Vec<Option<String>>>>,
@@ -817,11 +824,7 @@ impl Lexer<'_> {
             Some(c) if c.is_ascii_digit() => {
                 self.i += 2;
                 let n = c.to_digit(10).unwrap_or(0) as usize;
-                w.pieces.push(if n == 0 {
-                    Piece::Computed
-                } else {
-                    Piece::Positional(n)
-                });
+                w.pieces.push(Piece::Positional(n));
             }
             Some('@' | '*') => {
                 self.i += 2;
@@ -845,11 +848,7 @@ fn brace_expansion(inner: &str, quoted: bool, line: usize) -> Piece {
         return Piece::AllArgs;
     }
     if let Ok(n) = inner.parse::<usize>() {
-        return if n == 0 {
-            Piece::Computed
-        } else {
-            Piece::Positional(n)
-        };
+        return Piece::Positional(n);
     }
     if is_name(inner) {
         return Piece::Var {
@@ -1088,6 +1087,7 @@ impl Parser<'_> {
                     Some(v) if !v.is_empty() || default.is_none() => out.push_str(v),
                     _ => out.push_str(&self.eval_pieces(default.as_ref()?)?),
                 },
+                Piece::Positional(0) => out.push_str(self.arg0.as_deref()?),
                 Piece::Positional(n) => match &self.positional {
                     Some(p) => out.push_str(
                         p.get(n - 1)
@@ -1315,6 +1315,7 @@ pub(crate) fn parse(text: &str, positional: Option<Vec<Option<String>>>, path: &
             .into_iter()
             .collect(),
         positional,
+        arg0: Some("script".into()),
         alternatives: Vec::new(),
         out: Parsed::default(),
         reader: &mut reader,
@@ -1439,6 +1440,22 @@ eval "$(dircolors)"
         assert_eq!(p.warnings.len(), 1);
         let p = parse("exec \"$@\"\n", Some(vec![]), "/usr/bin");
         assert!(p.commands.is_empty() && p.warnings.is_empty());
+        // Re-running itself under another user: $0 is the script.
+        let p = parse(
+            "exec setpriv --reuid=1 -- \"$0\" \"$@\"\n",
+            Some(vec![Some("x".into())]),
+            "/usr/bin",
+        );
+        assert_eq!(
+            p.commands[0].argv,
+            vec![
+                Some("setpriv".into()),
+                Some("--reuid=1".into()),
+                Some("--".into()),
+                Some("script".into()),
+                Some("x".into())
+            ]
+        );
     }
 
     #[test]
