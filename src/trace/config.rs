@@ -16,6 +16,10 @@
 //! | `conf-dir=DIR` | dnsmasq |
 //! | `extension=NAME`, `zend_extension=NAME` | PHP (in the compiled-in extension directory) |
 //! | `.include FILE` | OpenSSL |
+//! | `[include] files = GLOB…` | supervisord |
+//!
+//! and directives that run a command, traced as programs: lighttpd `include_shell "CMD"`
+//! (through `/bin/sh -c`) and supervisord's `[program:x] command = CMD`.
 
 use super::{Cx, Evidence, Why, dir_of, pathref};
 use crate::error::Result;
@@ -45,10 +49,29 @@ fn directive(word: &str) -> Option<(usize, bool)> {
 /// The includes of a text.
 pub(crate) fn includes(text: &str) -> Vec<Include> {
     let mut out = Vec::new();
+    let mut in_include_section = false;
     for (n, raw) in text.lines().enumerate() {
         let line = raw.trim();
         if line.starts_with('#') || line.starts_with(';') || line.is_empty() {
             continue;
+        }
+        // supervisord: `[include]` then `files = a/*.conf b.conf`.
+        if let Some((k, v)) = line.split_once('=')
+            && k.trim() == "files"
+            && in_include_section
+        {
+            for t in v.split_whitespace() {
+                out.push(Include {
+                    directive: "files".into(),
+                    target: t.to_string(),
+                    line: n + 1,
+                    dir: false,
+                });
+            }
+            continue;
+        }
+        if line.starts_with('[') {
+            in_include_section = line == "[include]";
         }
         // PHP: `extension=mbstring` (in the compiled-in extension directory) or a path.
         if let Some((k, v)) = line.split_once('=')
@@ -106,7 +129,98 @@ pub(crate) fn includes(text: &str) -> Vec<Include> {
 }
 
 /// Keep what the includes of a kept text file name.
+/// A command a configuration file makes its program run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Run {
+    pub directive: &'static str,
+    pub command: String,
+    pub line: usize,
+    /// Run through `/bin/sh -c` (else split into words and run directly).
+    pub shell: bool,
+}
+
+/// Commands a configuration runs: lighttpd `include_shell "CMD"`, supervisord's
+/// `[program:x] command = CMD`. (supervisord's `[include] files = …` is an include.)
+pub(crate) fn runs(text: &str) -> Vec<Run> {
+    let supervisord = text.lines().any(|l| {
+        l.trim_start().starts_with("[supervisord]") || l.trim_start().starts_with("[program:")
+    });
+    let mut section = String::new();
+    let mut out = Vec::new();
+    for (n, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("include_shell") {
+            if let Some(cmd) = super::runtime::quoted(rest) {
+                out.push(Run {
+                    directive: "include_shell",
+                    command: cmd,
+                    line: n + 1,
+                    shell: true,
+                });
+            }
+            continue;
+        }
+        if supervisord {
+            if line.starts_with('[') {
+                section = line.trim_matches(['[', ']']).to_string();
+                continue;
+            }
+            if let Some((k, v)) = line.split_once('=')
+                && k.trim() == "command"
+                && (section.starts_with("program:") || section.starts_with("eventlistener:"))
+            {
+                out.push(Run {
+                    directive: "command",
+                    command: v.trim().to_string(),
+                    line: n + 1,
+                    shell: false,
+                });
+            }
+        }
+    }
+    out
+}
+
 pub(crate) fn follow(cx: &mut Cx, path: &str, text: &str) -> Result<()> {
+    for r in runs(text) {
+        let argv: Vec<String> = if r.shell {
+            vec!["/bin/sh".into(), "-c".into(), r.command.clone()]
+        } else {
+            r.command
+                .split_whitespace()
+                .map(|w| w.trim_matches(['"', '\'']).to_string())
+                .collect()
+        };
+        if argv.iter().any(|a| a.contains("%(")) && !r.shell {
+            // supervisord expansions (`%(ENV_X)s`): computed.
+            cx.warn(format!(
+                "{}:{}: runs a command with %(…)s expansions; it is not traced",
+                display(path),
+                r.line
+            ));
+            continue;
+        }
+        cx.exec(
+            argv,
+            vec![],
+            vec![],
+            1,
+            Evidence::new(
+                Why::Command,
+                Some(path),
+                format!(
+                    "run by the configuration {}:{} ({})",
+                    display(path),
+                    r.line,
+                    r.directive
+                ),
+            ),
+            false,
+        )?;
+    }
     let incs = includes(text);
     if incs.is_empty() {
         return Ok(());

@@ -33,6 +33,7 @@ enum Action {
     OpenSsl,
     Sasl,
     LibgccS,
+    Shell,
 }
 
 struct Feature {
@@ -261,6 +262,15 @@ const FEATURES: &[Feature] = &[
         action: Action::Sasl,
     },
     Feature {
+        name: "a shell (popen, system)",
+        glibc: true,
+        musl: true,
+        symbols: &["popen", "system", "wordexp"],
+        libraries: &[],
+        files: (&[], &[]),
+        action: Action::Shell,
+    },
+    Feature {
         name: "unwinding",
         glibc: true,
         musl: false,
@@ -313,8 +323,14 @@ impl Rule for Features {
                 continue;
             }
             let musl = process_is_musl(cx, idx);
+            let interpreter = is_language_runtime(&o.path, o.facts.soname.as_deref());
             for f in FEATURES {
                 if !(if musl { f.musl } else { f.glibc }) {
+                    continue;
+                }
+                // An interpreter offers `system` to its scripts; whether a script uses it is
+                // the runtime rules' business, not the interpreter's imports.
+                if f.action == Action::Shell && interpreter {
                     continue;
                 }
                 let trigger =
@@ -368,6 +384,17 @@ impl Rule for Features {
         }
         Ok(())
     }
+}
+
+/// Language interpreters and their libraries: they import `system` for their scripts.
+fn is_language_runtime(path: &str, soname: Option<&str>) -> bool {
+    let base = soname.unwrap_or_else(|| path.rsplit('/').next().unwrap_or(path));
+    let base = base.strip_prefix("lib").unwrap_or(base);
+    [
+        "python", "ruby", "perl", "node", "jvm", "php", "lua", "tcl", "guile", "erl", "beam",
+    ]
+    .iter()
+    .any(|r| base.starts_with(r))
 }
 
 fn is_libc_itself(cx: &Cx, path: &str, soname: Option<&str>) -> bool {
@@ -556,6 +583,21 @@ impl Features {
                 {
                     cx.keep_tree(&r.path, &ev(&format!("SASL plugins, {why}")));
                 }
+            }
+            Action::Shell => {
+                // popen and system run `/bin/sh -c`.
+                cx.exec(
+                    vec!["/bin/sh".into()],
+                    vec![],
+                    vec![],
+                    1,
+                    Evidence::new(
+                        Why::LibcFeature,
+                        Some(&from),
+                        format!("run by libc for {why}"),
+                    ),
+                    false,
+                )?;
             }
             Action::LibgccS => {
                 if let Some(Libc::Glibc { path, .. }) = cx.out.libc.clone()

@@ -131,6 +131,9 @@ pub struct Evidence {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub from: Option<String>,
     pub detail: String,
+    /// Kept as part of this directory (kept whole), not named itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub within: Option<String>,
 }
 
 impl Evidence {
@@ -139,6 +142,15 @@ impl Evidence {
             kind,
             from: from.map(display),
             detail: detail.into(),
+            within: None,
+        }
+    }
+
+    /// The same reason, for an entry kept because its directory `dir` is kept whole.
+    pub fn inside(&self, dir: &str) -> Self {
+        Evidence {
+            within: self.within.clone().or_else(|| Some(display(dir))),
+            ..self.clone()
         }
     }
 }
@@ -682,6 +694,7 @@ impl Cx<'_> {
     /// regular files they lead to).
     pub fn keep_tree(&mut self, dir: &str, ev: &Evidence) {
         self.keep(dir, ev.clone());
+        let ev = &ev.inside(dir);
         let entries: Vec<(String, Kind)> = self
             .fs
             .subtree(dir)
@@ -728,6 +741,11 @@ impl Cx<'_> {
             }
         }
         total
+    }
+
+    /// Why a canonical path is kept (empty when it is not).
+    pub fn evidence_of(&self, path: &str) -> Vec<Evidence> {
+        self.out.files.get(path).cloned().unwrap_or_default()
     }
 
     pub fn warn(&mut self, msg: impl Into<String>) {

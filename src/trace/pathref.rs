@@ -19,6 +19,25 @@ use crate::rootfs::{Kind, ResolveError, display};
 
 /// A directory named by a reference is kept whole only up to this many bytes.
 pub const MAX_DIR_BYTES: u64 = 2 << 20;
+/// A directory of plugins named by a reference is kept whole up to this many bytes.
+pub const MAX_PLUGIN_DIR_BYTES: u64 = 64 << 20;
+
+/// Whether most of a directory's bytes are shared objects (`*.so*`, with their libtool
+/// `*.la`): a plugin directory.
+fn is_plugin_dir(cx: &Cx, dir: &str) -> bool {
+    let (mut so, mut all) = (0u64, 0u64);
+    for (k, n) in cx.fs.subtree(dir) {
+        if let Kind::File { size, .. } = n.kind {
+            all += size;
+            let base = k.rsplit('/').next().unwrap_or(k);
+            if base.contains(".so") || base.ends_with(".la") {
+                so += size;
+            }
+        }
+    }
+    all > 0 && so * 10 >= all * 8
+}
+
 /// References read from one file.
 const MAX_REFS_PER_FILE: usize = 10_000;
 
@@ -84,8 +103,16 @@ impl Rule for PathRefs {
     }
 
     fn file(&mut self, cx: &mut Cx, path: &str) -> Result<()> {
-        // ELF files are read for strings as objects, once loaded.
-        if cx.is_claimed(path)
+        // ELF files are read for strings as objects, once loaded. A file kept only because
+        // its directory was kept whole is data: what it names is not followed (a directory of
+        // unit files or of available-but-disabled modules names much that never runs).
+        let ev = cx.evidence_of(path);
+        let only_inside = !ev.is_empty()
+            && ev.iter().all(|e| {
+                e.within.is_some()
+                    && !matches!(e.kind, Why::AppDir | Why::KeepFlag | Why::ConfigInclude)
+            });
+        if only_inside
             || cx.fs.get(path).map_or(0, |n| n.size()) > super::MAX_TEXT_BYTES
             || cx.elf(path)?.is_some()
             || !self.scanned.insert(path.to_string())
@@ -95,6 +122,33 @@ impl Rule for PathRefs {
         let Some(text) = cx.text(path)? else {
             return Ok(());
         };
+        // A script a configuration or program names by path is run by it (lighttpd's
+        // `include_shell`, a helper a daemon execs): trace it as a program.
+        let named = ev.iter().any(|e| {
+            e.within.is_none() && matches!(e.kind, Why::PathReference | Why::ConfigInclude)
+        });
+        if named
+            && text.starts_with("#!")
+            && cx.fs.get(path).is_some_and(|n| n.mode & 0o111 != 0)
+            && !cx.out.programs.contains(path)
+        {
+            let from = ev.iter().find_map(|e| e.from.clone());
+            cx.exec(
+                vec![display(path)],
+                vec![],
+                vec![],
+                1,
+                Evidence::new(
+                    Why::Command,
+                    from.as_deref(),
+                    format!(
+                        "an executable script named in {}",
+                        from.as_deref().unwrap_or("the image config")
+                    ),
+                ),
+                false,
+            )?;
+        }
         scan_text(cx, path, &text);
         config::follow(cx, path, &text)?;
         Ok(())
@@ -336,6 +390,23 @@ pub(crate) fn reference(cx: &mut Cx, raw: &str, from: Option<&str>, detail: &str
                     return;
                 }
                 let bytes = cx.tree_bytes(&r.path, MAX_DIR_BYTES);
+                // A directory of plugins (shared objects a program loads by name, from its
+                // input or configuration: ImageMagick's coders, PHP's extensions, PostgreSQL's
+                // libraries) is kept whole up to a larger bound: which one is loaded cannot be
+                // known statically.
+                if bytes > MAX_DIR_BYTES
+                    && is_plugin_dir(cx, &r.path)
+                    && cx.tree_bytes(&r.path, MAX_PLUGIN_DIR_BYTES) <= MAX_PLUGIN_DIR_BYTES
+                {
+                    cx.keep_links(&r.symlinks, &r.path);
+                    let ev = Evidence::new(
+                        Why::PathReference,
+                        from,
+                        format!("{detail} (a directory of plugins, loaded by name at run time)"),
+                    );
+                    cx.keep_tree(&r.path, &ev);
+                    return;
+                }
                 if bytes > MAX_DIR_BYTES {
                     let what = from
                         .map(display)
