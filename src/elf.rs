@@ -373,6 +373,14 @@ fn data_ranges(
     out
 }
 
+/// Whether a string is a build's configure line (several `--option=` or `'VAR=…'` words).
+fn is_configure_line(run: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(run);
+    text.contains("--prefix=")
+        || text.matches(" '--").count() >= 2
+        || text.matches("' '").count() >= 3
+}
+
 /// Path tokens (and, when asked, short words) of the read-only data. A printable run is split
 /// at whitespace, quotes, `:`, `;`, `,` and `=`; a token that starts with `/` is a path
 /// candidate (`%` formats and `$` variables are left out).
@@ -389,6 +397,28 @@ fn data_strings(
         let data = &bytes[off..off + len];
         for run in data.split(|&b| !(0x20..0x7f).contains(&b) && b != b'\t') {
             if run.len() < 2 {
+                continue;
+            }
+            // A configure line (`'--prefix=/usr' 'PROVE=/usr/bin/prove' …`): only its path
+            // options name what the program uses; `VAR=/path` names build tools.
+            if is_configure_line(run) {
+                for w in run.split(|&b| matches!(b, b' ' | b'\t' | b'\'' | b'"')) {
+                    let Some(eq) = w.iter().position(|&b| b == b'=') else {
+                        continue;
+                    };
+                    let (k, v) = (&w[..eq], &w[eq + 1..]);
+                    let key = String::from_utf8_lossy(k);
+                    if key.starts_with("--")
+                        && ["path", "dir", "prefix", "root", "file"]
+                            .iter()
+                            .any(|s| key.ends_with(s))
+                        && v.first() == Some(&b'/')
+                        && v.len() <= MAX_TOKEN
+                        && paths.len() < MAX_STRINGS
+                    {
+                        paths.insert(String::from_utf8_lossy(v).into_owned());
+                    }
+                }
                 continue;
             }
             for tok in run.split(|&b| {
@@ -412,9 +442,19 @@ fn data_strings(
                         | b'`'
                 )
             }) {
+                // Absolute paths, and paths relative to the install prefix
+                // (`share/git-core/templates`): the path rule resolves those against the
+                // object's prefix.
+                let relative = [&b"share/"[..], b"lib/", b"libexec/", b"etc/"]
+                    .iter()
+                    .any(|p| tok.starts_with(p))
+                    && tok.len() > 8
+                    && tok.iter().all(|&b| {
+                        b.is_ascii_alphanumeric() || matches!(b, b'/' | b'.' | b'-' | b'_' | b'+')
+                    });
                 if tok.len() >= 2
                     && tok.len() <= MAX_TOKEN
-                    && tok[0] == b'/'
+                    && (tok[0] == b'/' || relative)
                     && !tok.iter().any(|&b| matches!(b, b'%' | b'$' | b'*' | b'?'))
                     && paths.len() < MAX_STRINGS
                 {

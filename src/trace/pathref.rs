@@ -19,6 +19,72 @@ use crate::rootfs::{Kind, ResolveError, display};
 
 /// A directory named by a reference is kept whole only up to this many bytes.
 pub const MAX_DIR_BYTES: u64 = 2 << 20;
+/// The install prefix of a program or library: the directory above its `bin`, `sbin`,
+/// `libexec` or `lib` (and multiarch) directory (`/usr/bin/git` → `/usr`).
+fn install_prefix(path: &str) -> String {
+    let mut c: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    c.pop();
+    if c.last().is_some_and(|l| l.contains("-linux-")) {
+        c.pop();
+    }
+    if c.last()
+        .is_some_and(|l| matches!(*l, "bin" | "sbin" | "libexec" | "lib" | "lib64" | "lib32"))
+    {
+        c.pop();
+    }
+    format!("/{}", c.join("/"))
+}
+
+/// Whether `dir` is a program's own data: a distinctive name in the program's path is also in
+/// the directory's (`/usr/lib/postgresql/15/bin/initdb` and `/usr/share/postgresql/15`,
+/// `/usr/bin/git` and `/usr/lib/git-core`).
+fn own_dir(program: &str, dir: &str) -> bool {
+    fn tokens(p: &str) -> Vec<String> {
+        p.split('/')
+            .flat_map(|c| c.split(['-', '_', '.']))
+            .map(|t| t.to_ascii_lowercase())
+            .filter(|t| t.len() >= 3 && !t.starts_with(|c: char| c.is_ascii_digit()))
+            .filter(|t| {
+                !matches!(
+                    t.as_str(),
+                    "usr"
+                        | "local"
+                        | "lib"
+                        | "lib32"
+                        | "lib64"
+                        | "libexec"
+                        | "bin"
+                        | "sbin"
+                        | "share"
+                        | "etc"
+                        | "var"
+                        | "opt"
+                        | "include"
+                        | "src"
+                        | "x86_64"
+                        | "linux"
+                        | "gnu"
+                        | "aarch64"
+                        | "data"
+                        | "modules"
+                        | "plugins"
+                        | "core"
+                        | "common"
+                        | "conf"
+                        | "config"
+                        | "cache"
+                        | "run"
+                        | "tmp"
+                        | "doc"
+                        | "man"
+                )
+            })
+            .collect()
+    }
+    let p = tokens(program);
+    tokens(dir).iter().any(|t| p.contains(t))
+}
+
 /// A directory of plugins named by a reference is kept whole up to this many bytes.
 pub const MAX_PLUGIN_DIR_BYTES: u64 = 64 << 20;
 
@@ -167,8 +233,15 @@ impl Rule for PathRefs {
         // A static program carries its libc inside: its libc's paths are the libc rule's.
         let from = display(&o.path);
         let detail = format!("named in {from}");
+        let prefix = install_prefix(&o.path);
         for s in o.facts.strings.iter().take(MAX_REFS_PER_FILE) {
-            reference(cx, s, Some(&o.path), &detail, 0);
+            if s.starts_with('/') {
+                reference(cx, s, Some(&o.path), &detail, 0);
+            } else {
+                // Relative to the install prefix (`share/git-core/templates` in /usr/bin/git).
+                let detail = format!("named in {from} (relative to {prefix})");
+                reference(cx, &super::join(&prefix, s), Some(&o.path), &detail, 0);
+            }
         }
         Ok(())
     }
@@ -394,16 +467,19 @@ pub(crate) fn reference(cx: &mut Cx, raw: &str, from: Option<&str>, detail: &str
                 // input or configuration: ImageMagick's coders, PHP's extensions, PostgreSQL's
                 // libraries) is kept whole up to a larger bound: which one is loaded cannot be
                 // known statically.
+                let plugins = is_plugin_dir(cx, &r.path);
+                let own = from.is_some_and(|f| cx.out.programs.contains(f) && own_dir(f, &r.path));
                 if bytes > MAX_DIR_BYTES
-                    && is_plugin_dir(cx, &r.path)
+                    && (plugins || own)
                     && cx.tree_bytes(&r.path, MAX_PLUGIN_DIR_BYTES) <= MAX_PLUGIN_DIR_BYTES
                 {
                     cx.keep_links(&r.symlinks, &r.path);
-                    let ev = Evidence::new(
-                        Why::PathReference,
-                        from,
-                        format!("{detail} (a directory of plugins, loaded by name at run time)"),
-                    );
+                    let what = if plugins {
+                        "a directory of plugins, loaded by name at run time"
+                    } else {
+                        "the program's own data directory"
+                    };
+                    let ev = Evidence::new(Why::PathReference, from, format!("{detail} ({what})"));
                     cx.keep_tree(&r.path, &ev);
                     return;
                 }
@@ -516,6 +592,23 @@ mod tests {
         let t: Vec<&str> =
             tokens("--conf-path=/etc/nginx/nginx.conf PATH=/a:/b \"$HOME/x\" /x/*.conf").collect();
         assert_eq!(t, vec!["/etc/nginx/nginx.conf", "/a", "/b"]);
+    }
+
+    #[test]
+    fn prefixes_and_own_directories() {
+        assert_eq!(install_prefix("usr/bin/git"), "/usr");
+        assert_eq!(
+            install_prefix("usr/lib/x86_64-linux-gnu/libfoo.so.1"),
+            "/usr"
+        );
+        assert_eq!(install_prefix("opt/app/bin/app"), "/opt/app");
+        assert!(own_dir(
+            "usr/lib/postgresql/15/bin/initdb",
+            "usr/share/postgresql/15"
+        ));
+        assert!(own_dir("usr/bin/git", "usr/lib/git-core"));
+        assert!(!own_dir("usr/bin/git", "usr/share/zoneinfo"));
+        assert!(!own_dir("usr/sbin/nginx", "usr/lib/x86_64-linux-gnu/gconv"));
     }
 
     #[test]
