@@ -637,7 +637,70 @@ fn run(cx: &mut Cx, e: &Exec, env: &PyEnv, done: &mut HashMap<String, u8>) -> Re
         }),
         None => {}
     }
+    // The application's own sources in its working directory (a WSGI app gunicorn loads by
+    // `module:attr`, modules it imports by name): their imports are followed too.
+    let wd = cx.run.workdir.clone();
+    if !wd.is_empty()
+        && let Ok(r) = cx.fs.resolve(&wd, true)
+        && cx.fs.get(&r.path).is_some_and(|n| n.is_dir())
+        && !crate::trace::pathref::is_system_dir(&r.path)
+        && !cx.is_claimed(&r.path)
+    {
+        let claimed = cx.claimed.clone();
+        let files: Vec<String> = cx
+            .fs
+            .subtree(&r.path)
+            .filter(|(k, n)| k.ends_with(".py") && matches!(n.kind, Kind::File { .. }))
+            .filter(|(k, _)| !claimed.iter().any(|t| crate::trace::under(k, t)))
+            .filter(|(k, _)| {
+                !k.split('/')
+                    .any(|c| c == "site-packages" || c.starts_with('.'))
+            })
+            .map(|(k, _)| k.clone())
+            .take(10_000)
+            .collect();
+        cx.contents.prefetch(cx.fs, &files)?;
+        for f in files {
+            if texts.iter().any(|t| t.file == f) {
+                continue;
+            }
+            if let Some(text) = cx.text(&f)? {
+                let rel = f[r.path.len()..].trim_start_matches('/');
+                let pkg = rel.rsplit_once('/').map(|(d, _)| d.replace('/', "."));
+                texts.push(Source {
+                    file: f,
+                    text,
+                    pkg,
+                    budget: 1,
+                    runtime: false,
+                });
+            }
+        }
+    }
+    // `module:attr` arguments (gunicorn app:app, uvicorn main:app).
+    for i in 1..e.argv.len() {
+        if let Some(a) = e.arg(i)
+            && let Some((m, attr)) = a.split_once(':')
+            && !m.is_empty()
+            && !attr.is_empty()
+            && m.chars()
+                .all(|c| c.is_alphanumeric() || c == '_' || c == '.')
+            && attr
+                .chars()
+                .all(|c| c.is_alphanumeric() || c == '_' || c == '(' || c == ')')
+        {
+            queue.push_back(Want {
+                name: m.to_string(),
+                by: None,
+                quiet: true,
+                budget: 1,
+            });
+        }
+    }
     let mut path = vec![first_dir];
+    if !wd.is_empty() && !path.contains(&wd) {
+        path.push(wd.clone());
+    }
     path.extend(env.path.iter().cloned());
     let mut cache: HashMap<String, Option<Found>> = HashMap::new();
     loop {
@@ -704,6 +767,27 @@ fn run(cx: &mut Cx, e: &Exec, env: &PyEnv, done: &mut HashMap<String, u8>) -> Re
                         });
                     }
                 }
+                // six.moves (and vendored copies) are lazy aliases of standard modules.
+                for m in six_moves(&name, &imp.names) {
+                    queue.push_back(Want {
+                        name: m,
+                        by: by.clone(),
+                        quiet: true,
+                        budget,
+                    });
+                }
+            }
+            // A console script: `load_entry_point('dist==1.0', 'console_scripts', 'name')`
+            // loads the entry point its distribution's metadata names.
+            if !runtime {
+                for m in entry_point_modules(cx, env, &src.text)? {
+                    queue.push_back(Want {
+                        name: m,
+                        by: Some((src.file.clone(), 0)),
+                        quiet: false,
+                        budget: 1,
+                    });
+                }
             }
         }
         if queue.is_empty() || done.len() > MAX_MODULES {
@@ -765,6 +849,23 @@ fn run(cx: &mut Cx, e: &Exec, env: &PyEnv, done: &mut HashMap<String, u8>) -> Re
                                 })
                                 .unwrap_or_else(|| "the interpreter's start-up".into());
                         let ev = ev_rt(format!("Python module {n}, imported by {by}"));
+                        if n == "sysconfig" {
+                            // It imports `_sysconfigdata_<abi>_<platform>` by a computed name.
+                            for d in [Some(env.stdlib.clone()), env.dynload.clone()]
+                                .into_iter()
+                                .flatten()
+                            {
+                                for f in cx.glob(&format!("{d}/_sysconfigdata_*.py")) {
+                                    let stem = file_name(&f).trim_end_matches(".py").to_string();
+                                    queue.push_back(Want {
+                                        name: stem,
+                                        by: w.by.clone(),
+                                        quiet: true,
+                                        budget: w.budget,
+                                    });
+                                }
+                            }
+                        }
                         if let Some((file, pkg, found_at)) = keep_module(cx, env, &n, &f, &ev)?
                             && let Some(text) = cx.text(&file)?
                         {
@@ -822,6 +923,123 @@ fn run(cx: &mut Cx, e: &Exec, env: &PyEnv, done: &mut HashMap<String, u8>) -> Re
         }
     }
     Ok(())
+}
+
+/// The standard modules `six.moves` names stand for.
+fn six_moves(name: &str, names: &[String]) -> Vec<String> {
+    let Some(rest) = name
+        .strip_prefix("six.moves")
+        .or_else(|| name.split_once(".six.moves").map(|(_, r)| r))
+    else {
+        return vec![];
+    };
+    let map = |n: &str| -> Option<&'static str> {
+        Some(match n {
+            "queue" => "queue",
+            "configparser" => "configparser",
+            "http_client" => "http.client",
+            "http_cookies" => "http.cookies",
+            "http_cookiejar" => "http.cookiejar",
+            "html_parser" => "html.parser",
+            "html_entities" => "html.entities",
+            "urllib" | "urllib_parse" => "urllib.parse",
+            "urllib_request" => "urllib.request",
+            "urllib_error" => "urllib.error",
+            "urllib_robotparser" => "urllib.robotparser",
+            "cPickle" => "pickle",
+            "copyreg" => "copyreg",
+            "socketserver" => "socketserver",
+            "reprlib" => "reprlib",
+            "collections_abc" => "collections.abc",
+            "BaseHTTPServer" | "SimpleHTTPServer" | "CGIHTTPServer" => "http.server",
+            "xmlrpc_client" => "xmlrpc.client",
+            "xmlrpc_server" => "xmlrpc.server",
+            "email_mime_text" => "email.mime.text",
+            "email_mime_multipart" => "email.mime.multipart",
+            "email_mime_base" => "email.mime.base",
+            "tkinter" => "tkinter",
+            "dbm_gnu" => "dbm.gnu",
+            "_thread" => "_thread",
+            _ => return None,
+        })
+    };
+    let rest = rest.trim_start_matches('.');
+    let mut out = Vec::new();
+    if rest.is_empty() {
+        out.extend(names.iter().filter_map(|n| map(n)).map(str::to_string));
+    } else {
+        let first = rest.split('.').next().unwrap_or(rest);
+        if let Some(m) = map(first) {
+            out.push(m.to_string());
+        }
+        if let Some(sub) = rest.strip_prefix("urllib.") {
+            out.push(format!("urllib.{sub}"));
+        }
+    }
+    out
+}
+
+/// The modules a console script's `load_entry_point('dist==ver', 'group', 'name')` loads:
+/// from the distribution's `entry_points.txt` (its metadata directory is kept).
+fn entry_point_modules(cx: &mut Cx, env: &PyEnv, text: &str) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for (i, _) in text.match_indices("load_entry_point(") {
+        let args: Vec<String> = text[i + "load_entry_point(".len()..]
+            .split(')')
+            .next()
+            .unwrap_or("")
+            .split(',')
+            .map(|a| a.trim().trim_matches(['\'', '"']).to_string())
+            .collect();
+        let [spec, group, name] = args.as_slice() else {
+            continue;
+        };
+        let dist = spec.split("==").next().unwrap_or(spec).trim();
+        if dist.is_empty() || dist.contains(' ') {
+            continue;
+        }
+        let norm = |s: &str| s.to_ascii_lowercase().replace(['-', '.'], "_");
+        for site in env.site.clone() {
+            for pat in ["*.dist-info", "*.egg-info"] {
+                for d in cx.glob(&format!("{site}/{pat}")) {
+                    let base = file_name(&d);
+                    if norm(base.split('-').next().unwrap_or("")) != norm(dist)
+                        && norm(base.trim_end_matches(".egg-info")) != norm(dist)
+                    {
+                        continue;
+                    }
+                    let ev = Evidence::new(
+                        Why::Runtime,
+                        None,
+                        format!("metadata of {dist}, read by its console script"),
+                    );
+                    if let Ok(r) = cx.fs.resolve(&d, true) {
+                        cx.keep_tree(&r.path, &ev);
+                    }
+                    let Some((ep, _)) = cx.resolve_file(&join(&d, "entry_points.txt"))? else {
+                        continue;
+                    };
+                    let Some(t) = cx.text(&ep)? else { continue };
+                    let mut section = String::new();
+                    for line in t.lines() {
+                        let l = line.trim();
+                        if l.starts_with('[') {
+                            section = l.trim_matches(['[', ']']).to_string();
+                        } else if section == *group
+                            && let Some((k, v)) = l.split_once('=')
+                            && k.trim() == name
+                        {
+                            let m = v.trim().split(':').next().unwrap_or("").trim();
+                            if !m.is_empty() {
+                                out.push(m.to_string());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Whether a file belongs to the runtime (the standard library and installed packages):
@@ -1532,6 +1750,23 @@ pub(crate) fn imports(src: &str) -> Vec<PyImport> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn six_moves_map_to_standard_modules() {
+        assert_eq!(
+            six_moves("six.moves", &["queue".into(), "range".into()]),
+            vec!["queue"]
+        );
+        assert_eq!(
+            six_moves("urllib3.packages.six.moves", &["http_client".into()]),
+            vec!["http.client"]
+        );
+        assert_eq!(
+            six_moves("six.moves.urllib.parse", &[]),
+            vec!["urllib.parse", "urllib.parse"]
+        );
+        assert!(six_moves("json", &["x".into()]).is_empty());
+    }
 
     #[test]
     fn import_statements() {
