@@ -41,8 +41,8 @@ pub(crate) trait Lang {
     fn name(&self) -> &'static str;
     /// The requires of a source.
     fn parse(&self, text: &str) -> Vec<Req>;
-    /// The files a require brings (absolute paths): the first is read for further requires
-    /// when it is a source; `None` when it cannot be found; `Some(empty)` for a built-in.
+    /// The files a require brings (absolute paths): those that are sources are read for
+    /// further requires; `None` when it cannot be found; `Some(empty)` for a built-in.
     fn resolve(&mut self, cx: &mut Cx, req: &Req, from: &str) -> Result<Option<Vec<String>>>;
     /// Whether a file belongs to the runtime (its library trees), where misses are the
     /// interpreter's own optional requires and lazy requires are followed one hop.
@@ -72,6 +72,7 @@ pub(crate) fn graph(
 ) -> Result<()> {
     let mut queue: VecDeque<Root> = roots.into();
     let mut done: HashMap<String, u8> = HashMap::new();
+    let mut resolved: HashMap<String, Vec<String>> = HashMap::new();
     let mut texts: Vec<(String, u8)> = sources.into_iter().map(|s| (s, 1)).collect();
     let mut steps = 0usize;
     loop {
@@ -119,16 +120,37 @@ pub(crate) fn graph(
             if r.req.relative { &r.from } else { "" },
             r.req.spec
         );
-        if done.get(&key).is_some_and(|b| *b >= r.budget) {
-            continue;
-        }
-        done.insert(key, r.budget);
         let from_disp = if r.from.is_empty() {
             "the interpreter's start-up".to_string()
         } else {
             format!("{}:{}", display(&r.from), r.req.line)
         };
-        match lang.resolve(cx, &r.req, &r.from)? {
+        let lname = lang.name();
+        let ev = |spec: &str| {
+            Evidence::new(
+                Why::Runtime,
+                (!r.from.is_empty()).then_some(r.from.as_str()),
+                format!("{lname} library {spec}, required by {from_disp}"),
+            )
+        };
+        if done.get(&key).is_some_and(|b| *b >= r.budget) {
+            // Already followed: this requirer is one more reason for the same files.
+            if let Some(files) = resolved.get(&key).cloned() {
+                let e = ev(&r.req.spec);
+                for f in files {
+                    cx.keep_if_file(&f, e.clone());
+                }
+            }
+            continue;
+        }
+        done.insert(key.clone(), r.budget);
+        let found = lang.resolve(cx, &r.req, &r.from)?;
+        if let Some(files) = &found
+            && resolved.len() < MAX_REQUIRES
+        {
+            resolved.insert(key, files.clone());
+        }
+        match found {
             None => {
                 if !r.quiet {
                     cx.warn(format!(
@@ -138,18 +160,9 @@ pub(crate) fn graph(
                 }
             }
             Some(files) => {
-                let ev = Evidence::new(
-                    Why::Runtime,
-                    (!r.from.is_empty()).then_some(r.from.as_str()),
-                    format!(
-                        "{} library {}, required by {from_disp}",
-                        lang.name(),
-                        r.req.spec
-                    ),
-                );
-                for (i, f) in files.iter().enumerate() {
+                let ev = ev(&r.req.spec);
+                for f in files.iter() {
                     if let Some(canon) = cx.keep_if_file(f, ev.clone())
-                        && i == 0
                         && lang.is_source(f)
                     {
                         let seen = done.get(&format!("file\0{canon}")).copied();
@@ -161,6 +174,32 @@ pub(crate) fn graph(
                 }
             }
         }
+    }
+    Ok(())
+}
+
+/// Read every file under `trees` whose name ends with one of `exts`, in one pass over the
+/// layers, when they total at most 256 MiB: the graph then reads them from disk.
+pub(crate) fn prefetch_sources(cx: &mut Cx, trees: &[String], exts: &[&str]) -> Result<()> {
+    let mut files = Vec::new();
+    let mut bytes = 0u64;
+    let mut seen = std::collections::BTreeSet::new();
+    for t in trees {
+        let Ok(r) = cx.fs.resolve(t, true) else {
+            continue;
+        };
+        if !seen.insert(r.path.clone()) {
+            continue;
+        }
+        for (k, n) in cx.fs.subtree(&r.path) {
+            if exts.iter().any(|e| k.ends_with(e)) {
+                bytes += n.size();
+                files.push(k.clone());
+            }
+        }
+    }
+    if bytes <= 256 << 20 {
+        cx.contents.prefetch(cx.fs, &files)?;
     }
     Ok(())
 }

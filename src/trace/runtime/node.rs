@@ -127,6 +127,15 @@ impl Rule for Node {
         ] {
             node_path.push(d.to_string());
         }
+        // Sources of the script's directory tree (its node_modules) and the global folders,
+        // read in one pass.
+        let mut trees = node_path.clone();
+        if let Some(s) = &script {
+            trees.push(crate::trace::dir_of(
+                abs_in(cx.run.cwd(), s).trim_start_matches('/'),
+            ));
+        }
+        super::prefetch_sources(cx, &trees, &[".js", ".mjs", ".cjs", ".json"])?;
         let mut sources = Vec::new();
         if let Some(s) = script {
             let p = abs_in(cx.run.cwd(), &s);

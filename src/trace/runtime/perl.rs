@@ -117,6 +117,7 @@ impl Rule for Perl {
                 trees.push(r.path);
             }
         }
+        super::prefetch_sources(cx, &inc, &[".pm", ".pl"])?;
         let mut sources = Vec::new();
         if let Some(s) = script {
             match cx.resolve_file(&abs_in(cx.run.cwd(), &s))? {
@@ -177,18 +178,44 @@ impl Lang for PerlLang {
             if t.starts_with("__END__") || t.starts_with("__DATA__") {
                 break;
             }
+            // The glob operator (`glob(…)`, `<*.txt>`) loads File::Glob.
+            if t.contains("glob(") || t.contains("glob ") || has_glob_operator(t) {
+                out.push(Req {
+                    spec: "File::Glob".into(),
+                    line: n + 1,
+                    nested: false,
+                    relative: false,
+                });
+            }
             for stmt in t.split([';', '{', '}']) {
                 let s = stmt.trim_start();
                 let (kw, rest) = match s.split_once(char::is_whitespace) {
                     Some(x) => x,
                     None => continue,
                 };
-                // `use` runs at compile time wherever it is; `require` when reached.
+                // `use` and `no` run at compile time wherever they are; `require` when
+                // reached.
                 let nested = kw == "require" && depth > 0;
-                if kw != "use" && kw != "require" {
+                if kw != "use" && kw != "require" && kw != "no" {
                     continue;
                 }
                 let rest = rest.trim();
+                // `require "Foo/Bar/$name.pm"`: a module computed under a literal namespace.
+                if kw == "require"
+                    && let Some(q) = rest.strip_prefix('"')
+                    && let Some(d) = q.find('$')
+                {
+                    let prefix = q[..d].replace("::", "/");
+                    if prefix.ends_with('/') && prefix.len() > 1 {
+                        out.push(Req {
+                            spec: format!("{prefix}*"),
+                            line: n + 1,
+                            nested,
+                            relative: false,
+                        });
+                    }
+                    continue;
+                }
                 let first = rest
                     .split(|c: char| c.is_whitespace() || c == '(' || c == ';')
                     .next()
@@ -247,6 +274,14 @@ impl Lang for PerlLang {
 
     fn resolve(&mut self, cx: &mut Cx, req: &Req, _from: &str) -> Result<Option<Vec<String>>> {
         let spec = &req.spec;
+        if let Some(ns) = spec.strip_suffix('*') {
+            // Every module under the namespace, in each @INC directory.
+            let mut out = Vec::new();
+            for d in &self.inc {
+                out.extend(cx.glob(&format!("{}/*.pm", join(d, ns.trim_end_matches('/')))));
+            }
+            return Ok((!out.is_empty()).then_some(out));
+        }
         let rel = if spec.ends_with(".pm") || spec.ends_with(".pl") || spec.contains('/') {
             spec.clone()
         } else {
@@ -258,7 +293,31 @@ impl Lang for PerlLang {
         for d in &self.inc {
             let f = join(d, &rel);
             if cx.resolve_file(&f)?.is_some() {
-                let mut out = vec![f];
+                let mut out = vec![f.clone()];
+                // Data files beside the module (LWP/media.types).
+                if let Some((dir, _)) = f.rsplit_once('/')
+                    && rel.contains('/')
+                    && let Ok(r) = cx.fs.resolve(dir, true)
+                {
+                    let prefix = format!("{}/", r.path);
+                    let mut bytes = 0u64;
+                    for (k, n) in cx.fs.subtree(&r.path) {
+                        let rest = &k[prefix.len()..];
+                        if rest.contains('/')
+                            || rest.ends_with(".pm")
+                            || rest.ends_with(".pl")
+                            || rest.ends_with(".pod")
+                            || !matches!(n.kind, crate::rootfs::Kind::File { .. })
+                        {
+                            continue;
+                        }
+                        bytes += n.size();
+                        if bytes > 4 << 20 {
+                            break;
+                        }
+                        out.push(display(k));
+                    }
+                }
                 // XS: auto/Foo/Bar/Bar.so (and the rest of that directory) in any @INC dir.
                 let stem = rel.trim_end_matches(".pm");
                 let leaf = stem.rsplit('/').next().unwrap_or(stem);
@@ -289,6 +348,28 @@ impl Lang for PerlLang {
     }
 }
 
+/// `<*.txt>`-style glob operators (not `<STDIN>` or `<$fh>`).
+fn has_glob_operator(t: &str) -> bool {
+    let mut rest = t;
+    while let Some(i) = rest.find('<') {
+        let after = &rest[i + 1..];
+        match after.find('>') {
+            Some(j) => {
+                let inner = &after[..j];
+                if !inner.starts_with('$')
+                    && inner.contains(['*', '?'])
+                    && !inner.contains([' ', '<', '='])
+                {
+                    return true;
+                }
+                rest = &after[j + 1..];
+            }
+            None => return false,
+        }
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -299,7 +380,7 @@ mod tests {
             inc: vec![],
             trees: vec![],
         };
-        let text = "use strict;\nuse warnings;\nuse 5.010;\nuse File::Temp qw(tempfile);\nuse parent -norequire, 'X';\nuse base qw(Exporter);\n=pod\nuse Nope;\n=cut\nsub f {\n  require Lazy::Mod;\n}\nrequire \"conf.pl\";\n";
+        let text = "use strict;\nuse warnings;\nuse 5.010;\nuse File::Temp qw(tempfile);\nuse parent -norequire, 'X';\nuse base qw(Exporter);\n=pod\nuse Nope;\n=cut\nsub f {\n  require Lazy::Mod;\n}\nrequire \"conf.pl\";\nno overloading;\nmy @x = </app/*.pl>;\nrequire \"Image/ExifTool/$type.pm\";\n";
         let got: Vec<(String, bool)> = lang
             .parse(text)
             .into_iter()
@@ -316,6 +397,9 @@ mod tests {
                 (s("base"), false),
                 (s("Lazy::Mod"), true),
                 (s("conf.pl"), false),
+                (s("overloading"), false),
+                (s("File::Glob"), false),
+                (s("Image/ExifTool/*"), false),
             ]
         );
     }
