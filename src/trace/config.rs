@@ -17,6 +17,7 @@
 //! | `extension=NAME`, `zend_extension=NAME` | PHP (in the compiled-in extension directory) |
 //! | `.include FILE` | OpenSSL |
 //! | `[include] files = GLOB…` | supervisord |
+//! | `lua-load FILE`, `lua-load-per-thread FILE` | HAProxy |
 //!
 //! and directives that run a command, traced as programs: lighttpd `include_shell "CMD"`
 //! (through `/bin/sh -c`) and supervisord's `[program:x] command = CMD`.
@@ -38,8 +39,16 @@ pub(crate) struct Include {
 /// Directive → (position of the target among its arguments, whether it names a directory).
 fn directive(word: &str) -> Option<(usize, bool)> {
     Some(match word.to_ascii_lowercase().as_str() {
-        "include" | "includeoptional" | "include_if_exists" | "load_module" | "@include"
-        | "!include" | "$includeconfig" | ".include" => (0, false),
+        "include"
+        | "includeoptional"
+        | "include_if_exists"
+        | "load_module"
+        | "@include"
+        | "!include"
+        | "$includeconfig"
+        | ".include"
+        | "lua-load"
+        | "lua-load-per-thread" => (0, false),
         "loadmodule" => (1, false),
         "!includedir" | "include_dir" => (0, true),
         _ => return None,

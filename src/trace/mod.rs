@@ -13,7 +13,7 @@
 //!   or by a kept text file, and the include directives of configuration files ([`config`]);
 //! - [`libc`]: what the C library loads or reads for the symbols the kept objects import
 //!   (name service, iconv, locales, time zones, OpenSSL, SASL, libgcc_s), as a table;
-//! - [`runtime`]: language runtimes (Python, Node.js, Perl, Ruby, Java, PHP): their standard
+//! - [`runtime`]: language runtimes (Python, Node.js, Perl, Ruby, Java, PHP, Lua): their standard
 //!   library and the import graph of the application;
 //! - [`appdir`]: the application's own directory; [`keep`]: `--keep`.
 //!
@@ -499,6 +499,7 @@ pub fn trace<C: Contents>(
         Box::new(runtime::ruby::Ruby::default()),
         Box::new(runtime::java::Java::default()),
         Box::new(runtime::php::Php),
+        Box::new(runtime::lua::Lua::default()),
         Box::new(pathref::PathRefs::default()),
         Box::new(libc::Features::default()),
         Box::new(appdir::AppDir::default()),

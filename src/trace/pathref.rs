@@ -175,7 +175,10 @@ impl Rule for PathRefs {
         let ev = cx.evidence_of(path);
         let only_inside = !ev.is_empty()
             && ev.iter().all(|e| {
+                // A directory the image config names (`-f /etc/haproxy/conf.d`) is read by
+                // the program as a whole: its files count as named.
                 e.within.is_some()
+                    && e.from.is_some()
                     && !matches!(e.kind, Why::AppDir | Why::KeepFlag | Why::ConfigInclude)
             });
         if only_inside

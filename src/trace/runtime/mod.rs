@@ -8,6 +8,7 @@
 //! engine here ([`graph`]): a language says how to read its `require`s and how to find them.
 
 pub(crate) mod java;
+pub(crate) mod lua;
 pub(crate) mod node;
 pub(crate) mod perl;
 pub(crate) mod php;
