@@ -432,6 +432,20 @@ pub fn build<C: Contents>(input: PlanInput<'_>, contents: &mut C) -> Result<Plan
             evidence: Vec::new(),
         },
     );
+    // Directories the image gives its own non-root user (a data or log directory it writes
+    // to): kept, as directories.
+    if user.source == "image" && user.uid != 0 {
+        let owned: Vec<String> = fs
+            .nodes
+            .iter()
+            .filter(|(p, n)| !p.is_empty() && n.is_dir() && n.uid == u64::from(user.uid))
+            .map(|(p, _)| p.clone())
+            .take(10_000)
+            .collect();
+        for p in owned {
+            b.add_from_image(&p, "a directory owned by the run user (it writes there)");
+        }
+    }
     // Home directory of the run user, owned by it, made only when the source has none: an
     // existing directory (say /usr/sbin for `daemon`) is never handed to the run user.
     if fs.resolve(&user.home, true).is_err()
@@ -868,6 +882,68 @@ mod tests {
             ),
             "{w}"
         );
+    }
+
+    /// Contents with one text file.
+    struct OneText(&'static str, &'static [u8]);
+    impl Contents for OneText {
+        fn prefetch(&mut self, _: &Rootfs, _: &[String]) -> Result<()> {
+            Ok(())
+        }
+        fn read(&mut self, _: &Rootfs, p: &str, _: u64) -> Result<Vec<u8>> {
+            if p == self.0 {
+                Ok(self.1.to_vec())
+            } else {
+                Err(Error::Other(format!("unexpected read of {p}")))
+            }
+        }
+        fn elf(
+            &mut self,
+            _: &Rootfs,
+            _: &str,
+        ) -> Result<Option<std::sync::Arc<crate::elf::ElfFacts>>> {
+            Ok(None)
+        }
+    }
+
+    #[test]
+    fn directories_of_the_image_user_are_kept() {
+        let mut b = tar::Builder::new(Vec::new());
+        let passwd = b"root:x:0:0::/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n";
+        for (path, uid, dir) in [
+            ("etc/passwd", 0, false),
+            ("var/lib/app", 1000, true),
+            ("var/lib/other", 0, true),
+        ] {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(if dir {
+                tar::EntryType::Directory
+            } else {
+                tar::EntryType::Regular
+            });
+            h.set_mode(0o755);
+            h.set_uid(uid);
+            let data: &[u8] = if dir { b"" } else { passwd };
+            h.set_size(data.len() as u64);
+            b.append_data(&mut h, path, data).unwrap();
+        }
+        let tar = b.into_inner().unwrap();
+        let mut fs = Rootfs::merge(vec![], None).unwrap();
+        fs.apply_layer(0, &tar[..]).unwrap();
+        let config = serde_json::json!({"config": {"User": "app"}});
+        let plan = build(
+            PlanInput {
+                fs: &fs,
+                trace: &Trace::default(),
+                config: &config,
+                user_flag: None,
+            },
+            &mut OneText("etc/passwd", passwd),
+        )
+        .unwrap();
+        assert_eq!(plan.user().uid, 1000);
+        assert_eq!(plan.entries["var/lib/app"].uid, 1000);
+        assert!(!plan.entries.contains_key("var/lib/other"));
     }
 
     #[test]
