@@ -40,7 +40,7 @@ impl WrittenLayer {
 /// Write the plan as a gzip'd tar at `out`. `files` maps canonical image paths to local copies.
 pub fn write_layer(
     plan: &Plan,
-    files: &HashMap<String, PathBuf>,
+    files: &HashMap<String, crate::rootfs::Local>,
     out: &Path,
     mtime: u64,
 ) -> Result<WrittenLayer> {
@@ -81,8 +81,8 @@ pub fn write_layer(
                 let local = files
                     .get(src)
                     .ok_or_else(|| Error::Other(format!("internal: no bytes read for /{src}")))?;
-                let f = std::fs::File::open(local).map_err(|e| Error::io(local, e))?;
-                let len = f.metadata().map_err(|e| Error::io(local, e))?.len();
+                let f = local.open().map_err(|e| Error::io(&*local.path, e))?;
+                let len = local.len;
                 if len != e.size {
                     return Err(Error::Other(format!(
                         "internal: /{src} is {len} bytes, expected {}",

@@ -26,6 +26,44 @@ const MAX_KEY_BYTES: usize = 512 << 20;
 /// Symlinks followed while resolving one path (Linux's MAXSYMLINKS is 40).
 const MAX_SYMLINKS: usize = 40;
 
+/// Spool files made by this process (their names).
+static SPOOLS: AtomicU64 = AtomicU64::new(0);
+
+/// Where a file's bytes were copied: `len` bytes at `offset` of a local spool file (one spool
+/// holds every file copied in one pass over a layer, so a pass writes one file, not thousands).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Local {
+    pub path: Arc<Path>,
+    pub offset: u64,
+    pub len: u64,
+}
+
+impl Local {
+    /// A reader of exactly the file's bytes.
+    pub fn open(&self) -> io::Result<io::Take<std::fs::File>> {
+        use std::io::Seek;
+        let mut f = std::fs::File::open(&self.path)?;
+        f.seek(io::SeekFrom::Start(self.offset))?;
+        Ok(f.take(self.len))
+    }
+
+    /// The file's bytes, when there are at most `max`.
+    pub fn read(&self, max: u64) -> io::Result<Vec<u8>> {
+        if self.len > max {
+            return Err(io::Error::other(format!("larger than {max} bytes")));
+        }
+        let mut out = Vec::with_capacity(self.len as usize);
+        self.open()?.read_to_end(&mut out)?;
+        if out.len() as u64 != self.len {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the local copy is shorter than the file",
+            ));
+        }
+        Ok(out)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kind {
     /// Bytes are entry number `entry` of layer `layer`.
@@ -747,9 +785,10 @@ impl Rootfs {
     }
 
     /// Copy the bytes of the wanted files (canonical paths of regular files) into `dir`, one
-    /// streaming pass per layer that holds any of them. Returns path → local copy.
-    pub fn read_files(&self, wanted: &[String], dir: &Path) -> Result<HashMap<String, PathBuf>> {
-        // Hard links share one entry: every path of it maps to the same local copy.
+    /// streaming pass per layer that holds any of them, into one spool file per pass. Returns
+    /// path → where its bytes are.
+    pub fn read_files(&self, wanted: &[String], dir: &Path) -> Result<HashMap<String, Local>> {
+        // Hard links share one entry: every path of it maps to the same copy.
         let mut by_layer: BTreeMap<usize, HashMap<u64, (Vec<String>, u64)>> = BTreeMap::new();
         for p in wanted {
             if let Some(Node {
@@ -795,24 +834,29 @@ impl Rootfs {
                 }
             }
             let what = format!("layer {} ({})", layer + 1, digest);
-            let reader = open_layer(&blob.path)?;
-            let mut archive = tar::Archive::new(TarGuard::new(reader));
-            let entries = archive
-                .entries()
-                .map_err(|e| Error::malformed(what.clone(), e))?;
-            // Entry ordinals must count exactly as in `apply_layer`.
-            for (ordinal, entry) in entries.enumerate() {
-                let mut entry = entry.map_err(|e| Error::malformed(what.clone(), e))?;
-                let ordinal = ordinal as u64;
-                if let Some((paths, size)) = want.remove(&ordinal) {
-                    let shared = self.cache.as_ref().and_then(|c| c.file_slot(size));
-                    let local = shared
-                        .clone()
-                        .unwrap_or_else(|| dir.join(format!("f{layer}-{ordinal}")));
-                    let copied = (|| {
-                        let mut f =
-                            std::fs::File::create(&local).map_err(|e| Error::io(&local, e))?;
-                        let n = io::copy(&mut (&mut entry).take(size), &mut f)
+            let total: u64 = want.values().map(|(_, size)| *size).sum();
+            let shared = self.cache.as_ref().and_then(|c| c.spool_slot(total));
+            // A counter name: never anything taken from the image.
+            let spool: Arc<Path> = shared
+                .clone()
+                .unwrap_or_else(|| dir.join(format!("s{}", SPOOLS.fetch_add(1, Ordering::Relaxed))))
+                .into();
+            let copied = (|| -> Result<Vec<(u64, Vec<String>, Local)>> {
+                let file = std::fs::File::create(&spool).map_err(|e| Error::io(&*spool, e))?;
+                let mut w = io::BufWriter::with_capacity(1 << 20, file);
+                let reader = open_layer(&blob.path)?;
+                let mut archive = tar::Archive::new(TarGuard::new(reader));
+                let entries = archive
+                    .entries()
+                    .map_err(|e| Error::malformed(what.clone(), e))?;
+                let mut copied = Vec::with_capacity(want.len());
+                let mut offset = 0u64;
+                // Entry ordinals must count exactly as in `apply_layer`.
+                for (ordinal, entry) in entries.enumerate() {
+                    let mut entry = entry.map_err(|e| Error::malformed(what.clone(), e))?;
+                    let ordinal = ordinal as u64;
+                    if let Some((paths, size)) = want.remove(&ordinal) {
+                        let n = io::copy(&mut (&mut entry).take(size), &mut w)
                             .map_err(|e| Error::malformed(what.clone(), e))?;
                         if n != size {
                             return Err(Error::malformed(
@@ -820,30 +864,47 @@ impl Rootfs {
                                 format!("/{} is truncated", paths[0]),
                             ));
                         }
-                        Ok(())
-                    })();
-                    let local = match (&self.cache, shared, copied) {
-                        (Some(c), Some(_), Ok(())) => c.put_file(digest, ordinal, local, size),
-                        (Some(c), Some(_), Err(e)) => {
-                            c.drop_file(&local, size);
-                            return Err(e);
-                        }
-                        (_, _, Err(e)) => return Err(e),
-                        (_, _, Ok(())) => local,
-                    };
-                    for p in paths {
-                        out.insert(p, local.clone());
+                        let local = Local {
+                            path: spool.clone(),
+                            offset,
+                            len: size,
+                        };
+                        offset += size;
+                        copied.push((ordinal, paths, local));
+                    }
+                    if want.is_empty() {
+                        break;
                     }
                 }
-                if want.is_empty() {
-                    break;
+                if let Some((_, (p, _))) = want.iter().next() {
+                    return Err(Error::malformed(
+                        what.clone(),
+                        format!("/{} vanished on a second read", p[0]),
+                    ));
                 }
-            }
-            if let Some((_, (p, _))) = want.into_iter().next() {
-                return Err(Error::malformed(
-                    what,
-                    format!("/{} vanished on a second read", p[0]),
-                ));
+                w.into_inner()
+                    .map_err(|e| Error::io(&*spool, e.into_error()))?;
+                Ok(copied)
+            })();
+            let copied = match (copied, &self.cache, &shared) {
+                (Ok(c), _, _) => c,
+                (Err(e), Some(c), Some(_)) => {
+                    c.drop_spool(&spool, total);
+                    return Err(e);
+                }
+                (Err(e), _, _) => {
+                    let _ = std::fs::remove_file(&spool);
+                    return Err(e);
+                }
+            };
+            for (ordinal, paths, local) in copied {
+                let local = match (&self.cache, &shared) {
+                    (Some(c), Some(_)) => c.put_file(digest, ordinal, local),
+                    _ => local,
+                };
+                for p in paths {
+                    out.insert(p, local.clone());
+                }
             }
             tracing::debug!(
                 layer,
@@ -1131,7 +1192,7 @@ pub struct LayerCache {
 #[derive(Default)]
 struct CopiedFiles {
     /// (layer digest, entry ordinal) → copy.
-    map: HashMap<(String, u64), PathBuf>,
+    map: HashMap<(String, u64), Local>,
     bytes: u64,
     count: u64,
 }
@@ -1232,16 +1293,16 @@ impl LayerCache {
         lock(&self.parsed).held
     }
 
-    fn file(&self, digest: &str, entry: u64) -> Option<PathBuf> {
+    fn file(&self, digest: &str, entry: u64) -> Option<Local> {
         lock(&self.files)
             .map
             .get(&(digest.to_string(), entry))
             .cloned()
     }
 
-    /// Where to copy a file of `size` bytes so later images find it: `None` when the budget is
-    /// spent.
-    fn file_slot(&self, size: u64) -> Option<PathBuf> {
+    /// Where to spool `size` bytes of files so later images find them: `None` when the
+    /// budget is spent.
+    fn spool_slot(&self, size: u64) -> Option<PathBuf> {
         let mut f = lock(&self.files);
         if f.bytes + size > FILES_BUDGET {
             return None;
@@ -1253,29 +1314,17 @@ impl LayerCache {
     }
 
     /// Record a finished copy; the copy to use. When another image copied the same entry
-    /// meanwhile, the first copy stays and this one is removed (its bytes given back).
-    fn put_file(&self, digest: &str, entry: u64, path: PathBuf, size: u64) -> PathBuf {
-        let existing = {
-            let mut f = lock(&self.files);
-            match f.map.get(&(digest.to_string(), entry)) {
-                Some(p) => Some(p.clone()),
-                None => {
-                    f.map.insert((digest.to_string(), entry), path.clone());
-                    None
-                }
-            }
-        };
-        match existing {
-            Some(first) => {
-                self.drop_file(&path, size);
-                first
-            }
-            None => path,
-        }
+    /// meanwhile, the first copy stays (this one's bytes stay in its spool until the end).
+    fn put_file(&self, digest: &str, entry: u64, local: Local) -> Local {
+        let mut f = lock(&self.files);
+        f.map
+            .entry((digest.to_string(), entry))
+            .or_insert(local)
+            .clone()
     }
 
-    /// A copy that is not kept: removed, its bytes given back to the budget.
-    fn drop_file(&self, path: &Path, size: u64) {
+    /// A spool that is not kept: removed, its bytes given back to the budget.
+    fn drop_spool(&self, path: &Path, size: u64) {
         let _ = std::fs::remove_file(path);
         let mut f = lock(&self.files);
         f.bytes = f.bytes.saturating_sub(size);
@@ -1449,8 +1498,8 @@ pub(crate) mod tests {
         let got = fs
             .read_files(&["usr/bin/a".into(), "usr/bin/b".into()], d.path())
             .unwrap();
-        assert_eq!(std::fs::read(&got["usr/bin/a"]).unwrap(), b"abc");
-        assert_eq!(std::fs::read(&got["usr/bin/b"]).unwrap(), b"abc");
+        assert_eq!(got["usr/bin/a"].read(10).unwrap(), b"abc");
+        assert_eq!(got["usr/bin/b"].read(10).unwrap(), b"abc");
         assert_eq!(paths(&fs), vec!["usr", "usr/bin", "usr/bin/a", "usr/bin/b"]);
         assert_eq!(fs.nodes["usr/bin/b"].size(), 3);
     }
@@ -1485,7 +1534,7 @@ pub(crate) mod tests {
         ];
         let fs1 = Rootfs::merge_cached(first.clone(), None, Some(cache.clone())).unwrap();
         let got = fs1.read_files(&["lib/libc.so".into()], d.path()).unwrap();
-        assert_eq!(std::fs::read(&got["lib/libc.so"]).unwrap(), b"libc");
+        assert_eq!(got["lib/libc.so"].read(10).unwrap(), b"libc");
         assert_eq!(cache.parse_hits.load(Ordering::Relaxed), 0);
         // A second image on the same base, whose base blob is gone from disk: neither the
         // merge nor the read may open it.
@@ -1496,7 +1545,7 @@ pub(crate) mod tests {
         assert_eq!(paths(&fs2), vec!["etc", "etc/passwd", "lib", "lib/libc.so"]);
         assert_eq!(fs2.stats, fs1.stats[..1].to_vec());
         let got = fs2.read_files(&["lib/libc.so".into()], d.path()).unwrap();
-        assert_eq!(std::fs::read(&got["lib/libc.so"]).unwrap(), b"libc");
+        assert_eq!(got["lib/libc.so"].read(10).unwrap(), b"libc");
         assert_eq!(cache.read_hits.load(Ordering::Relaxed), 1);
         // A file not copied before needs the layer: now an error, the blob being gone.
         assert!(fs2.read_files(&["etc/passwd".into()], d.path()).is_err());

@@ -1,13 +1,13 @@
 //! Access to file contents for the tracer: files are copied out of their layers into a work
 //! dir on first use (many at once, one pass per layer), and ELF facts are parsed once per file.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::elf::{self, ElfFacts};
 use crate::error::{Error, Result};
-use crate::rootfs::{Kind, Rootfs, display};
+use crate::rootfs::{Kind, Local, Rootfs, display};
 
 /// Largest file read as an ELF object or script.
 pub const MAX_OBJECT_BYTES: u64 = 2 << 30;
@@ -38,10 +38,22 @@ pub trait Contents {
     }
 }
 
+/// A layer's first read also copies its other visible files up to this size each
+/// (sources, libraries, configuration: what the rules read next)...
+pub const SPOOL_FILE_BYTES: u64 = 8 << 20;
+/// ...and up to this many bytes over the whole image, so the tracer streams each layer about
+/// once instead of once per question (a Ruby or Python require graph asks hundreds).
+pub const SPOOL_BYTES: u64 = 1 << 30;
+
 /// [`Contents`] over the real layers: files are copied into a work dir on first use.
 pub struct LayerContents {
     dir: PathBuf,
-    files: HashMap<String, PathBuf>,
+    files: HashMap<String, Local>,
+    /// Files copied to a file of their own, to open as a whole (jars).
+    whole: HashMap<String, PathBuf>,
+    /// Layers whose visible files were copied along with a first read.
+    spooled: HashSet<usize>,
+    spool_budget: u64,
     facts: HashMap<String, Option<Arc<ElfFacts>>>,
     /// How many times files were read out of the layers, and how many files.
     pub passes: usize,
@@ -53,6 +65,9 @@ impl LayerContents {
         LayerContents {
             dir: dir.to_path_buf(),
             files: HashMap::new(),
+            whole: HashMap::new(),
+            spooled: HashSet::new(),
+            spool_budget: SPOOL_BYTES,
             facts: HashMap::new(),
             passes: 0,
             files_read: 0,
@@ -60,7 +75,7 @@ impl LayerContents {
     }
 
     /// Local copy of a file, reading it from its layer if needed.
-    pub fn local(&mut self, fs: &Rootfs, path: &str) -> Result<PathBuf> {
+    pub fn local(&mut self, fs: &Rootfs, path: &str) -> Result<Local> {
         if let Some(p) = self.files.get(path) {
             return Ok(p.clone());
         }
@@ -71,20 +86,46 @@ impl LayerContents {
             .ok_or_else(|| Error::path(display(path), "not a regular file"))
     }
 
-    pub fn into_files(self) -> HashMap<String, PathBuf> {
+    pub fn into_files(self) -> HashMap<String, Local> {
         self.files
     }
 }
 
 impl Contents for LayerContents {
     fn prefetch(&mut self, fs: &Rootfs, paths: &[String]) -> Result<()> {
-        let missing: Vec<String> = paths
+        let mut missing: Vec<String> = paths
             .iter()
             .filter(|p| !self.files.contains_key(*p))
             .filter(|p| matches!(fs.get(p).map(|n| &n.kind), Some(Kind::File { .. })))
             .cloned()
             .collect();
         if !missing.is_empty() {
+            // The first pass over a layer copies its other small visible files too.
+            let layers: BTreeSet<usize> = missing
+                .iter()
+                .filter_map(|p| match fs.get(p).map(|n| &n.kind) {
+                    Some(Kind::File { layer, .. }) => Some(*layer),
+                    _ => None,
+                })
+                .collect();
+            let wanted: HashSet<String> = missing.iter().cloned().collect();
+            for layer in layers {
+                if !self.spooled.insert(layer) {
+                    continue;
+                }
+                for (path, node) in &fs.nodes {
+                    if let Kind::File { layer: l, size, .. } = node.kind
+                        && l == layer
+                        && size <= SPOOL_FILE_BYTES
+                        && size <= self.spool_budget
+                        && !self.files.contains_key(path)
+                        && !wanted.contains(path)
+                    {
+                        self.spool_budget -= size;
+                        missing.push(path.clone());
+                    }
+                }
+            }
             self.passes += 1;
             self.files_read += missing.len();
             tracing::trace!(pass = self.passes, files = missing.len(), first = %missing[0], "read from layers");
@@ -95,7 +136,22 @@ impl Contents for LayerContents {
     }
 
     fn local_path(&mut self, fs: &Rootfs, path: &str) -> Result<Option<PathBuf>> {
-        self.local(fs, path).map(Some)
+        if let Some(p) = self.whole.get(path) {
+            return Ok(Some(p.clone()));
+        }
+        let local = self.local(fs, path)?;
+        let whole = self.dir.join(format!("w{}", self.whole.len()));
+        let copied = (|| {
+            let mut f = std::fs::File::create(&whole)?;
+            std::io::copy(&mut local.open()?, &mut f)
+        })();
+        match copied {
+            Ok(n) if n == local.len => {}
+            Ok(_) => return Err(Error::path(display(path), "its local copy is short")),
+            Err(e) => return Err(Error::io(&whole, e)),
+        }
+        self.whole.insert(path.to_string(), whole.clone());
+        Ok(Some(whole))
     }
 
     fn read(&mut self, fs: &Rootfs, path: &str, max: u64) -> Result<Vec<u8>> {
@@ -106,28 +162,29 @@ impl Contents for LayerContents {
             ));
         }
         let local = self.local(fs, path)?;
-        crate::layout::read_bounded(&local, max)
-            .map_err(|_| Error::path(display(path), format!("larger than {max} bytes")))
+        local
+            .read(max)
+            .map_err(|e| Error::path(display(path), e.to_string()))
     }
 
     fn head(&mut self, fs: &Rootfs, path: &str, n: usize) -> Result<Vec<u8>> {
         let local = self.local(fs, path)?;
-        let f = std::fs::File::open(&local).map_err(|e| Error::io(&local, e))?;
+        let f = local.open().map_err(|e| Error::io(&*local.path, e))?;
         let mut out = Vec::with_capacity(n);
         std::io::Read::read_to_end(&mut std::io::Read::take(f, n as u64), &mut out)
-            .map_err(|e| Error::io(&local, e))?;
+            .map_err(|e| Error::io(&*local.path, e))?;
         Ok(out)
     }
 
     fn contains(&mut self, fs: &Rootfs, path: &str, needle: &[u8]) -> Result<bool> {
         let local = self.local(fs, path)?;
-        let mut f = std::fs::File::open(&local).map_err(|e| Error::io(&local, e))?;
+        let mut f = local.open().map_err(|e| Error::io(&*local.path, e))?;
         let mut buf = vec![0u8; 1 << 20];
         let keep = needle.len().saturating_sub(1);
         let mut filled = 0;
         loop {
             let k = std::io::Read::read(&mut f, &mut buf[filled..])
-                .map_err(|e| Error::io(&local, e))?;
+                .map_err(|e| Error::io(&*local.path, e))?;
             if k == 0 {
                 return Ok(false);
             }
@@ -154,12 +211,19 @@ impl Contents for LayerContents {
             ));
         }
         let local = self.local(fs, path)?;
-        let file = std::fs::File::open(&local).map_err(|e| Error::io(&local, e))?;
+        let file = std::fs::File::open(&local.path).map_err(|e| Error::io(&*local.path, e))?;
         let facts = if size < 4 {
             None
         } else {
-            // SAFETY: the file is pare's private copy in its own work dir; nothing else writes it.
-            let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(&local, e))?;
+            // SAFETY: the spool is pare's private copy in its own work dir; nothing else
+            // writes it.
+            let map = unsafe {
+                memmap2::MmapOptions::new()
+                    .offset(local.offset)
+                    .len(local.len as usize)
+                    .map(&file)
+            }
+            .map_err(|e| Error::io(&*local.path, e))?;
             if elf::is_elf(&map) {
                 Some(Arc::new(elf::parse(&map).map_err(|reason| Error::Elf {
                     path: display(path),

@@ -280,6 +280,9 @@ pub(crate) fn tokens(s: &str) -> impl Iterator<Item = &str> {
 fn scan_text(cx: &mut Cx, path: &str, text: &str) {
     let from = display(path);
     let detail = format!("named in {from}");
+    // A runtime's own library (Ruby's rbconfig.rb, Python's _sysconfigdata) names the build's
+    // tools and helpers it may spawn: its references keep data, not programs.
+    let library = cx.is_claimed(path);
     let mut n = 0;
     for line in text.lines() {
         let l = line.trim_start();
@@ -290,6 +293,20 @@ fn scan_text(cx: &mut Cx, path: &str, text: &str) {
             n += 1;
             if n > MAX_REFS_PER_FILE {
                 return;
+            }
+            if library
+                && let Some(p) = clean(t)
+                && let Ok(r) = cx.fs.resolve(&p, true)
+                && let Some(node) = cx.fs.get(&r.path)
+                && matches!(node.kind, Kind::File { .. })
+                && node.mode & 0o111 != 0
+                && !cx.out.files.contains_key(&r.path)
+            {
+                cx.drop_path(
+                    &r.path,
+                    format!("{detail}, a runtime library: a program it names is kept only when something runs it"),
+                );
+                continue;
             }
             reference(cx, t, Some(path), &detail, 0);
         }
@@ -359,6 +376,11 @@ pub(crate) fn is_system_dir(p: &str) -> bool {
         "usr/local/lib/python3",
     ];
     if SYSTEM.contains(&p) {
+        return true;
+    }
+    // The C library's own trees (its gconv modules, named in every static glibc program) are
+    // the libc rule's: it keeps the modules a program's character sets need.
+    if p.ends_with("/gconv") || p.contains("/gconv/") || p == "usr/lib/getconf" {
         return true;
     }
     // /usr/lib/<triplet> and /lib/<triplet>
@@ -640,6 +662,8 @@ mod tests {
             "usr/lib/x86_64-linux-gnu",
             "/usr/share",
             "/opt",
+            "/usr/lib/x86_64-linux-gnu/gconv",
+            "/usr/lib64/gconv",
         ] {
             assert!(is_system_dir(d), "{d}");
         }

@@ -423,7 +423,14 @@ fn perl_follows_use_through_inc() {
             "/usr/share/perl5/Foo/Bar.pm",
             "t:package Foo::Bar;\nuse parent 'Baz';\n1;\n",
         ),
-        ("/usr/share/perl5/Baz.pm", "t:1;\n"),
+        // A runtime library naming a build tool and a data file: the data is kept, the
+        // program only when something runs it.
+        (
+            "/usr/share/perl5/Baz.pm",
+            "t:my $grep = '/usr/bin/grep';\nmy $types = '/etc/mime.types';\n1;\n",
+        ),
+        ("/usr/bin/grep", "elf"),
+        ("/etc/mime.types", "t:text/plain txt\n"),
         ("/usr/share/perl5/Lazy.pm", "t:1;\n"),
         ("/usr/share/perl5/Unused.pm", "t:1;\n"),
         (
@@ -433,6 +440,7 @@ fn perl_follows_use_through_inc() {
     ];
     let f = vec![
         ("/usr/bin/perl", perl),
+        ("/usr/bin/grep", libc_exe(&[])),
         (
             "/usr/lib/x86_64-linux-gnu/perl5/5.36/auto/Foo/Bar/Bar.so",
             lib("Bar.so"),
@@ -450,6 +458,12 @@ fn perl_follows_use_through_inc() {
     }
     assert!(!kept(&t, "/usr/share/perl5/Unused.pm"));
     assert_eq!(t.evidence("usr/share/perl5/Baz.pm")[0].kind, Why::Runtime);
+    assert!(kept(&t, "/etc/mime.types"));
+    assert!(
+        !kept(&t, "/usr/bin/grep"),
+        "{:?}",
+        t.evidence("usr/bin/grep")
+    );
 }
 
 #[test]
