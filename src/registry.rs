@@ -73,6 +73,27 @@ fn note_retry(what: &str, attempt: u32, error: &dyn std::error::Error) {
     );
 }
 
+/// Whether a manifest push may pass on a second try: besides [`transient`], a registry that
+/// says a blob just pushed is unknown or unreadable (the distribution registry rewrites a
+/// blob's link in place, so a concurrent push of the same blob, such as another shard of a
+/// batch on a shared base, can make it briefly unreadable).
+fn transient_manifest(e: &OciDistributionError) -> bool {
+    const RACY: [&str; 2] = ["MANIFEST_BLOB_UNKNOWN", "DIGEST_INVALID"];
+    match e {
+        OciDistributionError::ServerError {
+            code: 400, message, ..
+        } => RACY.iter().any(|c| message.contains(c)),
+        OciDistributionError::RegistryError { envelope, .. } => envelope.errors.iter().any(|e| {
+            matches!(
+                e.code,
+                oci_client::errors::OciErrorCode::ManifestBlobUnknown
+                    | oci_client::errors::OciErrorCode::DigestInvalid
+            )
+        }),
+        _ => transient(e),
+    }
+}
+
 fn transient_http(e: &reqwest::Error) -> bool {
     // A name that does not resolve, or a certificate that does not verify, will not on a
     // second try either.
@@ -101,6 +122,20 @@ impl RegistryClient {
     async fn retrying<T, F, Fut>(
         &self,
         what: &str,
+        call: F,
+    ) -> std::result::Result<T, OciDistributionError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<T, OciDistributionError>>,
+    {
+        self.retrying_if(what, transient, call).await
+    }
+
+    /// [`Self::retrying`] with the caller's idea of a transient error.
+    async fn retrying_if<T, F, Fut>(
+        &self,
+        what: &str,
+        transient: fn(&OciDistributionError) -> bool,
         mut call: F,
     ) -> std::result::Result<T, OciDistributionError>
     where
@@ -785,7 +820,7 @@ impl RegistryClient {
         self.prepare(&oref).await;
         let ct = http::HeaderValue::from_str(media_type)
             .map_err(|e| Error::Other(format!("bad media type {media_type}: {e}")))?;
-        self.retrying("push manifest", || {
+        self.retrying_if("push manifest", transient_manifest, || {
             self.client
                 .push_manifest_raw(&oref, bytes.clone(), ct.clone())
         })
@@ -1105,6 +1140,31 @@ pub fn short_digest(d: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_manifest_push_retries_a_blob_the_registry_cannot_read_yet() {
+        let e = |code: u16, message: &str| OciDistributionError::ServerError {
+            code,
+            url: "http://r/v2/a/manifests/t".into(),
+            message: message.into(),
+        };
+        let racy = e(
+            400,
+            r#"{"errors":[{"code":"DIGEST_INVALID","message":"provided digest did not match uploaded content"}]}"#,
+        );
+        assert!(transient_manifest(&racy));
+        assert!(!transient(&racy), "other calls do not retry a 400");
+        assert!(transient_manifest(&e(
+            400,
+            r#"{"errors":[{"code":"MANIFEST_BLOB_UNKNOWN"}]}"#
+        )));
+        assert!(!transient_manifest(&e(
+            400,
+            r#"{"errors":[{"code":"MANIFEST_INVALID"}]}"#
+        )));
+        assert!(transient_manifest(&e(503, "busy")));
+        assert!(!transient_manifest(&e(401, "no")));
+    }
 
     fn next(headers: &[&str], current: &str) -> std::result::Result<Option<String>, String> {
         let values: Vec<http::HeaderValue> = headers
