@@ -26,6 +26,8 @@ pub struct HardenOptions {
     pub allow_missing: bool,
     /// `--runtime-full`: keep a language runtime's whole standard library.
     pub runtime_full: bool,
+    /// `--no-packages`: do not follow the package database.
+    pub no_packages: bool,
     pub dry_run: bool,
     /// `--dest-creds`; else `--creds` when DEST is on the source's registry, else the auth files.
     pub dest_creds: Option<crate::auth::Credentials>,
@@ -123,6 +125,7 @@ pub async fn analyze(
         allow_missing: opts.allow_missing,
         keep: opts.keep.clone(),
         runtime_full: opts.runtime_full,
+        no_packages: opts.no_packages,
     };
     let (rootfs, trace, contents) = tokio::task::spawn_blocking(move || -> Result<_> {
         let t = Instant::now();

@@ -17,6 +17,7 @@ pub mod inspect;
 pub mod layer;
 pub mod layout;
 pub mod ldcache;
+pub mod packages;
 pub mod plan;
 pub mod policy;
 pub mod progress;

@@ -121,6 +121,11 @@ struct TraceFlags {
     /// bundled installers) instead of what the application imports.
     #[arg(long)]
     runtime_full: bool,
+    /// Do not follow the image's package database (the configuration and data of the
+    /// packages owning the programs, and of their dependencies). Package metadata for what
+    /// is kept is still written.
+    #[arg(long)]
+    no_packages: bool,
 }
 
 #[derive(Args, Clone)]
@@ -248,6 +253,7 @@ fn options(s: &SourceArgs, t: &TraceFlags) -> anyhow::Result<HardenOptions> {
         keep: t.keep.clone(),
         allow_missing: t.allow_missing,
         runtime_full: t.runtime_full,
+        no_packages: t.no_packages,
         ..Default::default()
     })
 }

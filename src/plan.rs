@@ -20,6 +20,21 @@ const DATA_FILES: &[(&str, &str)] = &[
         "/usr/lib/os-release",
         "OS identification (scanners read it)",
     ),
+    // Trivy identifies Debian by this file, Ubuntu by lsb-release, not by os-release.
+    ("/etc/debian_version", "OS identification (Trivy reads it)"),
+    ("/etc/lsb-release", "OS identification (Trivy reads it)"),
+    (
+        "/etc/alpine-release",
+        "OS identification (scanners read it)",
+    ),
+    (
+        "/etc/redhat-release",
+        "OS identification (scanners read it)",
+    ),
+    (
+        "/etc/system-release",
+        "OS identification (scanners read it)",
+    ),
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -514,6 +529,30 @@ pub fn build<C: Contents>(input: PlanInput<'_>, contents: &mut C) -> Result<Plan
             None => b.plan.warnings.push(
                 "libraries come from /etc/ld.so.conf directories, but pare cannot write an ld.so.cache for this architecture; keep the image's own with --keep /etc/ld.so.cache".into(),
             ),
+        }
+    }
+
+    // The package database of what is kept, for scanners.
+    if let Some(db) = &trace.packages {
+        let kept: std::collections::BTreeSet<String> = b
+            .plan
+            .entries
+            .iter()
+            .filter(|(_, e)| matches!(e.content, Content::Image(_) | Content::Symlink(_)))
+            .map(|(p, _)| p.clone())
+            .collect();
+        let meta = crate::packages::metadata(db, fs, b.contents, &kept)?;
+        for p in &meta.keep {
+            b.keep_if_present(
+                p,
+                "copyright of a kept package (licence compliance; scanners read it)",
+            )?;
+        }
+        for (path, bytes) in meta.files {
+            b.plan.entries.insert(
+                path,
+                generated(bytes, "package metadata of what is kept (scanners read it)"),
+            );
         }
     }
 

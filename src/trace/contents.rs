@@ -45,6 +45,15 @@ pub const SPOOL_FILE_BYTES: u64 = 8 << 20;
 /// once instead of once per question (a Ruby or Python require graph asks hundreds).
 pub const SPOOL_BYTES: u64 = 1 << 30;
 
+impl<T: Contents + ?Sized> crate::packages::Reader for T {
+    fn prefetch_files(&mut self, fs: &Rootfs, paths: &[String]) -> Result<()> {
+        self.prefetch(fs, paths)
+    }
+    fn read_file(&mut self, fs: &Rootfs, path: &str, max: u64) -> Result<Vec<u8>> {
+        self.read(fs, path, max)
+    }
+}
+
 /// [`Contents`] over the real layers: files are copied into a work dir on first use.
 pub struct LayerContents {
     dir: PathBuf,

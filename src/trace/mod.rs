@@ -35,6 +35,7 @@ mod contents;
 mod keep;
 mod libc;
 mod loader;
+mod packages;
 mod pathref;
 mod program;
 mod runtime;
@@ -121,6 +122,9 @@ pub enum Why {
     KeepFlag,
     /// A symlink on the way to a kept path.
     Symlink,
+    /// Configuration or data of a package that owns a program the entrypoint runs, or of its
+    /// dependencies (the image's package database).
+    Package,
 }
 
 /// Why one path is kept: the kind of evidence, the kept file (or config key) that caused it,
@@ -196,6 +200,8 @@ pub struct Trace {
     /// Paths a rule looked at and did not keep, with why (`pare trace --why`).
     pub dropped: BTreeMap<String, String>,
     pub warnings: Vec<String>,
+    /// The image's package database, when it has one (and `--no-packages` is not given).
+    pub packages: Option<std::sync::Arc<crate::packages::Db>>,
 }
 
 impl Trace {
@@ -300,6 +306,8 @@ pub struct TraceOptions {
     pub keep: Vec<String>,
     /// `--runtime-full`: keep a language runtime's whole standard library.
     pub runtime_full: bool,
+    /// `--no-packages`: the package database's configuration and data are not followed.
+    pub no_packages: bool,
 }
 
 /// What the image config says about running it.
@@ -501,6 +509,7 @@ pub fn trace<C: Contents>(
         Box::new(runtime::php::Php),
         Box::new(runtime::lua::Lua::default()),
         Box::new(pathref::PathRefs::default()),
+        Box::new(packages::Packages::default()),
         Box::new(libc::Features::default()),
         Box::new(appdir::AppDir::default()),
         Box::new(keep::Keep),

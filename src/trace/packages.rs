@@ -1,0 +1,274 @@
+//! The package rule: the configuration and data of the packages that own the programs the
+//! entrypoint runs (nginx's `/etc/nginx` comes from `nginx-common`, a dependency of the
+//! package owning `/usr/sbin/nginx`), read from the image's package database.
+//!
+//! Which packages are followed and which of their files count is data ([`SKIP_PACKAGES`],
+//! [`SKIP_TREES`]): from the packages that own a program, their configuration files and data;
+//! from their dependencies, transitively, the same, never an executable (bookworm's `nginx`
+//! depends on `iproute2`: `ip` must not come back), skipping shared-library packages (the ELF
+//! closure keeps what is loaded), essential packages, shells, package managers, network tools
+//! and setuid carriers. A language runtime's trees are the runtime rule's.
+
+use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::sync::Arc;
+
+use super::{Cx, Evidence, Rule, Why};
+use crate::error::Result;
+use crate::packages::{self, Db};
+use crate::rootfs::{Kind, display};
+
+/// Packages never followed, with why (name, or `prefix*`). Applies to dependencies; to a
+/// package owning a program only where marked `true`.
+pub const SKIP_PACKAGES: &[(&str, bool, &str)] = &[
+    (
+        "lib*",
+        false,
+        "a shared-library package: the ELF closure keeps what is loaded",
+    ),
+    ("bash", true, "a shell"),
+    ("dash", true, "a shell"),
+    ("zsh", true, "a shell"),
+    ("mksh", true, "a shell"),
+    ("busybox", true, "a shell"),
+    ("busybox-static", true, "a shell"),
+    ("dpkg", true, "a package manager"),
+    ("apt", true, "a package manager"),
+    ("apt-utils", true, "a package manager"),
+    ("debconf", true, "package-manager plumbing"),
+    ("ucf", true, "package-manager plumbing"),
+    ("adduser", true, "package-manager plumbing"),
+    ("init-system-helpers", true, "package-manager plumbing"),
+    ("lsb-base", true, "package-manager plumbing"),
+    ("sysvinit-utils", true, "package-manager plumbing"),
+    ("systemd", true, "an init system"),
+    ("systemd-sysv", true, "an init system"),
+    ("sensible-utils", true, "package-manager plumbing"),
+    ("debianutils", true, "package-manager plumbing"),
+    ("rpm", true, "a package manager"),
+    ("apk-tools", true, "a package manager"),
+    ("iproute2", false, "a network tool"),
+    ("iputils-ping", false, "a network tool"),
+    ("net-tools", false, "a network tool"),
+    ("curl", false, "a network tool"),
+    ("wget", false, "a network tool"),
+    ("netcat-openbsd", false, "a network tool"),
+    ("netcat-traditional", false, "a network tool"),
+    ("openssh-client", false, "a network tool"),
+    ("openssh-server", false, "a network tool"),
+    ("socat", false, "a network tool"),
+    ("passwd", true, "a setuid carrier"),
+    ("login", true, "a setuid carrier"),
+    ("sudo", true, "a setuid carrier"),
+    ("mount", true, "a setuid carrier"),
+    ("util-linux", true, "a setuid carrier"),
+    ("tzdata", true, "time zones are the libc rule's"),
+    ("locales", true, "locales are the libc rule's"),
+    ("locales-all", true, "locales are the libc rule's"),
+    (
+        "ca-certificates",
+        true,
+        "the CA bundle is the OpenSSL rule's",
+    ),
+];
+
+/// Trees of a package never kept by this rule, with why.
+pub const SKIP_TREES: &[(&str, &str)] = &[
+    ("usr/share/doc", "documentation"),
+    ("usr/share/man", "documentation"),
+    ("usr/share/info", "documentation"),
+    ("usr/share/lintian", "packaging metadata"),
+    ("usr/share/bug", "packaging metadata"),
+    ("usr/share/locale", "translations"),
+    ("usr/share/bash-completion", "interactive shell completion"),
+    ("usr/share/zsh", "interactive shell completion"),
+    ("usr/share/fish", "interactive shell completion"),
+    ("usr/share/menu", "desktop integration"),
+    ("usr/share/applications", "desktop integration"),
+    ("usr/share/icons", "desktop integration"),
+    ("usr/share/pixmaps", "desktop integration"),
+    ("usr/share/apport", "crash reporting"),
+    ("usr/share/i18n", "locale sources (the libc rule's)"),
+    ("usr/share/zoneinfo", "time zones (the libc rule's)"),
+    ("usr/lib/locale", "locales (the libc rule's)"),
+    ("etc/init.d", "service management"),
+    ("etc/systemd", "service management"),
+    ("lib/systemd", "service management"),
+    ("usr/lib/systemd", "service management"),
+    ("etc/logrotate.d", "service management"),
+    ("etc/cron.d", "service management"),
+    ("etc/cron.daily", "service management"),
+    ("etc/default", "service management"),
+    ("etc/ufw", "service management"),
+    ("etc/apparmor.d", "service management"),
+    ("usr/lib/tmpfiles.d", "service management"),
+    ("usr/lib/sysusers.d", "service management"),
+    ("etc/ld.so.conf.d", "the loader's (the ELF rule's)"),
+];
+
+/// Most bytes of data kept from one package; past it, a warning.
+pub const MAX_PACKAGE_DATA: u64 = 16 << 20;
+
+fn skipped(name: &str, owner: bool) -> Option<&'static str> {
+    SKIP_PACKAGES.iter().find_map(|(p, for_owner, why)| {
+        let hit = match p.strip_suffix('*') {
+            Some(prefix) => name.starts_with(prefix),
+            None => name == *p,
+        };
+        (hit && (!owner || *for_owner)).then_some(*why)
+    })
+}
+
+fn skipped_tree(path: &str) -> Option<&'static str> {
+    SKIP_TREES
+        .iter()
+        .find(|(t, _)| path == *t || path.starts_with(&format!("{t}/")))
+        .map(|(_, why)| *why)
+        .or_else(|| {
+            // The C library's gconv modules.
+            path.contains("/gconv/")
+                .then_some("iconv modules (the libc rule's)")
+        })
+}
+
+#[derive(Default)]
+pub(crate) struct Packages {
+    db: Option<Arc<Db>>,
+    /// Packages whose files were considered.
+    done: HashSet<usize>,
+}
+
+impl Rule for Packages {
+    fn start(&mut self, cx: &mut Cx) -> Result<()> {
+        // Read even with --no-packages: the plan writes metadata for what is kept.
+        if let Some(db) = packages::read(cx.fs, &mut *cx.contents)? {
+            let db = Arc::new(db);
+            cx.out.packages = Some(db.clone());
+            self.db = Some(db);
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, cx: &mut Cx) -> Result<()> {
+        let Some(db) = self.db.clone() else {
+            return Ok(());
+        };
+        if cx.opts.no_packages {
+            return Ok(());
+        }
+        // The packages owning the programs the entrypoint runs, then their dependencies.
+        let mut queue: VecDeque<(usize, Option<usize>, String)> = VecDeque::new();
+        let programs: Vec<String> = cx.out.programs.iter().cloned().collect();
+        for p in programs {
+            for &i in db.owners(&p) {
+                if !self.done.contains(&i) {
+                    queue.push_back((i, None, p.clone()));
+                }
+            }
+        }
+        while let Some((i, parent, program)) = queue.pop_front() {
+            if !self.done.insert(i) {
+                continue;
+            }
+            let pkg = &db.packages[i];
+            let owner = parent.is_none();
+            let essential = packages::is_essential(pkg);
+            if let Some(why) = skipped(&pkg.name, owner)
+                .or(essential.then_some("an essential package (in every system, not the app's)"))
+            {
+                cx.drop_path(
+                    &format!("package {}", pkg.name),
+                    format!("not followed: {why}"),
+                );
+                continue;
+            }
+            let detail = match parent {
+                None => format!("package {}, which owns {}", pkg.name, display(&program)),
+                Some(p) => format!(
+                    "package {}, dependency of {}",
+                    pkg.name, db.packages[p].name
+                ),
+            };
+            keep_package(cx, &db, i, &detail)?;
+            for group in &pkg.depends {
+                // The first alternative the image has.
+                if let Some(&d) = group.iter().find_map(|n| db.named(n).first()) {
+                    queue.push_back((d, Some(i), program.clone()));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Keep a package's configuration files and data (not executables, not shared objects, not
+/// the trees in [`SKIP_TREES`], not a runtime's trees).
+fn keep_package(cx: &mut Cx, db: &Db, idx: usize, detail: &str) -> Result<()> {
+    let pkg = &db.packages[idx];
+    let conffiles: BTreeSet<String> = pkg
+        .conffiles
+        .iter()
+        .filter_map(|c| cx.fs.resolve(c, false).ok().map(|r| r.path))
+        .collect();
+    let mut picked: Vec<(String, bool)> = Vec::new();
+    let mut bytes = 0u64;
+    for f in db.files_of(cx.fs, idx) {
+        let conf = conffiles.contains(&f);
+        if skipped_tree(&f).is_some() {
+            continue;
+        }
+        if cx.is_claimed(&f) || cx.out.files.contains_key(&f) {
+            continue;
+        }
+        let Some(node) = cx.fs.get(&f) else { continue };
+        match &node.kind {
+            Kind::File { size, .. } => {
+                let base = f.rsplit('/').next().unwrap_or(&f);
+                if node.mode & 0o111 != 0
+                    || base.contains(".so")
+                    || super::pathref::is_secret(&display(&f))
+                {
+                    continue;
+                }
+                bytes += size;
+                picked.push((f, conf));
+            }
+            Kind::Symlink(_) => {
+                // A link to data is kept with its target.
+                if let Ok(r) = cx.fs.resolve(&f, true)
+                    && let Some(t) = cx.fs.get(&r.path)
+                    && matches!(t.kind, Kind::File { .. })
+                    && t.mode & 0o111 == 0
+                    && !r.path.rsplit('/').next().unwrap_or("").contains(".so")
+                    && skipped_tree(&r.path).is_none()
+                {
+                    picked.push((f, conf));
+                }
+            }
+            _ => {}
+        }
+    }
+    if bytes > MAX_PACKAGE_DATA {
+        cx.warn(format!(
+            "package {} has {} MiB of configuration and data, more than {} MiB: not kept (keep what is needed with --keep)",
+            pkg.name,
+            bytes >> 20,
+            MAX_PACKAGE_DATA >> 20
+        ));
+        picked.retain(|(_, conf)| *conf);
+    }
+    for (f, conf) in picked {
+        let what = if conf {
+            format!("configuration file of {detail}")
+        } else {
+            format!("data of {detail}")
+        };
+        let mut ev = Evidence::new(Why::Package, None, what);
+        if !conf {
+            // Data is not read for what it names (a package's HTML, its templates).
+            ev.within = Some(format!("package {}", pkg.name));
+            ev.from = Some(format!("package {}", pkg.name));
+        }
+        cx.keep_if_file(&display(&f), ev);
+    }
+    Ok(())
+}
