@@ -447,6 +447,21 @@ pub fn build<C: Contents>(input: PlanInput<'_>, contents: &mut C) -> Result<Plan
             evidence: Vec::new(),
         },
     );
+    // /var/tmp, the other scratch directory (FHS), when the source has one.
+    if fs.get("var/tmp").is_some_and(|n| n.is_dir()) {
+        b.plan.entries.insert(
+            "var/tmp".into(),
+            Entry {
+                content: Content::Dir,
+                mode: 0o1777,
+                uid: 0,
+                gid: 0,
+                size: 0,
+                reason: "scratch space (mode 1777)".into(),
+                evidence: Vec::new(),
+            },
+        );
+    }
     // Directories the image gives its own non-root user (a data or log directory it writes
     // to): kept, as directories.
     if user.source == "image" && user.uid != 0 {
@@ -547,6 +562,9 @@ pub fn build<C: Contents>(input: PlanInput<'_>, contents: &mut C) -> Result<Plan
                 p,
                 "copyright of a kept package (licence compliance; scanners read it)",
             )?;
+        }
+        for p in &meta.named {
+            b.keep_if_present(p, "named by the package database of what is kept")?;
         }
         for (path, bytes) in meta.files {
             b.plan.entries.insert(

@@ -12,7 +12,13 @@
 //! (c) the hardened root's regular files (not counting /usr/share/zoneinfo) weigh at most 1.5 ×
 //!     the strace minimum (also without zoneinfo);
 //! (d) `pare harden --check` on the original exits 0;
-//! (e) `pare check` on the original exits 1 (it runs as root, with shells and setuid files).
+//! (e) `pare check` on the original exits 1 (it runs as root, with shells and setuid files);
+//! (f) `syft` lists as `deb` packages of the hardened image exactly the original's packages that
+//!     own a kept file (from the original's `info/*.list`, /usr-merge aliases resolved), at the
+//!     original's versions;
+//! (g) the hardened image's `/var/lib/dpkg/status.d/NAME` stanzas are the original's `status`
+//!     stanzas (`Conffiles` limited to the kept ones), its `NAME.md5sums` the original's lines
+//!     for kept files.
 //!
 //! One table row per case goes to stderr and to `target/works-table.md` (written afresh by each
 //! run). Set `PARE_WORKS_VERBOSE=1` to print every traced file, `PARE_BIN=target/release/pare`
@@ -28,6 +34,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::debian::*;
+use common::scan::*;
 use common::*;
 use sha2::{Digest, Sha256};
 
@@ -328,6 +335,74 @@ fn run_case(case: Case) {
     laps.lap("unpack hardened");
     let hroot = hard.rootfs();
     let hfiles = regular_files(&hroot);
+
+    // (f) scanners still see the packages that keep a file: syft's `deb` packages of the
+    // hardened image are exactly the original's packages owning a kept path (read here from
+    // the original's dpkg database), at the same versions; the status.d stanzas are the
+    // original's.
+    if oroot.join("var/lib/dpkg/status").is_file() {
+        let expected = packages_with_kept_files(&oroot, &hroot);
+        match (syft_packages(&orig.layout), syft_packages(&hard.layout)) {
+            (Ok(before), Ok(after)) => {
+                let debs = |m: &BTreeMap<(String, String), String>| -> BTreeMap<String, String> {
+                    m.iter()
+                        .filter(|((t, _), _)| t == "deb")
+                        .map(|((_, n), v)| (n.clone(), v.clone()))
+                        .collect()
+                };
+                let (b, a) = (debs(&before), debs(&after));
+                eprintln!(
+                    "[{name}] syft: {} deb packages ({} in all) → {} ({} in all); {} expected",
+                    b.len(),
+                    before.len(),
+                    a.len(),
+                    after.len(),
+                    expected.len()
+                );
+                if a != expected {
+                    let extra: Vec<_> = a
+                        .iter()
+                        .filter(|(k, v)| expected.get(*k) != Some(v))
+                        .collect();
+                    let gone: Vec<_> = expected
+                        .iter()
+                        .filter(|(k, v)| a.get(*k) != Some(v))
+                        .collect();
+                    failures.push((
+                        format!("(f) syft packages differ: {} extra, {} missing", extra.len(), gone.len()),
+                        format!(
+                            "(f) syft's deb packages of the hardened image are not the packages owning a kept file:\n  listed but not expected: {extra:?}\n  expected but not listed: {gone:?}"
+                        ),
+                    ));
+                }
+                for (n, v) in &a {
+                    if b.get(n) != Some(v) {
+                        failures.push((
+                            format!("(f) {n} {v} not in the original"),
+                            format!("(f) syft lists {n} {v} in the hardened image, not in the original ({:?})", b.get(n)),
+                        ));
+                    }
+                }
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                if in_ci() {
+                    failures.push(("(f) syft failed".into(), format!("(f) {e}")));
+                } else {
+                    skip(&format!("[{name}] (f) {e}"));
+                }
+            }
+        }
+        let problems = check_status_d(&oroot, &hroot);
+        if !problems.is_empty() {
+            failures.push((
+                format!("(g) status.d: {}", problems[0]),
+                format!(
+                    "(g) the hardened image's status.d:\n  {}",
+                    problems.join("\n  ")
+                ),
+            ));
+        }
+    }
     let kept = hfiles.len();
     let hard_bytes: u64 = hfiles
         .iter()

@@ -319,12 +319,14 @@ pub fn trimmed_stanza(fs: &Rootfs, pkg: &Package, kept: &BTreeSet<String>) -> St
     st.text()
 }
 
-/// The md5sums lines of the package's kept files.
+/// The md5sums lines of the package's kept files, and the paths as listed (their symlinks,
+/// `/bin` → `usr/bin` in a /usr-merged image, are kept so the listed paths stay valid).
 pub fn trimmed_md5sums<R: Reader + ?Sized>(
     fs: &Rootfs,
     contents: &mut R,
     pkg: &Package,
     kept: &BTreeSet<String>,
+    listed: &mut Vec<String>,
 ) -> Result<String> {
     let info = fs
         .resolve(INFO, true)
@@ -348,6 +350,7 @@ pub fn trimmed_md5sums<R: Reader + ?Sized>(
             out.push_str("  ");
             out.push_str(p);
             out.push('\n');
+            listed.push(format!("/{p}"));
         }
     }
     Ok(out)
@@ -355,12 +358,13 @@ pub fn trimmed_md5sums<R: Reader + ?Sized>(
 
 /// The distroless-style database of the kept packages: `status.d/NAME` (the stanza) and
 /// `status.d/NAME.md5sums`, by file name. Two packages of one name (multi-arch) are told apart
-/// as `NAME_ARCH`.
+/// as `NAME_ARCH`. `listed` gets the paths the md5sums name.
 pub fn write_status_d<R: Reader + ?Sized>(
     fs: &Rootfs,
     contents: &mut R,
     pkgs: &[&Package],
     kept: &BTreeSet<String>,
+    listed: &mut Vec<String>,
 ) -> Result<BTreeMap<String, Vec<u8>>> {
     let mut count: HashMap<&str, usize> = HashMap::new();
     for p in pkgs {
@@ -377,7 +381,7 @@ pub fn write_status_d<R: Reader + ?Sized>(
             format!("{STATUS_D}/{file}"),
             trimmed_stanza(fs, p, kept).into_bytes(),
         );
-        let md5 = trimmed_md5sums(fs, contents, p, kept)?;
+        let md5 = trimmed_md5sums(fs, contents, p, kept, listed)?;
         if !md5.is_empty() {
             out.insert(format!("{STATUS_D}/{file}.md5sums"), md5.into_bytes());
         }

@@ -5,7 +5,7 @@
 
 pub mod dpkg;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::error::Result;
 use crate::rootfs::{Kind, Rootfs};
@@ -91,24 +91,17 @@ impl Db {
         let mut owners: HashMap<String, Vec<usize>> = HashMap::new();
         let mut n = 0;
         'all: for (i, p) in packages.iter().enumerate() {
-            // A listed path with listed paths below it is one of the package's directories:
-            // shared, and (`/lib` in a /usr-merged image is a symlink) not a file it owns.
-            let mut dirs: HashSet<&str> = HashSet::new();
-            for f in &p.files {
-                let mut cur = f.as_str();
-                while let Some(i) = cur.rfind('/') {
-                    cur = &cur[..i];
-                    if !dirs.insert(cur) {
-                        break;
-                    }
-                }
-            }
             for f in &p.files {
                 n += 1;
                 if n > MAX_OWNED_PATHS {
                     break 'all;
                 }
-                if dirs.contains(f.as_str()) {
+                // A listed directory is shared, not a file the package owns (nor is `/lib`,
+                // a link to a directory in a /usr-merged image).
+                if fs
+                    .resolve(f, true)
+                    .is_ok_and(|r| fs.get(&r.path).is_some_and(|n| n.is_dir()))
+                {
                     continue;
                 }
                 // `/lib/x/libc.so.6` is `usr/lib/x/libc.so.6` in a /usr-merged image: the
@@ -191,6 +184,9 @@ pub struct Metadata {
     pub files: BTreeMap<String, Vec<u8>>,
     /// Image files to keep with them (each kept package's copyright).
     pub keep: Vec<String>,
+    /// Paths as the written database names them (`/bin/date`): the links on the way are kept
+    /// so they resolve.
+    pub named: Vec<String>,
     /// Packages that keep at least one file, with those files.
     pub packages: BTreeMap<usize, Vec<String>>,
 }
@@ -203,19 +199,41 @@ pub fn metadata<R: Reader + ?Sized>(
     contents: &mut R,
     kept: &BTreeSet<String>,
 ) -> Result<Metadata> {
-    let packages = db.kept_by_package(kept.iter());
-    let pkgs: Vec<&Package> = packages.keys().map(|&i| &db.packages[i]).collect();
-    let files = match db.format {
-        Format::Dpkg => dpkg::write_status_d(fs, contents, &pkgs, kept)?,
-    };
-    let mut keep = Vec::new();
-    for p in &pkgs {
-        // Licence compliance, as distroless does; scanners read licences from here.
-        keep.push(format!("/usr/share/doc/{}/copyright", p.name));
+    // Each kept package's copyright comes along (licence compliance, as distroless does;
+    // scanners read licences there). A copyright reached through a link belongs to another
+    // package (`doc/libgcc-s1` → `gcc-12-base`), which then keeps a file too: to a fixed point.
+    let mut kept = kept.clone();
+    let mut keep: Vec<String> = Vec::new();
+    let mut packages = db.kept_by_package(kept.iter());
+    for _ in 0..4 {
+        let mut added = false;
+        for &i in packages.keys() {
+            let c = format!("/usr/share/doc/{}/copyright", db.packages[i].name);
+            if let Ok(r) = fs.resolve(&c, true)
+                && matches!(fs.get(&r.path).map(|n| &n.kind), Some(Kind::File { .. }))
+            {
+                if !keep.contains(&c) {
+                    keep.push(c);
+                }
+                for p in r.symlinks.into_iter().chain([r.path]) {
+                    added |= kept.insert(p);
+                }
+            }
+        }
+        if !added {
+            break;
+        }
+        packages = db.kept_by_package(kept.iter());
     }
+    let pkgs: Vec<&Package> = packages.keys().map(|&i| &db.packages[i]).collect();
+    let mut listed = Vec::new();
+    let files = match db.format {
+        Format::Dpkg => dpkg::write_status_d(fs, contents, &pkgs, &kept, &mut listed)?,
+    };
     Ok(Metadata {
         files,
         keep,
+        named: listed,
         packages,
     })
 }

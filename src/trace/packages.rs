@@ -216,7 +216,7 @@ fn keep_package(cx: &mut Cx, db: &Db, idx: usize, detail: &str) -> Result<()> {
         if skipped_tree(&f).is_some() {
             continue;
         }
-        if cx.is_claimed(&f) || cx.out.files.contains_key(&f) {
+        if cx.is_claimed(&f) {
             continue;
         }
         let Some(node) = cx.fs.get(&f) else { continue };

@@ -9,6 +9,10 @@ use crate::error::Result;
 use crate::rootfs::display;
 use crate::trace::{Cx, Evidence, Exec, Rule, Why, abs_in, join, under};
 
+/// Largest XS part kept for a module only named in a string (Encode::Byte's 0.4 MB is; the
+/// 2-3 MB CJK encodings are not).
+const MAX_LITERAL_XS: u64 = 1 << 20;
+
 #[derive(Default)]
 pub(crate) struct Perl;
 
@@ -166,6 +170,7 @@ impl Lang for PerlLang {
         let mut out = Vec::new();
         let mut in_pod = false;
         let mut depth = 0usize;
+        let mut package = String::new();
         for (n, line) in text.lines().enumerate() {
             let t = line.trim_start();
             if t.starts_with('=') && t.len() > 1 && t.as_bytes()[1].is_ascii_alphabetic() {
@@ -266,13 +271,72 @@ impl Lang for PerlLang {
                     relative: false,
                 });
             }
+            // Module names in string literals are loaded by computed requires
+            // (`eval "require $backend"` with `$backend = 'JSON::backportPP'`,
+            // `"LWP::Protocol::$scheme"`): optional.
+            if let Some(p) = t.strip_prefix("package ") {
+                package = p
+                    .split(|c: char| c == ';' || c.is_whitespace() || c == '{')
+                    .next()
+                    .unwrap_or("")
+                    .replace("::", "/");
+            }
+            for lit in quoted_literals(t) {
+                if let Some(spec) = literal_module(lit) {
+                    // A namespace under the module's own (URI::file's `"URI::file::" . $os`)
+                    // is its own plugins: followed like its requires; other names one hop.
+                    let own = !package.is_empty()
+                        && spec.ends_with("/*")
+                        && spec.starts_with(&format!("{package}/"));
+                    out.push(Req {
+                        spec: format!("?{spec}"),
+                        line: n + 1,
+                        nested: !own,
+                        relative: false,
+                    });
+                }
+            }
             depth += line.matches('{').count();
             depth = depth.saturating_sub(line.matches('}').count());
         }
         out
     }
 
-    fn resolve(&mut self, cx: &mut Cx, req: &Req, _from: &str) -> Result<Option<Vec<String>>> {
+    fn resolve(&mut self, cx: &mut Cx, req: &Req, from: &str) -> Result<Option<Vec<String>>> {
+        if let Some(spec) = req.spec.strip_prefix('?') {
+            // A name found in a string: kept when it is a module, silently otherwise.
+            let r = Req {
+                spec: spec.to_string(),
+                ..req.clone()
+            };
+            // Only the module's source: a name in a string is often a table of what may be
+            // loaded (Encode::Config names every CJK encoding); its XS part (megabytes for
+            // Encode::JP) comes only when a `use`/`require` names it.
+            let mut files = self.resolve(cx, &r, from)?.unwrap_or_default();
+            files.retain(|f| {
+                if f.ends_with(".pm") || f.ends_with(".pl") {
+                    return true;
+                }
+                let size = cx
+                    .fs
+                    .resolve(f, true)
+                    .ok()
+                    .and_then(|r| cx.fs.get(&r.path).map(|n| n.size()))
+                    .unwrap_or(0);
+                if size > MAX_LITERAL_XS {
+                    cx.drop_path(
+                        f,
+                        format!(
+                            "{spec} is named in a string of {}, not required: its XS part of more than 1 MiB is not kept (keep it with --keep)",
+                            display(from)
+                        ),
+                    );
+                    return false;
+                }
+                true
+            });
+            return Ok(Some(files));
+        }
         let spec = &req.spec;
         if let Some(ns) = spec.strip_suffix('*') {
             // Every module under the namespace, in each @INC directory.
@@ -370,9 +434,75 @@ fn has_glob_operator(t: &str) -> bool {
     false
 }
 
+/// The contents of the '…' and "…" literals of a line.
+fn quoted_literals(line: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = line;
+    while let Some(i) = rest.find(['\'', '"']) {
+        let q = rest.as_bytes()[i] as char;
+        let after = &rest[i + 1..];
+        match after.find(q) {
+            Some(j) => {
+                out.push(&after[..j]);
+                rest = &after[j + 1..];
+            }
+            None => break,
+        }
+    }
+    out
+}
+
+/// `Foo::Bar` → `Foo::Bar`; `Foo::Bar::$x` → `Foo/Bar/*` (the namespace); else nothing.
+fn literal_module(lit: &str) -> Option<String> {
+    let word = |w: &str| {
+        !w.is_empty()
+            && w.chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && w.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
+    let parts: Vec<&str> = lit.split("::").collect();
+    if parts.len() < 2 {
+        return None;
+    }
+    let (last, head) = parts.split_last()?;
+    if !head.iter().all(|p| word(p)) {
+        return None;
+    }
+    if word(last) {
+        return Some(lit.to_string());
+    }
+    // `"URI::file::" . $os`: the namespace.
+    if last.is_empty() {
+        return Some(format!("{}/*", head.join("/")));
+    }
+    let var = last.strip_prefix('$')?;
+    (word(var) || var.starts_with('{')).then(|| format!("{}/*", head.join("/")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn module_names_in_string_literals() {
+        assert_eq!(
+            literal_module("JSON::backportPP").as_deref(),
+            Some("JSON::backportPP")
+        );
+        assert_eq!(
+            literal_module("LWP::Protocol::$scheme").as_deref(),
+            Some("LWP/Protocol/*")
+        );
+        assert_eq!(literal_module("URI::file::").as_deref(), Some("URI/file/*"));
+        assert_eq!(literal_module("Foo"), None);
+        assert_eq!(literal_module("a b::c"), None);
+        assert_eq!(literal_module("http://x::y"), None);
+        assert_eq!(
+            quoted_literals(r#"my $c = "URI::file::" . ($X{$OS} || 'Unix');"#),
+            vec!["URI::file::", "Unix"]
+        );
+    }
 
     #[test]
     fn uses_and_requires() {

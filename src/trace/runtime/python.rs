@@ -866,6 +866,20 @@ fn run(cx: &mut Cx, e: &Exec, env: &PyEnv, done: &mut HashMap<String, u8>) -> Re
                                 }
                             }
                         }
+                        // A third-party package is kept whole, and any of its modules may
+                        // be loaded by a name it computes (gunicorn's `glogging`, its
+                        // workers): each one's imports are followed too.
+                        if let Found::Package(_, dirs) = &f
+                            && k == 1
+                            && dirs.iter().any(|d| !in_stdlib(cx, env, d))
+                        {
+                            queue.push_back(Want {
+                                name: format!("{n}.*"),
+                                by: w.by.clone(),
+                                quiet: true,
+                                budget: w.budget,
+                            });
+                        }
                         if let Some((file, pkg, found_at)) = keep_module(cx, env, &n, &f, &ev)?
                             && let Some(text) = cx.text(&file)?
                         {
