@@ -234,6 +234,7 @@ pub fn read(path: &Path, reference: Option<&str>, work: &Path) -> Result<Archive
                         urls: None,
                         annotations: None,
                         platform: None,
+                        artifact_type: None,
                     },
                     path: local.clone(),
                 });

@@ -28,6 +28,10 @@ pub struct HardenOptions {
     pub runtime_full: bool,
     /// `--no-packages`: do not follow the package database.
     pub no_packages: bool,
+    /// `--sbom FILE`: write the SPDX document here too.
+    pub sbom_file: Option<std::path::PathBuf>,
+    /// `--no-sbom`: no SBOM is made or pushed.
+    pub no_sbom: bool,
     pub dry_run: bool,
     /// `--dest-creds`; else `--creds` when DEST is on the source's registry, else the auth files.
     pub dest_creds: Option<crate::auth::Credentials>,
@@ -293,6 +297,10 @@ struct Built {
     config_digest: String,
     manifest_bytes: Vec<u8>,
     platform: crate::image::Platform,
+    /// The SPDX document of the image (unless `--no-sbom`).
+    sbom: Option<Vec<u8>>,
+    /// The image's creation time (RFC 3339), for the SBOM's referrer.
+    created: String,
     _work: tempfile::TempDir,
 }
 
@@ -355,6 +363,7 @@ pub async fn harden(
         if !opts.dry_run {
             write_image(src, &dest, opts, &built, true, progress).await?;
         }
+        write_sbom_file(opts, &built, false)?;
         return Ok(Hardened {
             index: None,
             images: vec![report],
@@ -384,6 +393,7 @@ pub async fn harden(
         if !opts.dry_run {
             write_image(src, &dest, opts, &built, false, progress).await?;
         }
+        write_sbom_file(opts, &built, true)?;
         children.push(Descriptor {
             media_type: OCI_MANIFEST.into(),
             digest: crate::digest::sha256_bytes(&built.manifest_bytes),
@@ -391,6 +401,7 @@ pub async fn harden(
             urls: None,
             annotations: None,
             platform: Some(built.platform.clone()),
+            artifact_type: None,
         });
         images.push(report);
     }
@@ -447,7 +458,8 @@ async fn build_one(
     let config = pulled.config.clone();
     let (mtime, created) = build_time(&config)?;
     let layer_path = work.path().join("layer.tar.gz");
-    let (plan, trace, layer, rootfs) = tokio::task::spawn_blocking(move || -> Result<_> {
+    let want_sbom = !opts.no_sbom;
+    let (plan, trace, layer, rootfs, sums) = tokio::task::spawn_blocking(move || -> Result<_> {
         use crate::trace::Contents as _;
         let input = PlanInput {
             fs: &rootfs,
@@ -458,13 +470,19 @@ async fn build_one(
         let plan = plan::build(input, &mut contents)?;
         contents.prefetch(&rootfs, &plan.image_files())?;
         let t = Instant::now();
-        let layer = write_layer(&plan, &contents.into_files(), &layer_path, mtime)?;
+        let files = contents.into_files();
+        let layer = write_layer(&plan, &files, &layer_path, mtime)?;
         tracing::debug!(
             seconds = t.elapsed().as_secs_f64(),
             bytes = layer.size,
             "wrote layer"
         );
-        Ok((plan, trace, layer, rootfs))
+        let sums = if want_sbom {
+            Some(file_sums(&plan, &files)?)
+        } else {
+            None
+        };
+        Ok((plan, trace, layer, rootfs, sums))
     })
     .await
     .map_err(join_err)??;
@@ -473,6 +491,8 @@ async fn build_one(
     let manifest = Manifest {
         schema_version: 2,
         media_type: Some(OCI_MANIFEST.into()),
+        artifact_type: None,
+        subject: None,
         config: Descriptor {
             media_type: OCI_CONFIG.into(),
             digest: config_digest.clone(),
@@ -480,6 +500,7 @@ async fn build_one(
             urls: None,
             annotations: None,
             platform: None,
+            artifact_type: None,
         },
         layers: vec![layer.descriptor()],
         annotations: Some(
@@ -612,15 +633,67 @@ async fn build_one(
         security_context: plan::security_context(&plan),
         check,
     };
+    let sbom = sums.map(|(files, os_release)| {
+        crate::sbom::spdx(&crate::sbom::Input {
+            name: &dest.to_string(),
+            digest: &report.destination.digest,
+            created: &created,
+            db: trace.packages.as_deref(),
+            packages: &plan.packages,
+            files: &files,
+            os_release: &os_release,
+        })
+    });
     let built = Built {
         layer,
         config_bytes,
         config_digest,
         manifest_bytes,
         platform: pulled.platform.clone(),
+        sbom,
+        created: created.clone(),
         _work: work,
     };
     Ok((report, built))
+}
+
+/// SHA1 and SHA256 of every regular file of the plan (for the SBOM), and its os-release.
+type FileSums = (
+    std::collections::BTreeMap<String, crate::sbom::Sums>,
+    std::collections::BTreeMap<String, String>,
+);
+
+fn file_sums(
+    plan: &Plan,
+    files: &std::collections::HashMap<String, crate::rootfs::Local>,
+) -> Result<FileSums> {
+    let mut sums = std::collections::BTreeMap::new();
+    let mut os_release = std::collections::BTreeMap::new();
+    for (p, e) in &plan.entries {
+        let s = match &e.content {
+            Content::Image(src) => {
+                let local = files
+                    .get(src)
+                    .ok_or_else(|| Error::Other(format!("internal: no bytes read for /{src}")))?;
+                let r = local.open().map_err(|e| Error::io(&*local.path, e))?;
+                crate::sbom::Sums::of_reader(r).map_err(|e| Error::io(&*local.path, e))?
+            }
+            Content::Bytes(b) => {
+                crate::sbom::Sums::of_reader(&b[..]).map_err(|e| Error::Other(e.to_string()))?
+            }
+            _ => continue,
+        };
+        sums.insert(p.clone(), s);
+        if (p == "etc/os-release" || p == "usr/lib/os-release")
+            && os_release.is_empty()
+            && let Content::Image(src) = &e.content
+            && let Some(local) = files.get(src)
+            && let Ok(b) = local.read(1 << 20)
+        {
+            os_release = crate::sbom::parse_os_release(&String::from_utf8_lossy(&b));
+        }
+    }
+    Ok((sums, os_release))
 }
 
 /// The checklist on the hardened result, read back from the layer just written.
@@ -703,6 +776,19 @@ async fn write_image(
                 log.record(&r.registry, &r.repository, &layer.digest);
                 log.record(&r.registry, &r.repository, &built.config_digest);
             }
+            // The SBOM, after the image it describes.
+            if let Some(sbom) = &built.sbom {
+                let manifest = sbom_manifest(built, sbom, &manifest_digest);
+                crate::referrer::push(
+                    &client,
+                    r,
+                    manifest,
+                    sbom.clone(),
+                    &manifest_digest,
+                    opts.push_log.as_deref(),
+                )
+                .await?;
+            }
         }
         ImageRef::Archive { path, reference } => {
             let (path, layer, config) = (path.clone(), layer.clone(), built.config_bytes.clone());
@@ -722,6 +808,10 @@ async fn write_image(
                 built.config_digest.clone(),
                 built.manifest_bytes.clone(),
             );
+            let sbom = built
+                .sbom
+                .as_ref()
+                .map(|b| (b.clone(), sbom_manifest(built, b, &manifest_digest)));
             tokio::task::spawn_blocking(move || -> Result<()> {
                 let l = Layout::create(&dir)?;
                 l.put_blob_file(&layer_path, &digest)?;
@@ -733,6 +823,13 @@ async fn write_image(
                 } else {
                     l.put_blob_bytes(&manifest)?;
                 }
+                // The SBOM: its artifact manifest listed in index.json, untagged, after the
+                // image (as oras and cosign do in a layout).
+                if let Some((sbom, sbom_manifest)) = sbom {
+                    l.put_blob_bytes(crate::referrer::EMPTY_JSON_BYTES)?;
+                    l.put_blob_bytes(&sbom)?;
+                    l.add_manifest(&sbom_manifest, OCI_MANIFEST, Some(crate::sbom::SPDX_JSON))?;
+                }
                 Ok(())
             })
             .await
@@ -740,6 +837,45 @@ async fn write_image(
         }
     }
     Ok(())
+}
+
+/// The artifact manifest of an image's SBOM.
+fn sbom_manifest(built: &Built, sbom: &[u8], manifest_digest: &str) -> Vec<u8> {
+    let subject = Descriptor {
+        media_type: OCI_MANIFEST.into(),
+        digest: manifest_digest.to_string(),
+        size: built.manifest_bytes.len() as u64,
+        urls: None,
+        annotations: None,
+        platform: None,
+        artifact_type: None,
+    };
+    crate::referrer::artifact_manifest(
+        crate::sbom::SPDX_JSON,
+        crate::sbom::SPDX_JSON,
+        sbom,
+        &subject,
+        &built.created,
+    )
+}
+
+/// Write `--sbom FILE` (for a platform of a multi-platform result, `FILE.OS-ARCH[-VARIANT]`).
+fn write_sbom_file(opts: &HardenOptions, built: &Built, multi: bool) -> Result<()> {
+    let (Some(path), Some(sbom)) = (&opts.sbom_file, &built.sbom) else {
+        return Ok(());
+    };
+    let path = if multi {
+        let p = &built.platform;
+        let mut name = path.as_os_str().to_owned();
+        name.push(format!(".{}-{}", p.os, p.architecture));
+        if let Some(v) = &p.variant {
+            name.push(format!("-{v}"));
+        }
+        std::path::PathBuf::from(name)
+    } else {
+        path.clone()
+    };
+    std::fs::write(&path, sbom).map_err(|e| Error::io(&path, e))
 }
 
 /// The index of a multi-platform result, under DEST's tag (its manifests are written already).

@@ -108,6 +108,13 @@ pub struct Descriptor {
     pub annotations: Option<BTreeMap<String, String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platform: Option<Platform>,
+    /// OCI 1.1: the type of an artifact a referrer descriptor points at.
+    #[serde(
+        default,
+        rename = "artifactType",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub artifact_type: Option<String>,
 }
 
 impl Descriptor {
@@ -122,8 +129,18 @@ pub struct Manifest {
     pub schema_version: u32,
     #[serde(rename = "mediaType", default, skip_serializing_if = "Option::is_none")]
     pub media_type: Option<String>,
+    /// OCI 1.1: what an artifact manifest carries.
+    #[serde(
+        rename = "artifactType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub artifact_type: Option<String>,
     pub config: Descriptor,
     pub layers: Vec<Descriptor>,
+    /// OCI 1.1: the manifest an artifact is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<Box<Descriptor>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub annotations: Option<BTreeMap<String, String>>,
 }
@@ -141,6 +158,8 @@ pub struct Index {
 
 /// A parsed top-level manifest document.
 #[derive(Debug, Clone)]
+// One per pulled image, moved rarely: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum ManifestDoc {
     Image(Manifest),
     Index(Index),

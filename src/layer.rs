@@ -33,6 +33,7 @@ impl WrittenLayer {
             urls: None,
             annotations: None,
             platform: None,
+            artifact_type: None,
         }
     }
 }

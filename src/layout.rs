@@ -98,7 +98,15 @@ impl Layout {
                         ),
                     )
                 }),
-            None => match idx.manifests.as_slice() {
+            // Referrers (an SBOM listed untagged) are not images to pick.
+            None => match idx
+                .manifests
+                .iter()
+                .filter(|d| d.artifact_type.is_none())
+                .cloned()
+                .collect::<Vec<_>>()
+                .as_slice()
+            {
                 [one] => Ok(one.clone()),
                 [] => Err(Error::path(
                     format!("oci:{}", self.dir.display()),
@@ -183,6 +191,35 @@ impl Layout {
             urls: None,
             annotations: Some([(ANNOTATION_REF_NAME.to_string(), tag.to_string())].into()),
             platform: None,
+            artifact_type: None,
+        });
+        write_atomic(&self.dir.join("index.json"), &to_json(&idx)?)?;
+        Ok(digest)
+    }
+}
+
+impl Layout {
+    /// Store a manifest and list it in `index.json` without a tag (a referrer: found through
+    /// its `subject`), once.
+    pub fn add_manifest(
+        &self,
+        bytes: &[u8],
+        media_type: &str,
+        artifact_type: Option<&str>,
+    ) -> Result<String> {
+        let digest = self.put_blob_bytes(bytes)?;
+        let mut idx = self.index()?;
+        if idx.manifests.iter().any(|d| d.digest == digest) {
+            return Ok(digest);
+        }
+        idx.manifests.push(Descriptor {
+            media_type: media_type.to_string(),
+            digest: digest.clone(),
+            size: bytes.len() as u64,
+            urls: None,
+            annotations: None,
+            platform: None,
+            artifact_type: artifact_type.map(str::to_string),
         });
         write_atomic(&self.dir.join("index.json"), &to_json(&idx)?)?;
         Ok(digest)

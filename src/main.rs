@@ -170,6 +170,13 @@ struct HardenArgs {
     /// Print the Kubernetes securityContext that fits the hardened image (YAML, on stdout).
     #[arg(long)]
     print_security_context: bool,
+    /// Also write the SPDX 2.3 JSON SBOM of the hardened image here (it is pushed next to the
+    /// image as an OCI referrer either way).
+    #[arg(long, value_name = "FILE")]
+    sbom: Option<PathBuf>,
+    /// Make no SBOM and push no referrer.
+    #[arg(long, conflicts_with = "sbom")]
+    no_sbom: bool,
     #[command(flatten)]
     policy: PolicyFlags,
     #[command(flatten)]
@@ -342,6 +349,8 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
             if a.check {
                 opts.check = Some(check_config(&a.policy)?);
             }
+            opts.sbom_file = a.sbom.clone();
+            opts.no_sbom = a.no_sbom;
             let done = harden::harden(&src, dest.as_ref(), &opts, &progress).await?;
             let multi = done.index.is_some();
             for r in &done.images {

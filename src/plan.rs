@@ -85,6 +85,8 @@ pub struct Plan {
     pub setid_cleared: Vec<SetIdCleared>,
     pub capabilities_dropped: Vec<String>,
     pub warnings: Vec<String>,
+    /// Packages (index in the trace's database) that keep a file, with those files.
+    pub packages: BTreeMap<usize, Vec<String>>,
 }
 
 impl Plan {
@@ -566,6 +568,7 @@ pub fn build<C: Contents>(input: PlanInput<'_>, contents: &mut C) -> Result<Plan
         for p in &meta.named {
             b.keep_if_present(p, "named by the package database of what is kept")?;
         }
+        b.plan.packages = meta.packages.clone();
         for (path, bytes) in meta.files {
             b.plan.entries.insert(
                 path,

@@ -809,6 +809,40 @@ impl RegistryClient {
         }
     }
 
+    /// Whether the registry serves the OCI 1.1 referrers API (`GET /v2/NAME/referrers/D`
+    /// answers with an index); without it, referrers go under the fallback tag.
+    pub async fn referrers_api(&self, r: &RegistryRef, digest: &str) -> Result<bool> {
+        let target = format!("{}/{}", r.registry, r.repository);
+        let url = self
+            .url(&format!("v2/{}/referrers/{digest}", r.repository))
+            .map_err(|m| self.raw_error("list referrers of", target.clone(), RawError::Other(m)))?;
+        let mut auth = self
+            .raw_auth(&r.to_oci(), oci_client::RegistryOperation::Pull)
+            .await
+            .map_err(|e| self.raw_error("list referrers of", target.clone(), e))?;
+        let res = self
+            .send_raw(&mut auth, true, |c| {
+                c.get(url.clone()).header("Accept", crate::image::OCI_INDEX)
+            })
+            .await
+            .map_err(|e| self.raw_error("list referrers of", target.clone(), e))?;
+        let index = res
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with(crate::image::OCI_INDEX));
+        Ok(res.status().is_success() && index)
+    }
+
+    /// A manifest under `r`'s tag, or `None` when the tag does not exist.
+    pub async fn get_manifest_opt(&self, r: &RegistryRef) -> Result<Option<Vec<u8>>> {
+        match self.get_manifest(r).await {
+            Ok((bytes, _)) => Ok(Some(bytes)),
+            Err(Error::Registry { message, .. }) if message.starts_with("not found") => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Push a manifest under `r`'s tag (or digest). Call this last.
     pub async fn put_manifest(
         &self,

@@ -1490,6 +1490,7 @@ pub(crate) mod tests {
                 urls: None,
                 annotations: None,
                 platform: None,
+                artifact_type: None,
             },
             path: lp,
         };
@@ -1515,6 +1516,7 @@ pub(crate) mod tests {
                 urls: None,
                 annotations: None,
                 platform: None,
+                artifact_type: None,
             },
             path: lp,
         }

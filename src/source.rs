@@ -413,6 +413,8 @@ pub async fn pull(
                 manifest: Manifest {
                     schema_version: 2,
                     media_type: Some(image::DOCKER_MANIFEST.into()),
+                    artifact_type: None,
+                    subject: None,
                     config: Descriptor {
                         media_type: image::DOCKER_CONFIG.into(),
                         digest: a.config_digest.clone(),
@@ -420,6 +422,7 @@ pub async fn pull(
                         urls: None,
                         annotations: None,
                         platform: None,
+                        artifact_type: None,
                     },
                     layers: a.layers.iter().map(|l| l.descriptor.clone()).collect(),
                     annotations: None,

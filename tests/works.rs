@@ -18,7 +18,10 @@
 //!     original's versions;
 //! (g) the hardened image's `/var/lib/dpkg/status.d/NAME` stanzas are the original's `status`
 //!     stanzas (`Conffiles` limited to the kept ones), its `NAME.md5sums` the original's lines
-//!     for kept files.
+//!     for kept files;
+//! (h) `pare trace --why PATH` gives the expected reasons (where a case names some);
+//! (i) the SPDX 2.3 SBOM pushed as an OCI referrer (found through the `sha256-<hex>` tag) is
+//!     valid against the published schema, lists the same packages and every file with SHA1.
 //!
 //! One table row per case goes to stderr and to `target/works-table.md` (written afresh by each
 //! run). Set `PARE_WORKS_VERBOSE=1` to print every traced file, `PARE_BIN=target/release/pare`
@@ -91,6 +94,8 @@ struct Case {
     exceptions: Vec<(&'static str, &'static str)>,
     /// Assert the hardened image has no /usr/share/zoneinfo.
     no_zoneinfo: bool,
+    /// `pare trace --why PATH` on the original must print each of these.
+    why: Vec<(&'static str, Vec<&'static str>)>,
 }
 
 impl Case {
@@ -102,7 +107,13 @@ impl Case {
             checks: Vec::new(),
             exceptions: Vec::new(),
             no_zoneinfo: false,
+            why: Vec::new(),
         }
+    }
+
+    fn why(mut self, path: &'static str, must: &[&'static str]) -> Self {
+        self.why.push((path, must.to_vec()));
+        self
     }
 
     fn check(mut self, c: Check) -> Self {
@@ -116,6 +127,15 @@ fn text(b: &[u8]) -> String {
 }
 
 /// pare's error line (`pare: error: …`), else the last line of its stderr.
+fn text_err(b: &[u8]) -> String {
+    let t = text(b);
+    if t.trim().is_empty() {
+        String::new()
+    } else {
+        format!("stderr: {t}")
+    }
+}
+
 fn error_line(b: &[u8]) -> String {
     let t = text(b);
     t.lines()
@@ -336,6 +356,26 @@ fn run_case(case: Case) {
     let hroot = hard.rootfs();
     let hfiles = regular_files(&hroot);
 
+    // (h) the evidence pare gives for chosen paths.
+    for (path, must) in &case.why {
+        let out = pare_cmd()
+            .args(["trace", "-q", "--why", path, &src])
+            .output()
+            .expect("run pare trace --why");
+        let text = text(&out.stdout);
+        for m in must {
+            if !text.contains(m) {
+                failures.push((
+                    format!("(h) --why {path}: no {m:?}"),
+                    format!(
+                        "(h) `pare trace --why {path}` does not say {m:?}:\n{text}{}",
+                        text_err(&out.stderr)
+                    ),
+                ));
+            }
+        }
+    }
+
     // (f) scanners still see the packages that keep a file: syft's `deb` packages of the
     // hardened image are exactly the original's packages owning a kept path (read here from
     // the original's dpkg database), at the same versions; the status.d stanzas are the
@@ -389,6 +429,66 @@ fn run_case(case: Case) {
                     failures.push(("(f) syft failed".into(), format!("(f) {e}")));
                 } else {
                     skip(&format!("[{name}] (f) {e}"));
+                }
+            }
+        }
+        // (i) the SPDX SBOM pushed as a referrer of the hardened image (tag scheme: Debian's
+        // registry has no referrers API) validates against the SPDX 2.3 schema, names the
+        // same packages, and gives every file a SHA1.
+        let repo = format!("works/{name}");
+        let subject = skopeo_manifest_digest(&format!("{src}-hardened"), reg.creds());
+        match sbom_referrer(&reg, &repo, &subject) {
+            Err(e) => failures.push(("(i) no SBOM referrer".into(), format!("(i) {e}"))),
+            Ok(doc) => {
+                if let Err(e) = validate_json_schema(&doc, "spdx-schema-2.3.json") {
+                    failures.push(("(i) SBOM not valid SPDX 2.3".into(), format!("(i) {e}")));
+                }
+                let pkgs: BTreeMap<String, String> = doc["packages"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|p| p["SPDXID"] != "SPDXRef-Image")
+                    .map(|p| {
+                        (
+                            p["name"].as_str().unwrap_or("").to_string(),
+                            p["versionInfo"].as_str().unwrap_or("").to_string(),
+                        )
+                    })
+                    .collect();
+                if pkgs != expected {
+                    failures.push((
+                        "(i) SBOM packages differ".into(),
+                        format!("(i) the SBOM lists {pkgs:?}, expected {expected:?}"),
+                    ));
+                }
+                let files = doc["files"].as_array().cloned().unwrap_or_default();
+                let no_sha1 = files
+                    .iter()
+                    .filter(|f| {
+                        !f["checksums"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .any(|c| c["algorithm"] == "SHA1")
+                    })
+                    .count();
+                let names: BTreeSet<&str> = files
+                    .iter()
+                    .filter_map(|f| f["fileName"].as_str())
+                    .collect();
+                let unlisted: Vec<&String> = hfiles
+                    .keys()
+                    .filter(|p| !names.contains(p.as_str()))
+                    .collect();
+                if !unlisted.is_empty() || no_sha1 > 0 {
+                    failures.push((
+                        "(i) SBOM files".into(),
+                        format!(
+                            "(i) the SBOM lists {} files ({no_sha1} without SHA1); not listed: {:?}",
+                            files.len(),
+                            &unlisted[..unlisted.len().min(10)]
+                        ),
+                    ));
                 }
             }
         }
@@ -774,10 +874,18 @@ fn nginx_with_echo_module() {
         .with_exposed_port(&format!("{port}/tcp"))
         .with_extra_config("StopSignal", serde_json::json!("SIGQUIT"));
     run_case(
-        Case::new("nginx", spec, vec![base.layer.clone(), app]).check(Check::new(
-            Workload::new("GET / and /echo?name=pare").http(port, &["/", "/echo?name=pare"]),
-            "hello from echo: pare",
-        )),
+        Case::new("nginx", spec, vec![base.layer.clone(), app])
+            .check(Check::new(
+                Workload::new("GET / and /echo?name=pare").http(port, &["/", "/echo?name=pare"]),
+                "hello from echo: pare",
+            ))
+            .why(
+                "/etc/nginx/mime.types",
+                &[
+                    "[config-include]",
+                    "[package] configuration file of package nginx-common",
+                ],
+            ),
     );
 }
 

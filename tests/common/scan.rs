@@ -227,3 +227,66 @@ pub fn check_status_d(orig: &Path, hard: &Path) -> Vec<String> {
     }
     problems
 }
+
+/// The SPDX SBOM pushed next to `subject` (a manifest digest in `repo`), found as the
+/// distribution-spec's referrers tag scheme lays it out: the index under tag `sha256-<hex>`
+/// lists an artifact manifest of type `application/spdx+json` whose one layer is the document.
+/// Read with skopeo (manifests) and plain HTTP (the blob), not with pare.
+pub fn sbom_referrer(reg: &super::Registry, repo: &str, subject: &str) -> Result<Value, String> {
+    let tag = subject.replacen(':', "-", 1);
+    let index: Value = serde_json::from_slice(&super::skopeo_raw_manifest(
+        &format!("{}/{repo}:{tag}", reg.host()),
+        reg.creds(),
+    ))
+    .map_err(|e| format!("referrers index: {e}"))?;
+    let entry = index["manifests"]
+        .as_array()
+        .and_then(|m| {
+            m.iter()
+                .find(|d| d["artifactType"] == "application/spdx+json")
+        })
+        .ok_or_else(|| format!("no application/spdx+json referrer under tag {tag}: {index}"))?;
+    let digest = entry["digest"].as_str().unwrap_or("");
+    let manifest: Value = serde_json::from_slice(&super::skopeo_raw_manifest(
+        &format!("{}/{repo}@{digest}", reg.host()),
+        reg.creds(),
+    ))
+    .map_err(|e| format!("artifact manifest: {e}"))?;
+    if manifest["subject"]["digest"] != subject {
+        return Err(format!(
+            "the artifact's subject is not {subject}: {manifest}"
+        ));
+    }
+    let layer = manifest["layers"][0]["digest"].as_str().unwrap_or("");
+    let blob = reg.get(&format!("/v2/{repo}/blobs/{layer}"), None);
+    if blob.status != 200 {
+        return Err(format!("GET blob {layer}: HTTP {}", blob.status));
+    }
+    if super::sha256_digest(&blob.body) != layer {
+        return Err(format!("blob {layer} does not match its digest"));
+    }
+    serde_json::from_slice(&blob.body).map_err(|e| format!("SBOM: {e}"))
+}
+
+/// Validate a JSON document against a schema in `testdata/` with Python's jsonschema
+/// (Draft 7, as the SPDX 2.3 schema declares). Returns the validator's message on failure.
+pub fn validate_json_schema(doc: &Value, schema_file: &str) -> Result<(), String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let f = dir.path().join("doc.json");
+    fs::write(&f, serde_json::to_vec(doc).unwrap()).map_err(|e| e.to_string())?;
+    let schema = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata")
+        .join(schema_file);
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg("import json,sys,jsonschema\nschema=json.load(open(sys.argv[1]))\ndoc=json.load(open(sys.argv[2]))\njsonschema.Draft7Validator(schema).validate(doc)")
+        .arg(&schema)
+        .arg(&f)
+        .output()
+        .map_err(|e| format!("python3: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(describe_output(&out))
+    }
+}
