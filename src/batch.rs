@@ -108,9 +108,17 @@ pub fn shard_of(repo: &str, tag: &str, n: u64) -> u64 {
     u64::from_be_bytes(h[..8].try_into().expect("8 bytes")) % n
 }
 
-/// A tag pare wrote itself.
+/// A tag pare wrote itself, or a referrers/signature tag (`sha256-<hex>`, cosign's
+/// `sha256-<hex>.sig`): not an image to harden.
 fn is_output(tag: &str) -> bool {
-    tag.ends_with("-hardened") || tag.starts_with("hardened-")
+    tag.ends_with("-hardened") || tag.starts_with("hardened-") || is_artifact_tag(tag)
+}
+
+fn is_artifact_tag(tag: &str) -> bool {
+    tag.strip_prefix("sha256-").is_some_and(|rest| {
+        let hex = rest.split('.').next().unwrap_or("");
+        hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())
+    })
 }
 
 fn globs(pats: &[String], what: &str) -> Result<globset::GlobSet> {
@@ -457,7 +465,12 @@ mod tests {
         assert!(parse_shard("3/3").is_err());
         assert!(parse_shard("x").is_err());
         assert!(
-            is_output("1.4-hardened") && is_output("hardened-0123456789ab") && !is_output("1.4")
+            is_output("1.4-hardened")
+                && is_output("hardened-0123456789ab")
+                && !is_output("1.4")
+                && is_output(&format!("sha256-{}", "a".repeat(64)))
+                && is_output(&format!("sha256-{}.sig", "0".repeat(64)))
+                && !is_output("sha256-abc")
         );
     }
 }

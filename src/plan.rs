@@ -638,7 +638,10 @@ pub fn security_context(plan: &Plan) -> crate::report::SecurityContext {
         .filter(|(_, e)| e.content == Content::Dir && can(e, u, 2))
         .map(|(p, _)| p.clone())
         .collect();
-    let read_only = writable.iter().all(|p| p == "tmp" || *p == home);
+    // Scratch directories and the home take emptyDir volumes.
+    let read_only = writable
+        .iter()
+        .all(|p| p == "tmp" || p == "var/tmp" || *p == home);
     crate::report::SecurityContext {
         run_as_non_root: true,
         run_as_user: u.uid,
