@@ -100,9 +100,7 @@ pub fn purl(
     if let Some(v) = os.get("VERSION_ID") {
         q.push(format!("distro={}", pct(&format!("{id}-{v}"))));
     }
-    let ty = match format {
-        Format::Dpkg => "deb",
-    };
+    let ty = format.purl_type();
     let mut p = format!("pkg:{ty}/{}/{}@{}", pct(id), pct(name), pct(version));
     if !q.is_empty() {
         p.push('?');

@@ -1,8 +1,10 @@
 //! The image's package database, read from the merged rootfs (no host tools): which package
 //! owns each file, its configuration files and dependencies, and the metadata to write back
 //! for the packages that keep a file, so scanners (syft, Trivy, Grype) still see them.
-//! One file per database format: [`dpkg`] (Debian, Ubuntu, distroless).
+//! One file per database format: [`dpkg`] (Debian, Ubuntu, distroless), [`apk`] (Alpine,
+//! Wolfi).
 
+pub mod apk;
 pub mod dpkg;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -28,12 +30,22 @@ const MAX_OWNED_PATHS: usize = 2_000_000;
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     Dpkg,
+    Apk,
 }
 
 impl Format {
     pub fn name(self) -> &'static str {
         match self {
             Format::Dpkg => "dpkg",
+            Format::Apk => "apk",
+        }
+    }
+
+    /// The package-URL type.
+    pub fn purl_type(self) -> &'static str {
+        match self {
+            Format::Dpkg => "deb",
+            Format::Apk => "apk",
         }
     }
 }
@@ -174,6 +186,9 @@ pub fn read<R: Reader + ?Sized>(fs: &Rootfs, contents: &mut R) -> Result<Option<
     if let Some(pkgs) = dpkg::read(fs, contents)? {
         return Ok(Some(Db::new(Format::Dpkg, pkgs, fs)));
     }
+    if let Some(pkgs) = apk::read(fs, contents)? {
+        return Ok(Some(Db::new(Format::Apk, pkgs, fs)));
+    }
     Ok(None)
 }
 
@@ -229,6 +244,7 @@ pub fn metadata<R: Reader + ?Sized>(
     let mut listed = Vec::new();
     let files = match db.format {
         Format::Dpkg => dpkg::write_status_d(fs, contents, &pkgs, &kept, &mut listed)?,
+        Format::Apk => apk::write_installed(fs, &pkgs, &kept),
     };
     Ok(Metadata {
         files,
