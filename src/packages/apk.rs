@@ -97,21 +97,20 @@ fn blocks(text: &str) -> Vec<String> {
     out
 }
 
+/// An `F` line, its attribute lines, and its `R` lines each with their attribute lines.
+type DirGroup = (String, Vec<String>, Vec<(String, Vec<String>)>);
+
 /// One package's block with only its kept files: `R` lines (and the `a`/`Z` lines after
 /// them) of files not in `kept` are dropped, and so are `F` directories left without a kept
 /// file (with their `M` line). Package fields are unchanged.
 pub fn trimmed_block(fs: &Rootfs, block: &str, kept: &BTreeSet<String>) -> String {
     // (F line, its M/a lines, [(R line, its a/Z lines)]) groups, after the header.
     let mut header = String::new();
-    let mut dirs: Vec<(String, Vec<String>, Vec<(String, Vec<String>)>)> = Vec::new();
-    let mut dir = String::new();
+    let mut dirs: Vec<DirGroup> = Vec::new();
     for line in block.lines() {
-        let (k, v) = line.split_once(':').unwrap_or(("", ""));
+        let (k, _) = line.split_once(':').unwrap_or(("", ""));
         match k {
-            "F" => {
-                dir = v.to_string();
-                dirs.push((line.to_string(), Vec::new(), Vec::new()));
-            }
+            "F" => dirs.push((line.to_string(), Vec::new(), Vec::new())),
             "R" => match dirs.last_mut() {
                 Some(d) => d.2.push((line.to_string(), Vec::new())),
                 None => {
@@ -135,7 +134,6 @@ pub fn trimmed_block(fs: &Rootfs, block: &str, kept: &BTreeSet<String>) -> Strin
             }
         }
     }
-    let _ = dir;
     let mut out = header;
     for (f, fattrs, files) in dirs {
         let d = f.strip_prefix("F:").unwrap_or("");
