@@ -26,6 +26,8 @@ command -v unshare >/dev/null || need+=(util-linux)
 command -v strace >/dev/null || need+=(strace)
 command -v openssl >/dev/null || need+=(openssl)
 { command -v javac >/dev/null && command -v jar >/dev/null; } || need+=(default-jdk-headless)
+# The rpm database test builds packages with rpmbuild and records them with rpm (sqlite).
+{ command -v rpm >/dev/null && command -v rpmbuild >/dev/null; } || need+=(rpm)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"

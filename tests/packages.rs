@@ -160,3 +160,176 @@ fn apk_database_is_read_and_trimmed() {
         Err(e) => panic!("{e}"),
     }
 }
+
+/// Build a binary rpm with rpmbuild: `files` are (image path, host source or contents, config?).
+fn rpmbuild(
+    top: &Path,
+    name: &str,
+    version: &str,
+    files: &[(&str, &str, bool)],
+) -> std::path::PathBuf {
+    for d in ["SPECS", "BUILD", "RPMS", "SOURCES", "SRPMS", "BUILDROOT"] {
+        std::fs::create_dir_all(top.join(d)).unwrap();
+    }
+    let mut install = String::new();
+    let mut list = String::new();
+    for (path, from, config) in files {
+        let dir = Path::new(path).parent().unwrap().display().to_string();
+        install.push_str(&format!("mkdir -p %{{buildroot}}{dir}\n"));
+        if from.starts_with('/') {
+            install.push_str(&format!("cp {from} %{{buildroot}}{path}\n"));
+        } else {
+            install.push_str(&format!("printf '%s\\n' '{from}' > %{{buildroot}}{path}\n"));
+        }
+        list.push_str(&if *config {
+            format!("%config(noreplace) {path}\n")
+        } else {
+            format!("{path}\n")
+        });
+    }
+    let spec = format!(
+        "Name: {name}\nVersion: {version}\nRelease: 1\nSummary: pare test\nLicense: MIT\nBuildArch: x86_64\n%description\npare test package\n%install\n{install}%files\n{list}"
+    );
+    let spec_path = top.join("SPECS").join(format!("{name}.spec"));
+    std::fs::write(&spec_path, spec).unwrap();
+    run_ok(
+        std::process::Command::new("rpmbuild")
+            .arg("--define")
+            .arg(format!("_topdir {}", top.display()))
+            .args([
+                "--define",
+                "__os_install_post %{nil}",
+                "--define",
+                "_build_id_links none",
+            ])
+            .arg("-bb")
+            .arg(&spec_path),
+    );
+    top.join("RPMS/x86_64")
+        .join(format!("{name}-{version}-1.x86_64.rpm"))
+}
+
+#[test]
+fn rpm_sqlite_database_is_read_and_trimmed() {
+    if find_tool("rpmbuild").is_none() || find_tool("rpm").is_none() {
+        assert!(
+            !in_ci(),
+            "rpm and rpmbuild are needed (scripts/test.sh installs rpm)"
+        );
+        eprintln!("SKIP: rpm/rpmbuild not installed");
+        return;
+    }
+    let reg = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    let top = work.path().join("rpmbuild");
+    let hello = rpmbuild(
+        &top,
+        "pare-hello",
+        "1.2",
+        &[
+            ("/usr/bin/jq", HOST_JQ, false),
+            ("/etc/hello/hello.conf", "greeting = hi", true),
+        ],
+    );
+    let unused = rpmbuild(
+        &top,
+        "pare-unused",
+        "2.0",
+        &[("/usr/bin/unused-tool", "#!/bin/false", false)],
+    );
+    // The database, made by Debian's rpm (4.18, sqlite backend), packages recorded only.
+    let db = work.path().join("db");
+    run_ok(
+        std::process::Command::new("rpm")
+            .arg("--dbpath")
+            .arg(&db)
+            .arg("--initdb"),
+    );
+    run_ok(
+        std::process::Command::new("rpm")
+            .arg("--dbpath")
+            .arg(&db)
+            .args(["-i", "--nodeps", "--justdb", "--ignorearch", "--ignoreos"])
+            .arg(&hello)
+            .arg(&unused),
+    );
+    let sqlite = std::fs::read(db.join("rpmdb.sqlite")).unwrap();
+    let spec = ImageSpec::new(vec![
+        Layer::new()
+            .host_closure(HOST_JQ)
+            .file("/etc/hello/hello.conf", "greeting = hi\n", 0o644)
+            .file("/usr/bin/unused-tool", "#!/bin/false\n", 0o755)
+            .file(
+                "/etc/os-release",
+                "NAME=\"Fedora Linux\"\nID=fedora\nVERSION_ID=40\n",
+                0o644,
+            )
+            .file("/var/lib/rpm/rpmdb.sqlite", &sqlite, 0o644),
+    ])
+    .with_entrypoint(&[HOST_JQ])
+    .with_cmd(&["-n", "6*7"]);
+    let src = reg.image("pkgs/rpm:1");
+    build_and_push(&spec, &src, None);
+    let out = pare()
+        .args(["-q", "harden", &src])
+        .output()
+        .expect("run pare");
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let why = pare()
+        .args(["-q", "trace", "--why", "/etc/hello/hello.conf", &src])
+        .output()
+        .expect("run pare trace");
+    let why = String::from_utf8_lossy(&why.stdout);
+    assert!(
+        why.contains("[package] configuration file of package pare-hello"),
+        "{why}"
+    );
+
+    // Deterministic, the rewritten sqlite database included.
+    let again = reg.image("pkgs/rpm:again");
+    let out = pare()
+        .args(["-q", "harden", &src, &again])
+        .output()
+        .expect("run pare");
+    assert!(out.status.success(), "{}", describe_output(&out));
+    assert_eq!(
+        skopeo_manifest_digest(&format!("{src}-hardened"), None),
+        skopeo_manifest_digest(&again, None)
+    );
+
+    let hard = pull_and_unpack(&format!("{src}-hardened"));
+    let root = hard.rootfs();
+    assert!(root.join("etc/hello/hello.conf").is_file());
+    assert!(!root.join("usr/bin/unused-tool").exists());
+    // rpm itself reads the trimmed database: only the package that keeps a file is left.
+    let hdb = root.join("var/lib/rpm");
+    let q = run_ok(
+        std::process::Command::new("rpm")
+            .arg("--dbpath")
+            .arg(&hdb)
+            .args(["-qa", "--qf", "%{NAME}-%{VERSION}-%{RELEASE}\\n"]),
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&q.stdout).trim(),
+        "pare-hello-1.2-1"
+    );
+    assert!(
+        !hdb.join("rpmdb.sqlite-wal").exists(),
+        "the database is written without a write-ahead log"
+    );
+    match syft_packages(&hard.layout) {
+        Ok(pkgs) => {
+            let rpms: BTreeMap<String, String> = pkgs
+                .into_iter()
+                .filter(|((t, _), _)| t == "rpm")
+                .map(|((_, n), v)| (n, v))
+                .collect();
+            assert_eq!(
+                rpms,
+                BTreeMap::from([("pare-hello".to_string(), "1.2-1".to_string())])
+            );
+        }
+        Err(e) if !in_ci() => eprintln!("SKIP syft: {e}"),
+        Err(e) => panic!("{e}"),
+    }
+}

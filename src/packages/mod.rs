@@ -2,10 +2,11 @@
 //! owns each file, its configuration files and dependencies, and the metadata to write back
 //! for the packages that keep a file, so scanners (syft, Trivy, Grype) still see them.
 //! One file per database format: [`dpkg`] (Debian, Ubuntu, distroless), [`apk`] (Alpine,
-//! Wolfi).
+//! Wolfi), [`rpm`] (Fedora, RHEL/UBI 9, its sqlite database).
 
 pub mod apk;
 pub mod dpkg;
+pub mod rpm;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -31,6 +32,7 @@ const MAX_OWNED_PATHS: usize = 2_000_000;
 pub enum Format {
     Dpkg,
     Apk,
+    Rpm,
 }
 
 impl Format {
@@ -38,6 +40,7 @@ impl Format {
         match self {
             Format::Dpkg => "dpkg",
             Format::Apk => "apk",
+            Format::Rpm => "rpm",
         }
     }
 
@@ -46,6 +49,7 @@ impl Format {
         match self {
             Format::Dpkg => "deb",
             Format::Apk => "apk",
+            Format::Rpm => "rpm",
         }
     }
 }
@@ -176,6 +180,11 @@ impl Db {
     }
 }
 
+/// A warning for a package database pare cannot read.
+pub fn unsupported(fs: &Rootfs) -> Option<String> {
+    rpm::unsupported(fs)
+}
+
 /// Whether a package is part of every system of its distribution (dpkg's `Essential: yes`).
 pub fn is_essential(p: &Package) -> bool {
     p.essential
@@ -188,6 +197,9 @@ pub fn read<R: Reader + ?Sized>(fs: &Rootfs, contents: &mut R) -> Result<Option<
     }
     if let Some(pkgs) = apk::read(fs, contents)? {
         return Ok(Some(Db::new(Format::Apk, pkgs, fs)));
+    }
+    if let Some(pkgs) = rpm::read(fs, contents)? {
+        return Ok(Some(Db::new(Format::Rpm, pkgs, fs)));
     }
     Ok(None)
 }
@@ -245,6 +257,7 @@ pub fn metadata<R: Reader + ?Sized>(
     let files = match db.format {
         Format::Dpkg => dpkg::write_status_d(fs, contents, &pkgs, &kept, &mut listed)?,
         Format::Apk => apk::write_installed(fs, &pkgs, &kept),
+        Format::Rpm => rpm::write_db(fs, contents, &pkgs)?,
     };
     Ok(Metadata {
         files,

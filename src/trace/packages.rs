@@ -140,6 +140,9 @@ pub(crate) struct Packages {
 impl Rule for Packages {
     fn start(&mut self, cx: &mut Cx) -> Result<()> {
         // Read even with --no-packages: the plan writes metadata for what is kept.
+        if let Some(w) = packages::unsupported(cx.fs) {
+            cx.warn(w);
+        }
         if let Some(db) = packages::read(cx.fs, &mut *cx.contents)? {
             let db = Arc::new(db);
             cx.out.packages = Some(db.clone());
