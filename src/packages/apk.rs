@@ -16,7 +16,8 @@ pub const INSTALLED: &str = "lib/apk/db/installed";
 
 /// `so:libc.musl-x86_64.so.1`, `cmd:curl=8.5.0-r0`, `musl>=1.2` → the name alone.
 fn dep_name(d: &str) -> Option<String> {
-    let d = d.trim().trim_start_matches('!');
+    // `!name` is a conflict, not a dependency.
+    let d = d.trim();
     if d.is_empty() || d.starts_with('!') {
         return None;
     }

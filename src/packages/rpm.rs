@@ -330,8 +330,8 @@ mod tests {
 
     /// A header blob with the given (tag, type, data) entries.
     fn header(entries: &[(u32, u32, u32, Vec<u8>)]) -> Vec<u8> {
-        let mut data = Vec::new();
-        let mut index = Vec::new();
+        let mut data: Vec<u8> = Vec::new();
+        let mut index: Vec<u8> = Vec::new();
         for (tag, ty, count, bytes) in entries {
             index.extend(tag.to_be_bytes());
             index.extend(ty.to_be_bytes());
@@ -339,7 +339,7 @@ mod tests {
             index.extend(count.to_be_bytes());
             data.extend(bytes);
         }
-        let mut b = Vec::new();
+        let mut b: Vec<u8> = Vec::new();
         b.extend((entries.len() as u32).to_be_bytes());
         b.extend((data.len() as u32).to_be_bytes());
         b.extend(index);
