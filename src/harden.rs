@@ -220,12 +220,17 @@ pub async fn inspect_image(
     opts: &SourceOptions,
     progress: &Progress,
 ) -> Result<crate::inspect::InspectReport> {
-    let Loaded { pulled, rootfs, .. } = load(src, opts, progress).await?;
-    Ok(crate::inspect::InspectReport::new(
-        &src.to_string(),
-        &pulled,
-        &rootfs,
-    ))
+    let mut loaded = load(src, opts, progress).await?;
+    let mut report =
+        crate::inspect::InspectReport::new(&src.to_string(), &loaded.pulled, &loaded.rootfs);
+    report.packages = inspect_packages(&mut loaded)?;
+    Ok(report)
+}
+
+/// The packages of a loaded image, for `pare inspect`.
+pub fn inspect_packages(loaded: &mut Loaded) -> Result<Option<crate::inspect::InspectPackages>> {
+    Ok(crate::packages::read(&loaded.rootfs, &mut loaded.contents)?
+        .map(|db| crate::inspect::InspectPackages::new(&db, &loaded.rootfs)))
 }
 
 /// Seconds since the epoch for layer mtimes: `SOURCE_DATE_EPOCH`, else the source's `created`.
@@ -632,6 +637,10 @@ async fn build_one(
         seconds: started.elapsed().as_secs_f64(),
         security_context: plan::security_context(&plan),
         check,
+        packages: trace
+            .packages
+            .as_deref()
+            .map(|db| packages_info(db, &rootfs, &plan)),
     };
     let sbom = sums.map(|(files, os_release)| {
         crate::sbom::spdx(&crate::sbom::Input {
@@ -655,6 +664,46 @@ async fn build_one(
         _work: work,
     };
     Ok((report, built))
+}
+
+/// Per package: the files kept and dropped.
+fn packages_info(
+    db: &crate::packages::Db,
+    fs: &Rootfs,
+    plan: &Plan,
+) -> crate::report::PackagesInfo {
+    use crate::report::PackageInfo;
+    let (mut kept, mut dropped) = (Vec::new(), Vec::new());
+    for (i, p) in db.packages.iter().enumerate() {
+        let kept_here: std::collections::HashSet<&String> =
+            plan.packages.get(&i).into_iter().flatten().collect();
+        let (k, d): (Vec<String>, Vec<String>) = db
+            .files_of(fs, i)
+            .into_iter()
+            .partition(|f| kept_here.contains(f));
+        let mut info = PackageInfo {
+            name: p.name.clone(),
+            version: p.version.clone(),
+            arch: p.arch.clone(),
+            source: p.source.clone(),
+            kept_count: k.len(),
+            dropped_count: d.len(),
+            files_kept: k.iter().map(|f| crate::rootfs::display(f)).collect(),
+            files_dropped: d.iter().map(|f| crate::rootfs::display(f)).collect(),
+        };
+        if plan.packages.contains_key(&i) {
+            kept.push(info);
+        } else {
+            // All of it is gone: the counts say enough.
+            info.files_dropped.clear();
+            dropped.push(info);
+        }
+    }
+    crate::report::PackagesInfo {
+        format: db.format.name(),
+        kept,
+        dropped,
+    }
 }
 
 /// SHA1 and SHA256 of every regular file of the plan (for the SBOM), and its os-release.

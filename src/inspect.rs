@@ -78,6 +78,55 @@ pub struct InspectReport {
     pub setid_files: Vec<SetIdFile>,
     /// The paths that waste the most, largest first (at most 20).
     pub inefficiencies: Vec<Waste>,
+    /// The image's package database: each package and how many of its files are present.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub packages: Option<InspectPackages>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InspectPackages {
+    pub format: &'static str,
+    pub packages: Vec<InspectPackage>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InspectPackage {
+    pub name: String,
+    pub version: String,
+    pub arch: String,
+    /// Files (and symlinks) the package lists that the image has.
+    pub files_present: usize,
+    /// Files it lists that the image does not have (removed by a later layer, or never there).
+    pub files_missing: Vec<String>,
+}
+
+impl InspectPackages {
+    pub fn new(db: &crate::packages::Db, fs: &Rootfs) -> Self {
+        let packages = db
+            .packages
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let missing = p
+                    .files
+                    .iter()
+                    .filter(|f| fs.resolve(f, false).is_err())
+                    .cloned()
+                    .collect();
+                InspectPackage {
+                    name: p.name.clone(),
+                    version: p.version.clone(),
+                    arch: p.arch.clone(),
+                    files_present: db.files_of(fs, i).len(),
+                    files_missing: missing,
+                }
+            })
+            .collect();
+        InspectPackages {
+            format: db.format.name(),
+            packages,
+        }
+    }
 }
 
 impl InspectReport {
@@ -194,6 +243,7 @@ impl InspectReport {
                     layers: *n,
                 })
                 .collect(),
+            packages: None,
         }
     }
 
@@ -255,6 +305,33 @@ impl InspectReport {
             human_bytes(t.wasted_bytes),
             t.user_wasted_fraction * 100.0
         ));
+        if let Some(p) = &self.packages {
+            let partial = p
+                .packages
+                .iter()
+                .filter(|x| !x.files_missing.is_empty())
+                .count();
+            o.push_str(&format!(
+                "Packages    {} ({}), {} with files missing\n",
+                p.packages.len(),
+                p.format,
+                partial
+            ));
+            for x in &p.packages {
+                o.push_str(&format!(
+                    "            {} {} {}: {} files{}\n",
+                    x.name,
+                    x.version,
+                    x.arch,
+                    x.files_present,
+                    if x.files_missing.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", {} missing", x.files_missing.len())
+                    }
+                ));
+            }
+        }
         if !self.inefficiencies.is_empty() {
             o.push_str("Wasted by   ");
             let top: Vec<String> = self

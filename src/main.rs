@@ -479,12 +479,13 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
             let src: ImageRef = a.image.parse()?;
             let opts = source_options(&a.source)?;
             if a.tree {
-                let loaded = harden::load(&src, &opts, &progress).await?;
-                let report = pare::inspect::InspectReport::new(
+                let mut loaded = harden::load(&src, &opts, &progress).await?;
+                let mut report = pare::inspect::InspectReport::new(
                     &src.to_string(),
                     &loaded.pulled,
                     &loaded.rootfs,
                 );
+                report.packages = harden::inspect_packages(&mut loaded)?;
                 match a.format {
                     Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
                     _ => print!("{}", clean(&report.text(), true)),

@@ -88,6 +88,37 @@ pub struct Report {
     /// `--check`: the checklist run on the result before it was written.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub check: Option<crate::policy::CheckReport>,
+    /// The image's packages: which keep files (their metadata is written for scanners), and
+    /// which are gone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub packages: Option<PackagesInfo>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PackagesInfo {
+    /// `dpkg`, `apk` or `rpm`.
+    pub format: &'static str,
+    /// Packages that keep at least one file, with the files kept and dropped.
+    pub kept: Vec<PackageInfo>,
+    /// Packages none of whose files are kept (not listed in the hardened image's metadata).
+    pub dropped: Vec<PackageInfo>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PackageInfo {
+    pub name: String,
+    pub version: String,
+    pub arch: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Files (and symlinks) of the package that the hardened image keeps.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub files_kept: Vec<String>,
+    /// Files of the package that it drops.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub files_dropped: Vec<String>,
+    pub kept_count: usize,
+    pub dropped_count: usize,
 }
 
 /// A Kubernetes container `securityContext` for the hardened image.
@@ -156,7 +187,7 @@ impl Report {
         };
         let sign = if pct <= 0.0 { "−" } else { "+" };
         format!(
-            "{}{} → {}  {} → {} ({sign}{:.1}%), {} files, user {}, {} setuid/setgid bit{} cleared{}{}",
+            "{}{} → {}  {} → {} ({sign}{:.1}%), {} files, user {}, {} setuid/setgid bit{} cleared{}{}{}",
             if self.dry_run { "[dry run] " } else { "" },
             short_ref(&self.source.reference),
             short_ref(&self.destination.reference),
@@ -191,6 +222,15 @@ impl Report {
                     ", {} file capabilities dropped",
                     self.capabilities_dropped.len()
                 )
+            },
+            match &self.packages {
+                Some(p) => format!(
+                    ", {} of {} {} packages kept",
+                    p.kept.len(),
+                    p.kept.len() + p.dropped.len(),
+                    p.format
+                ),
+                None => String::new(),
             }
         )
     }

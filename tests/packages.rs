@@ -99,6 +99,50 @@ fn apk_database_is_read_and_trimmed() {
         .expect("run pare");
     assert!(out.status.success(), "{}", describe_output(&out));
 
+    // `pare inspect` lists the packages and which of their files are present; the report says
+    // which packages keep files and which are gone.
+    let out = pare()
+        .args(["-q", "inspect", "--format", "json", &src])
+        .output()
+        .expect("run pare inspect");
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let inspect: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(inspect["packages"]["format"], "apk");
+    let unused = inspect["packages"]["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "unused-tool")
+        .cloned()
+        .expect("unused-tool listed by inspect");
+    assert_eq!(unused["files_present"], 2, "{unused}");
+    let report_path = tempfile::NamedTempFile::new().unwrap();
+    let out = pare()
+        .args(["-q", "harden", "--dry-run", "--report"])
+        .arg(report_path.path())
+        .arg(&src)
+        .output()
+        .expect("run pare");
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(report_path.path()).unwrap()).unwrap();
+    let names = |k: &str| -> BTreeSet<String> {
+        report["packages"][k]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        names("kept"),
+        BTreeSet::from(["jq".into(), "runtime-libs".into(), "alpine-release".into()])
+    );
+    assert_eq!(
+        names("dropped"),
+        BTreeSet::from(["unused-tool".to_string()])
+    );
+
     let hard = pull_and_unpack(&format!("{src}-hardened"));
     let root = hard.rootfs();
     let text = std::fs::read_to_string(root.join("lib/apk/db/installed"))
