@@ -232,6 +232,9 @@ fn run_case(case: Case) {
     let check_run = pare_spawn(&["check", &src]);
     let harden_run = pare_spawn(&["harden", &src]);
     let hc_run = pare_spawn(&["harden", "--check", &src, &checked]);
+    // Measurement mode (PARE_WORKS_PACKAGES=1): the same harden without the package rule.
+    let nopkg_run = std::env::var_os("PARE_WORKS_PACKAGES")
+        .map(|_| pare_spawn(&["harden", "--no-packages", "--no-sbom", &src, &format!("{src}-nopkg")]));
     let mut exceptions: Vec<(&str, &str)> = COMMON_EXCEPTIONS.to_vec();
     exceptions.extend(case.exceptions.iter().copied());
     // (one-line summary for the table, full message)
@@ -399,6 +402,28 @@ fn run_case(case: Case) {
                     after.len(),
                     expected.len()
                 );
+                if let Some(run) = nopkg_run {
+                    let (out, _) = run.join().expect("pare harden --no-packages thread");
+                    let nopkg = if out.status.success() {
+                        let u = pull_and_unpack(&format!("{src}-nopkg"));
+                        mb(regular_files(&u.rootfs()).values().sum())
+                    } else {
+                        format!("failed: {}", error_line(&out.stderr))
+                    };
+                    append_named_row(
+                        "works-packages.md",
+                        "| image | dpkg packages | syft deb before | syft deb after | syft all before | syft all after | bytes | bytes with --no-packages |\n|---|---|---|---|---|---|---|---|",
+                        &format!(
+                            "| {name} | {} | {} | {} | {} | {} | {} | {nopkg} |",
+                            dpkg_status(&oroot).len(),
+                            b.len(),
+                            a.len(),
+                            before.len(),
+                            after.len(),
+                            mb(hfiles.values().sum())
+                        ),
+                    );
+                }
                 if a != expected {
                     let extra: Vec<_> = a
                         .iter()

@@ -2087,3 +2087,30 @@ pub fn append_table_row(header: &str, row: &str) {
     text.push('\n');
     f.write_all(text.as_bytes()).expect("append table row");
 }
+
+/// Append a row to `target/NAME` (written afresh, with `header`, by the first row of a run).
+pub fn append_named_row(name: &str, header: &str, row: &str) {
+    static STARTED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let mut started = STARTED.lock().unwrap_or_else(|e| e.into_inner());
+    let path = target_dir().join(name);
+    let _ = fs::create_dir_all(target_dir());
+    let new = !started.iter().any(|n| n == name);
+    if new {
+        started.push(name.to_string());
+    }
+    let mut f = fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(!new)
+        .truncate(new)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    let mut text = String::new();
+    if new {
+        text.push_str(header);
+        text.push('\n');
+    }
+    text.push_str(row);
+    text.push('\n');
+    f.write_all(text.as_bytes()).expect("append table row");
+}
