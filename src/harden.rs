@@ -640,7 +640,7 @@ async fn build_one(
         packages: trace
             .packages
             .as_deref()
-            .map(|db| packages_info(db, &rootfs, &plan)),
+            .map(|db| packages_info(db, &rootfs, &plan, &trace)),
     };
     let sbom = sums.map(|(files, os_release)| {
         crate::sbom::spdx(&crate::sbom::Input {
@@ -671,6 +671,7 @@ fn packages_info(
     db: &crate::packages::Db,
     fs: &Rootfs,
     plan: &Plan,
+    trace: &Trace,
 ) -> crate::report::PackagesInfo {
     use crate::report::PackageInfo;
     let (mut kept, mut dropped) = (Vec::new(), Vec::new());
@@ -703,6 +704,15 @@ fn packages_info(
         format: db.format.name(),
         kept,
         dropped,
+        missing: trace
+            .missing_from_packages
+            .iter()
+            .map(|(file, needed_by, package)| crate::report::MissingFile {
+                file: file.clone(),
+                needed_by: needed_by.clone(),
+                package: package.clone(),
+            })
+            .collect(),
     }
 }
 

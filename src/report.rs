@@ -102,6 +102,16 @@ pub struct PackagesInfo {
     pub kept: Vec<PackageInfo>,
     /// Packages none of whose files are kept (not listed in the hardened image's metadata).
     pub dropped: Vec<PackageInfo>,
+    /// Libraries missing from the image (`--allow-missing`) and the package that lists them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub missing: Vec<MissingFile>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MissingFile {
+    pub file: String,
+    pub needed_by: String,
+    pub package: String,
 }
 
 #[derive(Debug, Clone, Serialize)]

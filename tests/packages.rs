@@ -143,6 +143,42 @@ fn apk_database_is_read_and_trimmed() {
         BTreeSet::from(["unused-tool".to_string()])
     );
 
+    // A library the database lists but a later layer deleted: with --allow-missing, the
+    // report names the package that would have provided it.
+    let libjq = libs
+        .iter()
+        .find(|p| p.contains("libjq.so") && !p.ends_with(".so.1"))
+        .or_else(|| libs.iter().find(|p| p.contains("libjq.so")))
+        .expect("jq links libjq");
+    let broken = spec.clone().with_layer(Layer::new().whiteout(libjq));
+    let src2 = reg.image("pkgs/apk:broken");
+    build_and_push(&broken, &src2, None);
+    let out = pare()
+        .args([
+            "-q",
+            "harden",
+            "--dry-run",
+            "--allow-missing",
+            "--report",
+            "-",
+            &src2,
+        ])
+        .output()
+        .expect("run pare");
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let missing = r["packages"]["missing"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        missing
+            .iter()
+            .any(|m| m["package"] == "runtime-libs 1.0-r3" && m["needed_by"] == HOST_JQ),
+        "{}",
+        r["packages"]
+    );
+
     let hard = pull_and_unpack(&format!("{src}-hardened"));
     let root = hard.rootfs();
     let text = std::fs::read_to_string(root.join("lib/apk/db/installed"))

@@ -233,8 +233,15 @@ fn run_case(case: Case) {
     let harden_run = pare_spawn(&["harden", &src]);
     let hc_run = pare_spawn(&["harden", "--check", &src, &checked]);
     // Measurement mode (PARE_WORKS_PACKAGES=1): the same harden without the package rule.
-    let nopkg_run = std::env::var_os("PARE_WORKS_PACKAGES")
-        .map(|_| pare_spawn(&["harden", "--no-packages", "--no-sbom", &src, &format!("{src}-nopkg")]));
+    let nopkg_run = std::env::var_os("PARE_WORKS_PACKAGES").map(|_| {
+        pare_spawn(&[
+            "harden",
+            "--no-packages",
+            "--no-sbom",
+            &src,
+            &format!("{src}-nopkg"),
+        ])
+    });
     let mut exceptions: Vec<(&str, &str)> = COMMON_EXCEPTIONS.to_vec();
     exceptions.extend(case.exceptions.iter().copied());
     // (one-line summary for the table, full message)

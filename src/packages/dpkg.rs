@@ -3,8 +3,13 @@
 //!
 //! What a hardened image gets back is the layout distroless ships and scanners read:
 //! `/var/lib/dpkg/status.d/NAME` holding the package's stanza and `status.d/NAME.md5sums` its
-//! checksums (distroless: `private/pkg/debian_spdx`/`dpkg_status` rules; syft reads
-//! `var/lib/dpkg/status.d/*` and the `NAME.md5sums` beside each, Trivy the same directory).
+//! checksums, both named by the package name alone (distroless `PACKAGE_METADATA.md`; written
+//! by rules_distroless `apt/private/dpkg_statusd.sh`). syft globs `**/lib/dpkg/status.d/*`
+//! (`syft/pkg/cataloger/debian/cataloger.go`) and finds `NAME.md5sums` beside the stanza
+//! (`package.go`: `NAME:ARCH.md5sums`, then `NAME.md5sums`); Trivy reads every file of
+//! `var/lib/dpkg/status.d/` and parses `*.md5sums` as file lists whose lines must be
+//! `MD5  PATH` (`pkg/fanal/analyzer/pkg/dpkg/dpkg.go`), and identifies Debian by
+//! `/etc/debian_version`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 

@@ -200,8 +200,11 @@ pub struct Trace {
     /// Paths a rule looked at and did not keep, with why (`pare trace --why`).
     pub dropped: BTreeMap<String, String>,
     pub warnings: Vec<String>,
-    /// The image's package database, when it has one (and `--no-packages` is not given).
+    /// The image's package database, when it has one.
     pub packages: Option<std::sync::Arc<crate::packages::Db>>,
+    /// Libraries not in the image (`--allow-missing`) that a package of the database lists:
+    /// (library, the object that needs it, `package version`).
+    pub missing_from_packages: Vec<(String, String, String)>,
 }
 
 impl Trace {

@@ -155,6 +155,7 @@ impl Rule for Packages {
         let Some(db) = self.db.clone() else {
             return Ok(());
         };
+        missing_owners(cx, &db);
         if cx.opts.no_packages {
             return Ok(());
         }
@@ -200,6 +201,42 @@ impl Rule for Packages {
             }
         }
         Ok(())
+    }
+}
+
+/// For each library not found (`--allow-missing`), the package that lists a file of that name:
+/// the one that would have provided it.
+fn missing_owners(cx: &mut Cx, db: &Db) {
+    let missing: Vec<(String, String)> = cx
+        .out
+        .edges
+        .iter()
+        .filter(|e| e.to.is_none())
+        .map(|e| (e.name.clone(), cx.out.objects[e.from].path.clone()))
+        .collect();
+    for (name, object) in missing {
+        let base = name.rsplit('/').next().unwrap_or(&name).to_string();
+        let owner = db.packages.iter().find(|p| {
+            p.files
+                .iter()
+                .any(|f| f.rsplit('/').next() == Some(base.as_str()))
+        });
+        if let Some(p) = owner {
+            let entry = (
+                name.clone(),
+                display(&object),
+                format!("{} {}", p.name, p.version),
+            );
+            if !cx.out.missing_from_packages.contains(&entry) {
+                cx.warn(format!(
+                    "{}: {name} is not in the image; package {} {} lists it (its file was removed)",
+                    display(&object),
+                    p.name,
+                    p.version
+                ));
+                cx.out.missing_from_packages.push(entry);
+            }
+        }
     }
 }
 
