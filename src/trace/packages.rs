@@ -249,6 +249,34 @@ fn keep_package(cx: &mut Cx, db: &Db, idx: usize, detail: &str) -> Result<()> {
         .iter()
         .filter_map(|c| cx.fs.resolve(c, false).ok().map(|r| r.path))
         .collect();
+    // The package's own state directories (`/var/lib/nginx`, `/var/log/apache2`): kept as
+    // directories, where the program writes.
+    for f in &pkg.files {
+        let Ok(r) = cx.fs.resolve(f, true) else {
+            continue;
+        };
+        let state = [
+            "var/lib/",
+            "var/log/",
+            "var/cache/",
+            "var/spool/",
+            "var/www/",
+            "srv/",
+        ]
+        .iter()
+        .any(|p| r.path.starts_with(p));
+        if state
+            && !super::pathref::is_system_dir(&r.path)
+            && cx.fs.get(&r.path).is_some_and(|n| n.is_dir())
+            && !cx.out.files.contains_key(&r.path)
+        {
+            cx.keep_links(&r.symlinks, &r.path);
+            cx.keep(
+                &r.path,
+                Evidence::new(Why::Package, None, format!("state directory of {detail}")),
+            );
+        }
+    }
     let mut picked: Vec<(String, bool)> = Vec::new();
     let mut bytes = 0u64;
     for f in db.files_of(cx.fs, idx) {
