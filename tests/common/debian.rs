@@ -2065,27 +2065,7 @@ pub fn mb(bytes: u64) -> String {
 /// Append a row (a markdown table line, without the newline) to `target/works-table.md`; the
 /// first row of a test process starts the file afresh, with `header`.
 pub fn append_table_row(header: &str, row: &str) {
-    static STARTED: Mutex<bool> = Mutex::new(false);
-    let mut started = STARTED.lock().unwrap_or_else(|e| e.into_inner());
-    let path = target_dir().join("works-table.md");
-    let _ = fs::create_dir_all(target_dir());
-    let new = !*started;
-    *started = true;
-    let mut f = fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .append(!new)
-        .truncate(new)
-        .open(&path)
-        .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
-    let mut text = String::new();
-    if new {
-        text.push_str(header);
-        text.push('\n');
-    }
-    text.push_str(row);
-    text.push('\n');
-    f.write_all(text.as_bytes()).expect("append table row");
+    append_named_row("works-table.md", header, row);
 }
 
 /// Append a row to `target/NAME` (written afresh, with `header`, by the first row of a run).
