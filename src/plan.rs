@@ -840,23 +840,6 @@ mod tests {
         )
     }
 
-    struct NoContents;
-    impl Contents for NoContents {
-        fn prefetch(&mut self, _: &Rootfs, _: &[String]) -> Result<()> {
-            Ok(())
-        }
-        fn read(&mut self, _: &Rootfs, p: &str, _: u64) -> Result<Vec<u8>> {
-            Err(Error::Other(format!("unexpected read of {p}")))
-        }
-        fn elf(
-            &mut self,
-            _: &Rootfs,
-            _: &str,
-        ) -> Result<Option<std::sync::Arc<crate::elf::ElfFacts>>> {
-            Ok(None)
-        }
-    }
-
     #[test]
     fn setid_cleared_capabilities_dropped_and_essentials_added() {
         // A layer with a setuid file, a setgid directory and a file with a capability xattr.
@@ -915,7 +898,8 @@ mod tests {
                 config: &config,
                 user_flag: None,
             },
-            &mut NoContents,
+            // No file is read.
+            &mut OneText("\0", b""),
         )
         .unwrap();
         assert_eq!(plan.capabilities_dropped, vec!["/usr/bin/ping"]);
