@@ -37,6 +37,11 @@ pub struct HardenOptions {
     pub dest_creds: Option<crate::auth::Credentials>,
     /// `--check`: run the checklist on the result and refuse to write one that fails.
     pub check: Option<crate::policy::CheckConfig>,
+    /// `--in-place`: DEST may be the source itself (its previous manifest is reported, and for
+    /// a registry kept under `TAG-original` unless `no_backup`).
+    pub in_place: bool,
+    /// `--no-backup`: with `--in-place`, no `TAG-original`.
+    pub no_backup: bool,
     /// Platforms to harden from a multi-platform source (empty: all it lists). One platform
     /// goes in `source.platform` instead and gives a single-platform result.
     pub platforms: Vec<crate::image::Platform>,
@@ -316,6 +321,19 @@ pub struct Hardened {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub index: Option<IndexInfo>,
     pub images: Vec<Report>,
+    /// `--in-place`: what DEST held before.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replaced: Option<Replaced>,
+}
+
+/// The source an `--in-place` harden replaced.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Replaced {
+    /// Its manifest (or index) digest.
+    pub digest: String,
+    /// Where it stays reachable (`REPO:TAG-original`), when it does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup: Option<String>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -358,6 +376,7 @@ pub async fn harden(
             "destination {dest} names a digest; name a tag instead"
         )));
     }
+    let replaced = protect_source(src, &dest, opts).await?;
     let listed = if opts.source.platform.is_some() {
         None
     } else {
@@ -372,6 +391,7 @@ pub async fn harden(
         return Ok(Hardened {
             index: None,
             images: vec![report],
+            replaced,
         });
     };
     if matches!(dest, ImageRef::Archive { .. }) {
@@ -442,7 +462,88 @@ pub async fn harden(
             skipped,
         }),
         images,
+        replaced,
     })
+}
+
+/// Refuse a DEST that is the source itself unless `--in-place`; with it, note what is
+/// replaced and (registry) keep it under `TAG-original`, never overwriting an existing one.
+async fn protect_source(
+    src: &ImageRef,
+    dest: &ImageRef,
+    opts: &HardenOptions,
+) -> Result<Option<Replaced>> {
+    let src_layout_tag = match src {
+        ImageRef::Layout { dir, tag: None } => Layout::open(dir)
+            .and_then(|l| l.find(None))
+            .ok()
+            .and_then(|d| {
+                d.annotations
+                    .and_then(|a| a.get(crate::image::ANNOTATION_REF_NAME).cloned())
+            }),
+        _ => None,
+    };
+    if !reference::replaces_source(src, dest, src_layout_tag.as_deref()) {
+        return Ok(None);
+    }
+    if !opts.in_place {
+        return Err(Error::Usage(format!(
+            "{dest} is the source image itself: pare never overwrites its source; name another destination, or pass --in-place to replace it"
+        )));
+    }
+    if opts.dry_run {
+        return Ok(None);
+    }
+    match src {
+        ImageRef::Registry(r) => {
+            let client = source::connect(&r.registry, &opts.source)?;
+            let (bytes, digest) = client.get_manifest(r).await?;
+            let mut backup = None;
+            if !opts.no_backup {
+                let tag = format!("{}-original", r.tag_or_default().unwrap_or("latest"));
+                let b = reference::RegistryRef {
+                    tag: Some(tag),
+                    digest: None,
+                    ..r.clone()
+                };
+                // The first original is never lost: an existing backup stays.
+                if client.get_manifest_opt(&b).await?.is_none() {
+                    let media = serde_json::from_slice::<serde_json::Value>(&bytes)
+                        .ok()
+                        .and_then(|v| v["mediaType"].as_str().map(str::to_string))
+                        .unwrap_or_else(|| OCI_MANIFEST.to_string());
+                    dest_client(src, r, opts)?
+                        .put_manifest(&b, bytes, &media)
+                        .await?;
+                }
+                backup = Some(b.to_string());
+            }
+            Ok(Some(Replaced { digest, backup }))
+        }
+        ImageRef::Layout { dir, tag } => {
+            let d = Layout::open(dir)?.find(tag.as_deref().or(src_layout_tag.as_deref()))?;
+            Ok(Some(Replaced {
+                digest: d.digest,
+                backup: None,
+            }))
+        }
+        ImageRef::Archive { path, .. } => {
+            let mut h = crate::digest::Hasher::default();
+            let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+            let mut buf = vec![0u8; 1 << 16];
+            loop {
+                let n = std::io::Read::read(&mut f, &mut buf).map_err(|e| Error::io(path, e))?;
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+            }
+            Ok(Some(Replaced {
+                digest: h.finish().0,
+                backup: None,
+            }))
+        }
+    }
 }
 
 async fn build_one(

@@ -177,6 +177,14 @@ struct HardenArgs {
     /// Make no SBOM and push no referrer.
     #[arg(long, conflicts_with = "sbom")]
     no_sbom: bool,
+    /// Allow DEST to be SRC itself (same registry tag, layout tag or archive file): replace the
+    /// source. Its previous digest is printed, and a registry source stays reachable as
+    /// TAG-original (an existing TAG-original is never overwritten).
+    #[arg(long)]
+    in_place: bool,
+    /// With --in-place: do not keep the source under TAG-original.
+    #[arg(long, requires = "in_place")]
+    no_backup: bool,
     #[command(flatten)]
     policy: PolicyFlags,
     #[command(flatten)]
@@ -351,7 +359,19 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
             }
             opts.sbom_file = a.sbom.clone();
             opts.no_sbom = a.no_sbom;
+            opts.in_place = a.in_place;
+            opts.no_backup = a.no_backup;
             let done = harden::harden(&src, dest.as_ref(), &opts, &progress).await?;
+            if let Some(r) = &done.replaced {
+                eprintln!(
+                    "replaced the source (was {}{})",
+                    r.digest,
+                    r.backup
+                        .as_ref()
+                        .map(|b| format!("; still reachable as {b}"))
+                        .unwrap_or_default()
+                );
+            }
             let multi = done.index.is_some();
             for r in &done.images {
                 for w in &r.warnings {

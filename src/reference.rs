@@ -311,6 +311,40 @@ fn validate_repository(repo: &str) -> std::result::Result<(), String> {
 
 /// The default destination of `pare harden SRC`: the same repository, tag `TAG-hardened`
 /// (`hardened-<12 hex>` for a digest-only source).
+/// A registry host as it is reached: lower case, without the default HTTPS port.
+fn registry_key(r: &str) -> String {
+    let r = r.to_ascii_lowercase();
+    r.strip_suffix(":443").map(str::to_string).unwrap_or(r)
+}
+
+/// A path as the filesystem names it (canonical when it exists).
+fn path_key(p: &std::path::Path) -> std::path::PathBuf {
+    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// Whether writing `dest` would replace `src` itself: the same repository and tag of the same
+/// registry, the same tag of the same layout directory (`src_layout_tag` is the tag the
+/// source resolved to when it named none), or the same archive file.
+pub fn replaces_source(src: &ImageRef, dest: &ImageRef, src_layout_tag: Option<&str>) -> bool {
+    match (src, dest) {
+        (ImageRef::Registry(s), ImageRef::Registry(d)) => {
+            registry_key(&s.registry) == registry_key(&d.registry)
+                && s.repository == d.repository
+                && s.tag_or_default().is_some()
+                && s.tag_or_default() == d.tag_or_default()
+        }
+        (ImageRef::Layout { dir: sd, tag: st }, ImageRef::Layout { dir: dd, tag: dt }) => {
+            let st = st.as_deref().or(src_layout_tag);
+            path_key(sd) == path_key(dd) && st == Some(dt.as_deref().unwrap_or("latest"))
+        }
+        // Writing an archive rewrites the whole file.
+        (ImageRef::Archive { path: sp, .. }, ImageRef::Archive { path: dp, .. }) => {
+            path_key(sp) == path_key(dp)
+        }
+        _ => false,
+    }
+}
+
 pub fn default_destination(src: &ImageRef) -> Result<ImageRef> {
     let hardened_tag = |tag: Option<&str>, digest: Option<&str>| -> Result<String> {
         let t = match (tag, digest) {
@@ -372,6 +406,48 @@ pub fn default_destination(src: &ImageRef) -> Result<ImageRef> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_destination_that_is_the_source() {
+        let r = |s: &str| -> ImageRef { s.parse().unwrap() };
+        let same = |a: &str, b: &str| replaces_source(&r(a), &r(b), None);
+        assert!(same(
+            "registry.example.com/a/b:1",
+            "registry.example.com/a/b:1"
+        ));
+        assert!(same(
+            "Registry.Example.com:443/a/b:1",
+            "registry.example.com/a/b:1"
+        ));
+        assert!(same("nginx:1", "docker.io/library/nginx:1"));
+        assert!(same("nginx", "index.docker.io/library/nginx:latest"));
+        assert!(!same(
+            "registry.example.com/a/b:1",
+            "registry.example.com/a/b:2"
+        ));
+        assert!(!same(
+            "registry.example.com:5000/a/b:1",
+            "registry.example.com/a/b:1"
+        ));
+        let d = format!("r.io/a@sha256:{}", "a".repeat(64));
+        assert!(
+            !same(&d, "r.io/a:latest"),
+            "a digest-only source has no tag to overwrite"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().display();
+        assert!(same(&format!("oci:{p}:v1"), &format!("oci:{p}/.:v1")));
+        assert!(!same(&format!("oci:{p}:v1"), &format!("oci:{p}:v2")));
+        assert!(replaces_source(
+            &r(&format!("oci:{p}")),
+            &r(&format!("oci:{p}:latest")),
+            Some("latest")
+        ));
+        assert!(same(
+            &format!("docker-archive:{p}/a.tar:x:1"),
+            &format!("docker-archive:{p}/./a.tar:y:2")
+        ));
+    }
 
     fn reg(s: &str) -> RegistryRef {
         match parse(s).unwrap() {
