@@ -132,6 +132,21 @@ pub struct Resolved {
     pub symlinks: Vec<String>,
 }
 
+/// A link name taken inside the root: empty, `.` and `..`-above-the-root components dropped.
+fn clamp(name: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    for c in name.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    out.join("/")
+}
+
 /// `usr/bin/jq` → `/usr/bin/jq` (paths are stored without the leading slash; root is "").
 pub fn display(p: &str) -> String {
     format!("/{}", p.trim_start_matches('/'))
@@ -334,6 +349,8 @@ pub struct Rootfs {
     key_bytes: usize,
     /// Whiteout targets and opaque directories already applied in the current layer.
     applied: HashSet<String>,
+    /// Paths the current layer has written, and whether as a directory.
+    written: HashMap<String, bool>,
     /// Parses and copied files shared with the other images of this process.
     cache: Option<Arc<LayerCache>>,
 }
@@ -351,6 +368,7 @@ impl Rootfs {
             removed_log: Vec::new(),
             key_bytes: 0,
             applied: HashSet::new(),
+            written: HashMap::new(),
             cache: None,
         };
         fs.nodes.insert(String::new(), dir_node(0o755, 0));
@@ -382,8 +400,13 @@ impl Rootfs {
         for (i, layer) in layers.iter().enumerate() {
             let what = format!("layer {} ({})", i + 1, layer.descriptor.digest);
             // A read error inside the stream is the layer's fault, not the disk's.
+            let layer_name = format!("layer {}", i + 1);
             let malformed = |e| match e {
                 Error::Io { source, .. } => Error::malformed(what.clone(), source),
+                Error::Malformed { what: w, reason } if w == layer_name => Error::Malformed {
+                    what: what.clone(),
+                    reason,
+                },
                 other => other,
             };
             // With a cache the parse is kept for other images; without, ops are applied as
@@ -393,7 +416,7 @@ impl Rootfs {
                     let parsed = c.parsed(&layer.descriptor.digest, || {
                         ParsedLayer::parse(i, open_layer(&layer.path)?).map_err(malformed)
                     })?;
-                    fs.apply_parsed(i, &parsed)?;
+                    fs.apply_parsed(i, &parsed).map_err(malformed)?;
                     (parsed.diff_id.clone(), parsed.size)
                 }
                 None => fs
@@ -441,12 +464,56 @@ impl Rootfs {
 
     fn begin_layer(&mut self, layer: usize) {
         self.applied.clear();
+        self.written.clear();
         while self.stats.len() <= layer {
             self.stats.push(LayerStats::default());
         }
     }
 
     fn apply_checked(&mut self, layer: usize, op: &Op) -> Result<()> {
+        let what = || format!("layer {}", layer + 1);
+        // The image-spec (layer.md, "Changesets"): a layer "MUST NOT include duplicate
+        // entries for file paths". A directory given twice is taken as its last entry (common
+        // and harmless: only metadata); any other duplicate is refused, as overlay2 does.
+        if let Op::Put { path, .. } | Op::HardLink { path, .. } = op {
+            let is_dir = matches!(op, Op::Put { node, .. } if node.is_dir());
+            if let Some(was_dir) = self.written.insert(path.clone(), is_dir)
+                && !(was_dir && is_dir)
+            {
+                return Err(Error::malformed(
+                    what(),
+                    format!(
+                        "/{path} appears twice in the layer (a layer must not include duplicate entries for a path: OCI image-spec, layer.md)"
+                    ),
+                ));
+            }
+        }
+        // A hard link is made as containerd makes it: its name resolved inside the root
+        // (absolute and `..` names clamped to the root, the image's own symlinks followed)
+        // against what is merged so far, and it must be a regular file there; else the layer
+        // cannot be extracted and is refused.
+        if let Op::HardLink { path, target } = op {
+            let why = match self.resolve(target, true) {
+                Ok(r) => match self.nodes.get(&r.path).map(|n| &n.kind) {
+                    Some(Kind::File { .. }) => None,
+                    Some(Kind::Dir) => Some("a directory".to_string()),
+                    Some(_) => Some("not a regular file".to_string()),
+                    None => Some("missing".to_string()),
+                },
+                Err(ResolveError::NotFound) => {
+                    Some("missing (or not yet written in this layer)".to_string())
+                }
+                Err(e) => Some(e.into_error(target).to_string()),
+            };
+            if let Some(why) = why {
+                return Err(Error::malformed(
+                    what(),
+                    format!(
+                        "hard link /{path} names /{target}, which is {why}: the layer cannot be extracted"
+                    ),
+                ));
+            }
+        }
         self.apply_op(layer, op);
         if self.nodes.len() > MAX_ENTRIES || self.key_bytes > MAX_KEY_BYTES {
             return Err(Error::malformed(
@@ -495,7 +562,11 @@ impl Rootfs {
                     self.use_path(target, size);
                 }
             }
-            Op::HardLink { path, target } => match self.nodes.get(target) {
+            Op::HardLink { path, target } => match self
+                .resolve(target, true)
+                .ok()
+                .and_then(|r| self.nodes.get(&r.path))
+            {
                 Some(
                     n @ Node {
                         kind: Kind::File { .. },
@@ -1092,8 +1163,17 @@ fn parse_entry<R: Read>(
         return Ok(Some(Op::Opaque(dir)));
     }
     if let Some(name) = base.strip_prefix(".wh.") {
+        // `.wh.`, `.wh..`, `.wh...` delete nothing a layer could mean (a naive extractor would
+        // delete the parent directory): an attack or a broken producer.
         if name.is_empty() || name == "." || name == ".." {
-            return Ok(None);
+            return Err(bad(format!("whiteout {raw:?} names no entry: refused")));
+        }
+        if name.starts_with(".wh.") {
+            // Other aufs metadata (`.wh..wh.plnk`, `.wh..wh.aufs`): not changes.
+            return Ok(Some(Op::Warn {
+                text: format!("skipped aufs metadata entry {raw:?}"),
+                numbered: true,
+            }));
         }
         let target = if dir.is_empty() {
             name.to_string()
@@ -1135,16 +1215,15 @@ fn parse_entry<R: Read>(
         tar::EntryType::Directory => Kind::Dir,
         tar::EntryType::Symlink => Kind::Symlink(link()?),
         tar::EntryType::Link => {
-            let target = link()?;
-            return Ok(Some(match normalize(&target) {
-                Some(t) => Op::HardLink { path, target: t },
-                None => Op::Warn {
-                    text: format!(
-                        "/{path}: hard link target {target:?} climbs out of the root; skipped"
-                    ),
-                    numbered: false,
-                },
-            }));
+            // containerd takes the name inside the root: absolute names and `..` above the
+            // root are clamped to it.
+            let target = clamp(&link()?);
+            if target.is_empty() {
+                return Err(bad(format!(
+                    "hard link /{path} names the root directory: the layer cannot be extracted"
+                )));
+            }
+            return Ok(Some(Op::HardLink { path, target }));
         }
         tar::EntryType::Char | tar::EntryType::Block => Kind::Device,
         tar::EntryType::Fifo => Kind::Fifo,
@@ -1405,6 +1484,71 @@ pub(crate) mod tests {
             }
         }
         b.into_inner().unwrap()
+    }
+
+    /// The error applying `layers` gives (panics when they are accepted).
+    fn refusal(layers: &[Vec<u8>]) -> String {
+        let mut fs = Rootfs::empty();
+        for (i, l) in layers.iter().enumerate() {
+            if let Err(e) = fs.apply_layer(i, &l[..]) {
+                return e.to_string();
+            }
+        }
+        panic!("accepted: {:?}", fs.nodes.keys().collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn hard_links_resolve_like_containerd_and_bad_ones_are_refused() {
+        let base = tar_of(&[
+            ("etc/a", "f:a"),
+            ("d", "d"),
+            ("lnk", "l:etc/a"),
+            ("dangling", "l:nowhere"),
+        ]);
+        // Absolute and `..` names are clamped to the root; a symlink is followed; the target
+        // may be in a lower layer or earlier in the same one.
+        let fs = merged(&[
+            base.clone(),
+            tar_of(&[
+                ("x1", "h:/etc/a"),
+                ("x2", "h:../../etc/a"),
+                ("x3", "h:lnk"),
+                ("n", "f:n"),
+                ("x4", "h:n"),
+            ]),
+        ]);
+        for x in ["x1", "x2", "x3"] {
+            assert_eq!(fs.nodes[x].kind, fs.nodes["etc/a"].kind, "{x}");
+        }
+        assert_eq!(fs.nodes["x4"].kind, fs.nodes["n"].kind);
+        for (entries, why) in [
+            (vec![("y", "h:missing")], "missing"),
+            (vec![("y", "h:d")], "a directory"),
+            (vec![("y", "h:dangling")], "missing"),
+            (vec![("y", "h:later"), ("later", "f:x")], "not yet written"),
+            (vec![("y", "h:/")], "the root directory"),
+        ] {
+            let e = refusal(&[base.clone(), tar_of(&entries)]);
+            assert!(e.contains(why) && e.contains("layer 2"), "{entries:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn bare_whiteouts_and_duplicates_are_refused() {
+        for name in [".wh.", ".wh..", "d/.wh...", "d/.wh."] {
+            let e = refusal(&[tar_of(&[("d", "d"), (name, "f:")])]);
+            assert!(e.contains("names no entry"), "{name}: {e}");
+        }
+        let e = refusal(&[tar_of(&[("a", "f:1"), ("a", "f:2")])]);
+        assert!(e.contains("/a appears twice"), "{e}");
+        let e = refusal(&[tar_of(&[("a", "d"), ("a", "f:2")])]);
+        assert!(e.contains("appears twice"), "{e}");
+        // A directory given twice: its last entry.
+        let fs = merged(&[tar_of(&[("d", "d"), ("d", "d"), ("d/f", "f:1")])]);
+        assert!(fs.nodes["d"].is_dir());
+        // aufs metadata is not a change.
+        let fs = merged(&[tar_of(&[(".wh..wh.plnk", "d"), ("a", "f:1")])]);
+        assert!(fs.warnings.iter().any(|w| w.contains("aufs")));
     }
 
     fn merged(layers: &[Vec<u8>]) -> Rootfs {

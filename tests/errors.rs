@@ -385,3 +385,58 @@ fn a_registry_that_goes_away_for_a_moment_is_retried() {
     );
     assert!(skopeo_inspect_exists(&reg.image("r/jq:1-hardened"), None));
 }
+
+/// Layers containerd could not extract, or that mean an attack: a hard link to a directory or
+/// to nothing, a bare `.wh.` whiteout, a path given twice. Each is one error line naming the
+/// layer's digest and the entry; nothing is written.
+#[test]
+fn layers_that_cannot_be_extracted_are_refused() {
+    let cases: Vec<(&str, Layer, &str)> = vec![
+        (
+            "hard link to a directory",
+            Layer::new()
+                .dir("/srv/d", 0o755)
+                .hardlink("/srv/x", "/srv/d"),
+            "/srv/x names /srv/d, which is a directory",
+        ),
+        (
+            "hard link to nothing",
+            Layer::new().hardlink("/srv/x", "/srv/nothing"),
+            "/srv/x names /srv/nothing, which is missing",
+        ),
+        (
+            "bare whiteout",
+            Layer::new().file("/srv/.wh.", b"", 0o644),
+            "names no entry",
+        ),
+        (
+            // The harness's layer builder keeps the last of two entries: write the tar here.
+            "a path twice",
+            Layer::from_tar({
+                let mut b = tar::Builder::new(Vec::new());
+                for data in [&b"1"[..], &b"2"[..]] {
+                    let mut h = tar::Header::new_gnu();
+                    h.set_mode(0o644);
+                    h.set_size(1);
+                    b.append_data(&mut h, "srv/a", data).unwrap();
+                }
+                b.into_inner().unwrap()
+            }),
+            "/srv/a appears twice",
+        ),
+    ];
+    for (what, bad, needle) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = jq_only_image().with_layer(bad);
+        let built = write_oci_layout(dir.path(), "app", &spec);
+        let digest = built.layer_digests.last().unwrap().clone();
+        let out_dir = dir.path().join("out");
+        let out = run(pare().args([
+            "harden",
+            &format!("oci:{}:app", dir.path().display()),
+            &format!("oci:{}:h", out_dir.display()),
+        ]));
+        let line = assert_one_line_error(&out, &[needle, &digest, "layer 2"]);
+        assert!(!out_dir.exists(), "{what}: something was written ({line})");
+    }
+}
