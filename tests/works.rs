@@ -366,6 +366,11 @@ fn run_case(case: Case) {
     let hroot = hard.rootfs();
     let hfiles = regular_files(&hroot);
 
+    // `pare harden --check` writes the same image (and the same SBOM referrer tag) to another
+    // tag of this repository: let it finish before the referrer is read, since the registry
+    // rewrites a tag's link in place and a concurrent read can miss it.
+    let (hc, hc_time) = hc_run.join().expect("pare harden --check thread");
+
     // (h) the evidence pare gives for chosen paths.
     for (path, must) in &case.why {
         let out = pare_cmd()
@@ -713,7 +718,6 @@ fn run_case(case: Case) {
 
     // (d) `pare harden --check` passes on the original.
     laps.lap("hardened runs");
-    let (hc, hc_time) = hc_run.join().expect("pare harden --check thread");
     laps.lap("wait for pare harden --check");
     laps.laps.push(format!("pare harden --check {hc_time:.1?}"));
     if hc.status.code() != Some(0) {
