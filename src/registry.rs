@@ -109,6 +109,10 @@ fn transient_http(e: &reqwest::Error) -> bool {
         }
         src = s.source();
     }
+    // A status turned into an error (oci-client's HEAD of a blob does that): as a status.
+    if let Some(code) = e.status() {
+        return transient_status(code.as_u16());
+    }
     e.is_connect() || e.is_timeout() || e.is_body() || e.is_request()
 }
 
@@ -1174,6 +1178,57 @@ pub fn short_digest(d: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A loopback server answering 500 to the first `count500` blob requests, 200 after.
+    fn flaky_server(count500: usize) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use std::io::{BufRead, BufReader, Write};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let hits = std::sync::Arc::new(AtomicUsize::new(0));
+        let h = hits.clone();
+        std::thread::spawn(move || {
+            for s in l.incoming().flatten() {
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let mut first = String::new();
+                if r.read_line(&mut first).is_err() {
+                    continue;
+                }
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                }
+                let status =
+                    if first.contains("/blobs/") && h.fetch_add(1, Ordering::SeqCst) < count500 {
+                        "500 Internal Server Error"
+                    } else {
+                        "200 OK"
+                    };
+                let _ = (&s).write_all(
+                    format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                        .as_bytes(),
+                );
+            }
+        });
+        (port, hits)
+    }
+
+    #[tokio::test]
+    async fn a_500_on_a_blob_check_is_retried() {
+        let (port, hits) = flaky_server(2);
+        let reg = format!("127.0.0.1:{port}");
+        let client =
+            RegistryClient::connect(&reg, &[], crate::auth::Credentials::anonymous()).unwrap();
+        let r: crate::reference::ImageRef = format!("{reg}/a/b:1").parse().unwrap();
+        let crate::reference::ImageRef::Registry(r) = r else {
+            unreachable!()
+        };
+        let d = format!("sha256:{}", "0".repeat(64));
+        assert!(client.blob_exists(&r, &d).await.unwrap());
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 3);
+    }
 
     #[test]
     fn a_manifest_push_retries_a_blob_the_registry_cannot_read_yet() {
