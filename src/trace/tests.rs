@@ -491,3 +491,56 @@ fn the_application_directory_is_kept_without_vcs_and_secrets() {
     assert!(!kept(&t, "/app/certs/server.key"));
     assert!(!kept(&t, "/opt/other/file"));
 }
+
+#[test]
+fn dpkg_ownership_through_usr_merge_and_diversions() {
+    // /lib is /usr/lib; libfoo lists /lib/x/libfoo.so.1 and /bin/tool (diverted by
+    // tool-wrapper to /bin/tool.real, where the real file now is); tool-wrapper ships /bin/tool.
+    let (fs, mut c) = crate::trace::testutil::image(
+        &[
+            ("/lib", "l:usr/lib"),
+            ("/bin", "l:usr/bin"),
+            ("/usr/lib/x/libfoo.so.1", "elf"),
+            ("/usr/bin/tool", "x:#!/bin/sh\n"),
+            ("/usr/bin/tool.real", "elf"),
+            (
+                "/var/lib/dpkg/status",
+                "t:Package: libfoo\nStatus: install ok installed\nVersion: 1.0\nArchitecture: amd64\nDepends: libc6 (>= 2.34)\n\nPackage: tool-wrapper\nStatus: install ok installed\nVersion: 2\nArchitecture: all\n\nPackage: gone\nStatus: deinstall ok config-files\nVersion: 3\nArchitecture: all\n",
+            ),
+            (
+                "/var/lib/dpkg/info/libfoo:amd64.list",
+                "t:/.\n/lib\n/lib/x\n/lib/x/libfoo.so.1\n/bin\n/bin/tool\n",
+            ),
+            (
+                "/var/lib/dpkg/info/tool-wrapper.list",
+                "t:/bin\n/bin/tool\n",
+            ),
+            (
+                "/var/lib/dpkg/diversions",
+                "t:/bin/tool\n/bin/tool.real\ntool-wrapper\n",
+            ),
+        ],
+        vec![],
+    );
+    let db = crate::packages::read(&fs, &mut c)
+        .unwrap()
+        .expect("a dpkg database");
+    let names: Vec<&str> = db.packages.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(
+        names,
+        vec!["libfoo", "tool-wrapper"],
+        "deinstalled packages are not listed"
+    );
+    let owner = |p: &str| -> Vec<&str> {
+        db.owners(p)
+            .iter()
+            .map(|&i| db.packages[i].name.as_str())
+            .collect()
+    };
+    assert_eq!(owner("usr/lib/x/libfoo.so.1"), vec!["libfoo"]);
+    assert_eq!(owner("usr/bin/tool.real"), vec!["libfoo"], "diverted");
+    assert_eq!(owner("usr/bin/tool"), vec!["tool-wrapper"]);
+    // Directories (and links to them) are nobody's file.
+    assert!(owner("lib").is_empty() && owner("usr/lib/x").is_empty());
+    assert_eq!(db.packages[0].depends, vec![vec!["libc6".to_string()]]);
+}
