@@ -10,6 +10,7 @@
 //! Use it from a test file with `mod common;` and `use common::*;`.
 
 pub mod debian;
+pub mod faults;
 pub mod scan;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};

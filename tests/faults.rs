@@ -1,0 +1,125 @@
+//! Registry faults in the middle of transfers, injected by a loopback proxy in front of the
+//! real registry (tests/common/faults.rs): cut connections, 5xx and 429 answers (with
+//! `Retry-After`), truncated bodies, slow answers. Transient faults are survived; persistent
+//! ones end in one error line with the destination untouched. Results are checked with skopeo
+//! against the registry directly, not through the proxy.
+
+mod common;
+
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use common::faults::*;
+use common::*;
+
+fn run(cmd: &mut std::process::Command) -> Output {
+    cmd.output().expect("run pare")
+}
+
+fn image() -> ImageSpec {
+    ImageSpec::new(vec![usrmerge_base_layer(), jq_app_layer()])
+        .with_entrypoint(&["/usr/bin/jq"])
+        .with_cmd(&["-n", "1+1"])
+}
+
+/// A registry with `prox/app:1`, and a proxy in front of it.
+fn setup() -> (Registry, FaultProxy, String) {
+    let reg = Registry::start();
+    build_and_push(&image(), &reg.image("prox/app:1"), None);
+    let proxy = FaultProxy::start(reg.port());
+    let src = format!("{}/prox/app:1", proxy.host());
+    (reg, proxy, src)
+}
+
+#[test]
+fn pulls_survive_cut_truncated_failed_and_slow_answers() {
+    let (reg, proxy, src) = setup();
+    proxy.set(vec![
+        Rule::new("GET", "/manifests/", Fault::Status(503, None), 1),
+        Rule::new(
+            "GET",
+            "/manifests/",
+            Fault::Delay(Duration::from_secs(2)),
+            1,
+        ),
+        Rule::new("GET", "/blobs/sha256:", Fault::CutAfter(400), 2),
+        Rule::new("GET", "/blobs/sha256:", Fault::Truncate, 1),
+        Rule::new("GET", "/blobs/sha256:", Fault::Status(500, None), 1),
+    ]);
+    let out = run(pare().args([
+        "harden",
+        "--no-sbom",
+        &src,
+        &format!("{}/prox/app:ok", proxy.host()),
+    ]));
+    assert!(out.status.success(), "{}", describe_output(&out));
+    assert!(proxy.faults() >= 5, "{:?}", proxy.log.lock().unwrap());
+    let u = pull_and_unpack(&reg.image("prox/app:ok"));
+    assert!(u.rootfs().join("usr/bin/jq").is_file());
+}
+
+#[test]
+fn pushes_survive_failed_uploads_and_manifest_puts_and_honour_retry_after() {
+    let (reg, proxy, src) = setup();
+    proxy.set(vec![
+        Rule::new("HEAD", "/blobs/", Fault::Status(429, Some(2)), 1),
+        Rule::new("POST", "/blobs/uploads/", Fault::Status(502, None), 1),
+        Rule::new("PUT", "/blobs/uploads/", Fault::Status(500, None), 1),
+        Rule::new("PUT", "/manifests/", Fault::Status(500, None), 2),
+    ]);
+    let t = Instant::now();
+    let out = run(pare().args([
+        "harden",
+        "--no-sbom",
+        &src,
+        &format!("{}/prox/app:pushed", proxy.host()),
+    ]));
+    assert!(out.status.success(), "{}", describe_output(&out));
+    assert!(
+        t.elapsed() >= Duration::from_secs(2),
+        "Retry-After: 2 was honoured"
+    );
+    assert!(proxy.faults() >= 4, "{:?}", proxy.log.lock().unwrap());
+    let u = pull_and_unpack(&reg.image("prox/app:pushed"));
+    assert!(u.rootfs().join("usr/bin/jq").is_file());
+}
+
+#[test]
+fn a_persistent_fault_is_one_error_line_and_the_destination_is_untouched() {
+    let (reg, proxy, src) = setup();
+    let before = skopeo_manifest_digest(&reg.image("prox/app:1"), None);
+    proxy.set(vec![Rule::new(
+        "PUT",
+        "/manifests/",
+        Fault::Status(500, None),
+        usize::MAX,
+    )]);
+    let out = run(pare().args([
+        "harden",
+        "--no-sbom",
+        &src,
+        &format!("{}/prox/app:never", proxy.host()),
+    ]));
+    assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let errors: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("pare: error:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{err}");
+    assert!(errors[0].contains("push manifest"), "{err}");
+    assert!(!reg.tags("prox/app").contains(&"never".to_string()));
+    assert_eq!(
+        skopeo_manifest_digest(&reg.image("prox/app:1"), None),
+        before
+    );
+    // Five tries, no more.
+    let puts = proxy
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(m, p, _)| m == "PUT" && p.contains("/manifests/"))
+        .count();
+    assert_eq!(puts, 5);
+}
