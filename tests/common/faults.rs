@@ -41,11 +41,14 @@ impl Rule {
     }
 }
 
+/// (method, path, the fault applied) of every request seen.
+pub type Log = Mutex<Vec<(String, String, Option<String>)>>;
+
 pub struct FaultProxy {
     pub port: u16,
     rules: Arc<Mutex<Vec<Rule>>>,
     /// (method, path, fault applied) of every request seen.
-    pub log: Arc<Mutex<Vec<(String, String, Option<String>)>>>,
+    pub log: Arc<Log>,
 }
 
 impl FaultProxy {
@@ -54,7 +57,7 @@ impl FaultProxy {
         let l = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
         let port = l.local_addr().unwrap().port();
         let rules: Arc<Mutex<Vec<Rule>>> = Arc::default();
-        let log: Arc<Mutex<Vec<(String, String, Option<String>)>>> = Arc::default();
+        let log: Arc<Log> = Arc::default();
         let (r, lg) = (rules.clone(), log.clone());
         std::thread::spawn(move || {
             for c in l.incoming().flatten() {
@@ -130,7 +133,7 @@ fn serve(
     mut c: TcpStream,
     upstream: u16,
     rules: &Mutex<Vec<Rule>>,
-    log: &Mutex<Vec<(String, String, Option<String>)>>,
+    log: &Log,
 ) -> std::io::Result<()> {
     c.set_read_timeout(Some(Duration::from_secs(120)))?;
     let head = read_head(&mut c)?;
