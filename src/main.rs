@@ -342,8 +342,7 @@ enum Outcome {
     Violations,
 }
 
-async fn run(cli: Cli) -> anyhow::Result<Outcome> {
-    let progress = Progress::stderr(cli.quiet);
+async fn run(cli: Cli, progress: Progress) -> anyhow::Result<Outcome> {
     match cli.command {
         Command::Harden(a) => {
             let src: ImageRef = a.src.parse()?;
@@ -541,9 +540,11 @@ fn clean(s: &str, keep_newlines: bool) -> String {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let is_check = matches!(cli.command, Command::Check(_));
+    // Log lines go through the progress bars, so a retry warning does not break them.
+    let progress = Progress::stderr(cli.quiet);
     if cli.verbose {
         tracing_subscriber::fmt()
-            .with_writer(std::io::stderr)
+            .with_writer(progress.log_writer())
             .with_ansi(std::io::stderr().is_terminal())
             .with_env_filter(
                 // PARE_LOG (EnvFilter syntax, e.g. `pare=trace`) for finer detail.
@@ -555,7 +556,7 @@ fn main() -> ExitCode {
     } else {
         // Warnings only (a registry call being retried), as one plain line each.
         tracing_subscriber::fmt()
-            .with_writer(std::io::stderr)
+            .with_writer(progress.log_writer())
             .with_ansi(false)
             .without_time()
             .with_target(false)
@@ -575,7 +576,7 @@ fn main() -> ExitCode {
             return failure;
         }
     };
-    match rt.block_on(run(cli)) {
+    match rt.block_on(run(cli, progress)) {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,
         Ok(Outcome::Violations) => ExitCode::from(1),
         Err(e) => {

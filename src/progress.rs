@@ -71,6 +71,64 @@ impl Progress {
     }
 }
 
+impl Progress {
+    /// Where log lines (warnings, retries) go: above the bars on a terminal, so they do not
+    /// break them; plain stderr lines otherwise.
+    pub fn log_writer(&self) -> LogWriter {
+        LogWriter {
+            multi: self.multi.clone(),
+        }
+    }
+}
+
+/// A `tracing` writer that prints each event through the progress bars.
+#[derive(Clone)]
+pub struct LogWriter {
+    multi: Option<MultiProgress>,
+}
+
+/// One log event, printed when dropped.
+pub struct LogLine {
+    multi: Option<MultiProgress>,
+    buf: Vec<u8>,
+}
+
+impl std::io::Write for LogLine {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for LogLine {
+    fn drop(&mut self) {
+        let text = String::from_utf8_lossy(&self.buf);
+        let text = text.trim_end();
+        if text.is_empty() {
+            return;
+        }
+        match &self.multi {
+            Some(m) => {
+                let _ = m.println(text);
+            }
+            None => eprintln!("{text}"),
+        }
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
+    type Writer = LogLine;
+    fn make_writer(&'a self) -> LogLine {
+        LogLine {
+            multi: self.multi.clone(),
+            buf: Vec::new(),
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Task {
     bar: Option<ProgressBar>,
