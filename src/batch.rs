@@ -49,6 +49,9 @@ pub struct BatchItem {
     pub size_before: Option<u64>,
     pub size_after: Option<u64>,
     pub error: Option<String>,
+    /// Why it was hardened again (an older pare or other options made the existing result).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -129,14 +132,21 @@ fn globs(pats: &[String], what: &str) -> Result<globset::GlobSet> {
     b.build().map_err(|e| Error::Usage(e.to_string()))
 }
 
-/// The source digest a hardened tag records, when the tag exists.
-async fn recorded_source(client: &RegistryClient, dest: &RegistryRef) -> Option<String> {
+/// The source digest and the recipe (pare's version and options) a hardened tag records,
+/// when the tag exists.
+async fn recorded_source(
+    client: &RegistryClient,
+    dest: &RegistryRef,
+) -> Option<(String, Option<String>)> {
     let (bytes, _) = client.get_manifest(dest).await.ok()?;
     let annotations = match image::parse_manifest(&bytes, None, "destination").ok()? {
         ManifestDoc::Image(m) => m.annotations,
         ManifestDoc::Index(i) => i.annotations,
     }?;
-    annotations.get(ANNOTATION_BASE_DIGEST).cloned()
+    Some((
+        annotations.get(ANNOTATION_BASE_DIGEST).cloned()?,
+        annotations.get(image::ANNOTATION_PARE_RECIPE).cloned(),
+    ))
 }
 
 /// Run the batch over `HOST[/NAMESPACE]`.
@@ -236,6 +246,7 @@ pub async fn batch(target: &str, opts: &BatchOptions, progress: &Progress) -> Re
                     size_before: None,
                     size_after: None,
                     error: Some(e.to_string()),
+                    note: None,
                 });
                 continue;
             }
@@ -350,6 +361,7 @@ async fn one(client: &RegistryClient, src: &RegistryRef, opts: &BatchOptions) ->
         size_before: None,
         size_after: None,
         error: None,
+        note: None,
     };
     let Some(ImageRef::Registry(dest_ref)) = dest.clone() else {
         item.error = Some("no valid destination tag".into());
@@ -363,9 +375,21 @@ async fn one(client: &RegistryClient, src: &RegistryRef, opts: &BatchOptions) ->
         }
     };
     item.source_digest = Some(digest.clone());
-    if !opts.force && recorded_source(client, &dest_ref).await.as_deref() == Some(digest.as_str()) {
-        item.status = "skipped".into();
-        return item;
+    if !opts.force
+        && let Some((recorded, recipe)) = recorded_source(client, &dest_ref).await
+        && recorded == digest
+    {
+        // Skipped only when the same pare with the same options made it: a newer pare, or
+        // other options, would write something else.
+        let now = opts.harden.recipe();
+        if recipe.as_deref() == Some(now.as_str()) {
+            item.status = "skipped".into();
+            return item;
+        }
+        item.note = Some(format!(
+            "re-hardened: it was made by {}",
+            recipe.unwrap_or_else(|| "a pare that did not record its version".into())
+        ));
     }
     if opts.harden.dry_run {
         item.status = "planned".into();
@@ -420,6 +444,7 @@ impl BatchReport {
                     .unwrap_or_default(),
                 i.error
                     .as_deref()
+                    .or(i.note.as_deref())
                     .map(|e| format!("  {e}"))
                     .unwrap_or_default()
             ));

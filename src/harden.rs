@@ -49,6 +49,26 @@ pub struct HardenOptions {
     pub push_log: Option<std::sync::Arc<crate::registry::PushLog>>,
 }
 
+impl HardenOptions {
+    /// pare's version and the options that change what it writes (not where, nor how it
+    /// reports): recorded on the result so a batch knows whether it is still current.
+    pub fn recipe(&self) -> String {
+        let mut keep = self.keep.clone();
+        keep.sort();
+        format!(
+            "pare {}; user={}; keep={}; allow-missing={}; runtime-full={}; packages={}",
+            env!("CARGO_PKG_VERSION"),
+            self.user
+                .map(|(u, g)| format!("{u}:{g}"))
+                .unwrap_or_else(|| "image".into()),
+            keep.join(","),
+            self.allow_missing,
+            self.runtime_full,
+            !self.no_packages
+        )
+    }
+}
+
 /// A traced image, for `pare trace` (and the first half of `harden`).
 pub struct Analysis {
     pub pulled: PulledImage,
@@ -444,6 +464,10 @@ pub async fn harden(
             [
                 (ANNOTATION_BASE_DIGEST.to_string(), index_digest.clone()),
                 (ANNOTATION_BASE_NAME.to_string(), src.to_string()),
+                (
+                    crate::image::ANNOTATION_PARE_RECIPE.to_string(),
+                    opts.recipe(),
+                ),
             ]
             .into(),
         ),
@@ -613,6 +637,10 @@ async fn build_one(
             [
                 (ANNOTATION_BASE_DIGEST.to_string(), pulled.digest.clone()),
                 (ANNOTATION_BASE_NAME.to_string(), src.to_string()),
+                (
+                    crate::image::ANNOTATION_PARE_RECIPE.to_string(),
+                    opts.recipe(),
+                ),
             ]
             .into(),
         ),

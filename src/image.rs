@@ -22,6 +22,9 @@ pub const DOCKER_LAYER_TAR: &str = "application/vnd.docker.image.rootfs.diff.tar
 pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
 pub const ANNOTATION_BASE_DIGEST: &str = "org.opencontainers.image.base.digest";
 pub const ANNOTATION_BASE_NAME: &str = "org.opencontainers.image.base.name";
+/// pare's version and the options that shape its output, on every manifest it writes: a batch
+/// re-hardens an image made by another pare or with other options.
+pub const ANNOTATION_PARE_RECIPE: &str = "dev.pare.recipe";
 
 /// Manifests are small; anything bigger is hostile.
 pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;

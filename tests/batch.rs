@@ -203,6 +203,22 @@ fn batch_a_namespace_resumably_and_in_shards() {
         .collect();
     assert_eq!(digests, after);
 
+    // Other options that change the output (a --keep): not skipped, re-hardened with a note.
+    let report3 = dir.path().join("r3.json");
+    let out = run(pare()
+        .args(["batch", &target, "--keep", "/usr/bin/jq", "--report"])
+        .arg(&report3));
+    assert_eq!(out.status.code(), Some(1), "the broken image fails again");
+    let it3 = items(&report3);
+    let rehardened: Vec<&Value> = it3.iter().filter(|i| i["status"] == "hardened").collect();
+    assert_eq!(rehardened.len(), good.len(), "{it3:?}");
+    assert!(
+        rehardened.iter().all(|i| i["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("re-hardened"))),
+        "{it3:?}"
+    );
+
     // --force re-does the work (the same digests: hardening is deterministic), with one job
     // and with two.
     let mut timings = Vec::new();
