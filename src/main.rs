@@ -30,6 +30,10 @@ struct Cli {
     /// No progress output.
     #[arg(short, long, global = true)]
     quiet: bool,
+    /// Seconds a registry request may go without progress before it counts as a transient
+    /// fault (retried, 5 tries in all).
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 60)]
+    timeout: u64,
     #[command(subcommand)]
     command: Command,
 }
@@ -540,6 +544,7 @@ fn clean(s: &str, keep_newlines: bool) -> String {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let is_check = matches!(cli.command, Command::Check(_));
+    pare::registry::set_read_timeout(std::time::Duration::from_secs(cli.timeout.max(1)));
     // Log lines go through the progress bars, so a retry warning does not break them.
     let progress = Progress::stderr(cli.quiet);
     if cli.verbose {

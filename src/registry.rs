@@ -41,6 +41,18 @@ pub fn plain_http(registry: &str, insecure: &[String]) -> bool {
 /// reset, timeout, 429, 5xx): waits of 0.5, 1, 2 and 4 s in between.
 const ATTEMPTS: u32 = 5;
 
+static READ_TIMEOUT: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+
+/// How long a request may go without progress before it fails (and is retried): `--timeout`,
+/// 60 s by default. Set once, before the first client connects.
+pub fn set_read_timeout(d: Duration) {
+    let _ = READ_TIMEOUT.set(d);
+}
+
+fn read_timeout() -> Duration {
+    *READ_TIMEOUT.get_or_init(|| Duration::from_secs(60))
+}
+
 fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(500 << (attempt - 1).min(6))
 }
@@ -170,7 +182,7 @@ impl RegistryClient {
             use_monolithic_push: true,
             platform_resolver: None,
             connect_timeout: Some(Duration::from_secs(30)),
-            read_timeout: Some(Duration::from_secs(300)),
+            read_timeout: Some(read_timeout()),
             user_agent: concat!("pare/", env!("CARGO_PKG_VERSION")),
             ..Default::default()
         };
@@ -181,7 +193,7 @@ impl RegistryClient {
         })?;
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(30))
-            .read_timeout(Duration::from_secs(300))
+            .read_timeout(read_timeout())
             .user_agent(concat!("pare/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::none())
             .build()

@@ -123,3 +123,34 @@ fn a_persistent_fault_is_one_error_line_and_the_destination_is_untouched() {
         .count();
     assert_eq!(puts, 5);
 }
+
+#[test]
+fn a_stalled_answer_times_out_and_is_retried() {
+    let (reg, proxy, src) = setup();
+    proxy.set(vec![Rule::new(
+        "GET",
+        "/manifests/",
+        Fault::Delay(Duration::from_secs(8)),
+        1,
+    )]);
+    let t = Instant::now();
+    let out = run(pare().args([
+        "harden",
+        "--timeout",
+        "2",
+        "--no-sbom",
+        &src,
+        &format!("{}/prox/app:slow", proxy.host()),
+    ]));
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("try 2 of 5"),
+        "the stalled request was retried: {err}"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(8),
+        "it did not wait for the stall"
+    );
+    assert!(skopeo_inspect_exists(&reg.image("prox/app:slow"), None));
+}
