@@ -154,3 +154,44 @@ fn a_stalled_answer_times_out_and_is_retried() {
     );
     assert!(skopeo_inspect_exists(&reg.image("prox/app:slow"), None));
 }
+
+/// `pare harden` killed (SIGKILL) at 20 points of its run: the destination tag is then absent
+/// or a complete image skopeo pulls with every blob verified, and the source is unchanged.
+#[test]
+fn a_killed_harden_never_leaves_a_half_written_tag() {
+    let reg = Registry::start();
+    let src = reg.image("kill/app:1");
+    build_and_push(&image(), &src, None);
+    let before = skopeo_manifest_digest(&src, None);
+    // How long a whole run takes here, to spread the kills over it.
+    let t = Instant::now();
+    let out = run(pare().args(["-q", "harden", &src, &reg.image("kill/app:timing")]));
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let whole = t.elapsed();
+    let mut complete = 0;
+    for i in 0..20u32 {
+        let dest = reg.image(&format!("kill/app:k{i}"));
+        let mut child = pare()
+            .args(["-q", "harden", &src, &dest])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn pare");
+        std::thread::sleep(whole * i / 20);
+        let _ = child.kill();
+        let _ = child.wait();
+        if reg.tags("kill/app").contains(&format!("k{i}")) {
+            // A tag is there: the image behind it is whole (skopeo verifies every blob).
+            let u = pull_and_unpack(&dest);
+            assert!(u.rootfs().join("usr/bin/jq").is_file(), "k{i}");
+            complete += 1;
+        }
+        assert_eq!(
+            skopeo_manifest_digest(&src, None),
+            before,
+            "the source changed (k{i})"
+        );
+    }
+    eprintln!("{complete} of 20 killed runs had pushed their manifest");
+    assert!(complete < 20, "no kill landed before the manifest push");
+}
