@@ -90,6 +90,9 @@ struct BatchArgs {
     /// Run as UID[:GID] (never 0) instead of each image's non-root user or 65532.
     #[arg(long, value_name = "UID[:GID]")]
     user: Option<String>,
+    /// Make no SBOM and push no referrer for the hardened images.
+    #[arg(long)]
+    no_sbom: bool,
     #[command(flatten)]
     source: SourceArgs,
     #[command(flatten)]
@@ -471,7 +474,8 @@ async fn run(cli: Cli, progress: Progress) -> anyhow::Result<Outcome> {
             }
         }
         Command::Batch(a) => {
-            let hopts = harden_options(&a.source, &a.trace, a.user.as_deref(), a.dry_run)?;
+            let mut hopts = harden_options(&a.source, &a.trace, a.user.as_deref(), a.dry_run)?;
+            hopts.no_sbom = a.no_sbom;
             let opts = pare::batch::BatchOptions {
                 harden: hopts,
                 jobs: a.jobs,

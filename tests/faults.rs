@@ -195,3 +195,34 @@ fn a_killed_harden_never_leaves_a_half_written_tag() {
     eprintln!("{complete} of 20 killed runs had pushed their manifest");
     assert!(complete < 20, "no kill landed before the manifest push");
 }
+
+/// `pare batch` listing through faults: the catalog answers 503 once and a tags page is cut
+/// mid-body; the batch still hardens every image of the namespace.
+#[test]
+fn batch_listing_survives_faults() {
+    let reg = Registry::start();
+    for i in 0..3 {
+        build_and_push(&image(), &reg.image(&format!("bat/svc{i}:1")), None);
+    }
+    let proxy = FaultProxy::start(reg.port());
+    proxy.set(vec![
+        Rule::new("GET", "/v2/_catalog", Fault::Status(503, None), 1),
+        Rule::new("GET", "/tags/list", Fault::Truncate, 1),
+        Rule::new("GET", "/tags/list", Fault::Status(502, None), 1),
+    ]);
+    let out = run(pare().args([
+        "batch",
+        &format!("{}/bat", proxy.host()),
+        "--page-size",
+        "2",
+        "--no-sbom",
+    ]));
+    assert!(out.status.success(), "{}", describe_output(&out));
+    assert!(proxy.faults() >= 3, "{:?}", proxy.log.lock().unwrap());
+    for i in 0..3 {
+        assert!(skopeo_inspect_exists(
+            &reg.image(&format!("bat/svc{i}:1-hardened")),
+            None
+        ));
+    }
+}
