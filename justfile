@@ -17,3 +17,9 @@ lint:
 # images sharing that base vs pare harden of each.
 bench:
     cargo test --release --test bench -- --ignored --nocapture --test-threads=1
+
+# Fuzz every parser for SECONDS each (cargo-fuzz, nightly pinned in fuzz/rust-toolchain.toml;
+# `cargo install cargo-fuzz` once). Seeds come from this machine's files (fuzz/seeds.sh);
+# crashes land in fuzz/artifacts/TARGET/ and each becomes a regression unit test.
+fuzz SECONDS="600":
+    cd fuzz && ./seeds.sh && for t in layer elf ldcache reference manifest packages scripts; do cargo fuzz run -O $t corpus/$t -- -max_total_time={{SECONDS}} -rss_limit_mb=2048 -max_len=1048576 || exit 1; done

@@ -11,6 +11,8 @@ pub mod batch;
 pub mod digest;
 pub mod elf;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod harden;
 pub mod image;
 pub mod inspect;

@@ -15,7 +15,7 @@ use crate::rootfs::{Kind, Rootfs};
 pub const INSTALLED: &str = "lib/apk/db/installed";
 
 /// `so:libc.musl-x86_64.so.1`, `cmd:curl=8.5.0-r0`, `musl>=1.2` → the name alone.
-fn dep_name(d: &str) -> Option<String> {
+pub(crate) fn dep_name(d: &str) -> Option<String> {
     // `!name` is a conflict, not a dependency.
     let d = d.trim();
     if d.is_empty() || d.starts_with('!') {
@@ -79,7 +79,7 @@ pub fn read<R: Reader + ?Sized>(fs: &Rootfs, contents: &mut R) -> Result<Option<
 }
 
 /// The blocks of the database (separated by blank lines).
-fn blocks(text: &str) -> Vec<String> {
+pub(crate) fn blocks(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut cur = String::new();
     for line in text.lines() {

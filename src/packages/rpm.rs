@@ -45,14 +45,14 @@ const RPMFILE_CONFIG: u32 = 1;
 
 /// One tag's value.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Value {
+pub(crate) enum Value {
     Strings(Vec<String>),
     Ints(Vec<u32>),
 }
 
 /// The tags pare reads from a header blob (`il`, `dl`, `il` 16-byte index entries, then `dl`
 /// bytes of data; all big-endian). Every offset and count is checked against the blob.
-fn parse_header(blob: &[u8]) -> std::result::Result<BTreeMap<u32, Value>, String> {
+pub(crate) fn parse_header(blob: &[u8]) -> std::result::Result<BTreeMap<u32, Value>, String> {
     let be = |b: &[u8], at: usize| -> std::result::Result<u32, String> {
         b.get(at..at + 4)
             .map(|s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]))

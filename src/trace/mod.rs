@@ -30,7 +30,7 @@ use crate::error::{Error, Result};
 use crate::rootfs::{Kind, ResolveError, Rootfs, display};
 
 mod appdir;
-mod config;
+pub(crate) mod config;
 mod contents;
 mod keep;
 mod libc;
@@ -39,7 +39,7 @@ mod packages;
 mod pathref;
 mod program;
 mod runtime;
-mod shell;
+pub(crate) mod shell;
 
 pub use contents::{Contents, LayerContents, MAX_OBJECT_BYTES};
 pub use loader::default_dirs;

@@ -1306,8 +1306,8 @@ impl Parser<'_> {
     }
 }
 
-/// Parse a script's text on its own (tests, and callers with no files to source).
-#[cfg(test)]
+/// Parse a script's text on its own (tests, fuzzing, and callers with no files to source);
+/// `path` is the PATH it runs with.
 pub(crate) fn parse(text: &str, positional: Option<Vec<Option<String>>>, path: &str) -> Parsed {
     let mut reader = |_: &str, _: &str, _: &str, _: usize| -> Option<(String, String)> { None };
     let mut p = Parser {

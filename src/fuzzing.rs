@@ -1,0 +1,66 @@
+//! Entry points for the cargo-fuzz targets in `fuzz/` (not an API): each takes arbitrary
+//! bytes and must return, never panic, whatever they are.
+
+use crate::rootfs::Rootfs;
+
+/// A layer merged twice (the second time over itself: whiteouts then hide lower entries).
+pub fn layer(bytes: &[u8]) {
+    let mut fs = Rootfs::empty();
+    if fs.apply_layer(0, bytes).is_ok() {
+        let _ = fs.apply_layer(1, bytes);
+        for p in fs.nodes.keys().take(64).cloned().collect::<Vec<_>>() {
+            let _ = fs.resolve(&p, true);
+        }
+    }
+}
+
+pub fn elf(bytes: &[u8]) {
+    if crate::elf::is_elf(bytes) {
+        let _ = crate::elf::parse(bytes);
+    }
+}
+
+pub fn ldcache(bytes: &[u8]) {
+    let _ = crate::ldcache::parse_cache(bytes);
+}
+
+pub fn reference(bytes: &[u8]) {
+    if let Ok(s) = std::str::from_utf8(bytes)
+        && let Ok(r) = s.parse::<crate::reference::ImageRef>()
+    {
+        let _ = r.to_string();
+        let _ = crate::reference::default_destination(&r);
+    }
+}
+
+/// Manifests, indexes and configs.
+pub fn manifest(bytes: &[u8]) {
+    let _ = crate::image::parse_manifest(bytes, None, "fuzz");
+    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(bytes) {
+        let _ = crate::trace::RunConfig::from_config(&v);
+    }
+}
+
+/// The package databases' text and binary parsers.
+pub fn packages(bytes: &[u8]) {
+    let text = String::from_utf8_lossy(bytes);
+    for st in crate::packages::dpkg::stanzas(&text) {
+        if let Some(d) = st.get("Depends") {
+            let _ = crate::packages::dpkg::relations(&d);
+        }
+    }
+    for b in crate::packages::apk::blocks(&text) {
+        for l in b.lines() {
+            let _ = crate::packages::apk::dep_name(l);
+        }
+    }
+    let _ = crate::packages::rpm::parse_header(bytes);
+}
+
+/// Shell scripts and configuration files with includes.
+pub fn scripts(bytes: &[u8]) {
+    let text = String::from_utf8_lossy(bytes);
+    let _ = crate::trace::shell::parse(&text, None, "/usr/bin:/bin");
+    let _ = crate::trace::config::includes(&text);
+    let _ = crate::trace::config::runs(&text);
+}
