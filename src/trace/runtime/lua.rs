@@ -9,8 +9,7 @@ use std::collections::HashSet;
 
 use super::{Lang, Req, Root, graph, quoted};
 use crate::error::Result;
-use crate::rootfs::display;
-use crate::trace::{Cx, Evidence, Exec, Rule, Why, abs_in};
+use crate::trace::{Cx, Exec, Rule, abs_in};
 
 #[derive(Default)]
 pub(crate) struct Lua {
@@ -167,26 +166,11 @@ impl Rule for Lua {
             i += 1;
         }
         let mut sources = Vec::new();
-        if let Some(s) = script {
-            match cx.resolve_file(&abs_in(cx.run.cwd(), &s))? {
-                Some((canon, links)) => {
-                    cx.keep_links(&links, &canon);
-                    cx.keep(
-                        &canon,
-                        Evidence::new(
-                            Why::Runtime,
-                            Some(&e.path),
-                            format!("Lua script run by {}", display(&e.path)),
-                        ),
-                    );
-                    self.done.insert(canon.clone());
-                    sources.push(canon);
-                }
-                None => cx.warn(format!(
-                    "{}: runs the Lua script {s}, which is not in the image",
-                    display(&e.path)
-                )),
-            }
+        if let Some(s) = script
+            && let Some(canon) = super::keep_script(cx, e, "Lua", &s)?
+        {
+            self.done.insert(canon.clone());
+            sources.push(canon);
         }
         graph(cx, &mut lang, &e.path, roots, sources)
     }

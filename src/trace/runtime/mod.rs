@@ -19,7 +19,7 @@ use std::collections::{HashMap, VecDeque};
 
 use crate::error::Result;
 use crate::rootfs::display;
-use crate::trace::{Cx, Evidence, Why};
+use crate::trace::{Cx, Evidence, Exec, Why, abs_in};
 
 /// Modules followed for one interpreter.
 const MAX_REQUIRES: usize = 20_000;
@@ -177,6 +177,37 @@ pub(crate) fn graph(
         }
     }
     Ok(())
+}
+
+/// Keep the script an interpreter runs (`lang` names it in the evidence and the warning): its
+/// canonical path, or `None`, with a warning, when the image does not have it.
+pub(crate) fn keep_script(
+    cx: &mut Cx,
+    e: &Exec,
+    lang: &str,
+    script: &str,
+) -> Result<Option<String>> {
+    match cx.resolve_file(&abs_in(cx.run.cwd(), script))? {
+        Some((canon, links)) => {
+            cx.keep_links(&links, &canon);
+            cx.keep(
+                &canon,
+                Evidence::new(
+                    Why::Runtime,
+                    Some(&e.path),
+                    format!("{lang} script run by {}", display(&e.path)),
+                ),
+            );
+            Ok(Some(canon))
+        }
+        None => {
+            cx.warn(format!(
+                "{}: runs the {lang} script {script}, which is not in the image",
+                display(&e.path)
+            ));
+            Ok(None)
+        }
+    }
 }
 
 /// Read every file under `trees` whose name ends with one of `exts`, in one pass over the

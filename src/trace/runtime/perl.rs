@@ -7,7 +7,7 @@
 use super::{Lang, Req, Root, graph};
 use crate::error::Result;
 use crate::rootfs::display;
-use crate::trace::{Cx, Evidence, Exec, Rule, Why, abs_in, join, under};
+use crate::trace::{Cx, Exec, Rule, abs_in, join, under};
 
 /// Largest XS part kept for a module only named in a string (Encode::Byte's 0.4 MB is; the
 /// 2-3 MB CJK encodings are not).
@@ -124,24 +124,7 @@ impl Rule for Perl {
         super::prefetch_sources(cx, &inc, &[".pm", ".pl"])?;
         let mut sources = Vec::new();
         if let Some(s) = script {
-            match cx.resolve_file(&abs_in(cx.run.cwd(), &s))? {
-                Some((canon, links)) => {
-                    cx.keep_links(&links, &canon);
-                    cx.keep(
-                        &canon,
-                        Evidence::new(
-                            Why::Runtime,
-                            Some(&e.path),
-                            format!("Perl script run by {}", display(&e.path)),
-                        ),
-                    );
-                    sources.push(canon);
-                }
-                None => cx.warn(format!(
-                    "{}: runs the Perl script {s}, which is not in the image",
-                    display(&e.path)
-                )),
-            }
+            sources.extend(super::keep_script(cx, e, "Perl", &s)?);
         }
         let roots = roots
             .into_iter()

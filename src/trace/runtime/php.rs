@@ -6,7 +6,7 @@
 use super::{Lang, Req, graph, quoted};
 use crate::error::Result;
 use crate::rootfs::display;
-use crate::trace::{Cx, Evidence, Exec, Rule, Why, abs_in};
+use crate::trace::{Cx, Exec, Rule, abs_in};
 
 pub(crate) struct Php;
 
@@ -41,22 +41,9 @@ impl Rule for Php {
             }
         }
         let Some(s) = script else { return Ok(()) };
-        let Some((canon, links)) = cx.resolve_file(&abs_in(cx.run.cwd(), &s))? else {
-            cx.warn(format!(
-                "{}: runs the PHP script {s}, which is not in the image",
-                display(&e.path)
-            ));
+        let Some(canon) = super::keep_script(cx, e, "PHP", &s)? else {
             return Ok(());
         };
-        cx.keep_links(&links, &canon);
-        cx.keep(
-            &canon,
-            Evidence::new(
-                Why::Runtime,
-                Some(&e.path),
-                format!("PHP script run by {}", display(&e.path)),
-            ),
-        );
         graph(cx, &mut PhpLang, &e.path, vec![], vec![canon])
     }
 }

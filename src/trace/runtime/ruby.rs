@@ -252,20 +252,7 @@ impl Rule for Ruby {
         }
         let mut sources = Vec::new();
         if let Some(s) = script {
-            match cx.resolve_file(&abs_in(cx.run.cwd(), &s))? {
-                Some((canon, links)) => {
-                    cx.keep_links(&links, &canon);
-                    cx.keep(
-                        &canon,
-                        ev(format!("Ruby script run by {}", display(&e.path))),
-                    );
-                    sources.push(canon);
-                }
-                None => cx.warn(format!(
-                    "{}: runs the Ruby script {s}, which is not in the image",
-                    display(&e.path)
-                )),
-            }
+            sources.extend(super::keep_script(cx, e, "Ruby", &s)?);
         }
         if let Some(c) = code {
             let lang = RubyLang {
