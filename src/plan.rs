@@ -437,22 +437,11 @@ pub fn build<C: Contents>(input: PlanInput<'_>, contents: &mut C) -> Result<Plan
             "groups: root, nobody and the run user's group",
         ),
     );
-    b.plan.entries.insert(
-        "tmp".into(),
-        Entry {
-            content: Content::Dir,
-            mode: 0o1777,
-            uid: 0,
-            gid: 0,
-            size: 0,
-            reason: "scratch space (mode 1777)".into(),
-            evidence: Vec::new(),
-        },
-    );
-    // /var/tmp, the other scratch directory (FHS), when the source has one.
-    if fs.get("var/tmp").is_some_and(|n| n.is_dir()) {
+    // Scratch space: /tmp always, /var/tmp (FHS) when the source has one.
+    let var_tmp = fs.get("var/tmp").is_some_and(|n| n.is_dir());
+    for dir in std::iter::once("tmp").chain(var_tmp.then_some("var/tmp")) {
         b.plan.entries.insert(
-            "var/tmp".into(),
+            dir.into(),
             Entry {
                 content: Content::Dir,
                 mode: 0o1777,
