@@ -33,11 +33,15 @@ pub fn reference(bytes: &[u8]) {
     }
 }
 
-/// Manifests, indexes and configs.
+/// Manifests, indexes, configs and docker config.json auth files.
 pub fn manifest(bytes: &[u8]) {
     let _ = crate::image::parse_manifest(bytes, None, "fuzz");
     if let Ok(v) = serde_json::from_slice::<serde_json::Value>(bytes) {
         let _ = crate::trace::RunConfig::from_config(&v);
+        // An auth file naming a credential helper would run a program: not from a fuzzer.
+        if v.get("credsStore").is_none() && v.get("credHelpers").is_none() {
+            let _ = docker_credential::get_credential_from_reader(bytes, "registry.example");
+        }
     }
 }
 

@@ -226,3 +226,78 @@ fn batch_listing_survives_faults() {
         ));
     }
 }
+
+/// `pare batch` killed (SIGKILL) at 20 points of its run, each over a fresh namespace of three
+/// images: every `-hardened` tag present afterwards is a complete image (skopeo pulls it with
+/// every blob verified), the sources are unchanged, and a batch run after the kill finishes the
+/// namespace (hardening only what the killed run had not pushed).
+#[test]
+fn a_killed_batch_never_leaves_a_half_written_tag() {
+    let reg = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    write_oci_layout(dir.path(), "img", &image());
+    let names = |i: u32| (0..3).map(move |j| format!("kb{i}/svc{j}"));
+    for i in 0..=20u32 {
+        for repo in names(i) {
+            push_layout(dir.path(), "img", &reg.image(&format!("{repo}:1")), None);
+        }
+    }
+    let before = skopeo_manifest_digest(&reg.image("kb0/svc0:1"), None);
+    let batch = |i: u32| {
+        let mut c = pare();
+        c.args([
+            "-q",
+            "batch",
+            &format!("{}/kb{i}", reg.host()),
+            "--jobs",
+            "1",
+        ]);
+        c
+    };
+    // How long a whole run takes here (namespace kb20), to spread the kills over it.
+    let t = Instant::now();
+    let out = run(&mut batch(20));
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let whole = t.elapsed();
+    let (mut landed, mut partial) = (0, 0);
+    for i in 0..20u32 {
+        let mut child = batch(i)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn pare");
+        std::thread::sleep(whole * i / 20);
+        let _ = child.kill();
+        let _ = child.wait();
+        let mut done = 0;
+        for repo in names(i) {
+            if reg.tags(&repo).contains(&"1-hardened".to_string()) {
+                let u = pull_and_unpack(&reg.image(&format!("{repo}:1-hardened")));
+                assert!(u.rootfs().join("usr/bin/jq").is_file(), "{repo} (k{i})");
+                done += 1;
+            }
+            assert_eq!(
+                skopeo_manifest_digest(&reg.image(&format!("{repo}:1")), None),
+                before,
+                "the source {repo}:1 changed (k{i})"
+            );
+        }
+        landed += done;
+        if (1..3).contains(&done) {
+            partial += 1;
+        }
+        // Resuming finishes the namespace.
+        let out = run(&mut batch(i));
+        assert!(out.status.success(), "k{i}: {}", describe_output(&out));
+        for repo in names(i) {
+            assert!(
+                reg.tags(&repo).contains(&"1-hardened".to_string()),
+                "{repo}"
+            );
+        }
+    }
+    eprintln!(
+        "{landed} of 60 images were pushed before the kill; {partial} runs were cut between images"
+    );
+    assert!(landed < 60, "no kill landed before a manifest push");
+}
