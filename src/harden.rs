@@ -117,12 +117,22 @@ pub async fn load(src: &ImageRef, opts: &SourceOptions, progress: &Progress) -> 
     let files_dir = work.path().join("files");
     std::fs::create_dir_all(&files_dir).map_err(|e| Error::io(&files_dir, e))?;
     let cache = opts.blobs.as_ref().map(|b| b.layers.clone());
+    let capture_dir = files_dir.clone();
     let rootfs = tokio::task::spawn_blocking(move || -> Result<_> {
         let t = Instant::now();
-        let rootfs = Rootfs::merge_cached(layers, diff_ids.as_deref(), cache)?;
+        let opts = crate::rootfs::MergeOptions {
+            cache,
+            capture: Some(crate::rootfs::Capture {
+                dir: capture_dir,
+                budget: crate::rootfs::Budget::global(),
+            }),
+            threads: 0,
+        };
+        let rootfs = Rootfs::merge_with(layers, diff_ids.as_deref(), opts)?;
         tracing::debug!(
             seconds = t.elapsed().as_secs_f64(),
             entries = rootfs.nodes.len(),
+            inflated = rootfs.inflated.total(),
             "merged layers"
         );
         Ok(rootfs)
@@ -754,6 +764,17 @@ async fn build_one(
                 compressed: layer.size,
                 uncompressed: layer.uncompressed_size,
             },
+        },
+        layer_reads: {
+            use std::sync::atomic::Ordering::Relaxed;
+            let r = &rootfs.inflated;
+            crate::report::LayerReads {
+                uncompressed_bytes: rootfs.uncompressed_size(),
+                merge_bytes: r.merge_bytes.load(Relaxed),
+                later_bytes: r.later_bytes.load(Relaxed),
+                later_passes: r.later_passes.load(Relaxed),
+                later_files: r.later_files.load(Relaxed),
+            }
         },
         layers_before: pulled.layers.len(),
         warnings,

@@ -75,6 +75,8 @@ pub struct Report {
     pub setid_removed: Vec<SetIdInfo>,
     pub capabilities_dropped: Vec<String>,
     pub sizes: SizeChange,
+    /// How much of the source's layers was decompressed, and when.
+    pub layer_reads: LayerReads,
     pub layers_before: usize,
     pub warnings: Vec<String>,
     /// libc features that fired (feature, the symbol or library, the object).
@@ -92,6 +94,21 @@ pub struct Report {
     /// which are gone.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub packages: Option<PackagesInfo>,
+}
+
+/// Bytes of the source's layer streams decompressed while hardening it: each layer once by the
+/// merge (0 for a layer another image of the same batch parsed), plus targeted passes for files
+/// the merge did not capture.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LayerReads {
+    /// Sum of the layers' uncompressed sizes.
+    pub uncompressed_bytes: u64,
+    /// Decompressed by the merge pass.
+    pub merge_bytes: u64,
+    /// Decompressed after it, by `later_passes` passes for `later_files` files.
+    pub later_bytes: u64,
+    pub later_passes: u64,
+    pub later_files: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]

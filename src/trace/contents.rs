@@ -102,6 +102,14 @@ impl LayerContents {
 
 impl Contents for LayerContents {
     fn prefetch(&mut self, fs: &Rootfs, paths: &[String]) -> Result<()> {
+        // What the merge pass captured is there already.
+        for p in paths {
+            if !self.files.contains_key(p)
+                && let Some(local) = fs.captured_local(p)
+            {
+                self.files.insert(p.clone(), local);
+            }
+        }
         let mut missing: Vec<String> = paths
             .iter()
             .filter(|p| !self.files.contains_key(*p))
@@ -129,6 +137,7 @@ impl Contents for LayerContents {
                         && size <= self.spool_budget
                         && !self.files.contains_key(path)
                         && !wanted.contains(path)
+                        && fs.captured_local(path).is_none()
                     {
                         self.spool_budget -= size;
                         missing.push(path.clone());

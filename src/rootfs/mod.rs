@@ -1,8 +1,14 @@
-//! The merged image filesystem, as an in-memory index built by streaming each layer once.
-//! Nothing is extracted: a node records which layer entry holds its bytes, and
-//! [`Rootfs::read_files`] streams the layers again to copy just the wanted files into the work
-//! dir (under counter names, never under image paths). All path resolution, symlinks included,
-//! happens inside this virtual root.
+//! The merged image filesystem, as an in-memory index built by streaming each layer once
+//! (layers are parsed in parallel, applied in manifest order). Nothing is extracted: a node
+//! records which layer entry holds its bytes; the same pass captures the bytes later stages may
+//! read into one spool file per layer ([`capture`]), and [`Rootfs::read_files`] serves files from
+//! there, streaming a layer again only for a file that was not captured (counted in
+//! [`Inflated`]). Local copies live under counter names, never under image paths. All path
+//! resolution, symlinks included, happens inside this virtual root.
+
+pub mod capture;
+
+pub use capture::{Budget, Capture, Captured};
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{self, BufReader, Read};
@@ -353,6 +359,48 @@ pub struct Rootfs {
     written: HashMap<String, bool>,
     /// Parses and copied files shared with the other images of this process.
     cache: Option<Arc<LayerCache>>,
+    /// Each layer's files captured during the merge pass.
+    captured: Vec<Arc<Captured>>,
+    /// How many bytes were inflated for this image, and the reads after the merge.
+    pub inflated: Inflated,
+}
+
+/// Bytes of layer streams decompressed for one image: by the merge (0 for a layer another
+/// image of the process parsed), and by reads after it of files the merge did not capture.
+#[derive(Debug, Default)]
+pub struct Inflated {
+    pub merge_bytes: AtomicU64,
+    pub later_bytes: AtomicU64,
+    /// Passes over a layer after the merge, and the files they copied.
+    pub later_passes: AtomicU64,
+    pub later_files: AtomicU64,
+}
+
+impl Inflated {
+    pub fn total(&self) -> u64 {
+        self.merge_bytes.load(Ordering::Relaxed) + self.later_bytes.load(Ordering::Relaxed)
+    }
+}
+
+/// How layers are merged.
+#[derive(Clone, Default)]
+pub struct MergeOptions {
+    /// Parses (and their captures) shared with the other images of the process.
+    pub cache: Option<Arc<LayerCache>>,
+    /// Where to capture file bytes during the merge pass; `None`: capture nothing. With a
+    /// cache, captures go to the cache's dir instead (other images use them).
+    pub capture: Option<Capture>,
+    /// Layers parsed at once (0: one per core). The result does not depend on it.
+    pub threads: usize,
+}
+
+/// Threads for parsing layers: `PARE_THREADS` when set, else one per core.
+pub fn default_threads() -> usize {
+    std::env::var("PARE_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 impl Rootfs {
@@ -370,6 +418,8 @@ impl Rootfs {
             applied: HashSet::new(),
             written: HashMap::new(),
             cache: None,
+            captured: Vec::new(),
+            inflated: Inflated::default(),
         };
         fs.nodes.insert(String::new(), dir_node(0o755, 0));
         fs
@@ -378,7 +428,14 @@ impl Rootfs {
     /// Merge the layers in order, applying whiteouts as the OCI image-spec says. `diff_ids`
     /// (from the config) are checked against the uncompressed streams when given.
     pub fn merge(layers: Vec<LayerBlob>, diff_ids: Option<&[String]>) -> Result<Self> {
-        Self::merge_cached(layers, diff_ids, None)
+        Self::merge_with(
+            layers,
+            diff_ids,
+            MergeOptions {
+                threads: 1,
+                ..Default::default()
+            },
+        )
     }
 
     /// [`Rootfs::merge`], taking each layer's parse from `cache` when another image of this
@@ -388,6 +445,26 @@ impl Rootfs {
         diff_ids: Option<&[String]>,
         cache: Option<Arc<LayerCache>>,
     ) -> Result<Self> {
+        Self::merge_with(
+            layers,
+            diff_ids,
+            MergeOptions {
+                cache,
+                capture: None,
+                threads: 0,
+            },
+        )
+    }
+
+    /// The merge: each layer inflated and parsed once (up to `threads` at once, capturing file
+    /// bytes as [`MergeOptions::capture`] says), then applied in manifest order, so the result
+    /// is the same whatever the thread count. The first failing layer in manifest order is the
+    /// error.
+    pub fn merge_with(
+        layers: Vec<LayerBlob>,
+        diff_ids: Option<&[String]>,
+        opts: MergeOptions,
+    ) -> Result<Self> {
         if let Some(ids) = diff_ids
             && ids.len() != layers.len()
         {
@@ -396,8 +473,17 @@ impl Rootfs {
                 format!("{} diff_ids for {} layers", ids.len(), layers.len()),
             ));
         }
-        let mut fs = Rootfs::empty();
-        for (i, layer) in layers.iter().enumerate() {
+        let capture = match (&opts.cache, &opts.capture) {
+            (Some(c), Some(cap)) => Some(Capture {
+                dir: c.dir.clone(),
+                budget: cap.budget.clone(),
+            }),
+            (_, cap) => cap.clone(),
+        };
+        let inflated = AtomicU64::new(0);
+        let layers_ref = &layers;
+        let parse_one = |i: usize| -> Result<Arc<ParsedLayer>> {
+            let layer = &layers_ref[i];
             let what = format!("layer {} ({})", i + 1, layer.descriptor.digest);
             // A read error inside the stream is the layer's fault, not the disk's.
             let layer_name = format!("layer {}", i + 1);
@@ -409,42 +495,115 @@ impl Rootfs {
                 },
                 other => other,
             };
-            // With a cache the parse is kept for other images; without, ops are applied as
-            // they stream (nothing but the index is held).
-            let (diff_id, size) = match &cache {
-                Some(c) => {
-                    let parsed = c.parsed(&layer.descriptor.digest, || {
-                        ParsedLayer::parse(i, open_layer(&layer.path)?).map_err(malformed)
-                    })?;
-                    fs.apply_parsed(i, &parsed).map_err(malformed)?;
-                    (parsed.diff_id.clone(), parsed.size)
-                }
-                None => fs
-                    .apply_layer(i, open_layer(&layer.path)?)
-                    .map_err(malformed)?,
+            let parse = || -> Result<ParsedLayer> {
+                let p = ParsedLayer::parse_capturing(i, open_layer(&layer.path)?, capture.clone())
+                    .map_err(malformed)?;
+                inflated.fetch_add(p.size, Ordering::Relaxed);
+                Ok(p)
             };
+            match &opts.cache {
+                Some(c) => c.parsed(&layer.descriptor.digest, parse),
+                None => parse().map(Arc::new),
+            }
+        };
+        let threads = match opts.threads {
+            0 => default_threads(),
+            n => n,
+        }
+        .min(layers.len())
+        .max(1);
+        let mut fs = Rootfs::empty();
+        let apply = |fs: &mut Rootfs, i: usize, parsed: &ParsedLayer| -> Result<()> {
+            let what = format!("layer {} ({})", i + 1, layers_ref[i].descriptor.digest);
+            let layer_name = format!("layer {}", i + 1);
+            fs.apply_parsed(i, parsed).map_err(|e| match e {
+                Error::Malformed { what: w, reason } if w == layer_name => Error::Malformed {
+                    what: what.clone(),
+                    reason,
+                },
+                other => other,
+            })?;
             if let Some(ids) = diff_ids
-                && ids[i] != diff_id
+                && ids[i] != parsed.diff_id
             {
                 return Err(Error::malformed(
                     what,
                     format!(
-                        "uncompressed content hashes to {diff_id}, but the config's diff_id is {}",
-                        ids[i]
+                        "uncompressed content hashes to {}, but the config's diff_id is {}",
+                        parsed.diff_id, ids[i]
                     ),
                 ));
             }
-            fs.layer_sizes.push(size);
+            fs.layer_sizes.push(parsed.size);
+            Ok(())
+        };
+        let n = layers.len();
+        if threads == 1 {
+            for i in 0..n {
+                let parsed = parse_one(i)?;
+                apply(&mut fs, i, &parsed)?;
+            }
+        } else {
+            let next = std::sync::atomic::AtomicUsize::new(0);
+            let stop = std::sync::atomic::AtomicBool::new(false);
+            let (tx, rx) = std::sync::mpsc::channel::<(usize, Result<Arc<ParsedLayer>>)>();
+            std::thread::scope(|scope| -> Result<()> {
+                for _ in 0..threads {
+                    let tx = tx.clone();
+                    let (next, stop, parse_one) = (&next, &stop, &parse_one);
+                    scope.spawn(move || {
+                        loop {
+                            if stop.load(Ordering::Relaxed) {
+                                break;
+                            }
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            if i >= n {
+                                break;
+                            }
+                            if tx.send((i, parse_one(i))).is_err() {
+                                break;
+                            }
+                        }
+                    });
+                }
+                drop(tx);
+                let mut ready = BTreeMap::new();
+                let result = (|| -> Result<()> {
+                    for want in 0..n {
+                        while !ready.contains_key(&want) {
+                            let Ok((i, r)) = rx.recv() else {
+                                return Err(Error::Other(format!(
+                                    "layer {} was never parsed (a parse thread died)",
+                                    want + 1
+                                )));
+                            };
+                            ready.insert(i, r);
+                        }
+                        let parsed = ready.remove(&want).expect("just checked")?;
+                        apply(&mut fs, want, &parsed)?;
+                    }
+                    Ok(())
+                })();
+                if result.is_err() {
+                    stop.store(true, Ordering::Relaxed);
+                }
+                // Let the threads finish the layer they hold (scope joins them).
+                drop(rx);
+                result
+            })?;
         }
         fs.layers = layers;
-        fs.cache = cache;
+        fs.cache = opts.cache;
+        fs.inflated
+            .merge_bytes
+            .store(inflated.into_inner(), Ordering::Relaxed);
         Ok(fs)
     }
 
     /// Apply one layer's tar stream as it is read; returns its diff_id and size.
     pub fn apply_layer(&mut self, layer: usize, reader: impl Read) -> Result<(String, u64)> {
         self.begin_layer(layer);
-        let facts = parse_stream(layer, reader, |op| self.apply_checked(layer, &op))?;
+        let facts = parse_stream(layer, reader, None, |op| self.apply_checked(layer, &op))?;
         self.stats[layer].entries += facts.entries;
         self.stats[layer].size += facts.bytes;
         Ok((facts.diff_id, facts.size))
@@ -456,6 +615,7 @@ impl Rootfs {
         self.begin_layer(layer);
         self.stats[layer].entries += parsed.entries;
         self.stats[layer].size += parsed.bytes;
+        self.captured[layer] = parsed.captured.clone();
         for op in &parsed.ops {
             self.apply_checked(layer, op)?;
         }
@@ -467,6 +627,9 @@ impl Rootfs {
         self.written.clear();
         while self.stats.len() <= layer {
             self.stats.push(LayerStats::default());
+        }
+        while self.captured.len() <= layer {
+            self.captured.push(Arc::default());
         }
     }
 
@@ -885,6 +1048,21 @@ impl Rootfs {
         }
         let mut out = HashMap::new();
         for (layer, mut want) in by_layer {
+            // What the merge pass captured needs no read at all.
+            if let Some(c) = self.captured.get(layer) {
+                want.retain(|entry, (paths, _)| match c.files.get(entry) {
+                    Some(local) => {
+                        for p in paths.drain(..) {
+                            out.insert(p, local.clone());
+                        }
+                        false
+                    }
+                    None => true,
+                });
+                if want.is_empty() {
+                    continue;
+                }
+            }
             let started = std::time::Instant::now();
             let nfiles = want.len();
             let blob = &self.layers[layer];
@@ -915,7 +1093,14 @@ impl Rootfs {
             let copied = (|| -> Result<Vec<(u64, Vec<String>, Local)>> {
                 let file = std::fs::File::create(&spool).map_err(|e| Error::io(&*spool, e))?;
                 let mut w = io::BufWriter::with_capacity(1 << 20, file);
-                let reader = open_layer(&blob.path)?;
+                self.inflated.later_passes.fetch_add(1, Ordering::Relaxed);
+                self.inflated
+                    .later_files
+                    .fetch_add(want.len() as u64, Ordering::Relaxed);
+                let reader = Counting {
+                    inner: open_layer(&blob.path)?,
+                    count: &self.inflated.later_bytes,
+                };
                 let mut archive = tar::Archive::new(TarGuard::new(reader));
                 let entries = archive
                     .entries()
@@ -990,6 +1175,28 @@ impl Rootfs {
     pub fn uncompressed_size(&self) -> u64 {
         self.layer_sizes.iter().sum()
     }
+
+    /// Where the merge pass captured the bytes of a regular file (canonical path), if it did.
+    pub fn captured_local(&self, path: &str) -> Option<Local> {
+        match self.nodes.get(path)?.kind {
+            Kind::File { layer, entry, .. } => self.captured.get(layer)?.files.get(&entry).cloned(),
+            _ => None,
+        }
+    }
+}
+
+/// A reader that counts the bytes read through it.
+struct Counting<'a, R> {
+    inner: R,
+    count: &'a AtomicU64,
+}
+
+impl<R: Read> Read for Counting<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
 }
 
 /// One tar entry, as it acts on the filesystem below it.
@@ -1023,6 +1230,8 @@ pub struct ParsedLayer {
     bytes: u64,
     /// Approximate bytes of memory held.
     pub footprint: usize,
+    /// Files whose bytes this parse captured.
+    pub captured: Arc<Captured>,
 }
 
 /// Most bytes of memory one kept parse may take.
@@ -1032,9 +1241,20 @@ impl ParsedLayer {
     /// Read a layer's tar stream to the end, keeping its ops. `layer` numbers error messages
     /// only.
     pub fn parse(layer: usize, reader: impl Read) -> Result<Self> {
+        Self::parse_capturing(layer, reader, None)
+    }
+
+    /// [`ParsedLayer::parse`], copying the bytes of the files worth it into a spool in
+    /// `capture`'s dir as they stream by.
+    pub fn parse_capturing(
+        layer: usize,
+        reader: impl Read,
+        capture: Option<Capture>,
+    ) -> Result<Self> {
         let mut ops = Vec::new();
         let mut footprint = 0;
-        let facts = parse_stream(layer, reader, |op| {
+        let mut spooler = capture.map(capture::Spooler::new);
+        let facts = parse_stream(layer, reader, spooler.as_mut(), |op| {
             footprint += op_footprint(&op);
             if footprint > MAX_PARSE_BYTES {
                 return Err(Error::malformed(
@@ -1046,6 +1266,10 @@ impl ParsedLayer {
             Ok(())
         })?;
         ops.shrink_to_fit();
+        let captured = match spooler {
+            Some(s) => Arc::new(s.finish()?),
+            None => Arc::default(),
+        };
         Ok(ParsedLayer {
             ops,
             diff_id: facts.diff_id,
@@ -1053,6 +1277,7 @@ impl ParsedLayer {
             entries: facts.entries,
             bytes: facts.bytes,
             footprint,
+            captured,
         })
     }
 }
@@ -1069,6 +1294,7 @@ struct StreamFacts {
 fn parse_stream(
     layer: usize,
     reader: impl Read,
+    mut spooler: Option<&mut capture::Spooler>,
     mut sink: impl FnMut(Op) -> Result<()>,
 ) -> Result<StreamFacts> {
     let io_err = |e: io::Error| Error::io(format!("layer {}", layer + 1), e);
@@ -1079,6 +1305,20 @@ fn parse_stream(
         for (ordinal, entry) in archive.entries().map_err(io_err)?.enumerate() {
             let mut entry = entry.map_err(io_err)?;
             if let Some(op) = parse_entry(layer, ordinal as u64, &mut entry)? {
+                if let (
+                    Some(sp),
+                    Op::Put {
+                        path,
+                        node:
+                            Node {
+                                kind: Kind::File { size, .. },
+                                ..
+                            },
+                    },
+                ) = (spooler.as_deref_mut(), &op)
+                {
+                    sp.offer(ordinal as u64, path, *size, &mut entry)?;
+                }
                 sink(op)?;
             }
             if !is_meta(entry.header().entry_type()) {
@@ -1866,5 +2106,104 @@ pub(crate) mod tests {
             fs.resolve("/f/x", true),
             Err(ResolveError::NotADirectory(_))
         ));
+    }
+
+    fn layers_in(dir: &Path, layers: &[Vec<u8>]) -> Vec<LayerBlob> {
+        layers
+            .iter()
+            .enumerate()
+            .map(|(i, l)| blob_at(dir, &format!("l{i}"), l))
+            .collect()
+    }
+
+    #[test]
+    fn a_parallel_merge_equals_the_sequential_one_and_captures_what_is_visible() {
+        let d = tempfile::tempdir().unwrap();
+        let layers = vec![
+            tar_of(&[
+                ("etc", "d"),
+                ("etc/a", "f:one"),
+                ("etc/b", "f:bee"),
+                ("usr", "d"),
+            ]),
+            tar_of(&[("usr/share/man/x.1", "f:manual"), ("usr/bin", "d")]),
+            tar_of(&[("etc/a", "f:two"), ("etc/.wh.b", "f:")]),
+            tar_of(&[("usr/bin/h", "h:etc/a"), ("opt", "d")]),
+        ];
+        let merge = |threads: usize| {
+            let spool = d.path().join(format!("cap{threads}"));
+            std::fs::create_dir(&spool).unwrap();
+            Rootfs::merge_with(
+                layers_in(d.path(), &layers),
+                None,
+                MergeOptions {
+                    cache: None,
+                    capture: Some(Capture {
+                        dir: spool,
+                        budget: Budget::new(1 << 20),
+                    }),
+                    threads,
+                },
+            )
+            .unwrap()
+        };
+        let one = merge(1);
+        let four = merge(4);
+        assert_eq!(one.nodes, four.nodes);
+        assert_eq!(one.layer_sizes, four.layer_sizes);
+        for fs in [&one, &four] {
+            assert_eq!(
+                fs.inflated.merge_bytes.load(Ordering::Relaxed),
+                fs.uncompressed_size()
+            );
+            // The upper `etc/a`, through its hard link too; `etc/b` is gone; the man page
+            // was not captured.
+            let a = fs.captured_local("etc/a").unwrap();
+            assert_eq!(a.read(10).unwrap(), b"two");
+            assert_eq!(fs.captured_local("usr/bin/h"), Some(a));
+            assert!(fs.get("etc/b").is_none());
+            assert!(fs.captured_local("usr/share/man/x.1").is_none());
+            // Reading files serves the captures without a pass; the man page costs one.
+            let got = fs
+                .read_files(
+                    &["etc/a".to_string(), "usr/share/man/x.1".to_string()],
+                    d.path(),
+                )
+                .unwrap();
+            assert_eq!(got["usr/share/man/x.1"].read(10).unwrap(), b"manual");
+            assert_eq!(fs.inflated.later_passes.load(Ordering::Relaxed), 1);
+            assert_eq!(fs.inflated.later_files.load(Ordering::Relaxed), 1);
+        }
+    }
+
+    #[test]
+    fn a_parallel_merge_reports_the_first_bad_layer_in_manifest_order() {
+        let d = tempfile::tempdir().unwrap();
+        let bad = |name: &str| {
+            let mut t = tar_of(&[("x", "d")]);
+            t.truncate(100);
+            t.extend_from_slice(name.as_bytes());
+            t
+        };
+        let layers = vec![
+            tar_of(&[("a", "f:1")]),
+            tar_of(&[("b", "h:missing")]),
+            tar_of(&[("c", "f:3")]),
+            bad("broken"),
+        ];
+        for threads in [1, 2, 4] {
+            let err = Rootfs::merge_with(
+                layers_in(d.path(), &layers),
+                None,
+                MergeOptions {
+                    threads,
+                    ..Default::default()
+                },
+            )
+            .err()
+            .expect("refused")
+            .to_string();
+            assert!(err.contains("layer 2"), "{threads} threads: {err}");
+        }
     }
 }
