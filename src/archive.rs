@@ -237,6 +237,7 @@ pub fn read(path: &Path, reference: Option<&str>, work: &Path) -> Result<Archive
                         artifact_type: None,
                     },
                     path: local.clone(),
+                    growing: None,
                 });
             }
         }

@@ -97,11 +97,14 @@ pub async fn load(src: &ImageRef, opts: &SourceOptions, progress: &Progress) -> 
         .tempdir()
         .map_err(|e| Error::io(std::env::temp_dir(), e))?;
     let t = Instant::now();
-    let pulled = source::pull(src, opts, work.path(), progress).await?;
+    // Registry layers are merged as they arrive (each stream ends only once its blob is
+    // verified, so the merge cannot finish on bytes that fail their digest).
+    let (pulled, downloads) = source::pull_streaming(src, opts, work.path(), progress).await?;
     tracing::debug!(
         seconds = t.elapsed().as_secs_f64(),
         layers = pulled.layers.len(),
-        "pulled"
+        streaming = downloads.is_some(),
+        "pulled the manifest and config"
     );
     let layers = pulled.layers.clone();
     let diff_ids: Option<Vec<String>> = pulled
@@ -138,7 +141,18 @@ pub async fn load(src: &ImageRef, opts: &SourceOptions, progress: &Progress) -> 
         Ok(rootfs)
     })
     .await
-    .map_err(join_err)??;
+    .map_err(join_err)?;
+    let rootfs = match (rootfs, downloads) {
+        (Ok(fs), Some(d)) => {
+            d.wait().await?;
+            fs
+        }
+        (Ok(fs), None) => fs,
+        // A download that failed shows in the merge as a read error: report the cause.
+        (Err(e), Some(d)) => return Err(d.failure().await.unwrap_or(e)),
+        (Err(e), None) => return Err(e),
+    };
+    tracing::debug!(seconds = t.elapsed().as_secs_f64(), "pulled and merged");
     Ok(Loaded {
         pulled,
         rootfs,
@@ -924,6 +938,7 @@ async fn check_result(
     let blob = crate::source::LayerBlob {
         descriptor: layer.descriptor(),
         path: layer.path.clone(),
+        growing: None,
     };
     let diff_id = layer.diff_id.clone();
     let entry = trace.entrypoint.clone();

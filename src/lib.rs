@@ -13,6 +13,7 @@ pub mod elf;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod growing;
 pub mod harden;
 pub mod image;
 pub mod inspect;

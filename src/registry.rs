@@ -519,48 +519,96 @@ impl RegistryClient {
         dest: &Path,
         progress: &Progress,
     ) -> Result<()> {
-        let mut attempt = 1;
-        loop {
-            match self.download_once(r, desc, dest, progress).await {
-                Err((e, true)) if attempt < ATTEMPTS => {
-                    note_retry(
-                        &format!("pull blob {}", short_digest(&desc.digest)),
-                        attempt,
-                        &e,
-                    );
-                    tokio::time::sleep(backoff(attempt)).await;
-                    attempt += 1;
-                }
-                other => return other.map_err(|(e, _)| e),
-            }
-        }
+        self.get_blob_growing(r, desc, dest, progress, None).await
     }
 
-    /// One download of a blob into `dest`, verified; on failure, whether another try may help.
-    async fn download_once(
+    /// [`Self::get_blob_to_file`], telling `growing` how far the file is written (so a reader
+    /// can consume it meanwhile) and how the download ended. A cut connection is resumed where
+    /// it stopped (a `Range` request; a registry that answers with the whole blob has the bytes
+    /// already written skipped), so the file only grows and the digest checked is the digest
+    /// of exactly the bytes a follower read.
+    pub async fn get_blob_growing(
         &self,
         r: &RegistryRef,
         desc: &Descriptor,
         dest: &Path,
         progress: &Progress,
+        growing: Option<&crate::growing::Growing>,
+    ) -> Result<()> {
+        let result = async {
+            let mut file = tokio::fs::File::create(dest)
+                .await
+                .map_err(|e| Error::io(dest, e))?;
+            let task = progress.task("pull", short_digest(&desc.digest), desc.size);
+            let mut h = Hasher::default();
+            let mut attempt = 1;
+            loop {
+                match self
+                    .download_from(r, desc, dest, &mut file, &mut h, &task, growing)
+                    .await
+                {
+                    Err((e, true)) if attempt < ATTEMPTS => {
+                        note_retry(
+                            &format!("pull blob {}", short_digest(&desc.digest)),
+                            attempt,
+                            &e,
+                        );
+                        tokio::time::sleep(backoff(attempt)).await;
+                        attempt += 1;
+                    }
+                    other => break other.map_err(|(e, _)| e)?,
+                }
+            }
+            task.finish();
+            crate::digest::check(&desc.digest, desc.size, h)
+        }
+        .await;
+        if let Some(g) = growing {
+            g.finish(result.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+        }
+        result
+    }
+
+    /// One request for the rest of a blob (all of it when nothing is written yet), appended
+    /// to `file`; on failure, whether another try may help.
+    #[allow(clippy::too_many_arguments)]
+    async fn download_from(
+        &self,
+        r: &RegistryRef,
+        desc: &Descriptor,
+        dest: &Path,
+        file: &mut tokio::fs::File,
+        h: &mut Hasher,
+        task: &crate::progress::Task,
+        growing: Option<&crate::growing::Growing>,
     ) -> std::result::Result<(), (Error, bool)> {
         let oref = r.to_oci();
         self.prepare(&oref).await;
         let target = format!("{}/{}@{}", r.registry, r.repository, desc.digest);
-        let mut stream = self
-            .client
-            .pull_blob_stream(&oref, desc.digest.as_str())
-            .await
-            .map_err(|e| {
-                let again = transient(&e);
-                (self.error("pull blob", target.clone(), e), again)
-            })?;
+        let failed = |e: OciDistributionError| {
+            let again = transient(&e);
+            (self.error("pull blob", target.clone(), e), again)
+        };
+        let have = h.count();
+        let (mut stream, mut skip) = if have == 0 {
+            let s = self
+                .client
+                .pull_blob_stream(&oref, desc.digest.as_str())
+                .await
+                .map_err(failed)?;
+            (s, 0u64)
+        } else {
+            match self
+                .client
+                .pull_blob_stream_partial(&oref, desc.digest.as_str(), have, None)
+                .await
+                .map_err(failed)?
+            {
+                oci_client::client::BlobResponse::Full(s) => (s, have),
+                oci_client::client::BlobResponse::Partial(s) => (s, 0),
+            }
+        };
         let fatal = |e: Error| (e, false);
-        let mut file = tokio::fs::File::create(dest)
-            .await
-            .map_err(|e| fatal(Error::io(dest, e)))?;
-        let task = progress.task("pull", short_digest(&desc.digest), desc.size);
-        let mut h = Hasher::default();
         while let Some(chunk) = stream.next().await {
             // A connection lost mid-body: worth another try.
             let chunk = chunk.map_err(|e| {
@@ -573,7 +621,16 @@ impl RegistryClient {
                     true,
                 )
             })?;
-            h.update(&chunk);
+            let mut data = &chunk[..];
+            if skip > 0 {
+                let k = (skip as usize).min(data.len());
+                data = &data[k..];
+                skip -= k as u64;
+            }
+            if data.is_empty() {
+                continue;
+            }
+            h.update(data);
             if h.count() > desc.size {
                 return Err(fatal(Error::SizeMismatch {
                     digest: desc.digest.clone(),
@@ -581,14 +638,24 @@ impl RegistryClient {
                     actual: h.count(),
                 }));
             }
-            task.inc(chunk.len() as u64);
-            file.write_all(&chunk)
+            task.inc(data.len() as u64);
+            file.write_all(data)
                 .await
                 .map_err(|e| fatal(Error::io(dest, e)))?;
+            if let Some(g) = growing {
+                file.flush().await.map_err(|e| fatal(Error::io(dest, e)))?;
+                g.advance(h.count());
+            }
         }
         file.flush().await.map_err(|e| fatal(Error::io(dest, e)))?;
-        task.finish();
-        crate::digest::check(&desc.digest, desc.size, h).map_err(fatal)
+        if skip > 0 {
+            return Err(fatal(Error::SizeMismatch {
+                digest: desc.digest.clone(),
+                expected: desc.size,
+                actual: have - skip,
+            }));
+        }
+        Ok(())
     }
 
     /// Download a small blob (a config) into memory, bounded by `max` bytes.

@@ -4,10 +4,13 @@
 
 use std::path::{Path, PathBuf};
 
-use futures_util::StreamExt;
+use std::sync::Arc;
+
+use futures_util::{StreamExt, TryStreamExt};
 
 use crate::auth::{self, Credentials};
 use crate::error::{Error, Result};
+use crate::growing::Growing;
 use crate::image::{self, Descriptor, MAX_CONFIG_BYTES, Manifest, ManifestDoc, Platform};
 use crate::layout::Layout;
 use crate::progress::Progress;
@@ -193,6 +196,8 @@ impl BlobCache {
 pub struct LayerBlob {
     pub descriptor: Descriptor,
     pub path: PathBuf,
+    /// Set while the blob is still downloading into `path` (see [`pull_streaming`]).
+    pub growing: Option<std::sync::Arc<crate::growing::Growing>>,
 }
 
 /// What pare read of the source image.
@@ -342,6 +347,68 @@ pub async fn pull(
     work: &Path,
     progress: &Progress,
 ) -> Result<PulledImage> {
+    Ok(pull_inner(reference, opts, work, progress, false).await?.0)
+}
+
+/// Layer downloads still running after [`pull_streaming`] returned.
+pub struct Downloads {
+    handle: tokio::task::JoinHandle<Result<()>>,
+    growing: Vec<Arc<Growing>>,
+}
+
+impl Downloads {
+    /// Wait for every layer to be downloaded and verified.
+    pub async fn wait(self) -> Result<()> {
+        self.handle
+            .await
+            .map_err(|e| Error::Other(format!("download task failed: {e}")))?
+    }
+
+    /// After a failed merge: the download error that caused it, when one did (the merge only
+    /// saw its echo); `None` when the downloads were fine so far (they are stopped).
+    pub async fn failure(self) -> Option<Error> {
+        if self.growing.iter().any(|g| g.failed()) {
+            self.wait().await.err()
+        } else {
+            self.handle.abort();
+            None
+        }
+    }
+}
+
+/// Ends every download a stopped pull left running, so no reader waits for it.
+struct FinishAll(Vec<Arc<Growing>>);
+
+impl Drop for FinishAll {
+    fn drop(&mut self) {
+        for g in &self.0 {
+            g.finish(Err(
+                "the pull stopped before this layer was downloaded".into()
+            ));
+        }
+    }
+}
+
+/// [`pull`], returning as soon as the manifest and config are read: registry layers are then
+/// still downloading, each [`LayerBlob`] readable as it arrives (`growing`), and the
+/// [`Downloads`] say when they are done. Other sources, and pulls through a blob cache, are
+/// fetched whole first as [`pull`] does.
+pub async fn pull_streaming(
+    reference: &ImageRef,
+    opts: &SourceOptions,
+    work: &Path,
+    progress: &Progress,
+) -> Result<(PulledImage, Option<Downloads>)> {
+    pull_inner(reference, opts, work, progress, true).await
+}
+
+async fn pull_inner(
+    reference: &ImageRef,
+    opts: &SourceOptions,
+    work: &Path,
+    progress: &Progress,
+    stream: bool,
+) -> Result<(PulledImage, Option<Downloads>)> {
     let want = opts.platform.clone().unwrap_or_else(Platform::linux_amd64);
     let what = reference.to_string();
     match reference {
@@ -367,6 +434,56 @@ pub async fn pull(
                 .await?;
             let config = parse_config(&config_bytes, &what)?;
             check_platform(opts, &config, &digest, &manifest_digest, &what)?;
+            if stream && opts.blobs.is_none() {
+                let layers: Vec<LayerBlob> = manifest
+                    .layers
+                    .iter()
+                    .enumerate()
+                    .map(|(i, d)| LayerBlob {
+                        descriptor: d.clone(),
+                        path: work.join(format!("layer-{i}")),
+                        growing: Some(Growing::new()),
+                    })
+                    .collect();
+                let growing: Vec<Arc<Growing>> =
+                    layers.iter().filter_map(|l| l.growing.clone()).collect();
+                let (todo, r, progress) = (layers.clone(), r.clone(), progress.clone());
+                let finish = FinishAll(growing.clone());
+                let client = Arc::new(client);
+                let handle = tokio::spawn(async move {
+                    let _finish = finish;
+                    let jobs = todo.into_iter().map(move |l| {
+                        let (client, r, progress) = (client.clone(), r.clone(), progress.clone());
+                        async move {
+                            client
+                                .get_blob_growing(
+                                    &r,
+                                    &l.descriptor,
+                                    &l.path,
+                                    &progress,
+                                    l.growing.as_deref(),
+                                )
+                                .await
+                        }
+                    });
+                    futures_util::stream::iter(jobs)
+                        .buffered(3)
+                        .try_collect::<Vec<()>>()
+                        .await
+                        .map(|_| ())
+                });
+                let pulled = PulledImage {
+                    reference: reference.clone(),
+                    digest,
+                    manifest_digest,
+                    platform: platform_of(&config),
+                    config,
+                    config_size: manifest.config.size,
+                    manifest,
+                    layers,
+                };
+                return Ok((pulled, Some(Downloads { handle, growing })));
+            }
             let jobs = manifest.layers.iter().enumerate().map(|(i, d)| {
                 let client = &client;
                 async move {
@@ -378,22 +495,26 @@ pub async fn pull(
                     Ok::<_, Error>(LayerBlob {
                         descriptor: d.clone(),
                         path,
+                        growing: None,
                     })
                 }
             });
             let layers: Vec<Result<LayerBlob>> =
                 futures_util::stream::iter(jobs).buffered(3).collect().await;
             let layers = layers.into_iter().collect::<Result<Vec<_>>>()?;
-            Ok(PulledImage {
-                reference: reference.clone(),
-                digest,
-                manifest_digest,
-                platform: platform_of(&config),
-                config,
-                config_size: manifest.config.size,
-                manifest,
-                layers,
-            })
+            Ok((
+                PulledImage {
+                    reference: reference.clone(),
+                    digest,
+                    manifest_digest,
+                    platform: platform_of(&config),
+                    config,
+                    config_size: manifest.config.size,
+                    manifest,
+                    layers,
+                },
+                None,
+            ))
         }
         ImageRef::Archive { path, reference: r } => {
             let (path, r, work) = (path.clone(), r.clone(), work.to_path_buf());
@@ -404,32 +525,35 @@ pub async fn pull(
             .map_err(|e| Error::Other(format!("archive task failed: {e}")))??;
             let config = parse_config(&a.config_bytes, &what)?;
             check_platform(opts, &config, &a.config_digest, &a.config_digest, &what)?;
-            Ok(PulledImage {
-                reference: reference.clone(),
-                digest: a.config_digest.clone(),
-                manifest_digest: a.config_digest.clone(),
-                platform: platform_of(&config),
-                config_size: a.config_bytes.len() as u64,
-                manifest: Manifest {
-                    schema_version: 2,
-                    media_type: Some(image::DOCKER_MANIFEST.into()),
-                    artifact_type: None,
-                    subject: None,
-                    config: Descriptor {
-                        media_type: image::DOCKER_CONFIG.into(),
-                        digest: a.config_digest.clone(),
-                        size: a.config_bytes.len() as u64,
-                        urls: None,
-                        annotations: None,
-                        platform: None,
+            Ok((
+                PulledImage {
+                    reference: reference.clone(),
+                    digest: a.config_digest.clone(),
+                    manifest_digest: a.config_digest.clone(),
+                    platform: platform_of(&config),
+                    config_size: a.config_bytes.len() as u64,
+                    manifest: Manifest {
+                        schema_version: 2,
+                        media_type: Some(image::DOCKER_MANIFEST.into()),
                         artifact_type: None,
+                        subject: None,
+                        config: Descriptor {
+                            media_type: image::DOCKER_CONFIG.into(),
+                            digest: a.config_digest.clone(),
+                            size: a.config_bytes.len() as u64,
+                            urls: None,
+                            annotations: None,
+                            platform: None,
+                            artifact_type: None,
+                        },
+                        layers: a.layers.iter().map(|l| l.descriptor.clone()).collect(),
+                        annotations: None,
                     },
-                    layers: a.layers.iter().map(|l| l.descriptor.clone()).collect(),
-                    annotations: None,
+                    config,
+                    layers: a.layers,
                 },
-                config,
-                layers: a.layers,
-            })
+                None,
+            ))
         }
         ImageRef::Layout { dir, tag } => {
             let layout = Layout::open(dir)?;
@@ -468,18 +592,22 @@ pub async fn pull(
                 layers.push(LayerBlob {
                     descriptor: d.clone(),
                     path,
+                    growing: None,
                 });
             }
-            Ok(PulledImage {
-                reference: reference.clone(),
-                digest: top.digest.clone(),
-                manifest_digest,
-                platform: platform_of(&config),
-                config,
-                config_size: manifest.config.size,
-                manifest,
-                layers,
-            })
+            Ok((
+                PulledImage {
+                    reference: reference.clone(),
+                    digest: top.digest.clone(),
+                    manifest_digest,
+                    platform: platform_of(&config),
+                    config,
+                    config_size: manifest.config.size,
+                    manifest,
+                    layers,
+                },
+                None,
+            ))
         }
     }
 }

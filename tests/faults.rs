@@ -42,7 +42,8 @@ fn pulls_survive_cut_truncated_failed_and_slow_answers() {
             Fault::Delay(Duration::from_secs(2)),
             1,
         ),
-        Rule::new("GET", "/blobs/sha256:", Fault::CutAfter(400), 2),
+        Rule::new("GET", "/blobs/sha256:", Fault::CutAfter(400), 1),
+        Rule::new("GET", "/blobs/sha256:", Fault::CutAfter(300_000), 1),
         Rule::new("GET", "/blobs/sha256:", Fault::Truncate, 1),
         Rule::new("GET", "/blobs/sha256:", Fault::Status(500, None), 1),
     ]);
@@ -54,6 +55,14 @@ fn pulls_survive_cut_truncated_failed_and_slow_answers() {
     ]));
     assert!(out.status.success(), "{}", describe_output(&out));
     assert!(proxy.faults() >= 5, "{:?}", proxy.log.lock().unwrap());
+    // A cut download is resumed where it stopped, not started over.
+    let ranges = proxy.ranges.lock().unwrap().clone();
+    assert!(
+        ranges.iter().any(|(p, v)| p.contains("/blobs/")
+            && v.starts_with("bytes=")
+            && !v.starts_with("bytes=0-")),
+        "no resumed blob download: {ranges:?}"
+    );
     let u = pull_and_unpack(&reg.image("prox/app:ok"));
     assert!(u.rootfs().join("usr/bin/jq").is_file());
 }

@@ -230,7 +230,7 @@ fn run_case(case: Case) {
     // harden under test (no flags), `pare harden --check` (d) to another tag.
     let checked = format!("{src}-checked");
     let check_run = pare_spawn(&["check", &src]);
-    let harden_run = pare_spawn(&["harden", &src]);
+    let harden_run = pare_spawn(&["harden", &src, "--report", "-"]);
     let hc_run = pare_spawn(&["harden", "--check", &src, &checked]);
     // Measurement mode (PARE_WORKS_PACKAGES=1): the same harden without the package rule.
     let nopkg_run = std::env::var_os("PARE_WORKS_PACKAGES").map(|_| {
@@ -360,6 +360,23 @@ fn run_case(case: Case) {
             &failures,
         );
         panic!("{name}:\n{}", failures[0].1);
+    }
+    // Each layer decompressed once: the merge pass captured what the trace and plan read.
+    match serde_json::from_slice::<serde_json::Value>(&harden.stdout) {
+        Ok(r) => {
+            let r = &r["layer_reads"];
+            let n = |k: &str| r[k].as_u64().unwrap_or(0);
+            let ratio = (n("merge_bytes") + n("later_bytes")) as f64
+                / n("uncompressed_bytes").max(1) as f64;
+            eprintln!("[{name}] layers inflated {ratio:.3}x: {r}");
+            if ratio > 1.05 {
+                failures.push((
+                    format!("layers inflated {ratio:.2}x"),
+                    format!("pare harden decompressed {ratio:.2}x the layers' size: {r}"),
+                ));
+            }
+        }
+        Err(e) => failures.push(("no report".into(), format!("pare harden's report: {e}"))),
     }
     let hard = pull_and_unpack(&format!("{src}-hardened"));
     laps.lap("unpack hardened");

@@ -185,7 +185,21 @@ fn base_of(p: &str) -> &str {
 /// Open a layer blob as a tar stream, whatever its compression (sniffed from magic bytes, so a
 /// mislabelled media type still reads).
 pub fn open_layer(path: &Path) -> Result<Box<dyn Read + Send>> {
-    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    decompressing(f, path)
+}
+
+/// A layer blob's uncompressed stream; a blob still downloading is read as it arrives (the
+/// stream ends only once the download is verified).
+pub fn open_blob(blob: &LayerBlob) -> Result<Box<dyn Read + Send>> {
+    match &blob.growing {
+        Some(g) if !g.complete() => decompressing(g.follow(blob.path.clone()), &blob.path),
+        _ => open_layer(&blob.path),
+    }
+}
+
+/// `f` decompressed as its first bytes say (gzip, zstd, or a plain tar).
+fn decompressing(mut f: impl Read + Send + 'static, path: &Path) -> Result<Box<dyn Read + Send>> {
     let mut magic = [0u8; 4];
     let mut n = 0;
     while n < 4 {
@@ -496,7 +510,7 @@ impl Rootfs {
                 other => other,
             };
             let parse = || -> Result<ParsedLayer> {
-                let p = ParsedLayer::parse_capturing(i, open_layer(&layer.path)?, capture.clone())
+                let p = ParsedLayer::parse_capturing(i, open_blob(layer)?, capture.clone())
                     .map_err(malformed)?;
                 inflated.fetch_add(p.size, Ordering::Relaxed);
                 Ok(p)
@@ -1098,7 +1112,7 @@ impl Rootfs {
                     .later_files
                     .fetch_add(want.len() as u64, Ordering::Relaxed);
                 let reader = Counting {
-                    inner: open_layer(&blob.path)?,
+                    inner: open_blob(blob)?,
                     count: &self.inflated.later_bytes,
                 };
                 let mut archive = tar::Archive::new(TarGuard::new(reader));
@@ -1877,6 +1891,7 @@ pub(crate) mod tests {
                 artifact_type: None,
             },
             path: lp,
+            growing: None,
         };
         let fs = Rootfs::merge(vec![blob], None).unwrap();
         // Both names of a hard link read back, from one pass.
@@ -1903,6 +1918,7 @@ pub(crate) mod tests {
                 artifact_type: None,
             },
             path: lp,
+            growing: None,
         }
     }
 

@@ -49,6 +49,8 @@ pub struct FaultProxy {
     rules: Arc<Mutex<Vec<Rule>>>,
     /// (method, path, fault applied) of every request seen.
     pub log: Arc<Log>,
+    /// `Range` headers of the requests that had one: (path, value).
+    pub ranges: Arc<Mutex<Vec<(String, String)>>>,
 }
 
 impl FaultProxy {
@@ -58,16 +60,22 @@ impl FaultProxy {
         let port = l.local_addr().unwrap().port();
         let rules: Arc<Mutex<Vec<Rule>>> = Arc::default();
         let log: Arc<Log> = Arc::default();
-        let (r, lg) = (rules.clone(), log.clone());
+        let ranges: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+        let (r, lg, rg) = (rules.clone(), log.clone(), ranges.clone());
         std::thread::spawn(move || {
             for c in l.incoming().flatten() {
-                let (r, lg) = (r.clone(), lg.clone());
+                let (r, lg, rg) = (r.clone(), lg.clone(), rg.clone());
                 std::thread::spawn(move || {
-                    let _ = serve(c, upstream, &r, &lg);
+                    let _ = serve(c, upstream, &r, &lg, &rg);
                 });
             }
         });
-        FaultProxy { port, rules, log }
+        FaultProxy {
+            port,
+            rules,
+            log,
+            ranges,
+        }
     }
 
     pub fn host(&self) -> String {
@@ -134,9 +142,22 @@ fn serve(
     upstream: u16,
     rules: &Mutex<Vec<Rule>>,
     log: &Log,
+    ranges: &Mutex<Vec<(String, String)>>,
 ) -> std::io::Result<()> {
     c.set_read_timeout(Some(Duration::from_secs(120)))?;
     let head = read_head(&mut c)?;
+    for line in String::from_utf8_lossy(&head).lines() {
+        if let Some((k, v)) = line.split_once(':')
+            && k.eq_ignore_ascii_case("range")
+        {
+            let path = String::from_utf8_lossy(&head)
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or("")
+                .to_string();
+            ranges.lock().unwrap().push((path, v.trim().to_string()));
+        }
+    }
     let first = String::from_utf8_lossy(&head)
         .lines()
         .next()
