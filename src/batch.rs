@@ -11,7 +11,6 @@ use sha2::{Digest as _, Sha256};
 
 use crate::error::{Error, Result};
 use crate::harden::{self, HardenOptions};
-use crate::image::{self, ANNOTATION_BASE_DIGEST, ManifestDoc};
 use crate::progress::Progress;
 use crate::reference::{ImageRef, RegistryRef, default_destination};
 use crate::registry::RegistryClient;
@@ -130,23 +129,6 @@ fn globs(pats: &[String], what: &str) -> Result<globset::GlobSet> {
         b.add(globset::Glob::new(p).map_err(|e| Error::Usage(format!("--{what} {p:?}: {e}")))?);
     }
     b.build().map_err(|e| Error::Usage(e.to_string()))
-}
-
-/// The source digest and the recipe (pare's version and options) a hardened tag records,
-/// when the tag exists.
-async fn recorded_source(
-    client: &RegistryClient,
-    dest: &RegistryRef,
-) -> Option<(String, Option<String>)> {
-    let (bytes, _) = client.get_manifest(dest).await.ok()?;
-    let annotations = match image::parse_manifest(&bytes, None, "destination").ok()? {
-        ManifestDoc::Image(m) => m.annotations,
-        ManifestDoc::Index(i) => i.annotations,
-    }?;
-    Some((
-        annotations.get(ANNOTATION_BASE_DIGEST).cloned()?,
-        annotations.get(image::ANNOTATION_PARE_RECIPE).cloned(),
-    ))
 }
 
 /// Run the batch over `HOST[/NAMESPACE]`.
@@ -376,7 +358,7 @@ async fn one(client: &RegistryClient, src: &RegistryRef, opts: &BatchOptions) ->
     };
     item.source_digest = Some(digest.clone());
     if !opts.force
-        && let Some((recorded, recipe)) = recorded_source(client, &dest_ref).await
+        && let Some((recorded, recipe, _)) = harden::recorded_source(client, &dest_ref).await
         && recorded == digest
     {
         // Skipped only when the same pare with the same options made it: a newer pare, or
@@ -400,7 +382,12 @@ async fn one(client: &RegistryClient, src: &RegistryRef, opts: &BatchOptions) ->
         digest: Some(digest),
         ..src.clone()
     });
-    match harden::harden(&pinned, dest.as_ref(), &opts.harden, &Progress::silent()).await {
+    // The batch decided above whether the tag is current: harden does not ask again.
+    let hopts = harden::HardenOptions {
+        force: true,
+        ..opts.harden.clone()
+    };
+    match harden::harden(&pinned, dest.as_ref(), &hopts, &Progress::silent()).await {
         Ok(done) => {
             item.status = "hardened".into();
             item.destination_digest = Some(match &done.index {

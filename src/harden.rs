@@ -47,6 +47,8 @@ pub struct HardenOptions {
     pub platforms: Vec<crate::image::Platform>,
     /// Blobs this process pushed (a batch mounts them into other repositories).
     pub push_log: Option<std::sync::Arc<crate::registry::PushLog>>,
+    /// `--force`: harden even when DEST already holds this result.
+    pub force: bool,
 }
 
 impl HardenOptions {
@@ -55,7 +57,7 @@ impl HardenOptions {
     pub fn recipe(&self) -> String {
         let mut keep = self.keep.clone();
         keep.sort();
-        format!(
+        let mut recipe = format!(
             "pare {}; user={}; keep={}; allow-missing={}; runtime-full={}; packages={}",
             env!("CARGO_PKG_VERSION"),
             self.user
@@ -65,7 +67,16 @@ impl HardenOptions {
             self.allow_missing,
             self.runtime_full,
             !self.no_packages
-        )
+        );
+        // Platforms picked out of an index change the result too (named only when picked, so
+        // results of earlier versions keep their recipe).
+        let mut platforms: Vec<String> = self.platforms.iter().map(|p| p.to_string()).collect();
+        platforms.extend(self.source.platform.iter().map(|p| p.to_string()));
+        if !platforms.is_empty() {
+            platforms.sort();
+            recipe.push_str(&format!("; platforms={}", platforms.join(",")));
+        }
+        recipe
     }
 }
 
@@ -368,6 +379,91 @@ pub struct Hardened {
     /// `--in-place`: what DEST held before.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replaced: Option<Replaced>,
+    /// DEST already held this result: nothing was pulled or written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub up_to_date: Option<UpToDate>,
+}
+
+/// A destination that already holds what `pare harden` would write: hardened from the same
+/// source digest by the same pare with the same options (the annotations it records).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct UpToDate {
+    pub source: String,
+    pub source_digest: String,
+    pub destination: String,
+    /// DEST's manifest (or index) digest.
+    pub digest: String,
+    pub recipe: String,
+}
+
+/// The source digest, the recipe (pare's version and options) and the manifest digest a
+/// hardened registry tag records, when the tag exists and records them.
+pub async fn recorded_source(
+    client: &RegistryClient,
+    dest: &reference::RegistryRef,
+) -> Option<(String, Option<String>, String)> {
+    let (bytes, digest) = client.get_manifest(dest).await.ok()?;
+    recorded_in(&bytes).map(|(s, r)| (s, r, digest))
+}
+
+fn recorded_in(manifest: &[u8]) -> Option<(String, Option<String>)> {
+    let annotations = match crate::image::parse_manifest(manifest, None, "destination").ok()? {
+        crate::image::ManifestDoc::Image(m) => m.annotations,
+        crate::image::ManifestDoc::Index(i) => i.annotations,
+    }?;
+    Some((
+        annotations.get(ANNOTATION_BASE_DIGEST).cloned()?,
+        annotations
+            .get(crate::image::ANNOTATION_PARE_RECIPE)
+            .cloned(),
+    ))
+}
+
+/// Whether `dest` already holds what hardening `src` with `opts` would write; only manifests
+/// are read (no layer).
+async fn up_to_date(
+    src: &ImageRef,
+    dest: &ImageRef,
+    opts: &HardenOptions,
+) -> Result<Option<UpToDate>> {
+    let source_digest = match src {
+        ImageRef::Registry(r) => {
+            source::connect(&r.registry, &opts.source)?
+                .get_manifest(r)
+                .await?
+                .1
+        }
+        ImageRef::Layout { dir, tag } => Layout::open(dir)?.find(tag.as_deref())?.digest,
+        ImageRef::Archive { .. } => return Ok(None),
+    };
+    let recorded = match dest {
+        ImageRef::Registry(d) => {
+            let Ok(client) = dest_client(src, d, opts) else {
+                return Ok(None);
+            };
+            recorded_source(&client, &dest_ref(d, true, "")).await
+        }
+        ImageRef::Layout { dir, tag } => (|| {
+            let l = Layout::open(dir).ok()?;
+            let top = l.find(tag.as_deref()).ok()?;
+            let bytes = l
+                .read_blob(&top, crate::image::MAX_MANIFEST_BYTES as u64)
+                .ok()?;
+            recorded_in(&bytes).map(|(s, r)| (s, r, top.digest.clone()))
+        })(),
+        ImageRef::Archive { .. } => None,
+    };
+    let recipe = opts.recipe();
+    Ok(match recorded {
+        Some((from, Some(r), digest)) if from == source_digest && r == recipe => Some(UpToDate {
+            source: src.to_string(),
+            source_digest,
+            destination: dest.to_string(),
+            digest,
+            recipe,
+        }),
+        _ => None,
+    })
 }
 
 /// The source an `--in-place` harden replaced.
@@ -421,6 +517,22 @@ pub async fn harden(
         )));
     }
     let replaced = protect_source(src, &dest, opts).await?;
+    // Nothing to do when DEST holds this result already (unless asked to redo it, or to
+    // produce something only a run makes: a check report, an SBOM file).
+    if !opts.force
+        && !opts.dry_run
+        && replaced.is_none()
+        && opts.check.is_none()
+        && opts.sbom_file.is_none()
+        && let Some(u) = up_to_date(src, &dest, opts).await?
+    {
+        return Ok(Hardened {
+            index: None,
+            images: Vec::new(),
+            replaced: None,
+            up_to_date: Some(u),
+        });
+    }
     let listed = if opts.source.platform.is_some() {
         None
     } else {
@@ -436,6 +548,7 @@ pub async fn harden(
             index: None,
             images: vec![report],
             replaced,
+            up_to_date: None,
         });
     };
     if matches!(dest, ImageRef::Archive { .. }) {
@@ -511,6 +624,7 @@ pub async fn harden(
         }),
         images,
         replaced,
+        up_to_date: None,
     })
 }
 

@@ -189,6 +189,11 @@ struct HardenArgs {
     /// TAG-original (an existing TAG-original is never overwritten).
     #[arg(long)]
     in_place: bool,
+    /// Harden even when DEST already holds the result (hardened from the same source digest by
+    /// this pare with the same options), which is otherwise reported and left as it is
+    /// without pulling a layer.
+    #[arg(long)]
+    force: bool,
     /// With --in-place: do not keep the source under TAG-original.
     #[arg(long, requires = "in_place")]
     no_backup: bool,
@@ -367,7 +372,23 @@ async fn run(cli: Cli, progress: Progress) -> anyhow::Result<Outcome> {
             opts.no_sbom = a.no_sbom;
             opts.in_place = a.in_place;
             opts.no_backup = a.no_backup;
+            opts.force = a.force;
             let done = harden::harden(&src, dest.as_ref(), &opts, &progress).await?;
+            if let Some(u) = &done.up_to_date {
+                eprintln!(
+                    "{}",
+                    clean(
+                        &format!(
+                            "{} is up to date ({}): hardened from {}@{} by this pare with the same options; nothing pulled (--force to redo)",
+                            pare::report::short_ref(&u.destination),
+                            pare::registry::short_digest(&u.digest),
+                            pare::report::short_ref(&u.source),
+                            pare::registry::short_digest(&u.source_digest),
+                        ),
+                        false
+                    )
+                );
+            }
             if let Some(r) = &done.replaced {
                 eprintln!(
                     "replaced the source (was {}{})",

@@ -148,3 +148,85 @@ fn each_layer_is_inflated_once_and_the_result_does_not_depend_on_threads_or_capt
         eprintln!("SKIP: not root: the hardened jq is not run in a chroot");
     }
 }
+
+/// A harden whose result DEST already holds (same source digest, same pare, same options)
+/// reads manifests only: no blob is downloaded. Other options, `--force`, or a new source
+/// digest harden again.
+#[test]
+fn an_up_to_date_destination_costs_no_layer_download() {
+    let reg = Registry::start();
+    build_and_push(&three_layers(), &reg.image("utd/app:1"), None);
+    let proxy = common::faults::FaultProxy::start(reg.port());
+    let src = format!("{}/utd/app:1", proxy.host());
+    let dest = format!("{}/utd/app:1-h", proxy.host());
+    let blob_gets = || {
+        proxy
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(m, p, _)| m == "GET" && p.contains("/blobs/"))
+            .count()
+    };
+    let harden = |extra: &[&str]| {
+        let out = run(pare()
+            .args(["harden", "--no-sbom", &src, &dest])
+            .args(extra));
+        assert!(out.status.success(), "{}", describe_output(&out));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let first = harden(&[]);
+    assert!(!first.contains("up to date"), "{first}");
+    let gets = blob_gets();
+    assert!(gets >= 3, "the first harden pulled {gets} blobs");
+    let digest = skopeo_manifest_digest(&reg.image("utd/app:1-h"), None);
+
+    let again = harden(&[]);
+    assert!(again.contains("is up to date"), "{again}");
+    assert_eq!(blob_gets(), gets, "an up-to-date harden downloaded blobs");
+    assert_eq!(
+        skopeo_manifest_digest(&reg.image("utd/app:1-h"), None),
+        digest
+    );
+
+    // Options that change the result, and --force, harden again.
+    let other = harden(&["--keep", "/opt/data/c.txt"]);
+    assert!(!other.contains("up to date"), "{other}");
+    assert!(blob_gets() > gets);
+    assert_ne!(
+        skopeo_manifest_digest(&reg.image("utd/app:1-h"), None),
+        digest
+    );
+    let n = blob_gets();
+    let forced = harden(&["--force"]);
+    assert!(!forced.contains("up to date"), "{forced}");
+    assert!(blob_gets() > n);
+    assert_eq!(
+        skopeo_manifest_digest(&reg.image("utd/app:1-h"), None),
+        digest
+    );
+
+    // A new source digest under the same tag hardens again.
+    build_and_push(
+        &three_layers().with_env("NEW", "1"),
+        &reg.image("utd/app:1"),
+        None,
+    );
+    let n = blob_gets();
+    let moved = harden(&[]);
+    assert!(!moved.contains("up to date"), "{moved}");
+    assert!(blob_gets() > n);
+
+    // The same for an oci: layout destination.
+    let dir = tempfile::tempdir().unwrap();
+    let out_ref = format!("oci:{}:h", dir.path().join("out").display());
+    let run_layout = || {
+        let out = run(pare().args(["harden", "--no-sbom", &src, &out_ref]));
+        assert!(out.status.success(), "{}", describe_output(&out));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    assert!(!run_layout().contains("up to date"));
+    let n = blob_gets();
+    assert!(run_layout().contains("is up to date"));
+    assert_eq!(blob_gets(), n);
+}
