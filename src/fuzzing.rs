@@ -3,13 +3,31 @@
 
 use crate::rootfs::Rootfs;
 
-/// A layer merged twice (the second time over itself: whiteouts then hide lower entries).
+/// A layer merged twice (the second time over itself: whiteouts then hide lower entries),
+/// then parsed again capturing its files, as the merge pass does.
 pub fn layer(bytes: &[u8]) {
     let mut fs = Rootfs::empty();
     if fs.apply_layer(0, bytes).is_ok() {
         let _ = fs.apply_layer(1, bytes);
         for p in fs.nodes.keys().take(64).cloned().collect::<Vec<_>>() {
             let _ = fs.resolve(&p, true);
+        }
+        static DIR: std::sync::OnceLock<Option<tempfile::TempDir>> = std::sync::OnceLock::new();
+        if let Some(dir) = DIR.get_or_init(|| tempfile::tempdir().ok()) {
+            let capture = crate::rootfs::Capture {
+                dir: dir.path().to_path_buf(),
+                budget: crate::rootfs::Budget::new(1 << 20),
+            };
+            if let Ok(p) = crate::rootfs::ParsedLayer::parse_capturing(0, bytes, Some(capture)) {
+                let mut fs = Rootfs::empty();
+                if fs.apply_parsed(0, &p).is_ok() {
+                    for path in fs.nodes.keys().take(64) {
+                        if let Some(local) = fs.captured_local(path) {
+                            let _ = local.read(1 << 20);
+                        }
+                    }
+                }
+            }
         }
     }
 }

@@ -541,7 +541,9 @@ pub async fn harden(
     let Some((index_digest, entries)) = listed else {
         let (report, built) = build_one(src, &dest, opts, progress).await?;
         if !opts.dry_run {
+            let t = Instant::now();
             write_image(src, &dest, opts, &built, true, progress).await?;
+            tracing::debug!(seconds = t.elapsed().as_secs_f64(), "wrote the image");
         }
         write_sbom_file(opts, &built, false)?;
         return Ok(Hardened {
@@ -735,21 +737,30 @@ async fn build_one(
             config: &config,
             user_flag,
         };
+        let t = Instant::now();
         let plan = plan::build(input, &mut contents)?;
         contents.prefetch(&rootfs, &plan.image_files())?;
+        tracing::debug!(seconds = t.elapsed().as_secs_f64(), "planned");
         let t = Instant::now();
         let files = contents.into_files();
-        let layer = write_layer(&plan, &files, &layer_path, mtime)?;
+        // The SBOM's checksums are taken on another core while the layer is compressed.
+        let (layer, sums) = std::thread::scope(|scope| {
+            let sums = want_sbom.then(|| scope.spawn(|| file_sums(&plan, &files)));
+            let layer = write_layer(&plan, &files, &layer_path, mtime);
+            let sums = sums
+                .map(|h| {
+                    h.join()
+                        .map_err(|_| Error::Other("the SBOM checksum thread panicked".into()))?
+                })
+                .transpose();
+            (layer, sums)
+        });
+        let (layer, sums) = (layer?, sums?);
         tracing::debug!(
             seconds = t.elapsed().as_secs_f64(),
             bytes = layer.size,
             "wrote layer"
         );
-        let sums = if want_sbom {
-            Some(file_sums(&plan, &files)?)
-        } else {
-            None
-        };
         Ok((plan, trace, layer, rootfs, sums))
     })
     .await

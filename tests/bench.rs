@@ -1,8 +1,8 @@
-//! `just bench`: the figures quoted in issue notes. A large Debian-like image (this machine's
-//! /usr/bin and a slice of its libraries, ~hundreds of MB) with curl as the application, in a
-//! real registry: time `pare harden` against `skopeo copy` of the same image between two
-//! repositories of the same registry. Ignored by default (run with --ignored), never asserts
-//! on time.
+//! `just bench`: the figures quoted in issue notes and the README. Debian-like images made of
+//! this machine's /usr/bin and libraries with curl as the application, in a real registry:
+//! `pare harden` against the `gzip -dc` floor of the same layer blobs and `skopeo copy`, side by
+//! side in one run; then `pare batch` over images sharing a base. Ignored by default (run with
+//! --ignored), never asserts on time.
 
 mod common;
 
@@ -13,40 +13,48 @@ use common::*;
 
 const LIB_BUDGET: u64 = 250 << 20;
 
-fn userland_layer() -> Layer {
-    let mut layer = Layer::new().created_by("bench: debian userland");
-    let mut budget = LIB_BUDGET;
-    for dir in ["/usr/bin", "/usr/lib/x86_64-linux-gnu"] {
-        let mut names: Vec<_> = std::fs::read_dir(dir)
-            .unwrap()
-            .flatten()
-            .map(|e| e.path())
-            .collect();
-        names.sort();
-        for p in names {
-            let Ok(meta) = std::fs::symlink_metadata(&p) else {
-                continue;
-            };
-            if !meta.is_file() || meta.len() > (32 << 20) {
-                continue;
-            }
-            if dir.ends_with("gnu") {
-                if budget < meta.len() {
-                    continue;
-                }
-                budget -= meta.len();
-            }
-            layer = layer.file_from_host(&p, p.to_str().unwrap(), None);
+/// Host files of `dir` (sorted, regular, at most 32 MiB each) whose names fall in
+/// `part`/`of` of the list, up to `budget` bytes.
+fn host_files(dir: &str, part: usize, of: usize, mut budget: u64) -> Vec<std::path::PathBuf> {
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    names.sort();
+    let mut out = Vec::new();
+    for (i, p) in names.into_iter().enumerate() {
+        if i % of != part {
+            continue;
         }
+        let Ok(meta) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
+        if !meta.is_file() || meta.len() > (32 << 20) || budget < meta.len() {
+            continue;
+        }
+        budget -= meta.len();
+        out.push(p);
+    }
+    out
+}
+
+fn layer_of(what: &str, files: &[std::path::PathBuf]) -> Layer {
+    let mut layer = Layer::new().created_by(what);
+    for p in files {
+        layer = layer.file_from_host(p, p.to_str().unwrap(), None);
     }
     layer
 }
 
-#[test]
-#[ignore = "benchmark: run with `just bench`"]
-fn large_image_pare_vs_skopeo() {
-    let reg = Registry::start();
-    let app = Layer::new()
+fn userland_layer() -> Layer {
+    let mut files = host_files("/usr/bin", 0, 1, u64::MAX);
+    files.extend(host_files("/usr/lib/x86_64-linux-gnu", 0, 1, LIB_BUDGET));
+    layer_of("bench: debian userland", &files)
+}
+
+fn curl_app() -> Layer {
+    Layer::new()
         .created_by("bench: curl app")
         .host_closure("/usr/bin/curl")
         .file_from_host(
@@ -54,34 +62,50 @@ fn large_image_pare_vs_skopeo() {
             "/etc/ssl/certs/ca-certificates.crt",
             Some(0o644),
         )
-        .whiteout(BASE_ONLY_FILE);
-    let spec = ImageSpec::new(vec![usrmerge_base_layer(), userland_layer(), app])
+        .whiteout(BASE_ONLY_FILE)
+}
+
+fn curl_spec(layers: Vec<Layer>) -> ImageSpec {
+    ImageSpec::new(layers)
         .with_entrypoint(&["/usr/bin/curl"])
-        .with_cmd(&["--version"]);
+        .with_cmd(&["--version"])
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+/// One bench image, side by side in one run: the `gzip -dc` floor of its layer blobs (one
+/// thread, to /dev/null), `skopeo copy` registry→registry and registry→oci layout, and `pare
+/// harden` registry→registry five times (median, min–max, peak RSS, phase times of the median
+/// run), with the ratio pare ÷ floor.
+fn bench_image(reg: &Registry, name: &str, spec: &ImageSpec) {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("layout");
     let t = Instant::now();
-    build_and_push(&spec, &reg.image("big/curl:1"), None);
+    let built = write_oci_layout(&layout, "img", spec);
+    let src = reg.image(&format!("bench/{name}:1"));
+    push_layout(&layout, "img", &src, None);
     eprintln!(
-        "built and pushed the source image in {:.1}s",
+        "[{name}] built and pushed in {:.1}s",
         t.elapsed().as_secs_f64()
     );
 
-    let dir = tempfile::tempdir().unwrap();
-    let report = dir.path().join("r.json");
     let t = Instant::now();
-    let out = pare()
-        .args(["-v", "harden", &reg.image("big/curl:1"), "--report"])
-        .arg(&report)
-        .output()
-        .unwrap();
-    let pare_secs = t.elapsed().as_secs_f64();
-    assert!(out.status.success(), "{}", describe_output(&out));
-    let log = String::from_utf8_lossy(&out.stderr);
-    for l in log
-        .lines()
-        .filter(|l| l.contains("seconds") || l.contains('→'))
-    {
-        eprintln!("{l}");
+    for d in &built.layer_digests {
+        let blob = layout
+            .join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:"));
+        let out = std::process::Command::new("gzip")
+            .arg("-dc")
+            .stdin(std::fs::File::open(blob).unwrap())
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(out.success());
     }
+    let floor = t.elapsed().as_secs_f64();
 
     let t = Instant::now();
     run_ok(std::process::Command::new("skopeo").args([
@@ -89,11 +113,10 @@ fn large_image_pare_vs_skopeo() {
         "-q",
         "--src-tls-verify=false",
         "--dest-tls-verify=false",
-        &reg.docker_ref("big/curl:1"),
-        &reg.docker_ref("other/curl:1"),
+        &reg.docker_ref(&format!("bench/{name}:1")),
+        &reg.docker_ref(&format!("bench-copy/{name}:1")),
     ]));
-    let skopeo_secs = t.elapsed().as_secs_f64();
-    // A full pull, for scale (the copy above can mount blobs inside one registry).
+    let skopeo_reg = t.elapsed().as_secs_f64();
     let t = Instant::now();
     run_ok(
         std::process::Command::new("skopeo")
@@ -101,34 +124,121 @@ fn large_image_pare_vs_skopeo() {
                 "copy",
                 "-q",
                 "--src-tls-verify=false",
-                &reg.docker_ref("big/curl:1"),
+                &reg.docker_ref(&format!("bench/{name}:1")),
             ])
             .arg(format!("oci:{}:x", dir.path().join("pulled").display())),
     );
-    let pull_secs = t.elapsed().as_secs_f64();
+    let skopeo_oci = t.elapsed().as_secs_f64();
 
-    let r: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
-    let files = r["files"]
-        .as_array()
-        .unwrap()
+    let time = Path::new("/usr/bin/time").exists();
+    let mut runs = Vec::new();
+    for i in 0..5 {
+        let rss = dir.path().join("rss");
+        let report = dir.path().join(format!("r{i}.json"));
+        let mut c = if time {
+            let mut c = std::process::Command::new("/usr/bin/time");
+            c.args(["-f", "%M", "-o"])
+                .arg(&rss)
+                .arg(env!("CARGO_BIN_EXE_pare"));
+            c
+        } else {
+            pare()
+        };
+        c.args([
+            "-v",
+            "harden",
+            &src,
+            &reg.image(&format!("bench/{name}:h{i}")),
+        ])
+        .arg("--report")
+        .arg(&report);
+        let t = Instant::now();
+        let out = c.output().unwrap();
+        let secs = t.elapsed().as_secs_f64();
+        assert!(out.status.success(), "{}", describe_output(&out));
+        let kib: Option<u64> = std::fs::read_to_string(&rss)
+            .ok()
+            .and_then(|s| s.trim().lines().last()?.trim().parse().ok());
+        runs.push((
+            secs,
+            kib,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+            report,
+        ));
+    }
+    let mut secs: Vec<f64> = runs.iter().map(|r| r.0).collect();
+    let med = median(&mut secs);
+    let (min, max) = (secs[0], secs[secs.len() - 1]);
+    let rss = runs.iter().filter_map(|r| r.1).max();
+    let mid = runs
         .iter()
-        .filter(|f| f["kind"] == "file")
-        .count();
+        .find(|r| r.0 == med)
+        .expect("the median is one of the runs");
+    let phases: Vec<String> = mid
+        .2
+        .lines()
+        .filter_map(|l| {
+            let secs = l.split("seconds=").nth(1)?.split_whitespace().next()?;
+            let what = l.rsplit(": ").find(|s| !s.contains('='))?.trim();
+            let what = what
+                .split_whitespace()
+                .take_while(|w| !w.contains('='))
+                .collect::<Vec<_>>()
+                .join(" ");
+            Some(format!("{what} {:.2}s", secs.parse::<f64>().ok()?))
+        })
+        .collect();
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&mid.3).unwrap()).unwrap();
+    let lr = &r["layer_reads"];
+    let inflated = (lr["merge_bytes"].as_u64().unwrap() + lr["later_bytes"].as_u64().unwrap())
+        as f64
+        / lr["uncompressed_bytes"].as_u64().unwrap().max(1) as f64;
     eprintln!(
-        "FIGURES: before {} B uncompressed / {} B compressed in {} layers; after {} B / {} B; {} files; pare harden {:.2}s; skopeo copy between repositories {:.2}s; skopeo copy to an oci layout {:.2}s",
-        r["sizes"]["before"]["uncompressed"],
-        r["sizes"]["before"]["compressed"],
+        "FIGURES [{name}]: {} layers, {} B compressed, {} B uncompressed → {} B; gzip -dc floor {floor:.2}s; skopeo copy registry→registry {skopeo_reg:.2}s, registry→oci {skopeo_oci:.2}s; pare harden median {med:.2}s (min {min:.2}s, max {max:.2}s) = {:.2}x the floor; peak RSS {}; layers inflated {inflated:.3}x; phases of the median run: {}",
         r["layers_before"],
-        r["sizes"]["after"]["uncompressed"],
+        r["sizes"]["before"]["compressed"],
+        r["sizes"]["before"]["uncompressed"],
         r["sizes"]["after"]["compressed"],
-        files,
-        pare_secs,
-        skopeo_secs,
-        pull_secs
+        med / floor,
+        rss.map_or("n/a".into(), |k| format!("{} MiB", k / 1024)),
+        phases.join(", "),
+    );
+}
+
+/// The bench images: nginx-like (two layers, ~150 MB), six layers (~400 MB), and a large one
+/// (three layers, ~900 MB). A hardened result is run to show it works.
+#[test]
+#[ignore = "benchmark: run with `just bench`"]
+fn harden_against_the_inflate_floor() {
+    let reg = Registry::start();
+    let mut base = usrmerge_base_layer();
+    for p in host_files("/usr/lib/x86_64-linux-gnu", 0, 1, 110 << 20) {
+        base = base.file_from_host(&p, p.to_str().unwrap(), None);
+    }
+    bench_image(&reg, "two-layers", &curl_spec(vec![base, curl_app()]));
+    let six = vec![
+        usrmerge_base_layer(),
+        layer_of("bench: bin 1", &host_files("/usr/bin", 0, 2, 150 << 20)),
+        layer_of("bench: bin 2", &host_files("/usr/bin", 1, 2, 150 << 20)),
+        layer_of(
+            "bench: lib 1",
+            &host_files("/usr/lib/x86_64-linux-gnu", 0, 2, 60 << 20),
+        ),
+        layer_of(
+            "bench: lib 2",
+            &host_files("/usr/lib/x86_64-linux-gnu", 1, 2, 60 << 20),
+        ),
+        curl_app(),
+    ];
+    bench_image(&reg, "six-layers", &curl_spec(six));
+    bench_image(
+        &reg,
+        "large",
+        &curl_spec(vec![usrmerge_base_layer(), userland_layer(), curl_app()]),
     );
     if is_root() {
-        let u = pull_and_unpack(&reg.docker_ref("big/curl:1-hardened"));
+        let u = pull_and_unpack(&reg.docker_ref("bench/large:h0"));
         let o = run_chroot(&u.rootfs(), &["/usr/bin/curl", "--version"], &[]);
         assert!(o.status.success(), "{}", describe_output(&o));
         let o = run_chroot(
