@@ -198,6 +198,74 @@ pub fn open_blob(blob: &LayerBlob) -> Result<Box<dyn Read + Send>> {
     }
 }
 
+/// `r` read on a thread of its own, up to a few MiB ahead of the caller: a layer's inflate then
+/// runs beside the tar parse and the captures instead of taking turns with them.
+pub fn read_ahead(mut r: Box<dyn Read + Send>) -> Box<dyn Read + Send> {
+    const BLOCK: usize = 1 << 20;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(4);
+    std::thread::spawn(move || {
+        loop {
+            let mut buf = vec![0u8; BLOCK];
+            let mut n = 0;
+            let mut failed = None;
+            while n < BLOCK {
+                match r.read(&mut buf[n..]) {
+                    Ok(0) => break,
+                    Ok(k) => n += k,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+            buf.truncate(n);
+            let end = n < BLOCK;
+            if n > 0 && tx.send(Ok(buf)).is_err() {
+                return;
+            }
+            if let Some(e) = failed {
+                let _ = tx.send(Err(e));
+                return;
+            }
+            if end {
+                return;
+            }
+        }
+    });
+    Box::new(ReadAhead {
+        rx,
+        cur: Vec::new(),
+        pos: 0,
+    })
+}
+
+struct ReadAhead {
+    rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    cur: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ReadAhead {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.cur.len() {
+            match self.rx.recv() {
+                Ok(Ok(b)) => {
+                    self.cur = b;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                // The reader thread ended: the end of the stream.
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.cur.len() - self.pos);
+        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
 /// `f` decompressed as its first bytes say (gzip, zstd, or a plain tar).
 fn decompressing(mut f: impl Read + Send + 'static, path: &Path) -> Result<Box<dyn Read + Send>> {
     let mut magic = [0u8; 4];
@@ -510,8 +578,9 @@ impl Rootfs {
                 other => other,
             };
             let parse = || -> Result<ParsedLayer> {
-                let p = ParsedLayer::parse_capturing(i, open_blob(layer)?, capture.clone())
-                    .map_err(malformed)?;
+                let p =
+                    ParsedLayer::parse_capturing(i, read_ahead(open_blob(layer)?), capture.clone())
+                        .map_err(malformed)?;
                 inflated.fetch_add(p.size, Ordering::Relaxed);
                 Ok(p)
             };

@@ -1,0 +1,540 @@
+//! The sandbox probes run in: the only place pare runs image code. A helper process (pare
+//! itself, re-executed as `pare __sandbox`, so the namespace calls happen in a fresh
+//! single-threaded process) enters new user, mount, PID, network (loopback only), IPC and UTS
+//! namespaces, bind-mounts the materialized root, gives it a fresh `/proc`, a minimal `/dev`
+//! and a writable `/tmp`, `pivot_root`s into it, brings `lo` up, lets unprivileged users bind
+//! any port (`net.ipv4.ip_unprivileged_port_start=0`, as Docker and containerd 2 do), sets
+//! resource limits, drops every capability, sets `no_new_privs`, switches to the image's user
+//! and execs the entrypoint. PID 1 of the new PID namespace is the helper's child: when the
+//! program ends, or the time limit kills it, every process it left goes with the namespace.
+//!
+//! Id mapping: as root, the image's uids and gids are mapped one to one (so ownership and
+//! permission checks behave as in a cluster); as an ordinary user, only the run user is mapped
+//! (to the caller), the root is read-only but for `/tmp` and `/var/tmp`, and ownership is not
+//! faithful (the probe says so).
+
+use std::ffi::CString;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sched::{CloneFlags, unshare};
+use nix::sys::resource::{Resource, setrlimit};
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Gid, Pid, Uid, fork};
+use serde::{Deserialize, Serialize};
+
+/// The environment variable that carries the [`Spec`] to the helper.
+pub const SPEC_ENV: &str = "PARE_SANDBOX_SPEC";
+/// Exit status of the helper when the sandbox could not be set up (its stderr says why).
+pub const SETUP_FAILED: i32 = 125;
+/// Exit status when the time limit killed the program.
+pub const TIMED_OUT: i32 = 124;
+/// Marks the helper's own error lines on stderr.
+pub const ERROR_MARK: &str = "pare-sandbox: ";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Limits {
+    pub seconds: u64,
+    /// RLIMIT_AS.
+    pub address_space: u64,
+    /// RLIMIT_NPROC (processes of the run user).
+    pub processes: u64,
+    /// RLIMIT_FSIZE.
+    pub file_size: u64,
+    /// stdout and stderr bytes kept (the rest is counted, not kept).
+    pub output: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            seconds: 60,
+            address_space: 4 << 30,
+            processes: 256,
+            file_size: 1 << 30,
+            output: 4 << 20,
+        }
+    }
+}
+
+/// What to run, where and as whom.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Spec {
+    /// The materialized root (a directory pare made and owns).
+    pub root: PathBuf,
+    pub argv: Vec<String>,
+    /// `NAME=VALUE`, the image's Env.
+    pub env: Vec<String>,
+    pub cwd: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub limits: Limits,
+}
+
+/// How the sandbox maps ids, decided by who runs pare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Mapping {
+    /// pare runs as root: every id maps to itself.
+    Identity,
+    /// An ordinary user: the run user is the caller, nothing else is mapped.
+    Single { outer_uid: u32, outer_gid: u32 },
+}
+
+impl Mapping {
+    pub fn current() -> Mapping {
+        if Uid::effective().is_root() {
+            Mapping::Identity
+        } else {
+            Mapping::Single {
+                outer_uid: Uid::effective().as_raw(),
+                outer_gid: Gid::effective().as_raw(),
+            }
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Envelope {
+    spec: Spec,
+    mapping: Mapping,
+}
+
+/// The result of one run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Outcome {
+    /// The program's exit code (128 + N for signal N), `None` when it timed out.
+    pub exit_code: Option<i32>,
+    pub timed_out: bool,
+    #[serde(with = "lossy")]
+    pub stdout: Vec<u8>,
+    #[serde(with = "lossy")]
+    pub stderr: Vec<u8>,
+    /// Output bytes past the limit, not kept.
+    pub truncated: u64,
+    pub seconds: f64,
+}
+
+mod lossy {
+    pub fn serialize<S: serde::Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&String::from_utf8_lossy(b))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("cannot start the sandbox helper: {0}")]
+    Spawn(std::io::Error),
+    #[error("cannot set up the sandbox: {0}")]
+    Setup(String),
+}
+
+/// Run `spec` in a new sandbox and wait for it (bounded by its limits).
+pub fn run(spec: &Spec, stdin: &[u8]) -> Result<Outcome, SandboxError> {
+    use std::process::{Command, Stdio};
+    let env = Envelope {
+        spec: spec.clone(),
+        mapping: Mapping::current(),
+    };
+    let json = serde_json::to_string(&env).map_err(|e| SandboxError::Setup(e.to_string()))?;
+    let exe = std::env::current_exe().map_err(SandboxError::Spawn)?;
+    let started = Instant::now();
+    let mut child = Command::new(exe)
+        .arg("__sandbox")
+        .env_clear()
+        .env(SPEC_ENV, json)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(SandboxError::Spawn)?;
+    let limit = spec.limits.output;
+    let reader = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut kept = Vec::new();
+            let mut dropped = 0u64;
+            let mut buf = [0u8; 64 << 10];
+            while let Ok(n) = r.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                let room = (limit as usize).saturating_sub(kept.len());
+                kept.extend_from_slice(&buf[..n.min(room)]);
+                dropped += (n - n.min(room)) as u64;
+            }
+            (kept, dropped)
+        })
+    };
+    let out = reader(Box::new(child.stdout.take().expect("piped")));
+    let err = reader(Box::new(child.stderr.take().expect("piped")));
+    if let Some(mut w) = child.stdin.take() {
+        let input = stdin.to_vec();
+        std::thread::spawn(move || {
+            let _ = std::io::Write::write_all(&mut w, &input);
+        });
+    }
+    // The helper enforces the time limit; this is the backstop should it hang itself.
+    let deadline = Duration::from_secs(spec.limits.seconds + 30);
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break s,
+            Ok(None) if started.elapsed() > deadline => {
+                let _ = child.kill();
+                break child.wait().map_err(SandboxError::Spawn)?;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => return Err(SandboxError::Spawn(e)),
+        }
+    };
+    let (stdout, d1) = out.join().unwrap_or_default();
+    let (stderr, d2) = err.join().unwrap_or_default();
+    let code = std::os::unix::process::ExitStatusExt::signal(&status)
+        .map(|s| 128 + s)
+        .or(status.code());
+    if code == Some(SETUP_FAILED) {
+        let text = String::from_utf8_lossy(&stderr);
+        if let Some(line) = text.lines().find_map(|l| l.strip_prefix(ERROR_MARK)) {
+            return Err(SandboxError::Setup(line.to_string()));
+        }
+    }
+    let timed_out = code == Some(TIMED_OUT)
+        && String::from_utf8_lossy(&stderr).contains(&format!("{ERROR_MARK}timed out"));
+    Ok(Outcome {
+        exit_code: if timed_out { None } else { code },
+        timed_out,
+        stdout,
+        stderr,
+        truncated: d1 + d2,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// `pare __sandbox`: the helper. Never returns.
+pub fn helper_main() -> ! {
+    let code = match helper() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("{ERROR_MARK}{e}");
+            SETUP_FAILED
+        }
+    };
+    std::process::exit(code)
+}
+
+fn errno(what: &str) -> impl Fn(nix::Error) -> String + '_ {
+    move |e| format!("{what}: {}", e.desc())
+}
+
+fn helper() -> Result<i32, String> {
+    let json = std::env::var(SPEC_ENV).map_err(|_| format!("{SPEC_ENV} is not set"))?;
+    let Envelope { spec, mapping } =
+        serde_json::from_str(&json).map_err(|e| format!("bad sandbox spec: {e}"))?;
+    unshare(CloneFlags::CLONE_NEWUSER).map_err(|e| {
+        format!(
+            "unshare(CLONE_NEWUSER): {}: this kernel does not let pare create a user namespace \
+             (enable it with `sysctl kernel.unprivileged_userns_clone=1`, and on Ubuntu \
+             `sysctl kernel.apparmor_restrict_unprivileged_userns=0`; inside a container, run \
+             it with a seccomp profile that allows unshare)",
+            e.desc()
+        )
+    })?;
+    let write = |p: &str, s: &str| std::fs::write(p, s).map_err(|e| format!("write {p}: {e}"));
+    match mapping {
+        Mapping::Identity => {
+            write("/proc/self/uid_map", "0 0 4294967295\n")?;
+            write("/proc/self/gid_map", "0 0 4294967295\n")?;
+        }
+        Mapping::Single {
+            outer_uid,
+            outer_gid,
+        } => {
+            write("/proc/self/setgroups", "deny")?;
+            write("/proc/self/uid_map", &format!("{} {outer_uid} 1\n", spec.uid))?;
+            write("/proc/self/gid_map", &format!("{} {outer_gid} 1\n", spec.gid))?;
+        }
+    }
+    unshare(
+        CloneFlags::CLONE_NEWNS
+            | CloneFlags::CLONE_NEWPID
+            | CloneFlags::CLONE_NEWNET
+            | CloneFlags::CLONE_NEWIPC
+            | CloneFlags::CLONE_NEWUTS,
+    )
+    .map_err(errno("unshare(mount, pid, net, ipc, uts)"))?;
+    // SAFETY: the helper is single-threaded (a fresh exec of pare that started no runtime).
+    match unsafe { fork() }.map_err(errno("fork"))? {
+        ForkResult::Child => {
+            let code = match init(&spec, mapping) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("{ERROR_MARK}{e}");
+                    SETUP_FAILED
+                }
+            };
+            std::process::exit(code)
+        }
+        ForkResult::Parent { child } => Ok(supervise(child, spec.limits.seconds)),
+    }
+}
+
+/// Wait for PID 1 of the sandbox; kill it (and so every process in it) at the time limit.
+fn supervise(child: Pid, seconds: u64) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    loop {
+        match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, code)) => return code,
+            Ok(WaitStatus::Signaled(_, sig, _)) => return 128 + sig as i32,
+            Ok(_) => {}
+            Err(_) => return SETUP_FAILED,
+        }
+        if Instant::now() >= deadline {
+            let _ = kill(child, Signal::SIGKILL);
+            let _ = waitpid(child, None);
+            eprintln!("{ERROR_MARK}timed out after {seconds}s: killed");
+            return TIMED_OUT;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn cstr(s: &str) -> Result<CString, String> {
+    CString::new(s).map_err(|_| format!("{s:?} contains NUL"))
+}
+
+/// PID 1 of the sandbox: build the root, start the program, reap, exit with its status.
+fn init(spec: &Spec, mapping: Mapping) -> Result<i32, String> {
+    let root = &spec.root;
+    let faithful = mapping == Mapping::Identity;
+    let none: Option<&str> = None;
+    mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)
+        .map_err(errno("make / private"))?;
+    mount(
+        Some(root.as_path()),
+        root.as_path(),
+        none,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        none,
+    )
+    .map_err(errno("bind the root"))?;
+    let at = |p: &str| root.join(p);
+    for d in ["proc", "dev", "tmp", "var/tmp"] {
+        let p = at(d);
+        if !std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir()) {
+            return Err(format!("/{d} is not a directory of the materialized root"));
+        }
+    }
+    mount(
+        Some("proc"),
+        &at("proc"),
+        Some("proc"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        none,
+    )
+    .map_err(errno("mount /proc"))?;
+    mount(
+        Some("tmpfs"),
+        &at("dev"),
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("mode=755,size=65536k"),
+    )
+    .map_err(errno("mount /dev"))?;
+    for d in ["null", "zero", "random", "urandom", "tty", "full"] {
+        let target = at("dev").join(d);
+        std::fs::write(&target, b"").map_err(|e| format!("/dev/{d}: {e}"))?;
+        mount(
+            Some(Path::new("/dev").join(d).as_path()),
+            &target,
+            none,
+            MsFlags::MS_BIND,
+            none,
+        )
+        .map_err(errno("bind a /dev node"))?;
+    }
+    for (l, t) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        std::os::unix::fs::symlink(t, at("dev").join(l)).map_err(|e| format!("/dev/{l}: {e}"))?;
+    }
+    std::fs::create_dir(at("dev/shm")).map_err(|e| format!("/dev/shm: {e}"))?;
+    mount(
+        Some("tmpfs"),
+        &at("dev/shm"),
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=1777,size=65536k"),
+    )
+    .map_err(errno("mount /dev/shm"))?;
+    if !faithful {
+        // Only the run user is mapped: the root is read-only but for the scratch dirs, as
+        // `readOnlyRootFilesystem` with emptyDir volumes would have it.
+        for d in ["tmp", "var/tmp"] {
+            mount(
+                Some("tmpfs"),
+                &at(d),
+                Some("tmpfs"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                Some("mode=1777,size=262144k"),
+            )
+            .map_err(errno("mount a tmpfs"))?;
+        }
+        mount(
+            none,
+            root.as_path(),
+            none,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC,
+            none,
+        )
+        .map_err(errno("make the root read-only"))?;
+    }
+    nix::unistd::chdir(root.as_path()).map_err(errno("chdir to the root"))?;
+    nix::unistd::pivot_root(".", ".").map_err(errno("pivot_root"))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(errno("detach the old root"))?;
+    nix::unistd::chdir("/").map_err(errno("chdir /"))?;
+    let _ = nix::unistd::sethostname("pare-probe");
+    loopback_up()?;
+    // Unprivileged users may bind any port, as in a container (net namespace's own sysctl).
+    let _ = std::fs::write("/proc/sys/net/ipv4/ip_unprivileged_port_start", "0");
+    let lim = &spec.limits;
+    for (r, v) in [
+        (Resource::RLIMIT_AS, lim.address_space),
+        (Resource::RLIMIT_NPROC, lim.processes),
+        (Resource::RLIMIT_FSIZE, lim.file_size),
+        (Resource::RLIMIT_CORE, 0),
+    ] {
+        setrlimit(r, v, v).map_err(errno("setrlimit"))?;
+    }
+    let program = resolve_program(spec)?;
+    let argv: Vec<CString> = spec
+        .argv
+        .iter()
+        .map(|a| cstr(a))
+        .collect::<Result<_, _>>()?;
+    let env: Vec<CString> = spec
+        .env
+        .iter()
+        .map(|a| cstr(a))
+        .collect::<Result<_, _>>()?;
+    // SAFETY: PID 1 is single-threaded too (a child of the single-threaded helper).
+    match unsafe { fork() }.map_err(errno("fork"))? {
+        ForkResult::Child => {
+            let e = become_user(spec, faithful)
+                .and_then(|()| {
+                    nix::unistd::chdir(spec.cwd.as_str())
+                        .or_else(|_| nix::unistd::chdir("/"))
+                        .map_err(errno("chdir"))
+                })
+                .and_then(|()| {
+                    nix::unistd::execve(&program, &argv, &env)
+                        .map(|_| ())
+                        .map_err(errno("exec"))
+                });
+            if let Err(e) = e {
+                eprintln!("{ERROR_MARK}{}: {e}", spec.argv.first().map_or("", |s| s));
+            }
+            std::process::exit(127)
+        }
+        ForkResult::Parent { child } => loop {
+            // Reap everything; leave when the program itself ends.
+            match waitpid(None, None) {
+                Ok(WaitStatus::Exited(p, code)) if p == child => return Ok(code),
+                Ok(WaitStatus::Signaled(p, sig, _)) if p == child => return Ok(128 + sig as i32),
+                Ok(_) => {}
+                Err(nix::Error::EINTR) => {}
+                Err(e) => return Err(format!("wait: {}", e.desc())),
+            }
+        },
+    }
+}
+
+/// argv[0] through the image's PATH, inside the new root.
+fn resolve_program(spec: &Spec) -> Result<CString, String> {
+    let arg0 = spec.argv.first().ok_or("no program to run")?;
+    if arg0.contains('/') {
+        return cstr(arg0);
+    }
+    let path = spec
+        .env
+        .iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    for dir in path.split(':').filter(|d| !d.is_empty()) {
+        let p = format!("{}/{arg0}", dir.trim_end_matches('/'));
+        if std::fs::metadata(&p).is_ok_and(|m| m.is_file()) {
+            return cstr(&p);
+        }
+    }
+    Err(format!("{arg0}: not found in PATH {path}"))
+}
+
+/// Drop to the image's user with no capabilities and no way to gain privileges.
+fn become_user(spec: &Spec, faithful: bool) -> Result<(), String> {
+    let (uid, gid) = (Uid::from_raw(spec.uid), Gid::from_raw(spec.gid));
+    if faithful {
+        nix::unistd::setgroups(&[gid]).map_err(errno("setgroups"))?;
+    }
+    nix::unistd::setgid(gid).map_err(errno("setgid"))?;
+    nix::unistd::setuid(uid).map_err(errno("setuid"))?;
+    nix::sys::prctl::set_no_new_privs().map_err(errno("no_new_privs"))?;
+    // A root run user keeps capabilities over the namespace after setuid(0): drop them all.
+    for cap in 0..64 {
+        // SAFETY: prctl with integer arguments only.
+        unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) };
+    }
+    let header = CapHeader {
+        version: 0x2008_0522,
+        pid: 0,
+    };
+    let data = [CapData::default(); 2];
+    // SAFETY: capset with a valid v3 header and two zeroed data structs.
+    let rc = unsafe { libc::syscall(libc::SYS_capset, &header, data.as_ptr()) };
+    if rc != 0 {
+        return Err(format!("capset: {}", std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// `ip link set lo up`, with the classic ioctls.
+fn loopback_up() -> Result<(), String> {
+    // SAFETY: plain socket/ioctl calls on a zeroed ifreq naming "lo".
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(format!("socket: {}", std::io::Error::last_os_error()));
+        }
+        let mut req: libc::ifreq = std::mem::zeroed();
+        for (i, b) in b"lo\0".iter().enumerate() {
+            req.ifr_name[i] = *b as libc::c_char;
+        }
+        let mut rc = libc::ioctl(fd, libc::SIOCGIFFLAGS as _, &mut req);
+        if rc == 0 {
+            req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+            rc = libc::ioctl(fd, libc::SIOCSIFFLAGS as _, &req);
+        }
+        let err = std::io::Error::last_os_error();
+        libc::close(fd);
+        if rc != 0 {
+            return Err(format!("bring lo up: {err}"));
+        }
+    }
+    Ok(())
+}
