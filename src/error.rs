@@ -64,6 +64,10 @@ pub enum Error {
         report: Box<crate::policy::CheckReport>,
     },
 
+    /// The probe sandbox could not be set up (namespaces not allowed, …).
+    #[error("{0}")]
+    Sandbox(String),
+
     #[error("{0}")]
     Other(String),
 }

@@ -1284,3 +1284,73 @@ fn dest_ref(r: &reference::RegistryRef, tagged: bool, digest: &str) -> reference
         }
     }
 }
+
+/// `pare probe`: run each probe in a sandbox of `image` (and of `against`, to compare).
+pub async fn probe_image(
+    image: &ImageRef,
+    against: Option<&ImageRef>,
+    probes: &[crate::probe::Probe],
+    expect: Option<&regex::bytes::Regex>,
+    limits: &crate::probe::Limits,
+    opts: &SourceOptions,
+    progress: &Progress,
+) -> Result<crate::probe::ProbeReport> {
+    use crate::probe::{Prepared, ProbeReport, ProbeResult, judge};
+    let prepare = |r: ImageRef| async move {
+        let loaded = load(&r, opts, progress).await?;
+        let Loaded {
+            pulled,
+            rootfs,
+            contents,
+            work,
+        } = loaded;
+        let p =
+            tokio::task::spawn_blocking(move || Prepared::new(rootfs, contents, &pulled.config))
+                .await
+                .map_err(join_err)??;
+        Ok::<_, Error>((p, work))
+    };
+    let (mut mine, _work) = prepare(image.clone()).await?;
+    let mut theirs = match against {
+        Some(a) => Some(prepare(a.clone()).await?),
+        None => None,
+    };
+    let own_cmd = [crate::probe::Probe::default()];
+    let probes = if probes.is_empty() {
+        &own_cmd[..]
+    } else {
+        probes
+    };
+    let mut results = Vec::new();
+    for probe in probes {
+        let (probe, limits, expect) = (probe.clone(), limits.clone(), expect.cloned());
+        let (m, t, result) = tokio::task::spawn_blocking(move || -> Result<_> {
+            let ours = mine.run(&probe, &limits)?;
+            let original = match theirs.as_mut() {
+                Some((t, _)) => Some(t.run(&probe, &limits)?),
+                None => None,
+            };
+            let verdict = judge(&ours, original.as_ref(), expect.as_ref());
+            let result = ProbeResult {
+                argv: mine.argv(&probe),
+                passed: verdict.is_ok(),
+                reason: verdict.err().unwrap_or_default(),
+                outcome: ours,
+                original,
+            };
+            Ok((mine, theirs, result))
+        })
+        .await
+        .map_err(join_err)??;
+        mine = m;
+        theirs = t;
+        results.push(result);
+    }
+    Ok(ProbeReport {
+        image: image.to_string(),
+        against: against.map(|a| a.to_string()),
+        passed: results.iter().all(|r| r.passed),
+        probes: results,
+        note: mine.note.clone(),
+    })
+}

@@ -23,6 +23,7 @@ pub mod ldcache;
 pub mod packages;
 pub mod plan;
 pub mod policy;
+pub mod probe;
 pub mod progress;
 pub mod reference;
 pub mod referrer;

@@ -53,6 +53,41 @@ enum Command {
     /// Harden every repository and tag under HOST/NAMESPACE; skip what is already hardened
     /// from the same source digest. Exit 1 when any image failed.
     Batch(BatchArgs),
+    /// Prove an image works: run its entrypoint with each probe's arguments in a rootless
+    /// sandbox (namespaces, no daemon); with --against, compare with the original. Exit 0 every
+    /// probe passes, 1 a probe fails or differs, 2 the probes could not run.
+    Probe(ProbeArgs),
+    /// (internal) The sandbox helper `pare probe` starts.
+    #[command(name = "__sandbox", hide = true)]
+    Sandbox,
+}
+
+#[derive(Args)]
+struct ProbeArgs {
+    /// Image to run (any transport pare reads).
+    image: String,
+    /// The original to run the same probes in: a probe passes when exit code, stdout and stderr
+    /// are the same in both.
+    #[arg(long, value_name = "ORIGINAL")]
+    against: Option<String>,
+    /// Arguments given to the entrypoint as Cmd, split like a shell would (repeatable; none:
+    /// the image's own Cmd).
+    #[arg(long = "probe", value_name = "ARGS", allow_hyphen_values = true)]
+    probes: Vec<String>,
+    /// Without --against: stdout must also match this regular expression.
+    #[arg(long, value_name = "REGEX")]
+    expect: Option<String>,
+    /// Seconds a probe may run before it is killed (and fails).
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    probe_timeout: u64,
+    /// Output format (text or json).
+    #[arg(long, value_enum, default_value = "text")]
+    format: Format,
+    #[command(flatten)]
+    source: SourceArgs,
+    /// One probe's arguments, after `--`.
+    #[arg(last = true, value_name = "ARGS")]
+    args: Vec<String>,
 }
 
 #[derive(Args)]
@@ -475,6 +510,49 @@ async fn run(cli: Cli, progress: Progress) -> anyhow::Result<Outcome> {
                 eprintln!("warning: {}", clean(w, false));
             }
         }
+        Command::Probe(a) => {
+            let image: ImageRef = a.image.parse()?;
+            let against: Option<ImageRef> = a.against.as_deref().map(str::parse).transpose()?;
+            let mut probes = a
+                .probes
+                .iter()
+                .map(|p| pare::probe::Probe::parse(p))
+                .collect::<Result<Vec<_>, _>>()?;
+            if !a.args.is_empty() {
+                probes.push(pare::probe::Probe {
+                    args: Some(a.args.clone()),
+                    stdin: Vec::new(),
+                });
+            }
+            let expect = a
+                .expect
+                .as_deref()
+                .map(regex::bytes::Regex::new)
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("--expect: {e}"))?;
+            let limits = pare::probe::Limits {
+                seconds: a.probe_timeout.max(1),
+                ..Default::default()
+            };
+            let report = harden::probe_image(
+                &image,
+                against.as_ref(),
+                &probes,
+                expect.as_ref(),
+                &limits,
+                &source_options(&a.source)?,
+                &progress,
+            )
+            .await?;
+            match a.format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+                _ => print!("{}", clean(&report.text(), true)),
+            }
+            if !report.passed {
+                return Ok(Outcome::Violations);
+            }
+        }
+        Command::Sandbox => pare::probe::sandbox::helper_main(),
         Command::Check(a) => {
             let src: ImageRef = a.image.parse()?;
             let cfg = check_config(&a.policy)?;
@@ -568,7 +646,11 @@ fn clean(s: &str, keep_newlines: bool) -> String {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let is_check = matches!(cli.command, Command::Check(_));
+    // The sandbox helper starts nothing else: the namespace calls need one thread.
+    if matches!(cli.command, Command::Sandbox) {
+        pare::probe::sandbox::helper_main();
+    }
+    let is_check = matches!(cli.command, Command::Check(_) | Command::Probe(_));
     pare::registry::set_read_timeout(std::time::Duration::from_secs(cli.timeout.max(1)));
     // Log lines go through the progress bars, so a retry warning does not break them.
     let progress = Progress::stderr(cli.quiet);

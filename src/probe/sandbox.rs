@@ -103,7 +103,7 @@ struct Envelope {
 }
 
 /// The result of one run.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Outcome {
     /// The program's exit code (128 + N for signal N), `None` when it timed out.
     pub exit_code: Option<i32>,
@@ -231,29 +231,33 @@ fn helper() -> Result<i32, String> {
     let json = std::env::var(SPEC_ENV).map_err(|_| format!("{SPEC_ENV} is not set"))?;
     let Envelope { spec, mapping } =
         serde_json::from_str(&json).map_err(|e| format!("bad sandbox spec: {e}"))?;
-    unshare(CloneFlags::CLONE_NEWUSER).map_err(|e| {
-        format!(
-            "unshare(CLONE_NEWUSER): {}: this kernel does not let pare create a user namespace \
-             (enable it with `sysctl kernel.unprivileged_userns_clone=1`, and on Ubuntu \
-             `sysctl kernel.apparmor_restrict_unprivileged_userns=0`; inside a container, run \
-             it with a seccomp profile that allows unshare)",
-            e.desc()
-        )
-    })?;
     let write = |p: &str, s: &str| std::fs::write(p, s).map_err(|e| format!("write {p}: {e}"));
-    match mapping {
-        Mapping::Identity => {
-            write("/proc/self/uid_map", "0 0 4294967295\n")?;
-            write("/proc/self/gid_map", "0 0 4294967295\n")?;
-        }
-        Mapping::Single {
-            outer_uid,
-            outer_gid,
-        } => {
-            write("/proc/self/setgroups", "deny")?;
-            write("/proc/self/uid_map", &format!("{} {outer_uid} 1\n", spec.uid))?;
-            write("/proc/self/gid_map", &format!("{} {outer_gid} 1\n", spec.gid))?;
-        }
+    if let Mapping::Single {
+        outer_uid,
+        outer_gid,
+    } = mapping
+    {
+        // An ordinary user: a user namespace where the run user is the caller. (As root no
+        // user namespace is needed: ids are the host's, one to one, and the program runs with
+        // every capability dropped.)
+        unshare(CloneFlags::CLONE_NEWUSER).map_err(|e| {
+            format!(
+                "unshare(CLONE_NEWUSER): {}: this kernel does not let pare create a user \
+                 namespace (enable it with `sysctl kernel.unprivileged_userns_clone=1`, and on \
+                 Ubuntu `sysctl kernel.apparmor_restrict_unprivileged_userns=0`; inside a \
+                 container, allow unshare in its seccomp profile)",
+                e.desc()
+            )
+        })?;
+        write("/proc/self/setgroups", "deny")?;
+        write(
+            "/proc/self/uid_map",
+            &format!("{} {outer_uid} 1\n", spec.uid),
+        )?;
+        write(
+            "/proc/self/gid_map",
+            &format!("{} {outer_gid} 1\n", spec.gid),
+        )?;
     }
     unshare(
         CloneFlags::CLONE_NEWNS
@@ -262,7 +266,13 @@ fn helper() -> Result<i32, String> {
             | CloneFlags::CLONE_NEWIPC
             | CloneFlags::CLONE_NEWUTS,
     )
-    .map_err(errno("unshare(mount, pid, net, ipc, uts)"))?;
+    .map_err(|e| {
+        format!(
+            "unshare(mount, pid, net, ipc, uts): {}: namespaces are not allowed here (inside a \
+             container, run it with CAP_SYS_ADMIN or a seccomp profile that allows unshare)",
+            e.desc()
+        )
+    })?;
     // SAFETY: the helper is single-threaded (a fresh exec of pare that started no runtime).
     match unsafe { fork() }.map_err(errno("fork"))? {
         ForkResult::Child => {
@@ -319,9 +329,9 @@ fn init(spec: &Spec, mapping: Mapping) -> Result<i32, String> {
     )
     .map_err(errno("bind the root"))?;
     let at = |p: &str| root.join(p);
-    for d in ["proc", "dev", "tmp", "var/tmp"] {
-        let p = at(d);
-        if !std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir()) {
+    let real_dir = |d: &str| std::fs::symlink_metadata(at(d)).is_ok_and(|m| m.is_dir());
+    for d in ["proc", "dev", "tmp"] {
+        if !real_dir(d) {
             return Err(format!("/{d} is not a directory of the materialized root"));
         }
     }
@@ -374,6 +384,9 @@ fn init(spec: &Spec, mapping: Mapping) -> Result<i32, String> {
         // Only the run user is mapped: the root is read-only but for the scratch dirs, as
         // `readOnlyRootFilesystem` with emptyDir volumes would have it.
         for d in ["tmp", "var/tmp"] {
+            if !real_dir(d) {
+                continue;
+            }
             mount(
                 Some("tmpfs"),
                 &at(d),
@@ -415,11 +428,7 @@ fn init(spec: &Spec, mapping: Mapping) -> Result<i32, String> {
         .iter()
         .map(|a| cstr(a))
         .collect::<Result<_, _>>()?;
-    let env: Vec<CString> = spec
-        .env
-        .iter()
-        .map(|a| cstr(a))
-        .collect::<Result<_, _>>()?;
+    let env: Vec<CString> = spec.env.iter().map(|a| cstr(a)).collect::<Result<_, _>>()?;
     // SAFETY: PID 1 is single-threaded too (a child of the single-threaded helper).
     match unsafe { fork() }.map_err(errno("fork"))? {
         ForkResult::Child => {

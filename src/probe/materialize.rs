@@ -1,0 +1,155 @@
+//! An image's merged filesystem written out as a directory tree for the sandbox, inside a temp
+//! dir pare owns. Image paths come from the merged index (normalized, never `..`); every parent
+//! is checked to be a directory pare made before anything is created under it, so nothing is
+//! ever written through a symlink of the image. Devices and FIFOs are not made; setuid and
+//! setgid bits are not kept (the sandbox sets `no_new_privs` anyway); owners are kept when pare
+//! runs as root.
+
+use std::collections::HashMap;
+use std::fs::OpenOptions;
+use std::io;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::rootfs::{Kind, Rootfs, display};
+use crate::trace::LayerContents;
+
+/// What was written, and what was not.
+#[derive(Debug, Default)]
+pub struct Materialized {
+    pub files: usize,
+    pub bytes: u64,
+    /// Entries left out, with why (a device, a path under one of the image's symlinks).
+    pub skipped: Vec<String>,
+}
+
+/// Directories the sandbox mounts over: made empty and real whatever the image has there.
+const MOUNT_POINTS: &[(&str, u32)] = &[("proc", 0o555), ("dev", 0o755), ("tmp", 0o1777)];
+
+fn io_err(p: &Path) -> impl Fn(io::Error) -> Error + '_ {
+    move |e| Error::io(p, e)
+}
+
+/// Whether `dir` (a path under `root`) is a directory pare made: every component from `root`
+/// down is a real directory, not a symlink.
+fn real_dir(root: &Path, rel: &str) -> bool {
+    let mut p = root.to_path_buf();
+    for c in rel.split('/').filter(|c| !c.is_empty()) {
+        p.push(c);
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.is_dir() => {}
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// Write `fs` under `root` (an empty directory).
+pub fn materialize(
+    fs: &Rootfs,
+    contents: &mut LayerContents,
+    root: &Path,
+    chown: bool,
+) -> Result<Materialized> {
+    use crate::trace::Contents as _;
+    let files: Vec<String> = fs
+        .nodes
+        .iter()
+        .filter(|(_, n)| matches!(n.kind, Kind::File { .. }))
+        .map(|(p, _)| p.clone())
+        .collect();
+    contents.prefetch(fs, &files)?;
+    let mut out = Materialized::default();
+    let mut links: HashMap<(usize, u64), PathBuf> = HashMap::new();
+    let mut dir_modes: Vec<(PathBuf, u32)> = Vec::new();
+    for (path, node) in &fs.nodes {
+        if path.is_empty() {
+            continue;
+        }
+        let top = path.split('/').next().unwrap_or("");
+        if MOUNT_POINTS.iter().any(|(m, _)| *m == top) && top != "tmp" {
+            continue;
+        }
+        let parent = match path.rsplit_once('/') {
+            Some((p, _)) => p,
+            None => "",
+        };
+        if !real_dir(root, parent) {
+            out.skipped
+                .push(format!("{}: under a symlink or a file", display(path)));
+            continue;
+        }
+        let host = root.join(path);
+        let mode = node.mode & 0o1777;
+        match &node.kind {
+            Kind::Dir => {
+                match std::fs::create_dir(&host) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(Error::io(&host, e)),
+                }
+                // Writable by pare until every child is in; the image's mode afterwards.
+                std::fs::set_permissions(&host, std::fs::Permissions::from_mode(0o700))
+                    .map_err(io_err(&host))?;
+                dir_modes.push((host.clone(), mode));
+            }
+            Kind::File { layer, entry, .. } => {
+                if let Some(first) = links.get(&(*layer, *entry)) {
+                    std::fs::hard_link(first, &host).map_err(io_err(&host))?;
+                } else {
+                    let local = contents.local(fs, path)?;
+                    let mut src = local.open().map_err(io_err(&local.path))?;
+                    let mut f = OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .custom_flags(libc::O_NOFOLLOW)
+                        .mode(0o600)
+                        .open(&host)
+                        .map_err(io_err(&host))?;
+                    out.bytes += io::copy(&mut src, &mut f).map_err(io_err(&host))?;
+                    std::fs::set_permissions(&host, std::fs::Permissions::from_mode(mode & 0o777))
+                        .map_err(io_err(&host))?;
+                    links.insert((*layer, *entry), host.clone());
+                    out.files += 1;
+                }
+            }
+            Kind::Symlink(target) => {
+                std::os::unix::fs::symlink(target, &host).map_err(io_err(&host))?;
+            }
+            Kind::Device | Kind::Fifo => {
+                out.skipped
+                    .push(format!("{}: device or FIFO, not made", display(path)));
+                continue;
+            }
+        }
+        if chown {
+            let (uid, gid) = (
+                node.uid.min(u32::MAX as u64) as u32,
+                node.gid.min(u32::MAX as u64) as u32,
+            );
+            std::os::unix::fs::lchown(&host, Some(uid), Some(gid)).map_err(io_err(&host))?;
+        }
+    }
+    for (m, mode) in MOUNT_POINTS {
+        let host = root.join(m);
+        match std::fs::symlink_metadata(&host) {
+            Ok(md) if md.is_dir() => {}
+            Ok(_) => {
+                std::fs::remove_file(&host).map_err(io_err(&host))?;
+                std::fs::create_dir(&host).map_err(io_err(&host))?;
+            }
+            Err(_) => std::fs::create_dir(&host).map_err(io_err(&host))?,
+        }
+        // The image's own /tmp keeps its mode.
+        if *m != "tmp" || !fs.nodes.get("tmp").is_some_and(|n| n.is_dir()) {
+            dir_modes.push((host, *mode));
+        }
+    }
+    // Children first, so a read-only directory does not stop pare setting its children.
+    for (host, mode) in dir_modes.into_iter().rev() {
+        std::fs::set_permissions(&host, std::fs::Permissions::from_mode(mode))
+            .map_err(io_err(&host))?;
+    }
+    Ok(out)
+}

@@ -1,0 +1,420 @@
+//! `pare probe`: prove an image works by running its entrypoint, with each probe's arguments as
+//! its Cmd, in a rootless sandbox ([`sandbox`]) built from pare's merged view of the image
+//! ([`materialize`]); with an original to compare against, a probe passes when both give the
+//! same exit code and output.
+
+pub mod materialize;
+pub mod sandbox;
+
+use crate::error::{Error, Result};
+use crate::rootfs::Rootfs;
+use crate::trace::{Contents, LayerContents, RunConfig};
+
+pub use sandbox::{Limits, Outcome};
+
+/// One probe: the arguments given as Cmd (`None`: the image's own Cmd).
+#[derive(Debug, Clone, Default)]
+pub struct Probe {
+    pub args: Option<Vec<String>>,
+    /// stdin bytes.
+    pub stdin: Vec<u8>,
+}
+
+impl Probe {
+    /// `ARGS` as a shell would split it (quotes and backslashes; no expansion).
+    pub fn parse(args: &str) -> Result<Probe> {
+        Ok(Probe {
+            args: Some(split(args)?),
+            stdin: Vec::new(),
+        })
+    }
+
+    pub fn describe(&self) -> String {
+        match &self.args {
+            Some(a) => a.join(" "),
+            None => "(the image's Cmd)".into(),
+        }
+    }
+}
+
+/// Split a probe's `ARGS` like a shell (single and double quotes, backslash escapes).
+pub fn split(s: &str) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut any = false;
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' => {
+                any = true;
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(c) => cur.push(c),
+                        None => return Err(Error::Usage(format!("probe {s:?}: unterminated '"))),
+                    }
+                }
+            }
+            '"' => {
+                any = true;
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some('\\') => match chars.next() {
+                            Some(c @ ('"' | '\\' | '$' | '`')) => cur.push(c),
+                            Some(c) => {
+                                cur.push('\\');
+                                cur.push(c);
+                            }
+                            None => {
+                                return Err(Error::Usage(format!("probe {s:?}: unterminated \"")));
+                            }
+                        },
+                        Some(c) => cur.push(c),
+                        None => return Err(Error::Usage(format!("probe {s:?}: unterminated \""))),
+                    }
+                }
+            }
+            '\\' => {
+                any = true;
+                if let Some(c) = chars.next() {
+                    cur.push(c);
+                }
+            }
+            c if c.is_whitespace() => {
+                if any {
+                    out.push(std::mem::take(&mut cur));
+                    any = false;
+                }
+            }
+            c => {
+                any = true;
+                cur.push(c);
+            }
+        }
+    }
+    if any {
+        out.push(cur);
+    }
+    Ok(out)
+}
+
+/// An image ready to run probes in: its config, its run user, and its filesystem.
+pub struct Prepared {
+    pub run: RunConfig,
+    pub uid: u32,
+    pub gid: u32,
+    /// A line saying what the sandbox cannot reproduce here (ownership when not root).
+    pub note: Option<String>,
+    fs: Rootfs,
+    contents: LayerContents,
+}
+
+impl Prepared {
+    pub fn new(
+        fs: Rootfs,
+        mut contents: LayerContents,
+        config: &serde_json::Value,
+    ) -> Result<Self> {
+        let run = RunConfig::from_config(config);
+        let user = config
+            .get("config")
+            .and_then(|c| c.get("User"))
+            .and_then(|u| u.as_str())
+            .unwrap_or("");
+        let (uid, gid) = run_user(&fs, &mut contents, user)?;
+        let note = (!nix::unistd::Uid::effective().is_root()).then(|| {
+            "not running as root: only the run user is mapped, so file ownership is not faithful (the root is read-only but for /tmp)".to_string()
+        });
+        Ok(Prepared {
+            run,
+            uid,
+            gid,
+            note,
+            fs,
+            contents,
+        })
+    }
+
+    /// The argv a probe runs.
+    pub fn argv(&self, probe: &Probe) -> Vec<String> {
+        let mut argv = self.run.entrypoint.clone();
+        argv.extend(probe.args.clone().unwrap_or_else(|| self.run.cmd.clone()));
+        argv
+    }
+
+    /// Run one probe in a fresh copy of the filesystem.
+    pub fn run(&mut self, probe: &Probe, limits: &Limits) -> Result<Outcome> {
+        let argv = self.argv(probe);
+        if argv.is_empty() {
+            return Err(Error::Usage(
+                "the image has no Entrypoint or Cmd, and the probe gives no arguments".into(),
+            ));
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("pare-probe-")
+            .tempdir()
+            .map_err(|e| Error::io(std::env::temp_dir(), e))?;
+        let root = dir.path().join("root");
+        std::fs::create_dir(&root).map_err(|e| Error::io(&root, e))?;
+        // Reachable by the run user, whatever pare's umask.
+        std::fs::set_permissions(
+            dir.path(),
+            <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755),
+        )
+        .map_err(|e| Error::io(dir.path(), e))?;
+        let root_owner = nix::unistd::Uid::effective().is_root();
+        materialize::materialize(&self.fs, &mut self.contents, &root, root_owner)?;
+        let spec = sandbox::Spec {
+            root: root.clone(),
+            argv,
+            env: self.run.env.clone(),
+            cwd: if self.run.workdir.is_empty() {
+                "/".into()
+            } else {
+                self.run.workdir.clone()
+            },
+            uid: self.uid,
+            gid: self.gid,
+            limits: limits.clone(),
+        };
+        let outcome = sandbox::run(&spec, &probe.stdin).map_err(|e| Error::Sandbox(e.to_string()));
+        // The run may have left read-only directories: make them removable.
+        let _ = make_removable(&root);
+        outcome
+    }
+}
+
+fn make_removable(root: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for e in std::fs::read_dir(root)?.flatten() {
+        let p = e.path();
+        if let Ok(m) = std::fs::symlink_metadata(&p)
+            && m.is_dir()
+        {
+            let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700));
+            let _ = make_removable(&p);
+        }
+    }
+    Ok(())
+}
+
+/// The image's `User` as uid and gid, through its /etc/passwd and /etc/group as a container
+/// runtime reads them (a name must be there; a number need not; no group: the user's, else 0).
+fn run_user(fs: &Rootfs, contents: &mut LayerContents, user: &str) -> Result<(u32, u32)> {
+    let read = |contents: &mut LayerContents, p: &str| -> Option<String> {
+        let r = fs.resolve(p, true).ok()?;
+        if !matches!(fs.get(&r.path)?.kind, crate::rootfs::Kind::File { .. }) {
+            return None;
+        }
+        Some(String::from_utf8_lossy(&contents.read(fs, &r.path, 4 << 20).ok()?).into_owned())
+    };
+    let (u, g) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    let passwd = read(contents, "/etc/passwd").unwrap_or_default();
+    let entry = |name_or_id: &str| {
+        passwd.lines().find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.len() >= 4 && (f[0] == name_or_id || f[2] == name_or_id))
+                .then(|| (f[2].parse::<u32>().ok(), f[3].parse::<u32>().ok()))
+        })
+    };
+    let (uid, user_gid) = if u.is_empty() {
+        (0, Some(0))
+    } else if let Ok(n) = u.parse::<u32>() {
+        (n, entry(u).and_then(|e| e.1))
+    } else {
+        match entry(u) {
+            Some((Some(uid), gid)) => (uid, gid),
+            _ => {
+                return Err(Error::Usage(format!(
+                    "the image's User {u:?} is not in its /etc/passwd"
+                )));
+            }
+        }
+    };
+    let gid = match g {
+        None => user_gid.unwrap_or(0),
+        Some(g) => match g.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => {
+                let group = read(contents, "/etc/group").unwrap_or_default();
+                group
+                    .lines()
+                    .find_map(|l| {
+                        let f: Vec<&str> = l.split(':').collect();
+                        (f.len() >= 3 && f[0] == g).then(|| f[2].parse::<u32>().ok())?
+                    })
+                    .ok_or_else(|| {
+                        Error::Usage(format!("the image's group {g:?} is not in its /etc/group"))
+                    })?
+            }
+        },
+    };
+    Ok((uid, gid))
+}
+
+/// One probe's result, and the original's when compared.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ProbeResult {
+    pub argv: Vec<String>,
+    pub passed: bool,
+    /// Why it failed (empty when it passed).
+    pub reason: String,
+    pub outcome: Outcome,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub original: Option<Outcome>,
+}
+
+/// What `pare probe` found.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ProbeReport {
+    pub image: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub against: Option<String>,
+    pub passed: bool,
+    pub probes: Vec<ProbeResult>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+impl ProbeReport {
+    /// One line per probe; both outputs of a failed one.
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        if let Some(n) = &self.note {
+            out.push_str(&format!("note: {n}\n"));
+        }
+        for p in &self.probes {
+            let argv = p.argv.join(" ");
+            if p.passed {
+                out.push_str(&format!(
+                    "PASS  {argv}  (exit {}, {:.2}s)\n",
+                    code(&p.outcome),
+                    p.outcome.seconds
+                ));
+                continue;
+            }
+            out.push_str(&format!("FAIL  {argv}: {}\n", p.reason));
+            let show = |out: &mut String, who: &str, o: &Outcome| {
+                out.push_str(&format!("  {who}: exit {}\n", code(o)));
+                for (name, b) in [("stdout", &o.stdout), ("stderr", &o.stderr)] {
+                    let t = String::from_utf8_lossy(b);
+                    let t: String = t.chars().take(2000).collect();
+                    if !t.trim().is_empty() {
+                        out.push_str(&format!("  {who} {name}:\n"));
+                        for l in t.lines().take(20) {
+                            out.push_str(&format!("    | {l}\n"));
+                        }
+                    }
+                }
+            };
+            show(&mut out, "image", &p.outcome);
+            if let Some(o) = &p.original {
+                show(&mut out, "original", o);
+            }
+        }
+        let failed = self.probes.iter().filter(|p| !p.passed).count();
+        out.push_str(&format!(
+            "{}: {} of {} probes passed\n",
+            self.image,
+            self.probes.len() - failed,
+            self.probes.len()
+        ));
+        out
+    }
+}
+
+/// Whether a probe passed: alone, it must exit 0 (and match `expect`); against an original,
+/// the exit code, stdout and stderr must be the same. The reason when it did not.
+pub fn judge(
+    ours: &Outcome,
+    original: Option<&Outcome>,
+    expect: Option<&regex::bytes::Regex>,
+) -> std::result::Result<(), String> {
+    if ours.timed_out {
+        return Err("timed out".into());
+    }
+    if let Some(o) = original {
+        if o.timed_out {
+            return Err("the original timed out".into());
+        }
+        if o.exit_code != ours.exit_code {
+            return Err(format!(
+                "exit code {} here, {} in the original",
+                code(ours),
+                code(o)
+            ));
+        }
+        if o.stdout != ours.stdout {
+            return Err("stdout differs from the original's".into());
+        }
+        if o.stderr != ours.stderr {
+            return Err("stderr differs from the original's".into());
+        }
+    } else if ours.exit_code != Some(0) {
+        return Err(format!("exit code {}", code(ours)));
+    }
+    if let Some(re) = expect
+        && !re.is_match(&ours.stdout)
+    {
+        return Err(format!("stdout does not match {:?}", re.as_str()));
+    }
+    Ok(())
+}
+
+fn code(o: &Outcome) -> String {
+    o.exit_code.map_or("none".into(), |c| c.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_arguments_split_like_a_shell() {
+        assert_eq!(split("-n '1 + 1'").unwrap(), vec!["-n", "1 + 1"]);
+        assert_eq!(
+            split(r#"a "b \"c\"" d\ e ''"#).unwrap(),
+            vec!["a", "b \"c\"", "d e", ""]
+        );
+        assert!(split("'open").is_err());
+        assert!(split("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn judging_alone_and_against_an_original() {
+        let ok = Outcome {
+            exit_code: Some(0),
+            stdout: b"2\n".to_vec(),
+            ..Default::default()
+        };
+        assert!(judge(&ok, None, None).is_ok());
+        let re = regex::bytes::Regex::new("^2").unwrap();
+        assert!(judge(&ok, None, Some(&re)).is_ok());
+        let re = regex::bytes::Regex::new("^3").unwrap();
+        assert!(judge(&ok, None, Some(&re)).is_err());
+        let broken = Outcome {
+            exit_code: Some(127),
+            stderr: b"error while loading shared libraries".to_vec(),
+            ..Default::default()
+        };
+        assert!(judge(&broken, None, None).is_err());
+        assert!(
+            judge(&broken, Some(&ok), None)
+                .unwrap_err()
+                .contains("exit code 127")
+        );
+        let other = Outcome {
+            stdout: b"3\n".to_vec(),
+            ..ok.clone()
+        };
+        assert!(
+            judge(&other, Some(&ok), None)
+                .unwrap_err()
+                .contains("stdout")
+        );
+    }
+}
