@@ -59,7 +59,7 @@ enum Command {
     Probe(ProbeArgs),
     /// (internal) The sandbox helper `pare probe` starts.
     #[command(name = "__sandbox", hide = true)]
-    Sandbox,
+    Sandbox { spec: PathBuf },
 }
 
 #[derive(Args)]
@@ -552,7 +552,7 @@ async fn run(cli: Cli, progress: Progress) -> anyhow::Result<Outcome> {
                 return Ok(Outcome::Violations);
             }
         }
-        Command::Sandbox => pare::probe::sandbox::helper_main(),
+        Command::Sandbox { spec } => pare::probe::sandbox::helper_main(&spec),
         Command::Check(a) => {
             let src: ImageRef = a.image.parse()?;
             let cfg = check_config(&a.policy)?;
@@ -647,8 +647,8 @@ fn clean(s: &str, keep_newlines: bool) -> String {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The sandbox helper starts nothing else: the namespace calls need one thread.
-    if matches!(cli.command, Command::Sandbox) {
-        pare::probe::sandbox::helper_main();
+    if let Command::Sandbox { spec } = &cli.command {
+        pare::probe::sandbox::helper_main(spec);
     }
     let is_check = matches!(cli.command, Command::Check(_) | Command::Probe(_));
     pare::registry::set_read_timeout(std::time::Duration::from_secs(cli.timeout.max(1)));

@@ -26,8 +26,6 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Gid, Pid, Uid, fork};
 use serde::{Deserialize, Serialize};
 
-/// The environment variable that carries the [`Spec`] to the helper.
-pub const SPEC_ENV: &str = "PARE_SANDBOX_SPEC";
 /// Exit status of the helper when the sandbox could not be set up (its stderr says why).
 pub const SETUP_FAILED: i32 = 125;
 /// Exit status when the time limit killed the program.
@@ -138,18 +136,32 @@ pub fn run(spec: &Spec, stdin: &[u8]) -> Result<Outcome, SandboxError> {
         spec: spec.clone(),
         mapping: Mapping::current(),
     };
-    let json = serde_json::to_string(&env).map_err(|e| SandboxError::Setup(e.to_string()))?;
+    let json = serde_json::to_vec(&env).map_err(|e| SandboxError::Setup(e.to_string()))?;
+    // The spec goes in a file only pare can read (the helper removes it), not in the
+    // environment, which the sandboxed program could read from /proc/1/environ.
+    let mut file = tempfile::Builder::new()
+        .prefix("pare-sandbox-")
+        .tempfile()
+        .map_err(SandboxError::Spawn)?;
+    std::io::Write::write_all(&mut file, &json).map_err(SandboxError::Spawn)?;
+    let (_, spec_path) = file.keep().map_err(|e| SandboxError::Spawn(e.error))?;
     let exe = std::env::current_exe().map_err(SandboxError::Spawn)?;
     let started = Instant::now();
-    let mut child = Command::new(exe)
+    let spawned = Command::new(exe)
         .arg("__sandbox")
+        .arg(&spec_path)
         .env_clear()
-        .env(SPEC_ENV, json)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
-        .map_err(SandboxError::Spawn)?;
+        .spawn();
+    let mut child = match spawned {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = std::fs::remove_file(&spec_path);
+            return Err(SandboxError::Spawn(e));
+        }
+    };
     let limit = spec.limits.output;
     let reader = |mut r: Box<dyn Read + Send>| {
         std::thread::spawn(move || {
@@ -188,6 +200,8 @@ pub fn run(spec: &Spec, stdin: &[u8]) -> Result<Outcome, SandboxError> {
             Err(e) => return Err(SandboxError::Spawn(e)),
         }
     };
+    // The helper removed it, unless it died first.
+    let _ = std::fs::remove_file(&spec_path);
     let (stdout, d1) = out.join().unwrap_or_default();
     let (stderr, d2) = err.join().unwrap_or_default();
     let code = std::os::unix::process::ExitStatusExt::signal(&status)
@@ -211,9 +225,9 @@ pub fn run(spec: &Spec, stdin: &[u8]) -> Result<Outcome, SandboxError> {
     })
 }
 
-/// `pare __sandbox`: the helper. Never returns.
-pub fn helper_main() -> ! {
-    let code = match helper() {
+/// `pare __sandbox SPEC_FILE`: the helper. Never returns.
+pub fn helper_main(spec: &Path) -> ! {
+    let code = match helper(spec) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("{ERROR_MARK}{e}");
@@ -227,10 +241,11 @@ fn errno(what: &str) -> impl Fn(nix::Error) -> String + '_ {
     move |e| format!("{what}: {}", e.desc())
 }
 
-fn helper() -> Result<i32, String> {
-    let json = std::env::var(SPEC_ENV).map_err(|_| format!("{SPEC_ENV} is not set"))?;
+fn helper(spec_file: &Path) -> Result<i32, String> {
+    let json = std::fs::read(spec_file).map_err(|e| format!("{}: {e}", spec_file.display()))?;
+    let _ = std::fs::remove_file(spec_file);
     let Envelope { spec, mapping } =
-        serde_json::from_str(&json).map_err(|e| format!("bad sandbox spec: {e}"))?;
+        serde_json::from_slice(&json).map_err(|e| format!("bad sandbox spec: {e}"))?;
     let write = |p: &str, s: &str| std::fs::write(p, s).map_err(|e| format!("write {p}: {e}"));
     if let Mapping::Single {
         outer_uid,

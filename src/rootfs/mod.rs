@@ -443,6 +443,10 @@ pub struct Rootfs {
     cache: Option<Arc<LayerCache>>,
     /// Each layer's files captured during the merge pass.
     captured: Vec<Arc<Captured>>,
+    /// Layers whose parse (and captures) another image of the process made.
+    reused: Vec<bool>,
+    /// Layers that served a file from those captures.
+    served: Vec<std::sync::atomic::AtomicBool>,
     /// How many bytes were inflated for this image, and the reads after the merge.
     pub inflated: Inflated,
 }
@@ -501,6 +505,8 @@ impl Rootfs {
             written: HashMap::new(),
             cache: None,
             captured: Vec::new(),
+            reused: Vec::new(),
+            served: Vec::new(),
             inflated: Inflated::default(),
         };
         fs.nodes.insert(String::new(), dir_node(0o755, 0));
@@ -563,6 +569,9 @@ impl Rootfs {
             (_, cap) => cap.clone(),
         };
         let inflated = AtomicU64::new(0);
+        // Which layers this merge parsed (the others' parses came from another image).
+        let fresh: Vec<std::sync::atomic::AtomicBool> =
+            layers.iter().map(|_| Default::default()).collect();
         let layers_ref = &layers;
         let parse_one = |i: usize| -> Result<Arc<ParsedLayer>> {
             let layer = &layers_ref[i];
@@ -582,6 +591,7 @@ impl Rootfs {
                     ParsedLayer::parse_capturing(i, read_ahead(open_blob(layer)?), capture.clone())
                         .map_err(malformed)?;
                 inflated.fetch_add(p.size, Ordering::Relaxed);
+                fresh[i].store(true, Ordering::Relaxed);
                 Ok(p)
             };
             match &opts.cache {
@@ -676,6 +686,8 @@ impl Rootfs {
             })?;
         }
         fs.layers = layers;
+        fs.reused = fresh.iter().map(|f| !f.load(Ordering::Relaxed)).collect();
+        fs.served = fresh.iter().map(|_| Default::default()).collect();
         fs.cache = opts.cache;
         fs.inflated
             .merge_bytes
@@ -1143,6 +1155,7 @@ impl Rootfs {
                     None => true,
                 });
                 if want.is_empty() {
+                    self.note_served(layer);
                     continue;
                 }
             }
@@ -1262,8 +1275,26 @@ impl Rootfs {
     /// Where the merge pass captured the bytes of a regular file (canonical path), if it did.
     pub fn captured_local(&self, path: &str) -> Option<Local> {
         match self.nodes.get(path)?.kind {
-            Kind::File { layer, entry, .. } => self.captured.get(layer)?.files.get(&entry).cloned(),
+            Kind::File { layer, entry, .. } => {
+                let l = self.captured.get(layer)?.files.get(&entry).cloned()?;
+                self.note_served(layer);
+                Some(l)
+            }
             _ => None,
+        }
+    }
+
+    /// A layer served files from captures another image's pass made: a read avoided (counted
+    /// once per layer, for the batch summary).
+    fn note_served(&self, layer: usize) {
+        if let Some(cache) = &self.cache
+            && self.reused.get(layer) == Some(&true)
+            && self
+                .served
+                .get(layer)
+                .is_some_and(|s| !s.swap(true, Ordering::Relaxed))
+        {
+            cache.read_hits.fetch_add(1, Ordering::Relaxed);
         }
     }
 }

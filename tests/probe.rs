@@ -1,0 +1,252 @@
+//! `pare probe`: the hardened image's entrypoint run in pare's rootless sandbox, alone and
+//! against the original; and what the sandbox keeps in (the host's processes, files, network,
+//! process count and time). Runs as root and, through `setpriv`, as an ordinary user (SKIP with
+//! the reason where the kernel forbids user namespaces).
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::*;
+use serde_json::Value;
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("run pare")
+}
+
+fn jq_image() -> ImageSpec {
+    ImageSpec::new(vec![usrmerge_base_layer(), jq_app_layer()])
+        .with_entrypoint(&["/usr/bin/jq"])
+        .with_cmd(&["-n", "1+1"])
+}
+
+fn report(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("probe JSON: {e}\n{}", describe_output(out)))
+}
+
+/// Run pare as an ordinary user (uid/gid 65534) with `setpriv`, from a copy of the binary it
+/// can execute; `None` (with the reason printed) where that cannot work here.
+fn as_user(args: &[&str]) -> Option<Output> {
+    if !is_root() {
+        eprintln!("SKIP: not root: cannot switch to another user for the unprivileged run");
+        return None;
+    }
+    let Some(setpriv) = find_tool("setpriv") else {
+        eprintln!("SKIP: setpriv (util-linux) is not installed");
+        return None;
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("pare-user-")
+        .tempdir()
+        .unwrap();
+    let bin = dir.path().join("pare");
+    std::fs::copy(env!("CARGO_BIN_EXE_pare"), &bin).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = Command::new(setpriv)
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&bin)
+        .args(args)
+        .env("TMPDIR", "/tmp")
+        .env("HOME", "/tmp")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    if out.status.code() == Some(2) && err.contains("namespace") {
+        eprintln!("SKIP: {}", err.trim());
+        return None;
+    }
+    Some(out)
+}
+
+#[test]
+fn a_hardened_image_passes_and_a_broken_one_fails_with_both_outputs() {
+    let reg = Registry::start();
+    let src = reg.image("probe/jq:1");
+    build_and_push(&jq_image(), &src, None);
+    let hard = reg.image("probe/jq:1-hardened");
+    let out = run(pare().args(["-q", "harden", "--no-sbom", &src]));
+    assert!(out.status.success(), "{}", describe_output(&out));
+
+    let json_probe = r#"-c -n {"a":[1,2,3]}|.a|add"#;
+    let out = run(pare().args([
+        "-q", "probe", &hard, "--probe", json_probe, "--format", "json",
+    ]));
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let r = report(&out);
+    assert_eq!(r["passed"], true, "{r}");
+    assert_eq!(r["probes"][0]["outcome"]["stdout"], "6\n", "{r}");
+    // Against the original, with the image's own Cmd too.
+    let out = run(pare().args([
+        "-q",
+        "probe",
+        &hard,
+        "--against",
+        &src,
+        "--probe",
+        json_probe,
+        "--probe",
+        "-n 1+1",
+    ]));
+    assert!(out.status.success(), "{}", describe_output(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("2 of 2 probes passed"));
+
+    // A hardened image missing a library jq needs (hidden by a top layer of its source and
+    // hardened with --allow-missing): the probe fails, and shows both runs.
+    let libjq = std::fs::canonicalize("/usr/lib/x86_64-linux-gnu/libjq.so.1")
+        .or_else(|_| std::fs::canonicalize("/usr/lib/aarch64-linux-gnu/libjq.so.1"))
+        .expect("libjq on this machine");
+    let broken_src = reg.image("probe/broken:1");
+    let spec = jq_image().with_layer(Layer::new().whiteout(libjq.to_str().unwrap()));
+    build_and_push(&spec, &broken_src, None);
+    let broken = reg.image("probe/broken:1-hardened");
+    let out = run(pare().args(["-q", "harden", "--no-sbom", "--allow-missing", &broken_src]));
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let out = run(pare().args([
+        "-q",
+        "probe",
+        &broken,
+        "--against",
+        &src,
+        "--probe",
+        "-n 1+1",
+    ]));
+    assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("FAIL"), "{text}");
+    assert!(text.contains("exit 127"), "{text}");
+    assert!(
+        text.contains("libjq"),
+        "the loader's error is shown: {text}"
+    );
+    assert!(text.contains("original: exit 0"), "{text}");
+    assert!(
+        text.contains("| 2"),
+        "the original's stdout is shown: {text}"
+    );
+
+    // The same as an ordinary user.
+    if let Some(out) = as_user(&[
+        "-q", "probe", &hard, "--probe", json_probe, "--format", "json",
+    ]) {
+        assert!(out.status.success(), "{}", describe_output(&out));
+        let r = report(&out);
+        assert_eq!(r["probes"][0]["outcome"]["stdout"], "6\n", "{r}");
+        assert!(
+            r["note"].as_str().unwrap_or("").contains("not faithful"),
+            "{r}"
+        );
+        let out = as_user(&["-q", "probe", &broken, "--probe", "-n 1+1"]).unwrap();
+        assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
+    }
+}
+
+/// A shell image (busybox) running as 65532, for the containment checks.
+fn shell_image(marker: &str) -> ImageSpec {
+    ImageSpec::new(vec![
+        usrmerge_base_layer()
+            .symlink("/escape", marker)
+            .dir("/data", 0o755),
+    ])
+    .with_entrypoint(&["/usr/bin/busybox", "sh", "-c"])
+    .with_cmd(&["true"])
+    .with_user("65532:65532")
+}
+
+#[test]
+fn the_sandbox_keeps_the_program_in() {
+    if !is_root() {
+        eprintln!("SKIP: not root: ownership checks need the one-to-one id mapping");
+        return;
+    }
+    let reg = Registry::start();
+    let marker = format!("/tmp/pare-host-marker-{}", std::process::id());
+    let _ = std::fs::remove_file(&marker);
+    let img = reg.image("probe/sh:1");
+    build_and_push(&shell_image(&marker), &img, None);
+    let probe = |script: &str, timeout: &str| {
+        let out = run(pare()
+            .args([
+                "-q",
+                "probe",
+                &img,
+                "--format",
+                "json",
+                "--probe-timeout",
+                timeout,
+                "--probe",
+            ])
+            .arg(format!("'{}'", script.replace('\'', "'\\''")))
+            .env("PARE_TEST_SECRET", "host-secret-value"));
+        assert!(
+            matches!(out.status.code(), Some(0 | 1)),
+            "{}",
+            describe_output(&out)
+        );
+        let r = report(&out);
+        r["probes"][0].clone()
+    };
+    // A write as 65532 into root-owned /data fails with the permission error.
+    let p = probe("echo x > /data/f", "20");
+    assert_eq!(p["passed"], false, "{p}");
+    assert!(
+        p["outcome"]["stderr"]
+            .as_str()
+            .unwrap()
+            .contains("Permission denied"),
+        "{p}"
+    );
+    // The host's processes are not visible: PID 1 is the sandbox's, and nothing of the
+    // host's environment is there.
+    let p = probe(
+        "ls /proc | grep -c '^[0-9]' ; cat /proc/1/environ; cat /proc/1/cmdline",
+        "20",
+    );
+    let out = p["outcome"]["stdout"].as_str().unwrap();
+    let pids: u32 = out
+        .lines()
+        .next()
+        .unwrap_or("99")
+        .trim()
+        .parse()
+        .unwrap_or(99);
+    assert!(pids <= 5, "{pids} processes visible: {p}");
+    assert!(!out.contains("host-secret-value") && !format!("{p}").contains("host-secret-value"));
+    // A write through a symlink to a host path lands inside the sandbox.
+    let p = probe("echo escaped > /escape; cat /escape", "20");
+    assert!(
+        !std::path::Path::new(&marker).exists(),
+        "the write reached the host: {p}"
+    );
+    // Only the loopback interface.
+    let p = probe("cat /proc/net/dev", "20");
+    let dev = p["outcome"]["stdout"].as_str().unwrap();
+    let ifaces: Vec<&str> = dev
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split(':').next())
+        .map(str::trim)
+        .collect();
+    assert_eq!(ifaces, vec!["lo"], "{dev}");
+    // A fork bomb hits the process limit and dies with the sandbox at the time limit.
+    let t = std::time::Instant::now();
+    let p = probe("f() { f | f & }; f; while :; do :; done", "3");
+    assert_eq!(p["outcome"]["timed_out"], true, "{p}");
+    assert!(t.elapsed().as_secs() < 20);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let left = Command::new("pgrep")
+        .args(["-u", "65532"])
+        .output()
+        .unwrap();
+    assert!(
+        left.stdout.is_empty(),
+        "processes of 65532 left on the host: {left:?}"
+    );
+    // A program that never ends is killed at the time limit.
+    let t = std::time::Instant::now();
+    let p = probe("sleep 1000", "2");
+    assert_eq!(p["outcome"]["timed_out"], true, "{p}");
+    assert!(t.elapsed().as_secs() < 15, "{:?}", t.elapsed());
+}
