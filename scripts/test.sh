@@ -19,7 +19,9 @@ command -v musl-gcc >/dev/null || need+=(musl-tools)
 command -v readelf >/dev/null || need+=(binutils)
 command -v python3 >/dev/null || need+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
-command -v unshare >/dev/null || need+=(util-linux)
+{ command -v unshare >/dev/null && command -v setpriv >/dev/null; } || need+=(util-linux)
+# The probe tests look for processes left behind with pgrep.
+command -v pgrep >/dev/null || need+=(procps)
 [ -f /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
 # The acceptance tests (tests/works.rs) trace workloads with strace, make a CA with openssl and
 # build a jar with javac and jar.
