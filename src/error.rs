@@ -64,6 +64,12 @@ pub enum Error {
         report: Box<crate::policy::CheckReport>,
     },
 
+    #[error("refusing to write {dest}: {} of {} probes behave differently in the hardened image", .report.probes.iter().filter(|p| !p.passed).count(), .report.probes.len())]
+    ProbeFailed {
+        dest: String,
+        report: Box<crate::probe::ProbeReport>,
+    },
+
     /// The probe sandbox could not be set up (namespaces not allowed, …).
     #[error("{0}")]
     Sandbox(String),

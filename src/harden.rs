@@ -49,6 +49,10 @@ pub struct HardenOptions {
     pub push_log: Option<std::sync::Arc<crate::registry::PushLog>>,
     /// `--force`: harden even when DEST already holds this result.
     pub force: bool,
+    /// `--probe`: run these in the result and in the source before writing; a probe that
+    /// behaves differently writes nothing.
+    pub probes: Vec<crate::probe::Probe>,
+    pub probe_limits: crate::probe::Limits,
 }
 
 impl HardenOptions {
@@ -523,6 +527,7 @@ pub async fn harden(
         && !opts.dry_run
         && replaced.is_none()
         && opts.check.is_none()
+        && opts.probes.is_empty()
         && opts.sbom_file.is_none()
         && let Some(u) = up_to_date(src, &dest, opts).await?
     {
@@ -797,6 +802,33 @@ async fn build_one(
     let manifest_bytes = serde_json::to_vec(&manifest).map_err(|e| Error::Other(e.to_string()))?;
     let manifest_digest = crate::digest::sha256_bytes(&manifest_bytes);
 
+    let probes = if opts.probes.is_empty() {
+        None
+    } else {
+        let results = tokio::task::block_in_place(|| {
+            probe_built(
+                &rootfs,
+                &pulled.config,
+                &layer,
+                &config_bytes,
+                opts,
+                work.path(),
+            )
+        })?;
+        if !opts.dry_run && results.iter().any(|r| !r.passed) {
+            return Err(Error::ProbeFailed {
+                dest: dest.to_string(),
+                report: Box::new(crate::probe::ProbeReport {
+                    image: dest.to_string(),
+                    against: Some(src.to_string()),
+                    passed: false,
+                    probes: results,
+                    note: None,
+                }),
+            });
+        }
+        Some(results)
+    };
     let check = match &opts.check {
         Some(cfg) => {
             let report = check_result(
@@ -926,6 +958,7 @@ async fn build_one(
         seconds: started.elapsed().as_secs_f64(),
         security_context: plan::security_context(&plan),
         check,
+        probes,
         packages: trace
             .packages
             .as_deref()
@@ -1295,62 +1328,84 @@ pub async fn probe_image(
     opts: &SourceOptions,
     progress: &Progress,
 ) -> Result<crate::probe::ProbeReport> {
-    use crate::probe::{Prepared, ProbeReport, ProbeResult, judge};
-    let prepare = |r: ImageRef| async move {
-        let loaded = load(&r, opts, progress).await?;
-        let Loaded {
-            pulled,
-            rootfs,
-            contents,
-            work,
-        } = loaded;
-        let p =
-            tokio::task::spawn_blocking(move || Prepared::new(rootfs, contents, &pulled.config))
-                .await
-                .map_err(join_err)??;
-        Ok::<_, Error>((p, work))
-    };
-    let (mut mine, _work) = prepare(image.clone()).await?;
-    let mut theirs = match against {
-        Some(a) => Some(prepare(a.clone()).await?),
+    let mine = load(image, opts, progress).await?;
+    let theirs = match against {
+        Some(a) => Some(load(a, opts, progress).await?),
         None => None,
     };
-    let own_cmd = [crate::probe::Probe::default()];
-    let probes = if probes.is_empty() {
-        &own_cmd[..]
-    } else {
-        probes
-    };
-    let mut results = Vec::new();
-    for probe in probes {
-        let (probe, limits, expect) = (probe.clone(), limits.clone(), expect.cloned());
-        let (m, t, result) = tokio::task::spawn_blocking(move || -> Result<_> {
-            let ours = mine.run(&probe, &limits)?;
-            let original = match theirs.as_mut() {
-                Some((t, _)) => Some(t.run(&probe, &limits)?),
-                None => None,
-            };
-            let verdict = judge(&ours, original.as_ref(), expect.as_ref());
-            let result = ProbeResult {
-                argv: mine.argv(&probe),
-                passed: verdict.is_ok(),
-                reason: verdict.err().unwrap_or_default(),
-                outcome: ours,
-                original,
-            };
-            Ok((mine, theirs, result))
-        })
-        .await
-        .map_err(join_err)??;
-        mine = m;
-        theirs = t;
-        results.push(result);
-    }
-    Ok(ProbeReport {
+    let (probes, limits, expect) = (probes.to_vec(), limits.clone(), expect.cloned());
+    let (results, note) = tokio::task::spawn_blocking(move || -> Result<_> {
+        let fresh = |l: &Loaded| -> Result<LayerContents> {
+            let d = l.work.path().join("probe");
+            std::fs::create_dir_all(&d).map_err(|e| Error::io(&d, e))?;
+            Ok(LayerContents::new(&d))
+        };
+        let mut m = crate::probe::Prepared::new(&mine.rootfs, fresh(&mine)?, &mine.pulled.config)?;
+        let mut t = match &theirs {
+            Some(l) => Some(crate::probe::Prepared::new(
+                &l.rootfs,
+                fresh(l)?,
+                &l.pulled.config,
+            )?),
+            None => None,
+        };
+        let results = crate::probe::run_all(&mut m, t.as_mut(), &probes, expect.as_ref(), &limits)?;
+        Ok((results, m.note.clone()))
+    })
+    .await
+    .map_err(join_err)??;
+    Ok(crate::probe::ProbeReport {
         image: image.to_string(),
         against: against.map(|a| a.to_string()),
         passed: results.iter().all(|r| r.passed),
         probes: results,
-        note: mine.note.clone(),
+        note,
     })
+}
+
+/// The probes of `--probe` in the hardened result (read back from its layer) and in the
+/// source, before anything is written.
+fn probe_built(
+    source: &Rootfs,
+    source_config: &serde_json::Value,
+    layer: &WrittenLayer,
+    config_bytes: &[u8],
+    opts: &HardenOptions,
+    work: &std::path::Path,
+) -> Result<Vec<crate::probe::ProbeResult>> {
+    let dir = |name: &str| -> Result<std::path::PathBuf> {
+        let d = work.join(name);
+        std::fs::create_dir_all(&d).map_err(|e| Error::io(&d, e))?;
+        Ok(d)
+    };
+    let config: serde_json::Value =
+        serde_json::from_slice(config_bytes).map_err(|e| Error::Other(e.to_string()))?;
+    let blob = crate::source::LayerBlob {
+        descriptor: layer.descriptor(),
+        path: layer.path.clone(),
+        growing: None,
+    };
+    let hardened = Rootfs::merge_with(
+        vec![blob],
+        None,
+        crate::rootfs::MergeOptions {
+            cache: None,
+            capture: Some(crate::rootfs::Capture {
+                dir: dir("probe-capture")?,
+                budget: crate::rootfs::Budget::global(),
+            }),
+            threads: 1,
+        },
+    )?;
+    let mut mine =
+        crate::probe::Prepared::new(&hardened, LayerContents::new(&dir("probe-h")?), &config)?;
+    let mut theirs =
+        crate::probe::Prepared::new(source, LayerContents::new(&dir("probe-s")?), source_config)?;
+    crate::probe::run_all(
+        &mut mine,
+        Some(&mut theirs),
+        &opts.probes,
+        None,
+        &opts.probe_limits,
+    )
 }

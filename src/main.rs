@@ -229,6 +229,14 @@ struct HardenArgs {
     /// without pulling a layer.
     #[arg(long)]
     force: bool,
+    /// Before writing, run the entrypoint with these arguments (split like a shell) in a
+    /// sandbox of the result and of the source (as `pare probe --against`); a probe whose exit
+    /// code or output differs writes nothing (exit 1). Repeatable.
+    #[arg(long = "probe", value_name = "ARGS", allow_hyphen_values = true)]
+    probes: Vec<String>,
+    /// Seconds a probe may run before it is killed (and fails).
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    probe_timeout: u64,
     /// With --in-place: do not keep the source under TAG-original.
     #[arg(long, requires = "in_place")]
     no_backup: bool,
@@ -408,6 +416,15 @@ async fn run(cli: Cli, progress: Progress) -> anyhow::Result<Outcome> {
             opts.in_place = a.in_place;
             opts.no_backup = a.no_backup;
             opts.force = a.force;
+            opts.probes = a
+                .probes
+                .iter()
+                .map(|p| pare::probe::Probe::parse(p))
+                .collect::<Result<Vec<_>, _>>()?;
+            opts.probe_limits = pare::probe::Limits {
+                seconds: a.probe_timeout.max(1),
+                ..Default::default()
+            };
             let done = harden::harden(&src, dest.as_ref(), &opts, &progress).await?;
             if let Some(u) = &done.up_to_date {
                 eprintln!(
@@ -693,6 +710,9 @@ fn main() -> ExitCode {
         Ok(Outcome::Violations) => ExitCode::from(1),
         Err(e) => {
             if let Some(pare::Error::CheckFailed { report, .. }) = e.downcast_ref::<pare::Error>() {
+                eprint!("{}", clean(&report.text(), true));
+            }
+            if let Some(pare::Error::ProbeFailed { report, .. }) = e.downcast_ref::<pare::Error>() {
                 eprint!("{}", clean(&report.text(), true));
             }
             // One line: each cause once (pare's errors already name their source).

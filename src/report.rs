@@ -90,6 +90,9 @@ pub struct Report {
     /// `--check`: the checklist run on the result before it was written.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub check: Option<crate::policy::CheckReport>,
+    /// `--probe`: each probe's run in the result and in the source.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probes: Option<Vec<crate::probe::ProbeResult>>,
     /// The image's packages: which keep files (their metadata is written for scanners), and
     /// which are gone.
     #[serde(skip_serializing_if = "Option::is_none")]

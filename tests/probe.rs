@@ -250,3 +250,54 @@ fn the_sandbox_keeps_the_program_in() {
     assert_eq!(p["outcome"]["timed_out"], true, "{p}");
     assert!(t.elapsed().as_secs() < 15, "{:?}", t.elapsed());
 }
+
+/// `pare harden --probe`: probes run in the result and in the source before anything is
+/// written; the same behaviour writes the image (with the probes in the report), a different
+/// one writes nothing and exits 1 showing both runs.
+#[test]
+fn harden_probe_writes_only_what_behaves_like_the_source() {
+    let reg = Registry::start();
+    let src = reg.image("hprobe/jq:1");
+    build_and_push(&jq_image(), &src, None);
+    let ok = reg.image("hprobe/jq:ok");
+    let out = run(pare().args([
+        "-q",
+        "harden",
+        "--no-sbom",
+        &src,
+        &ok,
+        "--probe",
+        "-n 1+1",
+        "--report",
+        "-",
+    ]));
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let r = report(&out);
+    assert_eq!(r["probes"][0]["passed"], true, "{r}");
+    assert_eq!(r["probes"][0]["outcome"]["stdout"], "2\n");
+    assert_eq!(r["probes"][0]["original"]["stdout"], "2\n");
+    assert!(skopeo_inspect_exists(&ok, None));
+
+    // /usr/bin/passwd is in the source (setuid) and not in the result: a probe reading it
+    // behaves differently, and nothing is written.
+    let bad = reg.image("hprobe/jq:bad");
+    let out = run(pare().args([
+        "-q",
+        "harden",
+        "--no-sbom",
+        &src,
+        &bad,
+        "--probe",
+        "-n 1+1",
+        "--probe",
+        "-n --rawfile f /usr/bin/passwd '$f|length > 0'",
+    ]));
+    assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("1 of 2 probes behave differently"), "{err}");
+    assert!(err.contains("original: exit 0"), "{err}");
+    assert!(
+        !reg.tags("hprobe/jq").contains(&"bad".to_string()),
+        "a tag was written"
+    );
+}

@@ -100,19 +100,20 @@ pub fn split(s: &str) -> Result<Vec<String>> {
 }
 
 /// An image ready to run probes in: its config, its run user, and its filesystem.
-pub struct Prepared {
+pub struct Prepared<'a> {
     pub run: RunConfig,
     pub uid: u32,
     pub gid: u32,
     /// A line saying what the sandbox cannot reproduce here (ownership when not root).
     pub note: Option<String>,
-    fs: Rootfs,
+    fs: &'a Rootfs,
     contents: LayerContents,
 }
 
-impl Prepared {
+impl<'a> Prepared<'a> {
+    /// `contents` reads `fs`'s files (a fresh one serves them from the merge's captures).
     pub fn new(
-        fs: Rootfs,
+        fs: &'a Rootfs,
         mut contents: LayerContents,
         config: &serde_json::Value,
     ) -> Result<Self> {
@@ -122,7 +123,7 @@ impl Prepared {
             .and_then(|c| c.get("User"))
             .and_then(|u| u.as_str())
             .unwrap_or("");
-        let (uid, gid) = run_user(&fs, &mut contents, user)?;
+        let (uid, gid) = run_user(fs, &mut contents, user)?;
         let note = (!nix::unistd::Uid::effective().is_root()).then(|| {
             "not running as root: only the run user is mapped, so file ownership is not faithful (the root is read-only but for /tmp)".to_string()
         });
@@ -164,7 +165,7 @@ impl Prepared {
         )
         .map_err(|e| Error::io(dir.path(), e))?;
         let root_owner = nix::unistd::Uid::effective().is_root();
-        materialize::materialize(&self.fs, &mut self.contents, &root, root_owner)?;
+        materialize::materialize(self.fs, &mut self.contents, &root, root_owner)?;
         let spec = sandbox::Spec {
             root: root.clone(),
             argv,
@@ -325,6 +326,39 @@ impl ProbeReport {
         ));
         out
     }
+}
+
+/// Run every probe in `image` (and in `original`, to compare); no probe: the image's own Cmd.
+pub fn run_all(
+    image: &mut Prepared<'_>,
+    mut original: Option<&mut Prepared<'_>>,
+    probes: &[Probe],
+    expect: Option<&regex::bytes::Regex>,
+    limits: &Limits,
+) -> Result<Vec<ProbeResult>> {
+    let own_cmd = [Probe::default()];
+    let probes = if probes.is_empty() {
+        &own_cmd[..]
+    } else {
+        probes
+    };
+    let mut results = Vec::new();
+    for probe in probes {
+        let ours = image.run(probe, limits)?;
+        let theirs = match original.as_deref_mut() {
+            Some(o) => Some(o.run(probe, limits)?),
+            None => None,
+        };
+        let verdict = judge(&ours, theirs.as_ref(), expect);
+        results.push(ProbeResult {
+            argv: image.argv(probe),
+            passed: verdict.is_ok(),
+            reason: verdict.err().unwrap_or_default(),
+            outcome: ours,
+            original: theirs,
+        });
+    }
+    Ok(results)
 }
 
 /// Whether a probe passed: alone, it must exit 0 (and match `expect`); against an original,
