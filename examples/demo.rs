@@ -42,6 +42,11 @@ const SETUID: &[&str] = &[
 const SETGID: &[&str] = &["/usr/bin/chage", "/usr/bin/expiry"];
 
 fn main() -> anyhow::Result<()> {
+    // pare's probe sandbox re-executes the running program as its helper.
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() == 3 && args[1] == "__sandbox" {
+        pare::probe::sandbox::helper_main(Path::new(&args[2]));
+    }
     let out = PathBuf::from(
         std::env::args()
             .nth(1)
@@ -136,6 +141,36 @@ fn main() -> anyhow::Result<()> {
     println!("\nkept in {} (why):", report.destination.reference);
     for f in report.files.iter().filter(|f| f.kind != "dir") {
         println!("  {:<58} {}", f.path, f.reason);
+    }
+    // Prove it works: the hardened entrypoint, run in pare's rootless sandbox.
+    let dest: ImageRef = report.destination.reference.parse()?;
+    let probed = rt.block_on(pare::harden::probe_image(
+        &dest,
+        None,
+        &[],
+        None,
+        &pare::probe::Limits::default(),
+        &Default::default(),
+        &Progress::stderr(true),
+    ));
+    match probed {
+        Ok(p) => {
+            println!("\npare probe {} (its own Cmd, in a sandbox):", dest);
+            for r in &p.probes {
+                for l in String::from_utf8_lossy(&r.outcome.stdout).lines().take(8) {
+                    println!("  | {l}");
+                }
+            }
+            print!(
+                "{}",
+                p.text()
+                    .lines()
+                    .last()
+                    .map(|l| format!("{l}\n"))
+                    .unwrap_or_default()
+            );
+        }
+        Err(e) => println!("\npare probe could not run here: {e}"),
     }
     println!("\nfull report: {}", out.join("report.json").display());
     println!(
