@@ -80,6 +80,10 @@ struct ProbeArgs {
     /// Seconds a probe may run before it is killed (and fails).
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     probe_timeout: u64,
+    /// Start the entrypoint (with the image's Cmd) as a server, wait for PORT on the sandbox's
+    /// loopback, GET PATH and compare status and body (repeatable).
+    #[arg(long = "http-probe", value_name = "PORT/PATH")]
+    http_probes: Vec<String>,
     /// Output format (text or json).
     #[arg(long, value_enum, default_value = "text")]
     format: Format,
@@ -237,6 +241,10 @@ struct HardenArgs {
     /// Seconds a probe may run before it is killed (and fails).
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     probe_timeout: u64,
+    /// Start the entrypoint (with the image's Cmd) as a server, wait for PORT on the sandbox's
+    /// loopback, GET PATH and compare status and body (repeatable).
+    #[arg(long = "http-probe", value_name = "PORT/PATH")]
+    http_probes: Vec<String>,
     /// With --in-place: do not keep the source under TAG-original.
     #[arg(long, requires = "in_place")]
     no_backup: bool,
@@ -421,6 +429,9 @@ async fn run(cli: Cli, progress: Progress) -> anyhow::Result<Outcome> {
                 .iter()
                 .map(|p| pare::probe::Probe::parse(p))
                 .collect::<Result<Vec<_>, _>>()?;
+            for h in &a.http_probes {
+                opts.probes.push(pare::probe::Probe::http(h)?);
+            }
             opts.probe_limits = pare::probe::Limits {
                 seconds: a.probe_timeout.max(1),
                 ..Default::default()
@@ -539,7 +550,11 @@ async fn run(cli: Cli, progress: Progress) -> anyhow::Result<Outcome> {
                 probes.push(pare::probe::Probe {
                     args: Some(a.args.clone()),
                     stdin: Vec::new(),
+                    http: None,
                 });
+            }
+            for h in &a.http_probes {
+                probes.push(pare::probe::Probe::http(h)?);
             }
             let expect = a
                 .expect

@@ -301,3 +301,61 @@ fn harden_probe_writes_only_what_behaves_like_the_source() {
         "a tag was written"
     );
 }
+
+/// `--http-probe`: a server run as 65532 binds port 80 on the sandbox's loopback (unprivileged
+/// ports start at 0 there, as in a container) and answers; the hardened image answers as the
+/// original does.
+#[test]
+fn an_http_probe_gets_the_page_from_a_non_root_server_on_port_80() {
+    let reg = Registry::start();
+    let src = reg.image("web/httpd:1");
+    let spec = ImageSpec::new(vec![usrmerge_base_layer().dir("/www", 0o755).file(
+        "/www/index.html",
+        "<h1>hello from the sandbox</h1>\n",
+        0o644,
+    )])
+    .with_entrypoint(&["/usr/bin/busybox", "httpd", "-f", "-p", "80", "-h", "/www"])
+    .with_user("65532:65532");
+    build_and_push(&spec, &src, None);
+    let out = run(pare().args([
+        "-q",
+        "probe",
+        &src,
+        "--http-probe",
+        "80/index.html",
+        "--format",
+        "json",
+    ]));
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let r = report(&out);
+    let http = &r["probes"][0]["outcome"]["http"];
+    assert_eq!(http["status"], 200, "{r}");
+    assert_eq!(http["body"], "<h1>hello from the sandbox</h1>\n", "{r}");
+    // A missing page is a failed probe.
+    let out = run(pare().args(["-q", "probe", &src, "--http-probe", "80/nope.html"]));
+    assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("HTTP 404"));
+    // Hardened (the page kept with --keep), it serves the same page as the original.
+    let hard = reg.image("web/httpd:1-hardened");
+    let out = run(pare().args([
+        "-q",
+        "harden",
+        "--no-sbom",
+        &src,
+        "--keep",
+        "/www",
+        "--http-probe",
+        "80/index.html",
+    ]));
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let out = run(pare().args([
+        "-q",
+        "probe",
+        &hard,
+        "--against",
+        &src,
+        "--http-probe",
+        "80/index.html",
+    ]));
+    assert!(out.status.success(), "{}", describe_output(&out));
+}

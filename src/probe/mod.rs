@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::rootfs::Rootfs;
 use crate::trace::{Contents, LayerContents, RunConfig};
 
-pub use sandbox::{Limits, Outcome};
+pub use sandbox::{HttpAnswer, HttpProbe, Limits, Outcome};
 
 /// One probe: the arguments given as Cmd (`None`: the image's own Cmd).
 #[derive(Debug, Clone, Default)]
@@ -18,6 +18,8 @@ pub struct Probe {
     pub args: Option<Vec<String>>,
     /// stdin bytes.
     pub stdin: Vec<u8>,
+    /// Run the entrypoint as a server and GET this from it (its output is not compared).
+    pub http: Option<HttpProbe>,
 }
 
 impl Probe {
@@ -26,13 +28,32 @@ impl Probe {
         Ok(Probe {
             args: Some(split(args)?),
             stdin: Vec::new(),
+            http: None,
+        })
+    }
+
+    /// `--http-probe PORT/PATH`: the image's own Cmd, run as a server.
+    pub fn http(spec: &str) -> Result<Probe> {
+        let http = HttpProbe::parse(spec).ok_or_else(|| {
+            Error::Usage(format!(
+                "--http-probe {spec:?}: expected PORT/PATH, e.g. 80/ or 8080/healthz"
+            ))
+        })?;
+        Ok(Probe {
+            args: None,
+            stdin: Vec::new(),
+            http: Some(http),
         })
     }
 
     pub fn describe(&self) -> String {
-        match &self.args {
+        let what = match &self.args {
             Some(a) => a.join(" "),
             None => "(the image's Cmd)".into(),
+        };
+        match &self.http {
+            Some(h) => format!("{what}, GET http://localhost:{}{}", h.port, h.path),
+            None => what,
         }
     }
 }
@@ -178,6 +199,8 @@ impl<'a> Prepared<'a> {
             uid: self.uid,
             gid: self.gid,
             limits: limits.clone(),
+            http: probe.http.clone(),
+            http_out: probe.http.as_ref().map(|_| dir.path().join("http-answer")),
         };
         let outcome = sandbox::run(&spec, &probe.stdin).map_err(|e| Error::Sandbox(e.to_string()));
         // The run may have left read-only directories: make them removable.
@@ -370,6 +393,34 @@ pub fn judge(
 ) -> std::result::Result<(), String> {
     if ours.timed_out {
         return Err("timed out".into());
+    }
+    // A server probe: its answer counts, not its logs.
+    if let Some(h) = &ours.http {
+        match original {
+            Some(o) => match &o.http {
+                None => return Err("the original gave no HTTP answer".into()),
+                Some(oh) if oh.status != h.status => {
+                    return Err(format!(
+                        "HTTP {} here, {} in the original",
+                        h.status, oh.status
+                    ));
+                }
+                Some(oh) if oh.body != h.body => {
+                    return Err("the HTTP body differs from the original's".into());
+                }
+                Some(_) => {}
+            },
+            None if !(200..300).contains(&h.status) => {
+                return Err(format!("HTTP {}", h.status));
+            }
+            None => {}
+        }
+        if let Some(re) = expect
+            && !re.is_match(&h.body)
+        {
+            return Err(format!("the HTTP body does not match {:?}", re.as_str()));
+        }
+        return Ok(());
     }
     if let Some(o) = original {
         if o.timed_out {

@@ -70,6 +70,31 @@ pub struct Spec {
     pub uid: u32,
     pub gid: u32,
     pub limits: Limits,
+    /// Start the program as a server and GET this from it on the sandbox's loopback; the
+    /// answer is written to `http_out` (a file outside the root, opened before `pivot_root`).
+    #[serde(default)]
+    pub http: Option<HttpProbe>,
+    #[serde(default)]
+    pub http_out: Option<PathBuf>,
+}
+
+/// `--http-probe PORT/PATH`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpProbe {
+    pub port: u16,
+    pub path: String,
+}
+
+impl HttpProbe {
+    /// `PORT/PATH` (e.g. `80/`, `8080/healthz`).
+    pub fn parse(s: &str) -> Option<HttpProbe> {
+        let (port, path) = match s.split_once('/') {
+            Some((p, rest)) => (p, format!("/{rest}")),
+            None => (s, "/".to_string()),
+        };
+        let port = port.parse().ok().filter(|p| *p > 0)?;
+        (!path.contains(char::is_whitespace)).then_some(HttpProbe { port, path })
+    }
 }
 
 /// How the sandbox maps ids, decided by who runs pare.
@@ -113,6 +138,29 @@ pub struct Outcome {
     /// Output bytes past the limit, not kept.
     pub truncated: u64,
     pub seconds: f64,
+    /// `--http-probe`: the server's answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpAnswer>,
+}
+
+/// An HTTP answer: its status and body.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct HttpAnswer {
+    pub status: u16,
+    #[serde(with = "lossy")]
+    pub body: Vec<u8>,
+}
+
+impl HttpAnswer {
+    pub fn parse(raw: &[u8]) -> Option<HttpAnswer> {
+        let end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+        let head = String::from_utf8_lossy(&raw[..end]);
+        let status = head.split_whitespace().nth(1)?.parse().ok()?;
+        Some(HttpAnswer {
+            status,
+            body: raw[end + 4..].to_vec(),
+        })
+    }
 }
 
 mod lossy {
@@ -215,6 +263,11 @@ pub fn run(spec: &Spec, stdin: &[u8]) -> Result<Outcome, SandboxError> {
     }
     let timed_out = code == Some(TIMED_OUT)
         && String::from_utf8_lossy(&stderr).contains(&format!("{ERROR_MARK}timed out"));
+    let http = spec
+        .http_out
+        .as_ref()
+        .and_then(|p| std::fs::read(p).ok())
+        .and_then(|raw| HttpAnswer::parse(&raw));
     Ok(Outcome {
         exit_code: if timed_out { None } else { code },
         timed_out,
@@ -222,6 +275,7 @@ pub fn run(spec: &Spec, stdin: &[u8]) -> Result<Outcome, SandboxError> {
         stderr,
         truncated: d1 + d2,
         seconds: started.elapsed().as_secs_f64(),
+        http,
     })
 }
 
@@ -420,6 +474,18 @@ fn init(spec: &Spec, mapping: Mapping) -> Result<i32, String> {
         )
         .map_err(errno("make the root read-only"))?;
     }
+    // The HTTP answer goes to a file outside the root: opened now, written after pivot_root.
+    let http_out = match &spec.http_out {
+        Some(p) => Some(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(p)
+                .map_err(|e| format!("{}: {e}", p.display()))?,
+        ),
+        None => None,
+    };
     nix::unistd::chdir(root.as_path()).map_err(errno("chdir to the root"))?;
     nix::unistd::pivot_root(".", ".").map_err(errno("pivot_root"))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(errno("detach the old root"))?;
@@ -464,6 +530,22 @@ fn init(spec: &Spec, mapping: Mapping) -> Result<i32, String> {
             std::process::exit(127)
         }
         ForkResult::Parent { child } => loop {
+            if let (Some(h), Some(out)) = (&spec.http, &http_out) {
+                // A server: ask it once it listens, then stop it (and everything it started).
+                let deadline = Instant::now() + Duration::from_secs(spec.limits.seconds);
+                let got = http_get(h, child, deadline);
+                let _ = kill(child, Signal::SIGKILL);
+                let _ = waitpid(child, None);
+                return match got {
+                    Some(answer) => {
+                        let mut out = out;
+                        std::io::Write::write_all(&mut out, &answer)
+                            .map_err(|e| format!("write the HTTP answer: {e}"))?;
+                        Ok(0)
+                    }
+                    None => Ok(1),
+                };
+            }
             // Reap everything; leave when the program itself ends.
             match waitpid(None, None) {
                 Ok(WaitStatus::Exited(p, code)) if p == child => return Ok(code),
@@ -473,6 +555,49 @@ fn init(spec: &Spec, mapping: Mapping) -> Result<i32, String> {
                 Err(e) => return Err(format!("wait: {}", e.desc())),
             }
         },
+    }
+}
+
+/// GET `h.path` from 127.0.0.1:`h.port` once something listens there, while the server runs
+/// and before `deadline`; the raw answer (bounded).
+fn http_get(h: &HttpProbe, server: Pid, deadline: Instant) -> Option<Vec<u8>> {
+    use std::io::{Read as _, Write as _};
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], h.port));
+    loop {
+        // Reap whatever ended; the server itself ending is the end.
+        while let Ok(st) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            match st {
+                WaitStatus::StillAlive => break,
+                WaitStatus::Exited(p, _) | WaitStatus::Signaled(p, _, _) if p == server => {
+                    eprintln!(
+                        "{ERROR_MARK}the server exited before it answered on port {}",
+                        h.port
+                    );
+                    return None;
+                }
+                _ => {}
+            }
+        }
+        if Instant::now() >= deadline {
+            eprintln!("{ERROR_MARK}nothing answered on port {} in time", h.port);
+            return None;
+        }
+        if let Ok(mut c) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let _ = c.set_read_timeout(Some(left.max(Duration::from_millis(100))));
+            let req = format!(
+                "GET {} HTTP/1.0\r\nHost: localhost:{}\r\nUser-Agent: pare-probe\r\nConnection: close\r\n\r\n",
+                h.path, h.port
+            );
+            if c.write_all(req.as_bytes()).is_ok() {
+                let mut answer = Vec::new();
+                let _ = c.take(4 << 20).read_to_end(&mut answer);
+                if !answer.is_empty() {
+                    return Some(answer);
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
