@@ -436,6 +436,17 @@ async fn run(cli: Cli, progress: Progress) -> anyhow::Result<Outcome> {
                 seconds: a.probe_timeout.max(1),
                 ..Default::default()
             };
+            if opts.probes.is_empty()
+                && let Some(cfg) = pare::policy::load_probe_config(
+                    &std::env::current_dir()?,
+                    a.policy.config.as_deref(),
+                )?
+            {
+                opts.probes = cfg.probes()?;
+                if let Some(t) = cfg.timeout {
+                    opts.probe_limits.seconds = t.max(1);
+                }
+            }
             let done = harden::harden(&src, dest.as_ref(), &opts, &progress).await?;
             if let Some(u) = &done.up_to_date {
                 eprintln!(
@@ -556,16 +567,25 @@ async fn run(cli: Cli, progress: Progress) -> anyhow::Result<Outcome> {
             for h in &a.http_probes {
                 probes.push(pare::probe::Probe::http(h)?);
             }
+            let mut limits = pare::probe::Limits {
+                seconds: a.probe_timeout.max(1),
+                ..Default::default()
+            };
+            // No probe named: the [probe] table of pare.toml, if any.
+            if probes.is_empty()
+                && let Some(cfg) = pare::policy::load_probe_config(&std::env::current_dir()?, None)?
+            {
+                probes = cfg.probes()?;
+                if let Some(t) = cfg.timeout {
+                    limits.seconds = t.max(1);
+                }
+            }
             let expect = a
                 .expect
                 .as_deref()
                 .map(regex::bytes::Regex::new)
                 .transpose()
                 .map_err(|e| anyhow::anyhow!("--expect: {e}"))?;
-            let limits = pare::probe::Limits {
-                seconds: a.probe_timeout.max(1),
-                ..Default::default()
-            };
             let report = harden::probe_image(
                 &image,
                 against.as_ref(),

@@ -164,6 +164,31 @@ pub struct CheckConfig {
 struct ConfigFile {
     #[serde(default)]
     check: CheckConfig,
+    #[serde(default)]
+    probe: crate::probe::ProbeConfig,
+}
+
+/// The `[probe]` table of `pare.toml` / `.pare.toml` in `dir` (or of `file`), when there is one.
+pub fn load_probe_config(
+    dir: &Path,
+    file: Option<&Path>,
+) -> Result<Option<crate::probe::ProbeConfig>> {
+    let candidates: Vec<std::path::PathBuf> = match file {
+        Some(f) => vec![f.to_path_buf()],
+        None => ["pare.toml", ".pare.toml"]
+            .iter()
+            .map(|n| dir.join(n))
+            .collect(),
+    };
+    for p in candidates {
+        if p.is_file() {
+            let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
+            let cfg: ConfigFile = toml::from_str(&text)
+                .map_err(|e| Error::Usage(format!("{}: {}", p.display(), e.message())))?;
+            return Ok(Some(cfg.probe));
+        }
+    }
+    Ok(None)
 }
 
 impl CheckConfig {

@@ -277,6 +277,18 @@ fn harden_probe_writes_only_what_behaves_like_the_source() {
     assert_eq!(r["probes"][0]["outcome"]["stdout"], "2\n");
     assert_eq!(r["probes"][0]["original"]["stdout"], "2\n");
     assert!(skopeo_inspect_exists(&ok, None));
+    // With no probe named, the [probe] table of pare.toml is used.
+    let cfg = tempfile::tempdir().unwrap();
+    std::fs::write(
+        cfg.path().join("pare.toml"),
+        "[probe]\nargs = [\"-n 2+2\"]\ntimeout = 30\n",
+    )
+    .unwrap();
+    let out = run(pare()
+        .current_dir(cfg.path())
+        .args(["-q", "probe", &ok, "--format", "json"]));
+    assert!(out.status.success(), "{}", describe_output(&out));
+    assert_eq!(report(&out)["probes"][0]["outcome"]["stdout"], "4\n");
 
     // /usr/bin/passwd is in the source (setuid) and not in the result: a probe reading it
     // behaves differently, and nothing is written.

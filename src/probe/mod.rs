@@ -12,6 +12,33 @@ use crate::trace::{Contents, LayerContents, RunConfig};
 
 pub use sandbox::{HttpAnswer, HttpProbe, Limits, Outcome};
 
+/// The `[probe]` table of `pare.toml`: the probes `pare probe` and `pare harden` run when no
+/// probe is given on the command line.
+#[derive(Debug, Clone, Default, serde::Deserialize, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct ProbeConfig {
+    /// Each one's arguments, as `--probe` takes them.
+    pub args: Vec<String>,
+    /// `PORT/PATH`, as `--http-probe` takes them.
+    pub http: Vec<String>,
+    /// Seconds per probe.
+    pub timeout: Option<u64>,
+}
+
+impl ProbeConfig {
+    pub fn probes(&self) -> Result<Vec<Probe>> {
+        let mut out = self
+            .args
+            .iter()
+            .map(|a| Probe::parse(a))
+            .collect::<Result<Vec<_>>>()?;
+        for h in &self.http {
+            out.push(Probe::http(h)?);
+        }
+        Ok(out)
+    }
+}
+
 /// One probe: the arguments given as Cmd (`None`: the image's own Cmd).
 #[derive(Debug, Clone, Default)]
 pub struct Probe {
