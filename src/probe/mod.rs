@@ -165,6 +165,7 @@ impl<'a> Prepared<'a> {
         mut contents: LayerContents,
         config: &serde_json::Value,
     ) -> Result<Self> {
+        runnable_here(config)?;
         let run = RunConfig::from_config(config);
         let user = config
             .get("config")
@@ -233,6 +234,39 @@ impl<'a> Prepared<'a> {
         // The run may have left read-only directories: make them removable.
         let _ = make_removable(&root);
         outcome
+    }
+}
+
+/// An image of another CPU architecture runs only where the kernel hands its programs to an
+/// emulator (binfmt_misc, e.g. Debian's qemu-user-static); else one clear error.
+fn runnable_here(config: &serde_json::Value) -> Result<()> {
+    let arch = config
+        .get("architecture")
+        .and_then(|a| a.as_str())
+        .unwrap_or("amd64");
+    let host = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "powerpc64" => "ppc64le",
+        other => other,
+    };
+    if arch == host {
+        return Ok(());
+    }
+    let qemu = match arch {
+        "amd64" => "x86_64",
+        "arm64" => "aarch64",
+        "386" => "i386",
+        other => other,
+    };
+    let handler = std::path::Path::new("/proc/sys/fs/binfmt_misc").join(format!("qemu-{qemu}"));
+    match std::fs::read_to_string(&handler) {
+        Ok(t) if t.starts_with("enabled") => Ok(()),
+        _ => Err(Error::Sandbox(format!(
+            "the image is for {arch} and this machine runs {host} with no emulator registered for it ({} missing): install qemu-user-static (binfmt_misc) to probe it here",
+            handler.display()
+        ))),
     }
 }
 
@@ -484,6 +518,18 @@ fn code(o: &Outcome) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn another_architecture_needs_an_emulator() {
+        let host = serde_json::json!({});
+        assert!(runnable_here(&host).is_ok() || std::env::consts::ARCH != "x86_64");
+        let other = serde_json::json!({"architecture": "pare-test-arch"});
+        let e = runnable_here(&other).unwrap_err().to_string();
+        assert!(
+            e.contains("pare-test-arch") && e.contains("qemu-user-static"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn probe_arguments_split_like_a_shell() {
