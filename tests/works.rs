@@ -942,6 +942,67 @@ fn nginx_with_echo_module() {
     );
 }
 
+/// `pare probe --http-probe` against the hardened nginx-light of Debian, as a non-root nginx
+/// must be configured (pid, logs and temporary files under /tmp) listening on port 80 inside
+/// pare's sandbox, compared with the original's answer.
+#[test]
+fn nginx_light_answers_an_http_probe_on_port_80() {
+    let Some(base) = setup() else { return };
+    let site = "server {
+\tlisten 80;
+\troot /var/www/html;
+\tindex index.html;
+\tlocation / {
+\t\ttry_files $uri $uri/ =404;
+\t}
+}
+";
+    let Some(app) = app_layer(base, &["nginx-light"], |b| {
+        b.file("/etc/nginx/nginx.conf", NGINX_CONF, 0o644)
+            .file("/etc/nginx/sites-available/default", site, 0o644)
+            .file(
+                "/var/www/html/index.html",
+                "<!doctype html><h1>port 80, no root</h1>\n",
+                0o644,
+            )
+    }) else {
+        return;
+    };
+    let spec = spec(&["nginx", "-g", "daemon off;"], &[])
+        .with_exposed_port("80/tcp")
+        .with_user("65532:65532");
+    let reg = Registry::start();
+    let src = reg.image("works/nginx80:1");
+    push_prepared_image(&src, &spec, &[&base.layer, &app]);
+    let out = pare_cmd()
+        .args(["-q", "harden", "--no-sbom", &src, "--http-probe", "80/"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let out = pare_cmd()
+        .args([
+            "-q",
+            "probe",
+            &format!("{src}-hardened"),
+            "--against",
+            &src,
+            "--http-probe",
+            "80/",
+            "--format",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let http = &r["probes"][0]["outcome"]["http"];
+    assert_eq!(http["status"], 200, "{r}");
+    assert!(
+        http["body"].as_str().unwrap().contains("port 80, no root"),
+        "{r}"
+    );
+}
+
 // ------------------------------------------------------------------------------------------------
 // 2. python3
 // ------------------------------------------------------------------------------------------------
