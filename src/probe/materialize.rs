@@ -153,3 +153,74 @@ pub fn materialize(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rootfs::tests::tar_of;
+
+    /// A hostile tree: mount points that are symlinks out of the root, files under a symlink
+    /// to a host directory, a hard link. Everything lands inside `root`; the mount points are
+    /// real directories.
+    #[test]
+    fn nothing_is_written_through_the_images_symlinks() {
+        let d = tempfile::tempdir().unwrap();
+        let host = d.path().join("host");
+        std::fs::create_dir(&host).unwrap();
+        let host_s = host.to_str().unwrap().to_string();
+        let layer = tar_of(&[
+            ("proc", "l:/"),
+            ("tmp", "l:/etc"),
+            ("escape", &format!("l:{host_s}")),
+            ("etc", "d"),
+            ("etc/passwd", "f:root:x:0:0::/root:/bin/sh\n"),
+            ("etc/link", "h:etc/passwd"),
+            ("dev", "d"),
+            ("dev/evil", "f:x"),
+        ]);
+        // A second layer writing through the symlinks.
+        let upper = tar_of(&[("escape/pwned", "f:x"), ("tmp/pwned", "f:x")]);
+        let mut fs = Rootfs::empty();
+        fs.apply_layer(0, &layer[..]).unwrap();
+        let _ = fs.apply_layer(1, &upper[..]);
+        // Files come from the layer bytes: spool them as the merge would.
+        let spool = d.path().join("spool");
+        std::fs::create_dir(&spool).unwrap();
+        let blob = |name: &str, bytes: &[u8]| {
+            let p = d.path().join(name);
+            std::fs::write(&p, bytes).unwrap();
+            crate::source::LayerBlob {
+                descriptor: crate::image::Descriptor {
+                    media_type: crate::image::OCI_LAYER_TAR.into(),
+                    digest: crate::digest::sha256_bytes(bytes),
+                    size: bytes.len() as u64,
+                    urls: None,
+                    annotations: None,
+                    platform: None,
+                    artifact_type: None,
+                },
+                path: p,
+                growing: None,
+            }
+        };
+        let fs = Rootfs::merge(vec![blob("l0", &layer), blob("l1", &upper)], None).unwrap_or(fs);
+        let root = d.path().join("root");
+        std::fs::create_dir(&root).unwrap();
+        let mut contents = LayerContents::new(&spool);
+        let m = materialize(&fs, &mut contents, &root, false).unwrap();
+        assert!(
+            std::fs::read_dir(&host).unwrap().next().is_none(),
+            "wrote into the host dir"
+        );
+        for mp in ["proc", "tmp", "dev"] {
+            let md = std::fs::symlink_metadata(root.join(mp)).unwrap();
+            assert!(md.is_dir() && !md.file_type().is_symlink(), "{mp}");
+        }
+        assert!(!root.join("dev/evil").exists());
+        assert_eq!(
+            std::fs::read_to_string(root.join("etc/link")).unwrap(),
+            "root:x:0:0::/root:/bin/sh\n"
+        );
+        assert!(m.files >= 1);
+    }
+}
