@@ -74,6 +74,10 @@ struct ProbeArgs {
     /// the image's own Cmd).
     #[arg(long = "probe", value_name = "ARGS", allow_hyphen_values = true)]
     probes: Vec<String>,
+    /// Record the files each probe's program uses (ptrace, in the sandbox): with --against,
+    /// in the original, listing those this image lacks (what static analysis missed).
+    #[arg(long)]
+    learn: bool,
     /// Without --against: stdout must also match this regular expression.
     #[arg(long, value_name = "REGEX")]
     expect: Option<String>,
@@ -562,6 +566,7 @@ async fn run(cli: Cli, progress: Progress) -> anyhow::Result<Outcome> {
                     args: Some(a.args.clone()),
                     stdin: Vec::new(),
                     http: None,
+                    learn: false,
                 });
             }
             for h in &a.http_probes {
@@ -586,6 +591,14 @@ async fn run(cli: Cli, progress: Progress) -> anyhow::Result<Outcome> {
                 .map(regex::bytes::Regex::new)
                 .transpose()
                 .map_err(|e| anyhow::anyhow!("--expect: {e}"))?;
+            if a.learn {
+                if probes.is_empty() {
+                    probes.push(pare::probe::Probe::default());
+                }
+                for p in &mut probes {
+                    p.learn = true;
+                }
+            }
             let report = harden::probe_image(
                 &image,
                 against.as_ref(),

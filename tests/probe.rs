@@ -371,3 +371,47 @@ fn an_http_probe_gets_the_page_from_a_non_root_server_on_port_80() {
     ]));
     assert!(out.status.success(), "{}", describe_output(&out));
 }
+
+/// `--learn`: the original's run is watched (ptrace in the sandbox), and a file it used that
+/// the hardened image lacks is named as missed by static analysis.
+#[test]
+fn learn_names_a_file_the_hardened_image_lacks() {
+    let reg = Registry::start();
+    let src = reg.image("learn/jq:1");
+    build_and_push(&jq_image(), &src, None);
+    let out = run(pare().args(["-q", "harden", "--no-sbom", &src]));
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let hard = reg.image("learn/jq:1-hardened");
+    // The file is named only at run time, by the probe's arguments.
+    let out = run(pare().args([
+        "-q",
+        "probe",
+        &hard,
+        "--against",
+        &src,
+        "--learn",
+        "--format",
+        "json",
+        "--probe",
+        "-n --rawfile f /usr/bin/passwd '$f|length > 0'",
+    ]));
+    assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
+    let r = report(&out);
+    let p = &r["probes"][0];
+    let missed: Vec<&str> = p["missed"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no missed list: {p}"))
+        .iter()
+        .map(|m| m.as_str().unwrap())
+        .collect();
+    assert!(missed.contains(&"/usr/bin/passwd"), "{missed:?}");
+    // What the original used includes jq's own libraries, found.
+    let observed = p["original"]["observed"].as_array().unwrap();
+    assert!(
+        observed
+            .iter()
+            .any(|o| o[0].as_str().unwrap().contains("libjq") && o[1] == true),
+        "{observed:?}"
+    );
+    assert!(!missed.iter().any(|m| m.contains("libjq")), "{missed:?}");
+}

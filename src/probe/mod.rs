@@ -3,6 +3,7 @@
 //! ([`materialize`]); with an original to compare against, a probe passes when both give the
 //! same exit code and output.
 
+pub mod learn;
 pub mod materialize;
 pub mod sandbox;
 
@@ -47,6 +48,8 @@ pub struct Probe {
     pub stdin: Vec<u8>,
     /// Run the entrypoint as a server and GET this from it (its output is not compared).
     pub http: Option<HttpProbe>,
+    /// Record the paths the program uses (`--learn`).
+    pub learn: bool,
 }
 
 impl Probe {
@@ -56,6 +59,7 @@ impl Probe {
             args: Some(split(args)?),
             stdin: Vec::new(),
             http: None,
+            learn: false,
         })
     }
 
@@ -70,6 +74,7 @@ impl Probe {
             args: None,
             stdin: Vec::new(),
             http: Some(http),
+            learn: false,
         })
     }
 
@@ -229,6 +234,7 @@ impl<'a> Prepared<'a> {
             limits: limits.clone(),
             http: probe.http.clone(),
             http_out: probe.http.as_ref().map(|_| dir.path().join("http-answer")),
+            learn_out: probe.learn.then(|| dir.path().join("observed")),
         };
         let outcome = sandbox::run(&spec, &probe.stdin).map_err(|e| Error::Sandbox(e.to_string()));
         // The run may have left read-only directories: make them removable.
@@ -351,6 +357,16 @@ pub struct ProbeResult {
     pub outcome: Outcome,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub original: Option<Outcome>,
+    /// `--learn` with an original: paths the original's run used that this image lacks.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub missed: Vec<String>,
+}
+
+/// Paths the sandbox provides whatever the image holds.
+fn sandbox_path(p: &str) -> bool {
+    ["/proc", "/dev", "/sys", "/tmp"]
+        .iter()
+        .any(|m| p == *m || p.strip_prefix(m).is_some_and(|r| r.starts_with('/')))
 }
 
 /// What `pare probe` found.
@@ -374,6 +390,26 @@ impl ProbeReport {
         }
         for p in &self.probes {
             let argv = p.argv.join(" ");
+            let watched = p
+                .original
+                .as_ref()
+                .and_then(|o| o.observed.as_ref())
+                .or(p.outcome.observed.as_ref());
+            if let Some(obs) = watched {
+                let absent = obs.iter().filter(|(_, f)| !f).count();
+                out.push_str(&format!(
+                    "LEARN {argv}: {} paths used ({absent} looked up and absent){}\n",
+                    obs.len(),
+                    if p.original.is_some() {
+                        format!("; {} missing in {}", p.missed.len(), self.image)
+                    } else {
+                        String::new()
+                    }
+                ));
+                for m in &p.missed {
+                    out.push_str(&format!("  missed: {m}\n"));
+                }
+            }
             if p.passed {
                 out.push_str(&format!(
                     "PASS  {argv}  (exit {}, {:.2}s)\n",
@@ -428,18 +464,38 @@ pub fn run_all(
     };
     let mut results = Vec::new();
     for probe in probes {
-        let ours = image.run(probe, limits)?;
+        // With an original, it is the one watched (what the image lacks is the finding).
+        let watched_here = probe.learn && original.is_none();
+        let ours = image.run(
+            &Probe {
+                learn: watched_here,
+                ..probe.clone()
+            },
+            limits,
+        )?;
         let theirs = match original.as_deref_mut() {
             Some(o) => Some(o.run(probe, limits)?),
             None => None,
         };
         let verdict = judge(&ours, theirs.as_ref(), expect);
+        let missed = theirs
+            .as_ref()
+            .and_then(|t| t.observed.as_ref())
+            .map(|obs| {
+                obs.iter()
+                    .filter(|(p, found)| *found && !sandbox_path(p))
+                    .filter(|(p, _)| image.fs.resolve(p, true).is_err())
+                    .map(|(p, _)| p.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
         results.push(ProbeResult {
             argv: image.argv(probe),
             passed: verdict.is_ok(),
             reason: verdict.err().unwrap_or_default(),
             outcome: ours,
             original: theirs,
+            missed,
         });
     }
     Ok(results)

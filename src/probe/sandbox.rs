@@ -76,6 +76,9 @@ pub struct Spec {
     pub http: Option<HttpProbe>,
     #[serde(default)]
     pub http_out: Option<PathBuf>,
+    /// `--learn`: record the paths the program uses into this file (outside the root).
+    #[serde(default)]
+    pub learn_out: Option<PathBuf>,
 }
 
 /// `--http-probe PORT/PATH`.
@@ -141,6 +144,9 @@ pub struct Outcome {
     /// `--http-probe`: the server's answer.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpAnswer>,
+    /// `--learn`: each path the program used, and whether it was there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub observed: Option<Vec<(String, bool)>>,
 }
 
 /// An HTTP answer: its status and body.
@@ -268,8 +274,19 @@ pub fn run(spec: &Spec, stdin: &[u8]) -> Result<Outcome, SandboxError> {
         .as_ref()
         .and_then(|p| std::fs::read(p).ok())
         .and_then(|raw| HttpAnswer::parse(&raw));
+    let observed = spec
+        .learn_out
+        .as_ref()
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .map(|t| {
+            t.lines()
+                .filter_map(|l| l.split_once('\t'))
+                .map(|(ok, p)| (p.to_string(), ok == "1"))
+                .collect()
+        });
     Ok(Outcome {
         exit_code: if timed_out { None } else { code },
+        observed,
         timed_out,
         stdout,
         stderr,
@@ -486,6 +503,10 @@ fn init(spec: &Spec, mapping: Mapping) -> Result<i32, String> {
         ),
         None => None,
     };
+    let mut learn_out = match &spec.learn_out {
+        Some(p) => Some(std::fs::File::create(p).map_err(|e| format!("{}: {e}", p.display()))?),
+        None => None,
+    };
     nix::unistd::chdir(root.as_path()).map_err(errno("chdir to the root"))?;
     nix::unistd::pivot_root(".", ".").map_err(errno("pivot_root"))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(errno("detach the old root"))?;
@@ -520,6 +541,14 @@ fn init(spec: &Spec, mapping: Mapping) -> Result<i32, String> {
                         .map_err(errno("chdir"))
                 })
                 .and_then(|()| {
+                    if learn_out.is_some() {
+                        // Stopped until PID 1 has attached as the tracer.
+                        nix::sys::ptrace::traceme().map_err(errno("ptrace(TRACEME)"))?;
+                        nix::sys::signal::raise(Signal::SIGSTOP).map_err(errno("raise"))?;
+                    }
+                    Ok(())
+                })
+                .and_then(|()| {
                     nix::unistd::execve(&program, &argv, &env)
                         .map(|_| ())
                         .map_err(errno("exec"))
@@ -530,6 +559,9 @@ fn init(spec: &Spec, mapping: Mapping) -> Result<i32, String> {
             std::process::exit(127)
         }
         ForkResult::Parent { child } => loop {
+            if let Some(out) = learn_out.as_mut() {
+                return super::learn::trace(child, out);
+            }
             if let (Some(h), Some(out)) = (&spec.http, &http_out) {
                 // A server: ask it once it listens, then stop it (and everything it started).
                 let deadline = Instant::now() + Duration::from_secs(spec.limits.seconds);
