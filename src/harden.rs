@@ -52,6 +52,9 @@ pub struct HardenOptions {
     /// `--probe`: run these in the result and in the source before writing; a probe that
     /// behaves differently writes nothing.
     pub probes: Vec<crate::probe::Probe>,
+    /// `--learn`: run these in the source first, recording the paths their programs use; those
+    /// are kept (evidence `observed`).
+    pub learn: Vec<crate::probe::Probe>,
     pub probe_limits: crate::probe::Limits,
 }
 
@@ -79,6 +82,10 @@ impl HardenOptions {
         if !platforms.is_empty() {
             platforms.sort();
             recipe.push_str(&format!("; platforms={}", platforms.join(",")));
+        }
+        if !self.learn.is_empty() {
+            let l: Vec<String> = self.learn.iter().map(|p| p.describe()).collect();
+            recipe.push_str(&format!("; learn={}", l.join(" | ")));
         }
         recipe
     }
@@ -189,13 +196,35 @@ pub async fn analyze(
         work,
     } = load(src, &opts.source, progress).await?;
     let run = RunConfig::from_config(&pulled.config);
-    let topts = TraceOptions {
+    let mut topts = TraceOptions {
         allow_missing: opts.allow_missing,
         keep: opts.keep.clone(),
         runtime_full: opts.runtime_full,
         no_packages: opts.no_packages,
+        observed: Vec::new(),
     };
+    let learn = opts.learn.clone();
+    let (limits, config, dir) = (
+        opts.probe_limits.clone(),
+        pulled.config.clone(),
+        work.path().join("learn"),
+    );
     let (rootfs, trace, contents) = tokio::task::spawn_blocking(move || -> Result<_> {
+        if !learn.is_empty() {
+            // --learn: what the probes' programs use in the source, kept with the rest.
+            std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+            let mut p = crate::probe::Prepared::new(&rootfs, LayerContents::new(&dir), &config)?;
+            let mut seen = std::collections::BTreeSet::new();
+            for probe in &learn {
+                let o = p.run(probe, &limits)?;
+                for (path, found) in o.observed.unwrap_or_default() {
+                    if found && !crate::probe::sandbox_path(&path) {
+                        seen.insert(path);
+                    }
+                }
+            }
+            topts.observed = seen.into_iter().collect();
+        }
         let t = Instant::now();
         let trace = trace::trace(&rootfs, &mut contents, &run, &topts)?;
         tracing::debug!(
@@ -528,6 +557,7 @@ pub async fn harden(
         && replaced.is_none()
         && opts.check.is_none()
         && opts.probes.is_empty()
+        && opts.learn.is_empty()
         && opts.sbom_file.is_none()
         && let Some(u) = up_to_date(src, &dest, opts).await?
     {
@@ -959,6 +989,12 @@ async fn build_one(
         security_context: plan::security_context(&plan),
         check,
         probes,
+        observed_only: trace
+            .files
+            .iter()
+            .filter(|(_, ev)| !ev.is_empty() && ev.iter().all(|e| e.kind == trace::Why::Observed))
+            .map(|(p, _)| crate::rootfs::display(p))
+            .collect(),
         packages: trace
             .packages
             .as_deref()

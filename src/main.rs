@@ -249,6 +249,11 @@ struct HardenArgs {
     /// loopback, GET PATH and compare status and body (repeatable).
     #[arg(long = "http-probe", value_name = "PORT/PATH")]
     http_probes: Vec<String>,
+    /// Before tracing, run the entrypoint with these arguments in a sandbox of the source,
+    /// recording the files its programs use (ptrace); they are kept too (evidence
+    /// `observed`), and the report lists those static analysis had missed. Repeatable.
+    #[arg(long = "learn", value_name = "ARGS", allow_hyphen_values = true)]
+    learn: Vec<String>,
     /// With --in-place: do not keep the source under TAG-original.
     #[arg(long, requires = "in_place")]
     no_backup: bool,
@@ -435,6 +440,11 @@ async fn run(cli: Cli, progress: Progress) -> anyhow::Result<Outcome> {
                 .collect::<Result<Vec<_>, _>>()?;
             for h in &a.http_probes {
                 opts.probes.push(pare::probe::Probe::http(h)?);
+            }
+            for l in &a.learn {
+                let mut p = pare::probe::Probe::parse(l)?;
+                p.learn = true;
+                opts.learn.push(p);
             }
             opts.probe_limits = pare::probe::Limits {
                 seconds: a.probe_timeout.max(1),

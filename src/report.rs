@@ -90,6 +90,9 @@ pub struct Report {
     /// `--check`: the checklist run on the result before it was written.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub check: Option<crate::policy::CheckReport>,
+    /// `--learn`: kept paths only a probe's run showed (static analysis missed them).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub observed_only: Vec<String>,
     /// `--probe`: each probe's run in the result and in the source.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub probes: Option<Vec<crate::probe::ProbeResult>>,

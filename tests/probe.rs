@@ -415,3 +415,41 @@ fn learn_names_a_file_the_hardened_image_lacks() {
     );
     assert!(!missed.iter().any(|m| m.contains("libjq")), "{missed:?}");
 }
+
+/// `pare harden --learn`: what the probe's program used in the source is kept (evidence
+/// `observed`), the report names what only the probe showed, and the result then behaves as
+/// the source for that probe.
+#[test]
+fn harden_learn_keeps_what_the_probe_used() {
+    let reg = Registry::start();
+    let src = reg.image("hlearn/jq:1");
+    build_and_push(&jq_image(), &src, None);
+    let args = "-n --rawfile f /usr/bin/passwd '$f|length > 0'";
+    let dest = reg.image("hlearn/jq:learned");
+    let out = run(pare().args([
+        "-q",
+        "harden",
+        "--no-sbom",
+        &src,
+        &dest,
+        "--learn",
+        args,
+        "--probe",
+        args,
+        "--report",
+        "-",
+    ]));
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let r = report(&out);
+    let only: Vec<&str> = r["observed_only"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no observed_only: {r}"))
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert!(only.contains(&"/usr/bin/passwd"), "{only:?}");
+    assert!(!only.iter().any(|p| p.contains("libjq")), "{only:?}");
+    assert_eq!(r["probes"][0]["passed"], true, "{r}");
+    let u = pull_and_unpack(&dest);
+    assert!(u.rootfs().join("usr/bin/passwd").is_file());
+}

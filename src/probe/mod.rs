@@ -363,7 +363,7 @@ pub struct ProbeResult {
 }
 
 /// Paths the sandbox provides whatever the image holds.
-fn sandbox_path(p: &str) -> bool {
+pub fn sandbox_path(p: &str) -> bool {
     ["/proc", "/dev", "/sys", "/tmp"]
         .iter()
         .any(|m| p == *m || p.strip_prefix(m).is_some_and(|r| r.starts_with('/')))

@@ -35,6 +35,7 @@ mod contents;
 mod keep;
 mod libc;
 mod loader;
+mod observed;
 mod packages;
 mod pathref;
 mod program;
@@ -120,6 +121,8 @@ pub enum Why {
     AppDir,
     /// `--keep`.
     KeepFlag,
+    /// Used by a probe's program in the source (`--learn`).
+    Observed,
     /// A symlink on the way to a kept path.
     Symlink,
     /// Configuration or data of a package that owns a program the entrypoint runs, or of its
@@ -311,6 +314,8 @@ pub struct TraceOptions {
     pub runtime_full: bool,
     /// `--no-packages`: the package database's configuration and data are not followed.
     pub no_packages: bool,
+    /// `--learn`: absolute paths a probe's program used in the source (kept).
+    pub observed: Vec<String>,
 }
 
 /// What the image config says about running it.
@@ -516,6 +521,7 @@ pub fn trace<C: Contents>(
         Box::new(libc::Features::default()),
         Box::new(appdir::AppDir::default()),
         Box::new(keep::Keep),
+        Box::new(observed::Observed),
     ];
     cx.out.argv = run.argv();
     if cx.out.argv.is_empty() {
