@@ -350,6 +350,33 @@ pub async fn pull(
     Ok(pull_inner(reference, opts, work, progress, false).await?.0)
 }
 
+/// Every layer of `manifest` downloaded (through the blob cache when there is one) and verified
+/// into `work`, three at a time.
+async fn fetch_layers(
+    client: &RegistryClient,
+    r: &crate::reference::RegistryRef,
+    manifest: &Manifest,
+    opts: &SourceOptions,
+    work: &Path,
+    progress: &Progress,
+) -> Result<Vec<LayerBlob>> {
+    let jobs = manifest.layers.iter().enumerate().map(|(i, d)| async move {
+        let path = work.join(format!("layer-{i}"));
+        match &opts.blobs {
+            Some(cache) => cache.fetch(client, r, d, &path, progress).await?,
+            None => client.get_blob_to_file(r, d, &path, progress).await?,
+        }
+        Ok::<_, Error>(LayerBlob {
+            descriptor: d.clone(),
+            path,
+            growing: None,
+        })
+    });
+    let layers: Vec<Result<LayerBlob>> =
+        futures_util::stream::iter(jobs).buffered(3).collect().await;
+    layers.into_iter().collect()
+}
+
 /// Layer downloads still running after [`pull_streaming`] returned.
 pub struct Downloads {
     handle: tokio::task::JoinHandle<Result<()>>,
@@ -434,7 +461,7 @@ async fn pull_inner(
                 .await?;
             let config = parse_config(&config_bytes, &what)?;
             check_platform(opts, &config, &digest, &manifest_digest, &what)?;
-            if stream && opts.blobs.is_none() {
+            let (layers, downloads) = if stream && opts.blobs.is_none() {
                 let layers: Vec<LayerBlob> = manifest
                     .layers
                     .iter()
@@ -472,36 +499,13 @@ async fn pull_inner(
                         .await
                         .map(|_| ())
                 });
-                let pulled = PulledImage {
-                    reference: reference.clone(),
-                    digest,
-                    manifest_digest,
-                    platform: platform_of(&config),
-                    config,
-                    config_size: manifest.config.size,
-                    manifest,
-                    layers,
-                };
-                return Ok((pulled, Some(Downloads { handle, growing })));
-            }
-            let jobs = manifest.layers.iter().enumerate().map(|(i, d)| {
-                let client = &client;
-                async move {
-                    let path = work.join(format!("layer-{i}"));
-                    match &opts.blobs {
-                        Some(cache) => cache.fetch(client, r, d, &path, progress).await?,
-                        None => client.get_blob_to_file(r, d, &path, progress).await?,
-                    }
-                    Ok::<_, Error>(LayerBlob {
-                        descriptor: d.clone(),
-                        path,
-                        growing: None,
-                    })
-                }
-            });
-            let layers: Vec<Result<LayerBlob>> =
-                futures_util::stream::iter(jobs).buffered(3).collect().await;
-            let layers = layers.into_iter().collect::<Result<Vec<_>>>()?;
+                (layers, Some(Downloads { handle, growing }))
+            } else {
+                (
+                    fetch_layers(&client, r, &manifest, opts, work, progress).await?,
+                    None,
+                )
+            };
             Ok((
                 PulledImage {
                     reference: reference.clone(),
@@ -513,7 +517,7 @@ async fn pull_inner(
                     manifest,
                     layers,
                 },
-                None,
+                downloads,
             ))
         }
         ImageRef::Archive { path, reference: r } => {

@@ -1145,15 +1145,7 @@ impl Rootfs {
         for (layer, mut want) in by_layer {
             // What the merge pass captured needs no read at all.
             if let Some(c) = self.captured.get(layer) {
-                want.retain(|entry, (paths, _)| match c.files.get(entry) {
-                    Some(local) => {
-                        for p in paths.drain(..) {
-                            out.insert(p, local.clone());
-                        }
-                        false
-                    }
-                    None => true,
-                });
+                serve(&mut want, &mut out, |entry| c.files.get(&entry).cloned());
                 if want.is_empty() {
                     self.note_served(layer);
                     continue;
@@ -1164,15 +1156,7 @@ impl Rootfs {
             let blob = &self.layers[layer];
             let digest = &blob.descriptor.digest;
             if let Some(cache) = &self.cache {
-                want.retain(|entry, (paths, _)| match cache.file(digest, *entry) {
-                    Some(local) => {
-                        for p in paths.drain(..) {
-                            out.insert(p, local.clone());
-                        }
-                        false
-                    }
-                    None => true,
-                });
+                serve(&mut want, &mut out, |entry| cache.file(digest, entry));
                 if want.is_empty() {
                     cache.read_hits.fetch_add(1, Ordering::Relaxed);
                     continue;
@@ -1297,6 +1281,24 @@ impl Rootfs {
             cache.read_hits.fetch_add(1, Ordering::Relaxed);
         }
     }
+}
+
+/// Answer from `found` the wanted entries (ordinal → (paths, size)) it has a copy of, moving
+/// them from `want` into `out` under each of their paths.
+fn serve(
+    want: &mut HashMap<u64, (Vec<String>, u64)>,
+    out: &mut HashMap<String, Local>,
+    found: impl Fn(u64) -> Option<Local>,
+) {
+    want.retain(|entry, (paths, _)| match found(*entry) {
+        Some(local) => {
+            for p in paths.drain(..) {
+                out.insert(p, local.clone());
+            }
+            false
+        }
+        None => true,
+    });
 }
 
 /// A reader that counts the bytes read through it.
