@@ -545,6 +545,8 @@ fn init(spec: &Spec, mapping: Mapping) -> Result<i32, String> {
                         // Stopped until PID 1 has attached as the tracer.
                         nix::sys::ptrace::traceme().map_err(errno("ptrace(TRACEME)"))?;
                         nix::sys::signal::raise(Signal::SIGSTOP).map_err(errno("raise"))?;
+                        // Only the path syscalls stop for the tracer from here on.
+                        super::learn::install_filter()?;
                     }
                     Ok(())
                 })
