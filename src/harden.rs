@@ -98,6 +98,17 @@ pub struct Analysis {
     pub trace: Trace,
     pub contents: LayerContents,
     pub work: tempfile::TempDir,
+    /// `--learn`: what the probes looked up and did not find, and their troubles.
+    pub learned: Learned,
+}
+
+/// What the `--learn` probes showed beside the paths kept.
+#[derive(Debug, Default)]
+pub struct Learned {
+    /// Paths looked up and absent in the source (the program probes for them; not kept).
+    pub absent: Vec<String>,
+    /// A probe that did not pass in the source: what it used is kept all the same.
+    pub warnings: Vec<String>,
 }
 
 fn join_err(e: tokio::task::JoinError) -> Error {
@@ -209,20 +220,35 @@ pub async fn analyze(
         pulled.config.clone(),
         work.path().join("learn"),
     );
-    let (rootfs, trace, contents) = tokio::task::spawn_blocking(move || -> Result<_> {
+    let (rootfs, trace, contents, learned) = tokio::task::spawn_blocking(move || -> Result<_> {
+        let mut learned = Learned::default();
         if !learn.is_empty() {
             // --learn: what the probes' programs use in the source, kept with the rest.
             std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
             let mut p = crate::probe::Prepared::new(&rootfs, LayerContents::new(&dir), &config)?;
             let mut seen = std::collections::BTreeSet::new();
+            let mut absent = std::collections::BTreeSet::new();
             for probe in &learn {
                 let o = p.run(probe, &limits)?;
+                if let Err(why) = crate::probe::judge(&o, None, None) {
+                    learned.warnings.push(format!(
+                        "--learn {}: did not pass in the source ({why}); the files it used are kept all the same",
+                        probe.describe()
+                    ));
+                }
                 for (path, found) in o.observed.unwrap_or_default() {
-                    if found && !crate::probe::sandbox_path(&path) {
+                    if crate::probe::sandbox_path(&path) {
+                        continue;
+                    }
+                    if found {
                         seen.insert(path);
+                    } else {
+                        absent.insert(path);
                     }
                 }
             }
+            // Absent in one run, there in another: it is there.
+            learned.absent = absent.difference(&seen).cloned().collect();
             topts.observed = seen.into_iter().collect();
         }
         let t = Instant::now();
@@ -235,7 +261,7 @@ pub async fn analyze(
             files_read = contents.files_read,
             "traced"
         );
-        Ok((rootfs, trace, contents))
+        Ok((rootfs, trace, contents, learned))
     })
     .await
     .map_err(join_err)??;
@@ -245,6 +271,7 @@ pub async fn analyze(
         trace,
         contents,
         work,
+        learned,
     })
 }
 
@@ -758,6 +785,7 @@ async fn build_one(
         trace,
         mut contents,
         work,
+        learned,
     } = analyze(src, opts, progress).await?;
     let user_flag = opts.user;
     let config = pulled.config.clone();
@@ -905,6 +933,7 @@ async fn build_one(
         .collect();
     let mut warnings = rootfs.warnings.clone();
     warnings.extend(plan.warnings.iter().cloned());
+    warnings.extend(learned.warnings.iter().cloned());
     let report = Report {
         source: ImageInfo {
             reference: src.to_string(),
@@ -995,6 +1024,7 @@ async fn build_one(
             .filter(|(_, ev)| !ev.is_empty() && ev.iter().all(|e| e.kind == trace::Why::Observed))
             .map(|(p, _)| crate::rootfs::display(p))
             .collect(),
+        observed_absent: learned.absent.clone(),
         packages: trace
             .packages
             .as_deref()

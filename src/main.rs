@@ -254,6 +254,11 @@ struct HardenArgs {
     /// `observed`), and the report lists those static analysis had missed. Repeatable.
     #[arg(long = "learn", value_name = "ARGS", allow_hyphen_values = true)]
     learn: Vec<String>,
+    /// Like --learn, for a server: start the entrypoint (with the image's Cmd) in a sandbox of
+    /// the source while recording, GET PATH from PORT once it listens, then stop it; what it
+    /// used to start and to answer is kept (repeatable).
+    #[arg(long = "learn-http", value_name = "PORT/PATH")]
+    learn_http: Vec<String>,
     /// With --in-place: do not keep the source under TAG-original.
     #[arg(long, requires = "in_place")]
     no_backup: bool,
@@ -446,6 +451,11 @@ async fn run(cli: Cli, progress: Progress) -> anyhow::Result<Outcome> {
                 p.learn = true;
                 opts.learn.push(p);
             }
+            for h in &a.learn_http {
+                let mut p = pare::probe::Probe::http(h)?;
+                p.learn = true;
+                opts.learn.push(p);
+            }
             opts.probe_limits = pare::probe::Limits {
                 seconds: a.probe_timeout.max(1),
                 ..Default::default()
@@ -499,6 +509,21 @@ async fn run(cli: Cli, progress: Progress) -> anyhow::Result<Outcome> {
                 }
                 if let Some(c) = &r.check {
                     eprint!("{}", clean(&c.text(), true));
+                }
+                if !r.observed_only.is_empty() {
+                    let shown: Vec<&str> =
+                        r.observed_only.iter().take(8).map(|s| s.as_str()).collect();
+                    let more = r.observed_only.len().saturating_sub(shown.len());
+                    eprintln!(
+                        "learn: kept {} path(s) only a probe showed (static analysis missed them): {}{}",
+                        r.observed_only.len(),
+                        clean(&shown.join(", "), false),
+                        if more > 0 {
+                            format!(" and {more} more (see --report)")
+                        } else {
+                            String::new()
+                        }
+                    );
                 }
             }
             if let Some(path) = &a.report {

@@ -93,6 +93,11 @@ pub struct Report {
     /// `--learn`: kept paths only a probe's run showed (static analysis missed them).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub observed_only: Vec<String>,
+    /// `--learn`: paths a probe's programs looked up that the source does not have (not kept;
+    /// a name here that the program needs points at a broken source or a probe that went
+    /// another way).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub observed_absent: Vec<String>,
     /// `--probe`: each probe's run in the result and in the source.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub probes: Option<Vec<crate::probe::ProbeResult>>,

@@ -372,6 +372,77 @@ fn an_http_probe_gets_the_page_from_a_non_root_server_on_port_80() {
     assert!(out.status.success(), "{}", describe_output(&out));
 }
 
+/// `harden --learn-http`: the server is watched while it answers in the source; the page it
+/// served, which nothing in the image names (httpd serves `/`, the request names the page), is
+/// kept and listed as missed by static analysis, and what it looked for and the source lacks is
+/// listed apart.
+#[test]
+fn harden_learn_http_keeps_what_the_server_served() {
+    let reg = Registry::start();
+    let src = reg.image("web/httpd-root:1");
+    let spec = ImageSpec::new(vec![
+        usrmerge_base_layer()
+            .dir("/srv", 0o755)
+            .dir("/srv/site", 0o755)
+            .file("/srv/site/page.html", "<p>served from /srv</p>\n", 0o644),
+    ])
+    .with_entrypoint(&["/usr/bin/busybox", "httpd", "-f", "-p", "80", "-h", "/"])
+    .with_user("65532:65532");
+    build_and_push(&spec, &src, None);
+    // Static analysis alone drops the page: the probe fails and nothing is written.
+    let out = run(pare().args([
+        "-q",
+        "harden",
+        "--no-sbom",
+        &src,
+        "--http-probe",
+        "80/srv/site/page.html",
+    ]));
+    assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
+    let learned = reg.image("web/httpd-root:learned");
+    let out = run(pare().args([
+        "-q",
+        "harden",
+        "--no-sbom",
+        &src,
+        &learned,
+        "--learn-http",
+        "80/srv/site/page.html",
+        "--http-probe",
+        "80/srv/site/page.html",
+        "--report",
+        "-",
+    ]));
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let r = report(&out);
+    let list = |k: &str| -> Vec<String> {
+        r[k].as_array()
+            .unwrap_or_else(|| panic!("no {k}: {r}"))
+            .iter()
+            .map(|p| p.as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(
+        list("observed_only").contains(&"/srv/site/page.html".to_string()),
+        "{r}"
+    );
+    assert_eq!(r["probes"][0]["passed"], true, "{r}");
+    // busybox httpd looks for its configuration, which the source does not have.
+    let absent = list("observed_absent");
+    assert!(
+        absent.contains(&"/etc/httpd.conf".to_string()),
+        "{absent:?}"
+    );
+    let u = pull_and_unpack(&learned);
+    assert!(u.rootfs().join("srv/site/page.html").is_file());
+    for a in &absent {
+        assert!(
+            !u.rootfs().join(a.trim_start_matches('/')).exists(),
+            "{a} is listed as absent but is in the image"
+        );
+    }
+}
+
 /// `--learn`: the original's run is watched (ptrace in the sandbox), and a file it used that
 /// the hardened image lacks is named as missed by static analysis.
 #[test]

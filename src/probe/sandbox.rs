@@ -562,23 +562,50 @@ fn init(spec: &Spec, mapping: Mapping) -> Result<i32, String> {
         }
         ForkResult::Parent { child } => loop {
             if let Some(out) = learn_out.as_mut() {
-                return super::learn::trace(child, out);
+                let Some((h, answer_out)) = spec.http.clone().zip(http_out.as_ref()) else {
+                    return super::learn::trace(child, out);
+                };
+                // --learn-http: this thread traces (it is the tracer, and it reaps); a second
+                // one asks the server and then stops it.
+                let deadline = Instant::now() + Duration::from_secs(spec.limits.seconds);
+                let ended = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let client = {
+                    let ended = ended.clone();
+                    std::thread::spawn(move || {
+                        let got = http_get(&h, deadline, || {
+                            ended.load(std::sync::atomic::Ordering::SeqCst)
+                        });
+                        let _ = kill(child, Signal::SIGKILL);
+                        got
+                    })
+                };
+                let traced = super::learn::trace(child, out);
+                ended.store(true, std::sync::atomic::Ordering::SeqCst);
+                let got = client.join().ok().flatten();
+                traced?;
+                return write_answer(answer_out, got);
             }
             if let (Some(h), Some(out)) = (&spec.http, &http_out) {
                 // A server: ask it once it listens, then stop it (and everything it started).
                 let deadline = Instant::now() + Duration::from_secs(spec.limits.seconds);
-                let got = http_get(h, child, deadline);
+                let got = http_get(h, deadline, || {
+                    // Reap whatever ended; the server itself ending is the end.
+                    while let Ok(st) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                        match st {
+                            WaitStatus::StillAlive => break,
+                            WaitStatus::Exited(p, _) | WaitStatus::Signaled(p, _, _)
+                                if p == child =>
+                            {
+                                return true;
+                            }
+                            _ => {}
+                        }
+                    }
+                    false
+                });
                 let _ = kill(child, Signal::SIGKILL);
                 let _ = waitpid(child, None);
-                return match got {
-                    Some(answer) => {
-                        let mut out = out;
-                        std::io::Write::write_all(&mut out, &answer)
-                            .map_err(|e| format!("write the HTTP answer: {e}"))?;
-                        Ok(0)
-                    }
-                    None => Ok(1),
-                };
+                return write_answer(out, got);
             }
             // Reap everything; leave when the program itself ends.
             match waitpid(None, None) {
@@ -592,25 +619,30 @@ fn init(spec: &Spec, mapping: Mapping) -> Result<i32, String> {
     }
 }
 
+/// PID 1's status for an HTTP probe: 0 with the answer written to `out`, 1 without one.
+fn write_answer(mut out: &std::fs::File, got: Option<Vec<u8>>) -> Result<i32, String> {
+    match got {
+        Some(answer) => {
+            std::io::Write::write_all(&mut out, &answer)
+                .map_err(|e| format!("write the HTTP answer: {e}"))?;
+            Ok(0)
+        }
+        None => Ok(1),
+    }
+}
+
 /// GET `h.path` from 127.0.0.1:`h.port` once something listens there, while the server runs
-/// and before `deadline`; the raw answer (bounded).
-fn http_get(h: &HttpProbe, server: Pid, deadline: Instant) -> Option<Vec<u8>> {
+/// (`ended` says when it stopped) and before `deadline`; the raw answer (bounded).
+fn http_get(h: &HttpProbe, deadline: Instant, mut ended: impl FnMut() -> bool) -> Option<Vec<u8>> {
     use std::io::{Read as _, Write as _};
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], h.port));
     loop {
-        // Reap whatever ended; the server itself ending is the end.
-        while let Ok(st) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-            match st {
-                WaitStatus::StillAlive => break,
-                WaitStatus::Exited(p, _) | WaitStatus::Signaled(p, _, _) if p == server => {
-                    eprintln!(
-                        "{ERROR_MARK}the server exited before it answered on port {}",
-                        h.port
-                    );
-                    return None;
-                }
-                _ => {}
-            }
+        if ended() {
+            eprintln!(
+                "{ERROR_MARK}the server exited before it answered on port {}",
+                h.port
+            );
+            return None;
         }
         if Instant::now() >= deadline {
             eprintln!("{ERROR_MARK}nothing answered on port {} in time", h.port);
