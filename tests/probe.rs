@@ -524,3 +524,122 @@ fn harden_learn_keeps_what_the_probe_used() {
     let u = pull_and_unpack(&dest);
     assert!(u.rootfs().join("usr/bin/passwd").is_file());
 }
+
+/// The user .ci/run makes for this test: an ordinary user with /etc/subuid and /etc/subgid
+/// ranges (Debian's useradd assigns 65536 ids).
+const SUB_USER: &str = "pare-sub";
+
+/// A layer whose `/owned` directory (and a file in it) belong to 65532, as a Dockerfile's
+/// `chown` would leave them.
+fn owned_layer() -> Layer {
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, kind, mode) in [
+        ("owned/", tar::EntryType::Directory, 0o755),
+        ("owned/mine", tar::EntryType::Regular, 0o644),
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_uid(65532);
+        h.set_gid(65532);
+        h.set_mtime(0);
+        let data: &[u8] = if kind == tar::EntryType::Regular {
+            b"x\n"
+        } else {
+            b""
+        };
+        h.set_size(data.len() as u64);
+        b.append_data(&mut h, path, data).unwrap();
+    }
+    Layer::from_tar(b.into_inner().unwrap())
+}
+
+/// As an ordinary user with subordinate id ranges, the sandbox maps the image's ids through
+/// them (newuidmap/newgidmap): owners are the image's, a write as 65532 into its own directory
+/// works and into a root-owned one fails, as in a cluster; the copy is given back and removed.
+#[test]
+fn an_ordinary_user_with_subordinate_ranges_gets_faithful_ownership() {
+    if !is_root() {
+        eprintln!("SKIP: not root: cannot switch to the test user");
+        return;
+    }
+    let Some(setpriv) = find_tool("setpriv") else {
+        eprintln!("SKIP: setpriv (util-linux) is not installed");
+        return;
+    };
+    let has_range = |f: &str| {
+        std::fs::read_to_string(f)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.starts_with(&format!("{SUB_USER}:")))
+    };
+    let known = Command::new("id")
+        .arg(SUB_USER)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !known || !has_range("/etc/subuid") || !has_range("/etc/subgid") {
+        eprintln!(
+            "SKIP: no user {SUB_USER} with /etc/subuid and /etc/subgid ranges (.ci/run makes one: useradd {SUB_USER})"
+        );
+        return;
+    }
+    if find_tool("newuidmap").is_none() {
+        eprintln!("SKIP: newuidmap is not installed (Debian's uidmap)");
+        return;
+    }
+    let reg = Registry::start();
+    let img = reg.image("probe/owned:1");
+    let spec = shell_image("/nonexistent").with_layer(owned_layer());
+    build_and_push(&spec, &img, None);
+    let dir = tempfile::Builder::new()
+        .prefix("pare-sub-")
+        .tempdir()
+        .unwrap();
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let bin = dir.path().join("pare");
+    std::fs::copy(env!("CARGO_BIN_EXE_pare"), &bin).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let script = "id -u; id -g; stat -c '%u:%g' /owned /owned/mine /etc/passwd; \
+                  echo y > /owned/new && mkdir /owned/sub && echo z > /owned/sub/f && echo wrote; \
+                  echo n > /data/f";
+    let out = Command::new(setpriv)
+        .args([
+            &format!("--reuid={SUB_USER}"),
+            &format!("--regid={SUB_USER}"),
+            "--init-groups",
+        ])
+        .arg(&bin)
+        .args(["-q", "probe", &img, "--format", "json", "--probe"])
+        .arg(format!("'{script}'"))
+        .env("TMPDIR", &tmp)
+        .env("HOME", &tmp)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    if out.status.code() == Some(2) && err.contains("namespace") {
+        eprintln!("SKIP: {}", err.trim());
+        return;
+    }
+    assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
+    let r = report(&out);
+    let p = &r["probes"][0]["outcome"];
+    assert_eq!(
+        p["stdout"], "65532\n65532\n65532:65532\n65532:65532\n0:0\nwrote\n",
+        "{r}"
+    );
+    assert!(
+        p["stderr"].as_str().unwrap().contains("Permission denied"),
+        "{r}"
+    );
+    assert!(
+        !format!("{r}").contains("not faithful"),
+        "the ranges were not used: {r}"
+    );
+    // The materialized copy, with what the program made as 65532, was removed.
+    let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().flatten().collect();
+    assert!(left.is_empty(), "left in TMPDIR: {left:?}");
+}

@@ -22,6 +22,9 @@ pub struct Materialized {
     pub bytes: u64,
     /// Entries left out, with why (a device, a path under one of the image's symlinks).
     pub skipped: Vec<String>,
+    /// Without `chown`: the entries the image gives another owner than root (path relative
+    /// to the root, uid, gid), for the sandbox to set from inside its user namespace.
+    pub owners: Vec<(String, u32, u32)>,
 }
 
 /// Directories the sandbox mounts over: made empty and real whatever the image has there.
@@ -123,12 +126,14 @@ pub fn materialize(
                 continue;
             }
         }
+        let (uid, gid) = (
+            node.uid.min(u32::MAX as u64) as u32,
+            node.gid.min(u32::MAX as u64) as u32,
+        );
         if chown {
-            let (uid, gid) = (
-                node.uid.min(u32::MAX as u64) as u32,
-                node.gid.min(u32::MAX as u64) as u32,
-            );
             std::os::unix::fs::lchown(&host, Some(uid), Some(gid)).map_err(io_err(&host))?;
+        } else if (uid, gid) != (0, 0) {
+            out.owners.push((path.clone(), uid, gid));
         }
     }
     for (m, mode) in MOUNT_POINTS {

@@ -3,6 +3,7 @@
 //! ([`materialize`]); with an original to compare against, a probe passes when both give the
 //! same exit code and output.
 
+pub mod idmap;
 pub mod learn;
 pub mod materialize;
 pub mod sandbox;
@@ -159,6 +160,7 @@ pub struct Prepared<'a> {
     pub gid: u32,
     /// A line saying what the sandbox cannot reproduce here (ownership when not root).
     pub note: Option<String>,
+    pub mapping: sandbox::Mapping,
     fs: &'a Rootfs,
     contents: LayerContents,
 }
@@ -178,14 +180,29 @@ impl<'a> Prepared<'a> {
             .and_then(|u| u.as_str())
             .unwrap_or("");
         let (uid, gid) = run_user(fs, &mut contents, user)?;
-        let note = (!nix::unistd::Uid::effective().is_root()).then(|| {
-            "not running as root: only the run user is mapped, so file ownership is not faithful (the root is read-only but for /tmp)".to_string()
-        });
+        let mapping = sandbox::Mapping::choose(uid, gid);
+        let mut note = mapping.note();
+        if matches!(mapping, sandbox::Mapping::Ranges { .. }) {
+            let outside = fs
+                .nodes
+                .values()
+                .filter(|n| {
+                    !mapping.maps(n.uid.min(u32::MAX as u64) as u32, false)
+                        || !mapping.maps(n.gid.min(u32::MAX as u64) as u32, true)
+                })
+                .count();
+            if outside > 0 {
+                note = Some(format!(
+                    "{outside} entries are owned by ids beyond this user's subordinate ranges: they are owned by root in the sandbox"
+                ));
+            }
+        }
         Ok(Prepared {
             run,
             uid,
             gid,
             note,
+            mapping,
             fs,
             contents,
         })
@@ -218,8 +235,17 @@ impl<'a> Prepared<'a> {
             <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755),
         )
         .map_err(|e| Error::io(dir.path(), e))?;
-        let root_owner = nix::unistd::Uid::effective().is_root();
-        materialize::materialize(self.fs, &mut self.contents, &root, root_owner)?;
+        let root_owner = self.mapping == sandbox::Mapping::Identity;
+        let made = materialize::materialize(self.fs, &mut self.contents, &root, root_owner)?;
+        // With subordinate ranges the owners are set from inside the user namespace.
+        let owners = match self.mapping {
+            sandbox::Mapping::Ranges { .. } => made
+                .owners
+                .into_iter()
+                .filter(|(_, u, g)| self.mapping.maps(*u, false) && self.mapping.maps(*g, true))
+                .collect(),
+            _ => Vec::new(),
+        };
         let spec = sandbox::Spec {
             root: root.clone(),
             argv,
@@ -235,6 +261,8 @@ impl<'a> Prepared<'a> {
             http: probe.http.clone(),
             http_out: probe.http.as_ref().map(|_| dir.path().join("http-answer")),
             learn_out: probe.learn.then(|| dir.path().join("observed")),
+            mapping: self.mapping,
+            owners,
         };
         let outcome = sandbox::run(&spec, &probe.stdin).map_err(|e| Error::Sandbox(e.to_string()));
         // The run may have left read-only directories: make them removable.

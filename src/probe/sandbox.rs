@@ -26,6 +26,8 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Gid, Pid, Uid, fork};
 use serde::{Deserialize, Serialize};
 
+pub use super::idmap::Mapping;
+
 /// Exit status of the helper when the sandbox could not be set up (its stderr says why).
 pub const SETUP_FAILED: i32 = 125;
 /// Exit status when the time limit killed the program.
@@ -79,6 +81,12 @@ pub struct Spec {
     /// `--learn`: record the paths the program uses into this file (outside the root).
     #[serde(default)]
     pub learn_out: Option<PathBuf>,
+    /// How ids are mapped ([`Mapping::choose`]).
+    pub mapping: Mapping,
+    /// With subordinate ranges: the image owners to set from inside (root-owned entries are
+    /// left out).
+    #[serde(default)]
+    pub owners: Vec<super::idmap::Owner>,
 }
 
 /// `--http-probe PORT/PATH`.
@@ -98,34 +106,6 @@ impl HttpProbe {
         let port = port.parse().ok().filter(|p| *p > 0)?;
         (!path.contains(char::is_whitespace)).then_some(HttpProbe { port, path })
     }
-}
-
-/// How the sandbox maps ids, decided by who runs pare.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Mapping {
-    /// pare runs as root: every id maps to itself.
-    Identity,
-    /// An ordinary user: the run user is the caller, nothing else is mapped.
-    Single { outer_uid: u32, outer_gid: u32 },
-}
-
-impl Mapping {
-    pub fn current() -> Mapping {
-        if Uid::effective().is_root() {
-            Mapping::Identity
-        } else {
-            Mapping::Single {
-                outer_uid: Uid::effective().as_raw(),
-                outer_gid: Gid::effective().as_raw(),
-            }
-        }
-    }
-}
-
-#[derive(Serialize, Deserialize)]
-struct Envelope {
-    spec: Spec,
-    mapping: Mapping,
 }
 
 /// The result of one run.
@@ -186,11 +166,7 @@ pub enum SandboxError {
 /// Run `spec` in a new sandbox and wait for it (bounded by its limits).
 pub fn run(spec: &Spec, stdin: &[u8]) -> Result<Outcome, SandboxError> {
     use std::process::{Command, Stdio};
-    let env = Envelope {
-        spec: spec.clone(),
-        mapping: Mapping::current(),
-    };
-    let json = serde_json::to_vec(&env).map_err(|e| SandboxError::Setup(e.to_string()))?;
+    let json = serde_json::to_vec(spec).map_err(|e| SandboxError::Setup(e.to_string()))?;
     // The spec goes in a file only pare can read (the helper removes it), not in the
     // environment, which the sandboxed program could read from /proc/1/environ.
     let mut file = tempfile::Builder::new()
@@ -241,26 +217,53 @@ pub fn run(spec: &Spec, stdin: &[u8]) -> Result<Outcome, SandboxError> {
             let _ = std::io::Write::write_all(&mut w, &input);
         });
     }
+    let pid = Pid::from_raw(child.id() as i32);
+    // With subordinate ranges the helper stops itself once its user namespace exists; its id
+    // maps are written from here (newuidmap is setuid root and checks /etc/subuid), then it
+    // goes on.
+    let mut ended = None;
+    if let Mapping::Ranges { .. } = spec.mapping {
+        match waitpid(pid, Some(WaitPidFlag::WUNTRACED)) {
+            Ok(WaitStatus::Stopped(..)) => {
+                if let Err(e) = super::idmap::write_maps(child.id(), &spec.mapping) {
+                    let _ = kill(pid, Signal::SIGKILL);
+                    let _ = waitpid(pid, None);
+                    let _ = std::fs::remove_file(&spec_path);
+                    return Err(SandboxError::Setup(e));
+                }
+                let _ = kill(pid, Signal::SIGCONT);
+            }
+            Ok(st) => ended = Some(st),
+            Err(e) => return Err(SandboxError::Spawn(e.into())),
+        }
+    }
     // The helper enforces the time limit; this is the backstop should it hang itself.
     let deadline = Duration::from_secs(spec.limits.seconds + 30);
     let status = loop {
-        match child.try_wait() {
-            Ok(Some(s)) => break s,
-            Ok(None) if started.elapsed() > deadline => {
-                let _ = child.kill();
-                break child.wait().map_err(SandboxError::Spawn)?;
+        if let Some(st) = ended.take() {
+            match st {
+                WaitStatus::Exited(_, c) => break Some(c),
+                WaitStatus::Signaled(_, s, _) => break Some(128 + s as i32),
+                _ => {}
             }
-            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-            Err(e) => return Err(SandboxError::Spawn(e)),
+        }
+        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) if started.elapsed() > deadline => {
+                let _ = kill(pid, Signal::SIGKILL);
+                ended = waitpid(pid, None).ok();
+            }
+            Ok(WaitStatus::StillAlive) => std::thread::sleep(Duration::from_millis(10)),
+            Ok(st @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => ended = Some(st),
+            Ok(_) => {}
+            Err(nix::Error::EINTR) => {}
+            Err(e) => return Err(SandboxError::Spawn(e.into())),
         }
     };
     // The helper removed it, unless it died first.
     let _ = std::fs::remove_file(&spec_path);
     let (stdout, d1) = out.join().unwrap_or_default();
     let (stderr, d2) = err.join().unwrap_or_default();
-    let code = std::os::unix::process::ExitStatusExt::signal(&status)
-        .map(|s| 128 + s)
-        .or(status.code());
+    let code = status;
     if code == Some(SETUP_FAILED) {
         let text = String::from_utf8_lossy(&stderr);
         if let Some(line) = text.lines().find_map(|l| l.strip_prefix(ERROR_MARK)) {
@@ -315,17 +318,10 @@ fn errno(what: &str) -> impl Fn(nix::Error) -> String + '_ {
 fn helper(spec_file: &Path) -> Result<i32, String> {
     let json = std::fs::read(spec_file).map_err(|e| format!("{}: {e}", spec_file.display()))?;
     let _ = std::fs::remove_file(spec_file);
-    let Envelope { spec, mapping } =
-        serde_json::from_slice(&json).map_err(|e| format!("bad sandbox spec: {e}"))?;
+    let spec: Spec = serde_json::from_slice(&json).map_err(|e| format!("bad sandbox spec: {e}"))?;
+    let mapping = spec.mapping;
     let write = |p: &str, s: &str| std::fs::write(p, s).map_err(|e| format!("write {p}: {e}"));
-    if let Mapping::Single {
-        outer_uid,
-        outer_gid,
-    } = mapping
-    {
-        // An ordinary user: a user namespace where the run user is the caller. (As root no
-        // user namespace is needed: ids are the host's, one to one, and the program runs with
-        // every capability dropped.)
+    let userns = || {
         unshare(CloneFlags::CLONE_NEWUSER).map_err(|e| {
             format!(
                 "unshare(CLONE_NEWUSER): {}: this kernel does not let pare create a user \
@@ -334,16 +330,50 @@ fn helper(spec_file: &Path) -> Result<i32, String> {
                  container, allow unshare in its seccomp profile)",
                 e.desc()
             )
-        })?;
-        write("/proc/self/setgroups", "deny")?;
-        write(
-            "/proc/self/uid_map",
-            &format!("{} {outer_uid} 1\n", spec.uid),
-        )?;
-        write(
-            "/proc/self/gid_map",
-            &format!("{} {outer_gid} 1\n", spec.gid),
-        )?;
+        })
+    };
+    // The materialized root, held by descriptor: with subordinate ranges its owners are set
+    // and given back through it, wherever pivot_root leaves this process's own view.
+    let root_fd = match mapping {
+        Mapping::Ranges { .. } => Some(
+            std::fs::File::open(&spec.root)
+                .map(std::os::fd::OwnedFd::from)
+                .map_err(|e| format!("{}: {e}", spec.root.display()))?,
+        ),
+        _ => None,
+    };
+    match mapping {
+        // As root no user namespace is needed: ids are the host's, one to one, and the
+        // program runs with every capability dropped.
+        Mapping::Identity => {}
+        // An ordinary user: a user namespace where the run user is the caller.
+        Mapping::Single {
+            outer_uid,
+            outer_gid,
+        } => {
+            userns()?;
+            write("/proc/self/setgroups", "deny")?;
+            write(
+                "/proc/self/uid_map",
+                &format!("{} {outer_uid} 1\n", spec.uid),
+            )?;
+            write(
+                "/proc/self/gid_map",
+                &format!("{} {outer_gid} 1\n", spec.gid),
+            )?;
+        }
+        // With subordinate ranges: pare writes the maps (newuidmap) while this one waits.
+        Mapping::Ranges { .. } => {
+            userns()?;
+            nix::sys::signal::raise(Signal::SIGSTOP).map_err(errno("raise"))?;
+            if !Uid::current().is_root() {
+                return Err("the user namespace's id maps were not written".into());
+            }
+            if let Some(fd) = &root_fd {
+                // pare left out the owners the ranges cannot map, and said so.
+                super::idmap::set_owners(fd, &spec.owners);
+            }
+        }
     }
     unshare(
         CloneFlags::CLONE_NEWNS
@@ -371,7 +401,13 @@ fn helper(spec_file: &Path) -> Result<i32, String> {
             };
             std::process::exit(code)
         }
-        ForkResult::Parent { child } => Ok(supervise(child, spec.limits.seconds)),
+        ForkResult::Parent { child } => {
+            let code = supervise(child, spec.limits.seconds);
+            if let Some(fd) = &root_fd {
+                super::idmap::give_back(fd);
+            }
+            Ok(code)
+        }
     }
 }
 
@@ -402,7 +438,7 @@ fn cstr(s: &str) -> Result<CString, String> {
 /// PID 1 of the sandbox: build the root, start the program, reap, exit with its status.
 fn init(spec: &Spec, mapping: Mapping) -> Result<i32, String> {
     let root = &spec.root;
-    let faithful = mapping == Mapping::Identity;
+    let faithful = mapping.faithful();
     let none: Option<&str> = None;
     mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)
         .map_err(errno("make / private"))?;
