@@ -65,7 +65,7 @@ pub fn materialize(
     contents.prefetch(fs, &files)?;
     let mut out = Materialized::default();
     let mut links: HashMap<(usize, u64), PathBuf> = HashMap::new();
-    let mut dir_modes: Vec<(PathBuf, u32)> = Vec::new();
+    let mut dir_modes: Vec<(PathBuf, u32, u64)> = Vec::new();
     for (path, node) in &fs.nodes {
         if path.is_empty() {
             continue;
@@ -95,7 +95,7 @@ pub fn materialize(
                 // Writable by pare until every child is in; the image's mode afterwards.
                 std::fs::set_permissions(&host, std::fs::Permissions::from_mode(0o700))
                     .map_err(io_err(&host))?;
-                dir_modes.push((host.clone(), mode));
+                dir_modes.push((host.clone(), mode, node.mtime));
             }
             Kind::File { layer, entry, .. } => {
                 if let Some(first) = links.get(&(*layer, *entry)) {
@@ -135,6 +135,9 @@ pub fn materialize(
         } else if (uid, gid) != (0, 0) {
             out.owners.push((path.clone(), uid, gid));
         }
+        if !node.is_dir() {
+            set_mtime(&host, node.mtime);
+        }
     }
     for (m, mode) in MOUNT_POINTS {
         let host = root.join(m);
@@ -148,15 +151,40 @@ pub fn materialize(
         }
         // The image's own /tmp keeps its mode.
         if *m != "tmp" || !fs.nodes.get("tmp").is_some_and(|n| n.is_dir()) {
-            dir_modes.push((host, *mode));
+            dir_modes.push((host, *mode, 0));
         }
     }
-    // Children first, so a read-only directory does not stop pare setting its children.
-    for (host, mode) in dir_modes.into_iter().rev() {
+    // Children first, so a read-only directory does not stop pare setting its children; a
+    // directory's time last, as adding children changes it.
+    for (host, mode, mtime) in dir_modes.into_iter().rev() {
         std::fs::set_permissions(&host, std::fs::Permissions::from_mode(mode))
             .map_err(io_err(&host))?;
+        set_mtime(&host, mtime);
     }
     Ok(out)
+}
+
+/// The image's modification time on `host` (not following a symlink); best effort: a time
+/// that cannot be set leaves the time of writing.
+fn set_mtime(host: &Path, mtime: u64) {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(host.as_os_str().as_bytes()) else {
+        return;
+    };
+    let t = libc::timespec {
+        tv_sec: mtime.min(i64::MAX as u64) as libc::time_t,
+        tv_nsec: 0,
+    };
+    let times = [t, t];
+    // SAFETY: a NUL-terminated path and two timespecs, as utimensat(2) takes them.
+    unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
 }
 
 #[cfg(test)]
@@ -227,5 +255,11 @@ mod tests {
             "root:x:0:0::/root:/bin/sh\n"
         );
         assert!(m.files >= 1);
+        // The image's times (0 in these layers), also on directories and symlinks.
+        use std::os::unix::fs::MetadataExt;
+        for p in ["etc/passwd", "etc", "escape"] {
+            let md = std::fs::symlink_metadata(root.join(p)).unwrap();
+            assert_eq!(md.mtime(), 0, "{p}");
+        }
     }
 }

@@ -94,6 +94,8 @@ pub struct Node {
     pub layer: usize,
     /// Carries a `security.capability` xattr.
     pub capability: bool,
+    /// Modification time from the tar header (seconds since the epoch).
+    pub mtime: u64,
 }
 
 impl Node {
@@ -1542,6 +1544,7 @@ fn parse_entry<R: Read>(
     let mode = h.mode().unwrap_or(0o644) & 0o7777;
     let uid = h.uid().unwrap_or(0);
     let gid = h.gid().unwrap_or(0);
+    let mtime = h.mtime().unwrap_or(0);
     let capability = match entry.pax_extensions() {
         Ok(Some(exts)) => exts
             .flatten()
@@ -1599,6 +1602,7 @@ fn parse_entry<R: Read>(
             gid,
             layer,
             capability,
+            mtime,
         },
     }))
 }
@@ -1774,6 +1778,7 @@ fn dir_node(mode: u32, layer: usize) -> Node {
         gid: 0,
         layer,
         capability: false,
+        mtime: 0,
     }
 }
 

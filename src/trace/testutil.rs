@@ -97,6 +97,7 @@ pub(crate) fn image(entries: &[(&str, &str)], facts: Vec<(&str, ElfFacts)>) -> (
         gid: 0,
         layer: 0,
         capability: false,
+        mtime: 0,
     };
     fs.nodes.insert(String::new(), node(Kind::Dir, 0o755));
     let mut text = HashMap::new();
