@@ -20,6 +20,8 @@ use nix::unistd::Pid;
 
 /// Most distinct paths recorded.
 pub const MAX_PATHS: usize = 100_000;
+/// Most bytes of path names recorded.
+pub const MAX_PATH_BYTES: usize = 16 << 20;
 
 /// (syscall number, index of the dirfd argument if any, index of the path argument).
 fn path_syscalls() -> Vec<(i64, Option<usize>, usize)> {
@@ -230,6 +232,7 @@ pub fn trace(child: Pid, out: &mut std::fs::File) -> Result<i32, String> {
         .map(|(nr, d, p)| (nr, (d, p)))
         .collect();
     let mut seen: BTreeMap<String, bool> = BTreeMap::new();
+    let mut bytes = 0usize;
     // Filtered, a process runs freely between recorded calls; unfiltered, it stops at each
     // syscall's entry and exit.
     let resume = |pid: Pid, sig: Option<Signal>| {
@@ -243,8 +246,12 @@ pub fn trace(child: Pid, out: &mut std::fs::File) -> Result<i32, String> {
         let Some(path) = entry_path(&wanted, pid, nr, args) else {
             return;
         };
-        if seen.len() < MAX_PATHS && !seen.contains_key(&path) {
+        if seen.len() < MAX_PATHS
+            && bytes + path.len() <= MAX_PATH_BYTES
+            && !seen.contains_key(&path)
+        {
             let there = std::fs::symlink_metadata(&path).is_ok();
+            bytes += path.len();
             seen.insert(path, there);
         }
     };
