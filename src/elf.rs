@@ -41,8 +41,9 @@ pub struct ElfFacts {
     pub imports: Vec<Import>,
     /// Absolute-path-like tokens found in the read-only data (deduplicated, bounded).
     pub strings: Vec<String>,
-    /// Short word-like tokens of the read-only data (charset names and the like), collected
-    /// only from objects that import `iconv_open` (bounded).
+    /// Short word-like tokens of the read-only data (charset names, program names), collected
+    /// only from objects that import `iconv_open` or run programs through PATH (`execvp`,
+    /// `execlp`, `execvpe`, `posix_spawnp`) (bounded).
     pub words: Vec<String>,
 }
 
@@ -165,7 +166,9 @@ fn parse_inner(bytes: &[u8]) -> Result<ElfFacts, String> {
     if let Some(dynamic) = Dynamic::parse(bytes, &phdrs, ctx).ok().flatten() {
         facts.imports = imports(bytes, &dynamic, &shdrs, ctx, header.e_machine);
     }
-    let want_words = facts.import("iconv_open").is_some();
+    let want_words = ["iconv_open", "execvp", "execlp", "execvpe", "posix_spawnp"]
+        .iter()
+        .any(|s| facts.import(s).is_some());
     let (strings, words) = data_strings(
         bytes,
         &phdrs,

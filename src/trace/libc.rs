@@ -15,6 +15,7 @@
 //! | OpenSSL | libssl / libcrypto | openssl.cnf (both paths), providers, engines, CA bundle, certs/ |
 //! | GnuTLS | libgnutls | CA bundle |
 //! | SASL | libsasl2 | its plugin directory |
+//! | fontconfig | libfontconfig | fonts.conf, what it includes, the font and cache directories it lists ([`super::fontconfig`]) |
 //! | unwinding | `pthread_cancel`, `pthread_exit`, `backtrace`, libstdc++ | libgcc_s.so.1 (glibc) |
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -32,6 +33,7 @@ enum Action {
     TimeZones,
     OpenSsl,
     Sasl,
+    Fontconfig,
     LibgccS,
     Shell,
 }
@@ -260,6 +262,15 @@ const FEATURES: &[Feature] = &[
         libraries: &["libsasl2.so"],
         files: (&[], &[]),
         action: Action::Sasl,
+    },
+    Feature {
+        name: "fontconfig",
+        glibc: true,
+        musl: true,
+        symbols: &[],
+        libraries: &["libfontconfig.so"],
+        files: (&[], &[]),
+        action: Action::Fontconfig,
     },
     Feature {
         name: "a shell (popen, system)",
@@ -584,6 +595,7 @@ impl Features {
                     cx.keep_tree(&r.path, &ev(&format!("SASL plugins, {why}")));
                 }
             }
+            Action::Fontconfig => super::fontconfig::keep(cx, &from, why)?,
             Action::Shell => {
                 // popen and system run `/bin/sh -c`.
                 cx.exec(

@@ -32,6 +32,8 @@ use crate::rootfs::{Kind, ResolveError, Rootfs, display};
 mod appdir;
 pub(crate) mod config;
 mod contents;
+mod fontconfig;
+mod helpers;
 mod keep;
 mod libc;
 mod loader;
@@ -518,6 +520,7 @@ pub fn trace<C: Contents>(
         Box::new(runtime::lua::Lua::default()),
         Box::new(pathref::PathRefs::default()),
         Box::new(packages::Packages::default()),
+        Box::new(helpers::Helpers::default()),
         Box::new(libc::Features::default()),
         Box::new(appdir::AppDir::default()),
         Box::new(keep::Keep),

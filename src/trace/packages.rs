@@ -108,7 +108,7 @@ pub const SKIP_TREES: &[(&str, &str)] = &[
 /// Most bytes of data kept from one package; past it, a warning.
 pub const MAX_PACKAGE_DATA: u64 = 16 << 20;
 
-fn skipped(name: &str, owner: bool) -> Option<&'static str> {
+pub(crate) fn skipped(name: &str, owner: bool) -> Option<&'static str> {
     SKIP_PACKAGES.iter().find_map(|(p, for_owner, why)| {
         let hit = match p.strip_suffix('*') {
             Some(prefix) => name.starts_with(prefix),

@@ -544,3 +544,122 @@ fn dpkg_ownership_through_usr_merge_and_diversions() {
     assert!(owner("lib").is_empty() && owner("usr/lib/x").is_empty());
     assert_eq!(db.packages[0].depends, vec![vec!["libc6".to_string()]]);
 }
+
+/// A program that runs others through PATH gets the helpers of its own package that it names
+/// (in its words) or that its package's kept data names on a `KEY PROGRAM` line, and those of
+/// an add-on package's data; never another package's program, nor a name in prose or code.
+#[test]
+fn helper_programs_a_package_runs_by_name() {
+    use crate::trace::testutil::{exe, imports, kept, run};
+    let mut drv = imports(exe(&["libc.so.6"]), &["execvp"]);
+    drv.words = vec!["tr".into(), "cat".into(), "couldn't".into()];
+    // Its own data directory, where the add-on drv-extra puts a device of its own.
+    drv.strings = vec!["/usr/share/drv".into()];
+    let status = "t:Package: drv\nStatus: install ok installed\nVersion: 1\nArchitecture: amd64\n\n\
+                  Package: drv-extra\nStatus: install ok installed\nVersion: 1\nArchitecture: amd64\nDepends: drv\n\n\
+                  Package: coreutils\nStatus: install ok installed\nVersion: 9\nArchitecture: amd64\n";
+    let t = run(
+        vec![
+            ("/usr/bin/drv", "elf"),
+            ("/usr/bin/tr", "elf"),
+            ("/usr/bin/post1", "elf"),
+            ("/usr/bin/post2", "elf"),
+            ("/usr/bin/other", "elf"),
+            ("/usr/bin/pre2", "elf"),
+            ("/usr/bin/cat", "elf"),
+            ("/usr/share/drv/dev1/DESC", "t:res 7200\npostpro post1\n"),
+            ("/usr/share/drv/notes.txt", "t:see post2 for details\n"),
+            ("/usr/share/drv/tool.pl", "t:run other\n"),
+            ("/usr/share/drv/dev2/DESC", "t:prepro pre2\n"),
+            ("/var/lib/dpkg/status", status),
+            (
+                "/var/lib/dpkg/info/drv.list",
+                "t:/usr/bin/drv\n/usr/bin/tr\n/usr/bin/post1\n/usr/bin/post2\n/usr/bin/other\n/usr/share/drv/dev1/DESC\n/usr/share/drv/notes.txt\n/usr/share/drv/tool.pl\n",
+            ),
+            (
+                "/var/lib/dpkg/info/drv-extra.list",
+                "t:/usr/bin/pre2\n/usr/share/drv/dev2/DESC\n",
+            ),
+            ("/var/lib/dpkg/info/coreutils.list", "t:/usr/bin/cat\n"),
+        ],
+        vec![
+            ("/usr/bin/drv", drv),
+            ("/usr/bin/tr", exe(&["libc.so.6"])),
+            ("/usr/bin/post1", exe(&["libc.so.6"])),
+            ("/usr/bin/post2", exe(&["libc.so.6"])),
+            ("/usr/bin/other", exe(&["libc.so.6"])),
+            ("/usr/bin/pre2", exe(&["libc.so.6"])),
+            ("/usr/bin/cat", exe(&["libc.so.6"])),
+        ],
+        &["/usr/bin/drv"],
+        &[],
+    )
+    .unwrap();
+    assert!(kept(&t, "/usr/bin/tr"), "named in the program");
+    assert!(kept(&t, "/usr/bin/post1"), "named by the package's data");
+    assert!(
+        kept(&t, "/usr/bin/pre2"),
+        "named by an add-on package's data"
+    );
+    assert!(!kept(&t, "/usr/bin/post2"), "a word in prose");
+    assert!(!kept(&t, "/usr/bin/other"), "a word in code");
+    assert!(!kept(&t, "/usr/bin/cat"), "another package's program");
+    assert!(t.programs.contains("usr/bin/tr") && t.programs.contains("usr/bin/post1"));
+}
+
+/// libfontconfig: fonts.conf, the `[0-9]*.conf` files of an included directory (through
+/// their conf.avail links), the font directories and caches they list.
+#[test]
+fn fontconfig_keeps_its_configuration_fonts_and_caches() {
+    use crate::trace::testutil::{exe, kept, lib, run};
+    let fonts_conf = "t:<?xml version=\"1.0\"?>\n<fontconfig>\n<dir>/usr/share/fonts</dir>\n\
+                      <dir prefix=\"xdg\">fonts</dir>\n<!-- <dir>/usr/share/nope</dir> -->\n\
+                      <include ignore_missing=\"yes\">conf.d</include>\n\
+                      <cachedir>/var/cache/fontconfig</cachedir>\n</fontconfig>\n";
+    let t = run(
+        vec![
+            ("/usr/bin/render", "elf"),
+            ("/usr/lib/x86_64-linux-gnu/libfontconfig.so.1", "elf"),
+            ("/etc/fonts/fonts.conf", fonts_conf),
+            (
+                "/etc/fonts/conf.d/10-extra.conf",
+                "l:../../../usr/share/fontconfig/conf.avail/10-extra.conf",
+            ),
+            (
+                "/usr/share/fontconfig/conf.avail/10-extra.conf",
+                "t:<fontconfig><dir>/opt/fonts</dir></fontconfig>\n",
+            ),
+            ("/etc/fonts/conf.d/README", "t:see the docs\n"),
+            ("/usr/share/fonts/truetype/a.ttf", "100"),
+            ("/opt/fonts/b.ttf", "100"),
+            ("/usr/share/other-fonts/c.ttf", "100"),
+            ("/var/cache/fontconfig/x.cache-8", "100"),
+        ],
+        vec![
+            ("/usr/bin/render", exe(&["libfontconfig.so.1", "libc.so.6"])),
+            (
+                "/usr/lib/x86_64-linux-gnu/libfontconfig.so.1",
+                lib("libfontconfig.so.1"),
+            ),
+        ],
+        &["/usr/bin/render"],
+        &[],
+    )
+    .unwrap();
+    for p in [
+        "/etc/fonts/fonts.conf",
+        "/etc/fonts/conf.d/10-extra.conf",
+        "/usr/share/fontconfig/conf.avail/10-extra.conf",
+        "/usr/share/fonts/truetype/a.ttf",
+        "/opt/fonts/b.ttf",
+        "/var/cache/fontconfig/x.cache-8",
+    ] {
+        assert!(kept(&t, p), "{p} not kept");
+    }
+    assert!(
+        !kept(&t, "/usr/share/other-fonts/c.ttf"),
+        "a directory nothing lists"
+    );
+    assert!(!kept(&t, "/etc/fonts/conf.d/README"));
+    assert!(t.features.iter().any(|f| f.feature == "fontconfig"));
+}

@@ -1,0 +1,207 @@
+//! Helper programs a package runs by bare name. A program that searches PATH to run others
+//! (it imports `execvp`, `execlp`, `execvpe` or `posix_spawnp`) and names, as a whole string,
+//! another program its own package ships, runs that program (groff runs `troff`, `tbl`,
+//! `soelim`, `preconv`); and a kept data file of a package that runs a program names the
+//! package's helpers the same way, on a line of its own after one key (groff's
+//! `font/devutf8/DESC` says `postpro grotty`), as does
+//! one of an add-on package that depends on it (`groff`'s `devhtml/DESC` says `prepro
+//! pre-grohtml`, a program of `groff`, which extends `groff-base`). All are traced as programs.
+//!
+//! Only the package's own programs count: a bare word is too weak a reference to pull in
+//! another package's command (`cat` in an error message is not a reason to keep coreutils).
+//! Packages the package rule never follows (shells, package managers, setuid carriers,
+//! essential packages) are left out here too.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use super::{Cx, Evidence, Rule, Why};
+use crate::error::Result;
+use crate::packages::{self, Db};
+use crate::rootfs::{Kind, display};
+
+/// Imports that run a program found through PATH.
+const PATH_EXEC: &[&str] = &["execvp", "execlp", "execvpe", "posix_spawnp"];
+
+/// Largest data file read for the helpers it names.
+const MAX_DATA_BYTES: u64 = 64 << 10;
+
+#[derive(Default)]
+pub(crate) struct Helpers {
+    programs_done: HashSet<String>,
+    files_done: HashSet<String>,
+}
+
+/// The package's programs by basename (regular executable files).
+fn programs_of(cx: &Cx, db: &Db, pkg: usize) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for f in db.files_of(cx.fs, pkg) {
+        if let Some(n) = cx.fs.get(&f)
+            && matches!(n.kind, Kind::File { .. })
+            && n.mode & 0o111 != 0
+            && let Some(base) = f.rsplit('/').next()
+            && !base.contains(".so")
+        {
+            out.insert(base.to_string(), f.clone());
+        }
+    }
+    out
+}
+
+/// Source files of a language: not data that names a program to run.
+fn is_code(path: &str) -> bool {
+    let ext = path.rsplit_once('.').map_or("", |(_, e)| e);
+    matches!(
+        ext,
+        "pl" | "pm" | "py" | "rb" | "sh" | "bash" | "js" | "lua" | "tcl" | "php" | "awk" | "sed"
+    )
+}
+
+/// Whether the helper rule follows a package at all.
+fn followed(pkg: &packages::Package) -> bool {
+    super::packages::skipped(&pkg.name, true).is_none() && !packages::is_essential(pkg)
+}
+
+/// Run `name` (found through PATH, and one of `pkg`'s programs) for `from`.
+fn run(
+    cx: &mut Cx,
+    db: &Db,
+    pkg: usize,
+    ours: &BTreeMap<String, String>,
+    name: &str,
+    from: &str,
+    how: &str,
+) -> Result<()> {
+    if !ours.contains_key(name) {
+        return Ok(());
+    }
+    // The one PATH finds must be the package's.
+    let Ok(r) = super::find_program(cx.fs, cx.run, name) else {
+        return Ok(());
+    };
+    if !db.owners(&r.path).contains(&pkg) || cx.out.programs.contains(&r.path) {
+        return Ok(());
+    }
+    let ev = Evidence::new(
+        Why::Command,
+        Some(from),
+        format!(
+            "run by name: {how} {} (both of package {})",
+            display(from),
+            db.packages[pkg].name
+        ),
+    );
+    cx.exec(vec![name.to_string()], vec![], vec![], 1, ev, false)?;
+    Ok(())
+}
+
+impl Rule for Helpers {
+    fn finish(&mut self, cx: &mut Cx) -> Result<()> {
+        if cx.opts.no_packages {
+            return Ok(());
+        }
+        let Some(db) = cx.out.packages.clone() else {
+            return Ok(());
+        };
+        // The packages whose programs run.
+        let mut running: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+        for p in cx.out.programs.iter() {
+            for &q in db.owners(p) {
+                if followed(&db.packages[q]) {
+                    running.entry(q).or_default().push(p.clone());
+                }
+            }
+        }
+        for (&q, progs) in &running {
+            let ours = programs_of(cx, &db, q);
+            if ours.len() < 2 {
+                continue;
+            }
+            for p in progs {
+                if !self.programs_done.insert(p.clone()) {
+                    continue;
+                }
+                let Some(idx) = cx.ld.object_at(p) else {
+                    continue;
+                };
+                let facts = &cx.out.objects[idx].facts;
+                if !PATH_EXEC.iter().any(|s| facts.import(s).is_some()) {
+                    continue;
+                }
+                let names: BTreeSet<String> = facts
+                    .words
+                    .iter()
+                    .filter(|s| ours.contains_key(s.as_str()))
+                    .cloned()
+                    .collect();
+                for n in names {
+                    run(cx, &db, q, &ours, &n, p, "named in")?;
+                }
+            }
+        }
+        // The kept data of those packages and of their add-ons (packages that depend on one of
+        // them): a word that is one of the data's own package's programs.
+        let names: HashSet<&str> = running
+            .keys()
+            .map(|&q| db.packages[q].name.as_str())
+            .collect();
+        let mut scan: BTreeSet<usize> = running.keys().copied().collect();
+        for (i, pkg) in db.packages.iter().enumerate() {
+            if followed(pkg)
+                && pkg
+                    .depends
+                    .iter()
+                    .any(|g| g.iter().any(|n| names.contains(n.as_str())))
+            {
+                scan.insert(i);
+            }
+        }
+        for q in scan {
+            let kept: Vec<String> = db
+                .files_of(cx.fs, q)
+                .into_iter()
+                .filter(|f| cx.out.files.contains_key(f) && !self.files_done.contains(f))
+                .collect();
+            if kept.is_empty() {
+                continue;
+            }
+            let ours = programs_of(cx, &db, q);
+            if ours.is_empty() {
+                continue;
+            }
+            for f in kept {
+                self.files_done.insert(f.clone());
+                let Some(n) = cx.fs.get(&f) else { continue };
+                if !matches!(n.kind, Kind::File { .. })
+                    || n.mode & 0o111 != 0
+                    || n.size() > MAX_DATA_BYTES
+                {
+                    continue;
+                }
+                let Some(text) = cx.text(&f)? else { continue };
+                // Code is not data: a script's words are the runtime rules' business.
+                if text.starts_with("#!") || is_code(&f) {
+                    continue;
+                }
+                let words: BTreeSet<&str> = text
+                    .lines()
+                    .filter_map(|l| {
+                        let mut t = l.split_whitespace();
+                        match (t.next(), t.next(), t.next()) {
+                            (Some(k), Some(v), None)
+                                if k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                                    && ours.contains_key(v) =>
+                            {
+                                Some(v)
+                            }
+                            _ => None,
+                        }
+                    })
+                    .collect();
+                for w in words {
+                    run(cx, &db, q, &ours, w, &f, "named in the data file")?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
