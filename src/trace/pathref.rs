@@ -367,6 +367,17 @@ pub(crate) fn is_system_dir(p: &str) -> bool {
         "etc/pam.d",
         "etc/cron.d",
         "etc/systemd",
+        // Unit trees (libsystemd names them): units do not run in a container, and their
+        // ExecStart lines would bring the services' programs.
+        "etc/systemd/system",
+        "etc/systemd/user",
+        "usr/lib/systemd",
+        "usr/lib/systemd/system",
+        "usr/lib/systemd/user",
+        "lib/systemd",
+        "lib/systemd/system",
+        "run/systemd",
+        "run/systemd/system",
         "etc/profile.d",
         "etc/ld.so.conf.d",
         "etc/apt",

@@ -663,3 +663,40 @@ fn fontconfig_keeps_its_configuration_fonts_and_caches() {
     assert!(!kept(&t, "/etc/fonts/conf.d/README"));
     assert!(t.features.iter().any(|f| f.feature == "fontconfig"));
 }
+
+/// libsystemd names the unit trees; units do not run in a container, so neither they nor the
+/// programs their ExecStart lines name are kept.
+#[test]
+fn unit_trees_named_by_libsystemd_are_not_kept() {
+    use crate::trace::testutil::{exe, kept, lib, run};
+    let mut sd = lib("libsystemd.so.0");
+    sd.strings = vec![
+        "/usr/lib/systemd/system".into(),
+        "/etc/systemd/system".into(),
+    ];
+    let t = run(
+        vec![
+            ("/usr/sbin/daemon", "elf"),
+            ("/usr/lib/x86_64-linux-gnu/libsystemd.so.0", "elf"),
+            (
+                "/usr/lib/systemd/system/scrub.service",
+                "t:[Service]\nExecStart=/usr/sbin/scrub_all\n",
+            ),
+            (
+                "/etc/systemd/system/timers.target.wants/scrub.timer",
+                "l:/usr/lib/systemd/system/scrub.service",
+            ),
+            ("/usr/sbin/scrub_all", "x:#!/bin/sh\nfsck\n"),
+        ],
+        vec![
+            ("/usr/sbin/daemon", exe(&["libsystemd.so.0", "libc.so.6"])),
+            ("/usr/lib/x86_64-linux-gnu/libsystemd.so.0", sd),
+        ],
+        &["/usr/sbin/daemon"],
+        &[],
+    )
+    .unwrap();
+    assert!(kept(&t, "/usr/lib/x86_64-linux-gnu/libsystemd.so.0"));
+    assert!(!kept(&t, "/usr/lib/systemd/system/scrub.service"));
+    assert!(!kept(&t, "/usr/sbin/scrub_all"));
+}
