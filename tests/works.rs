@@ -1290,6 +1290,41 @@ fn fontconfig_matches_a_font() {
     );
 }
 
+/// xsltproc resolves an XHTML DTD (for its entities) through the XML catalogs: /etc/xml/catalog
+/// delegates to w3c-sgml-lib's catalogs, whose `uri` entries are relative to them.
+#[test]
+fn xsltproc_resolves_a_dtd_through_xml_catalogs() {
+    let Some(base) = setup() else { return };
+    let xsl = r#"<?xml version="1.0"?>
+<xsl:stylesheet version="1.0" xmlns:xsl="http://www.w3.org/1999/XSL/Transform" xmlns:h="http://www.w3.org/1999/xhtml">
+  <xsl:output method="text" encoding="UTF-8"/>
+  <xsl:template match="/"><xsl:value-of select="//h:p"/><xsl:text>&#10;</xsl:text></xsl:template>
+</xsl:stylesheet>
+"#;
+    let doc = r#"<?xml version="1.0"?>
+<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0 Strict//EN" "http://www.w3.org/TR/xhtml1/DTD/xhtml1-strict.dtd">
+<html xmlns="http://www.w3.org/1999/xhtml"><head><title>t</title></head><body><p>caf&eacute;&nbsp;&copy;</p></body></html>
+"#;
+    let Some(app) = app_layer(base, &["xsltproc", "w3c-sgml-lib"], |b| {
+        b.file("/app/main.xsl", xsl, 0o644)
+            .file("/app/doc.xml", doc, 0o644)
+    }) else {
+        return;
+    };
+    let spec = spec(
+        &["xsltproc", "--nonet", "/app/main.xsl", "/app/doc.xml"],
+        &[],
+    );
+    run_case(
+        Case::new("xsltproc", spec, vec![base.layer.clone(), app])
+            .check(Check::new(Workload::new("xsltproc --nonet"), "caf\u{e9}"))
+            .why(
+                "/usr/share/xml/w3c-sgml-lib/schema/dtd/REC-xhtml1-20020801/xhtml1-strict.dtd",
+                &["XML catalog"],
+            ),
+    );
+}
+
 /// groff runs troff, tbl and the device's postprocessor by bare name (named in its binary and
 /// in the font DESC files of groff-base and of the `groff` add-on package).
 #[test]

@@ -12,10 +12,16 @@
 //! - [`pathref`]: absolute paths named by the image config, by a kept program's read-only data
 //!   or by a kept text file, and the include directives of configuration files ([`config`]);
 //! - [`libc`]: what the C library loads or reads for the symbols the kept objects import
-//!   (name service, iconv, locales, time zones, OpenSSL, SASL, libgcc_s), as a table;
+//!   (name service, iconv, locales, time zones, OpenSSL, SASL, fontconfig ([`fontconfig`]),
+//!   libgcc_s), as a table;
+//! - [`xmlcatalog`]: what an OASIS XML catalog points at (delegated catalogs, DTDs by relative
+//!   `uri`, `rewritePrefix` trees);
+//! - [`packages`]: the configuration and data of the packages whose programs run, and
+//!   [`helpers`]: the package's helper programs it runs by bare name;
 //! - [`runtime`]: language runtimes (Python, Node.js, Perl, Ruby, Java, PHP, Lua): their standard
 //!   library and the import graph of the application;
-//! - [`appdir`]: the application's own directory; [`keep`]: `--keep`.
+//! - [`appdir`]: the application's own directory; [`keep`]: `--keep`; [`observed`]: what a
+//!   `--learn` probe used.
 //!
 //! A new rule is a new file implementing [`Rule`]. Rules share one context ([`Cx`]) that owns
 //! the kept set, the loader's state and the queue.
@@ -43,6 +49,7 @@ mod pathref;
 mod program;
 mod runtime;
 pub(crate) mod shell;
+mod xmlcatalog;
 
 pub use contents::{Contents, LayerContents, MAX_OBJECT_BYTES};
 pub use loader::default_dirs;
@@ -523,6 +530,7 @@ pub fn trace<C: Contents>(
         Box::new(helpers::Helpers::default()),
         Box::new(libc::Features::default()),
         Box::new(appdir::AppDir::default()),
+        Box::new(xmlcatalog::XmlCatalogs),
         Box::new(keep::Keep),
         Box::new(observed::Observed),
     ];

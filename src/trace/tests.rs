@@ -700,3 +700,54 @@ fn unit_trees_named_by_libsystemd_are_not_kept() {
     assert!(!kept(&t, "/usr/lib/systemd/system/scrub.service"));
     assert!(!kept(&t, "/usr/sbin/scrub_all"));
 }
+
+/// An XML catalog named by libxml2 keeps the catalogs it delegates to and the DTDs their
+/// relative `uri` entries point at.
+#[test]
+fn xml_catalogs_keep_what_their_entries_point_at() {
+    use crate::trace::testutil::{exe, kept, lib, run};
+    let mut xml2 = lib("libxml2.so.2");
+    xml2.strings = vec!["file:///etc/xml/catalog".into(), "/etc/xml/catalog".into()];
+    let ns = "xmlns=\"urn:oasis:names:tc:entity:xmlns:xml:catalog\"";
+    let root = format!(
+        "t:<catalog {ns}>\n<delegatePublic publicIdStartString=\"-//W3C//DTD XHTML\" catalog=\"file:///etc/xml/w3c.xml\"/>\n</catalog>\n"
+    );
+    let w3c = format!(
+        "t:<catalog {ns}>\n<delegatePublic publicIdStartString=\"-//W3C//DTD XHTML\" catalog=\"file:///usr/share/xml/w3c/catalog.xml\"/>\n</catalog>\n"
+    );
+    let leaf = format!(
+        "t:<catalog {ns}>\n<public publicId=\"-//W3C//DTD XHTML 1.0 Strict//EN\" uri=\"REC/xhtml1-strict.dtd\"/>\n<system systemId=\"http://www.w3.org/x.ent\" uri=\"REC/../ent/x.ent\"/>\n</catalog>\n"
+    );
+    let t = run(
+        vec![
+            ("/usr/bin/xsltproc", "elf"),
+            ("/usr/lib/x86_64-linux-gnu/libxml2.so.2", "elf"),
+            ("/etc/xml/catalog", &root),
+            ("/etc/xml/w3c.xml", &w3c),
+            ("/usr/share/xml/w3c/catalog.xml", &leaf),
+            (
+                "/usr/share/xml/w3c/REC/xhtml1-strict.dtd",
+                "t:<!ENTITY x 'y'>\n",
+            ),
+            ("/usr/share/xml/w3c/ent/x.ent", "t:<!ENTITY z 'y'>\n"),
+            ("/usr/share/xml/w3c/REC/unlisted.dtd", "t:<!ENTITY u 'v'>\n"),
+        ],
+        vec![
+            ("/usr/bin/xsltproc", exe(&["libxml2.so.2", "libc.so.6"])),
+            ("/usr/lib/x86_64-linux-gnu/libxml2.so.2", xml2),
+        ],
+        &["/usr/bin/xsltproc"],
+        &[],
+    )
+    .unwrap();
+    for p in [
+        "/etc/xml/catalog",
+        "/etc/xml/w3c.xml",
+        "/usr/share/xml/w3c/catalog.xml",
+        "/usr/share/xml/w3c/REC/xhtml1-strict.dtd",
+        "/usr/share/xml/w3c/ent/x.ent",
+    ] {
+        assert!(kept(&t, p), "{p} not kept");
+    }
+    assert!(!kept(&t, "/usr/share/xml/w3c/REC/unlisted.dtd"));
+}

@@ -797,6 +797,33 @@ fn emulate_maintainer_scripts(root: &Path, arch: &str, new: &BTreeSet<String>) {
     if has("ca-certificates") {
         update_ca_certificates(root);
     }
+    if has("w3c-sgml-lib") {
+        // w3c-sgml-lib.postinst (update-xmlcatalog): the root catalog delegates the W3C
+        // identifiers to the package's catalog, which delegates to its DTD catalog (whose
+        // entries are relative to it). The postinst lists each identifier; a prefix does the
+        // same for the tests.
+        let dtd = "file:///usr/share/xml/w3c-sgml-lib/schema/dtd/catalog.xml";
+        let entries = |to: &str| {
+            format!(
+                "<?xml version=\"1.0\"?>\n<catalog xmlns=\"urn:oasis:names:tc:entity:xmlns:xml:catalog\">\n\
+                 <delegatePublic publicIdStartString=\"-//W3C//\" catalog=\"{to}\"/>\n\
+                 <delegateSystem systemIdStartString=\"http://www.w3.org/\" catalog=\"{to}\"/>\n\
+                 </catalog>\n"
+            )
+        };
+        write_if_missing(
+            root,
+            "/etc/xml/w3c-sgml-lib.xml",
+            entries(dtd).as_bytes(),
+            0o644,
+        );
+        write_if_missing(
+            root,
+            "/etc/xml/catalog",
+            entries("file:///etc/xml/w3c-sgml-lib.xml").as_bytes(),
+            0o644,
+        );
+    }
 }
 
 /// ca-certificates.postinst (every Mozilla CA trusted) and `update-ca-certificates`: the
