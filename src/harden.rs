@@ -56,6 +56,8 @@ pub struct HardenOptions {
     /// are kept (evidence `observed`).
     pub learn: Vec<crate::probe::Probe>,
     pub probe_limits: crate::probe::Limits,
+    /// `--sign-key`: sign each pushed manifest (and index), and attest the SBOM.
+    pub sign_key: Option<std::sync::Arc<crate::sign::PrivateKey>>,
 }
 
 impl HardenOptions {
@@ -514,6 +516,29 @@ async fn up_to_date(
         ImageRef::Archive { .. } => None,
     };
     let recipe = opts.recipe();
+    let current =
+        matches!(&recorded, Some((from, Some(r), _)) if *from == source_digest && *r == recipe);
+    if current && let ImageRef::Registry(r) = src {
+        // Nothing is pulled, but the source must still carry a valid signature; when only a
+        // platform's manifest is signed, the full run decides (and says why it fails).
+        if !opts.source.verify_keys.is_empty() {
+            let client = source::connect(&r.registry, &opts.source)?;
+            if crate::sign::verify(&client, r, &source_digest, &opts.source.verify_keys)
+                .await
+                .is_err()
+            {
+                return Ok(None);
+            }
+        }
+    }
+    if current
+        && let (Some(key), ImageRef::Registry(d), Some((_, _, digest))) =
+            (&opts.sign_key, dest, &recorded)
+    {
+        // The result is there; make sure it is signed (signing again adds nothing).
+        let client = dest_client(src, d, opts)?;
+        sign_existing(&client, d, digest, key).await?;
+    }
     Ok(match recorded {
         Some((from, Some(r), digest)) if from == source_digest && r == recipe => Some(UpToDate {
             source: src.to_string(),
@@ -574,6 +599,11 @@ pub async fn harden(
     {
         return Err(Error::Usage(format!(
             "destination {dest} names a digest; name a tag instead"
+        )));
+    }
+    if opts.sign_key.is_some() && !matches!(dest, ImageRef::Registry(_)) {
+        return Err(Error::Usage(format!(
+            "--sign-key: {dest} is not in a registry; cosign signatures are pushed beside the image in its repository"
         )));
     }
     let replaced = protect_source(src, &dest, opts).await?;
@@ -690,6 +720,28 @@ pub async fn harden(
         replaced,
         up_to_date: None,
     })
+}
+
+/// Sign a result already in the registry: the manifest (or index) at `digest` and, for an
+/// index, each platform manifest it lists.
+pub(crate) async fn sign_existing(
+    client: &crate::registry::RegistryClient,
+    r: &reference::RegistryRef,
+    digest: &str,
+    key: &crate::sign::PrivateKey,
+) -> Result<()> {
+    let bytes = client.get_manifest_by_digest(r, digest).await?;
+    if let Ok(idx) = serde_json::from_slice::<crate::image::Index>(&bytes)
+        && idx
+            .media_type
+            .as_deref()
+            .is_some_and(|m| m == crate::image::OCI_INDEX)
+    {
+        for m in &idx.manifests {
+            crate::sign::sign(client, r, &m.digest, key).await?;
+        }
+    }
+    crate::sign::sign(client, r, digest, key).await
 }
 
 /// Refuse a DEST that is the source itself unless `--in-place`; with it, note what is
@@ -935,6 +987,8 @@ async fn build_one(
     warnings.extend(plan.warnings.iter().cloned());
     warnings.extend(learned.warnings.iter().cloned());
     let report = Report {
+        source_signature: pulled.verified.clone(),
+        signed: opts.sign_key.is_some() && !opts.dry_run,
         source: ImageInfo {
             reference: src.to_string(),
             digest: pulled.digest.clone(),
@@ -1217,6 +1271,22 @@ async fn write_image(
                     opts.push_log.as_deref(),
                 )
                 .await?;
+            if let Some(key) = &opts.sign_key {
+                // Signed before it is tagged: a tag never names an unsigned result.
+                client
+                    .put_manifest(
+                        &dest_ref(r, false, &manifest_digest),
+                        built.manifest_bytes.clone(),
+                        OCI_MANIFEST,
+                    )
+                    .await?;
+                crate::sign::sign(&client, r, &manifest_digest, key).await?;
+                if let Some(sbom) = &built.sbom {
+                    let doc: serde_json::Value = serde_json::from_slice(sbom)
+                        .map_err(|e| Error::Other(format!("internal: the SBOM: {e}")))?;
+                    crate::sign::attest_spdx(&client, r, &manifest_digest, key, &doc).await?;
+                }
+            }
             client
                 .put_manifest(&target, built.manifest_bytes.clone(), OCI_MANIFEST)
                 .await?;
@@ -1336,6 +1406,17 @@ async fn write_index(
     match dest {
         ImageRef::Registry(r) => {
             let client = dest_client(src, r, opts)?;
+            if let Some(key) = &opts.sign_key {
+                let digest = crate::digest::sha256_bytes(&bytes);
+                client
+                    .put_manifest(
+                        &dest_ref(r, false, &digest),
+                        bytes.clone(),
+                        crate::image::OCI_INDEX,
+                    )
+                    .await?;
+                crate::sign::sign(&client, r, &digest, key).await?;
+            }
             client
                 .put_manifest(&dest_ref(r, true, ""), bytes, crate::image::OCI_INDEX)
                 .await

@@ -31,6 +31,7 @@ pub mod registry;
 pub mod report;
 pub mod rootfs;
 pub mod sbom;
+pub mod sign;
 pub mod source;
 pub mod targuard;
 pub mod trace;

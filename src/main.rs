@@ -4,7 +4,7 @@
 //! violations, 2 could not check.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -57,9 +57,46 @@ enum Command {
     /// sandbox (namespaces, no daemon); with --against, compare with the original. Exit 0 every
     /// probe passes, 1 a probe fails or differs, 2 the probes could not run.
     Probe(ProbeArgs),
+    /// Write a key pair in cosign's formats: PREFIX.key (ECDSA P-256, encrypted with the
+    /// passphrase) and PREFIX.pub, for --sign-key and --verify-key (and cosign itself).
+    Keygen(KeygenArgs),
+    /// Signatures: `pare signature verify IMAGE --key KEY.pub` checks an image's cosign
+    /// signature without pulling it (exit 0 valid, 1 not).
+    #[command(subcommand)]
+    Signature(SignatureCommand),
     /// (internal) The sandbox helper `pare probe` starts.
     #[command(name = "__sandbox", hide = true)]
     Sandbox { spec: PathBuf },
+}
+
+#[derive(Args)]
+struct KeygenArgs {
+    /// Writes PREFIX.key and PREFIX.pub (never over existing files).
+    prefix: PathBuf,
+    /// The passphrase, read from this file (default: $PARE_PASSWORD).
+    #[arg(long, value_name = "FILE")]
+    passphrase_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum SignatureCommand {
+    /// Check that IMAGE carries a valid cosign signature by one of the keys, whose payload
+    /// names its digest and repository (tag scheme and referrers). Exit 0 valid, 1 not.
+    Verify(SignatureVerifyArgs),
+}
+
+#[derive(Args)]
+struct SignatureVerifyArgs {
+    /// HOST[:PORT]/REPO[:TAG][@sha256:…]
+    image: String,
+    /// Public key (PEM; ECDSA P-256, Ed25519 or RSA). Repeatable: any one may match.
+    #[arg(long = "key", value_name = "KEY.pub", required = true)]
+    keys: Vec<PathBuf>,
+    /// Output format (text or json).
+    #[arg(long, value_enum, default_value = "text")]
+    format: Format,
+    #[command(flatten)]
+    source: SourceArgs,
 }
 
 #[derive(Args)]
@@ -137,6 +174,8 @@ struct BatchArgs {
     #[arg(long)]
     no_sbom: bool,
     #[command(flatten)]
+    sign: SignFlags,
+    #[command(flatten)]
     source: SourceArgs,
     #[command(flatten)]
     trace: TraceFlags,
@@ -157,6 +196,12 @@ struct SourceArgs {
     /// Speak plain HTTP to this registry (loopback registries always are). Repeatable.
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
     insecure_registry: Vec<String>,
+    /// Refuse the image unless it carries a valid cosign signature by this public key (PEM, as
+    /// `cosign generate-key-pair` or `pare keygen` writes: ECDSA P-256, Ed25519 or RSA),
+    /// checked before any layer is pulled. Repeatable: any one may match. Default: the keys
+    /// of the [signatures] table of pare.toml.
+    #[arg(long = "verify-key", value_name = "KEY.pub")]
+    verify_key: Vec<PathBuf>,
 }
 
 #[derive(Args, Clone)]
@@ -194,6 +239,46 @@ struct PolicyFlags {
     /// too (by default it is a note).
     #[arg(long)]
     strict: bool,
+}
+
+#[derive(Args, Clone)]
+struct SignFlags {
+    /// Sign what is pushed with this private key (cosign's encrypted format, as `cosign
+    /// generate-key-pair` or `pare keygen` writes): the signature goes under
+    /// `sha256-<hex>.sig` as `cosign sign --key` puts it (no transparency log), each platform
+    /// and the index of a multi-platform result, and the SBOM as a signed SPDX attestation
+    /// (`sha256-<hex>.att`). The tag is pushed after its signature.
+    #[arg(long, value_name = "KEY")]
+    sign_key: Option<PathBuf>,
+    /// The key's passphrase, read from this file (default: $PARE_PASSWORD; never a flag value).
+    #[arg(long, value_name = "FILE", requires = "sign_key")]
+    sign_passphrase_file: Option<PathBuf>,
+}
+
+/// The passphrase of an encrypted key: FILE (its first line), else $PARE_PASSWORD.
+fn passphrase(file: Option<&Path>, what: &str) -> anyhow::Result<Vec<u8>> {
+    if let Some(f) = file {
+        let text = std::fs::read_to_string(f).with_context(|| format!("{}", f.display()))?;
+        return Ok(text.lines().next().unwrap_or("").as_bytes().to_vec());
+    }
+    match std::env::var_os("PARE_PASSWORD") {
+        Some(v) => Ok(std::os::unix::ffi::OsStrExt::as_bytes(v.as_os_str()).to_vec()),
+        None => anyhow::bail!(
+            "{what}: give the passphrase with --sign-passphrase-file FILE or $PARE_PASSWORD"
+        ),
+    }
+}
+
+/// The signing key of `--sign-key`, decrypted.
+fn signing_key(f: &SignFlags) -> anyhow::Result<Option<std::sync::Arc<pare::sign::PrivateKey>>> {
+    let Some(path) = &f.sign_key else {
+        return Ok(None);
+    };
+    let text = pare::sign::keys::read_key_file(path)?;
+    let pass = passphrase(f.sign_passphrase_file.as_deref(), "--sign-key")?;
+    let key = pare::sign::PrivateKey::from_encrypted_pem(&text, &pass)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok(Some(std::sync::Arc::new(key)))
 }
 
 #[derive(Args)]
@@ -263,6 +348,8 @@ struct HardenArgs {
     #[arg(long, requires = "in_place")]
     no_backup: bool,
     #[command(flatten)]
+    sign: SignFlags,
+    #[command(flatten)]
     policy: PolicyFlags,
     #[command(flatten)]
     source: SourceArgs,
@@ -323,11 +410,41 @@ struct InspectArgs {
     source: SourceArgs,
 }
 
+/// Public keys from PEM files.
+fn public_keys(paths: &[PathBuf]) -> anyhow::Result<Vec<pare::sign::PublicKey>> {
+    paths
+        .iter()
+        .map(|p| {
+            let text = pare::sign::keys::read_key_file(p)?;
+            pare::sign::PublicKey::from_pem(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
+        })
+        .collect()
+}
+
+/// The keys a source must be signed by: `--verify-key`, else `[signatures]` of the
+/// configuration file (`config`, else ./pare.toml).
+fn verify_keys(
+    s: &SourceArgs,
+    config: Option<&Path>,
+) -> anyhow::Result<Vec<pare::sign::PublicKey>> {
+    if !s.verify_key.is_empty() {
+        return public_keys(&s.verify_key);
+    }
+    let paths = pare::policy::load_signature_keys(&std::env::current_dir()?, config)?;
+    public_keys(&paths)
+}
+
 fn source_options(s: &SourceArgs) -> anyhow::Result<SourceOptions> {
+    source_options_with(s, None)
+}
+
+fn source_options_with(s: &SourceArgs, config: Option<&Path>) -> anyhow::Result<SourceOptions> {
     if s.platform.len() > 1 {
         anyhow::bail!("--platform can be given once here");
     }
     Ok(SourceOptions {
+        verify_keys: verify_keys(s, config)?,
         platform: s.platform.first().map(|p| Platform::parse(p)).transpose()?,
         insecure_registries: s.insecure_registry.clone(),
         creds: s
@@ -425,6 +542,10 @@ async fn run(cli: Cli, progress: Progress) -> anyhow::Result<Outcome> {
             let src: ImageRef = a.src.parse()?;
             let dest: Option<ImageRef> = a.dest.as_deref().map(str::parse).transpose()?;
             let mut opts = harden_options(&a.source, &a.trace, a.user.as_deref(), a.dry_run)?;
+            if a.policy.config.is_some() {
+                opts.source.verify_keys = verify_keys(&a.source, a.policy.config.as_deref())?;
+            }
+            opts.sign_key = signing_key(&a.sign)?;
             opts.dest_creds = a
                 .dest_creds
                 .as_deref()
@@ -653,11 +774,67 @@ async fn run(cli: Cli, progress: Progress) -> anyhow::Result<Outcome> {
             }
         }
         Command::Sandbox { spec } => pare::probe::sandbox::helper_main(&spec),
+        Command::Keygen(a) => {
+            let pass = passphrase(a.passphrase_file.as_deref(), "pare keygen")
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let (key_path, pub_path) = (
+                PathBuf::from(format!("{}.key", a.prefix.display())),
+                PathBuf::from(format!("{}.pub", a.prefix.display())),
+            );
+            for p in [&key_path, &pub_path] {
+                if p.exists() {
+                    anyhow::bail!("{} exists: not overwritten", p.display());
+                }
+            }
+            let key = pare::sign::PrivateKey::generate();
+            let encrypted = key.to_encrypted_pem(&pass)?;
+            use std::io::Write as _;
+            use std::os::unix::fs::OpenOptionsExt as _;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&key_path)
+                .with_context(|| format!("{}", key_path.display()))?;
+            f.write_all(encrypted.as_bytes())
+                .with_context(|| format!("{}", key_path.display()))?;
+            std::fs::write(&pub_path, key.public().to_pem()?)
+                .with_context(|| format!("{}", pub_path.display()))?;
+            eprintln!(
+                "wrote {} (private, encrypted) and {} (public)",
+                key_path.display(),
+                pub_path.display()
+            );
+        }
+        Command::Signature(SignatureCommand::Verify(a)) => {
+            let src: ImageRef = a.image.parse()?;
+            let ImageRef::Registry(r) = &src else {
+                anyhow::bail!(
+                    "{src} is not in a registry: cosign signatures live beside the image in its repository"
+                );
+            };
+            let keys = public_keys(&a.keys)?;
+            let opts = source_options(&a.source)?;
+            let client = pare::source::connect(&r.registry, &opts)?;
+            let (_, digest) = client.get_manifest(r).await?;
+            let v = pare::sign::verify(&client, r, &digest, &keys).await?;
+            match a.format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&v)?),
+                _ => println!(
+                    "{}@{}: signed by {} ({}, identity {})",
+                    clean(&src.to_string(), false),
+                    v.digest,
+                    a.keys[v.key].display(),
+                    v.found_in,
+                    clean(&v.identity, false)
+                ),
+            }
+        }
         Command::Check(a) => {
             let src: ImageRef = a.image.parse()?;
             let cfg = check_config(&a.policy)?;
-            let report =
-                harden::check_image(&src, &source_options(&a.source)?, &cfg, &progress).await?;
+            let sopts = source_options_with(&a.source, a.policy.config.as_deref())?;
+            let report = harden::check_image(&src, &sopts, &cfg, &progress).await?;
             let text = match a.format {
                 Format::Text => clean(&report.text(), true),
                 Format::Json => serde_json::to_string_pretty(&report)? + "\n",
@@ -675,6 +852,7 @@ async fn run(cli: Cli, progress: Progress) -> anyhow::Result<Outcome> {
         Command::Batch(a) => {
             let mut hopts = harden_options(&a.source, &a.trace, a.user.as_deref(), a.dry_run)?;
             hopts.no_sbom = a.no_sbom;
+            hopts.sign_key = signing_key(&a.sign)?;
             let opts = pare::batch::BatchOptions {
                 harden: hopts,
                 jobs: a.jobs,
@@ -798,6 +976,11 @@ fn main() -> ExitCode {
             if let Some(pare::Error::ProbeFailed { report, .. }) = e.downcast_ref::<pare::Error>() {
                 eprint!("{}", clean(&report.text(), true));
             }
+            // An unsigned source is a policy failure (1), also for `pare check`.
+            let failure = match e.downcast_ref::<pare::Error>() {
+                Some(pare::Error::Signature(_)) => ExitCode::from(1),
+                _ => failure,
+            };
             // One line: each cause once (pare's errors already name their source).
             let mut msg: Vec<String> = Vec::new();
             for c in e.chain() {

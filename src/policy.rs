@@ -166,6 +166,49 @@ struct ConfigFile {
     check: CheckConfig,
     #[serde(default)]
     probe: crate::probe::ProbeConfig,
+    #[serde(default)]
+    signatures: SignatureConfig,
+}
+
+/// The `[signatures]` table of `pare.toml`: public keys a source must be signed by (any one).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct SignatureConfig {
+    /// `.pub` files (cosign's PEM), relative to the configuration file's directory.
+    pub keys: Vec<std::path::PathBuf>,
+}
+
+/// The keys of the `[signatures]` table of `pare.toml` / `.pare.toml` in `dir` (or of
+/// `file`), as paths resolved against the file's directory; empty when there is none.
+pub fn load_signature_keys(dir: &Path, file: Option<&Path>) -> Result<Vec<std::path::PathBuf>> {
+    let candidates: Vec<std::path::PathBuf> = match file {
+        Some(f) => vec![f.to_path_buf()],
+        None => ["pare.toml", ".pare.toml"]
+            .iter()
+            .map(|n| dir.join(n))
+            .collect(),
+    };
+    for p in candidates {
+        if p.is_file() {
+            let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
+            let cfg: ConfigFile = toml::from_str(&text)
+                .map_err(|e| Error::Usage(format!("{}: {}", p.display(), e.message())))?;
+            let base = p.parent().unwrap_or(Path::new("."));
+            return Ok(cfg
+                .signatures
+                .keys
+                .iter()
+                .map(|k| {
+                    if k.is_absolute() {
+                        k.clone()
+                    } else {
+                        base.join(k)
+                    }
+                })
+                .collect());
+        }
+    }
+    Ok(Vec::new())
 }
 
 /// The `[probe]` table of `pare.toml` / `.pare.toml` in `dir` (or of `file`), when there is one.

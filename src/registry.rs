@@ -895,6 +895,12 @@ impl RegistryClient {
     /// Whether the registry serves the OCI 1.1 referrers API (`GET /v2/NAME/referrers/D`
     /// answers with an index); without it, referrers go under the fallback tag.
     pub async fn referrers_api(&self, r: &RegistryRef, digest: &str) -> Result<bool> {
+        Ok(self.referrers_index(r, digest).await?.is_some())
+    }
+
+    /// The referrers API's index for `digest` (bounded like a manifest), or `None` when the
+    /// registry does not serve the API.
+    pub async fn referrers_index(&self, r: &RegistryRef, digest: &str) -> Result<Option<Vec<u8>>> {
         let target = format!("{}/{}", r.registry, r.repository);
         let url = self
             .url(&format!("v2/{}/referrers/{digest}", r.repository))
@@ -914,7 +920,29 @@ impl RegistryClient {
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with(crate::image::OCI_INDEX));
-        Ok(res.status().is_success() && index)
+        if !(res.status().is_success() && index) {
+            return Ok(None);
+        }
+        let mut body = Vec::new();
+        let mut stream = res.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| Error::Registry {
+                op: "list referrers of",
+                target: target.clone(),
+                message: e.to_string(),
+            })?;
+            if body.len() + chunk.len() > crate::image::MAX_MANIFEST_BYTES {
+                return Err(Error::malformed(
+                    target,
+                    format!(
+                        "referrers index larger than {} bytes",
+                        crate::image::MAX_MANIFEST_BYTES
+                    ),
+                ));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Some(body))
     }
 
     /// A manifest under `r`'s tag, or `None` when the tag does not exist.

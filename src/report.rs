@@ -64,6 +64,12 @@ pub struct SizeChange {
 pub struct Report {
     pub source: ImageInfo,
     pub destination: ImageInfo,
+    /// `--verify-key`: the source's signature that verified.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_signature: Option<crate::sign::Verified>,
+    /// `--sign-key`: the result is signed (`sha256-<hex>.sig`) and its SBOM attested.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub signed: bool,
     /// True when nothing was written (`--dry-run`).
     pub dry_run: bool,
     pub user: UserInfo,

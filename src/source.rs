@@ -26,6 +26,9 @@ pub struct SourceOptions {
     pub creds: Option<Credentials>,
     /// Layers already downloaded by this process (a batch shares base layers across images).
     pub blobs: Option<std::sync::Arc<BlobCache>>,
+    /// `--verify-key`: the source must carry a valid cosign signature by one of these, checked
+    /// before anything but its manifest is read.
+    pub verify_keys: Vec<crate::sign::PublicKey>,
 }
 
 /// Most bytes of layer blobs a [`BlobCache`] keeps on disk for later images.
@@ -207,6 +210,8 @@ pub struct PulledImage {
     pub digest: String,
     /// Digest of the selected platform's manifest.
     pub manifest_digest: String,
+    /// `--verify-key`: the signature that verified.
+    pub verified: Option<crate::sign::Verified>,
     pub manifest: Manifest,
     pub config: serde_json::Value,
     pub config_size: u64,
@@ -340,6 +345,43 @@ pub async fn index_platforms(
     Ok(Some((digest, entries)))
 }
 
+/// `--verify-key`: the image (or, for a platform picked from an index, the index or that
+/// platform's manifest, as cosign signs with and without `--recursive`) must carry a valid
+/// signature by one of the keys.
+async fn verify_signature(
+    client: &RegistryClient,
+    r: &crate::reference::RegistryRef,
+    top: &str,
+    manifest: &str,
+    opts: &SourceOptions,
+) -> Result<Option<crate::sign::Verified>> {
+    if opts.verify_keys.is_empty() {
+        return Ok(None);
+    }
+    match crate::sign::verify(client, r, top, &opts.verify_keys).await {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if top == manifest => Err(e),
+        Err(index_err) => match crate::sign::verify(client, r, manifest, &opts.verify_keys).await {
+            Ok(v) => Ok(Some(v)),
+            Err(Error::Signature(m)) => Err(Error::Signature(format!(
+                "{m}; nor is its index: {}",
+                index_err.to_string().trim_start_matches("signature: ")
+            ))),
+            Err(e) => Err(e),
+        },
+    }
+}
+
+/// `--verify-key` needs a registry source: signatures live beside the image in its repository.
+fn signatures_need_a_registry(reference: &ImageRef, opts: &SourceOptions) -> Result<()> {
+    if opts.verify_keys.is_empty() || matches!(reference, ImageRef::Registry(_)) {
+        return Ok(());
+    }
+    Err(Error::Usage(format!(
+        "--verify-key: {reference} is not in a registry; cosign signatures are looked up in the image's registry repository"
+    )))
+}
+
 /// Resolve and fetch the image. Registry layers land in `work`.
 pub async fn pull(
     reference: &ImageRef,
@@ -438,6 +480,7 @@ async fn pull_inner(
 ) -> Result<(PulledImage, Option<Downloads>)> {
     let want = opts.platform.clone().unwrap_or_else(Platform::linux_amd64);
     let what = reference.to_string();
+    signatures_need_a_registry(reference, opts)?;
     match reference {
         ImageRef::Registry(r) => {
             let client = connect(&r.registry, opts)?;
@@ -456,6 +499,8 @@ async fn pull_inner(
                     }
                 }
             };
+            // Signatures before anything else of the image is read.
+            let verified = verify_signature(&client, r, &digest, &manifest_digest, opts).await?;
             let config_bytes = client
                 .get_blob_bytes(r, &manifest.config, MAX_CONFIG_BYTES)
                 .await?;
@@ -511,6 +556,7 @@ async fn pull_inner(
                     reference: reference.clone(),
                     digest,
                     manifest_digest,
+                    verified,
                     platform: platform_of(&config),
                     config,
                     config_size: manifest.config.size,
@@ -532,6 +578,7 @@ async fn pull_inner(
             Ok((
                 PulledImage {
                     reference: reference.clone(),
+                    verified: None,
                     digest: a.config_digest.clone(),
                     manifest_digest: a.config_digest.clone(),
                     platform: platform_of(&config),
@@ -602,6 +649,7 @@ async fn pull_inner(
             Ok((
                 PulledImage {
                     reference: reference.clone(),
+                    verified: None,
                     digest: top.digest.clone(),
                     manifest_digest,
                     platform: platform_of(&config),
