@@ -4,6 +4,12 @@
 demo:
     cargo run --release --example demo
 
+# pare's own OCI image (target/image, tags pare and pare-hardened): the release binary, its
+# libraries and CA certificates, hardened by pare itself. No Docker needed.
+image:
+    cargo build --release
+    cargo run --release --example image
+
 # The whole test suite, installing what it needs (docker-registry, skopeo, umoci, …).
 test:
     ./scripts/test.sh

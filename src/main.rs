@@ -1,7 +1,6 @@
 //! The `pare` command line: parses arguments, calls the library, prints.
 //!
-//! Exit codes: `harden`, `trace`, `inspect`: 0 success, 1 failure. `check`: 0 pass, 1 policy
-//! violations, 2 could not check.
+//! Exit codes: see [`EXIT_CODES`] (printed by `pare --help`).
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -17,11 +16,30 @@ use pare::progress::Progress;
 use pare::reference::ImageRef;
 use pare::source::SourceOptions;
 
+/// Every command's exit codes, one table (`pare --help`, the man page, the README).
+const EXIT_CODES: &str = "\
+Exit codes:
+  harden, trace, inspect, keygen, completions, man
+      0 success; 1 any failure (one line on stderr), including a source without a valid
+      signature (--verify-key), a result that fails --check, or a probe that differs (--probe)
+  check
+      0 the image passes; 1 policy violations or no valid signature; 2 could not check
+  batch
+      0 every image hardened or skipped; 1 any image failed, or the batch could not run
+  probe
+      0 every probe passes; 1 a probe fails or differs; 2 the probes could not run
+  signature verify
+      0 a valid signature by one of the keys; 1 none (or it could not be checked)
+
+Environment: PARE_CREDS, PARE_DEST_CREDS (credentials), PARE_PASSWORD (passphrase of a key),
+PARE_THREADS, NO_COLOR (no ANSI colours in logs), REGISTRY_AUTH_FILE, DOCKER_CONFIG.";
+
 #[derive(Parser)]
 #[command(
     name = "pare",
     version,
-    about = "Make container images safe to run: keep only what the entrypoint needs, clear setuid/setgid, run as non-root."
+    about = "Make container images safe to run: keep only what the entrypoint needs, clear setuid/setgid, run as non-root.",
+    after_help = EXIT_CODES
 )]
 struct Cli {
     /// More logging on stderr (never secrets).
@@ -42,31 +60,79 @@ struct Cli {
 enum Command {
     /// Pull SRC, keep only its entrypoint's closure, harden it, and write DEST
     /// (default: the same repository, tag TAG-hardened).
+    #[command(after_help = "\
+Examples:
+  pare harden registry.example.com/team/api:1.4              # → team/api:1.4-hardened
+  pare harden team/api:1.4 team/api:1.4-min --check --probe '--version'
+  pare harden oci:./layout:app oci:./layout:app-hardened     # no registry
+  pare harden team/api:1.4 --verify-key vendor.pub --sign-key release.key
+  pare harden team/api:1.4 --learn-http 8080/healthz --report report.json")]
     Harden(HardenArgs),
     /// Print the entrypoint's dependency tree (like lddtree), writing nothing.
+    #[command(after_help = "\
+Examples:
+  pare trace registry.example.com/team/api:1.4
+  pare trace team/api:1.4 --why /etc/ssl/certs/ca-certificates.crt
+  pare trace oci:./layout:app --json > trace.json")]
     Trace(TraceArgs),
     /// Fail (exit 1) when an image breaks the hardening checklist: root user, setuid/setgid
     /// files, shells, network tools, package managers, world-writable paths, wasted space.
+    #[command(after_help = "\
+Examples:
+  pare check registry.example.com/team/api:1.4-hardened
+  pare check team/api:1.4 --format sarif -o pare.sarif --fail-on high
+  pare check team/api:1.4 --verify-key release.pub")]
     Check(CheckArgs),
     /// Per-layer analysis: sizes, files added/changed/removed, wasted bytes, efficiency.
+    #[command(after_help = "\
+Examples:
+  pare inspect registry.example.com/team/api:1.4
+  pare inspect docker-archive:./api.tar --format json --tree")]
     Inspect(InspectArgs),
     /// Harden every repository and tag under HOST/NAMESPACE; skip what is already hardened
     /// from the same source digest. Exit 1 when any image failed.
+    #[command(after_help = "\
+Examples:
+  pare batch registry.example.com/payments --report batch.json
+  pare batch registry.example.com/payments --include 'api:*' --exclude '*:*-rc*'
+  pare batch registry.example.com/payments --shard $JOB_COMPLETION_INDEX/8   # Indexed Job")]
     Batch(BatchArgs),
     /// Prove an image works: run its entrypoint with each probe's arguments in a rootless
     /// sandbox (namespaces, no daemon); with --against, compare with the original. Exit 0 every
     /// probe passes, 1 a probe fails or differs, 2 the probes could not run.
+    #[command(after_help = "\
+Examples:
+  pare probe team/api:1.4-hardened --probe '--version'
+  pare probe team/api:1.4-hardened --against team/api:1.4 --http-probe 8080/healthz
+  pare probe team/jq:1-hardened --against team/jq:1 --learn -- -n '1+1'")]
     Probe(ProbeArgs),
     /// Write a key pair in cosign's formats: PREFIX.key (ECDSA P-256, encrypted with the
     /// passphrase) and PREFIX.pub, for --sign-key and --verify-key (and cosign itself).
+    #[command(after_help = "\
+Examples:
+  PARE_PASSWORD=… pare keygen release              # release.key, release.pub
+  pare keygen ci/signing --passphrase-file /run/secrets/pass")]
     Keygen(KeygenArgs),
     /// Signatures: `pare signature verify IMAGE --key KEY.pub` checks an image's cosign
     /// signature without pulling it (exit 0 valid, 1 not).
     #[command(subcommand)]
     Signature(SignatureCommand),
-    /// (internal) The sandbox helper `pare probe` starts.
-    #[command(name = "__sandbox", hide = true)]
-    Sandbox { spec: PathBuf },
+    /// Print a shell completion script: bash, zsh, fish, elvish or powershell.
+    #[command(after_help = "\
+Examples:
+  pare completions bash > /etc/bash_completion.d/pare
+  pare completions zsh > \"${fpath[1]}/_pare\"
+  pare completions fish > ~/.config/fish/completions/pare.fish")]
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page pare(1), or write it and one page per subcommand into DIR.
+    #[command(after_help = "\
+Examples:
+  pare man | man -l -
+  pare man --dir /usr/local/share/man/man1")]
+    Man {
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Args)]
@@ -82,6 +148,10 @@ struct KeygenArgs {
 enum SignatureCommand {
     /// Check that IMAGE carries a valid cosign signature by one of the keys, whose payload
     /// names its digest and repository (tag scheme and referrers). Exit 0 valid, 1 not.
+    #[command(after_help = "\
+Examples:
+  pare signature verify registry.example.com/team/api:1.4-hardened --key release.pub
+  pare signature verify team/api@sha256:… --key a.pub --key b.pub --format json")]
     Verify(SignatureVerifyArgs),
 }
 
@@ -773,7 +843,41 @@ async fn run(cli: Cli, progress: Progress) -> anyhow::Result<Outcome> {
                 return Ok(Outcome::Violations);
             }
         }
-        Command::Sandbox { spec } => pare::probe::sandbox::helper_main(&spec),
+        Command::Completions { shell } => {
+            use clap::CommandFactory as _;
+            clap_complete::generate(shell, &mut Cli::command(), "pare", &mut std::io::stdout());
+        }
+        Command::Man { dir } => {
+            use clap::CommandFactory as _;
+            let cmd = Cli::command();
+            match dir {
+                None => clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?,
+                Some(dir) => {
+                    std::fs::create_dir_all(&dir).with_context(|| format!("{}", dir.display()))?;
+                    let mut written = 0;
+                    let mut pages: Vec<(String, clap::Command)> =
+                        vec![("pare".into(), cmd.clone())];
+                    for sub in cmd.get_subcommands().filter(|c| !c.is_hide_set()) {
+                        pages.push((format!("pare-{}", sub.get_name()), sub.clone()));
+                        for subsub in sub.get_subcommands() {
+                            pages.push((
+                                format!("pare-{}-{}", sub.get_name(), subsub.get_name()),
+                                subsub.clone(),
+                            ));
+                        }
+                    }
+                    for (name, c) in pages {
+                        let path = dir.join(format!("{name}.1"));
+                        let mut buf = Vec::new();
+                        clap_mangen::Man::new(c.name(name.clone())).render(&mut buf)?;
+                        std::fs::write(&path, buf)
+                            .with_context(|| format!("{}", path.display()))?;
+                        written += 1;
+                    }
+                    eprintln!("wrote {written} man pages into {}", dir.display());
+                }
+            }
+        }
         Command::Keygen(a) => {
             let pass = passphrase(a.passphrase_file.as_deref(), "pare keygen")
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -923,11 +1027,14 @@ fn clean(s: &str, keep_newlines: bool) -> String {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    // The sandbox helper starts nothing else: the namespace calls need one thread.
-    if let Command::Sandbox { spec } = &cli.command {
-        pare::probe::sandbox::helper_main(spec);
+    // `pare __sandbox SPEC_FILE`, the helper `pare probe` starts: not a subcommand of the CLI
+    // (it is no user's business), and it starts nothing else: the namespace calls need one
+    // thread.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.len() == 3 && args[1] == "__sandbox" {
+        pare::probe::sandbox::helper_main(Path::new(&args[2]));
     }
+    let cli = Cli::parse();
     let is_check = matches!(cli.command, Command::Check(_) | Command::Probe(_));
     pare::registry::set_read_timeout(std::time::Duration::from_secs(cli.timeout.max(1)));
     // Log lines go through the progress bars, so a retry warning does not break them.
@@ -935,7 +1042,7 @@ fn main() -> ExitCode {
     if cli.verbose {
         tracing_subscriber::fmt()
             .with_writer(progress.log_writer())
-            .with_ansi(std::io::stderr().is_terminal())
+            .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
             .with_env_filter(
                 // PARE_LOG (EnvFilter syntax, e.g. `pare=trace`) for finer detail.
                 tracing_subscriber::EnvFilter::try_from_env("PARE_LOG").unwrap_or_else(|_| {

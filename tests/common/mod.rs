@@ -2015,3 +2015,32 @@ pub fn batch_report_items(report: &Path) -> Vec<String> {
     got.sort();
     got
 }
+
+/// Where pare lives in its own image.
+pub const PARE_IN_IMAGE: &str = "/usr/local/bin/pare";
+
+/// pare's own image: a usrmerge base, `binary` at [`PARE_IN_IMAGE`] with the shared
+/// libraries it loads (and their host symlink chains), and this machine's CA bundle (pare
+/// talks TLS to registries). `just image` builds it from the release binary and hardens it.
+pub fn pare_image_spec(binary: &Path) -> ImageSpec {
+    let mut app = Layer::new().created_by("pare: the binary, its libraries, CA certificates");
+    for lib in ldd_paths(binary) {
+        app = app.host_path_with_links(lib);
+    }
+    app = app.file_from_host(binary, PARE_IN_IMAGE, Some(0o755));
+    let bundle = Path::new("/etc/ssl/certs/ca-certificates.crt");
+    if bundle.is_file() {
+        app = app
+            .dir("/etc/ssl", 0o755)
+            .dir("/etc/ssl/certs", 0o755)
+            .file_from_host(bundle, "/etc/ssl/certs/ca-certificates.crt", Some(0o644));
+    }
+    ImageSpec::new(vec![usrmerge_base_layer(), app])
+        .with_entrypoint(&[PARE_IN_IMAGE])
+        .with_cmd(&["--help"])
+        .with_label("org.opencontainers.image.title", "pare")
+        .with_label(
+            "org.opencontainers.image.description",
+            "Make container images safe to run",
+        )
+}
