@@ -223,6 +223,39 @@ fn a_source_must_carry_a_valid_signature_by_the_key() {
     assert!(String::from_utf8_lossy(&out.stdout).contains(&digest));
     let _ = built;
 
+    // Signed as an OCI 1.1 referrer only (cosign's experimental mode; this registry has no
+    // referrers API, so the referrer is listed under the fallback tag): accepted too.
+    let rsrc = reg.image("verify/referrer:1");
+    build_and_push(&jq_image(), &rsrc, None);
+    let rd = skopeo_manifest_digest(&rsrc, None);
+    let (host, repo) = parts(&rsrc);
+    let out = helper_run(&[
+        "sign-referrer",
+        &host,
+        &repo,
+        &rd,
+        key.to_str().unwrap(),
+        PASSWORD,
+    ]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let out = harden(&[
+        &rsrc,
+        &reg.image("verify/referrer:h"),
+        "--verify-key",
+        pubs,
+        "--report",
+        "-",
+    ]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        r["source_signature"]["found_in"]
+            .as_str()
+            .unwrap()
+            .starts_with("referrer"),
+        "{r}"
+    );
+
     // The same tag moved to another image: its signature names the old digest.
     build_and_push(&other_image(), &src, None);
     let moved = skopeo_manifest_digest(&src, None);

@@ -11,6 +11,10 @@ python3-cryptography (ECDSA P-256), and the registry's HTTP API through urllib.
     cosign_helper.py sign REGISTRY REPO DIGEST KEYFILE PASSWORD [IDENTITY [PAYLOAD_DIGEST]]
         push a signature of DIGEST under REPO:sha256-<hex>.sig (payload naming IDENTITY,
         default REGISTRY/REPO, and PAYLOAD_DIGEST, default DIGEST)
+    cosign_helper.py sign-referrer REGISTRY REPO DIGEST KEYFILE PASSWORD
+        push a signature of DIGEST as an OCI 1.1 referrer (cosign's experimental mode): an
+        artifact manifest whose subject is DIGEST, listed under the referrers fallback tag
+        REPO:sha256-<hex> (the registry has no referrers API)
     cosign_helper.py verify REGISTRY REPO DIGEST PUBFILE
         print the payload of a valid signature of DIGEST by PUBFILE's key (exit 1: none)
     cosign_helper.py verify-att REGISTRY REPO DIGEST PUBFILE
@@ -161,6 +165,41 @@ def cmd_sign(reg, repo, digest, keyfile, password, identity=None, payload_digest
     assert st == 201, (st, b)
 
 
+def cmd_sign_referrer(reg, repo, digest, keyfile, password):
+    priv = decrypt_key(keyfile, password)
+    payload = json.dumps({"critical": {"identity": {"docker-reference": f"{reg}/{repo}"},
+                                       "image": {"docker-manifest-digest": digest},
+                                       "type": "cosign container image signature"},
+                          "optional": None}, separators=(",", ":")).encode()
+    sig = priv.sign(payload, ec.ECDSA(hashes.SHA256()))
+    pd = put_blob(reg, repo, payload)
+    empty = b"{}"
+    ed = put_blob(reg, repo, empty)
+    st, h, subject = http("GET", f"http://{reg}/v2/{repo}/manifests/{digest}",
+                          headers={"Accept": OCI_MANIFEST + ", application/vnd.oci.image.index.v1+json"})
+    assert st == 200, st
+    m = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+         "artifactType": "application/vnd.dev.cosign.artifact.sig.v1+json",
+         "config": {"mediaType": "application/vnd.oci.empty.v1+json", "size": 2, "digest": ed},
+         "layers": [{"mediaType": SIMPLE_SIGNING, "size": len(payload), "digest": pd,
+                     "annotations": {SIG_ANNOTATION: base64.b64encode(sig).decode()}}],
+         "subject": {"mediaType": h.get("Content-Type", OCI_MANIFEST), "size": len(subject),
+                     "digest": digest}}
+    body = json.dumps(m).encode()
+    md = "sha256:" + hashlib.sha256(body).hexdigest()
+    st, _, b = http("PUT", f"http://{reg}/v2/{repo}/manifests/{md}", body, {"Content-Type": OCI_MANIFEST})
+    assert st == 201, (st, b)
+    tag = digest.replace(":", "-", 1)
+    st, _, old = http("GET", f"http://{reg}/v2/{repo}/manifests/{tag}",
+                      headers={"Accept": "application/vnd.oci.image.index.v1+json"})
+    index = json.loads(old) if st == 200 else {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": []}
+    index["manifests"].append({"mediaType": OCI_MANIFEST, "digest": md, "size": len(body),
+                               "artifactType": m["artifactType"]})
+    st, _, b = http("PUT", f"http://{reg}/v2/{repo}/manifests/{tag}", json.dumps(index).encode(),
+                    {"Content-Type": "application/vnd.oci.image.index.v1+json"})
+    assert st == 201, (st, b)
+
+
 def load_pub(path):
     return serialization.load_pem_public_key(open(path, "rb").read())
 
@@ -226,6 +265,9 @@ def main(argv):
         return 0
     if cmd == "sign":
         cmd_sign(*args)
+        return 0
+    if cmd == "sign-referrer":
+        cmd_sign_referrer(*args)
         return 0
     if cmd == "verify":
         return cmd_verify(*args)
