@@ -307,6 +307,26 @@ fn a_source_must_carry_a_valid_signature_by_the_key() {
     let out = harden(&[&src, &dest, "--verify-key", pubs]);
     assert_refused(&out, &dest, "unsigned");
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not signed"));
+    // Through a recording proxy: the refusal reads the manifest and the signature tags, never a
+    // blob of the image (no config, no layer).
+    let proxy = common::faults::FaultProxy::start(reg.port());
+    let psrc = format!("{}/verify/unsigned:1", proxy.host());
+    let pdest = format!("{}/verify/unsigned:hp", proxy.host());
+    let out = harden(&[&psrc, &pdest, "--verify-key", pubs]);
+    assert_refused(
+        &out,
+        &reg.image("verify/unsigned:hp"),
+        "unsigned, through a proxy",
+    );
+    let log = proxy.log.lock().unwrap().clone();
+    assert!(
+        log.iter().any(|(_, p, _)| p.contains("/manifests/")),
+        "{log:?}"
+    );
+    assert!(
+        !log.iter().any(|(_, p, _)| p.contains("/blobs/")),
+        "a blob was read before the signature was checked: {log:?}"
+    );
 
     // The keys of [signatures] in pare.toml when no --verify-key is given.
     let cfg_dir = tempfile::tempdir().unwrap();
