@@ -1,5 +1,5 @@
-//! `just image` (`cargo run --release --example image [BINARY]`): pare's own OCI image, as the
-//! layout `target/image` (tag `pare`): the release binary at /usr/local/bin/pare with its
+//! `just image` (`cargo run --release --example image [BINARY [LAYOUT]]`): pare's own OCI
+//! image, as the layout `target/image` (tag `pare`): the release binary at /usr/local/bin/pare with its
 //! shared libraries and this machine's CA bundle, then hardened by pare itself into the tag
 //! `pare-hardened` (non-root, nothing but what pare needs). No Docker, no registry; push it
 //! with `skopeo copy oci:target/image:pare-hardened docker://REGISTRY/pare:VERSION` (or `pare
@@ -27,7 +27,10 @@ async fn main() -> anyhow::Result<()> {
         "{} is missing: build it first (cargo build --release)",
         binary.display()
     );
-    let layout = root.join("target/image");
+    let layout = std::env::args()
+        .nth(2)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target/image"));
     let _ = std::fs::remove_dir_all(&layout);
     common::write_oci_layout(&layout, "pare", &common::pare_image_spec(&binary));
     let src: ImageRef = format!("oci:{}:pare", layout.display()).parse()?;

@@ -126,10 +126,30 @@ fn pares_own_image_runs_as_65532() {
         eprintln!("note: strip failed; the image carries the debug info");
     }
     let layout = dir.path().join("image");
-    write_oci_layout(&layout, "pare", &pare_image_spec(&bin));
+    // The recipe itself (examples/image.rs, built by `cargo test --all-targets`), else the
+    // same steps: the source layout from pare_image_spec, hardened by pare.
+    let example = std::path::Path::new(env!("CARGO_BIN_EXE_pare"))
+        .with_file_name("examples")
+        .join("image");
     let src = format!("oci:{}:pare", layout.display());
     let dest = format!("oci:{}:pare-hardened", layout.display());
-    ok(&["-q", "harden", &src, &dest]);
+    if example.is_file() {
+        let out = std::process::Command::new(&example)
+            .arg(&bin)
+            .arg(&layout)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", describe_output(&out));
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), dest);
+    } else {
+        eprintln!(
+            "note: {} is not built; running its steps",
+            example.display()
+        );
+        write_oci_layout(&layout, "pare", &pare_image_spec(&bin));
+        ok(&["-q", "harden", &src, &dest]);
+    }
+    assert!(skopeo_inspect_exists(&src, None));
     let u = pull_and_unpack(&dest);
     let out = run_chroot(&u.rootfs(), &[PARE_IN_IMAGE, "--version"], &[]);
     assert!(out.status.success(), "{}", describe_output(&out));

@@ -328,6 +328,47 @@ fn a_source_must_carry_a_valid_signature_by_the_key() {
         "a blob was read before the signature was checked: {log:?}"
     );
 
+    // A multi-platform source: the index's own signature counts, or every platform's.
+    let layout = dir.path().join("multi");
+    match write_jq_multiarch_layout(&layout, "m") {
+        Ok(_) => {
+            let msrc = reg.image("verify/multi:1");
+            push_layout_with_args(&layout, "m", &msrc, None, &["--all"]);
+            let index: Value = serde_json::from_slice(&skopeo_raw_manifest(&msrc, None)).unwrap();
+            let children: Vec<String> = index["manifests"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["digest"].as_str().unwrap().to_string())
+                .collect();
+            let dest = reg.image("verify/multi:unsigned");
+            let out = harden(&[&msrc, &dest, "--verify-key", pubs]);
+            assert_refused(&out, &dest, "unsigned index and platforms");
+            // One platform signed is not enough.
+            sign_with_helper(&msrc, &children[0], &key, &[]);
+            let dest = reg.image("verify/multi:one");
+            let out = harden(&[&msrc, &dest, "--verify-key", pubs]);
+            assert_refused(&out, &dest, "one platform of two signed");
+            for d in &children[1..] {
+                sign_with_helper(&msrc, d, &key, &[]);
+            }
+            let out = harden(&[&msrc, &reg.image("verify/multi:each"), "--verify-key", pubs]);
+            assert!(out.status.success(), "{}", describe_output(&out));
+            // Another copy whose index alone is signed.
+            let isrc = reg.image("verify/multi-index:1");
+            push_layout_with_args(&layout, "m", &isrc, None, &["--all"]);
+            sign_with_helper(&isrc, &skopeo_manifest_digest(&isrc, None), &key, &[]);
+            let out = harden(&[
+                &isrc,
+                &reg.image("verify/multi-index:h"),
+                "--verify-key",
+                pubs,
+            ]);
+            assert!(out.status.success(), "{}", describe_output(&out));
+        }
+        Err(why) => eprintln!("SKIP the multi-platform source: {why}"),
+    }
+
     // The keys of [signatures] in pare.toml when no --verify-key is given.
     let cfg_dir = tempfile::tempdir().unwrap();
     std::fs::copy(&public, cfg_dir.path().join("team.pub")).unwrap();

@@ -239,7 +239,8 @@ async fn append_layer(
 
 /// Sign `digest` (pushed to `r`'s repository) with `key`, the way `cosign sign --key` does
 /// with `--tlog-upload=false`: the payload naming this repository and digest under the tag
-/// `sha256-<hex>.sig`. Signing is deterministic, so a re-run adds nothing.
+/// `sha256-<hex>.sig` (and as a referrer where the registry serves the referrers API).
+/// Signing is deterministic, so a re-run adds nothing.
 pub async fn sign(
     client: &RegistryClient,
     r: &RegistryRef,
@@ -254,7 +255,78 @@ pub async fn sign(
         &payload,
         BTreeMap::from([(cosign::SIGNATURE_ANNOTATION.to_string(), keys::b64(&sig))]),
     );
-    append_layer(client, r, &cosign::tag(digest, "sig"), layer, payload).await
+    append_layer(
+        client,
+        r,
+        &cosign::tag(digest, "sig"),
+        layer.clone(),
+        payload.clone(),
+    )
+    .await?;
+    // Where the registry has the referrers API, also as an OCI 1.1 referrer of the signed
+    // manifest (cosign's experimental mode), for verifiers that look there.
+    if client.referrers_api(r, digest).await? {
+        push_signature_referrer(client, r, digest, layer, payload).await?;
+    }
+    Ok(())
+}
+
+/// The signature as an artifact manifest whose subject is `digest`.
+async fn push_signature_referrer(
+    client: &RegistryClient,
+    r: &RegistryRef,
+    digest: &str,
+    layer: crate::image::Descriptor,
+    payload: Vec<u8>,
+) -> Result<()> {
+    let subject_bytes = client.get_manifest_by_digest(r, digest).await?;
+    let subject_type = serde_json::from_slice::<serde_json::Value>(&subject_bytes)
+        .ok()
+        .and_then(|v| {
+            v.get("mediaType")
+                .and_then(|m| m.as_str())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| OCI_MANIFEST.to_string());
+    let empty = crate::referrer::EMPTY_JSON_BYTES;
+    let m = Manifest {
+        schema_version: 2,
+        media_type: Some(OCI_MANIFEST.into()),
+        artifact_type: Some(cosign::SIG_ARTIFACT.into()),
+        config: crate::image::Descriptor {
+            media_type: crate::referrer::EMPTY_JSON.into(),
+            digest: crate::digest::sha256_bytes(empty),
+            size: empty.len() as u64,
+            urls: None,
+            annotations: None,
+            platform: None,
+            artifact_type: None,
+        },
+        layers: vec![layer.clone()],
+        subject: Some(Box::new(crate::image::Descriptor {
+            media_type: subject_type,
+            digest: digest.to_string(),
+            size: subject_bytes.len() as u64,
+            urls: None,
+            annotations: None,
+            platform: None,
+            artifact_type: None,
+        })),
+        annotations: None,
+    };
+    let bytes = serde_json::to_vec(&m).map_err(|e| Error::Other(e.to_string()))?;
+    client
+        .put_blob_bytes(r, empty.to_vec(), &m.config.digest, None)
+        .await?;
+    client
+        .put_blob_bytes(r, payload, &layer.digest, None)
+        .await?;
+    let by_digest = RegistryRef {
+        tag: None,
+        digest: Some(crate::digest::sha256_bytes(&bytes)),
+        ..r.clone()
+    };
+    client.put_manifest(&by_digest, bytes, OCI_MANIFEST).await
 }
 
 /// Attach `spdx` as a signed in-toto attestation of `digest`, under `sha256-<hex>.att`, as
