@@ -61,8 +61,12 @@ fn other_image() -> ImageSpec {
 }
 
 fn keygen_helper(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    keygen_helper_kind(dir, name, "ecdsa")
+}
+
+fn keygen_helper_kind(dir: &Path, name: &str, kind: &str) -> (PathBuf, PathBuf) {
     let prefix = dir.join(name);
-    let out = helper_run(&["keygen", prefix.to_str().unwrap(), PASSWORD]);
+    let out = helper_run(&["keygen", prefix.to_str().unwrap(), PASSWORD, kind]);
     assert!(out.status.success(), "{}", describe_output(&out));
     (prefix.with_extension("key"), prefix.with_extension("pub"))
 }
@@ -367,6 +371,30 @@ fn a_source_must_carry_a_valid_signature_by_the_key() {
             assert!(out.status.success(), "{}", describe_output(&out));
         }
         Err(why) => eprintln!("SKIP the multi-platform source: {why}"),
+    }
+
+    // Ed25519 and RSA keys (cosign makes them from KMS and imported keys) verify too; pare
+    // signs with an Ed25519 key, and refuses to sign with RSA in one line.
+    for kind in ["ed25519", "rsa"] {
+        let (k, p) = keygen_helper_kind(dir.path(), &format!("k-{kind}"), kind);
+        let src = reg.image(&format!("verify/{kind}:1"));
+        build_and_push(&jq_image(), &src, None);
+        let d = skopeo_manifest_digest(&src, None);
+        sign_with_helper(&src, &d, &k, &[]);
+        let dest = reg.image(&format!("verify/{kind}:h"));
+        let out = harden(&[&src, &dest, "--verify-key", p.to_str().unwrap()]);
+        assert!(out.status.success(), "{kind}: {}", describe_output(&out));
+        let out = harden(&[&src, &dest, "--force", "--sign-key", k.to_str().unwrap()]);
+        if kind == "rsa" {
+            assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
+            assert!(String::from_utf8_lossy(&out.stderr).contains("RSA"));
+        } else {
+            assert!(out.status.success(), "{kind}: {}", describe_output(&out));
+            let hd = skopeo_manifest_digest(&dest, None);
+            let (host, repo) = parts(&dest);
+            let out = helper_run(&["verify", &host, &repo, &hd, p.to_str().unwrap()]);
+            assert!(out.status.success(), "{kind}: {}", describe_output(&out));
+        }
     }
 
     // The keys of [signatures] in pare.toml when no --verify-key is given.

@@ -4,8 +4,9 @@
 It shares no code with pare: Python's hashlib (scrypt), python3-nacl (secretbox) and
 python3-cryptography (ECDSA P-256), and the registry's HTTP API through urllib.
 
-    cosign_helper.py keygen PREFIX PASSWORD
-        PREFIX.key (cosign's encrypted PEM around a PKCS#8 ECDSA P-256 key) and PREFIX.pub
+    cosign_helper.py keygen PREFIX PASSWORD [ecdsa|ed25519|rsa]
+        PREFIX.key (cosign's encrypted PEM around a PKCS#8 key, ECDSA P-256 by default) and
+        PREFIX.pub
     cosign_helper.py public KEYFILE PASSWORD
         decrypt KEYFILE and print its public key (PEM)
     cosign_helper.py sign REGISTRY REPO DIGEST KEYFILE PASSWORD [IDENTITY [PAYLOAD_DIGEST]]
@@ -32,7 +33,7 @@ import urllib.request
 import nacl.secret
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
 LABEL = "ENCRYPTED SIGSTORE PRIVATE KEY"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -86,10 +87,21 @@ def public_pem(priv):
                                           serialization.PublicFormat.SubjectPublicKeyInfo).decode()
 
 
+def sign_with(priv, msg):
+    """cosign's signature schemes: ECDSA P-256/SHA-256 (DER), Ed25519, RSA PKCS#1 v1.5/SHA-256."""
+    if isinstance(priv, ec.EllipticCurvePrivateKey):
+        return priv.sign(msg, ec.ECDSA(hashes.SHA256()))
+    if isinstance(priv, rsa.RSAPrivateKey):
+        return priv.sign(msg, padding.PKCS1v15(), hashes.SHA256())
+    return priv.sign(msg)
+
+
 def verify_with(pub, msg, sig):
     try:
         if isinstance(pub, ec.EllipticCurvePublicKey):
             pub.verify(sig, msg, ec.ECDSA(hashes.SHA256()))
+        elif isinstance(pub, rsa.RSAPublicKey):
+            pub.verify(sig, msg, padding.PKCS1v15(), hashes.SHA256())
         else:
             pub.verify(sig, msg)
         return True
@@ -147,7 +159,7 @@ def cmd_sign(reg, repo, digest, keyfile, password, identity=None, payload_digest
                                        "image": {"docker-manifest-digest": payload_digest or digest},
                                        "type": "cosign container image signature"},
                           "optional": None}, separators=(",", ":")).encode()
-    sig = priv.sign(payload, ec.ECDSA(hashes.SHA256()))
+    sig = sign_with(priv, payload)
     pd = put_blob(reg, repo, payload)
     layer = {"mediaType": SIMPLE_SIGNING, "size": len(payload), "digest": pd,
              "annotations": {SIG_ANNOTATION: base64.b64encode(sig).decode()}}
@@ -171,7 +183,7 @@ def cmd_sign_referrer(reg, repo, digest, keyfile, password):
                                        "image": {"docker-manifest-digest": digest},
                                        "type": "cosign container image signature"},
                           "optional": None}, separators=(",", ":")).encode()
-    sig = priv.sign(payload, ec.ECDSA(hashes.SHA256()))
+    sig = sign_with(priv, payload)
     pd = put_blob(reg, repo, payload)
     empty = b"{}"
     ed = put_blob(reg, repo, empty)
@@ -253,8 +265,14 @@ def cmd_verify_att(reg, repo, digest, pubfile):
 def main(argv):
     cmd, args = argv[0], argv[1:]
     if cmd == "keygen":
-        prefix, password = args
-        priv = ec.generate_private_key(ec.SECP256R1())
+        prefix, password = args[:2]
+        kind = args[2] if len(args) > 2 else "ecdsa"
+        if kind == "rsa":
+            priv = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        elif kind == "ed25519":
+            priv = ed25519.Ed25519PrivateKey.generate()
+        else:
+            priv = ec.generate_private_key(ec.SECP256R1())
         der = priv.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
                                  serialization.NoEncryption())
         open(prefix + ".key", "w").write(encrypt_key(der, password))
