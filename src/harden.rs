@@ -650,6 +650,8 @@ pub async fn harden(
             "{src} is a multi-platform image and a docker-archive holds one: pick one with --platform"
         )));
     }
+    // Every platform's signature before any is built.
+    source::verify_platforms(src, &opts.source, &opts.platforms).await?;
     let mut skipped = Vec::new();
     let mut images = Vec::new();
     let mut children = Vec::new();

@@ -372,6 +372,51 @@ async fn verify_signature(
     }
 }
 
+/// `--verify-key` for a multi-platform source, before any platform is built: the index's own
+/// signature, else a signature of every platform to be hardened (`platforms`; empty: every
+/// platform the index lists), so a source with one unsigned platform is refused before
+/// anything is pulled or pushed.
+pub async fn verify_platforms(
+    reference: &ImageRef,
+    opts: &SourceOptions,
+    platforms: &[Platform],
+) -> Result<()> {
+    let ImageRef::Registry(r) = reference else {
+        return Ok(());
+    };
+    if opts.verify_keys.is_empty() {
+        return Ok(());
+    }
+    let client = connect(&r.registry, opts)?;
+    let (bytes, digest) = client.get_manifest(r).await?;
+    let ManifestDoc::Index(idx) = image::parse_manifest(&bytes, None, &reference.to_string())?
+    else {
+        return Ok(());
+    };
+    let Err(index_err) = crate::sign::verify(&client, r, &digest, &opts.verify_keys).await else {
+        return Ok(());
+    };
+    for d in &idx.manifests {
+        let Some(p) = &d.platform else { continue };
+        if p.os == "unknown" || p.architecture == "unknown" {
+            continue;
+        }
+        if !platforms.is_empty() && !platforms.iter().any(|w| w.matches(p)) {
+            continue;
+        }
+        if let Err(e) = crate::sign::verify(&client, r, &d.digest, &opts.verify_keys).await {
+            return Err(match e {
+                Error::Signature(m) => Error::Signature(format!(
+                    "{p}: {m}; nor is its index: {}",
+                    index_err.to_string().trim_start_matches("signature: ")
+                )),
+                e => e,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// `--verify-key` needs a registry source: signatures live beside the image in its repository.
 fn signatures_need_a_registry(reference: &ImageRef, opts: &SourceOptions) -> Result<()> {
     if opts.verify_keys.is_empty() || matches!(reference, ImageRef::Registry(_)) {

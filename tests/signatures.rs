@@ -353,6 +353,12 @@ fn a_source_must_carry_a_valid_signature_by_the_key() {
             let dest = reg.image("verify/multi:one");
             let out = harden(&[&msrc, &dest, "--verify-key", pubs]);
             assert_refused(&out, &dest, "one platform of two signed");
+            // Refused before any platform was built: the message names the unsigned platform.
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                err.contains("signature: linux/") && err.contains("nor is its index"),
+                "{err}"
+            );
             for d in &children[1..] {
                 sign_with_helper(&msrc, d, &key, &[]);
             }
