@@ -151,7 +151,8 @@ enum SignatureCommand {
     #[command(after_help = "\
 Examples:
   pare signature verify registry.example.com/team/api:1.4-hardened --key release.pub
-  pare signature verify team/api@sha256:… --key a.pub --key b.pub --format json")]
+  pare signature verify team/api@sha256:… --key a.pub --key b.pub --format json
+  pare signature verify team/api:1.4 --platform linux/arm64 --key release.pub")]
     Verify(SignatureVerifyArgs),
 }
 
@@ -920,8 +921,23 @@ async fn run(cli: Cli, progress: Progress) -> anyhow::Result<Outcome> {
             let keys = public_keys(&a.keys)?;
             let opts = source_options(&a.source)?;
             let client = pare::source::connect(&r.registry, &opts)?;
-            let (_, digest) = client.get_manifest(r).await?;
-            let v = pare::sign::verify(&client, r, &digest, &keys).await?;
+            let (bytes, digest) = client.get_manifest(r).await?;
+            let v = match pare::sign::verify(&client, r, &digest, &keys).await {
+                Ok(v) => v,
+                // --platform on an index: that platform's own signature counts too.
+                Err(e) => match (
+                    &opts.platform,
+                    pare::image::parse_manifest(&bytes, None, &a.image),
+                ) {
+                    (Some(want), Ok(pare::image::ManifestDoc::Index(idx))) => {
+                        let d = pare::image::select_platform(&idx, want)?;
+                        pare::sign::verify(&client, r, &d.digest, &keys)
+                            .await
+                            .map_err(|_| e)?
+                    }
+                    _ => return Err(e.into()),
+                },
+            };
             match a.format {
                 Format::Json => println!("{}", serde_json::to_string_pretty(&v)?),
                 _ => println!(

@@ -364,6 +364,19 @@ fn a_source_must_carry_a_valid_signature_by_the_key() {
             }
             let out = harden(&[&msrc, &reg.image("verify/multi:each"), "--verify-key", pubs]);
             assert!(out.status.success(), "{}", describe_output(&out));
+            // `signature verify`: the index itself is unsigned; a platform of it is signed.
+            let out = run(pare().args(["signature", "verify", &msrc, "--key", pubs]));
+            assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
+            let out = run(pare().args([
+                "signature",
+                "verify",
+                &msrc,
+                "--key",
+                pubs,
+                "--platform",
+                "linux/arm64",
+            ]));
+            assert!(out.status.success(), "{}", describe_output(&out));
             // Another copy whose index alone is signed.
             let isrc = reg.image("verify/multi-index:1");
             push_layout_with_args(&layout, "m", &isrc, None, &["--all"]);
