@@ -54,6 +54,13 @@ pub fn reference(bytes: &[u8]) {
 /// Manifests, indexes, configs and docker config.json auth files.
 pub fn manifest(bytes: &[u8]) {
     let _ = crate::image::parse_manifest(bytes, None, "fuzz");
+    // Signatures: public keys, payloads and envelopes as found in registries and key files.
+    let text = String::from_utf8_lossy(bytes);
+    if let Ok(k) = crate::sign::PublicKey::from_pem(&text) {
+        let _ = k.verify(bytes, bytes);
+    }
+    let _ = serde_json::from_slice::<crate::sign::cosign::Payload>(bytes);
+    let _ = serde_json::from_slice::<crate::sign::cosign::Envelope>(bytes);
     if let Ok(v) = serde_json::from_slice::<serde_json::Value>(bytes) {
         let _ = crate::trace::RunConfig::from_config(&v);
         // An auth file naming a credential helper would run a program: not from a fuzzer.
@@ -85,4 +92,10 @@ pub fn scripts(bytes: &[u8]) {
     let _ = crate::trace::shell::parse(&text, None, "/usr/bin:/bin");
     let _ = crate::trace::config::includes(&text);
     let _ = crate::trace::config::runs(&text);
+    let _ = crate::trace::fontconfig::names(&text);
+    for attr in ["uri", "catalog", "rewritePrefix"] {
+        for v in crate::trace::xmlcatalog::values(&text, attr) {
+            let _ = crate::trace::xmlcatalog::local(v, "/etc/xml");
+        }
+    }
 }

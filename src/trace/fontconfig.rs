@@ -18,7 +18,7 @@ const MAX_FILES: usize = 500;
 
 /// What one configuration file names.
 #[derive(Debug, Default, PartialEq)]
-struct Names {
+pub(crate) struct Names {
     includes: Vec<String>,
     dirs: Vec<String>,
     cachedirs: Vec<String>,
@@ -58,7 +58,8 @@ fn elements(xml: &str, tag: &str) -> Vec<String> {
     out
 }
 
-fn names(xml: &str) -> Names {
+/// What a fontconfig file names (for the fuzzer too).
+pub(crate) fn names(xml: &str) -> Names {
     // Comments may hold whole example elements.
     let mut clean = String::with_capacity(xml.len());
     let mut rest = xml;

@@ -38,7 +38,7 @@ use crate::rootfs::{Kind, ResolveError, Rootfs, display};
 mod appdir;
 pub(crate) mod config;
 mod contents;
-mod fontconfig;
+pub(crate) mod fontconfig;
 mod helpers;
 mod keep;
 mod libc;
@@ -49,7 +49,7 @@ mod pathref;
 mod program;
 mod runtime;
 pub(crate) mod shell;
-mod xmlcatalog;
+pub(crate) mod xmlcatalog;
 
 pub use contents::{Contents, LayerContents, MAX_OBJECT_BYTES};
 pub use loader::default_dirs;

@@ -24,7 +24,7 @@ pub(crate) struct XmlCatalogs;
 const ATTRIBUTES: &[(&str, bool)] = &[("uri", false), ("catalog", false), ("rewritePrefix", true)];
 
 /// The values of `attr="…"` (or `'…'`) in `text`, as written.
-fn values<'a>(text: &'a str, attr: &str) -> Vec<&'a str> {
+pub(crate) fn values<'a>(text: &'a str, attr: &str) -> Vec<&'a str> {
     let mut out = Vec::new();
     for quote in ['"', '\''] {
         let needle = format!(" {attr}={quote}");
@@ -53,7 +53,7 @@ fn values<'a>(text: &'a str, attr: &str) -> Vec<&'a str> {
 }
 
 /// A catalog entry's target as an absolute path in the image, if it is a local one.
-fn local(value: &str, base: &str) -> Option<String> {
+pub(crate) fn local(value: &str, base: &str) -> Option<String> {
     let v = value.trim();
     let path = if let Some(p) = v.strip_prefix("file://") {
         // file:///usr/share/… (an empty authority) or file://localhost/…
