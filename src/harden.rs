@@ -673,13 +673,8 @@ pub async fn harden(
         }
         write_sbom_file(opts, &built, true)?;
         children.push(Descriptor {
-            media_type: OCI_MANIFEST.into(),
-            digest: crate::digest::sha256_bytes(&built.manifest_bytes),
-            size: built.manifest_bytes.len() as u64,
-            urls: None,
-            annotations: None,
             platform: Some(built.platform.clone()),
-            artifact_type: None,
+            ..Descriptor::of(OCI_MANIFEST, &built.manifest_bytes)
         });
         images.push(report);
     }

@@ -121,6 +121,19 @@ pub struct Descriptor {
 }
 
 impl Descriptor {
+    /// The descriptor of `bytes` as a blob of `media_type`.
+    pub fn of(media_type: &str, bytes: &[u8]) -> Descriptor {
+        Descriptor {
+            media_type: media_type.into(),
+            digest: crate::digest::sha256_bytes(bytes),
+            size: bytes.len() as u64,
+            urls: None,
+            annotations: None,
+            platform: None,
+            artifact_type: None,
+        }
+    }
+
     pub fn validate(&self, what: &str) -> Result<()> {
         validate_digest(&self.digest).map_err(|r| Error::malformed(what, r))
     }

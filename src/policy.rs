@@ -178,9 +178,12 @@ pub struct SignatureConfig {
     pub keys: Vec<std::path::PathBuf>,
 }
 
-/// The keys of the `[signatures]` table of `pare.toml` / `.pare.toml` in `dir` (or of
-/// `file`), as paths resolved against the file's directory; empty when there is none.
-pub fn load_signature_keys(dir: &Path, file: Option<&Path>) -> Result<Vec<std::path::PathBuf>> {
+/// `file`, else `pare.toml` or `.pare.toml` in `dir`: the first that exists, parsed, with its
+/// path; `None` when there is none.
+fn read_config(
+    dir: &Path,
+    file: Option<&Path>,
+) -> Result<Option<(ConfigFile, std::path::PathBuf)>> {
     let candidates: Vec<std::path::PathBuf> = match file {
         Some(f) => vec![f.to_path_buf()],
         None => ["pare.toml", ".pare.toml"]
@@ -193,22 +196,20 @@ pub fn load_signature_keys(dir: &Path, file: Option<&Path>) -> Result<Vec<std::p
             let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
             let cfg: ConfigFile = toml::from_str(&text)
                 .map_err(|e| Error::Usage(format!("{}: {}", p.display(), e.message())))?;
-            let base = p.parent().unwrap_or(Path::new("."));
-            return Ok(cfg
-                .signatures
-                .keys
-                .iter()
-                .map(|k| {
-                    if k.is_absolute() {
-                        k.clone()
-                    } else {
-                        base.join(k)
-                    }
-                })
-                .collect());
+            return Ok(Some((cfg, p)));
         }
     }
-    Ok(Vec::new())
+    Ok(None)
+}
+
+/// The keys of the `[signatures]` table of `pare.toml` / `.pare.toml` in `dir` (or of
+/// `file`), as paths resolved against the file's directory; empty when there is none.
+pub fn load_signature_keys(dir: &Path, file: Option<&Path>) -> Result<Vec<std::path::PathBuf>> {
+    let Some((cfg, p)) = read_config(dir, file)? else {
+        return Ok(Vec::new());
+    };
+    let base = p.parent().unwrap_or(Path::new("."));
+    Ok(cfg.signatures.keys.iter().map(|k| base.join(k)).collect())
 }
 
 /// The `[probe]` table of `pare.toml` / `.pare.toml` in `dir` (or of `file`), when there is one.
@@ -216,40 +217,19 @@ pub fn load_probe_config(
     dir: &Path,
     file: Option<&Path>,
 ) -> Result<Option<crate::probe::ProbeConfig>> {
-    let candidates: Vec<std::path::PathBuf> = match file {
-        Some(f) => vec![f.to_path_buf()],
-        None => ["pare.toml", ".pare.toml"]
-            .iter()
-            .map(|n| dir.join(n))
-            .collect(),
-    };
-    for p in candidates {
-        if p.is_file() {
-            let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
-            let cfg: ConfigFile = toml::from_str(&text)
-                .map_err(|e| Error::Usage(format!("{}: {}", p.display(), e.message())))?;
-            return Ok(Some(cfg.probe));
-        }
-    }
-    Ok(None)
+    Ok(read_config(dir, file)?.map(|(cfg, _)| cfg.probe))
 }
 
 impl CheckConfig {
     /// `pare.toml` or `.pare.toml` in `dir`, when there is one.
     pub fn load(dir: &Path) -> Result<Option<(CheckConfig, std::path::PathBuf)>> {
-        for name in ["pare.toml", ".pare.toml"] {
-            let p = dir.join(name);
-            if p.is_file() {
-                let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
-                let cfg: ConfigFile = toml::from_str(&text)
-                    .map_err(|e| Error::Usage(format!("{}: {}", p.display(), e.message())))?;
-                cfg.check
-                    .validate()
-                    .map_err(|e| Error::Usage(format!("{}: {e}", p.display())))?;
-                return Ok(Some((cfg.check, p)));
-            }
-        }
-        Ok(None)
+        let Some((cfg, p)) = read_config(dir, None)? else {
+            return Ok(None);
+        };
+        cfg.check
+            .validate()
+            .map_err(|e| Error::Usage(format!("{}: {e}", p.display())))?;
+        Ok(Some((cfg.check, p)))
     }
 
     pub fn validate(&self) -> std::result::Result<(), String> {

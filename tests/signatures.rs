@@ -60,6 +60,17 @@ fn other_image() -> ImageSpec {
     jq_image().with_cmd(&["-n", "2+2"])
 }
 
+/// `pare keygen DIR/NAME`: (the .key, the .pub).
+fn keygen_pare(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let prefix = dir.join(name);
+    let out = run(pare()
+        .args(["keygen"])
+        .arg(&prefix)
+        .env("PARE_PASSWORD", PASSWORD));
+    assert!(out.status.success(), "{}", describe_output(&out));
+    (prefix.with_extension("key"), prefix.with_extension("pub"))
+}
+
 fn keygen_helper(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
     keygen_helper_kind(dir, name, "ecdsa")
 }
@@ -127,12 +138,7 @@ fn keys_made_by_either_side_are_read_by_the_other() {
     let dir = tempfile::tempdir().unwrap();
     // pare keygen → the helper decrypts it, and its public key is PREFIX.pub.
     let prefix = dir.path().join("pare");
-    let out = run(pare()
-        .args(["keygen"])
-        .arg(&prefix)
-        .env("PARE_PASSWORD", PASSWORD));
-    assert!(out.status.success(), "{}", describe_output(&out));
-    let key = prefix.with_extension("key");
+    let (key, public) = keygen_pare(dir.path(), "pare");
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
         std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
@@ -144,9 +150,7 @@ fn keys_made_by_either_side_are_read_by_the_other() {
     assert!(out.status.success(), "{}", describe_output(&out));
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
-        std::fs::read_to_string(prefix.with_extension("pub"))
-            .unwrap()
-            .trim()
+        std::fs::read_to_string(&public).unwrap().trim()
     );
     // keygen never overwrites.
     let out = run(pare()
@@ -435,13 +439,7 @@ fn a_source_must_carry_a_valid_signature_by_the_key() {
 fn what_pare_pushes_is_signed_and_its_sbom_attested() {
     let Some(_) = helper() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let prefix = dir.path().join("pare");
-    let out = run(pare()
-        .args(["keygen"])
-        .arg(&prefix)
-        .env("PARE_PASSWORD", PASSWORD));
-    assert!(out.status.success(), "{}", describe_output(&out));
-    let (key, public) = (prefix.with_extension("key"), prefix.with_extension("pub"));
+    let (key, public) = keygen_pare(dir.path(), "pare");
     let reg = Registry::start();
     let src = reg.image("signed/app:1");
     build_and_push(&jq_image(), &src, None);

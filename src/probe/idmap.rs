@@ -171,44 +171,25 @@ pub fn write_maps(pid: u32, m: &Mapping) -> Result<(), String> {
 pub type Owner = (String, u32, u32);
 
 /// Inside the user namespace, before anything of the image runs: give the materialized
-/// entries their image owners. Each path's parents are walked with `O_NOFOLLOW` from `root`,
-/// so nothing outside it is touched. Returns how many could not be set.
-pub fn set_owners(root: &OwnedFd, owners: &[Owner]) -> usize {
-    let mut failed = 0;
+/// entries their image owners (pare left out those the ranges cannot map). Each path's parents
+/// are walked with `O_NOFOLLOW` from `root`, so nothing outside it is touched; an entry that
+/// cannot be reached that way keeps its owner.
+pub fn set_owners(root: &OwnedFd, owners: &[Owner]) {
     for (path, uid, gid) in owners {
         let (parent, name) = match path.rsplit_once('/') {
-            Some((p, n)) => (Some(p), n),
-            None => (None, path.as_str()),
+            Some((p, n)) => (p, n),
+            None => ("", path.as_str()),
         };
-        let dir = match parent {
-            Some(p) => match open_beneath(root, p) {
-                Some(d) => d,
-                None => {
-                    failed += 1;
-                    continue;
-                }
-            },
-            None => match root.try_clone() {
-                Ok(d) => d,
-                Err(_) => {
-                    failed += 1;
-                    continue;
-                }
-            },
-        };
-        if fchownat(
-            dir,
-            name,
-            Some(Uid::from_raw(*uid)),
-            Some(Gid::from_raw(*gid)),
-            AtFlags::AT_SYMLINK_NOFOLLOW,
-        )
-        .is_err()
-        {
-            failed += 1;
+        if let Some(dir) = open_beneath(root, parent) {
+            let _ = fchownat(
+                &dir,
+                name,
+                Some(Uid::from_raw(*uid)),
+                Some(Gid::from_raw(*gid)),
+                AtFlags::AT_SYMLINK_NOFOLLOW,
+            );
         }
     }
-    failed
 }
 
 /// `rel` under `root`, each component a real directory (never a symlink).

@@ -219,23 +219,7 @@ mod tests {
         // Files come from the layer bytes: spool them as the merge would.
         let spool = d.path().join("spool");
         std::fs::create_dir(&spool).unwrap();
-        let blob = |name: &str, bytes: &[u8]| {
-            let p = d.path().join(name);
-            std::fs::write(&p, bytes).unwrap();
-            crate::source::LayerBlob {
-                descriptor: crate::image::Descriptor {
-                    media_type: crate::image::OCI_LAYER_TAR.into(),
-                    digest: crate::digest::sha256_bytes(bytes),
-                    size: bytes.len() as u64,
-                    urls: None,
-                    annotations: None,
-                    platform: None,
-                    artifact_type: None,
-                },
-                path: p,
-                growing: None,
-            }
-        };
+        let blob = |name: &str, bytes: &[u8]| crate::rootfs::tests::blob_at(d.path(), name, bytes);
         let fs = Rootfs::merge(vec![blob("l0", &layer), blob("l1", &upper)], None).unwrap_or(fs);
         let root = d.path().join("root");
         std::fs::create_dir(&root).unwrap();

@@ -1988,15 +1988,7 @@ pub(crate) mod tests {
         let lp = d.path().join("layer");
         std::fs::write(&lp, &l).unwrap();
         let blob = LayerBlob {
-            descriptor: crate::image::Descriptor {
-                media_type: crate::image::OCI_LAYER_TAR.into(),
-                digest: crate::digest::sha256_bytes(&l),
-                size: l.len() as u64,
-                urls: None,
-                annotations: None,
-                platform: None,
-                artifact_type: None,
-            },
+            descriptor: crate::image::Descriptor::of(crate::image::OCI_LAYER_TAR, &l),
             path: lp,
             growing: None,
         };
@@ -2011,19 +2003,12 @@ pub(crate) mod tests {
         assert_eq!(fs.nodes["usr/bin/b"].size(), 3);
     }
 
-    fn blob_at(dir: &Path, name: &str, bytes: &[u8]) -> LayerBlob {
+    /// `bytes` written to `dir/name` as an uncompressed layer blob.
+    pub(crate) fn blob_at(dir: &Path, name: &str, bytes: &[u8]) -> LayerBlob {
         let lp = dir.join(name);
         std::fs::write(&lp, bytes).unwrap();
         LayerBlob {
-            descriptor: crate::image::Descriptor {
-                media_type: crate::image::OCI_LAYER_TAR.into(),
-                digest: crate::digest::sha256_bytes(bytes),
-                size: bytes.len() as u64,
-                urls: None,
-                annotations: None,
-                platform: None,
-                artifact_type: None,
-            },
+            descriptor: crate::image::Descriptor::of(crate::image::OCI_LAYER_TAR, bytes),
             path: lp,
             growing: None,
         }

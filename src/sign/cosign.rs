@@ -89,18 +89,6 @@ pub fn identity_of(registry: &str, repository: &str) -> String {
     format!("{registry}/{repository}")
 }
 
-fn descriptor(media_type: &str, bytes: &[u8]) -> Descriptor {
-    Descriptor {
-        media_type: media_type.into(),
-        digest: crate::digest::sha256_bytes(bytes),
-        size: bytes.len() as u64,
-        urls: None,
-        annotations: None,
-        platform: None,
-        artifact_type: None,
-    }
-}
-
 /// The config blob of a signature or attestation manifest, as cosign writes it: an image
 /// config whose one diff_id is each layer's digest.
 pub fn config(layers: &[Descriptor]) -> Vec<u8> {
@@ -118,7 +106,7 @@ pub fn config(layers: &[Descriptor]) -> Vec<u8> {
 
 /// A layer of a signature (or attestation) manifest: `blob` with its annotations.
 pub fn layer(media_type: &str, blob: &[u8], annotations: BTreeMap<String, String>) -> Descriptor {
-    let mut d = descriptor(media_type, blob);
+    let mut d = Descriptor::of(media_type, blob);
     d.annotations = Some(annotations);
     d
 }
@@ -130,7 +118,7 @@ pub fn manifest(layers: Vec<Descriptor>) -> (Vec<u8>, Vec<u8>) {
         schema_version: 2,
         media_type: Some(OCI_MANIFEST.into()),
         artifact_type: None,
-        config: descriptor(OCI_CONFIG, &config_bytes),
+        config: Descriptor::of(OCI_CONFIG, &config_bytes),
         layers,
         subject: None,
         annotations: None,

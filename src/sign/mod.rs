@@ -293,15 +293,7 @@ async fn push_signature_referrer(
         schema_version: 2,
         media_type: Some(OCI_MANIFEST.into()),
         artifact_type: Some(cosign::SIG_ARTIFACT.into()),
-        config: crate::image::Descriptor {
-            media_type: crate::referrer::EMPTY_JSON.into(),
-            digest: crate::digest::sha256_bytes(empty),
-            size: empty.len() as u64,
-            urls: None,
-            annotations: None,
-            platform: None,
-            artifact_type: None,
-        },
+        config: crate::image::Descriptor::of(crate::referrer::EMPTY_JSON, empty),
         layers: vec![layer.clone()],
         subject: Some(Box::new(crate::image::Descriptor {
             media_type: subject_type,

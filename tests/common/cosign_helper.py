@@ -153,7 +153,8 @@ def sig_tag(digest, suffix):
     return digest.replace(":", "-", 1) + "." + suffix
 
 
-def cmd_sign(reg, repo, digest, keyfile, password, identity=None, payload_digest=None):
+def signature_layer(reg, repo, digest, keyfile, password, identity=None, payload_digest=None):
+    """cosign's simple-signing payload, signed and pushed: the signature manifest's layer."""
     priv = decrypt_key(keyfile, password)
     payload = json.dumps({"critical": {"identity": {"docker-reference": identity or f"{reg}/{repo}"},
                                        "image": {"docker-manifest-digest": payload_digest or digest},
@@ -161,8 +162,12 @@ def cmd_sign(reg, repo, digest, keyfile, password, identity=None, payload_digest
                           "optional": None}, separators=(",", ":")).encode()
     sig = sign_with(priv, payload)
     pd = put_blob(reg, repo, payload)
-    layer = {"mediaType": SIMPLE_SIGNING, "size": len(payload), "digest": pd,
-             "annotations": {SIG_ANNOTATION: base64.b64encode(sig).decode()}}
+    return {"mediaType": SIMPLE_SIGNING, "size": len(payload), "digest": pd,
+            "annotations": {SIG_ANNOTATION: base64.b64encode(sig).decode()}}
+
+
+def cmd_sign(reg, repo, digest, keyfile, password, identity=None, payload_digest=None):
+    layer = signature_layer(reg, repo, digest, keyfile, password, identity, payload_digest)
     tag = sig_tag(digest, "sig")
     old = get_manifest(reg, repo, tag)
     layers = (old or {}).get("layers", []) + [layer]
@@ -178,13 +183,7 @@ def cmd_sign(reg, repo, digest, keyfile, password, identity=None, payload_digest
 
 
 def cmd_sign_referrer(reg, repo, digest, keyfile, password):
-    priv = decrypt_key(keyfile, password)
-    payload = json.dumps({"critical": {"identity": {"docker-reference": f"{reg}/{repo}"},
-                                       "image": {"docker-manifest-digest": digest},
-                                       "type": "cosign container image signature"},
-                          "optional": None}, separators=(",", ":")).encode()
-    sig = sign_with(priv, payload)
-    pd = put_blob(reg, repo, payload)
+    layer = signature_layer(reg, repo, digest, keyfile, password)
     empty = b"{}"
     ed = put_blob(reg, repo, empty)
     st, h, subject = http("GET", f"http://{reg}/v2/{repo}/manifests/{digest}",
@@ -193,8 +192,7 @@ def cmd_sign_referrer(reg, repo, digest, keyfile, password):
     m = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
          "artifactType": "application/vnd.dev.cosign.artifact.sig.v1+json",
          "config": {"mediaType": "application/vnd.oci.empty.v1+json", "size": 2, "digest": ed},
-         "layers": [{"mediaType": SIMPLE_SIGNING, "size": len(payload), "digest": pd,
-                     "annotations": {SIG_ANNOTATION: base64.b64encode(sig).decode()}}],
+         "layers": [layer],
          "subject": {"mediaType": h.get("Content-Type", OCI_MANIFEST), "size": len(subject),
                      "digest": digest}}
     body = json.dumps(m).encode()
