@@ -1,27 +1,42 @@
-//! How the sandbox maps user and group ids, decided by who runs pare:
+//! How the sandbox maps user and group ids, decided by who runs pare. Image code never runs as
+//! host uid 0: every sandbox has a user namespace.
 //!
-//! - as root, no user namespace: every id is itself, the materialized files carry the image's
-//!   owners;
+//! - as root: the image's ids 0..N map to an unprivileged host range (a `pare` or `root` entry
+//!   of `/etc/subuid`/`/etc/subgid`, else [`FIXED_START`]..+[`FIXED_COUNT`], moved above any
+//!   `/etc/subuid` entry it would overlap), written by pare into the helper's
+//!   `/proc/PID/uid_map`; "root" in the image is nobody on the host, ownership inside is the
+//!   image's;
 //! - as an ordinary user with subordinate ranges (`/etc/subuid`, `/etc/subgid`, Debian's
 //!   `uidmap` for the setuid `newuidmap`/`newgidmap`), as rootless Podman does: inside the
-//!   user namespace 0 is the caller and 1..=N the range, the image's owners are set from inside
-//!   before the program starts and given back to the caller once it has ended (so pare can
-//!   remove the copy);
+//!   user namespace 0 is the caller and 1..=N the range;
 //! - otherwise only the run user is mapped (to the caller): ownership is not faithful, and the
 //!   root is read-only but for the scratch directories.
+//!
+//! In the first two cases the sandbox's writable root is a copy in its own tmpfs, where the
+//! image owners ([`Owner`]) are set from inside.
 
-use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
-use nix::fcntl::{AtFlags, OFlag, openat};
-use nix::sys::stat::{FileStat, Mode, SFlag, fstatat};
-use nix::unistd::{Gid, Uid, fchownat};
+use nix::unistd::{Gid, Uid};
 use serde::{Deserialize, Serialize};
+
+/// First host id of the range root's sandboxes use when `/etc/subuid` names neither `pare`
+/// nor `root`: 0x70000000, above useradd's default subordinate ranges (100000..600100000)
+/// and systemd-nspawn's container ranges (up to 0x6FFFFFFF), below systemd's foreign range
+/// (0x7FFE0000) and the ids at and above 2^31 that some tools read as negative.
+pub const FIXED_START: u32 = 0x7000_0000;
+/// How many ids that range maps (0..=65535: every id a Debian image uses, nobody included).
+pub const FIXED_COUNT: u32 = 65536;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Mapping {
-    /// pare runs as root: every id maps to itself.
-    Identity,
+    /// pare runs as root: inside ids 0..count are host ids start..start+count.
+    Root {
+        uid_start: u32,
+        uid_count: u32,
+        gid_start: u32,
+        gid_count: u32,
+    },
     /// An ordinary user without subordinate ranges: the run user is the caller, nothing else
     /// is mapped.
     Single { outer_uid: u32, outer_gid: u32 },
@@ -41,7 +56,15 @@ impl Mapping {
     pub fn choose(uid: u32, gid: u32) -> Mapping {
         let (outer_uid, outer_gid) = (Uid::effective().as_raw(), Gid::effective().as_raw());
         if outer_uid == 0 {
-            return Mapping::Identity;
+            let text = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+            let ((uid_start, uid_count), (gid_start, gid_count)) =
+                root_ranges(&text("/etc/subuid"), &text("/etc/subgid"));
+            return Mapping::Root {
+                uid_start,
+                uid_count,
+                gid_start,
+                gid_count,
+            };
         }
         let ranges = subordinate(Path::new("/etc/subuid"), outer_uid)
             .zip(subordinate(Path::new("/etc/subgid"), outer_uid));
@@ -71,13 +94,53 @@ impl Mapping {
     /// Whether `id` (a uid, or a gid with `group`) can be seen inside.
     pub fn maps(&self, id: u32, group: bool) -> bool {
         match *self {
-            Mapping::Identity => true,
+            Mapping::Root {
+                uid_count,
+                gid_count,
+                ..
+            } => id < if group { gid_count } else { uid_count },
             Mapping::Single { .. } => false,
             Mapping::Ranges {
                 uid_count,
                 gid_count,
                 ..
             } => id <= if group { gid_count } else { uid_count },
+        }
+    }
+
+    /// The host uid an inside uid runs as (what `ps` on the host shows).
+    pub fn host_uid(&self, id: u32) -> Option<u32> {
+        match *self {
+            Mapping::Root {
+                uid_start,
+                uid_count,
+                ..
+            } => (id < uid_count).then(|| uid_start + id),
+            Mapping::Single { outer_uid, .. } => Some(outer_uid),
+            Mapping::Ranges {
+                outer_uid,
+                uid_start,
+                uid_count,
+                ..
+            } => match id {
+                0 => Some(outer_uid),
+                n if n <= uid_count => Some(uid_start + n - 1),
+                _ => None,
+            },
+        }
+    }
+
+    /// The host ids that own the materialized copy, so that the sandbox's root (inside 0) can
+    /// read it: root's range start; `None` where pare's own ids already are inside 0 or the run
+    /// user.
+    pub fn copy_owner(&self) -> Option<(u32, u32)> {
+        match *self {
+            Mapping::Root {
+                uid_start,
+                gid_start,
+                ..
+            } => Some((uid_start, gid_start)),
+            _ => None,
         }
     }
 
@@ -96,6 +159,49 @@ impl Mapping {
             _ => None,
         }
     }
+}
+
+/// Root's ranges: a `pare`, else `root`, entry of each file; else the fixed range, moved above
+/// every entry of the file that it would overlap.
+fn root_ranges(subuid: &str, subgid: &str) -> ((u32, u32), (u32, u32)) {
+    let pick = |text: &str| {
+        parse_subordinate(text, Some("pare"), u32::MAX)
+            .or_else(|| parse_subordinate(text, Some("root"), 0))
+            .unwrap_or_else(|| (clear_of(text, FIXED_START, FIXED_COUNT), FIXED_COUNT))
+    };
+    (pick(subuid), pick(subgid))
+}
+
+/// `start`, or the first 64 Ki-aligned start above every range of `text` that
+/// `start..start+count` overlaps.
+fn clear_of(text: &str, mut start: u32, count: u32) -> u32 {
+    let ranges: Vec<(u64, u64)> = text
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.trim().split(':');
+            let (_, s, c) = (f.next()?, f.next()?, f.next()?);
+            let (s, c) = (s.parse::<u64>().ok()?, c.parse::<u64>().ok()?);
+            Some((s, s + c))
+        })
+        .collect();
+    // Each move passes one range; as many moves as ranges settle it.
+    for _ in 0..=ranges.len() {
+        let (lo, hi) = (start as u64, start as u64 + count as u64);
+        let Some(end) = ranges
+            .iter()
+            .filter(|(s, e)| *s < hi && lo < *e)
+            .map(|(_, e)| *e)
+            .max()
+        else {
+            break;
+        };
+        let next = end.div_ceil(0x10000) * 0x10000;
+        match u32::try_from(next) {
+            Ok(n) if n.checked_add(count).is_some_and(|e| e < u32::MAX) => start = n,
+            _ => break,
+        }
+    }
+    start
 }
 
 /// The first `start:count` range of `/etc/subuid`-style `file` for the user `uid` (by name or
@@ -131,19 +237,38 @@ fn tool(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// From pare (outside): write `pid`'s id maps with `newuidmap` and `newgidmap`. `pid` has just
-/// made its user namespace.
+/// From pare (outside): write `pid`'s id maps (as root directly, else with `newuidmap` and
+/// `newgidmap`). `pid` has just made its user namespace.
 pub fn write_maps(pid: u32, m: &Mapping) -> Result<(), String> {
-    let Mapping::Ranges {
-        outer_uid,
-        outer_gid,
-        uid_start,
-        uid_count,
-        gid_start,
-        gid_count,
-    } = *m
-    else {
-        return Ok(());
+    let (outer_uid, outer_gid, uid_start, uid_count, gid_start, gid_count) = match *m {
+        Mapping::Root {
+            uid_start,
+            uid_count,
+            gid_start,
+            gid_count,
+        } => {
+            // Root writes any map of a child namespace itself.
+            for (file, start, count) in [
+                ("uid_map", uid_start, uid_count),
+                ("gid_map", gid_start, gid_count),
+            ] {
+                let p = format!("/proc/{pid}/{file}");
+                std::fs::write(&p, format!("0 {start} {count}\n"))
+                    .map_err(|e| format!("write {p}: {e}"))?;
+            }
+            return Ok(());
+        }
+        Mapping::Ranges {
+            outer_uid,
+            outer_gid,
+            uid_start,
+            uid_count,
+            gid_start,
+            gid_count,
+        } => (
+            outer_uid, outer_gid, uid_start, uid_count, gid_start, gid_count,
+        ),
+        Mapping::Single { .. } => return Ok(()),
     };
     for (name, outer, start, count) in [
         ("newuidmap", outer_uid, uid_start, uid_count),
@@ -167,110 +292,9 @@ pub fn write_maps(pid: u32, m: &Mapping) -> Result<(), String> {
     Ok(())
 }
 
-/// An image path's owner, set from inside the user namespace (ranges mapping).
+/// An image path's owner (relative path, uid, gid), set from inside the user namespace on the
+/// sandbox's copy.
 pub type Owner = (String, u32, u32);
-
-/// Inside the user namespace, before anything of the image runs: give the materialized
-/// entries their image owners (pare left out those the ranges cannot map). Each path's parents
-/// are walked with `O_NOFOLLOW` from `root`, so nothing outside it is touched; an entry that
-/// cannot be reached that way keeps its owner.
-pub fn set_owners(root: &OwnedFd, owners: &[Owner]) {
-    for (path, uid, gid) in owners {
-        let (parent, name) = match path.rsplit_once('/') {
-            Some((p, n)) => (p, n),
-            None => ("", path.as_str()),
-        };
-        if let Some(dir) = open_beneath(root, parent) {
-            let _ = fchownat(
-                &dir,
-                name,
-                Some(Uid::from_raw(*uid)),
-                Some(Gid::from_raw(*gid)),
-                AtFlags::AT_SYMLINK_NOFOLLOW,
-            );
-        }
-    }
-}
-
-/// `rel` under `root`, each component a real directory (never a symlink).
-fn open_beneath(root: &OwnedFd, rel: &str) -> Option<OwnedFd> {
-    let mut cur = root.try_clone().ok()?;
-    for c in rel.split('/').filter(|c| !c.is_empty()) {
-        if c == ".." || c == "." {
-            return None;
-        }
-        cur = openat(
-            &cur,
-            c,
-            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .ok()?;
-    }
-    Some(cur)
-}
-
-/// Most entries walked when giving the copy back.
-const MAX_ENTRIES: usize = 2_000_000;
-
-/// Inside the user namespace, once the program has ended: every entry under `root` (on its
-/// filesystem, no symlink followed) owned by anyone else goes back to 0 (the caller), so pare
-/// can remove the copy, including what the program made.
-pub fn give_back(root: &OwnedFd) {
-    let Ok(st) = nix::sys::stat::fstat(root) else {
-        return;
-    };
-    let mut budget = MAX_ENTRIES;
-    walk(root, st.st_dev, &mut budget);
-}
-
-fn walk(dir: &OwnedFd, dev: u64, budget: &mut usize) {
-    let Ok(fd) = nix::unistd::dup(dir) else {
-        return;
-    };
-    let Ok(mut d) = nix::dir::Dir::from_fd(fd) else {
-        return;
-    };
-    let names: Vec<std::ffi::CString> = d
-        .iter()
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_owned())
-        .filter(|n| n.as_bytes() != b"." && n.as_bytes() != b"..")
-        .collect();
-    for name in names {
-        if *budget == 0 {
-            return;
-        }
-        *budget -= 1;
-        let Ok(st) = fstatat(dir, name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW) else {
-            continue;
-        };
-        if st.st_uid != 0 || st.st_gid != 0 {
-            let _ = fchownat(
-                dir,
-                name.as_c_str(),
-                Some(Uid::from_raw(0)),
-                Some(Gid::from_raw(0)),
-                AtFlags::AT_SYMLINK_NOFOLLOW,
-            );
-        }
-        if is_dir(&st)
-            && st.st_dev == dev
-            && let Ok(sub) = openat(
-                dir,
-                name.as_c_str(),
-                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-                Mode::empty(),
-            )
-        {
-            walk(&sub, dev, budget);
-        }
-    }
-}
-
-fn is_dir(st: &FileStat) -> bool {
-    SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR
-}
 
 #[cfg(test)]
 mod tests {
@@ -291,5 +315,57 @@ mod tests {
             parse_subordinate("eve:4294967295:2\n", Some("eve"), 8),
             None
         );
+    }
+
+    #[test]
+    fn roots_range_avoids_every_subordinate_range() {
+        // Nothing configured: the fixed range.
+        assert_eq!(
+            root_ranges("", ""),
+            ((FIXED_START, FIXED_COUNT), (FIXED_START, FIXED_COUNT))
+        );
+        // A pare (else root) entry wins.
+        let text = "root:300000:65536\npare:400000:70000\n";
+        assert_eq!(root_ranges(text, "root:5:6\n").0, (400000, 70000));
+        assert_eq!(root_ranges(text, "root:500000:65536\n").1, (500000, 65536));
+        // Entries overlapping the fixed range push it above them, 64 Ki-aligned, along a chain.
+        let text = format!(
+            "alice:{}:100\nbob:{}:65536\n",
+            FIXED_START + 10,
+            FIXED_START + 0x10000
+        );
+        assert_eq!(
+            root_ranges(&text, "").0,
+            (FIXED_START + 0x20000, FIXED_COUNT)
+        );
+        // Useradd's default ranges never touch it.
+        let useradd = "u:100000:65536\nv:600100000:65536\n";
+        assert_eq!(clear_of(useradd, FIXED_START, FIXED_COUNT), FIXED_START);
+    }
+
+    #[test]
+    fn host_ids_under_each_mapping() {
+        let root = Mapping::Root {
+            uid_start: FIXED_START,
+            uid_count: FIXED_COUNT,
+            gid_start: FIXED_START,
+            gid_count: FIXED_COUNT,
+        };
+        assert_eq!(root.host_uid(0), Some(FIXED_START));
+        assert_eq!(root.host_uid(65532), Some(FIXED_START + 65532));
+        assert_eq!(root.host_uid(70000), None);
+        assert!(root.maps(65535, false) && !root.maps(65536, true));
+        assert_eq!(root.copy_owner(), Some((FIXED_START, FIXED_START)));
+        let ranges = Mapping::Ranges {
+            outer_uid: 1000,
+            outer_gid: 1000,
+            uid_start: 100000,
+            uid_count: 65536,
+            gid_start: 100000,
+            gid_count: 65536,
+        };
+        assert_eq!(ranges.host_uid(0), Some(1000));
+        assert_eq!(ranges.host_uid(1), Some(100000));
+        assert_eq!(ranges.copy_owner(), None);
     }
 }

@@ -2,8 +2,8 @@
 //! dir pare owns. Image paths come from the merged index (normalized, never `..`); every parent
 //! is checked to be a directory pare made before anything is created under it, so nothing is
 //! ever written through a symlink of the image. Devices and FIFOs are not made; setuid and
-//! setgid bits are not kept (the sandbox sets `no_new_privs` anyway); owners are kept when pare
-//! runs as root.
+//! setgid bits are not kept (the sandbox sets `no_new_privs` anyway); the image's owners are
+//! listed for the sandbox to set on its own copy.
 
 use std::collections::HashMap;
 use std::fs::OpenOptions;
@@ -22,13 +22,20 @@ pub struct Materialized {
     pub bytes: u64,
     /// Entries left out, with why (a device, a path under one of the image's symlinks).
     pub skipped: Vec<String>,
-    /// Without `chown`: the entries the image gives another owner than root (path relative
-    /// to the root, uid, gid), for the sandbox to set from inside its user namespace.
+    /// The entries the image gives another owner than root (path relative to the root, uid,
+    /// gid), for the sandbox to set on its copy from inside its user namespace.
     pub owners: Vec<(String, u32, u32)>,
+    /// Entries written (hard links and directories included).
+    pub entries: usize,
 }
 
 /// Directories the sandbox mounts over: made empty and real whatever the image has there.
-const MOUNT_POINTS: &[(&str, u32)] = &[("proc", 0o555), ("dev", 0o755), ("tmp", 0o1777)];
+const MOUNT_POINTS: &[(&str, u32)] = &[
+    ("proc", 0o555),
+    ("dev", 0o755),
+    ("sys", 0o555),
+    ("tmp", 0o1777),
+];
 
 fn io_err(p: &Path) -> impl Fn(io::Error) -> Error + '_ {
     move |e| Error::io(p, e)
@@ -48,12 +55,13 @@ fn real_dir(root: &Path, rel: &str) -> bool {
     true
 }
 
-/// Write `fs` under `root` (an empty directory).
+/// Write `fs` under `root` (an empty directory), every entry owned by `owner` when given
+/// (the sandbox's root), the image's owners listed apart.
 pub fn materialize(
     fs: &Rootfs,
     contents: &mut LayerContents,
     root: &Path,
-    chown: bool,
+    owner: Option<(u32, u32)>,
 ) -> Result<Materialized> {
     use crate::trace::Contents as _;
     let files: Vec<String> = fs
@@ -130,9 +138,11 @@ pub fn materialize(
             node.uid.min(u32::MAX as u64) as u32,
             node.gid.min(u32::MAX as u64) as u32,
         );
-        if chown {
-            std::os::unix::fs::lchown(&host, Some(uid), Some(gid)).map_err(io_err(&host))?;
-        } else if (uid, gid) != (0, 0) {
+        out.entries += 1;
+        if let Some((u, g)) = owner {
+            std::os::unix::fs::lchown(&host, Some(u), Some(g)).map_err(io_err(&host))?;
+        }
+        if (uid, gid) != (0, 0) {
             out.owners.push((path.clone(), uid, gid));
         }
         if !node.is_dir() {
@@ -148,6 +158,9 @@ pub fn materialize(
                 std::fs::create_dir(&host).map_err(io_err(&host))?;
             }
             Err(_) => std::fs::create_dir(&host).map_err(io_err(&host))?,
+        }
+        if let Some((u, g)) = owner {
+            std::os::unix::fs::lchown(&host, Some(u), Some(g)).map_err(io_err(&host))?;
         }
         // The image's own /tmp keeps its mode.
         if *m != "tmp" || !fs.nodes.get("tmp").is_some_and(|n| n.is_dir()) {
@@ -224,7 +237,7 @@ mod tests {
         let root = d.path().join("root");
         std::fs::create_dir(&root).unwrap();
         let mut contents = LayerContents::new(&spool);
-        let m = materialize(&fs, &mut contents, &root, false).unwrap();
+        let m = materialize(&fs, &mut contents, &root, None).unwrap();
         assert!(
             std::fs::read_dir(&host).unwrap().next().is_none(),
             "wrote into the host dir"

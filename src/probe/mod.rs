@@ -3,10 +3,14 @@
 //! ([`materialize`]); with an original to compare against, a probe passes when both give the
 //! same exit code and output.
 
+pub mod cgroup;
 pub mod idmap;
 pub mod learn;
 pub mod materialize;
+pub mod mounts;
+pub mod rootcopy;
 pub mod sandbox;
+pub mod seccomp;
 
 use crate::error::{Error, Result};
 use crate::rootfs::Rootfs;
@@ -182,7 +186,7 @@ impl<'a> Prepared<'a> {
         let (uid, gid) = run_user(fs, &mut contents, user)?;
         let mapping = sandbox::Mapping::choose(uid, gid);
         let mut note = mapping.note();
-        if matches!(mapping, sandbox::Mapping::Ranges { .. }) {
+        if mapping.faithful() {
             let outside = fs
                 .nodes
                 .values()
@@ -193,7 +197,7 @@ impl<'a> Prepared<'a> {
                 .count();
             if outside > 0 {
                 note = Some(format!(
-                    "{outside} entries are owned by ids beyond this user's subordinate ranges: they are owned by root in the sandbox"
+                    "{outside} entries are owned by ids beyond the sandbox's id range: they are owned by root in the sandbox"
                 ));
             }
         }
@@ -235,16 +239,20 @@ impl<'a> Prepared<'a> {
             <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755),
         )
         .map_err(|e| Error::io(dir.path(), e))?;
-        let root_owner = self.mapping == sandbox::Mapping::Identity;
-        let made = materialize::materialize(self.fs, &mut self.contents, &root, root_owner)?;
-        // With subordinate ranges the owners are set from inside the user namespace.
-        let owners = match self.mapping {
-            sandbox::Mapping::Ranges { .. } => made
-                .owners
+        // Owned by whoever is root inside (root's range, else pare's own user), so the
+        // sandbox can copy it; the image's owners are set on the copy.
+        let owner = self.mapping.copy_owner();
+        if let Some((u, g)) = owner {
+            std::os::unix::fs::chown(&root, Some(u), Some(g)).map_err(|e| Error::io(&root, e))?;
+        }
+        let made = materialize::materialize(self.fs, &mut self.contents, &root, owner)?;
+        let owners = if self.mapping.faithful() {
+            made.owners
                 .into_iter()
                 .filter(|(_, u, g)| self.mapping.maps(*u, false) && self.mapping.maps(*g, true))
-                .collect(),
-            _ => Vec::new(),
+                .collect()
+        } else {
+            Vec::new()
         };
         let spec = sandbox::Spec {
             root: root.clone(),
@@ -263,9 +271,15 @@ impl<'a> Prepared<'a> {
             learn_out: probe.learn.then(|| dir.path().join("observed")),
             mapping: self.mapping,
             owners,
+            // Each file takes whole pages in the tmpfs.
+            size: made
+                .bytes
+                .saturating_add(made.files as u64 * 4096)
+                .saturating_add(limits.scratch),
+            inodes: made.entries as u64 + 262_144,
         };
         let outcome = sandbox::run(&spec, &probe.stdin).map_err(|e| Error::Sandbox(e.to_string()));
-        // The run may have left read-only directories: make them removable.
+        // The copy has read-only directories: make them removable.
         let _ = make_removable(&root);
         outcome
     }
@@ -415,6 +429,14 @@ impl ProbeReport {
         let mut out = String::new();
         if let Some(n) = &self.note {
             out.push_str(&format!("note: {n}\n"));
+        }
+        if let Some(b) = self
+            .probes
+            .iter()
+            .map(|p| &p.outcome.bounded_by)
+            .find(|b| b.starts_with("rlimits only"))
+        {
+            out.push_str(&format!("note: memory and processes bounded by {b}\n"));
         }
         for p in &self.probes {
             let argv = p.argv.join(" ");

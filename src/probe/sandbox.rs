@@ -1,20 +1,18 @@
-//! The sandbox probes run in: the only place pare runs image code. A helper process (pare
-//! itself, re-executed as `pare __sandbox`, so the namespace calls happen in a fresh
-//! single-threaded process) enters new user, mount, PID, network (loopback only), IPC and UTS
-//! namespaces, bind-mounts the materialized root, gives it a fresh `/proc`, a minimal `/dev`
-//! and a writable `/tmp`, `pivot_root`s into it, brings `lo` up, lets unprivileged users bind
-//! any port (`net.ipv4.ip_unprivileged_port_start=0`, as Docker and containerd 2 do), sets
-//! resource limits, drops every capability, sets `no_new_privs`, switches to the image's user
-//! and execs the entrypoint. PID 1 of the new PID namespace is the helper's child: when the
-//! program ends, or the time limit kills it, every process it left goes with the namespace.
-//!
-//! Id mapping: as root, the image's uids and gids are mapped one to one (so ownership and
-//! permission checks behave as in a cluster); as an ordinary user, only the run user is mapped
-//! (to the caller), the root is read-only but for `/tmp` and `/var/tmp`, and ownership is not
-//! faithful (the probe says so).
+//! The sandbox probes run in: the only place pare runs image code, which is hostile until
+//! proven otherwise. A helper process (pare itself, re-executed as `pare __sandbox`, so the
+//! namespace calls happen in a fresh single-threaded process) enters a new user namespace
+//! (always: image code never runs as host uid 0, see [`super::idmap`]), waits while pare
+//! writes its id maps and moves it into a cgroup ([`super::cgroup`]), then enters new mount,
+//! PID, network (loopback only), IPC, UTS and cgroup namespaces. PID 1 of the new PID
+//! namespace copies the materialized tree into a size-bounded tmpfs root, mounts a masked and
+//! read-only `/proc` and `/sys` and a minimal `/dev` ([`super::mounts`]), `pivot_root`s, brings
+//! `lo` up, sets resource limits, and starts the program as the image's user with no
+//! capabilities, `no_new_privs` and the default seccomp filter ([`super::seccomp`]). When the
+//! program ends, or the time limit kills PID 1, every process it left goes with the namespace.
 
 use std::ffi::CString;
 use std::io::Read;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -46,6 +44,20 @@ pub struct Limits {
     pub file_size: u64,
     /// stdout and stderr bytes kept (the rest is counted, not kept).
     pub output: u64,
+    /// Memory of the whole sandbox beyond its tmpfs root (cgroup `memory.max`).
+    #[serde(default = "default_memory")]
+    pub memory: u64,
+    /// Bytes the program may write into its root beyond the image (the tmpfs's margin).
+    #[serde(default = "default_scratch")]
+    pub scratch: u64,
+}
+
+fn default_memory() -> u64 {
+    4 << 30
+}
+
+fn default_scratch() -> u64 {
+    1 << 30
 }
 
 impl Default for Limits {
@@ -56,6 +68,8 @@ impl Default for Limits {
             processes: 256,
             file_size: 1 << 30,
             output: 4 << 20,
+            memory: default_memory(),
+            scratch: default_scratch(),
         }
     }
 }
@@ -83,10 +97,13 @@ pub struct Spec {
     pub learn_out: Option<PathBuf>,
     /// How ids are mapped ([`Mapping::choose`]).
     pub mapping: Mapping,
-    /// With subordinate ranges: the image owners to set from inside (root-owned entries are
-    /// left out).
+    /// Where ownership is faithful: the image owners to set on the sandbox's copy (root-owned
+    /// entries are left out).
     #[serde(default)]
     pub owners: Vec<super::idmap::Owner>,
+    /// Bytes and inodes of the tmpfs root (the image's and the scratch margin).
+    pub size: u64,
+    pub inodes: u64,
 }
 
 /// `--http-probe PORT/PATH`.
@@ -127,6 +144,9 @@ pub struct Outcome {
     /// `--learn`: each path the program used, and whether it was there.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub observed: Option<Vec<(String, bool)>>,
+    /// What bounded the whole sandbox's memory and processes: a cgroup, or only the
+    /// per-process rlimits (and why no cgroup could be made).
+    pub bounded_by: String,
 }
 
 /// An HTTP answer: its status and body.
@@ -176,6 +196,10 @@ pub fn run(spec: &Spec, stdin: &[u8]) -> Result<Outcome, SandboxError> {
     std::io::Write::write_all(&mut file, &json).map_err(SandboxError::Spawn)?;
     let (_, spec_path) = file.keep().map_err(|e| SandboxError::Spawn(e.error))?;
     let exe = std::env::current_exe().map_err(SandboxError::Spawn)?;
+    let mut cgroup = super::cgroup::Cgroup::create(
+        spec.limits.memory.saturating_add(spec.size),
+        spec.limits.processes,
+    );
     let started = Instant::now();
     let spawned = Command::new(exe)
         .arg("__sandbox")
@@ -218,24 +242,34 @@ pub fn run(spec: &Spec, stdin: &[u8]) -> Result<Outcome, SandboxError> {
         });
     }
     let pid = Pid::from_raw(child.id() as i32);
-    // With subordinate ranges the helper stops itself once its user namespace exists; its id
-    // maps are written from here (newuidmap is setuid root and checks /etc/subuid), then it
-    // goes on.
+    // The helper stops itself once its user namespace exists; its id maps are written from
+    // here (as root directly, else with the setuid newuidmap, which checks /etc/subuid) and it
+    // is moved into the sandbox's cgroup, then it goes on.
     let mut ended = None;
-    if let Mapping::Ranges { .. } = spec.mapping {
-        match waitpid(pid, Some(WaitPidFlag::WUNTRACED)) {
-            Ok(WaitStatus::Stopped(..)) => {
-                if let Err(e) = super::idmap::write_maps(child.id(), &spec.mapping) {
-                    let _ = kill(pid, Signal::SIGKILL);
-                    let _ = waitpid(pid, None);
-                    let _ = std::fs::remove_file(&spec_path);
-                    return Err(SandboxError::Setup(e));
-                }
-                let _ = kill(pid, Signal::SIGCONT);
+    match waitpid(pid, Some(WaitPidFlag::WUNTRACED)) {
+        Ok(WaitStatus::Stopped(..)) => {
+            let attached = match &cgroup {
+                Ok(cg) => cg.attach(child.id()),
+                Err(e) => Err(e.clone()),
+            };
+            if let Err(e) = attached
+                && let Ok(cg) = std::mem::replace(&mut cgroup, Err(e.clone()))
+            {
+                cg.remove();
             }
-            Ok(st) => ended = Some(st),
-            Err(e) => return Err(SandboxError::Spawn(e.into())),
+            if let Err(e) = super::idmap::write_maps(child.id(), &spec.mapping) {
+                let _ = kill(pid, Signal::SIGKILL);
+                let _ = waitpid(pid, None);
+                let _ = std::fs::remove_file(&spec_path);
+                if let Ok(cg) = cgroup {
+                    cg.remove();
+                }
+                return Err(SandboxError::Setup(e));
+            }
+            let _ = kill(pid, Signal::SIGCONT);
         }
+        Ok(st) => ended = Some(st),
+        Err(e) => return Err(SandboxError::Spawn(e.into())),
     }
     // The helper enforces the time limit; this is the backstop should it hang itself.
     let deadline = Duration::from_secs(spec.limits.seconds + 30);
@@ -261,6 +295,14 @@ pub fn run(spec: &Spec, stdin: &[u8]) -> Result<Outcome, SandboxError> {
     };
     // The helper removed it, unless it died first.
     let _ = std::fs::remove_file(&spec_path);
+    let bounded_by = match cgroup {
+        Ok(cg) => {
+            let d = cg.describe.clone();
+            cg.remove();
+            d
+        }
+        Err(e) => format!("rlimits only (no cgroup could be made: {e})"),
+    };
     let (stdout, d1) = out.join().unwrap_or_default();
     let (stderr, d2) = err.join().unwrap_or_default();
     let code = status;
@@ -296,6 +338,7 @@ pub fn run(spec: &Spec, stdin: &[u8]) -> Result<Outcome, SandboxError> {
         truncated: d1 + d2,
         seconds: started.elapsed().as_secs_f64(),
         http,
+        bounded_by,
     })
 }
 
@@ -320,38 +363,49 @@ fn helper(spec_file: &Path) -> Result<i32, String> {
     let _ = std::fs::remove_file(spec_file);
     let spec: Spec = serde_json::from_slice(&json).map_err(|e| format!("bad sandbox spec: {e}"))?;
     let mapping = spec.mapping;
+    // Opened before the user namespace exists (as pare's user, in pare's temp dir, which the
+    // sandbox's ids may not write): the HTTP answer, the learn record, and the materialized
+    // tree the root is copied from.
+    let create = |p: &Option<PathBuf>| -> Result<Option<std::fs::File>, String> {
+        p.as_ref()
+            .map(|p| std::fs::File::create(p).map_err(|e| format!("{}: {e}", p.display())))
+            .transpose()
+    };
+    let outs = Outputs {
+        http: create(&spec.http_out)?,
+        learn: create(&spec.learn_out)?,
+    };
+    let src: OwnedFd = std::fs::File::open(&spec.root)
+        .map_err(|e| format!("{}: {e}", spec.root.display()))?
+        .into();
+    unshare(CloneFlags::CLONE_NEWUSER).map_err(|e| {
+        format!(
+            "unshare(CLONE_NEWUSER): {}: this kernel does not let pare create a user \
+             namespace (enable it with `sysctl kernel.unprivileged_userns_clone=1`, and on \
+             Ubuntu `sysctl kernel.apparmor_restrict_unprivileged_userns=0`; inside a \
+             container, allow unshare in its seccomp profile)",
+            e.desc()
+        )
+    })?;
+    // pare writes the id maps (as root, or with newuidmap) and moves this process into the
+    // sandbox's cgroup while it waits here.
+    nix::sys::signal::raise(Signal::SIGSTOP).map_err(errno("raise"))?;
     let write = |p: &str, s: &str| std::fs::write(p, s).map_err(|e| format!("write {p}: {e}"));
-    let userns = || {
-        unshare(CloneFlags::CLONE_NEWUSER).map_err(|e| {
-            format!(
-                "unshare(CLONE_NEWUSER): {}: this kernel does not let pare create a user \
-                 namespace (enable it with `sysctl kernel.unprivileged_userns_clone=1`, and on \
-                 Ubuntu `sysctl kernel.apparmor_restrict_unprivileged_userns=0`; inside a \
-                 container, allow unshare in its seccomp profile)",
-                e.desc()
-            )
-        })
-    };
-    // The materialized root, held by descriptor: with subordinate ranges its owners are set
-    // and given back through it, wherever pivot_root leaves this process's own view.
-    let root_fd = match mapping {
-        Mapping::Ranges { .. } => Some(
-            std::fs::File::open(&spec.root)
-                .map(std::os::fd::OwnedFd::from)
-                .map_err(|e| format!("{}: {e}", spec.root.display()))?,
-        ),
-        _ => None,
-    };
     match mapping {
-        // As root no user namespace is needed: ids are the host's, one to one, and the
-        // program runs with every capability dropped.
-        Mapping::Identity => {}
+        // Image root is the range's first id: become it (this process's host uid 0 is not
+        // mapped), with no host group left.
+        Mapping::Root { .. } => {
+            nix::unistd::setgroups(&[]).map_err(errno("setgroups"))?;
+            nix::unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))
+                .map_err(errno("setresgid"))?;
+            nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
+                .map_err(errno("setresuid"))?;
+        }
         // An ordinary user: a user namespace where the run user is the caller.
         Mapping::Single {
             outer_uid,
             outer_gid,
         } => {
-            userns()?;
             write("/proc/self/setgroups", "deny")?;
             write(
                 "/proc/self/uid_map",
@@ -362,37 +416,31 @@ fn helper(spec_file: &Path) -> Result<i32, String> {
                 &format!("{} {outer_gid} 1\n", spec.gid),
             )?;
         }
-        // With subordinate ranges: pare writes the maps (newuidmap) while this one waits.
-        Mapping::Ranges { .. } => {
-            userns()?;
-            nix::sys::signal::raise(Signal::SIGSTOP).map_err(errno("raise"))?;
-            if !Uid::current().is_root() {
-                return Err("the user namespace's id maps were not written".into());
-            }
-            if let Some(fd) = &root_fd {
-                // pare left out the owners the ranges cannot map, and said so.
-                super::idmap::set_owners(fd, &spec.owners);
-            }
-        }
+        Mapping::Ranges { .. } => {}
+    }
+    if mapping.faithful() && !Uid::current().is_root() {
+        return Err("the user namespace's id maps were not written".into());
     }
     unshare(
         CloneFlags::CLONE_NEWNS
             | CloneFlags::CLONE_NEWPID
             | CloneFlags::CLONE_NEWNET
             | CloneFlags::CLONE_NEWIPC
-            | CloneFlags::CLONE_NEWUTS,
+            | CloneFlags::CLONE_NEWUTS
+            | CloneFlags::CLONE_NEWCGROUP,
     )
     .map_err(|e| {
         format!(
-            "unshare(mount, pid, net, ipc, uts): {}: namespaces are not allowed here (inside a \
-             container, run it with CAP_SYS_ADMIN or a seccomp profile that allows unshare)",
+            "unshare(mount, pid, net, ipc, uts, cgroup): {}: namespaces are not allowed here \
+             (inside a container, run it with CAP_SYS_ADMIN or a seccomp profile that allows \
+             unshare)",
             e.desc()
         )
     })?;
     // SAFETY: the helper is single-threaded (a fresh exec of pare that started no runtime).
     match unsafe { fork() }.map_err(errno("fork"))? {
         ForkResult::Child => {
-            let code = match init(&spec, mapping) {
+            let code = match init(&spec, mapping, src, outs) {
                 Ok(code) => code,
                 Err(e) => {
                     eprintln!("{ERROR_MARK}{e}");
@@ -402,13 +450,16 @@ fn helper(spec_file: &Path) -> Result<i32, String> {
             std::process::exit(code)
         }
         ForkResult::Parent { child } => {
-            let code = supervise(child, spec.limits.seconds);
-            if let Some(fd) = &root_fd {
-                super::idmap::give_back(fd);
-            }
-            Ok(code)
+            drop(src);
+            Ok(supervise(child, spec.limits.seconds))
         }
     }
+}
+
+/// Files PID 1 writes outside the root, opened by the helper before anything else.
+struct Outputs {
+    http: Option<std::fs::File>,
+    learn: Option<std::fs::File>,
 }
 
 /// Wait for PID 1 of the sandbox; kill it (and so every process in it) at the time limit.
@@ -436,121 +487,38 @@ fn cstr(s: &str) -> Result<CString, String> {
 }
 
 /// PID 1 of the sandbox: build the root, start the program, reap, exit with its status.
-fn init(spec: &Spec, mapping: Mapping) -> Result<i32, String> {
+fn init(spec: &Spec, mapping: Mapping, src: OwnedFd, outs: Outputs) -> Result<i32, String> {
+    // Nothing the program runs may ptrace this process or read its memory.
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     let root = &spec.root;
     let faithful = mapping.faithful();
     let none: Option<&str> = None;
     mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)
         .map_err(errno("make / private"))?;
-    mount(
-        Some(root.as_path()),
-        root.as_path(),
-        none,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        none,
-    )
-    .map_err(errno("bind the root"))?;
-    let at = |p: &str| root.join(p);
-    let real_dir = |d: &str| std::fs::symlink_metadata(at(d)).is_ok_and(|m| m.is_dir());
-    for d in ["proc", "dev", "tmp"] {
+    super::mounts::root(spec, &src, faithful)?;
+    drop(src);
+    let real_dir = |d: &str| std::fs::symlink_metadata(root.join(d)).is_ok_and(|m| m.is_dir());
+    for d in ["proc", "dev", "tmp", "sys"] {
         if !real_dir(d) {
             return Err(format!("/{d} is not a directory of the materialized root"));
         }
     }
-    mount(
-        Some("proc"),
-        &at("proc"),
-        Some("proc"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        none,
-    )
-    .map_err(errno("mount /proc"))?;
-    mount(
-        Some("tmpfs"),
-        &at("dev"),
-        Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-        Some("mode=755,size=65536k"),
-    )
-    .map_err(errno("mount /dev"))?;
-    for d in ["null", "zero", "random", "urandom", "tty", "full"] {
-        let target = at("dev").join(d);
-        std::fs::write(&target, b"").map_err(|e| format!("/dev/{d}: {e}"))?;
-        mount(
-            Some(Path::new("/dev").join(d).as_path()),
-            &target,
-            none,
-            MsFlags::MS_BIND,
-            none,
-        )
-        .map_err(errno("bind a /dev node"))?;
-    }
-    for (l, t) in [
-        ("fd", "/proc/self/fd"),
-        ("stdin", "/proc/self/fd/0"),
-        ("stdout", "/proc/self/fd/1"),
-        ("stderr", "/proc/self/fd/2"),
-    ] {
-        std::os::unix::fs::symlink(t, at("dev").join(l)).map_err(|e| format!("/dev/{l}: {e}"))?;
-    }
-    std::fs::create_dir(at("dev/shm")).map_err(|e| format!("/dev/shm: {e}"))?;
-    mount(
-        Some("tmpfs"),
-        &at("dev/shm"),
-        Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some("mode=1777,size=65536k"),
-    )
-    .map_err(errno("mount /dev/shm"))?;
+    super::mounts::proc(root)?;
+    super::mounts::sys(root);
+    super::mounts::mask(root)?;
+    super::mounts::dev(root)?;
     if !faithful {
-        // Only the run user is mapped: the root is read-only but for the scratch dirs, as
-        // `readOnlyRootFilesystem` with emptyDir volumes would have it.
-        for d in ["tmp", "var/tmp"] {
-            if !real_dir(d) {
-                continue;
-            }
-            mount(
-                Some("tmpfs"),
-                &at(d),
-                Some("tmpfs"),
-                MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-                Some("mode=1777,size=262144k"),
-            )
-            .map_err(errno("mount a tmpfs"))?;
-        }
-        mount(
-            none,
-            root.as_path(),
-            none,
-            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC,
-            none,
-        )
-        .map_err(errno("make the root read-only"))?;
+        super::mounts::read_only(root)?;
     }
-    // The HTTP answer goes to a file outside the root: opened now, written after pivot_root.
-    let http_out = match &spec.http_out {
-        Some(p) => Some(
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(p)
-                .map_err(|e| format!("{}: {e}", p.display()))?,
-        ),
-        None => None,
-    };
-    let mut learn_out = match &spec.learn_out {
-        Some(p) => Some(std::fs::File::create(p).map_err(|e| format!("{}: {e}", p.display()))?),
-        None => None,
-    };
+    let http_out = outs.http;
+    let mut learn_out = outs.learn;
     nix::unistd::chdir(root.as_path()).map_err(errno("chdir to the root"))?;
     nix::unistd::pivot_root(".", ".").map_err(errno("pivot_root"))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(errno("detach the old root"))?;
     nix::unistd::chdir("/").map_err(errno("chdir /"))?;
     let _ = nix::unistd::sethostname("pare-probe");
     loopback_up()?;
-    // Unprivileged users may bind any port, as in a container (net namespace's own sysctl).
-    let _ = std::fs::write("/proc/sys/net/ipv4/ip_unprivileged_port_start", "0");
     let lim = &spec.limits;
     for (r, v) in [
         (Resource::RLIMIT_AS, lim.address_space),
@@ -584,7 +552,8 @@ fn init(spec: &Spec, mapping: Mapping) -> Result<i32, String> {
                         // Only the path syscalls stop for the tracer from here on.
                         super::learn::install_filter()?;
                     }
-                    Ok(())
+                    // The default filter, stacked on learn's: the strictest answer wins.
+                    super::seccomp::install()
                 })
                 .and_then(|()| {
                     nix::unistd::execve(&program, &argv, &env)
