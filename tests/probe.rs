@@ -554,76 +554,106 @@ fn owned_layer() -> Layer {
     Layer::from_tar(b.into_inner().unwrap())
 }
 
+/// pare run as [`SUB_USER`], an ordinary user with /etc/subuid and /etc/subgid ranges, from a
+/// copy of the binary it can execute, with its own TMPDIR.
+struct SubUser {
+    dir: tempfile::TempDir,
+    setpriv: std::path::PathBuf,
+}
+
+impl SubUser {
+    /// `None` (with the reason; a failure under CI) where that cannot work here.
+    fn new() -> Option<SubUser> {
+        let Some(setpriv) = find_tool("setpriv") else {
+            common::debian::skip("setpriv (util-linux) is not installed");
+            return None;
+        };
+        let has_range = |f: &str| {
+            std::fs::read_to_string(f)
+                .unwrap_or_default()
+                .lines()
+                .any(|l| l.starts_with(&format!("{SUB_USER}:")))
+        };
+        let known = Command::new("id")
+            .arg(SUB_USER)
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !known || !has_range("/etc/subuid") || !has_range("/etc/subgid") {
+            common::debian::skip(&format!(
+                "no user {SUB_USER} with /etc/subuid and /etc/subgid ranges (scripts/test.sh makes one: useradd {SUB_USER})"
+            ));
+            return None;
+        }
+        if find_tool("newuidmap").is_none() {
+            common::debian::skip("newuidmap is not installed (Debian's uidmap)");
+            return None;
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("pare-sub-")
+            .tempdir()
+            .unwrap();
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir(&tmp).unwrap();
+        let bin = dir.path().join("pare");
+        std::fs::copy(env!("CARGO_BIN_EXE_pare"), &bin).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o777)).unwrap();
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let user = SubUser { dir, setpriv };
+        let out = user.pare(&["--version"]);
+        assert!(out.status.success(), "{}", describe_output(&out));
+        Some(user)
+    }
+
+    fn tmp(&self) -> std::path::PathBuf {
+        self.dir.path().join("tmp")
+    }
+
+    fn pare(&self, args: &[&str]) -> Output {
+        let out = Command::new(&self.setpriv)
+            .args([
+                &format!("--reuid={SUB_USER}"),
+                &format!("--regid={SUB_USER}"),
+                "--init-groups",
+            ])
+            .arg(self.dir.path().join("pare"))
+            .args(args)
+            .env("TMPDIR", self.tmp())
+            .env("HOME", self.tmp())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !(out.status.code() == Some(2) && err.contains("namespace")),
+            "the kernel refused {SUB_USER} a user namespace: {}",
+            err.trim()
+        );
+        out
+    }
+}
+
 /// As an ordinary user with subordinate id ranges, the sandbox maps the image's ids through
 /// them (newuidmap/newgidmap): owners are the image's, a write as 65532 into its own directory
-/// works and into a root-owned one fails, as in a cluster; the copy is given back and removed.
+/// works and into a root-owned one fails, as in a cluster; the copy is removed.
 #[test]
 fn an_ordinary_user_with_subordinate_ranges_gets_faithful_ownership() {
     if !is_root() {
-        eprintln!("SKIP: not root: cannot switch to the test user");
+        common::debian::skip("not root: cannot switch to the test user");
         return;
     }
-    let Some(setpriv) = find_tool("setpriv") else {
-        eprintln!("SKIP: setpriv (util-linux) is not installed");
+    let Some(user) = SubUser::new() else {
         return;
     };
-    let has_range = |f: &str| {
-        std::fs::read_to_string(f)
-            .unwrap_or_default()
-            .lines()
-            .any(|l| l.starts_with(&format!("{SUB_USER}:")))
-    };
-    let known = Command::new("id")
-        .arg(SUB_USER)
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !known || !has_range("/etc/subuid") || !has_range("/etc/subgid") {
-        eprintln!(
-            "SKIP: no user {SUB_USER} with /etc/subuid and /etc/subgid ranges (.ci/run makes one: useradd {SUB_USER})"
-        );
-        return;
-    }
-    if find_tool("newuidmap").is_none() {
-        eprintln!("SKIP: newuidmap is not installed (Debian's uidmap)");
-        return;
-    }
     let reg = Registry::start();
     let img = reg.image("probe/owned:1");
     let spec = shell_image("/nonexistent").with_layer(owned_layer());
     build_and_push(&spec, &img, None);
-    let dir = tempfile::Builder::new()
-        .prefix("pare-sub-")
-        .tempdir()
-        .unwrap();
-    let tmp = dir.path().join("tmp");
-    std::fs::create_dir(&tmp).unwrap();
-    let bin = dir.path().join("pare");
-    std::fs::copy(env!("CARGO_BIN_EXE_pare"), &bin).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o777)).unwrap();
-    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
     let script = "id -u; id -g; stat -c '%u:%g' /owned /owned/mine /etc/passwd; \
                   echo y > /owned/new && mkdir /owned/sub && echo z > /owned/sub/f && echo wrote; \
                   echo n > /data/f";
-    let out = Command::new(setpriv)
-        .args([
-            &format!("--reuid={SUB_USER}"),
-            &format!("--regid={SUB_USER}"),
-            "--init-groups",
-        ])
-        .arg(&bin)
-        .args(["-q", "probe", &img, "--format", "json", "--probe"])
-        .arg(format!("'{script}'"))
-        .env("TMPDIR", &tmp)
-        .env("HOME", &tmp)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    if out.status.code() == Some(2) && err.contains("namespace") {
-        eprintln!("SKIP: {}", err.trim());
-        return;
-    }
+    let quoted = format!("'{script}'");
+    let out = user.pare(&["-q", "probe", &img, "--format", "json", "--probe", &quoted]);
     assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
     let r = report(&out);
     let p = &r["probes"][0]["outcome"];
@@ -639,7 +669,319 @@ fn an_ordinary_user_with_subordinate_ranges_gets_faithful_ownership() {
         !format!("{r}").contains("not faithful"),
         "the ranges were not used: {r}"
     );
-    // The materialized copy, with what the program made as 65532, was removed.
-    let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().flatten().collect();
+    // The materialized copy was removed.
+    let left: Vec<_> = std::fs::read_dir(user.tmp()).unwrap().flatten().collect();
     assert!(left.is_empty(), "left in TMPDIR: {left:?}");
+}
+
+/// The host uid an image uid runs as in a sandbox pare starts as root: root's range from
+/// /etc/subuid (a `pare`, else `root` entry), else pare's fixed range.
+fn mapped_host_uid(uid: u32) -> u32 {
+    let text = std::fs::read_to_string("/etc/subuid").unwrap_or_default();
+    let entry = |who: &str| {
+        text.lines().find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.len() == 3 && f[0] == who).then(|| f[1].parse::<u32>().ok())?
+        })
+    };
+    entry("pare")
+        .or_else(|| entry("root"))
+        .unwrap_or(0x7000_0000)
+        + uid
+}
+
+/// The hostile entrypoint (tests/common/hostile.c), built static with the machine's gcc.
+fn hostile_image(dir: &std::path::Path) -> ImageSpec {
+    let bin = dir.join("hostile");
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/common/hostile.c");
+    run_ok(
+        Command::new(require_tool("gcc"))
+            .args(["-static", "-O1", "-o"])
+            .arg(&bin)
+            .arg(&src),
+    );
+    ImageSpec::new(vec![
+        Layer::new()
+            .dir("/etc", 0o755)
+            .file("/etc/passwd", "root:x:0:0::/root:/nonexistent\n", 0o644)
+            .file_from_host(&bin, "/hostile", Some(0o755)),
+        owned_layer(),
+    ])
+    .with_entrypoint(&["/hostile"])
+    .with_cmd(&["status"])
+}
+
+/// Processes on the host whose command line starts with `/hostile`: (pid, real uid).
+fn hostile_processes() -> Vec<(u32, u32)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if !cmd.starts_with(b"/hostile\0") {
+            continue;
+        }
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        if let Some(uid) = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|u| u.parse().ok())
+        {
+            out.push((pid, uid));
+        }
+    }
+    out
+}
+
+fn meminfo(key: &str) -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap()
+        * 1024
+}
+
+fn free_disk(path: &str) -> u64 {
+    let st = nix::sys::statvfs::statvfs(path).unwrap();
+    st.blocks_available() as u64 * st.fragment_size() as u64
+}
+
+/// The escapes every run of the hostile image must fail at, through `probe` (a pare run with
+/// the given Cmd, its first probe's outcome).
+fn assert_contained(who: &str, probe: &dyn Fn(&str, &str) -> Value) {
+    // Sysctls: nothing global is writable (randomize_va_space is written with its own value).
+    let before = std::fs::read_to_string("/proc/sys/kernel/randomize_va_space").unwrap();
+    let p = probe("sysctl", "20");
+    let out = p["stdout"].as_str().unwrap().to_string();
+    assert_eq!(out.lines().count(), 5, "{who}: {p}");
+    assert!(
+        !out.contains(": ok"),
+        "{who}: a host sysctl is writable: {out}"
+    );
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/kernel/randomize_va_space").unwrap(),
+        before
+    );
+    // Masked: kcore, keys and timer_list read nothing, /sys/firmware and /proc/acpi are empty.
+    let p = probe("proc", "20");
+    let out = p["stdout"].as_str().unwrap();
+    for line in out.lines() {
+        assert!(
+            line.ends_with("read 0 bytes")
+                || line.ends_with(" 0 entries")
+                || line.contains("ENOENT"),
+            "{who}: {line}\n{p}"
+        );
+    }
+    // Kernel interfaces: every attempt fails; nothing outside is reached or killed.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut bystander = Command::new("sleep").arg("60").spawn().unwrap();
+    let p = probe(&format!("kernel {port}"), "20");
+    let out = p["stdout"].as_str().unwrap().to_string();
+    let said = |what: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(&format!("{what}: ")))
+            .unwrap_or_else(|| panic!("{who}: no line for {what}: {out}"))
+            .to_string()
+    };
+    for call in [
+        "add_key",
+        "keyctl",
+        "bpf",
+        "mount",
+        "mount proc",
+        "ptrace pid 1",
+        "unshare user",
+        "unshare mount",
+        "setns",
+    ] {
+        assert_eq!(said(call), "EPERM", "{who}: {call}: {out}");
+    }
+    assert!(
+        matches!(said("open /proc/1/mem").as_str(), "EACCES" | "EPERM"),
+        "{out}"
+    );
+    assert_eq!(said("clone3"), "ENOSYS", "{who}: {out}");
+    assert_ne!(said("connect host port"), "ok", "{who}: {out}");
+    assert!(
+        matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "{who}: the host's loopback port was reached"
+    );
+    assert!(
+        bystander.try_wait().unwrap().is_none(),
+        "{who}: kill -1 reached a host process"
+    );
+    let _ = bystander.kill();
+    let _ = bystander.wait();
+    // The filter and the dropped privileges, as the program sees them.
+    let p = probe("status", "20");
+    let out = p["stdout"].as_str().unwrap();
+    assert!(out.contains("Seccomp:\t2"), "{who}: {out}");
+    assert!(out.contains("NoNewPrivs:\t1"), "{who}: {out}");
+    assert!(out.contains("CapEff:\t0000000000000000"), "{who}: {out}");
+    assert!(out.contains("uid: 0\n"), "{who}: {out}");
+    assert!(out.contains("/owned: 65532:65532"), "{who}: {out}");
+    assert!(out.contains("/etc/passwd: 0:0"), "{who}: {out}");
+    // A many-file disk fill stops at the tmpfs's bound, on no host disk.
+    let disk = free_disk("/tmp");
+    let p = probe("diskfill", "60");
+    let out = p["stdout"].as_str().unwrap();
+    assert!(out.contains("ENOSPC"), "{who}: {p}");
+    let mib: u64 = out
+        .split(" files (")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        (512..=1100).contains(&mib),
+        "{who}: filled {mib} MiB: {out}"
+    );
+    let after = free_disk("/tmp");
+    assert!(
+        after + (64 << 20) > disk,
+        "{who}: host disk went from {disk} to {after} free"
+    );
+    // A fork bomb ends at the time limit and leaves nothing.
+    let p = probe("forkbomb", "3");
+    assert_eq!(p["timed_out"], true, "{who}: {p}");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(
+        hostile_processes().is_empty(),
+        "{who}: left on the host: {:?}",
+        hostile_processes()
+    );
+}
+
+/// A hostile image run as the image's root: every escape fails, from pare as root and from pare
+/// as an ordinary user with subordinate ranges; as root, the host sees the program under the
+/// mapped unprivileged uid, and memory and processes are bounded by a cgroup.
+#[test]
+fn a_hostile_image_changes_nothing_outside_the_sandbox() {
+    if !is_root() {
+        common::debian::skip(
+            "not root: the escapes are tried as the image's root under pare as root",
+        );
+        return;
+    }
+    let reg = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    let img = reg.image("probe/hostile:1");
+    build_and_push(&hostile_image(work.path()), &img, None);
+    let probe_as_root = |cmd: &str, timeout: &str| -> Value {
+        let out = run(pare().args([
+            "-q",
+            "probe",
+            &img,
+            "--format",
+            "json",
+            "--probe-timeout",
+            timeout,
+            "--probe",
+            cmd,
+        ]));
+        assert!(
+            matches!(out.status.code(), Some(0 | 1)),
+            "{}",
+            describe_output(&out)
+        );
+        report(&out)["probes"][0]["outcome"].clone()
+    };
+    assert_contained("root", &probe_as_root);
+
+    // Seen from the host while it runs: the mapped uid, never 0.
+    let mut child = pare()
+        .args([
+            "-q",
+            "probe",
+            &img,
+            "--probe-timeout",
+            "4",
+            "--probe",
+            "sleep 30",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = std::time::Instant::now();
+    let mut seen = Vec::new();
+    while seen.is_empty() && t.elapsed().as_secs() < 4 {
+        seen = hostile_processes();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.wait();
+    assert!(!seen.is_empty(), "the probe's program was never seen");
+    for (pid, uid) in &seen {
+        assert_eq!(*uid, mapped_host_uid(0), "pid {pid} runs as host uid {uid}");
+    }
+
+    // Bounds for the whole sandbox: a cgroup here (root on a machine with cgroups).
+    let p = probe_as_root("status", "20");
+    let bounded = p["bounded_by"].as_str().unwrap().to_string();
+    if bounded.starts_with("rlimits only") {
+        common::debian::skip(&format!("no cgroup for the memory bomb: {bounded}"));
+    } else {
+        assert!(
+            bounded.contains("memory") && bounded.contains("pids"),
+            "{bounded}"
+        );
+        // A forking memory bomb (8 children of 1 GiB against 4 GiB + the root): the OOM killer
+        // ends some, the host's memory comes back.
+        let avail = meminfo("MemAvailable:");
+        let p = probe_as_root("membomb 8", "60");
+        let out = p["stdout"].as_str().unwrap();
+        let killed: u32 = out
+            .strip_prefix("memory bomb: ")
+            .and_then(|r| r.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{p}"));
+        assert!(
+            killed >= 1,
+            "no child was stopped at the cgroup's bound: {p}"
+        );
+        // The kernel gives the killed processes' memory back within moments (5 GiB were
+        // taken).
+        let t = std::time::Instant::now();
+        let mut back = meminfo("MemAvailable:");
+        while back + (1 << 30) < avail && t.elapsed().as_secs() < 10 {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            back = meminfo("MemAvailable:");
+        }
+        assert!(
+            back + (1 << 30) > avail,
+            "memory went from {avail} to {back} available"
+        );
+    }
+
+    // The same escapes from pare run as an ordinary user with subordinate ranges.
+    let Some(user) = SubUser::new() else {
+        return;
+    };
+    let probe_as_user = |cmd: &str, timeout: &str| -> Value {
+        let out = user.pare(&[
+            "-q",
+            "probe",
+            &img,
+            "--format",
+            "json",
+            "--probe-timeout",
+            timeout,
+            "--probe",
+            cmd,
+        ]);
+        assert!(
+            matches!(out.status.code(), Some(0 | 1)),
+            "{}",
+            describe_output(&out)
+        );
+        report(&out)["probes"][0]["outcome"].clone()
+    };
+    assert_contained("an ordinary user", &probe_as_user);
 }

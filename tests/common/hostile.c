@@ -133,8 +133,12 @@ static void status(void) {
         printf("/etc/passwd: %d:%d\n", st.st_uid, st.st_gid);
 }
 
-/* Children that each touch up to 1 GiB; the parent says how each ended. */
+/* Children that each touch 1 GiB and then wait; the parent says how many the OOM killer
+ * ended once every child has either finished touching its memory or died. */
 static void memory_bomb(int children) {
+    int done[2];
+    if (pipe(done) < 0)
+        return;
     for (int i = 0; i < children; i++) {
         if (fork() == 0) {
             for (int mib = 0; mib < 1024; mib += 64) {
@@ -143,18 +147,30 @@ static void memory_bomb(int children) {
                     _exit(3);
                 memset(p, 1, 64 << 20);
             }
+            if (write(done[1], "x", 1) < 0)
+                _exit(4);
             pause();
             _exit(0);
         }
     }
-    sleep(4);
-    int killed = 0, status;
-    for (int i = 0; i < children; i++)
-        kill(-1, SIGTERM);
-    while (wait(&status) > 0)
-        if (WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
+    fcntl(done[0], F_SETFL, O_NONBLOCK);
+    int finished = 0, killed = 0, other = 0, status;
+    while (finished + killed + other < children) {
+        char c;
+        while (read(done[0], &c, 1) == 1)
+            finished++;
+        pid_t p = waitpid(-1, &status, WNOHANG);
+        if (p > 0 && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
             killed++;
-    printf("memory bomb: %d of %d children killed by the OOM killer\n", killed, children);
+        else if (p > 0)
+            other++;
+        else
+            usleep(10000);
+    }
+    printf("memory bomb: %d of %d children killed by the OOM killer, %d held 1 GiB\n", killed,
+           children, finished);
+    fflush(stdout);
+    kill(-1, SIGKILL);
 }
 
 /* Writes 64 KiB files until a write fails. */
@@ -170,8 +186,10 @@ static void disk_fill(void) {
         if (fd < 0)
             break;
         ssize_t n = write(fd, buf, sizeof buf);
+        if (n >= 0 && n < (ssize_t)sizeof buf)
+            n = write(fd, buf + n, sizeof buf - n); /* a short write: the next one says why */
         close(fd);
-        if (n != (ssize_t)sizeof buf)
+        if (n < 0)
             break;
         files++;
     }
