@@ -236,8 +236,9 @@ fn the_sandbox_keeps_the_program_in() {
     assert_eq!(p["outcome"]["timed_out"], true, "{p}");
     assert!(t.elapsed().as_secs() < 20);
     std::thread::sleep(std::time::Duration::from_millis(500));
+    // Seen from the host, the run user is the mapped unprivileged uid.
     let left = Command::new("pgrep")
-        .args(["-u", "65532"])
+        .args(["-u", &mapped_host_uid(65532).to_string()])
         .output()
         .unwrap();
     assert!(
