@@ -111,6 +111,8 @@ pub struct Learned {
     pub absent: Vec<String>,
     /// A probe that did not pass in the source: what it used is kept all the same.
     pub warnings: Vec<String>,
+    /// With `--seccomp-profile`: the system calls the probes' programs made.
+    pub syscalls: std::collections::BTreeSet<String>,
 }
 
 fn join_err(e: tokio::task::JoinError) -> Error {
@@ -238,6 +240,7 @@ pub async fn analyze(
                         probe.describe()
                     ));
                 }
+                learned.syscalls.extend(o.syscalls.unwrap_or_default());
                 for (path, found) in o.observed.unwrap_or_default() {
                     if crate::probe::sandbox_path(&path) {
                         continue;
@@ -931,6 +934,7 @@ async fn build_one(
                     passed: false,
                     probes: results,
                     note: None,
+                    syscalls: Vec::new(),
                 }),
             });
         }
@@ -1076,6 +1080,7 @@ async fn build_one(
             .map(|(p, _)| crate::rootfs::display(p))
             .collect(),
         observed_absent: learned.absent.clone(),
+        syscalls: learned.syscalls.iter().cloned().collect(),
         packages: trace
             .packages
             .as_deref()
@@ -1498,12 +1503,21 @@ pub async fn probe_image(
     })
     .await
     .map_err(join_err)??;
+    // The calls recorded (in the original's runs, when there is one).
+    let syscalls = results
+        .iter()
+        .filter_map(|r| r.original.as_ref().unwrap_or(&r.outcome).syscalls.clone())
+        .flatten()
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
     Ok(crate::probe::ProbeReport {
         image: image.to_string(),
         against: against.map(|a| a.to_string()),
         passed: results.iter().all(|r| r.passed),
         probes: results,
         note,
+        syscalls,
     })
 }
 

@@ -186,6 +186,14 @@ struct ProbeArgs {
     /// in the original, listing those this image lacks (what static analysis missed).
     #[arg(long)]
     learn: bool,
+    /// With --learn: also record every system call the programs make, and write them as a
+    /// seccomp profile (OCI/Docker JSON, any other call EPERM) to FILE.
+    #[arg(long, value_name = "FILE", requires = "learn")]
+    seccomp_profile: Option<PathBuf>,
+    /// Run each probe's program under this seccomp profile (OCI/Docker JSON, e.g. one
+    /// --seccomp-profile wrote) on top of the sandbox's default filter.
+    #[arg(long, value_name = "FILE")]
+    seccomp: Option<PathBuf>,
     /// Without --against: stdout must also match this regular expression.
     #[arg(long, value_name = "REGEX")]
     expect: Option<String>,
@@ -415,6 +423,11 @@ struct HardenArgs {
     /// used to start and to answer is kept (repeatable).
     #[arg(long = "learn-http", value_name = "PORT/PATH")]
     learn_http: Vec<String>,
+    /// With --learn/--learn-http: also record every system call their programs make and write
+    /// them as a seccomp profile (OCI/Docker JSON, any other call EPERM) to FILE;
+    /// --print-security-context then references it (seccompProfile: Localhost).
+    #[arg(long, value_name = "FILE")]
+    seccomp_profile: Option<PathBuf>,
     /// With --in-place: do not keep the source under TAG-original.
     #[arg(long, requires = "in_place")]
     no_backup: bool,
@@ -648,6 +661,16 @@ async fn run(cli: Cli, progress: Progress) -> anyhow::Result<Outcome> {
                 p.learn = true;
                 opts.learn.push(p);
             }
+            if a.seccomp_profile.is_some() {
+                if opts.learn.is_empty() {
+                    anyhow::bail!(pare::Error::Usage(
+                        "--seccomp-profile needs --learn or --learn-http: the profile is what their programs call".into()
+                    ));
+                }
+                for p in &mut opts.learn {
+                    p.syscalls = true;
+                }
+            }
             opts.probe_limits = pare::probe::Limits {
                 seconds: a.probe_timeout.max(1),
                 ..Default::default()
@@ -725,10 +748,22 @@ async fn run(cli: Cli, progress: Progress) -> anyhow::Result<Outcome> {
                 };
                 write_out(&Some(path.clone()), &(json + "\n"))?;
             }
+            if let (Some(path), Some(r)) = (&a.seccomp_profile, done.images.first()) {
+                let names = r.syscalls.iter().cloned().collect();
+                write_profile(path, &names)?;
+            }
             if a.print_security_context
                 && let Some(r) = done.images.first()
             {
-                print!("{}", r.security_context.yaml());
+                let mut sc = r.security_context.clone();
+                sc.localhost_profile = a.seccomp_profile.as_ref().map(|p| {
+                    format!(
+                        "pare/{}",
+                        p.file_name()
+                            .map_or("profile.json".into(), |n| n.to_string_lossy())
+                    )
+                });
+                print!("{}", sc.yaml());
             }
             for r in &done.images {
                 eprintln!("{}", clean(&r.summary(), false));
@@ -791,9 +826,7 @@ async fn run(cli: Cli, progress: Progress) -> anyhow::Result<Outcome> {
             if !a.args.is_empty() {
                 probes.push(pare::probe::Probe {
                     args: Some(a.args.clone()),
-                    stdin: Vec::new(),
-                    http: None,
-                    learn: false,
+                    ..Default::default()
                 });
             }
             for h in &a.http_probes {
@@ -824,6 +857,18 @@ async fn run(cli: Cli, progress: Progress) -> anyhow::Result<Outcome> {
                 }
                 for p in &mut probes {
                     p.learn = true;
+                    p.syscalls = a.seccomp_profile.is_some();
+                }
+            }
+            if let Some(path) = &a.seccomp {
+                let program = std::sync::Arc::new(
+                    pare::probe::profile::load(path).map_err(pare::Error::Usage)?,
+                );
+                if probes.is_empty() {
+                    probes.push(pare::probe::Probe::default());
+                }
+                for p in &mut probes {
+                    p.profile = Some(program.clone());
                 }
             }
             let report = harden::probe_image(
@@ -836,6 +881,9 @@ async fn run(cli: Cli, progress: Progress) -> anyhow::Result<Outcome> {
                 &progress,
             )
             .await?;
+            if let Some(path) = &a.seccomp_profile {
+                write_profile(path, &report.syscalls.iter().cloned().collect())?;
+            }
             match a.format {
                 Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
                 _ => print!("{}", clean(&report.text(), true)),
@@ -1116,4 +1164,25 @@ fn main() -> ExitCode {
             failure
         }
     }
+}
+
+/// `--seccomp-profile FILE`: the recorded calls as an OCI/Docker seccomp profile.
+fn write_profile(
+    path: &std::path::Path,
+    names: &std::collections::BTreeSet<String>,
+) -> anyhow::Result<()> {
+    if names.is_empty() {
+        anyhow::bail!(
+            "--seccomp-profile {}: no system call was recorded (did the probes run?)",
+            path.display()
+        );
+    }
+    let json = serde_json::to_string_pretty(&pare::probe::profile::learned(names))?;
+    std::fs::write(path, json + "\n").with_context(|| format!("{}", path.display()))?;
+    eprintln!(
+        "wrote a seccomp profile allowing {} recorded system calls (and what a runtime needs to start them) to {}",
+        names.len(),
+        path.display()
+    );
+    Ok(())
 }

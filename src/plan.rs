@@ -639,6 +639,7 @@ pub fn security_context(plan: &Plan) -> crate::report::SecurityContext {
         read_only_root_filesystem: read_only,
         capabilities_drop: vec!["ALL".into()],
         writable_paths: writable.iter().map(|p| display(p)).collect(),
+        localhost_profile: None,
     }
 }
 

@@ -104,6 +104,9 @@ pub struct Report {
     /// another way).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub observed_absent: Vec<String>,
+    /// `--learn` with `--seccomp-profile`: the system calls the probes' programs made.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub syscalls: Vec<String>,
     /// `--probe`: each probe's run in the result and in the source.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub probes: Option<Vec<crate::probe::ProbeResult>>,
@@ -179,6 +182,9 @@ pub struct SecurityContext {
     pub capabilities_drop: Vec<String>,
     /// Directories of the image the run user can write.
     pub writable_paths: Vec<String>,
+    /// `--seccomp-profile FILE`: the profile's name under the kubelet's seccomp directory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub localhost_profile: Option<String>,
 }
 
 impl SecurityContext {
@@ -199,6 +205,12 @@ impl SecurityContext {
         o.push_str("  capabilities:\n    drop:\n");
         for c in &self.capabilities_drop {
             o.push_str(&format!("      - {c}\n"));
+        }
+        if let Some(p) = &self.localhost_profile {
+            o.push_str(&format!(
+                "  seccompProfile:\n    type: Localhost\n    localhostProfile: {p}\n\
+                 # copy the profile to /var/lib/kubelet/seccomp/{p} on every node\n"
+            ));
         }
         if !self.writable_paths.is_empty() {
             o.push_str(&format!(

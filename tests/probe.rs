@@ -986,3 +986,98 @@ fn a_hostile_image_changes_nothing_outside_the_sandbox() {
     };
     assert_contained("an ordinary user", &probe_as_user);
 }
+
+/// `--seccomp-profile`: the calls a learn run made become an OCI seccomp profile; the hardened
+/// image's probe passes under it in the sandbox (`--seccomp`), a call outside it fails there,
+/// and `--print-security-context` points a pod at it.
+#[test]
+fn a_learned_seccomp_profile_allows_what_the_program_called_and_nothing_else() {
+    let reg = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    // jq, hardened with a learn run recording its calls.
+    let src = reg.image("seccomp/jq:1");
+    build_and_push(&jq_image(), &src, None);
+    let profile = work.path().join("jq.json");
+    let out = run(pare()
+        .args(["-q", "harden", "--no-sbom", &src, "--learn", "-n 1+1"])
+        .arg("--seccomp-profile")
+        .arg(&profile)
+        .arg("--print-security-context"));
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let yaml = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        yaml.contains("seccompProfile:\n    type: Localhost\n    localhostProfile: pare/jq.json"),
+        "{yaml}"
+    );
+    let p: Value = serde_json::from_slice(&std::fs::read(&profile).unwrap()).unwrap();
+    assert_eq!(p["defaultAction"], "SCMP_ACT_ERRNO", "{p}");
+    let names: Vec<&str> = p["syscalls"][0]["names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n.as_str())
+        .collect();
+    for call in ["execve", "openat", "mmap", "write", "exit_group"] {
+        assert!(names.contains(&call), "{call} missing: {names:?}");
+    }
+    assert!(
+        !names.contains(&"ptrace") && !names.contains(&"sysinfo"),
+        "{names:?}"
+    );
+    let hard = reg.image("seccomp/jq:1-hardened");
+    let out = run(pare()
+        .args(["-q", "probe", &hard, "--probe", "-n 1+1", "--seccomp"])
+        .arg(&profile));
+    assert!(out.status.success(), "{}", describe_output(&out));
+
+    // A call outside the profile fails under it, and works without it.
+    let img = reg.image("seccomp/hostile:1");
+    build_and_push(&hostile_image(work.path()), &img, None);
+    let learned = work.path().join("hostile.json");
+    let out = run(pare()
+        .args([
+            "-q",
+            "probe",
+            &img,
+            "--learn",
+            "--probe",
+            "status",
+            "--seccomp-profile",
+        ])
+        .arg(&learned));
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let stdout = |out: &Output| report(out)["probes"][0]["outcome"]["stdout"].clone();
+    let under = |probe: &str| {
+        run(pare()
+            .args([
+                "-q",
+                "probe",
+                &img,
+                "--format",
+                "json",
+                "--probe",
+                probe,
+                "--seccomp",
+            ])
+            .arg(&learned))
+    };
+    let out = under("status");
+    assert!(out.status.success(), "{}", describe_output(&out));
+    assert!(stdout(&out).as_str().unwrap().contains("Seccomp:\t2"));
+    assert_eq!(stdout(&under("sysinfo")), "sysinfo: EPERM\n");
+    let free = run(pare().args([
+        "-q", "probe", &img, "--format", "json", "--probe", "sysinfo",
+    ]));
+    assert_eq!(stdout(&free), "sysinfo: ok\n");
+    // A profile pare cannot apply is one line and exit 2.
+    let bad = work.path().join("bad.json");
+    std::fs::write(&bad, r#"{"defaultAction":"SCMP_ACT_NOTIFY"}"#).unwrap();
+    let out = run(pare().args(["-q", "probe", &img, "--seccomp"]).arg(&bad));
+    assert_eq!(out.status.code(), Some(2), "{}", describe_output(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim().lines().count(),
+        1,
+        "{}",
+        describe_output(&out)
+    );
+}

@@ -56,6 +56,11 @@ const AUDIT_ARCH: Option<u32> = if cfg!(target_arch = "x86_64") {
     None
 };
 
+/// The host's `AUDIT_ARCH_*`, where pare knows it.
+pub fn host_arch() -> Option<u32> {
+    AUDIT_ARCH
+}
+
 /// Whether the program runs under the filter (and the tracer waits for seccomp stops).
 pub fn filtered() -> bool {
     AUDIT_ARCH.is_some()
@@ -121,30 +126,23 @@ fn filter_program(arch: u32) -> Vec<libc::sock_filter> {
 
 /// In the program's process, after `no_new_privs` and once the tracer is attached (without a
 /// tracer, a traced syscall fails with ENOSYS): install the filter, inherited by every child.
-pub fn install_filter() -> Result<(), String> {
-    let Some(arch) = AUDIT_ARCH else {
-        return Ok(());
+/// With `every`, every system call of every ABI stops once (to record which calls the program
+/// makes, for a seccomp profile).
+pub fn install_filter(every: bool) -> Result<(), String> {
+    let mut f = if every {
+        vec![libc::sock_filter {
+            code: (libc::BPF_RET | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 0,
+            k: libc::SECCOMP_RET_TRACE,
+        }]
+    } else {
+        match AUDIT_ARCH {
+            Some(arch) => filter_program(arch),
+            None => return Ok(()),
+        }
     };
-    let mut f = filter_program(arch);
-    let prog = libc::sock_fprog {
-        len: f.len() as u16,
-        filter: f.as_mut_ptr(),
-    };
-    // SAFETY: `prog` points at `f`, alive across the call; the kernel copies the program.
-    let r = unsafe {
-        libc::prctl(
-            libc::PR_SET_SECCOMP,
-            libc::SECCOMP_MODE_FILTER as libc::c_ulong,
-            &prog as *const libc::sock_fprog,
-        )
-    };
-    if r != 0 {
-        return Err(format!(
-            "install the seccomp filter: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    Ok(())
+    super::seccomp::load(&mut f).map_err(|e| format!("install the learn filter: {e}"))
 }
 
 /// A NUL-terminated string at `addr` in `pid`'s memory (at most 4 KiB), read with one
@@ -213,9 +211,13 @@ fn entry_path(
 /// the sandbox's root), not read from the syscall's result: one stop per recorded call instead
 /// of two. A name the program creates itself is then absent, as it is from the image; a name
 /// the program may not open is there, as it is in the image.
-pub fn trace(child: Pid, out: &mut std::fs::File) -> Result<i32, String> {
+///
+/// With `every` (the filter stops every call), each (ABI, number) seen is written too, as
+/// `S\tARCH\tNR` lines.
+pub fn trace(child: Pid, out: &mut std::fs::File, every: bool) -> Result<i32, String> {
     let e = |what: &'static str| move |err: nix::Error| format!("{what}: {}", err.desc());
-    let filtered = filtered();
+    let filtered = filtered() || every;
+    let mut calls: std::collections::BTreeSet<(u32, i64)> = Default::default();
     waitpid(child, Some(WaitPidFlag::__WALL)).map_err(e("wait for the traced program"))?;
     let mut options = Options::PTRACE_O_TRACESYSGOOD
         | Options::PTRACE_O_TRACEFORK
@@ -242,7 +244,14 @@ pub fn trace(child: Pid, out: &mut std::fs::File) -> Result<i32, String> {
             ptrace::syscall(pid, sig)
         };
     };
-    let mut record = |pid: Pid, nr: i64, args: &[u64; 6]| {
+    let mut record = |pid: Pid, arch: u32, nr: i64, args: &[u64; 6]| {
+        if every {
+            calls.insert((arch, nr));
+        }
+        // Path calls are the host ABI's numbers.
+        if AUDIT_ARCH.is_some_and(|a| a != arch) {
+            return;
+        }
         let Some(path) = entry_path(&wanted, pid, nr, args) else {
             return;
         };
@@ -270,7 +279,7 @@ pub fn trace(child: Pid, out: &mut std::fs::File) -> Result<i32, String> {
                 {
                     // SAFETY: the union member read is the one `op` says the kernel filled.
                     let (nr, args) = unsafe { (info.u.seccomp.nr as i64, info.u.seccomp.args) };
-                    record(pid, nr, &args);
+                    record(pid, info.arch, nr, &args);
                 }
                 resume(pid, None);
             }
@@ -280,7 +289,7 @@ pub fn trace(child: Pid, out: &mut std::fs::File) -> Result<i32, String> {
                 {
                     // SAFETY: as above.
                     let (nr, args) = unsafe { (info.u.entry.nr as i64, info.u.entry.args) };
-                    record(pid, nr, &args);
+                    record(pid, info.arch, nr, &args);
                 }
                 resume(pid, None);
             }
@@ -301,6 +310,9 @@ pub fn trace(child: Pid, out: &mut std::fs::File) -> Result<i32, String> {
             continue;
         }
         let _ = writeln!(w, "{}\t{p}", if *ok { 1 } else { 0 });
+    }
+    for (arch, nr) in &calls {
+        let _ = writeln!(w, "S\t{arch}\t{nr}");
     }
     let _ = w.flush();
     Ok(status)

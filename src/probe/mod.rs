@@ -8,6 +8,7 @@ pub mod idmap;
 pub mod learn;
 pub mod materialize;
 pub mod mounts;
+pub mod profile;
 pub mod rootcopy;
 pub mod sandbox;
 pub mod seccomp;
@@ -55,6 +56,10 @@ pub struct Probe {
     pub http: Option<HttpProbe>,
     /// Record the paths the program uses (`--learn`).
     pub learn: bool,
+    /// With `learn`: record every system call too (`--seccomp-profile`).
+    pub syscalls: bool,
+    /// `--seccomp FILE`: run the program under this profile too.
+    pub profile: Option<std::sync::Arc<profile::Program>>,
 }
 
 impl Probe {
@@ -63,8 +68,7 @@ impl Probe {
         Ok(Probe {
             args: Some(split(args)?),
             stdin: Vec::new(),
-            http: None,
-            learn: false,
+            ..Default::default()
         })
     }
 
@@ -77,9 +81,8 @@ impl Probe {
         })?;
         Ok(Probe {
             args: None,
-            stdin: Vec::new(),
             http: Some(http),
-            learn: false,
+            ..Default::default()
         })
     }
 
@@ -269,6 +272,8 @@ impl<'a> Prepared<'a> {
             http: probe.http.clone(),
             http_out: probe.http.as_ref().map(|_| dir.path().join("http-answer")),
             learn_out: probe.learn.then(|| dir.path().join("observed")),
+            learn_syscalls: probe.learn && probe.syscalls,
+            profile: probe.profile.as_deref().cloned(),
             mapping: self.mapping,
             owners,
             // Each file takes whole pages in the tmpfs.
@@ -421,6 +426,9 @@ pub struct ProbeReport {
     pub probes: Vec<ProbeResult>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// `--learn` with `--seccomp-profile`: the system calls the programs made.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub syscalls: Vec<String>,
 }
 
 impl ProbeReport {

@@ -95,6 +95,12 @@ pub struct Spec {
     /// `--learn`: record the paths the program uses into this file (outside the root).
     #[serde(default)]
     pub learn_out: Option<PathBuf>,
+    /// With `learn_out`: record every system call too (for `--seccomp-profile`).
+    #[serde(default)]
+    pub learn_syscalls: bool,
+    /// `--seccomp FILE`: a profile loaded on top of the default filter.
+    #[serde(default)]
+    pub profile: Option<super::profile::Program>,
     /// How ids are mapped ([`Mapping::choose`]).
     pub mapping: Mapping,
     /// Where ownership is faithful: the image owners to set on the sandbox's copy (root-owned
@@ -144,6 +150,9 @@ pub struct Outcome {
     /// `--learn`: each path the program used, and whether it was there.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub observed: Option<Vec<(String, bool)>>,
+    /// `--learn` for a seccomp profile: the names of the system calls the program made.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub syscalls: Option<Vec<String>>,
     /// What bounded the whole sandbox's memory and processes: a cgroup, or only the
     /// per-process rlimits (and why no cgroup could be made).
     pub bounded_by: String,
@@ -319,16 +328,26 @@ pub fn run(spec: &Spec, stdin: &[u8]) -> Result<Outcome, SandboxError> {
         .as_ref()
         .and_then(|p| std::fs::read(p).ok())
         .and_then(|raw| HttpAnswer::parse(&raw));
-    let observed = spec
+    let learned = spec
         .learn_out
         .as_ref()
-        .and_then(|p| std::fs::read_to_string(p).ok())
-        .map(|t| {
-            t.lines()
-                .filter_map(|l| l.split_once('\t'))
-                .map(|(ok, p)| (p.to_string(), ok == "1"))
-                .collect()
-        });
+        .and_then(|p| std::fs::read_to_string(p).ok());
+    let observed = learned.as_ref().map(|t| {
+        t.lines()
+            .filter(|l| !l.starts_with("S\t"))
+            .filter_map(|l| l.split_once('\t'))
+            .map(|(ok, p)| (p.to_string(), ok == "1"))
+            .collect()
+    });
+    let syscalls = learned.filter(|_| spec.learn_syscalls).map(|t| {
+        let names: std::collections::BTreeSet<String> = t
+            .lines()
+            .filter_map(|l| l.strip_prefix("S\t")?.split_once('\t'))
+            .filter_map(|(a, n)| super::profile::name(a.parse().ok()?, n.parse().ok()?))
+            .map(String::from)
+            .collect();
+        names.into_iter().collect()
+    });
     Ok(Outcome {
         exit_code: if timed_out { None } else { code },
         observed,
@@ -338,6 +357,7 @@ pub fn run(spec: &Spec, stdin: &[u8]) -> Result<Outcome, SandboxError> {
         truncated: d1 + d2,
         seconds: started.elapsed().as_secs_f64(),
         http,
+        syscalls,
         bounded_by,
     })
 }
@@ -550,10 +570,15 @@ fn init(spec: &Spec, mapping: Mapping, src: OwnedFd, outs: Outputs) -> Result<i3
                         nix::sys::ptrace::traceme().map_err(errno("ptrace(TRACEME)"))?;
                         nix::sys::signal::raise(Signal::SIGSTOP).map_err(errno("raise"))?;
                         // Only the path syscalls stop for the tracer from here on.
-                        super::learn::install_filter()?;
+                        super::learn::install_filter(spec.learn_syscalls)?;
                     }
-                    // The default filter, stacked on learn's: the strictest answer wins.
-                    super::seccomp::install()
+                    // The default filter, stacked on learn's, and a --seccomp profile on top:
+                    // the strictest answer wins.
+                    super::seccomp::install()?;
+                    match &spec.profile {
+                        Some(p) => super::profile::install(p),
+                        None => Ok(()),
+                    }
                 })
                 .and_then(|()| {
                     nix::unistd::execve(&program, &argv, &env)
@@ -568,7 +593,7 @@ fn init(spec: &Spec, mapping: Mapping, src: OwnedFd, outs: Outputs) -> Result<i3
         ForkResult::Parent { child } => loop {
             if let Some(out) = learn_out.as_mut() {
                 let Some((h, answer_out)) = spec.http.clone().zip(http_out.as_ref()) else {
-                    return super::learn::trace(child, out);
+                    return super::learn::trace(child, out, spec.learn_syscalls);
                 };
                 // --learn-http: this thread traces (it is the tracer, and it reaps); a second
                 // one asks the server and then stops it.
@@ -584,7 +609,7 @@ fn init(spec: &Spec, mapping: Mapping, src: OwnedFd, outs: Outputs) -> Result<i3
                         got
                     })
                 };
-                let traced = super::learn::trace(child, out);
+                let traced = super::learn::trace(child, out, spec.learn_syscalls);
                 ended.store(true, std::sync::atomic::Ordering::SeqCst);
                 let got = client.join().ok().flatten();
                 traced?;

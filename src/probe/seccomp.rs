@@ -214,8 +214,13 @@ pub fn install() -> Result<(), String> {
     let Some(mut f) = program() else {
         return Err("no default seccomp filter for this architecture".into());
     };
+    load(&mut f).map_err(|e| format!("install the default seccomp filter: {e}"))
+}
+
+/// Load a classic-BPF program as a seccomp filter of this thread (`no_new_privs` set).
+pub fn load(f: &mut [sock_filter]) -> std::io::Result<()> {
     let prog = libc::sock_fprog {
-        len: f.len() as u16,
+        len: u16::try_from(f.len()).map_err(|_| std::io::Error::other("program too long"))?,
         filter: f.as_mut_ptr(),
     };
     // SAFETY: `prog` points at `f`, alive across the call; the kernel copies the program.
@@ -227,10 +232,7 @@ pub fn install() -> Result<(), String> {
         )
     };
     if r != 0 {
-        return Err(format!(
-            "install the default seccomp filter: {}",
-            std::io::Error::last_os_error()
-        ));
+        return Err(std::io::Error::last_os_error());
     }
     Ok(())
 }

@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/sysinfo.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -211,7 +212,10 @@ int main(int argc, char **argv) {
         kernel_calls(argc > 2 ? atoi(argv[2]) : 1);
     else if (!strcmp(what, "status"))
         status();
-    else if (!strcmp(what, "sleep"))
+    else if (!strcmp(what, "sysinfo")) {
+        struct sysinfo si;
+        say("sysinfo", sysinfo(&si));
+    } else if (!strcmp(what, "sleep"))
         sleep(argc > 2 ? atoi(argv[2]) : 1000);
     else if (!strcmp(what, "forkbomb"))
         for (;;)
