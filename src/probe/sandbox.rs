@@ -278,7 +278,15 @@ pub fn run(spec: &Spec, stdin: &[u8]) -> Result<Outcome, SandboxError> {
             let _ = kill(pid, Signal::SIGCONT);
         }
         Ok(st) => ended = Some(st),
-        Err(e) => return Err(SandboxError::Spawn(e.into())),
+        Err(e) => {
+            let _ = kill(pid, Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+            let _ = std::fs::remove_file(&spec_path);
+            if let Ok(cg) = cgroup {
+                cg.remove();
+            }
+            return Err(SandboxError::Spawn(e.into()));
+        }
     }
     // The helper enforces the time limit; this is the backstop should it hang itself.
     let deadline = Duration::from_secs(spec.limits.seconds + 30);
