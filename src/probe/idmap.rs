@@ -240,7 +240,7 @@ fn tool(name: &str) -> Option<PathBuf> {
 /// From pare (outside): write `pid`'s id maps (as root directly, else with `newuidmap` and
 /// `newgidmap`). `pid` has just made its user namespace.
 pub fn write_maps(pid: u32, m: &Mapping) -> Result<(), String> {
-    let (outer_uid, outer_gid, uid_start, uid_count, gid_start, gid_count) = match *m {
+    match *m {
         Mapping::Root {
             uid_start,
             uid_count,
@@ -256,7 +256,7 @@ pub fn write_maps(pid: u32, m: &Mapping) -> Result<(), String> {
                 std::fs::write(&p, format!("0 {start} {count}\n"))
                     .map_err(|e| format!("write {p}: {e}"))?;
             }
-            return Ok(());
+            Ok(())
         }
         Mapping::Ranges {
             outer_uid,
@@ -265,29 +265,29 @@ pub fn write_maps(pid: u32, m: &Mapping) -> Result<(), String> {
             uid_count,
             gid_start,
             gid_count,
-        } => (
-            outer_uid, outer_gid, uid_start, uid_count, gid_start, gid_count,
-        ),
-        Mapping::Single { .. } => return Ok(()),
-    };
-    for (name, outer, start, count) in [
-        ("newuidmap", outer_uid, uid_start, uid_count),
-        ("newgidmap", outer_gid, gid_start, gid_count),
-    ] {
-        let exe = tool(name).ok_or_else(|| format!("{name} is not installed"))?;
-        let out = std::process::Command::new(&exe)
-            .arg(pid.to_string())
-            .args(["0", &outer.to_string(), "1"])
-            .args(["1", &start.to_string(), &count.to_string()])
-            .stdin(std::process::Stdio::null())
-            .output()
-            .map_err(|e| format!("{}: {e}", exe.display()))?;
-        if !out.status.success() {
-            return Err(format!(
-                "{name} {pid} 0 {outer} 1 1 {start} {count}: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
+        } => {
+            newidmap(pid, "newuidmap", outer_uid, uid_start, uid_count)?;
+            newidmap(pid, "newgidmap", outer_gid, gid_start, gid_count)
         }
+        Mapping::Single { .. } => Ok(()),
+    }
+}
+
+/// `newuidmap PID 0 OUTER 1 1 START COUNT` (likewise newgidmap).
+fn newidmap(pid: u32, name: &str, outer: u32, start: u32, count: u32) -> Result<(), String> {
+    let exe = tool(name).ok_or_else(|| format!("{name} is not installed"))?;
+    let out = std::process::Command::new(&exe)
+        .arg(pid.to_string())
+        .args(["0", &outer.to_string(), "1"])
+        .args(["1", &start.to_string(), &count.to_string()])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("{}: {e}", exe.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{name} {pid} 0 {outer} 1 1 {start} {count}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
     }
     Ok(())
 }
