@@ -15,6 +15,9 @@ command -v jq >/dev/null || need+=(jq)
 command -v curl >/dev/null || need+=(curl)
 [ -x /bin/busybox ] || need+=(busybox-static)
 command -v gcc >/dev/null || need+=(gcc)
+# The probe tests build their hostile entrypoint with `gcc -static` (libc.a); the seccomp unit
+# test compares i386 numbers with the kernel headers (linux-libc-dev, which libc6-dev pulls in).
+dpkg -s libc6-dev >/dev/null 2>&1 || need+=(libc6-dev)
 command -v musl-gcc >/dev/null || need+=(musl-tools)
 command -v readelf >/dev/null || need+=(binutils)
 command -v python3 >/dev/null || need+=(python3)
