@@ -1043,6 +1043,21 @@ fn a_learned_seccomp_profile_allows_what_the_program_called_and_nothing_else() {
         "-q", "probe", &img, "--format", "json", "--probe", "sysinfo",
     ]));
     assert_eq!(stdout(&free), "sysinfo: ok\n");
+    // Recording stacks its filter on the default one, which still refuses (the strictest
+    // answer wins).
+    let learning = run(pare().args([
+        "-q", "probe", &img, "--format", "json", "--learn", "--probe", "kernel 1",
+    ]));
+    let out = stdout(&learning);
+    let out = out.as_str().unwrap();
+    for call in [
+        "keyctl: EPERM",
+        "bpf: EPERM",
+        "unshare user: EPERM",
+        "clone3: ENOSYS",
+    ] {
+        assert!(out.contains(call), "{call}: {out}");
+    }
     // A profile pare cannot apply is one line and exit 2.
     let bad = work.path().join("bad.json");
     std::fs::write(&bad, r#"{"defaultAction":"SCMP_ACT_NOTIFY"}"#).unwrap();
