@@ -24,6 +24,13 @@ lint:
 bench:
     cargo test --release --test bench -- --ignored --nocapture --test-threads=1
 
+# The breadth sweep: every case of tests/sweep/*.toml (real Debian programs with real workloads)
+# hardened with no flags and compared with the original as 65532; verdicts to docs/sweep.md.
+# Needs root. ONLY is a regex of case names (empty: all).
+sweep ONLY="":
+    cargo build --release
+    SWEEP_ONLY="{{ONLY}}" PARE_BIN=target/release/pare cargo test --release --test works sweep -- --ignored --nocapture
+
 # Fuzz every parser for SECONDS each (cargo-fuzz, nightly pinned in fuzz/rust-toolchain.toml;
 # `cargo install cargo-fuzz` once). Seeds come from this machine's files (fuzz/seeds.sh);
 # crashes land in fuzz/artifacts/TARGET/ and each becomes a regression unit test.

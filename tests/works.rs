@@ -29,6 +29,8 @@
 //! it the cases print SKIP. Missing downloads or tools skip too, except with `CI=true`.
 
 mod common;
+#[path = "works/sweep.rs"]
+mod sweep;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -41,7 +43,58 @@ use common::scan::*;
 use common::*;
 use sha2::{Digest, Sha256};
 
-const TABLE_HEADER: &str = "| image | original | hardened (excl. zoneinfo) | strace minimum (excl. zoneinfo) | ratio | files kept | smoke | failures |\n|---|---|---|---|---|---|---|---|";
+const TABLE_HEADER: &str = "| image | original | hardened (excl. zoneinfo) | strace minimum (excl. zoneinfo) | ratio | files kept | shells, interpreters, network tools kept | smoke | failures |\n|---|---|---|---|---|---|---|---|---|";
+
+/// The last table row `run_case` made (the sweep collects them).
+static LAST_ROW: std::sync::Mutex<Option<SweepRow>> = std::sync::Mutex::new(None);
+
+/// One case's figures, for `docs/sweep.md`.
+#[derive(Clone, Debug, Default)]
+struct SweepRow {
+    ratio: Option<f64>,
+    hard_bytes: Option<u64>,
+    min_bytes: u64,
+    risky: String,
+    failures: Vec<String>,
+}
+
+/// Programs a hardened image should keep only with cause: shells, interpreters, network tools,
+/// package managers (by base name, in the usual program directories).
+fn risky_programs(files: &BTreeMap<String, u64>) -> Vec<String> {
+    const NAMES: &[&str] = &[
+        "sh", "bash", "dash", "ash", "zsh", "ksh", "mksh", "busybox", "perl", "ruby", "node",
+        "nodejs", "php", "lua", "tclsh", "curl", "wget", "nc", "ncat", "netcat", "socat", "telnet",
+        "ssh", "apt", "apt-get", "dpkg", "pip", "pip3",
+    ];
+    let mut out: Vec<String> = files
+        .keys()
+        .filter(|p| {
+            [
+                "/bin/",
+                "/usr/bin/",
+                "/sbin/",
+                "/usr/sbin/",
+                "/usr/local/bin/",
+            ]
+            .iter()
+            .any(|d| p.strip_prefix(d).is_some_and(|n| !n.contains('/')))
+        })
+        .filter_map(|p| p.rsplit('/').next())
+        .filter(|n| {
+            NAMES.contains(n)
+                || n.starts_with("python")
+                || n.starts_with("perl5")
+                || n.starts_with("ruby")
+                || n.starts_with("lua5")
+                || n.starts_with("tclsh")
+                || n.starts_with("php")
+        })
+        .map(String::from)
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
 
 /// Files the original uses that the hardened image may have without the same bytes, or not at
 /// all, with the reason. Every case has these.
@@ -258,19 +311,28 @@ fn run_case(case: Case) {
                hard: Option<u64>,
                min: u64,
                kept: Option<usize>,
+               risky: &str,
                smoke: &str,
                f: &[(String, String)]| {
+        *LAST_ROW.lock().unwrap_or_else(|e| e.into_inner()) = Some(SweepRow {
+            ratio: hard.filter(|_| min > 0).map(|h| h as f64 / min as f64),
+            hard_bytes: hard,
+            min_bytes: min,
+            risky: risky.to_string(),
+            failures: f.iter().map(|(s, _)| s.clone()).collect(),
+        });
         let ratio = match hard {
             Some(h) if min > 0 => format!("{:.2}", h as f64 / min as f64),
             _ => "-".to_string(),
         };
         let summary: Vec<String> = f.iter().map(|(s, _)| s.replace('|', "\\|")).collect();
         let line = format!(
-            "| {name} | {} | {} | {} | {ratio} | {} | {smoke} | {} |",
+            "| {name} | {} | {} | {} | {ratio} | {} | {} | {smoke} | {} |",
             mb(orig),
             hard.map(mb).unwrap_or_else(|| "-".into()),
             mb(min),
             kept.map(|k| k.to_string()).unwrap_or_else(|| "-".into()),
+            if risky.is_empty() { "-" } else { risky },
             if summary.is_empty() {
                 "none".to_string()
             } else {
@@ -298,7 +360,7 @@ fn run_case(case: Case) {
             .as_ref()
             .is_none_or(|e| r.stdout.windows(e.len().max(1)).any(|w| w == e.as_slice()));
         if !r.ok() || !expect_ok {
-            row(original_bytes, None, 0, None, "harness failed", &[]);
+            row(original_bytes, None, 0, None, "", "harness failed", &[]);
             panic!(
                 "HARNESS: workload `{}` of {name} does not work on the ORIGINAL image (expected \
                  stdout to contain {:?}):\n{}",
@@ -364,6 +426,7 @@ fn run_case(case: Case) {
             None,
             min_bytes,
             None,
+            "",
             "harden failed",
             &failures,
         );
@@ -770,6 +833,7 @@ fn run_case(case: Case) {
         Some(hard_bytes),
         min_bytes,
         Some(kept),
+        &risky_programs(&hfiles).join(" "),
         &smoke,
         &failures,
     );

@@ -1065,6 +1065,9 @@ pub struct Workload {
 pub struct HttpProbe {
     pub port: u16,
     pub paths: Vec<String>,
+    /// Instead of GETs: send these bytes and take the reply (until the peer closes or is idle
+    /// for 2 s) as the output, for servers of other protocols (redis, memcached, SMTP…).
+    pub send: Option<Vec<u8>>,
 }
 
 impl Workload {
@@ -1098,6 +1101,17 @@ impl Workload {
         self.http = Some(HttpProbe {
             port,
             paths: paths.iter().map(|s| s.to_string()).collect(),
+            send: None,
+        });
+        self
+    }
+
+    /// A server of another protocol: once `port` listens, send `bytes`; the reply is the output.
+    pub fn tcp(mut self, port: u16, bytes: impl AsRef<[u8]>) -> Self {
+        self.http = Some(HttpProbe {
+            port,
+            paths: Vec::new(),
+            send: Some(bytes.as_ref().to_vec()),
         });
         self
     }
@@ -1510,6 +1524,18 @@ pub fn run_workload(
         }
         if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
             ok = true;
+            if let Some(bytes) = &probe.send {
+                match tcp_exchange(probe.port, bytes) {
+                    Ok(reply) => {
+                        ok = !reply.is_empty();
+                        responses = reply;
+                    }
+                    Err(e) => {
+                        note.push_str(&format!("pare-test: tcp exchange: {e}\n"));
+                        ok = false;
+                    }
+                }
+            }
             for p in &probe.paths {
                 match http_get(probe.port, p) {
                     Ok((status, body)) => {
@@ -1542,6 +1568,34 @@ pub fn run_workload(
         stdout: responses,
         stderr,
     }
+}
+
+/// Send `bytes` to 127.0.0.1:port; the reply until the peer closes, 2 s pass without a byte,
+/// or 1 MiB.
+pub fn tcp_exchange(port: u16, bytes: &[u8]) -> Result<Vec<u8>, String> {
+    let mut s = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))
+        .map_err(|e| e.to_string())?;
+    s.write_all(bytes).map_err(|e| e.to_string())?;
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 8192];
+    while reply.len() < 1 << 20 {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => reply.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                break;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset && !reply.is_empty() => break,
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Ok(reply)
 }
 
 /// `GET path` on 127.0.0.1:port (HTTP/1.0): status and body.

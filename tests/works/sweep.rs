@@ -1,0 +1,274 @@
+//! `just sweep`: the breadth sweep. Every case of `tests/sweep/*.toml` (a real Debian bookworm
+//! program with a workload that does real work) goes through [`run_case`], the acceptance run
+//! of `tests/works.rs`: the original under `strace` as 65532, `pare harden` with no flags, the
+//! hardened image run the same way and compared on exit code and output, the kept bytes against
+//! the strace minimum, the shells, interpreters and network tools kept. The verdicts go to
+//! `docs/sweep.md` (a case's first verdict is kept there; later runs update the last one).
+//! `SWEEP_ONLY=REGEX` runs the matching cases only.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use super::*;
+
+#[derive(serde::Deserialize)]
+struct CaseFile {
+    case: Vec<Def>,
+}
+
+#[derive(serde::Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+struct Def {
+    name: String,
+    class: String,
+    packages: Vec<String>,
+    entrypoint: Vec<String>,
+    #[serde(default)]
+    cmd: Vec<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    workdir: Option<String>,
+    #[serde(default)]
+    files: Vec<FileDef>,
+    args: Option<Vec<String>>,
+    stdin: Option<String>,
+    expect: Option<String>,
+    tcp: Option<Tcp>,
+    http: Option<Http>,
+    #[allow(dead_code)]
+    note: Option<String>,
+}
+
+#[derive(serde::Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+struct FileDef {
+    path: String,
+    mode: Option<u32>,
+    text: String,
+}
+
+#[derive(serde::Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+struct Tcp {
+    port: u16,
+    send: String,
+    expect: Option<String>,
+}
+
+#[derive(serde::Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+struct Http {
+    port: u16,
+    paths: Vec<String>,
+    expect: Option<String>,
+}
+
+/// Every case, in file order (files sorted by name); names are unique.
+fn load(dir: &Path) -> Vec<Def> {
+    let mut files: Vec<_> = fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    let mut all: Vec<Def> = Vec::new();
+    for f in files {
+        let text = fs::read_to_string(&f).unwrap();
+        let cases: CaseFile =
+            toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        all.extend(cases.case);
+    }
+    let mut names = BTreeSet::new();
+    for d in &all {
+        assert!(names.insert(d.name.clone()), "case {} twice", d.name);
+    }
+    all
+}
+
+/// A [`Case`] for `def`: the base, a layer with its packages and files, its workload.
+fn case_of(base: &BaseImage, def: &Def) -> Result<Case, String> {
+    let files = def.files.clone();
+    let packages: Vec<&str> = def.packages.iter().map(String::as_str).collect();
+    let mut b = app_root_builder(base, &packages)?;
+    for f in &files {
+        b = b.file(&f.path, &f.text, f.mode.unwrap_or(0o644));
+    }
+    let layer = b
+        .build()
+        .layer(&format!("apt-get install {}", def.packages.join(" ")));
+    let ep: Vec<&str> = def.entrypoint.iter().map(String::as_str).collect();
+    let cmd: Vec<&str> = def.cmd.iter().map(String::as_str).collect();
+    let mut s = spec(&ep, &cmd);
+    for (k, v) in &def.env {
+        s = s.with_env(k, v);
+    }
+    if let Some(w) = &def.workdir {
+        s = s.with_workdir(w);
+    }
+    let mut w = Workload::new(&def.name);
+    let expect = match (&def.tcp, &def.http) {
+        (Some(t), _) => {
+            w = w.tcp(t.port, t.send.as_bytes());
+            t.expect.clone()
+        }
+        (None, Some(h)) => {
+            let paths: Vec<&str> = h.paths.iter().map(String::as_str).collect();
+            w = w.http(h.port, &paths);
+            h.expect.clone()
+        }
+        (None, None) => def.expect.clone(),
+    };
+    if let Some(a) = &def.args {
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        w = w.args(&a);
+    }
+    if let Some(i) = &def.stdin {
+        w = w.stdin(i);
+    }
+    let check = Check {
+        w,
+        expect: expect.map(String::into_bytes),
+        compare: Compare::Exact,
+    };
+    Ok(Case::new(&def.name, s, vec![base.layer.clone(), layer]).check(check))
+}
+
+/// The verdict of one case: `same`, `MISS` (pare's result behaves differently or fails a
+/// check), `harness` (the workload does not work on the original: a case to fix).
+fn verdict(row: &Option<SweepRow>, panic: Option<String>) -> (String, String) {
+    let Some(msg) = panic else {
+        return ("same".into(), String::new());
+    };
+    if msg.contains("HARNESS") {
+        return ("harness".into(), first_line(&msg));
+    }
+    let cause = row
+        .as_ref()
+        .and_then(|r| r.failures.first().cloned())
+        .unwrap_or_else(|| first_line(&msg));
+    ("MISS".into(), cause)
+}
+
+fn first_line(s: &str) -> String {
+    s.lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .chars()
+        .take(160)
+        .collect()
+}
+
+/// The first verdicts recorded in an earlier `docs/sweep.md`, by case name.
+fn first_verdicts(doc: &str) -> BTreeMap<String, String> {
+    doc.lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| case") && !l.starts_with("|---"))
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split(" | ").collect();
+            (cols.len() > 3).then(|| {
+                (
+                    cols[0].trim_start_matches("| ").to_string(),
+                    cols[2].to_string(),
+                )
+            })
+        })
+        .collect()
+}
+
+#[test]
+#[ignore = "the breadth sweep (just sweep): hours of downloads and runs"]
+fn sweep() {
+    let Some(base) = setup() else { return };
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let defs = load(&manifest.join("tests/sweep"));
+    let only = std::env::var("SWEEP_ONLY")
+        .ok()
+        .map(|r| regex::Regex::new(&r).expect("SWEEP_ONLY is a regex"));
+    let doc_path = manifest.join("docs/sweep.md");
+    let old = fs::read_to_string(&doc_path).unwrap_or_default();
+    let first = first_verdicts(&old);
+    // Rows of cases not run this time stay as they were.
+    let mut rows: BTreeMap<String, String> = old
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| case") && !l.starts_with("|---"))
+        .filter_map(|l| {
+            Some((
+                l.split(" | ").next()?.trim_start_matches("| ").to_string(),
+                l.to_string(),
+            ))
+        })
+        .collect();
+    for def in &defs {
+        if only.as_ref().is_some_and(|r| !r.is_match(&def.name)) {
+            continue;
+        }
+        *LAST_ROW.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        let started = Instant::now();
+        let outcome = match case_of(base, def) {
+            Err(e) => Some(format!("HARNESS: {e}")),
+            Ok(case) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_case(case)))
+                .err()
+                .map(|p| {
+                    p.downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_default()
+                }),
+        };
+        let row = LAST_ROW.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let (v, cause) = verdict(&row, outcome);
+        let r = row.unwrap_or_default();
+        let size = match (r.hard_bytes, r.ratio) {
+            (Some(h), Some(x)) => format!("{} / {} = {x:.2}", mb(h), mb(r.min_bytes)),
+            _ => "-".into(),
+        };
+        let first_v = first.get(&def.name).cloned().unwrap_or_else(|| v.clone());
+        let line = format!(
+            "| {} | {} | {first_v} | {v} | {} | {size} | {} | {:.0}s |",
+            def.name,
+            def.class,
+            if cause.is_empty() {
+                "-".into()
+            } else {
+                cause.replace('|', "\\|")
+            },
+            if r.risky.is_empty() { "-" } else { &r.risky },
+            started.elapsed().as_secs_f64()
+        );
+        eprintln!("SWEEP {line}");
+        rows.insert(def.name.clone(), line);
+    }
+    // The table in case-file order.
+    let order: Vec<&str> = defs.iter().map(|d| d.name.as_str()).collect();
+    let count = |v: &str| {
+        rows.values()
+            .filter(|l| l.split(" | ").nth(3) == Some(v))
+            .count()
+    };
+    let mut doc = format!(
+        "# The breadth sweep\n\n`just sweep` (tests/works/sweep.rs) runs every case of `tests/sweep/*.toml`: \
+         a real Debian bookworm program in an image of the slim base plus its packages, its \
+         workload run as 65532 on the original (under strace) and on `pare harden`'s result \
+         with no flags, compared on exit code and output. `same`: identical; `MISS`: the \
+         hardened image differs or fails a check of tests/works.rs (the cause is its first \
+         failure); `harness`: the workload does not work on the original (a case to fix). \
+         Kept is the hardened image's regular files (zoneinfo aside) against the strace \
+         minimum of the original's run.\n\n{} cases: {} same, {} MISS, {} harness, {} not run yet.\n\n\
+         | case | class | first verdict | last verdict | cause of a miss | kept / minimum | shells, interpreters, network tools kept | time |\n\
+         |---|---|---|---|---|---|---|---|\n",
+        order.len(),
+        count("same"),
+        count("MISS"),
+        count("harness"),
+        order.iter().filter(|n| !rows.contains_key(**n)).count(),
+    );
+    for n in &order {
+        if let Some(l) = rows.get(*n) {
+            doc.push_str(l);
+            doc.push('\n');
+        }
+    }
+    fs::create_dir_all(doc_path.parent().unwrap()).unwrap();
+    fs::write(&doc_path, doc).unwrap();
+    eprintln!("wrote {}", doc_path.display());
+}
