@@ -33,6 +33,8 @@ struct Def {
     args: Option<Vec<String>>,
     stdin: Option<String>,
     expect: Option<String>,
+    /// The original's exit code, when the program reports findings (default 0).
+    exit: Option<i32>,
     tcp: Option<Tcp>,
     http: Option<Http>,
     #[allow(dead_code)]
@@ -130,6 +132,7 @@ fn case_of(base: &BaseImage, def: &Def) -> Result<Case, String> {
         w,
         expect: expect.map(String::into_bytes),
         compare: Compare::Exact,
+        exit: def.exit.unwrap_or(0),
     };
     Ok(Case::new(&def.name, s, vec![base.layer.clone(), layer]).check(check))
 }
