@@ -100,7 +100,12 @@ fn case_of(base: &BaseImage, def: &Def) -> Result<Case, String> {
         .build()
         .layer(&format!("apt-get install {}", def.packages.join(" ")));
     let ep: Vec<&str> = def.entrypoint.iter().map(String::as_str).collect();
-    let cmd: Vec<&str> = def.cmd.iter().map(String::as_str).collect();
+    // The image's Cmd is the workload (what a user hardens is an image that does this work),
+    // unless the case gives one of its own.
+    let cmd: Vec<&str> = match (&def.args, def.cmd.is_empty()) {
+        (Some(a), true) => a.iter().map(String::as_str).collect(),
+        _ => def.cmd.iter().map(String::as_str).collect(),
+    };
     let mut s = spec(&ep, &cmd);
     for (k, v) in &def.env {
         s = s.with_env(k, v);
@@ -137,20 +142,27 @@ fn case_of(base: &BaseImage, def: &Def) -> Result<Case, String> {
     Ok(Case::new(&def.name, s, vec![base.layer.clone(), layer]).check(check))
 }
 
-/// The verdict of one case: `same`, `MISS` (pare's result behaves differently or fails a
-/// check), `harness` (the workload does not work on the original: a case to fix).
-fn verdict(row: &Option<SweepRow>, panic: Option<String>) -> (String, String) {
+/// The verdict of one case: `same` (the hardened image gives the same exit code and output),
+/// `MISS` (it does not, or pare failed), `harness` (the workload does not work on the
+/// original: a case to fix); and the cause of a miss, or the other checks of tests/works.rs
+/// that failed.
+fn verdict(row: &Option<SweepRow>, panic: Option<String>) -> (String, String, String) {
     let Some(msg) = panic else {
-        return ("same".into(), String::new());
+        return ("same".into(), String::new(), String::new());
     };
     if msg.contains("HARNESS") {
-        return ("harness".into(), first_line(&msg));
+        return ("harness".into(), first_line(&msg), String::new());
     }
-    let cause = row
-        .as_ref()
-        .and_then(|r| r.failures.first().cloned())
-        .unwrap_or_else(|| first_line(&msg));
-    ("MISS".into(), cause)
+    let failures = row.as_ref().map(|r| r.failures.clone()).unwrap_or_default();
+    let (miss, other): (Vec<String>, Vec<String>) = failures
+        .into_iter()
+        .partition(|f| f.starts_with("(a)") || f.starts_with("pare harden failed"));
+    let other = other.join("; ");
+    match miss.first() {
+        Some(m) => ("MISS".into(), m.clone(), other),
+        None if other.is_empty() => ("MISS".into(), first_line(&msg), other),
+        None => ("same".into(), String::new(), other),
+    }
 }
 
 fn first_line(s: &str) -> String {
@@ -219,7 +231,7 @@ fn sweep() {
                 }),
         };
         let row = LAST_ROW.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let (v, cause) = verdict(&row, outcome);
+        let (v, cause, other) = verdict(&row, outcome);
         let r = row.unwrap_or_default();
         let size = match (r.hard_bytes, r.ratio) {
             (Some(h), Some(x)) => format!("{} / {} = {x:.2}", mb(h), mb(r.min_bytes)),
@@ -227,13 +239,22 @@ fn sweep() {
         };
         let first_v = first.get(&def.name).cloned().unwrap_or_else(|| v.clone());
         let line = format!(
-            "| {} | {} | {first_v} | {v} | {} | {size} | {} | {:.0}s |",
+            "| {} | {} | {first_v} | {v} | {} | {} | {size} | {} | {:.0}s |",
             def.name,
             def.class,
             if cause.is_empty() {
                 "-".into()
             } else {
                 cause.replace('|', "\\|")
+            },
+            if other.is_empty() {
+                "-".into()
+            } else {
+                other
+                    .chars()
+                    .take(200)
+                    .collect::<String>()
+                    .replace('|', "\\|")
             },
             if r.risky.is_empty() { "-" } else { &r.risky },
             started.elapsed().as_secs_f64()
@@ -255,10 +276,13 @@ fn sweep() {
          with no flags, compared on exit code and output. `same`: identical; `MISS`: the \
          hardened image differs or fails a check of tests/works.rs (the cause is its first \
          failure); `harness`: the workload does not work on the original (a case to fix). \
+         Other checks: the rest of tests/works.rs's checks ((b) every file the original's run \
+         used is kept, (c) kept bytes within 1.5x the minimum, (d) harden --check, (e) check of \
+         the original, (f)/(g) what scanners see). \
          Kept is the hardened image's regular files (zoneinfo aside) against the strace \
          minimum of the original's run.\n\n{} cases: {} same, {} MISS, {} harness, {} not run yet.\n\n\
-         | case | class | first verdict | last verdict | cause of a miss | kept / minimum | shells, interpreters, network tools kept | time |\n\
-         |---|---|---|---|---|---|---|---|\n",
+         | case | class | first verdict | last verdict | cause of a miss | other checks failed | kept / minimum | shells, interpreters, network tools kept | time |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
         order.len(),
         count("same"),
         count("MISS"),
