@@ -130,12 +130,7 @@ fn filter_program(arch: u32) -> Vec<libc::sock_filter> {
 /// makes, for a seccomp profile).
 pub fn install_filter(every: bool) -> Result<(), String> {
     let mut f = if every {
-        vec![libc::sock_filter {
-            code: (libc::BPF_RET | libc::BPF_K) as u16,
-            jt: 0,
-            jf: 0,
-            k: libc::SECCOMP_RET_TRACE,
-        }]
+        vec![super::seccomp::ret(libc::SECCOMP_RET_TRACE)]
     } else {
         match AUDIT_ARCH {
             Some(arch) => filter_program(arch),

@@ -10,13 +10,9 @@ use std::path::Path;
 
 use nix::mount::{MsFlags, mount};
 
-use super::sandbox::Spec;
+use super::sandbox::{Spec, errno};
 
 const NONE: Option<&str> = None;
-
-fn errno(what: &str) -> impl Fn(nix::Error) -> String + '_ {
-    move |e| format!("{what}: {}", e.desc())
-}
 
 /// Read-only in `/proc` (runc's `readonlyPaths`).
 pub const PROC_READONLY: &[&str] = &["sys", "sysrq-trigger", "irq", "bus", "fs"];

@@ -156,7 +156,7 @@ pub fn load(path: &std::path::Path) -> Result<Program, String> {
 
 /// Compile profile JSON into a filter for this host.
 pub fn compile(json: &[u8]) -> Result<Program, String> {
-    use libc::{BPF_ABS, BPF_JEQ, BPF_JGE, BPF_JMP, BPF_K, BPF_LD, BPF_RET, BPF_W};
+    use libc::{BPF_ABS, BPF_JEQ, BPF_JGE, BPF_LD, BPF_W};
     let p: Profile =
         serde_json::from_slice(json).map_err(|e| format!("not a seccomp profile: {e}"))?;
     let default = action(&p.default_action, p.default_errno_ret)?;
@@ -179,27 +179,27 @@ pub fn compile(json: &[u8]) -> Result<Program, String> {
             }
         }
     }
-    let ins = |code: u32, jt: u8, jf: u8, k: u32| (code as u16, jt, jf, k);
+    use super::seccomp::{X32_BIT, jump, ret, stmt};
     let mut f = vec![
-        ins(BPF_LD | BPF_W | BPF_ABS, 0, 0, 4), // seccomp_data.arch
-        ins(BPF_JMP | BPF_JEQ | BPF_K, 1, 0, arch),
-        ins(BPF_RET | BPF_K, 0, 0, default),
-        ins(BPF_LD | BPF_W | BPF_ABS, 0, 0, 0), // seccomp_data.nr
+        stmt(BPF_LD | BPF_W | BPF_ABS, 4), // seccomp_data.arch
+        jump(BPF_JEQ, arch, 1, 0),
+        ret(default),
+        stmt(BPF_LD | BPF_W | BPF_ABS, 0), // seccomp_data.nr
     ];
     if cfg!(target_arch = "x86_64") {
         // x32 numbers: the default.
-        f.push(ins(BPF_JMP | BPF_JGE | BPF_K, 0, 1, 0x4000_0000));
-        f.push(ins(BPF_RET | BPF_K, 0, 0, default));
+        f.push(jump(BPF_JGE, X32_BIT, 0, 1));
+        f.push(ret(default));
     }
     for (nr, act) in rules {
-        f.push(ins(BPF_JMP | BPF_JEQ | BPF_K, 0, 1, nr));
-        f.push(ins(BPF_RET | BPF_K, 0, 0, act));
+        f.push(jump(BPF_JEQ, nr, 0, 1));
+        f.push(ret(act));
     }
-    f.push(ins(BPF_RET | BPF_K, 0, 0, default));
+    f.push(ret(default));
     if f.len() > 4096 {
         return Err("more rules than a seccomp filter holds".into());
     }
-    Ok(f)
+    Ok(f.iter().map(|i| (i.code, i.jt, i.jf, i.k)).collect())
 }
 
 /// In the program's process, after the default filter: load `p` too.
@@ -234,27 +234,11 @@ mod tests {
         );
         let f = compile(&serde_json::to_vec(&v).unwrap()).unwrap();
         // Walk it: uname allowed, keyctl refused with EPERM, x32 and other ABIs refused.
-        let eval = |arch: u32, nr: u32| -> u32 {
-            let mut pc = 0;
-            let mut acc = 0;
-            loop {
-                let (code, jt, jf, k) = f[pc];
-                match code as u32 & 0x07 {
-                    0x00 => acc = if k == 4 { arch } else { nr },
-                    0x05 => {
-                        let hit = if code as u32 & 0xf0 == libc::BPF_JGE {
-                            acc >= k
-                        } else {
-                            acc == k
-                        };
-                        pc += 1 + if hit { jt } else { jf } as usize;
-                        continue;
-                    }
-                    _ => return k,
-                }
-                pc += 1;
-            }
-        };
+        let f: Vec<libc::sock_filter> = f
+            .iter()
+            .map(|&(code, jt, jf, k)| libc::sock_filter { code, jt, jf, k })
+            .collect();
+        let eval = |arch: u32, nr: u32| super::super::seccomp::tests::eval(&f, arch, nr, 0);
         let x86_64 = 0xC000_003E;
         let eperm = libc::SECCOMP_RET_ERRNO | libc::EPERM as u32;
         assert_eq!(

@@ -205,10 +205,6 @@ pub fn run(spec: &Spec, stdin: &[u8]) -> Result<Outcome, SandboxError> {
     std::io::Write::write_all(&mut file, &json).map_err(SandboxError::Spawn)?;
     let (_, spec_path) = file.keep().map_err(|e| SandboxError::Spawn(e.error))?;
     let exe = std::env::current_exe().map_err(SandboxError::Spawn)?;
-    let mut cgroup = super::cgroup::Cgroup::create(
-        spec.limits.memory.saturating_add(spec.size),
-        spec.limits.processes,
-    );
     let started = Instant::now();
     let spawned = Command::new(exe)
         .arg("__sandbox")
@@ -251,6 +247,20 @@ pub fn run(spec: &Spec, stdin: &[u8]) -> Result<Outcome, SandboxError> {
         });
     }
     let pid = Pid::from_raw(child.id() as i32);
+    // Made once the helper runs (it waits for it below), so a failed spawn leaves none.
+    let mut cgroup = super::cgroup::Cgroup::create(
+        spec.limits.memory.saturating_add(spec.size),
+        spec.limits.processes,
+    );
+    // Setup failed before the program ran: end the helper, remove what was made for it.
+    let abandon = |cgroup: Result<super::cgroup::Cgroup, String>| {
+        let _ = kill(pid, Signal::SIGKILL);
+        let _ = waitpid(pid, None);
+        let _ = std::fs::remove_file(&spec_path);
+        if let Ok(cg) = cgroup {
+            cg.remove();
+        }
+    };
     // The helper stops itself once its user namespace exists; its id maps are written from
     // here (as root directly, else with the setuid newuidmap, which checks /etc/subuid) and it
     // is moved into the sandbox's cgroup, then it goes on.
@@ -267,24 +277,14 @@ pub fn run(spec: &Spec, stdin: &[u8]) -> Result<Outcome, SandboxError> {
                 cg.remove();
             }
             if let Err(e) = super::idmap::write_maps(child.id(), &spec.mapping) {
-                let _ = kill(pid, Signal::SIGKILL);
-                let _ = waitpid(pid, None);
-                let _ = std::fs::remove_file(&spec_path);
-                if let Ok(cg) = cgroup {
-                    cg.remove();
-                }
+                abandon(cgroup);
                 return Err(SandboxError::Setup(e));
             }
             let _ = kill(pid, Signal::SIGCONT);
         }
         Ok(st) => ended = Some(st),
         Err(e) => {
-            let _ = kill(pid, Signal::SIGKILL);
-            let _ = waitpid(pid, None);
-            let _ = std::fs::remove_file(&spec_path);
-            if let Ok(cg) = cgroup {
-                cg.remove();
-            }
+            abandon(cgroup);
             return Err(SandboxError::Spawn(e.into()));
         }
     }
@@ -382,7 +382,7 @@ pub fn helper_main(spec: &Path) -> ! {
     std::process::exit(code)
 }
 
-fn errno(what: &str) -> impl Fn(nix::Error) -> String + '_ {
+pub(super) fn errno(what: &str) -> impl Fn(nix::Error) -> String + '_ {
     move |e| format!("{what}: {}", e.desc())
 }
 

@@ -19,7 +19,7 @@ const ARCH_X86_64: u32 = 0xC000_003E;
 const ARCH_I386: u32 = 0x4000_0003;
 const ARCH_AARCH64: u32 = 0xC000_00B7;
 /// x32 system calls are x86_64's with this bit set.
-const X32_BIT: u32 = 0x4000_0000;
+pub(super) const X32_BIT: u32 = 0x4000_0000;
 
 /// Every namespace flag of clone(2) (time, mount, cgroup, uts, ipc, user, pid, net).
 const NAMESPACE_FLAGS: u32 = 0x0000_0080
@@ -132,7 +132,7 @@ fn i386() -> Table {
     }
 }
 
-fn stmt(code: u32, k: u32) -> sock_filter {
+pub(super) fn stmt(code: u32, k: u32) -> sock_filter {
     sock_filter {
         code: code as u16,
         jt: 0,
@@ -141,7 +141,8 @@ fn stmt(code: u32, k: u32) -> sock_filter {
     }
 }
 
-fn jump(op: u32, k: u32, jt: u8, jf: u8) -> sock_filter {
+/// A conditional jump: `op` is `BPF_JEQ`, `BPF_JGE` or `BPF_JSET` against `k`.
+pub(super) fn jump(op: u32, k: u32, jt: u8, jf: u8) -> sock_filter {
     sock_filter {
         code: (libc::BPF_JMP | op | libc::BPF_K) as u16,
         jt,
@@ -150,7 +151,7 @@ fn jump(op: u32, k: u32, jt: u8, jf: u8) -> sock_filter {
     }
 }
 
-fn ret(action: u32) -> sock_filter {
+pub(super) fn ret(action: u32) -> sock_filter {
     stmt(libc::BPF_RET | libc::BPF_K, action)
 }
 
@@ -238,11 +239,12 @@ pub fn load(f: &mut [sock_filter]) -> std::io::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    /// A classic-BPF interpreter for the instructions the filter uses: the action for a call.
-    fn eval(f: &[sock_filter], arch: u32, nr: u32, arg0: u64) -> u32 {
+    /// A classic-BPF interpreter for the instructions pare's filters use: the action for a
+    /// call.
+    pub(in crate::probe) fn eval(f: &[sock_filter], arch: u32, nr: u32, arg0: u64) -> u32 {
         use libc::{BPF_ABS, BPF_JEQ, BPF_JGE, BPF_JMP, BPF_JSET, BPF_K, BPF_LD, BPF_RET, BPF_W};
         let mut data = [0u8; 64];
         data[0..4].copy_from_slice(&nr.to_le_bytes());

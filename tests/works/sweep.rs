@@ -174,20 +174,20 @@ fn first_line(s: &str) -> String {
         .collect()
 }
 
-/// The first verdicts recorded in an earlier `docs/sweep.md`, by case name.
-fn first_verdicts(doc: &str) -> BTreeMap<String, String> {
+/// The case rows of an earlier `docs/sweep.md`, by case name.
+fn table_rows(doc: &str) -> BTreeMap<String, String> {
     doc.lines()
-        .filter(|l| l.starts_with("| ") && !l.starts_with("| case") && !l.starts_with("|---"))
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| case"))
         .filter_map(|l| {
-            let cols: Vec<&str> = l.split(" | ").collect();
-            (cols.len() > 3).then(|| {
-                (
-                    cols[0].trim_start_matches("| ").to_string(),
-                    cols[2].to_string(),
-                )
-            })
+            let name = l.split(" | ").next()?.trim_start_matches("| ");
+            Some((name.to_string(), l.to_string()))
         })
         .collect()
+}
+
+/// A row's column `i` (0: the case's name).
+fn column(row: &str, i: usize) -> Option<&str> {
+    row.split(" | ").nth(i)
 }
 
 #[test]
@@ -201,17 +201,11 @@ fn sweep() {
         .map(|r| regex::Regex::new(&r).expect("SWEEP_ONLY is a regex"));
     let doc_path = manifest.join("docs/sweep.md");
     let old = fs::read_to_string(&doc_path).unwrap_or_default();
-    let first = first_verdicts(&old);
-    // Rows of cases not run this time stay as they were.
-    let mut rows: BTreeMap<String, String> = old
-        .lines()
-        .filter(|l| l.starts_with("| ") && !l.starts_with("| case") && !l.starts_with("|---"))
-        .filter_map(|l| {
-            Some((
-                l.split(" | ").next()?.trim_start_matches("| ").to_string(),
-                l.to_string(),
-            ))
-        })
+    // Rows of cases not run this time stay as they were; a case's first verdict stays.
+    let mut rows = table_rows(&old);
+    let first: BTreeMap<String, String> = rows
+        .iter()
+        .filter_map(|(n, l)| Some((n.clone(), column(l, 2)?.to_string())))
         .collect();
     for def in &defs {
         if only.as_ref().is_some_and(|r| !r.is_match(&def.name)) {
@@ -264,11 +258,7 @@ fn sweep() {
     }
     // The table in case-file order.
     let order: Vec<&str> = defs.iter().map(|d| d.name.as_str()).collect();
-    let count = |v: &str| {
-        rows.values()
-            .filter(|l| l.split(" | ").nth(3) == Some(v))
-            .count()
-    };
+    let count = |v: &str| rows.values().filter(|l| column(l, 3) == Some(v)).count();
     let mut doc = format!(
         "# The breadth sweep\n\n`just sweep` (tests/works/sweep.rs) runs every case of `tests/sweep/*.toml`: \
          a real Debian bookworm program in an image of the slim base plus its packages, its \
