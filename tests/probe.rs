@@ -938,11 +938,11 @@ fn a_hostile_image_changes_nothing_outside_the_sandbox() {
             killed >= 1,
             "no child was stopped at the cgroup's bound: {p}"
         );
-        // The kernel gives the killed processes' memory back within moments (5 GiB were
-        // taken).
+        // The kernel gives the killed processes' memory back (5 GiB were taken); with the
+        // other tests of this file running beside it, that was seen to take up to ~25 s.
         let t = std::time::Instant::now();
         let mut back = meminfo("MemAvailable:");
-        while back + (1 << 30) < avail && t.elapsed().as_secs() < 10 {
+        while back + (1 << 30) < avail && t.elapsed().as_secs() < 60 {
             std::thread::sleep(std::time::Duration::from_millis(200));
             back = meminfo("MemAvailable:");
         }
