@@ -900,6 +900,30 @@ impl Cx<'_> {
         self.contents.elf(self.fs, path)
     }
 
+    /// The regular files under a directory (absolute, any depth, symlinked directory
+    /// followed once), sorted, under the directory's own spelling; at most 10,000.
+    pub fn files_under(&self, dir: &str) -> Vec<String> {
+        let Ok(r) = self.fs.resolve(dir, true) else {
+            return vec![];
+        };
+        let prefix = if r.path.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", r.path)
+        };
+        let base = dir.trim_end_matches('/');
+        let mut out: Vec<String> = self
+            .fs
+            .subtree(&r.path)
+            .filter(|(_, n)| matches!(n.kind, Kind::File { .. }))
+            .filter_map(|(k, _)| k.strip_prefix(&prefix))
+            .map(|rest| join(if base.is_empty() { "/" } else { base }, rest))
+            .collect();
+        out.sort();
+        out.truncate(10_000);
+        out
+    }
+
     /// Files matching a glob (absolute, wildcards anywhere), sorted, as absolute paths under
     /// the pattern's own spelling of its fixed prefix.
     pub fn glob(&self, pattern: &str) -> Vec<String> {
