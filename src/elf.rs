@@ -42,8 +42,8 @@ pub struct ElfFacts {
     /// Absolute-path-like tokens found in the read-only data (deduplicated, bounded).
     pub strings: Vec<String>,
     /// Short word-like tokens of the read-only data (charset names, program names), collected
-    /// only from objects that import `iconv_open` or run programs through PATH (`execvp`,
-    /// `execlp`, `execvpe`, `posix_spawnp`) (bounded).
+    /// only from objects that import `iconv_open`, run programs (`exec*`, `posix_spawn*`) or
+    /// import Python modules by name (`PyImport_*`) (bounded).
     pub words: Vec<String>,
 }
 
@@ -166,9 +166,26 @@ fn parse_inner(bytes: &[u8]) -> Result<ElfFacts, String> {
     if let Some(dynamic) = Dynamic::parse(bytes, &phdrs, ctx).ok().flatten() {
         facts.imports = imports(bytes, &dynamic, &shdrs, ctx, header.e_machine);
     }
-    let want_words = ["iconv_open", "execvp", "execlp", "execvpe", "posix_spawnp"]
-        .iter()
-        .any(|s| facts.import(s).is_some());
+    let want_words = [
+        "iconv_open",
+        "execv",
+        "execve",
+        "execl",
+        "execle",
+        "execvp",
+        "execlp",
+        "execvpe",
+        "posix_spawn",
+        "posix_spawnp",
+        "fexecve",
+        // A Python extension module importing others by name (Cython, pyo3, cffi).
+        "PyImport_Import",
+        "PyImport_ImportModule",
+        "PyImport_ImportModuleLevel",
+        "PyImport_ImportModuleLevelObject",
+    ]
+    .iter()
+    .any(|s| facts.import(s).is_some());
     let (strings, words) = data_strings(
         bytes,
         &phdrs,

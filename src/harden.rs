@@ -1069,6 +1069,11 @@ async fn build_one(
             .iter()
             .map(|(p, why)| (crate::rootfs::display(p), why.clone()))
             .collect(),
+        withheld: trace
+            .withheld
+            .iter()
+            .map(|(p, why)| (crate::rootfs::display(p), why.clone()))
+            .collect(),
         seconds: started.elapsed().as_secs_f64(),
         security_context: plan::security_context(&plan),
         check,

@@ -423,6 +423,11 @@ struct HardenArgs {
     /// used to start and to answer is kept (repeatable).
     #[arg(long = "learn-http", value_name = "PORT/PATH")]
     learn_http: Vec<String>,
+    /// Like --learn-http, for a server that does not speak HTTP (a key-value store, a
+    /// database): start the entrypoint (with the image's Cmd) in a sandbox of the source while
+    /// recording, wait until PORT listens, then stop it (repeatable).
+    #[arg(long = "learn-tcp", value_name = "PORT")]
+    learn_tcp: Vec<String>,
     /// With --learn/--learn-http: also record every system call their programs make and write
     /// them as a seccomp profile (OCI/Docker JSON, any other call EPERM) to FILE;
     /// --print-security-context then references it (seccompProfile: Localhost).
@@ -661,10 +666,15 @@ async fn run(cli: Cli, progress: Progress) -> anyhow::Result<Outcome> {
                 p.learn = true;
                 opts.learn.push(p);
             }
+            for t in &a.learn_tcp {
+                let mut p = pare::probe::Probe::tcp(t)?;
+                p.learn = true;
+                opts.learn.push(p);
+            }
             if a.seccomp_profile.is_some() {
                 if opts.learn.is_empty() {
                     anyhow::bail!(pare::Error::Usage(
-                        "--seccomp-profile needs --learn or --learn-http: the profile is what their programs call".into()
+                        "--seccomp-profile needs --learn, --learn-http or --learn-tcp: the profile is what their programs call".into()
                     ));
                 }
                 for p in &mut opts.learn {
@@ -721,6 +731,9 @@ async fn run(cli: Cli, progress: Progress) -> anyhow::Result<Outcome> {
                         String::new()
                     };
                     eprintln!("warning: {tag}{}", clean(w, false));
+                }
+                for (p, why) in &r.withheld {
+                    eprintln!("withheld: {}: {}", clean(p, false), clean(why, false));
                 }
                 if let Some(c) = &r.check {
                     eprint!("{}", clean(&c.text(), true));

@@ -90,6 +90,10 @@ pub struct Report {
     /// Paths looked at and not kept, with why (secrets named by a string, directories over
     /// the bound, gconv modules no program names, …).
     pub dropped: std::collections::BTreeMap<String, String>,
+    /// Executables only weak evidence points at (a program that can run shell commands, a
+    /// name in a binary's strings): not kept, with why and how to keep them.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub withheld: std::collections::BTreeMap<String, String>,
     pub seconds: f64,
     /// The Kubernetes securityContext that fits the hardened image.
     pub security_context: SecurityContext,

@@ -239,9 +239,11 @@ pub fn trace(child: Pid, out: &mut std::fs::File, every: bool) -> Result<i32, St
             ptrace::syscall(pid, sig)
         };
     };
+    // Each new path or call is written as it is seen: a server stopped at the time limit
+    // (SIGKILL, no chance to flush) keeps what it used until then.
     let mut record = |pid: Pid, arch: u32, nr: i64, args: &[u64; 6]| {
-        if every {
-            calls.insert((arch, nr));
+        if every && calls.insert((arch, nr)) {
+            let _ = writeln!(out, "S\t{arch}\t{nr}");
         }
         // Path calls are the host ABI's numbers.
         if AUDIT_ARCH.is_some_and(|a| a != arch) {
@@ -256,6 +258,9 @@ pub fn trace(child: Pid, out: &mut std::fs::File, every: bool) -> Result<i32, St
         {
             let there = std::fs::symlink_metadata(&path).is_ok();
             bytes += path.len();
+            if !path.contains('\n') {
+                let _ = writeln!(out, "{}\t{path}", if there { 1 } else { 0 });
+            }
             seen.insert(path, there);
         }
     };
@@ -299,17 +304,6 @@ pub fn trace(child: Pid, out: &mut std::fs::File, every: bool) -> Result<i32, St
             _ => {}
         }
     };
-    let mut w = std::io::BufWriter::new(out);
-    for (p, ok) in &seen {
-        if p.contains('\n') {
-            continue;
-        }
-        let _ = writeln!(w, "{}\t{p}", if *ok { 1 } else { 0 });
-    }
-    for (arch, nr) in &calls {
-        let _ = writeln!(w, "S\t{arch}\t{nr}");
-    }
-    let _ = w.flush();
     Ok(status)
 }
 

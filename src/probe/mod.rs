@@ -86,12 +86,31 @@ impl Probe {
         })
     }
 
+    /// `--learn-tcp PORT`: the image's own Cmd, run as a server until PORT listens.
+    pub fn tcp(spec: &str) -> Result<Probe> {
+        let port = spec.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {
+            Error::Usage(format!(
+                "--learn-tcp {spec:?}: expected a port number, e.g. 6379"
+            ))
+        })?;
+        Ok(Probe {
+            args: None,
+            http: Some(HttpProbe {
+                port,
+                path: String::new(),
+                listen_only: true,
+            }),
+            ..Default::default()
+        })
+    }
+
     pub fn describe(&self) -> String {
         let what = match &self.args {
             Some(a) => a.join(" "),
             None => "(the image's Cmd)".into(),
         };
         match &self.http {
+            Some(h) if h.listen_only => format!("{what}, until port {} listens", h.port),
             Some(h) => format!("{what}, GET http://localhost:{}{}", h.port, h.path),
             None => what,
         }

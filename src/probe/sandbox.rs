@@ -117,6 +117,10 @@ pub struct Spec {
 pub struct HttpProbe {
     pub port: u16,
     pub path: String,
+    /// `--learn-tcp PORT`: only wait until something listens on the port (no request); the
+    /// run counts as answered (status 200) once it does.
+    #[serde(default)]
+    pub listen_only: bool,
 }
 
 impl HttpProbe {
@@ -127,7 +131,11 @@ impl HttpProbe {
             None => (s, "/".to_string()),
         };
         let port = port.parse().ok().filter(|p| *p > 0)?;
-        (!path.contains(char::is_whitespace)).then_some(HttpProbe { port, path })
+        (!path.contains(char::is_whitespace)).then_some(HttpProbe {
+            port,
+            path,
+            listen_only: false,
+        })
     }
 }
 
@@ -687,6 +695,9 @@ fn http_get(h: &HttpProbe, deadline: Instant, mut ended: impl FnMut() -> bool) -
             return None;
         }
         if let Ok(mut c) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            if h.listen_only {
+                return Some(b"HTTP/1.0 200 listening\r\n\r\n".to_vec());
+            }
             let left = deadline.saturating_duration_since(Instant::now());
             let _ = c.set_read_timeout(Some(left.max(Duration::from_millis(100))));
             let req = format!(

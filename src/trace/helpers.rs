@@ -7,7 +7,15 @@
 //! one of an add-on package that depends on it (`groff`'s `devhtml/DESC` says `prepro
 //! pre-grohtml`, a program of `groff`, which extends `groff-base`). All are traced as programs.
 //!
-//! Only the package's own programs count: a bare word is too weak a reference to pull in
+//! A program that runs others by a path it computes (it imports `execv`, `execve`, `execl`,
+//! `posix_spawn`…: a compiled-in bindir or libexec directory joined with a name) and names the
+//! basename of an ELF program of its own package, of a package of the same source, or of a
+//! package it depends on runs that program too (`cpp` runs `cc1` from its libexec directory,
+//! an X server runs `xkbcomp`). A shell, an interpreter, a network tool, a package manager, a
+//! setuid carrier or a script named that way is withheld (reported, not kept): those need the
+//! entrypoint, a traced script line or the active configuration.
+//!
+//! Only related packages' programs count: a bare word is too weak a reference to pull in
 //! another package's command (`cat` in an error message is not a reason to keep coreutils).
 //! Packages the package rule never follows (shells, package managers, setuid carriers,
 //! essential packages) are left out here too.
@@ -21,6 +29,16 @@ use crate::rootfs::{Kind, display};
 
 /// Imports that run a program found through PATH.
 const PATH_EXEC: &[&str] = &["execvp", "execlp", "execvpe", "posix_spawnp"];
+/// Imports that run a program by a path the caller computes (a compiled-in bindir or
+/// libexec directory joined with a name).
+const FILE_EXEC: &[&str] = &[
+    "execv",
+    "execve",
+    "execl",
+    "execle",
+    "posix_spawn",
+    "fexecve",
+];
 
 /// Largest data file read for the helpers it names.
 const MAX_DATA_BYTES: u64 = 64 << 10;
@@ -94,6 +112,79 @@ fn run(
     Ok(())
 }
 
+/// The ELF programs a package's program may run by a computed path: those of the package
+/// itself, of its siblings (the same source package) and of what it depends on (the first
+/// installed alternative), by basename → (path, how related). Packages never followed are
+/// left out.
+fn kin_programs(cx: &mut Cx, db: &Db, q: usize) -> BTreeMap<String, (String, &'static str)> {
+    let pkg = &db.packages[q];
+    let source = pkg.source.clone().unwrap_or_else(|| pkg.name.clone());
+    let mut related: Vec<(usize, &'static str)> = vec![(q, "its own package")];
+    for (i, other) in db.packages.iter().enumerate() {
+        if i != q && other.source.as_deref().unwrap_or(&other.name) == source {
+            related.push((i, "a package of the same source"));
+        }
+    }
+    for group in &pkg.depends {
+        if let Some(&d) = group.iter().find_map(|n| db.named(n).first()) {
+            related.push((d, "a dependency of its package"));
+        }
+    }
+    let mut out = BTreeMap::new();
+    for (i, how) in related {
+        if !followed(&db.packages[i]) {
+            continue;
+        }
+        for (base, path) in programs_of(cx, db, i) {
+            out.entry(base).or_insert((path, how));
+        }
+    }
+    out
+}
+
+/// `program` names `name`, an executable of a related package at `path`, and runs programs
+/// by path: an ELF helper is traced as a program; a risky one (a shell, an interpreter, a
+/// network tool, …) or a script (which brings an interpreter) is withheld.
+fn helper(cx: &mut Cx, program: &str, name: &str, path: &str, how: &str) -> Result<()> {
+    if cx.out.programs.contains(path) {
+        return Ok(());
+    }
+    if let Some(what) = super::risky::risky(cx.fs, path) {
+        cx.withhold(
+            path,
+            format!(
+                "{} names {name} ({how}) but {} is {what}: kept only when the entrypoint, a script or the active configuration runs it (--keep {} restores it)",
+                display(program),
+                display(path),
+                display(path)
+            ),
+        );
+        return Ok(());
+    }
+    if cx.elf(path)?.is_none() {
+        cx.withhold(
+            path,
+            format!(
+                "{} names {name} ({how}) but {} is a script, which would bring its interpreter (--keep {} restores it)",
+                display(program),
+                display(path),
+                display(path)
+            ),
+        );
+        return Ok(());
+    }
+    let ev = Evidence::new(
+        Why::Command,
+        Some(program),
+        format!(
+            "run by path: {} runs programs and names {name}, a program of {how}",
+            display(program)
+        ),
+    );
+    cx.exec(vec![display(path)], vec![], vec![], 1, ev, false)?;
+    Ok(())
+}
+
 impl Rule for Helpers {
     fn finish(&mut self, cx: &mut Cx) -> Result<()> {
         if cx.opts.no_packages {
@@ -113,9 +204,7 @@ impl Rule for Helpers {
         }
         for (&q, progs) in &running {
             let ours = programs_of(cx, &db, q);
-            if ours.len() < 2 {
-                continue;
-            }
+            let kin = kin_programs(cx, &db, q);
             for p in progs {
                 if !self.programs_done.insert(p.clone()) {
                     continue;
@@ -123,18 +212,26 @@ impl Rule for Helpers {
                 let Some(idx) = cx.ld.object_at(p) else {
                     continue;
                 };
-                let facts = &cx.out.objects[idx].facts;
-                if !PATH_EXEC.iter().any(|s| facts.import(s).is_some()) {
+                let facts = cx.out.objects[idx].facts.clone();
+                let by_path = PATH_EXEC.iter().any(|s| facts.import(s).is_some());
+                let by_file = FILE_EXEC.iter().any(|s| facts.import(s).is_some());
+                if !by_path && !by_file {
                     continue;
                 }
-                let names: BTreeSet<String> = facts
-                    .words
-                    .iter()
-                    .filter(|s| ours.contains_key(s.as_str()))
-                    .cloned()
-                    .collect();
-                for n in names {
-                    run(cx, &db, q, &ours, &n, p, "named in")?;
+                let own = p.rsplit('/').next().unwrap_or(p);
+                let mut names: Vec<(String, String, &str)> = Vec::new();
+                for w in &facts.words {
+                    if w == own {
+                        continue;
+                    }
+                    if by_path && ours.contains_key(w.as_str()) {
+                        run(cx, &db, q, &ours, w, p, "named in")?;
+                    } else if let Some((path, how)) = kin.get(w.as_str()) {
+                        names.push((w.clone(), path.clone(), how));
+                    }
+                }
+                for (name, path, how) in names {
+                    helper(cx, p, &name, &path, how)?;
                 }
             }
         }

@@ -597,19 +597,17 @@ impl Features {
             }
             Action::Fontconfig => super::fontconfig::keep(cx, &from, why)?,
             Action::Shell => {
-                // popen and system run `/bin/sh -c`.
-                cx.exec(
-                    vec!["/bin/sh".into()],
-                    vec![],
-                    vec![],
-                    1,
-                    Evidence::new(
-                        Why::LibcFeature,
-                        Some(&from),
-                        format!("run by libc for {why}"),
+                // popen and system run `/bin/sh -c`, but importing them is no cause to keep a
+                // shell: distroless images have none and these programs run there. A shell
+                // comes back when the entrypoint, a kept script or the active configuration
+                // runs one.
+                cx.withhold(
+                    "/bin/sh",
+                    format!(
+                        "{} can run shell commands ({why}); no shell is kept without a cause (--keep /bin/sh restores it)",
+                        display(&from)
                     ),
-                    false,
-                )?;
+                );
             }
             Action::LibgccS => {
                 if let Some(Libc::Glibc { path, .. }) = cx.out.libc.clone()

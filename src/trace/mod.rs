@@ -47,6 +47,7 @@ mod observed;
 mod packages;
 mod pathref;
 mod program;
+pub(crate) mod risky;
 mod runtime;
 pub(crate) mod shell;
 pub(crate) mod xmlcatalog;
@@ -211,6 +212,9 @@ pub struct Trace {
     pub features: Vec<FeatureHit>,
     /// Paths a rule looked at and did not keep, with why (`pare trace --why`).
     pub dropped: BTreeMap<String, String>,
+    /// Executables (shells, helpers) that only weak evidence points at: not kept, with what
+    /// would have brought them and how to keep them (`--keep`).
+    pub withheld: BTreeMap<String, String>,
     pub warnings: Vec<String>,
     /// The image's package database, when it has one.
     pub packages: Option<std::sync::Arc<crate::packages::Db>>,
@@ -269,6 +273,9 @@ impl Trace {
                 for e in ev {
                     out.push(format!("  [{}] {}", kind_name(e.kind), e.detail));
                 }
+            } else if let Some(d) = self.withheld.get(p) {
+                out.push(format!("{} is withheld: {d}", display(p)));
+                any = true;
             } else if let Some(d) = self.dropped.get(p) {
                 out.push(format!("{} is not kept: {d}", display(p)));
                 any = true;
@@ -791,6 +798,14 @@ impl Cx<'_> {
             .dropped
             .entry(path.trim_start_matches('/').to_string())
             .or_insert_with(|| why.into());
+    }
+
+    /// An executable only weak evidence points at: not kept, reported with why.
+    pub fn withhold(&mut self, path: &str, why: impl Into<String>) {
+        let p = path.trim_start_matches('/').to_string();
+        if !self.out.files.contains_key(&p) {
+            self.out.withheld.entry(p).or_insert_with(|| why.into());
+        }
     }
 
     pub fn is_claimed(&self, path: &str) -> bool {

@@ -3,11 +3,14 @@
 //! package owning `/usr/sbin/nginx`), read from the image's package database.
 //!
 //! Which packages are followed and which of their files count is data ([`SKIP_PACKAGES`],
-//! [`SKIP_TREES`]): from the packages that own a program, their configuration files and data;
-//! from their dependencies, transitively, the same, never an executable (bookworm's `nginx`
-//! depends on `iproute2`: `ip` must not come back), skipping shared-library packages (the ELF
-//! closure keeps what is loaded), essential packages, shells, package managers, network tools
-//! and setuid carriers. A language runtime's trees are the runtime rule's.
+//! [`SKIP_TREES`]): from the packages that own a program or a loaded ELF object (a library
+//! reads its data by a compiled-in path: libmagic's `magic.mgc`, espeak-ng's voices, Tcl's
+//! `init.tcl`), their configuration files and data; from their dependencies, transitively, the
+//! same, never an executable (bookworm's `nginx` depends on `iproute2`: `ip` must not come
+//! back), skipping shared-library packages none of whose objects is loaded, essential
+//! packages, shells, package managers, network tools and setuid carriers. A library package
+//! of data only (`libmagic-mgc`) and the `*-data`/`*-common` package of a loaded library come
+//! whole (up to [`MAX_OWNER_DATA`]). A language runtime's trees are the runtime rule's.
 
 use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::sync::Arc;
@@ -23,7 +26,27 @@ pub const SKIP_PACKAGES: &[(&str, bool, &str)] = &[
     (
         "lib*",
         false,
-        "a shared-library package: the ELF closure keeps what is loaded",
+        "a shared-library package none of whose objects is loaded",
+    ),
+    (
+        "libpython*",
+        true,
+        "a language runtime's library: its trees are the runtime rule's",
+    ),
+    (
+        "libperl*",
+        true,
+        "a language runtime's library: its trees are the runtime rule's",
+    ),
+    (
+        "libruby*",
+        true,
+        "a language runtime's library: its trees are the runtime rule's",
+    ),
+    (
+        "libc6",
+        true,
+        "the C library: its locales, gconv modules and time zones are the libc rule's",
     ),
     ("bash", true, "a shell"),
     ("dash", true, "a shell"),
@@ -105,8 +128,11 @@ pub const SKIP_TREES: &[(&str, &str)] = &[
     ("etc/ld.so.conf.d", "the loader's (the ELF rule's)"),
 ];
 
-/// Most bytes of data kept from one package; past it, a warning.
+/// Most bytes of data kept from a package that is only a dependency; past it, a warning.
 pub const MAX_PACKAGE_DATA: u64 = 16 << 20;
+/// Most bytes of data kept from a package that owns what runs or is loaded, or from the data
+/// package of a loaded library (voices, dictionaries, fonts, a Lisp core).
+pub const MAX_OWNER_DATA: u64 = 512 << 20;
 
 pub(crate) fn skipped(name: &str, owner: bool) -> Option<&'static str> {
     SKIP_PACKAGES.iter().find_map(|(p, for_owner, why)| {
@@ -159,24 +185,37 @@ impl Rule for Packages {
         if cx.opts.no_packages {
             return Ok(());
         }
-        // The packages owning the programs the entrypoint runs, then their dependencies.
-        let mut queue: VecDeque<(usize, Option<usize>, String)> = VecDeque::new();
+        // The packages owning the programs the entrypoint runs and the objects it loads, then
+        // their dependencies.
+        let mut queue: VecDeque<(usize, Parent)> = VecDeque::new();
         let programs: Vec<String> = cx.out.programs.iter().cloned().collect();
         for p in programs {
             for &i in db.owners(&p) {
-                if !self.done.contains(&i) {
-                    queue.push_back((i, None, p.clone()));
-                }
+                queue.push_back((i, Parent::Program(p.clone())));
             }
         }
-        while let Some((i, parent, program)) = queue.pop_front() {
+        let loaded: Vec<String> = cx.out.objects.iter().map(|o| o.path.clone()).collect();
+        for o in &loaded {
+            for &i in db.owners(o) {
+                queue.push_back((i, Parent::Loaded(o.clone())));
+            }
+        }
+        while let Some((i, parent)) = queue.pop_front() {
             if !self.done.insert(i) {
                 continue;
             }
             let pkg = &db.packages[i];
-            let owner = parent.is_none();
+            let owner = !matches!(parent, Parent::Dependency(_));
             let essential = packages::is_essential(pkg);
-            if let Some(why) = skipped(&pkg.name, owner)
+            // A library package of data only (`libmagic-mgc`, `libgs10-common`) is data; one of
+            // shared objects is followed only when one of them is loaded.
+            let data_only = pkg.name.starts_with("lib") && !owns_shared_object(cx, &db, i);
+            let skip = if owner || data_only {
+                skipped_owner(&pkg.name)
+            } else {
+                skipped(&pkg.name, false)
+            };
+            if let Some(why) = skip
                 .or(essential.then_some("an essential package (in every system, not the app's)"))
             {
                 cx.drop_path(
@@ -185,22 +224,72 @@ impl Rule for Packages {
                 );
                 continue;
             }
-            let detail = match parent {
-                None => format!("package {}, which owns {}", pkg.name, display(&program)),
-                Some(p) => format!(
-                    "package {}, dependency of {}",
-                    pkg.name, db.packages[p].name
-                ),
-            };
-            keep_package(cx, &db, i, &detail)?;
+            let (detail, cap) = describe(&db, i, &parent, data_only);
+            keep_package(cx, &db, i, &detail, cap)?;
             for group in &pkg.depends {
                 // The first alternative the image has.
                 if let Some(&d) = group.iter().find_map(|n| db.named(n).first()) {
-                    queue.push_back((d, Some(i), program.clone()));
+                    queue.push_back((d, Parent::Dependency(i)));
                 }
             }
         }
         Ok(())
+    }
+}
+
+/// Why a package is followed.
+enum Parent {
+    /// It owns a program the entrypoint runs.
+    Program(String),
+    /// It owns an ELF object that is loaded (a shared library, a plugin).
+    Loaded(String),
+    /// A dependency of this package.
+    Dependency(usize),
+}
+
+/// Whether a package lists a shared object.
+fn owns_shared_object(cx: &Cx, db: &Db, idx: usize) -> bool {
+    db.packages[idx].files.iter().any(|f| {
+        let base = f.rsplit('/').next().unwrap_or(f);
+        base.contains(".so") && cx.fs.get(f.trim_start_matches('/')).is_some()
+    })
+}
+
+/// A package that owns what runs or is loaded is followed unless it is one of the owner-marked
+/// [`SKIP_PACKAGES`].
+fn skipped_owner(name: &str) -> Option<&'static str> {
+    skipped(name, true)
+}
+
+/// The sentence for a package's files, and the most data kept from it.
+fn describe(db: &Db, idx: usize, parent: &Parent, data_only: bool) -> (String, u64) {
+    let name = &db.packages[idx].name;
+    match parent {
+        Parent::Program(p) => (
+            format!("package {name}, which owns {}", display(p)),
+            MAX_OWNER_DATA,
+        ),
+        Parent::Loaded(o) => (
+            format!("package {name}, which owns {} (loaded)", display(o)),
+            MAX_OWNER_DATA,
+        ),
+        Parent::Dependency(p) => {
+            let by = &db.packages[*p].name;
+            // The data package of a library (`espeak-ng-data`, `libgs10-common`, `pci.ids`)
+            // is read by the library by a compiled-in path: whole.
+            let data = data_only
+                || name.ends_with("-data")
+                || name.ends_with("-common")
+                || (by.starts_with("lib") && !name.starts_with("lib"));
+            (
+                format!("package {name}, dependency of {by}"),
+                if data && by.starts_with("lib") {
+                    MAX_OWNER_DATA
+                } else {
+                    MAX_PACKAGE_DATA
+                },
+            )
+        }
     }
 }
 
@@ -242,7 +331,7 @@ fn missing_owners(cx: &mut Cx, db: &Db) {
 
 /// Keep a package's configuration files and data (not executables, not shared objects, not
 /// the trees in [`SKIP_TREES`], not a runtime's trees).
-fn keep_package(cx: &mut Cx, db: &Db, idx: usize, detail: &str) -> Result<()> {
+fn keep_package(cx: &mut Cx, db: &Db, idx: usize, detail: &str, cap: u64) -> Result<()> {
     let pkg = &db.packages[idx];
     let conffiles: BTreeSet<String> = pkg
         .conffiles
@@ -315,12 +404,12 @@ fn keep_package(cx: &mut Cx, db: &Db, idx: usize, detail: &str) -> Result<()> {
             _ => {}
         }
     }
-    if bytes > MAX_PACKAGE_DATA {
+    if bytes > cap {
         cx.warn(format!(
             "package {} has {} MiB of configuration and data, more than {} MiB: not kept (keep what is needed with --keep)",
             pkg.name,
             bytes >> 20,
-            MAX_PACKAGE_DATA >> 20
+            cap >> 20
         ));
         picked.retain(|(_, conf)| *conf);
     }

@@ -880,6 +880,18 @@ fn run(cx: &mut Cx, e: &Exec, env: &PyEnv, done: &mut HashMap<String, u8>) -> Re
                                 budget: w.budget,
                             });
                         }
+                        if let Found::File(file) = &f
+                            && !file.ends_with(".py")
+                        {
+                            for m in extension_imports(cx, file)? {
+                                queue.push_back(Want {
+                                    name: m,
+                                    by: Some((file.clone(), 0)),
+                                    quiet: true,
+                                    budget: w.budget,
+                                });
+                            }
+                        }
                         if let Some((file, pkg, found_at)) = keep_module(cx, env, &n, &f, &ev)?
                             && let Some(text) = cx.text(&file)?
                         {
@@ -913,9 +925,21 @@ fn run(cx: &mut Cx, e: &Exec, env: &PyEnv, done: &mut HashMap<String, u8>) -> Re
                             .fs
                             .subtree(&r.path)
                             .map(|(k, _)| k.clone())
-                            .filter(|k| k.ends_with(".py") && !k.contains("/__pycache__/"))
+                            .filter(|k| !k.contains("/__pycache__/"))
+                            .filter(|k| k.ends_with(".py") || k.ends_with(".so"))
                             .collect();
                         for f in subs {
+                            if f.ends_with(".so") {
+                                for m in extension_imports(cx, &f)? {
+                                    queue.push_back(Want {
+                                        name: m,
+                                        by: Some((f.clone(), 0)),
+                                        quiet: true,
+                                        budget: w.budget,
+                                    });
+                                }
+                                continue;
+                            }
                             let rel = f[r.path.len() + 1..]
                                 .trim_end_matches(".py")
                                 .replace('/', ".");
@@ -937,6 +961,47 @@ fn run(cx: &mut Cx, e: &Exec, env: &PyEnv, done: &mut HashMap<String, u8>) -> Re
         }
     }
     Ok(())
+}
+
+/// Standard packages an extension module's words never bring (tests, GUI toolkits, tools).
+const NOT_FROM_WORDS: &[&str] = &[
+    "test",
+    "tests",
+    "idlelib",
+    "tkinter",
+    "turtle",
+    "turtledemo",
+    "lib2to3",
+    "ensurepip",
+    "pydoc",
+    "pydoc_data",
+    "venv",
+    "distutils",
+    "unittest",
+    "doctest",
+    "pdb",
+    "this",
+];
+
+/// The modules an extension module (Cython, pyo3, cffi) imports by name: the words of its
+/// read-only data that look like module names. Only those that resolve are kept (quietly).
+fn extension_imports(cx: &mut Cx, file: &str) -> Result<Vec<String>> {
+    let Some(facts) = cx.elf(file)? else {
+        return Ok(Vec::new());
+    };
+    Ok(facts
+        .words
+        .iter()
+        .filter(|w| {
+            w.split('.').all(|p| {
+                !p.is_empty()
+                    && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    && !p.starts_with(|c: char| c.is_ascii_digit())
+            }) && !NOT_FROM_WORDS.contains(&w.split('.').next().unwrap_or(w))
+        })
+        .take(2_000)
+        .cloned()
+        .collect())
 }
 
 /// The standard modules `six.moves` names stand for.

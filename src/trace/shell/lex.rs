@@ -43,7 +43,6 @@ pub(super) enum Tok {
     Op(&'static str),
 }
 
-
 pub(super) fn is_name(s: &str) -> bool {
     let mut c = s.chars();
     matches!(c.next(), Some(ch) if ch == '_' || ch.is_ascii_alphabetic())

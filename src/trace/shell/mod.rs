@@ -14,8 +14,8 @@ use crate::rootfs::display;
 
 mod lex;
 mod parser;
-use parser::{NoFs, Parser};
 pub(crate) use parser::ScriptFs;
+use parser::{NoFs, Parser};
 
 /// Programs that are shells (by the name they run as).
 pub(crate) const SHELLS: &[&str] = &[
@@ -254,7 +254,13 @@ struct CxFs<'a, 'b> {
 }
 
 impl ScriptFs for CxFs<'_, '_> {
-    fn source(&mut self, name: &str, path_var: &str, by: &str, line: usize) -> Option<(String, String)> {
+    fn source(
+        &mut self,
+        name: &str,
+        path_var: &str,
+        by: &str,
+        line: usize,
+    ) -> Option<(String, String)> {
         let mut cands = Vec::new();
         if name.contains('/') {
             cands.push(abs_in(&self.cwd, name));
@@ -272,8 +278,9 @@ impl ScriptFs for CxFs<'_, '_> {
                 return Some((canon, text));
             }
         }
-        self.missing
-            .push(format!("{by}:{line}: sources {name}, which is not in the image"));
+        self.missing.push(format!(
+            "{by}:{line}: sources {name}, which is not in the image"
+        ));
         None
     }
 
@@ -403,7 +410,6 @@ pub(crate) struct Parsed {
     pub warnings: Vec<String>,
 }
 
-
 /// Parse a script's text on its own (tests, fuzzing, and callers with no files to source);
 /// `path` is the PATH it runs with.
 pub(crate) fn parse(text: &str, positional: Option<Vec<Option<String>>>, path: &str) -> Parsed {
@@ -417,7 +423,9 @@ pub(crate) fn parse_in(
     positional: Option<Vec<Option<String>>>,
     path: &str,
 ) -> Parsed {
-    let vars = [("PATH".to_string(), path.to_string())].into_iter().collect();
+    let vars = [("PATH".to_string(), path.to_string())]
+        .into_iter()
+        .collect();
     let mut p = Parser::new(fs, vars, positional, Some("script".into()), "sh");
     p.run(text, "script", 0);
     p.out

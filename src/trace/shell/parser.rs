@@ -10,8 +10,13 @@ use crate::rootfs::display;
 /// directory listings give.
 pub(crate) trait ScriptFs {
     /// A sourced file: (name as written, PATH, by, line) → (canonical path, text).
-    fn source(&mut self, name: &str, path_var: &str, by: &str, line: usize)
-    -> Option<(String, String)>;
+    fn source(
+        &mut self,
+        name: &str,
+        path_var: &str,
+        by: &str,
+        line: usize,
+    ) -> Option<(String, String)>;
     /// The image's paths matching an absolute glob, sorted.
     fn glob(&mut self, pattern: &str) -> Vec<String>;
     /// The regular files under an absolute directory, at any depth (`find DIR`), sorted.
@@ -676,9 +681,10 @@ impl<'r> Parser<'r> {
                 "read" => {
                     // `find DIR | … | while read VAR`: VAR takes each listed name.
                     if let Some(listing) = self.listing.take()
-                        && let Some(Some(var)) = argv.iter().skip(1).rfind(|a| {
-                            a.as_deref().is_some_and(|a| !a.starts_with('-'))
-                        })
+                        && let Some(Some(var)) = argv
+                            .iter()
+                            .skip(1)
+                            .rfind(|a| a.as_deref().is_some_and(|a| !a.starts_with('-')))
                         && is_name(var)
                     {
                         self.vars.remove(var);

@@ -203,8 +203,14 @@ impl ScriptFs for MapFs {
 fn hooks() -> MapFs {
     MapFs(vec![
         ("/docker-entrypoint.d/10-a.sh", "mkdir -p /tmp/a\n"),
-        ("/docker-entrypoint.d/20-b.sh", "/usr/bin/envsubst < /t.in > /t\n"),
-        ("/docker-entrypoint.d/30-env.envsh", "export X=1\nsed -n p /x\n"),
+        (
+            "/docker-entrypoint.d/20-b.sh",
+            "/usr/bin/envsubst < /t.in > /t\n",
+        ),
+        (
+            "/docker-entrypoint.d/30-env.envsh",
+            "export X=1\nsed -n p /x\n",
+        ),
         ("/docker-entrypoint.d/README", "Hooks run in order.\n"),
     ])
 }
@@ -228,8 +234,14 @@ fn a_loop_over_ls_output_with_a_case_filter() {
     let text = "for f in $(/bin/busybox ls /docker-entrypoint.d/ | /bin/busybox sort); do\n case \"$f\" in\n  *.sh) . \"/docker-entrypoint.d/$f\" ;;\n esac\ndone\n";
     let p = parse_in(&mut hooks(), text, None, "/usr/bin");
     let n = names(&p);
-    assert!(n.ends_with(&["mkdir".to_string(), "/usr/bin/envsubst".to_string()]), "{n:?}");
-    assert!(!n.contains(&"sed".to_string()), "the .envsh is not a *.sh: {n:?}");
+    assert!(
+        n.ends_with(&["mkdir".to_string(), "/usr/bin/envsubst".to_string()]),
+        "{n:?}"
+    );
+    assert!(
+        !n.contains(&"sed".to_string()),
+        "the .envsh is not a *.sh: {n:?}"
+    );
 }
 
 #[test]
@@ -264,5 +276,9 @@ fn a_loop_over_a_glob_that_matches_nothing_is_left_to_run_time() {
     let p = parse_in(&mut hooks(), text, None, "/usr/bin");
     assert_eq!(names(&p), vec!["cat"]);
     assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
-    assert!(p.warnings[0].contains("named at run time"), "{:?}", p.warnings);
+    assert!(
+        p.warnings[0].contains("named at run time"),
+        "{:?}",
+        p.warnings
+    );
 }
