@@ -144,7 +144,7 @@ pub(crate) fn skipped(name: &str, owner: bool) -> Option<&'static str> {
     })
 }
 
-fn skipped_tree(path: &str) -> Option<&'static str> {
+pub(crate) fn skipped_tree(path: &str) -> Option<&'static str> {
     SKIP_TREES
         .iter()
         .find(|(t, _)| path == *t || path.starts_with(&format!("{t}/")))

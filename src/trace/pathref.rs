@@ -193,8 +193,14 @@ impl Rule for PathRefs {
         };
         // A script a configuration or program names by path is run by it (lighttpd's
         // `include_shell`, a helper a daemon execs): trace it as a program.
+        // (A string in a binary is too weak: that script is withheld, see `reference`.)
         let named = ev.iter().any(|e| {
-            e.within.is_none() && matches!(e.kind, Why::PathReference | Why::ConfigInclude)
+            e.within.is_none()
+                && matches!(e.kind, Why::PathReference | Why::ConfigInclude)
+                && !e
+                    .from
+                    .as_deref()
+                    .is_some_and(|f| cx.ld.object_at(f.trim_start_matches('/')).is_some())
         });
         if named
             && text.starts_with("#!")
@@ -484,6 +490,34 @@ pub(crate) fn reference(cx: &mut Cx, raw: &str, from: Option<&str>, detail: &str
                     );
                     return;
                 }
+                // A string in a binary is weak evidence: it never brings a risky program (an
+                // interpreter, a network tool, …) or a script (which brings its interpreter).
+                if !kept
+                    && from.is_some_and(|f| cx.ld.object_at(f).is_some())
+                    && cx.fs.get(&r.path).is_some_and(|n| n.mode & 0o111 != 0)
+                {
+                    let what = match super::risky::risky(cx.fs, &r.path) {
+                        Some(w) => Some(w),
+                        None => match cx
+                            .contents
+                            .prefetch(cx.fs, std::slice::from_ref(&r.path))
+                            .and_then(|()| cx.elf(&r.path))
+                        {
+                            Ok(Some(_)) => None,
+                            _ => Some("a script, which would bring its interpreter"),
+                        },
+                    };
+                    if let Some(what) = what {
+                        cx.withhold(
+                            &r.path,
+                            format!(
+                                "{detail} (a string in a binary) but it is {what}: kept only when the entrypoint, a script or the active configuration runs it (--keep {} restores it)",
+                                display(&r.path)
+                            ),
+                        );
+                        return;
+                    }
+                }
                 cx.keep_links(&r.symlinks, &r.path);
                 cx.keep(&r.path, ev);
             }
@@ -495,6 +529,13 @@ pub(crate) fn reference(cx: &mut Cx, raw: &str, from: Option<&str>, detail: &str
                     cx.drop_path(
                         &r.path,
                         format!("{detail}; a system directory is never kept whole"),
+                    );
+                    return;
+                }
+                if let Some(why) = super::packages::skipped_tree(&r.path) {
+                    cx.drop_path(
+                        &r.path,
+                        format!("{detail}; {why} is never kept whole because a string names it"),
                     );
                     return;
                 }

@@ -986,7 +986,11 @@ const NOT_FROM_WORDS: &[&str] = &[
 /// The modules an extension module (Cython, pyo3, cffi) imports by name: the words of its
 /// read-only data that look like module names. Only those that resolve are kept (quietly).
 fn extension_imports(cx: &mut Cx, file: &str) -> Result<Vec<String>> {
-    let Some(facts) = cx.elf(file)? else {
+    let Some((canon, _)) = cx.resolve_file(file)? else {
+        return Ok(Vec::new());
+    };
+    cx.contents.prefetch(cx.fs, std::slice::from_ref(&canon))?;
+    let Ok(Some(facts)) = cx.elf(&canon) else {
         return Ok(Vec::new());
     };
     Ok(facts
