@@ -250,7 +250,10 @@ impl Rule for Helpers {
                     if w == own {
                         continue;
                     }
-                    if by_path && ours.contains_key(w.as_str()) {
+                    if by_path
+                        && ours.contains_key(w.as_str())
+                        && super::find_program(cx.fs, cx.run, w).is_ok()
+                    {
                         run(cx, &db, q, &ours, w, p, "named in")?;
                     } else if let Some((path, how)) = kin.get(w.as_str()) {
                         names.push((w.clone(), path.clone(), how));

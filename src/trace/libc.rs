@@ -499,6 +499,7 @@ impl Features {
                         ev(&format!("locale archive, {why}")),
                     );
                 }
+                message_catalogs(cx, &from, why);
                 // Loading a locale sets up its charset's conversion through the gconv cache.
                 gconv_config(cx, idx, &format!("the charset of a locale, {why}"))?;
             }
@@ -622,6 +623,52 @@ impl Features {
             }
         }
         Ok(())
+    }
+}
+
+/// Most bytes of one language's message catalogs kept whole.
+const MAX_CATALOG_BYTES: u64 = 16 << 20;
+
+/// The image config selects a language for messages (`LC_ALL`, `LC_MESSAGES`, `LANG`,
+/// `LANGUAGE`, not C/POSIX): its message catalogs (`/usr/share/locale/LANG/LC_MESSAGES`, and
+/// the bare language's) are read by gettext under a domain named at run time; kept whole.
+fn message_catalogs(cx: &mut Cx, from: &str, why: &str) {
+    let mut langs: BTreeSet<String> = BTreeSet::new();
+    for k in ["LC_ALL", "LC_MESSAGES", "LANG", "LANGUAGE"] {
+        let Some(v) = cx.run.env_var(k) else { continue };
+        for n in v.split(':') {
+            let l = n.split(['.', '@']).next().unwrap_or("");
+            if l.is_empty() || l == "C" || l == "POSIX" || l.contains('/') || l.contains("..") {
+                continue;
+            }
+            langs.insert(l.to_string());
+            if let Some((base, _)) = l.split_once('_') {
+                langs.insert(base.to_string());
+            }
+        }
+    }
+    for l in langs {
+        let dir = format!("/usr/share/locale/{l}/LC_MESSAGES");
+        let Ok(r) = cx.fs.resolve(&dir, true) else {
+            continue;
+        };
+        if !cx.fs.get(&r.path).is_some_and(|n| n.is_dir()) {
+            continue;
+        }
+        let ev = Evidence::new(
+            Why::LibcFeature,
+            Some(from),
+            format!("message catalogs of the language {l} the image config selects, {why}"),
+        );
+        if cx.tree_bytes(&r.path, MAX_CATALOG_BYTES) > MAX_CATALOG_BYTES {
+            cx.warn(format!(
+                "{dir} holds more than {} MiB of message catalogs: not kept (keep the program's with --keep)",
+                MAX_CATALOG_BYTES >> 20
+            ));
+            continue;
+        }
+        cx.keep_links(&r.symlinks, &r.path);
+        cx.keep_tree(&r.path, &ev);
     }
 }
 

@@ -224,7 +224,8 @@ impl Rule for Packages {
                 );
                 continue;
             }
-            let (detail, cap) = describe(&db, i, &parent, data_only);
+            let data_package = is_data_package(cx, &db, i);
+            let (detail, cap) = describe(&db, i, &parent, data_only, data_package);
             keep_package(cx, &db, i, &detail, cap)?;
             for group in &pkg.depends {
                 // The first alternative the image has.
@@ -247,6 +248,21 @@ enum Parent {
     Dependency(usize),
 }
 
+/// Whether a package is data only: it lists no program and no shared object (`wordnet-base`,
+/// `espeak-ng-data`, a font package): what depends on it reads it by a compiled-in path.
+fn is_data_package(cx: &Cx, db: &Db, idx: usize) -> bool {
+    let files = db.files_of(cx.fs, idx);
+    !files.is_empty()
+        && files.iter().all(|f| {
+            let base = f.rsplit('/').next().unwrap_or(f);
+            !base.contains(".so")
+                && cx
+                    .fs
+                    .get(f)
+                    .is_none_or(|n| !matches!(n.kind, Kind::File { .. }) || n.mode & 0o111 == 0)
+        })
+}
+
 /// Whether a package lists a shared object.
 fn owns_shared_object(cx: &Cx, db: &Db, idx: usize) -> bool {
     db.packages[idx].files.iter().any(|f| {
@@ -262,7 +278,13 @@ fn skipped_owner(name: &str) -> Option<&'static str> {
 }
 
 /// The sentence for a package's files, and the most data kept from it.
-fn describe(db: &Db, idx: usize, parent: &Parent, data_only: bool) -> (String, u64) {
+fn describe(
+    db: &Db,
+    idx: usize,
+    parent: &Parent,
+    data_only: bool,
+    data_package: bool,
+) -> (String, u64) {
     let name = &db.packages[idx].name;
     match parent {
         Parent::Program(p) => (
@@ -283,7 +305,7 @@ fn describe(db: &Db, idx: usize, parent: &Parent, data_only: bool) -> (String, u
                 || (by.starts_with("lib") && !name.starts_with("lib"));
             (
                 format!("package {name}, dependency of {by}"),
-                if data && by.starts_with("lib") {
+                if (data && by.starts_with("lib")) || data_package {
                     MAX_OWNER_DATA
                 } else {
                     MAX_PACKAGE_DATA
@@ -367,6 +389,7 @@ fn keep_package(cx: &mut Cx, db: &Db, idx: usize, detail: &str, cap: u64) -> Res
         }
     }
     let mut picked: Vec<(String, bool)> = Vec::new();
+    let mut dir_links: Vec<String> = Vec::new();
     let mut bytes = 0u64;
     for f in db.files_of(cx.fs, idx) {
         let conf = conffiles.contains(&f);
@@ -388,6 +411,18 @@ fn keep_package(cx: &mut Cx, db: &Db, idx: usize, detail: &str, cap: u64) -> Res
                 }
                 bytes += size;
                 picked.push((f, conf));
+            }
+            Kind::Symlink(_)
+                if cx
+                    .fs
+                    .resolve(&f, true)
+                    .ok()
+                    .and_then(|r| cx.fs.get(&r.path))
+                    .is_some_and(|t| t.is_dir()) =>
+            {
+                // A link to a directory (`iccprofiles` → `/usr/share/color/icc/…`): the way
+                // to the package's data there.
+                dir_links.push(f);
             }
             Kind::Symlink(_) => {
                 // A link to data is kept with its target.
@@ -412,6 +447,18 @@ fn keep_package(cx: &mut Cx, db: &Db, idx: usize, detail: &str, cap: u64) -> Res
             cap >> 20
         ));
         picked.retain(|(_, conf)| *conf);
+    }
+    for f in dir_links {
+        if skipped_tree(&f).is_none()
+            && let Ok(r) = cx.fs.resolve(&f, true)
+            && skipped_tree(&r.path).is_none()
+        {
+            cx.keep_links(&r.symlinks, &r.path);
+            cx.keep(
+                &r.path,
+                Evidence::new(Why::Package, None, format!("directory of {detail}")),
+            );
+        }
     }
     for (f, conf) in picked {
         let what = if conf {

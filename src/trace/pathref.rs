@@ -197,10 +197,10 @@ impl Rule for PathRefs {
         let named = ev.iter().any(|e| {
             e.within.is_none()
                 && matches!(e.kind, Why::PathReference | Why::ConfigInclude)
-                && !e
+                && e
                     .from
                     .as_deref()
-                    .is_some_and(|f| cx.ld.object_at(f.trim_start_matches('/')).is_some())
+                    .is_none_or(|f| cx.ld.object_at(f.trim_start_matches('/')).is_none())
         });
         if named
             && text.starts_with("#!")
@@ -451,6 +451,58 @@ pub(crate) fn is_secret(p: &str) -> bool {
         || (p.contains("/private/") && (base.ends_with(".pem") || base.ends_with(".crt")))
 }
 
+/// A tree too large to keep whole (a terminfo database, a dictionary collection): the entries
+/// whose name is a word of the entrypoint's arguments or environment (`infocmp kitty`,
+/// `TERM=xterm`, `-d en_GB`) are what the program looks up in it. True when some were kept.
+fn keep_named_entries(
+    cx: &mut Cx,
+    dir: &str,
+    links: &[String],
+    from: Option<&str>,
+    detail: &str,
+) -> bool {
+    let mut words: HashSet<String> = HashSet::new();
+    for a in cx.out.argv.iter().skip(1) {
+        words.insert(a.clone());
+    }
+    for kv in &cx.run.env {
+        if let Some((_, v)) = kv.split_once('=') {
+            words.insert(v.to_string());
+        }
+    }
+    words.retain(|w| w.len() >= 2 && !w.contains('/') && !w.starts_with('-'));
+    if words.is_empty() {
+        return false;
+    }
+    let prefix = format!("{dir}/");
+    let hits: Vec<String> = cx
+        .fs
+        .subtree(dir)
+        .filter(|(_, n)| matches!(n.kind, Kind::File { .. } | Kind::Symlink(_)))
+        .filter_map(|(k, _)| {
+            let base = k.strip_prefix(&prefix)?.rsplit('/').next()?;
+            let stem = base.split('.').next().unwrap_or(base);
+            (words.contains(base) || words.contains(stem)).then(|| k.clone())
+        })
+        .take(64)
+        .collect();
+    if hits.is_empty() {
+        return false;
+    }
+    cx.keep_links(links, dir);
+    for h in hits {
+        cx.keep_if_file(
+            &display(&h),
+            Evidence::new(
+                Why::PathReference,
+                from,
+                format!("{detail} (too large to keep whole: the entry the entrypoint's arguments or environment name)"),
+            ),
+        );
+    }
+    true
+}
+
 /// Whether a canonical path is a shell (or busybox, which is one).
 fn is_shell(canonical: &str) -> bool {
     let base = canonical.rsplit('/').next().unwrap_or(canonical);
@@ -558,6 +610,11 @@ pub(crate) fn reference(cx: &mut Cx, raw: &str, from: Option<&str>, detail: &str
                     };
                     let ev = Evidence::new(Why::PathReference, from, format!("{detail} ({what})"));
                     cx.keep_tree(&r.path, &ev);
+                    return;
+                }
+                if bytes > MAX_DIR_BYTES
+                    && keep_named_entries(cx, &r.path, &r.symlinks, from, detail)
+                {
                     return;
                 }
                 if bytes > MAX_DIR_BYTES {

@@ -289,3 +289,50 @@ fn sweep() {
     fs::write(&doc_path, doc).unwrap();
     eprintln!("wrote {}", doc_path.display());
 }
+
+/// The sweep's CI subset: ten cases across the classes (each exercising a rule of the sweep:
+/// hook loops, a loaded library's data package, a helper run by computed path, an
+/// extension module's imports, a daemon, compiled programs), run by the default test run. Each
+/// must pass every check of [`run_case`].
+const CI_SUBSET: &[&str] = &[
+    "ep-dash-envsubst-jq",
+    "ep-ksh93-openssl-asn1",
+    "file-magic",
+    "lspci-dump-ids",
+    "tclsh-clock-tz",
+    "calendar-history",
+    "python-lxml",
+    "redis",
+    "go-hugo",
+    "rust-ripgrep",
+];
+
+#[test]
+fn sweep_ci_subset() {
+    let Some(base) = setup() else { return };
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let defs = load(&manifest.join("tests/sweep"));
+    let mut failures = Vec::new();
+    for name in CI_SUBSET {
+        let def = defs
+            .iter()
+            .find(|d| d.name == *name)
+            .unwrap_or_else(|| panic!("CI subset: no case {name} in tests/sweep"));
+        let case = case_of(base, def).unwrap_or_else(|e| panic!("{name}: {e}"));
+        if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_case(case))) {
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            failures.push(format!("{name}: {}", first_line(&msg)));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} sweep cases failed:\n{}",
+        failures.len(),
+        CI_SUBSET.len(),
+        failures.join("\n")
+    );
+}
