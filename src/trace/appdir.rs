@@ -1,6 +1,7 @@
 //! The application's own files: the tree of an application root, which is the `WorkingDir`
 //! when it is an application directory (not `/`, not a system directory), and the root of the
-//! entrypoint or of the script an interpreter runs when it lives under `/app`, `/opt/NAME`,
+//! entrypoint, of the script an interpreter runs or of a file the entrypoint is given by
+//! absolute path (what it includes sits beside it) when it lives under `/app`, `/opt/NAME`,
 //! `/srv/NAME`, `/usr/src/app`, `/usr/local/lib/NAME`, `/home/NAME`, `/workspace` or `/code`.
 //! Kept whole up to [`MAX_APP_BYTES`] (else a warning), without the trees a language runtime
 //! answers for and without version-control directories.
@@ -61,6 +62,17 @@ impl Rule for AppDir {
                     && e.detail.contains("script run by")
             }) {
                 scripts.push(p.clone());
+            }
+        }
+        // Files the entrypoint is given by absolute path (`esbuild /app/src/main.ts`): what
+        // they include (`./greet`, a Sass partial) sits beside them.
+        for a in cx.out.argv.iter().skip(1) {
+            let p = a.split_once('=').map_or(a.as_str(), |(_, v)| v);
+            if p.starts_with('/')
+                && let Ok(r) = cx.fs.resolve(p, true)
+                && cx.fs.get(&r.path).is_some()
+            {
+                scripts.push(r.path);
             }
         }
         for s in scripts {

@@ -197,8 +197,7 @@ impl Rule for PathRefs {
         let named = ev.iter().any(|e| {
             e.within.is_none()
                 && matches!(e.kind, Why::PathReference | Why::ConfigInclude)
-                && e
-                    .from
+                && e.from
                     .as_deref()
                     .is_none_or(|f| cx.ld.object_at(f.trim_start_matches('/')).is_none())
         });

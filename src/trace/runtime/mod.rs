@@ -48,6 +48,12 @@ pub(crate) trait Lang {
     /// Whether a file belongs to the runtime (its library trees), where misses are the
     /// interpreter's own optional requires and lazy requires are followed one hop.
     fn in_runtime(&self, cx: &Cx, file: &str) -> bool;
+    /// Whether a file of the runtime's trees is a third-party library (a gem, a vendor
+    /// package) rather than the standard library: the application's code, as far as what it
+    /// requires goes (every require, lazy ones too, followed quietly).
+    fn third_party(&self, _cx: &Cx, _file: &str) -> bool {
+        false
+    }
     /// Whether a file is a source to read.
     fn is_source(&self, file: &str) -> bool;
 }
@@ -82,8 +88,9 @@ pub(crate) fn graph(
                 continue;
             };
             let runtime = lang.in_runtime(cx, &display(&file));
+            let third_party = runtime && lang.third_party(cx, &display(&file));
             for req in lang.parse(&text) {
-                let b = if !runtime {
+                let b = if !runtime || third_party {
                     1
                 } else if req.nested {
                     match budget.checked_sub(1) {

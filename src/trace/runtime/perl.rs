@@ -381,6 +381,18 @@ impl Lang for PerlLang {
         Ok(None)
     }
 
+    fn third_party(&self, cx: &Cx, file: &str) -> bool {
+        // Debian's vendor directories (`/usr/share/perl5`, `/usr/lib/<triplet>/perl5`) and
+        // site directories hold CPAN distributions, not the standard library.
+        let p = cx
+            .fs
+            .resolve(file, true)
+            .map(|r| r.path)
+            .unwrap_or_default();
+        p.split('/')
+            .any(|c| c == "perl5" || c == "site_perl" || c == "vendor_perl")
+    }
+
     fn in_runtime(&self, cx: &Cx, file: &str) -> bool {
         let p = cx
             .fs

@@ -203,6 +203,23 @@ impl Rule for Ruby {
                             &r.path,
                             &ev("gem specifications (RubyGems reads them at start-up)".into()),
                         );
+                        // Gems with extensions: RubyGems checks each one's build marker and
+                        // warns ("Ignoring … because its extensions are not built") without.
+                        if let Ok(x) = cx.fs.resolve(&join(g, "extensions"), true) {
+                            let marks: Vec<String> = cx
+                                .fs
+                                .subtree(&x.path)
+                                .filter(|(k, _)| k.ends_with("/gem.build_complete"))
+                                .map(|(k, _)| display(k))
+                                .take(10_000)
+                                .collect();
+                            for m in marks {
+                                cx.keep_if_file(
+                                    &m,
+                                    ev("a gem's extension build marker (RubyGems checks it at start-up)".into()),
+                                );
+                            }
+                        }
                     }
                 }
             }
@@ -488,6 +505,15 @@ impl Lang for RubyLang {
             return Ok(Some(vec![]));
         }
         Ok(None)
+    }
+
+    fn third_party(&self, cx: &Cx, file: &str) -> bool {
+        let p = cx
+            .fs
+            .resolve(file, true)
+            .map(|r| r.path)
+            .unwrap_or_default();
+        p.contains("/vendor_ruby/") || p.contains("/site_ruby/") || p.contains("/gems/")
     }
 
     fn in_runtime(&self, cx: &Cx, file: &str) -> bool {
