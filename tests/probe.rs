@@ -1070,3 +1070,61 @@ fn a_learned_seccomp_profile_allows_what_the_program_called_and_nothing_else() {
         describe_output(&out)
     );
 }
+
+/// `harden --learn-tcp`: a server that does not speak HTTP is started in the source, watched
+/// until its port listens, then stopped; a file it read by a computed path is kept. The same
+/// server under `--learn` never exits: what it read before the time limit's kill is kept too.
+#[test]
+fn harden_learn_tcp_and_learn_until_the_time_limit_keep_what_a_server_read() {
+    let reg = Registry::start();
+    let src = reg.image("learn/tcp:1");
+    let spec = ImageSpec::new(vec![
+        usrmerge_base_layer()
+            .dir("/srv", 0o755)
+            .file("/srv/motd.txt", "welcome aboard\n", 0o644),
+    ])
+    .with_entrypoint(&[
+        "/usr/bin/busybox",
+        "sh",
+        "-c",
+        "d=$(/usr/bin/busybox echo /s)rv; /usr/bin/busybox cat \"$d/motd.txt\" >/dev/null; exec /usr/bin/busybox nc -l -p 7000",
+    ])
+    .with_user("65532:65532");
+    build_and_push(&spec, &src, None);
+    let observed = |args: &[&str], dest: &str| -> Vec<String> {
+        let mut a = vec!["-q", "harden", "--no-sbom", &src, dest];
+        a.extend_from_slice(args);
+        a.extend_from_slice(&["--report", "-"]);
+        let out = run(pare().args(&a));
+        assert!(out.status.success(), "{}", describe_output(&out));
+        let r = report(&out);
+        let u = pull_and_unpack(dest);
+        assert!(
+            u.rootfs().join("srv/motd.txt").is_file(),
+            "{args:?}: the file the server read is not kept: {r}"
+        );
+        r["observed_only"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no observed_only: {r}"))
+            .iter()
+            .map(|p| p.as_str().unwrap().to_string())
+            .collect()
+    };
+    let tcp = observed(&["--learn-tcp", "7000"], &reg.image("learn/tcp:tcp"));
+    assert!(tcp.contains(&"/srv/motd.txt".to_string()), "{tcp:?}");
+    let timed = observed(
+        &["--learn", "", "--probe-timeout", "3"],
+        &reg.image("learn/tcp:timed"),
+    );
+    assert!(timed.contains(&"/srv/motd.txt".to_string()), "{timed:?}");
+    // Static analysis alone does not see it.
+    let plain = reg.image("learn/tcp:plain");
+    let out = run(pare().args(["-q", "harden", "--no-sbom", &src, &plain]));
+    assert!(out.status.success(), "{}", describe_output(&out));
+    assert!(
+        !pull_and_unpack(&plain)
+            .rootfs()
+            .join("srv/motd.txt")
+            .exists()
+    );
+}

@@ -751,3 +751,162 @@ fn xml_catalogs_keep_what_their_entries_point_at() {
     }
     assert!(!kept(&t, "/usr/share/xml/w3c/REC/unlisted.dtd"));
 }
+
+/// A library's data comes from its package (and its data-only dependency) when the library is
+/// loaded, not when it is only installed; a program that imports `popen` gets no shell.
+#[test]
+fn loaded_libraries_bring_their_package_data_and_popen_no_shell() {
+    use crate::trace::testutil::{exe, imports, kept, lib, run};
+    let status = "t:Package: app\nStatus: install ok installed\nVersion: 1\nArchitecture: amd64\nDepends: libmagic1, libother1, app-words\n\n\
+                  Package: libmagic1\nStatus: install ok installed\nVersion: 1\nArchitecture: amd64\nDepends: libmagic-mgc\n\n\
+                  Package: libmagic-mgc\nStatus: install ok installed\nVersion: 1\nArchitecture: amd64\n\n\
+                  Package: libother1\nStatus: install ok installed\nVersion: 1\nArchitecture: amd64\n\n\
+                  Package: app-words\nStatus: install ok installed\nVersion: 1\nArchitecture: amd64\n\n\
+                  Package: dash\nStatus: install ok installed\nVersion: 1\nArchitecture: amd64\n";
+    let t = run(
+        vec![
+            ("/usr/bin/app", "elf"),
+            ("/usr/bin/dash", "elf"),
+            ("/usr/bin/sh", "l:dash"),
+            ("/usr/lib/x86_64-linux-gnu/libmagic.so.1", "elf"),
+            ("/usr/lib/x86_64-linux-gnu/libother.so.1", "elf"),
+            ("/usr/share/libmagic/formats.txt", "t:formats\n"),
+            ("/usr/lib/file/magic.mgc", "t:compiled magic\n"),
+            ("/usr/share/misc/magic.mgc", "l:../../lib/file/magic.mgc"),
+            ("/usr/share/other/table.dat", "t:not loaded\n"),
+            ("/usr/share/words/en.dict", "t:words\n"),
+            ("/var/lib/dpkg/status", status),
+            ("/var/lib/dpkg/info/app.list", "t:/usr/bin/app\n"),
+            (
+                "/var/lib/dpkg/info/dash.list",
+                "t:/usr/bin/dash\n/usr/bin/sh\n",
+            ),
+            (
+                "/var/lib/dpkg/info/libmagic1.list",
+                "t:/usr/lib/x86_64-linux-gnu/libmagic.so.1\n/usr/share/libmagic/formats.txt\n",
+            ),
+            (
+                "/var/lib/dpkg/info/libmagic-mgc.list",
+                "t:/usr/lib/file/magic.mgc\n/usr/share/misc/magic.mgc\n",
+            ),
+            (
+                "/var/lib/dpkg/info/libother1.list",
+                "t:/usr/lib/x86_64-linux-gnu/libother.so.1\n/usr/share/other/table.dat\n",
+            ),
+            (
+                "/var/lib/dpkg/info/app-words.list",
+                "t:/usr/share/words/en.dict\n",
+            ),
+        ],
+        vec![
+            (
+                "/usr/bin/app",
+                imports(exe(&["libc.so.6", "libmagic.so.1"]), &["popen"]),
+            ),
+            ("/usr/bin/dash", exe(&["libc.so.6"])),
+            (
+                "/usr/lib/x86_64-linux-gnu/libmagic.so.1",
+                lib("libmagic.so.1"),
+            ),
+            (
+                "/usr/lib/x86_64-linux-gnu/libother.so.1",
+                lib("libother.so.1"),
+            ),
+        ],
+        &["/usr/bin/app"],
+        &[],
+    )
+    .unwrap();
+    assert!(
+        kept(&t, "/usr/share/libmagic/formats.txt"),
+        "the loaded library's own data"
+    );
+    assert!(
+        kept(&t, "/usr/lib/file/magic.mgc"),
+        "its data-only dependency"
+    );
+    assert!(kept(&t, "/usr/share/misc/magic.mgc"));
+    assert!(
+        kept(&t, "/usr/share/words/en.dict"),
+        "the program's data package"
+    );
+    assert!(
+        !kept(&t, "/usr/share/other/table.dat"),
+        "a library that is installed but not loaded"
+    );
+    assert!(
+        !kept(&t, "/usr/bin/dash") && !kept(&t, "/usr/bin/sh"),
+        "popen is no cause"
+    );
+    let w = t
+        .withheld
+        .get("usr/bin/sh")
+        .or_else(|| t.withheld.get("bin/sh"));
+    assert!(
+        w.is_some_and(|w| w.contains("--keep /bin/sh")),
+        "{:?}",
+        t.withheld
+    );
+}
+
+/// A program that runs others by a computed path (`execv`) and names a program of its own
+/// package runs it; an interpreter of a dependency and a script of its own are withheld.
+#[test]
+fn helpers_by_computed_path_and_what_is_withheld() {
+    use crate::trace::testutil::{exe, imports, kept, run};
+    let mut drv = imports(exe(&["libc.so.6"]), &["execv"]);
+    drv.words = vec![
+        "cc1".into(),
+        "python3".into(),
+        "drv-bug".into(),
+        "cat".into(),
+    ];
+    let status = "t:Package: drv\nStatus: install ok installed\nVersion: 1\nArchitecture: amd64\nDepends: python3\n\n\
+                  Package: python3\nStatus: install ok installed\nVersion: 3\nArchitecture: amd64\n\n\
+                  Package: coreutils\nStatus: install ok installed\nVersion: 9\nArchitecture: amd64\n";
+    let t = run(
+        vec![
+            ("/usr/bin/drv", "elf"),
+            ("/usr/lib/drv/cc1", "elf"),
+            ("/usr/bin/drv-bug", "x:#!/bin/sh\necho report\n"),
+            ("/usr/bin/python3", "elf"),
+            ("/usr/bin/cat", "elf"),
+            ("/var/lib/dpkg/status", status),
+            (
+                "/var/lib/dpkg/info/drv.list",
+                "t:/usr/bin/drv\n/usr/lib/drv/cc1\n/usr/bin/drv-bug\n",
+            ),
+            ("/var/lib/dpkg/info/python3.list", "t:/usr/bin/python3\n"),
+            ("/var/lib/dpkg/info/coreutils.list", "t:/usr/bin/cat\n"),
+        ],
+        vec![
+            ("/usr/bin/drv", drv),
+            ("/usr/lib/drv/cc1", exe(&["libc.so.6"])),
+            ("/usr/bin/python3", exe(&["libc.so.6"])),
+            ("/usr/bin/cat", exe(&["libc.so.6"])),
+        ],
+        &["/usr/bin/drv"],
+        &[],
+    )
+    .unwrap();
+    assert!(kept(&t, "/usr/lib/drv/cc1") && t.programs.contains("usr/lib/drv/cc1"));
+    assert!(
+        !kept(&t, "/usr/bin/python3"),
+        "an interpreter needs strong evidence"
+    );
+    assert!(
+        t.withheld.contains_key("usr/bin/python3"),
+        "{:?}",
+        t.withheld
+    );
+    assert!(
+        !kept(&t, "/usr/bin/drv-bug"),
+        "a script brings its interpreter"
+    );
+    assert!(
+        t.withheld.contains_key("usr/bin/drv-bug"),
+        "{:?}",
+        t.withheld
+    );
+    assert!(!kept(&t, "/usr/bin/cat"), "an unrelated package's program");
+}
