@@ -47,6 +47,25 @@ pub struct ElfFacts {
     pub words: Vec<String>,
 }
 
+/// Calls that convert between charsets named by a string (iconv, and the libraries wrapping it:
+/// libunistring, GLib): an object importing one names its charsets in its read-only data.
+pub const CHARSET_CALLS: &[&str] = &[
+    "iconv_open",
+    "u8_conv_from_encoding",
+    "u8_conv_to_encoding",
+    "u8_strconv_from_encoding",
+    "u8_strconv_to_encoding",
+    "u16_strconv_from_encoding",
+    "u16_strconv_to_encoding",
+    "u32_strconv_from_encoding",
+    "u32_strconv_to_encoding",
+    "str_iconv",
+    "mem_iconveh",
+    "str_iconveh",
+    "g_convert",
+    "g_iconv_open",
+];
+
 /// One imported symbol.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Import {
@@ -166,26 +185,26 @@ fn parse_inner(bytes: &[u8]) -> Result<ElfFacts, String> {
     if let Some(dynamic) = Dynamic::parse(bytes, &phdrs, ctx).ok().flatten() {
         facts.imports = imports(bytes, &dynamic, &shdrs, ctx, header.e_machine);
     }
-    let want_words = [
-        "iconv_open",
-        "execv",
-        "execve",
-        "execl",
-        "execle",
-        "execvp",
-        "execlp",
-        "execvpe",
-        "posix_spawn",
-        "posix_spawnp",
-        "fexecve",
-        // A Python extension module importing others by name (Cython, pyo3, cffi).
-        "PyImport_Import",
-        "PyImport_ImportModule",
-        "PyImport_ImportModuleLevel",
-        "PyImport_ImportModuleLevelObject",
-    ]
-    .iter()
-    .any(|s| facts.import(s).is_some());
+    let want_words = CHARSET_CALLS.iter().any(|s| facts.import(s).is_some())
+        || [
+            "execv",
+            "execve",
+            "execl",
+            "execle",
+            "execvp",
+            "execlp",
+            "execvpe",
+            "posix_spawn",
+            "posix_spawnp",
+            "fexecve",
+            // A Python extension module importing others by name (Cython, pyo3, cffi).
+            "PyImport_Import",
+            "PyImport_ImportModule",
+            "PyImport_ImportModuleLevel",
+            "PyImport_ImportModuleLevelObject",
+        ]
+        .iter()
+        .any(|s| facts.import(s).is_some());
     let (strings, words) = data_strings(
         bytes,
         &phdrs,

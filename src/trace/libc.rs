@@ -831,14 +831,14 @@ fn iconv(cx: &mut Cx, idx: usize, why: &str) -> Result<()> {
             }
         }
     }
-    // Names: the words of the objects that call iconv_open, the image config, and the default.
+    // Names: the words of the objects that convert charsets by name (iconv_open, libunistring,
+    // GLib), the image config, and the default.
     let mut names: Vec<(String, String)> = Vec::new();
-    for o in cx
-        .out
-        .objects
-        .iter()
-        .filter(|o| o.facts.import("iconv_open").is_some())
-    {
+    for o in cx.out.objects.iter().filter(|o| {
+        crate::elf::CHARSET_CALLS
+            .iter()
+            .any(|c| o.facts.import(c).is_some())
+    }) {
         for w in &o.facts.words {
             names.push((w.clone(), format!("named in {}", display(&o.path))));
         }
