@@ -194,6 +194,23 @@ impl Rule for Packages {
                 queue.push_back((i, Parent::Program(p.clone())));
             }
         }
+        // Files the entrypoint is given by absolute path (a stylesheet whose includes are
+        // relative to it): their package is input data.
+        let named: Vec<String> = cx
+            .out
+            .argv
+            .iter()
+            .skip(1)
+            .map(|a| a.split_once('=').map_or(a.as_str(), |(_, v)| v))
+            .filter(|a| a.starts_with('/'))
+            .filter_map(|a| cx.fs.resolve(a, true).ok().map(|r| r.path))
+            .filter(|p| cx.fs.get(p).is_some_and(|n| !n.is_dir()))
+            .collect();
+        for p in named {
+            for &i in db.owners(&p) {
+                queue.push_back((i, Parent::Argument(p.clone())));
+            }
+        }
         let loaded: Vec<String> = cx.out.objects.iter().map(|o| o.path.clone()).collect();
         for o in &loaded {
             for &i in db.owners(o) {
@@ -244,6 +261,8 @@ enum Parent {
     Program(String),
     /// It owns an ELF object that is loaded (a shared library, a plugin).
     Loaded(String),
+    /// It owns a file the entrypoint is given by absolute path.
+    Argument(String),
     /// A dependency of this package.
     Dependency(usize),
 }
@@ -289,6 +308,13 @@ fn describe(
     match parent {
         Parent::Program(p) => (
             format!("package {name}, which owns {}", display(p)),
+            MAX_OWNER_DATA,
+        ),
+        Parent::Argument(f) => (
+            format!(
+                "package {name}, which owns {} (an argument of the entrypoint)",
+                display(f)
+            ),
             MAX_OWNER_DATA,
         ),
         Parent::Loaded(o) => (

@@ -177,19 +177,35 @@ impl Lang for PerlLang {
             }
             for stmt in t.split([';', '{', '}']) {
                 let s = stmt.trim_start();
-                let (kw, rest) = match s.split_once(char::is_whitespace) {
-                    Some(x) => x,
-                    None => continue,
+                // `my $t = do "unicore/$f.pl"`: a `do FILE` inside an expression.
+                let inner_do = s.find("do \"").filter(|&p| {
+                    p > 0
+                        && s[..p]
+                            .chars()
+                            .last()
+                            .is_some_and(|c| !(c.is_alphanumeric() || c == '_'))
+                });
+                let (kw, rest) = match inner_do {
+                    Some(p) => ("do", &s[p + 3..]),
+                    None => match s.split_once(char::is_whitespace) {
+                        Some(x) => x,
+                        None => continue,
+                    },
                 };
                 // `use` and `no` run at compile time wherever they are; `require` when
                 // reached.
-                let nested = kw == "require" && depth > 0;
-                if kw != "use" && kw != "require" && kw != "no" {
+                let nested = (kw == "require" || kw == "do") && depth > 0;
+                if kw != "use" && kw != "require" && kw != "no" && kw != "do" {
                     continue;
                 }
                 let rest = rest.trim();
+                // `do FILE` reads a file through @INC like `require` (Unicode::UCD's
+                // `do "unicore/To/$file.pl"`); `do {` and `do $x` are not files.
+                if kw == "do" && !rest.starts_with('"') && !rest.starts_with('\'') {
+                    continue;
+                }
                 // `require "Foo/Bar/$name.pm"`: a module computed under a literal namespace.
-                if kw == "require"
+                if (kw == "require" || kw == "do")
                     && let Some(q) = rest.strip_prefix('"')
                     && let Some(d) = q.find('$')
                 {
@@ -325,7 +341,9 @@ impl Lang for PerlLang {
             // Every module under the namespace, in each @INC directory.
             let mut out = Vec::new();
             for d in &self.inc {
-                out.extend(cx.glob(&format!("{}/*.pm", join(d, ns.trim_end_matches('/')))));
+                let dir = join(d, ns.trim_end_matches('/'));
+                out.extend(cx.glob(&format!("{dir}/*.pm")));
+                out.extend(cx.glob(&format!("{dir}/*.pl")));
             }
             return Ok((!out.is_empty()).then_some(out));
         }
