@@ -162,7 +162,7 @@ impl Rule for PathRefs {
         Ok(work
             .iter()
             .filter_map(|w| match w {
-                Work::File(p) if !cx.is_claimed(p) => Some(p.clone()),
+                Work::File(p) if !cx.is_claimed(p) && !only_inside(cx, p) => Some(p.clone()),
                 _ => None,
             })
             .collect())
@@ -173,15 +173,7 @@ impl Rule for PathRefs {
         // its directory was kept whole is data: what it names is not followed (a directory of
         // unit files or of available-but-disabled modules names much that never runs).
         let ev = cx.evidence_of(path);
-        let only_inside = !ev.is_empty()
-            && ev.iter().all(|e| {
-                // A directory the image config names (`-f /etc/haproxy/conf.d`) is read by
-                // the program as a whole: its files count as named.
-                e.within.is_some()
-                    && e.from.is_some()
-                    && !matches!(e.kind, Why::AppDir | Why::KeepFlag | Why::ConfigInclude)
-            });
-        if only_inside
+        if only_inside(cx, path)
             || cx.fs.get(path).map_or(0, |n| n.size()) > super::MAX_TEXT_BYTES
             || cx.elf(path)?.is_some()
             || !self.scanned.insert(path.to_string())
@@ -253,6 +245,19 @@ impl Rule for PathRefs {
         }
         Ok(())
     }
+}
+
+/// A file kept only because its directory was kept whole: data, not read for what it names.
+fn only_inside(cx: &Cx, path: &str) -> bool {
+    let ev = cx.evidence_of(path);
+    !ev.is_empty()
+        && ev.iter().all(|e| {
+            // A directory the image config names (`-f /etc/haproxy/conf.d`) is read by the
+            // program as a whole: its files count as named.
+            e.within.is_some()
+                && e.from.is_some()
+                && !matches!(e.kind, Why::AppDir | Why::KeepFlag | Why::ConfigInclude)
+        })
 }
 
 /// Path-like tokens of a text: split at whitespace, quotes, `=`, `:`, `;`, `,` and brackets;
