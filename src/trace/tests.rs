@@ -912,3 +912,46 @@ fn helpers_by_computed_path_and_what_is_withheld() {
     );
     assert!(!kept(&t, "/usr/bin/cat"), "an unrelated package's program");
 }
+
+/// A plugin that embeds Python (it links libpython) starts the interpreter: its start-up set
+/// is kept, with `sitecustomize`.
+#[test]
+fn a_plugin_embedding_python_keeps_the_start_up_set() {
+    use crate::trace::testutil::{exe, kept, lib, run};
+    let mut plugin = lib("python3_plugin.so");
+    plugin.needed = vec!["libc.so.6".into(), "libpython3.11.so.1.0".into()];
+    let t = run(
+        vec![
+            ("/usr/bin/host", "elf"),
+            ("/usr/lib/host/python3_plugin.so", "elf"),
+            ("/usr/lib/x86_64-linux-gnu/libpython3.11.so.1.0", "elf"),
+            ("/usr/lib/python3.11/os.py", "t:import abc\n"),
+            ("/usr/lib/python3.11/abc.py", "t:\n"),
+            ("/usr/lib/python3.11/site.py", "t:import os\n"),
+            ("/usr/lib/python3.11/sitecustomize.py", "t:\n"),
+            ("/usr/lib/python3.11/json/__init__.py", "t:\n"),
+        ],
+        vec![
+            (
+                "/usr/bin/host",
+                exe(&["libc.so.6", "/usr/lib/host/python3_plugin.so"]),
+            ),
+            ("/usr/lib/host/python3_plugin.so", plugin),
+            (
+                "/usr/lib/x86_64-linux-gnu/libpython3.11.so.1.0",
+                lib("libpython3.11.so.1.0"),
+            ),
+        ],
+        &["/usr/bin/host"],
+        &[],
+    )
+    .unwrap();
+    for p in [
+        "/usr/lib/python3.11/os.py",
+        "/usr/lib/python3.11/site.py",
+        "/usr/lib/python3.11/sitecustomize.py",
+    ] {
+        assert!(kept(&t, p), "{p}: {:?}", t.files.keys());
+    }
+    assert!(!kept(&t, "/usr/lib/python3.11/json/__init__.py"));
+}

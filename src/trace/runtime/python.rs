@@ -117,6 +117,27 @@ impl Rule for Python {
         let done = self.done.entry(key).or_default();
         run(cx, e, &env, done)
     }
+
+    /// A plugin or library that embeds Python (it links libpython: uwsgi's python plugin, a
+    /// Python-scriptable daemon): the interpreter starts inside it, with its start-up set
+    /// (`site`, `sitecustomize`, the codecs, …).
+    fn object(&mut self, cx: &mut Cx, idx: usize) -> Result<()> {
+        let o = cx.out.objects[idx].clone();
+        if cx.out.programs.contains(&o.path)
+            || !o.facts.needed.iter().any(|n| n.starts_with("libpython"))
+        {
+            return Ok(());
+        }
+        let e = Exec {
+            path: o.path.clone(),
+            argv: vec![display(&o.path)],
+            unknown: Vec::new(),
+            env: Vec::new(),
+            depth: 1,
+            hard: false,
+        };
+        self.exec(cx, &e)
+    }
 }
 
 /// The interpreter's environment, from where it is.
