@@ -167,6 +167,29 @@ fn kin_programs(cx: &mut Cx, db: &Db, q: usize) -> BTreeMap<String, (String, &'s
     out
 }
 
+/// Whether `program` (canonical) runs programs and `target` (canonical) is an executable of a
+/// package related to its own (its own, one of the same source, one it depends on): then a
+/// path string naming `target` is a program it runs.
+pub(crate) fn runs_related(cx: &mut Cx, program: &str, target: &str) -> bool {
+    let Some(idx) = cx.ld.object_at(program) else {
+        return false;
+    };
+    let facts = cx.out.objects[idx].facts.clone();
+    if !PATH_EXEC
+        .iter()
+        .chain(FILE_EXEC)
+        .any(|s| facts.import(s).is_some())
+    {
+        return false;
+    }
+    let Some(db) = cx.out.packages.clone() else {
+        return false;
+    };
+    db.owners(program).to_vec().into_iter().any(|q| {
+        followed(&db.packages[q]) && kin_programs(cx, &db, q).values().any(|(p, _)| p == target)
+    })
+}
+
 /// `program` names `name`, an executable of a related package at `path`, and runs programs
 /// by path: an ELF helper is traced as a program; a risky one (a shell, an interpreter, a
 /// network tool, …) or a script (which brings an interpreter) is withheld.

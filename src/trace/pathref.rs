@@ -563,6 +563,31 @@ pub(crate) fn reference(cx: &mut Cx, raw: &str, from: Option<&str>, detail: &str
                             _ => Some("a script, which would bring its interpreter"),
                         },
                     };
+                    if what.is_none()
+                        && let Some(f) = from
+                        && super::helpers::runs_related(cx, f, &r.path)
+                    {
+                        // It runs programs and names one of a related package by path (calendar
+                        // runs `/usr/bin/cpp` of the `cpp` it depends on): a program it runs.
+                        cx.keep_links(&r.symlinks, &r.path);
+                        let _ = cx.exec(
+                            vec![display(&r.path)],
+                            vec![],
+                            vec![],
+                            1,
+                            Evidence::new(
+                                Why::Command,
+                                Some(f),
+                                format!(
+                                    "run by path: {} runs programs and names {} (a program of a related package)",
+                                    display(f),
+                                    display(&r.path)
+                                ),
+                            ),
+                            false,
+                        );
+                        return;
+                    }
                     if let Some(what) = what {
                         cx.withhold(
                             &r.path,

@@ -863,6 +863,7 @@ fn helpers_by_computed_path_and_what_is_withheld() {
         "drv-bug".into(),
         "cat".into(),
     ];
+    drv.strings = vec!["/usr/libexec/drv/pass2".into()];
     let status = "t:Package: drv\nStatus: install ok installed\nVersion: 1\nArchitecture: amd64\nDepends: python3\n\n\
                   Package: python3\nStatus: install ok installed\nVersion: 3\nArchitecture: amd64\n\n\
                   Package: coreutils\nStatus: install ok installed\nVersion: 9\nArchitecture: amd64\n";
@@ -870,13 +871,14 @@ fn helpers_by_computed_path_and_what_is_withheld() {
         vec![
             ("/usr/bin/drv", "elf"),
             ("/usr/lib/drv/cc1", "elf"),
+            ("/usr/libexec/drv/pass2", "elf"),
             ("/usr/bin/drv-bug", "x:#!/bin/sh\necho report\n"),
             ("/usr/bin/python3", "elf"),
             ("/usr/bin/cat", "elf"),
             ("/var/lib/dpkg/status", status),
             (
                 "/var/lib/dpkg/info/drv.list",
-                "t:/usr/bin/drv\n/usr/lib/drv/cc1\n/usr/bin/drv-bug\n",
+                "t:/usr/bin/drv\n/usr/lib/drv/cc1\n/usr/libexec/drv/pass2\n/usr/bin/drv-bug\n",
             ),
             ("/var/lib/dpkg/info/python3.list", "t:/usr/bin/python3\n"),
             ("/var/lib/dpkg/info/coreutils.list", "t:/usr/bin/cat\n"),
@@ -884,6 +886,7 @@ fn helpers_by_computed_path_and_what_is_withheld() {
         vec![
             ("/usr/bin/drv", drv),
             ("/usr/lib/drv/cc1", exe(&["libc.so.6"])),
+            ("/usr/libexec/drv/pass2", exe(&["libc.so.6"])),
             ("/usr/bin/python3", exe(&["libc.so.6"])),
             ("/usr/bin/cat", exe(&["libc.so.6"])),
         ],
@@ -892,6 +895,12 @@ fn helpers_by_computed_path_and_what_is_withheld() {
     )
     .unwrap();
     assert!(kept(&t, "/usr/lib/drv/cc1") && t.programs.contains("usr/lib/drv/cc1"));
+    assert!(
+        t.programs.contains("usr/libexec/drv/pass2"),
+        "named by path: run, not only kept: {:?} {:?}",
+        t.evidence("usr/libexec/drv/pass2"),
+        t.withheld
+    );
     assert!(
         !kept(&t, "/usr/bin/python3"),
         "an interpreter needs strong evidence"
