@@ -927,8 +927,10 @@ fn helpers_by_computed_path_and_what_is_withheld() {
 #[test]
 fn a_plugin_embedding_python_keeps_the_start_up_set() {
     use crate::trace::testutil::{exe, kept, lib, run};
-    let mut plugin = lib("python3_plugin.so");
+    let mut plugin =
+        crate::trace::testutil::imports(lib("python3_plugin.so"), &["PyImport_ImportModule"]);
     plugin.needed = vec!["libc.so.6".into(), "libpython3.11.so.1.0".into()];
+    plugin.words = vec!["threading".into(), "not_a_module".into()];
     let t = run(
         vec![
             ("/usr/bin/host", "elf"),
@@ -939,6 +941,7 @@ fn a_plugin_embedding_python_keeps_the_start_up_set() {
             ("/usr/lib/python3.11/site.py", "t:import os\n"),
             ("/usr/lib/python3.11/sitecustomize.py", "t:\n"),
             ("/usr/lib/python3.11/json/__init__.py", "t:\n"),
+            ("/usr/lib/python3.11/threading.py", "t:\n"),
         ],
         vec![
             (
@@ -959,6 +962,7 @@ fn a_plugin_embedding_python_keeps_the_start_up_set() {
         "/usr/lib/python3.11/os.py",
         "/usr/lib/python3.11/site.py",
         "/usr/lib/python3.11/sitecustomize.py",
+        "/usr/lib/python3.11/threading.py",
     ] {
         assert!(kept(&t, p), "{p}: {:?}", t.files.keys());
     }

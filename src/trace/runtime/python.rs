@@ -594,6 +594,13 @@ fn run(cx: &mut Cx, e: &Exec, env: &PyEnv, done: &mut HashMap<String, u8>) -> Re
             queue.push_back(startup(m));
         }
     }
+    // A program or plugin that embeds the interpreter imports modules by name from C
+    // (`PyImport_ImportModule("threading")`): the names in its data.
+    if !is_python(file_name(&e.path), file_name(&e.path), &[]) {
+        for m in extension_imports(cx, &e.path)? {
+            queue.push_back(startup(&m));
+        }
+    }
     // Codecs are looked up by name at run time: the whole encodings package.
     queue.push_back(startup("encodings.*"));
     if !no_site {
