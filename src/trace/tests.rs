@@ -968,3 +968,43 @@ fn a_plugin_embedding_python_keeps_the_start_up_set() {
     }
     assert!(!kept(&t, "/usr/lib/python3.11/json/__init__.py"));
 }
+
+/// An extension module importing by name from C (Cython's `import gzip` in `lxml.etree`): the
+/// module is kept.
+#[test]
+fn python_extension_modules_import_by_name() {
+    use crate::trace::testutil::{exe, imports, kept, lib, run};
+    let mut etree = imports(lib("etree.so"), &["PyImport_ImportModuleLevelObject"]);
+    etree.words = vec!["gzip".into(), "etree".into()];
+    let t = run(
+        vec![
+            ("/usr/bin/python3.11", "elf"),
+            ("/usr/lib/python3.11/os.py", "t:\n"),
+            ("/usr/lib/python3.11/site.py", "t:# dist-packages\n"),
+            ("/usr/lib/python3.11/gzip.py", "t:\n"),
+            ("/usr/lib/python3.11/tarfile.py", "t:\n"),
+            ("/usr/lib/python3/dist-packages/lxml/__init__.py", "t:\n"),
+            (
+                "/usr/lib/python3/dist-packages/lxml/etree.cpython-311-x86_64-linux-gnu.so",
+                "elf",
+            ),
+            ("/app/main.py", "t:from lxml import etree\n"),
+        ],
+        vec![
+            ("/usr/bin/python3.11", exe(&["libc.so.6"])),
+            (
+                "/usr/lib/python3/dist-packages/lxml/etree.cpython-311-x86_64-linux-gnu.so",
+                etree,
+            ),
+        ],
+        &["/usr/bin/python3.11", "/app/main.py"],
+        &[],
+    )
+    .unwrap();
+    assert!(
+        kept(&t, "/usr/lib/python3.11/gzip.py"),
+        "{:?}",
+        t.files.keys()
+    );
+    assert!(!kept(&t, "/usr/lib/python3.11/tarfile.py"));
+}

@@ -912,6 +912,12 @@ fn run(cx: &mut Cx, e: &Exec, env: &PyEnv, done: &mut HashMap<String, u8>) -> Re
                             && !file.ends_with(".py")
                         {
                             for m in extension_imports(cx, file)? {
+                                let top = m.split('.').next().unwrap_or(&m).to_string();
+                                if done.contains_key(&m)
+                                    || resolve(cx, env, &path, &top, &mut cache)?.is_none()
+                                {
+                                    continue; // a word that is no module here
+                                }
                                 queue.push_back(Want {
                                     name: m,
                                     by: Some((file.clone(), 0)),
@@ -959,6 +965,12 @@ fn run(cx: &mut Cx, e: &Exec, env: &PyEnv, done: &mut HashMap<String, u8>) -> Re
                         for f in subs {
                             if f.ends_with(".so") {
                                 for m in extension_imports(cx, &f)? {
+                                    let top = m.split('.').next().unwrap_or(&m).to_string();
+                                    if done.contains_key(&m)
+                                        || resolve(cx, env, &path, &top, &mut cache)?.is_none()
+                                    {
+                                        continue;
+                                    }
                                     queue.push_back(Want {
                                         name: m,
                                         by: Some((f.clone(), 0)),
@@ -1031,7 +1043,7 @@ fn extension_imports(cx: &mut Cx, file: &str) -> Result<Vec<String>> {
                     && !p.starts_with(|c: char| c.is_ascii_digit())
             }) && !NOT_FROM_WORDS.contains(&w.split('.').next().unwrap_or(w))
         })
-        .take(2_000)
+        .take(crate::elf::MAX_STRINGS)
         .cloned()
         .collect())
 }
