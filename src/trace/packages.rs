@@ -48,6 +48,11 @@ pub const SKIP_PACKAGES: &[(&str, bool, &str)] = &[
         true,
         "the C library: its locales, gconv modules and time zones are the libc rule's",
     ),
+    (
+        "perl-modules*",
+        true,
+        "a language runtime's library: its trees are the runtime rule's",
+    ),
     ("bash", true, "a shell"),
     ("dash", true, "a shell"),
     ("zsh", true, "a shell"),
@@ -161,6 +166,9 @@ pub(crate) struct Packages {
     db: Option<Arc<Db>>,
     /// Packages whose files were considered.
     done: HashSet<usize>,
+    /// Packages followed because they own what runs, is loaded or is named on the command
+    /// line.
+    owners: HashSet<usize>,
 }
 
 impl Rule for Packages {
@@ -241,8 +249,17 @@ impl Rule for Packages {
                 );
                 continue;
             }
-            let data_package = is_data_package(cx, &db, i);
-            let (detail, cap) = describe(&db, i, &parent, data_only, data_package);
+            // Only near what runs: the data package of an owner (a program's package, a loaded
+            // library's) is its data; deeper in the dependency chain it is someone else's.
+            let near = match &parent {
+                Parent::Dependency(p) => self.owners.contains(p),
+                _ => {
+                    self.owners.insert(i);
+                    true
+                }
+            };
+            let data_package = near && is_data_package(cx, &db, i);
+            let (detail, cap) = describe(&db, i, &parent, data_only, data_package, near);
             keep_package(cx, &db, i, &detail, cap)?;
             for group in &pkg.depends {
                 // The first alternative the image has.
@@ -303,6 +320,7 @@ fn describe(
     parent: &Parent,
     data_only: bool,
     data_package: bool,
+    near: bool,
 ) -> (String, u64) {
     let name = &db.packages[idx].name;
     match parent {
@@ -331,7 +349,7 @@ fn describe(
                 || (by.starts_with("lib") && !name.starts_with("lib"));
             (
                 format!("package {name}, dependency of {by}"),
-                if (data && by.starts_with("lib")) || data_package {
+                if near && ((data && by.starts_with("lib")) || data_package) {
                     MAX_OWNER_DATA
                 } else {
                     MAX_PACKAGE_DATA

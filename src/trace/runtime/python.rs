@@ -1033,6 +1033,19 @@ fn extension_imports(cx: &mut Cx, file: &str) -> Result<Vec<String>> {
     let Ok(Some(facts)) = cx.elf(&canon) else {
         return Ok(Vec::new());
     };
+    // Names passed as C strings (Cython's and cffi's module-name constants); pyo3's
+    // `PyImport_Import` takes objects made from Rust strings, which are not NUL-terminated:
+    // its words are fragments of everything the module prints.
+    if ![
+        "PyImport_ImportModule",
+        "PyImport_ImportModuleLevel",
+        "PyImport_ImportModuleLevelObject",
+    ]
+    .iter()
+    .any(|s| facts.import(s).is_some())
+    {
+        return Ok(Vec::new());
+    }
     Ok(facts
         .words
         .iter()
