@@ -202,6 +202,9 @@ fn parse_inner(bytes: &[u8]) -> Result<ElfFacts, String> {
             "PyImport_ImportModule",
             "PyImport_ImportModuleLevel",
             "PyImport_ImportModuleLevelObject",
+            // A Ruby C extension requiring Ruby files by name (psych's `psych/syntax_error`).
+            "rb_require",
+            "rb_require_string",
         ]
         .iter()
         .any(|s| facts.import(s).is_some());

@@ -336,6 +336,47 @@ fn is_file(cx: &Cx, p: &str) -> bool {
         .is_ok_and(|r| matches!(cx.fs.get(&r.path).map(|n| &n.kind), Some(Kind::File { .. })))
 }
 
+impl RubyLang {
+    /// The Ruby files a C extension requires by name (`rb_require("psych/syntax_error")`):
+    /// the words of its data that name files of the load path by a relative path.
+    fn extension_requires(&self, cx: &mut Cx, so: &str) -> Result<Vec<String>> {
+        let Some((canon, _)) = cx.resolve_file(so)? else {
+            return Ok(Vec::new());
+        };
+        cx.contents.prefetch(cx.fs, std::slice::from_ref(&canon))?;
+        let Ok(Some(facts)) = cx.elf(&canon) else {
+            return Ok(Vec::new());
+        };
+        if !["rb_require", "rb_require_string"]
+            .iter()
+            .any(|s| facts.import(s).is_some())
+        {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        // A path within a library (`psych/syntax_error`): a bare word is too weak.
+        for w in facts.words.iter().filter(|w| {
+            w.contains('/')
+                && !w.ends_with('/')
+                && w.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '/')
+                && w.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+        }) {
+            for d in &self.load_path {
+                let c = join(d, &format!("{w}.rb"));
+                if is_file(cx, &c) {
+                    out.push(c);
+                    break;
+                }
+            }
+            if out.len() >= 256 {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}
+
 impl Lang for RubyLang {
     fn name(&self) -> &'static str {
         "Ruby"
@@ -463,9 +504,13 @@ impl Lang for RubyLang {
                 .find(|c| is_file(cx, &c[1..]))
                 .map(|c| vec![c]));
         }
-        for d in &self.load_path {
-            if let Some(c) = cands(d).into_iter().find(|c| is_file(cx, c)) {
-                return Ok(Some(vec![c]));
+        for d in self.load_path.clone() {
+            if let Some(c) = cands(&d).into_iter().find(|c| is_file(cx, c)) {
+                let mut files = vec![c.clone()];
+                if c.ends_with(".so") {
+                    files.extend(self.extension_requires(cx, &c)?);
+                }
+                return Ok(Some(files));
             }
         }
         // A gem: ROOT/gems/NAME-VERSION/lib/SPEC.rb; the gem is kept whole with its spec.
