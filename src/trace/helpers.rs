@@ -49,17 +49,30 @@ pub(crate) struct Helpers {
     files_done: HashSet<String>,
 }
 
-/// The package's programs by basename (regular executable files).
+/// The package's programs by basename (regular executable files, and its links to executable
+/// files: `cpp` → `x86_64-linux-gnu-cpp-12`), each to the canonical file.
 fn programs_of(cx: &Cx, db: &Db, pkg: usize) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for f in db.files_of(cx.fs, pkg) {
-        if let Some(n) = cx.fs.get(&f)
+        let Some(base) = f.rsplit('/').next() else {
+            continue;
+        };
+        if base.contains(".so") {
+            continue;
+        }
+        let target = match cx.fs.get(&f).map(|n| &n.kind) {
+            Some(Kind::File { .. }) => f.clone(),
+            Some(Kind::Symlink(_)) => match cx.fs.resolve(&f, true) {
+                Ok(r) => r.path,
+                Err(_) => continue,
+            },
+            _ => continue,
+        };
+        if let Some(n) = cx.fs.get(&target)
             && matches!(n.kind, Kind::File { .. })
             && n.mode & 0o111 != 0
-            && let Some(base) = f.rsplit('/').next()
-            && !base.contains(".so")
         {
-            out.insert(base.to_string(), f.clone());
+            out.insert(base.to_string(), target);
         }
     }
     out
