@@ -421,9 +421,11 @@ fn perl_follows_use_through_inc() {
         ("/usr/share/perl5/strict.pm", "t:1;\n"),
         (
             "/usr/share/perl5/Foo/Bar.pm",
-            "t:package Foo::Bar;\nuse parent 'Baz';\nsub t { my $x = do \"tables/To/$n.pl\"; }\n1;\n",
+            "t:package Foo::Bar;\nuse parent 'Baz';\nsub t { my $x = do \"tables/To/$n.pl\"; }\nuse if defined &X::y, Extra => qw(x);\nsub u { my $l = do \"deep/$table\"; }\n1;\n",
         ),
         ("/usr/share/perl5/tables/To/Bc.pl", "t:1;\n"),
+        ("/usr/share/perl5/Extra.pm", "t:1;\n"),
+        ("/usr/share/perl5/deep/To/Gc.pl", "t:1;\n"),
         // A runtime library naming a build tool and a data file: the data is kept, the
         // program only when something runs it.
         (
@@ -454,6 +456,8 @@ fn perl_follows_use_through_inc() {
         "/usr/share/perl5/Baz.pm",
         "/usr/share/perl5/Lazy.pm",
         "/usr/share/perl5/tables/To/Bc.pl",
+        "/usr/share/perl5/Extra.pm",
+        "/usr/share/perl5/deep/To/Gc.pl",
         "/usr/lib/x86_64-linux-gnu/perl5/5.36/auto/Foo/Bar/Bar.so",
     ] {
         assert!(kept(&t, p), "{p}: {:?}", t.files.keys());

@@ -210,9 +210,12 @@ impl Lang for PerlLang {
                     && let Some(d) = q.find('$')
                 {
                     let prefix = q[..d].replace("::", "/");
+                    // `do "dir/$x"` with the variable at the end may reach subdirectories.
+                    let deep =
+                        kw == "do" && q[d..].split('"').next().is_some_and(|t| !t.contains('.'));
                     if prefix.ends_with('/') && prefix.len() > 1 {
                         out.push(Req {
-                            spec: format!("{prefix}*"),
+                            spec: format!("{prefix}*{}", if deep { "*" } else { "" }),
                             line: n + 1,
                             nested,
                             relative: false,
@@ -224,6 +227,26 @@ impl Lang for PerlLang {
                     .split(|c: char| c.is_whitespace() || c == '(' || c == ';')
                     .next()
                     .unwrap_or("");
+                if first == "if" && kw == "use" {
+                    // `use if COND, Module => ARGS`: the module after the first comma.
+                    if let Some((_, m)) = rest.split_once(',') {
+                        let m = m
+                            .trim()
+                            .split(|c: char| c.is_whitespace() || c == ',' || c == '=')
+                            .next()
+                            .unwrap_or("")
+                            .trim_matches(['\'', '"']);
+                        if m.chars().next().is_some_and(|c| c.is_ascii_alphabetic()) {
+                            out.push(Req {
+                                spec: m.to_string(),
+                                line: n + 1,
+                                nested: false,
+                                relative: false,
+                            });
+                        }
+                    }
+                    continue;
+                }
                 if (first == "parent" || first == "base") && kw == "use" {
                     // use parent -norequire, 'A'; use base qw(A B);
                     if rest.contains("-norequire") {
@@ -337,6 +360,20 @@ impl Lang for PerlLang {
             return Ok(Some(files));
         }
         let spec = &req.spec;
+        if let Some(ns) = spec.strip_suffix("**") {
+            // `do "unicore/$table"`: the variable may hold a path (`To/Bc.pl`): every Perl
+            // file under the directory, at any depth.
+            let mut out = Vec::new();
+            for d in &self.inc {
+                let dir = join(d, ns.trim_end_matches('/'));
+                out.extend(
+                    cx.files_under(&dir)
+                        .into_iter()
+                        .filter(|f| f.ends_with(".pl") || f.ends_with(".pm")),
+                );
+            }
+            return Ok((!out.is_empty()).then_some(out));
+        }
         if let Some(ns) = spec.strip_suffix('*') {
             // Every module under the namespace, in each @INC directory.
             let mut out = Vec::new();
