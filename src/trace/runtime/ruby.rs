@@ -456,6 +456,26 @@ impl Lang for RubyLang {
                     }
                 }
             }
+            // A RubyGems binstub: `load Gem.activate_bin_path('asciidoctor', 'asciidoctor', v)`
+            // (or `Gem.bin_path("gem", "exe", v)`) runs the gem's executable.
+            for call in ["activate_bin_path(", "bin_path("] {
+                if let Some(pos) = t.find(call) {
+                    let args: Vec<String> = t[pos + call.len()..]
+                        .split(',')
+                        .take(2)
+                        .filter_map(quoted)
+                        .collect();
+                    if let [gem, exe] = args.as_slice() {
+                        out.push(Req {
+                            spec: format!("\0bin/{gem}/{exe}"),
+                            line: n + 1,
+                            nested: false,
+                            relative: false,
+                        });
+                    }
+                    break;
+                }
+            }
             if let Some(pos) = t.find("autoload")
                 && let Some((_, arg)) = t[pos..].split_once(',')
                 && let Some((spec, rel)) = ruby_path(arg)
@@ -491,6 +511,28 @@ impl Lang for RubyLang {
                 ]
             }
         };
+        if let Some(rest) = spec.strip_prefix("\0bin/")
+            && let Some((gem, exe)) = rest.split_once('/')
+        {
+            // The gem's executable, in any gem root (bindir `bin`, the RubyGems default).
+            for g in self.gem_roots.clone() {
+                let found = cx.glob(&format!("{g}/gems/{gem}-*/bin/{exe}"));
+                if let Some(f) = found.into_iter().next_back() {
+                    let gem_dir = f.rsplitn(3, '/').nth(2).unwrap_or("").to_string();
+                    if let Ok(gr) = cx.fs.resolve(&gem_dir, true) {
+                        let ev = Evidence::new(
+                            Why::Runtime,
+                            Some(from),
+                            format!("the gem {gem}, whose executable {exe} a binstub runs"),
+                        );
+                        cx.keep_tree(&gr.path, &ev);
+                        self.load_path.push(format!("{gem_dir}/lib"));
+                    }
+                    return Ok(Some(vec![f]));
+                }
+            }
+            return Ok(None);
+        }
         if req.relative {
             let dir = display(from.rsplit_once('/').map_or("", |(d, _)| d));
             return Ok(cands(&dir)
@@ -571,7 +613,11 @@ impl Lang for RubyLang {
     }
 
     fn is_source(&self, file: &str) -> bool {
+        // A gem's executable (`gems/NAME-VERSION/bin/EXE`) is Ruby without an extension.
         file.ends_with(".rb")
+            || file
+                .rsplit_once('/')
+                .is_some_and(|(d, _)| d.ends_with("/bin") && d.contains("/gems/"))
     }
 }
 
@@ -606,6 +652,12 @@ mod tests {
                 (s("rubygems/dependency"), true, true),
                 (s("digest/sha2"), false, false),
             ]
+        );
+        let stub = "require 'rubygems'\nload Gem.activate_bin_path('asciidoctor', 'asciidoctor', version)\n";
+        let specs: Vec<String> = lang.parse(stub).into_iter().map(|r| r.spec).collect();
+        assert_eq!(
+            specs,
+            vec![s("rubygems"), s("\0bin/asciidoctor/asciidoctor")]
         );
     }
 }
