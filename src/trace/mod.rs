@@ -679,8 +679,16 @@ impl Cx<'_> {
     pub fn keep(&mut self, path: &str, ev: Evidence) -> bool {
         let new = !self.out.files.contains_key(path);
         let list = self.out.files.entry(path.to_string()).or_default();
+        // Kept so far only as part of a directory (data, not read for what it names), now
+        // named itself (sourced by a script, run): the rules see it again.
+        let promoted = !new
+            && ev.within.is_none()
+            && !list.is_empty()
+            && list.iter().all(|e| e.within.is_some());
         add_evidence(list, ev);
-        if new && matches!(self.fs.get(path).map(|n| &n.kind), Some(Kind::File { .. })) {
+        if (new || promoted)
+            && matches!(self.fs.get(path).map(|n| &n.kind), Some(Kind::File { .. }))
+        {
             self.queue.push_back(Work::File(path.to_string()));
         }
         new
