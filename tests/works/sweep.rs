@@ -303,8 +303,8 @@ const CI_SUBSET: &[&str] = &[
     "calendar-history",
     "python-lxml",
     "redis",
-    "go-hugo",
-    "rust-ripgrep",
+    "go-esbuild",
+    "rust-rsass",
 ];
 
 #[test]
