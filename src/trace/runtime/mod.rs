@@ -49,8 +49,8 @@ pub(crate) trait Lang {
     /// interpreter's own optional requires and lazy requires are followed one hop.
     fn in_runtime(&self, cx: &Cx, file: &str) -> bool;
     /// Whether a file of the runtime's trees is a third-party library (a gem, a vendor
-    /// package) rather than the standard library: its top-level requires are followed like
-    /// the application's (quietly), its lazy ones one hop.
+    /// package) rather than the standard library: its requires, lazy ones too, are followed
+    /// like the application's (quietly).
     fn third_party(&self, _cx: &Cx, _file: &str) -> bool {
         false
     }
@@ -90,10 +90,10 @@ pub(crate) fn graph(
             let runtime = lang.in_runtime(cx, &display(&file));
             let third_party = runtime && lang.third_party(cx, &display(&file));
             for req in lang.parse(&text) {
-                // The application's code: every require. A library's (a gem, a CPAN module):
-                // its top-level requires like the application's, its lazy ones one hop. The
-                // runtime's: lazy requires one hop from what the application requires.
-                let b = if !runtime || (third_party && !req.nested) {
+                // The application's code and a library's (a gem, a CPAN module: Template
+                // Toolkit loads its plugins lazily): every require. The runtime's: lazy
+                // requires one hop from what the application requires.
+                let b = if !runtime || third_party {
                     1
                 } else if req.nested {
                     match budget.checked_sub(1) {
