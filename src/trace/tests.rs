@@ -425,6 +425,7 @@ fn perl_follows_use_through_inc() {
         ),
         ("/usr/share/perl5/tables/To/Bc.pl", "t:1;\n"),
         ("/usr/share/perl5/Extra.pm", "t:1;\n"),
+        ("/usr/share/perl5/if.pm", "t:1;\n"),
         ("/usr/share/perl5/deep/To/Gc.pl", "t:1;\n"),
         // A runtime library naming a build tool and a data file: the data is kept, the
         // program only when something runs it.
@@ -457,6 +458,7 @@ fn perl_follows_use_through_inc() {
         "/usr/share/perl5/Lazy.pm",
         "/usr/share/perl5/tables/To/Bc.pl",
         "/usr/share/perl5/Extra.pm",
+        "/usr/share/perl5/if.pm",
         "/usr/share/perl5/deep/To/Gc.pl",
         "/usr/lib/x86_64-linux-gnu/perl5/5.36/auto/Foo/Bar/Bar.so",
     ] {

@@ -228,7 +228,14 @@ impl Lang for PerlLang {
                     .next()
                     .unwrap_or("");
                 if first == "if" && kw == "use" {
-                    // `use if COND, Module => ARGS`: the module after the first comma.
+                    // `use if COND, Module => ARGS`: the pragma `if.pm` itself, and the module
+                    // after the first comma.
+                    out.push(Req {
+                        spec: "if".into(),
+                        line: n + 1,
+                        nested: false,
+                        relative: false,
+                    });
                     if let Some((_, m)) = rest.split_once(',') {
                         let m = m
                             .trim()
