@@ -600,7 +600,9 @@ impl Lang for RubyLang {
             .resolve(file, true)
             .map(|r| r.path)
             .unwrap_or_default();
-        p.contains("/vendor_ruby/") || p.contains("/site_ruby/") || p.contains("/gems/")
+        // RubyGems (Debian ships it in vendor_ruby) is the runtime's own start-up library.
+        (p.contains("/vendor_ruby/") || p.contains("/site_ruby/") || p.contains("/gems/"))
+            && !p.contains("/vendor_ruby/rubygems")
     }
 
     fn in_runtime(&self, cx: &Cx, file: &str) -> bool {
