@@ -112,24 +112,11 @@ fn run(
     if !db.owners(&r.path).contains(&pkg) || cx.out.programs.contains(&r.path) {
         return Ok(());
     }
-    if let Some(what) = super::risky::risky(cx.fs, &r.path) {
+    if let Some(what) = super::risky::withheld_unless_strong(cx, &r.path)? {
         cx.withhold(
             &r.path,
             format!(
                 "{how} {} (both of package {}) but it is {what}: kept only when the entrypoint, a script or the active configuration runs it (--keep {} restores it)",
-                display(from),
-                db.packages[pkg].name,
-                display(&r.path)
-            ),
-        );
-        return Ok(());
-    }
-    cx.contents.prefetch(cx.fs, std::slice::from_ref(&r.path))?;
-    if cx.elf(&r.path)?.is_none() {
-        cx.withhold(
-            &r.path,
-            format!(
-                "{how} {} (both of package {}) but it is a script, which would bring its interpreter (--keep {} restores it)",
                 display(from),
                 db.packages[pkg].name,
                 display(&r.path)
@@ -210,24 +197,11 @@ fn helper(cx: &mut Cx, program: &str, name: &str, path: &str, how: &str) -> Resu
     if cx.out.programs.contains(path) {
         return Ok(());
     }
-    if let Some(what) = super::risky::risky(cx.fs, path) {
+    if let Some(what) = super::risky::withheld_unless_strong(cx, path)? {
         cx.withhold(
             path,
             format!(
                 "{} names {name} ({how}) but {} is {what}: kept only when the entrypoint, a script or the active configuration runs it (--keep {} restores it)",
-                display(program),
-                display(path),
-                display(path)
-            ),
-        );
-        return Ok(());
-    }
-    cx.contents.prefetch(cx.fs, &[path.to_string()])?;
-    if cx.elf(path)?.is_none() {
-        cx.withhold(
-            path,
-            format!(
-                "{} names {name} ({how}) but {} is a script, which would bring its interpreter (--keep {} restores it)",
                 display(program),
                 display(path),
                 display(path)

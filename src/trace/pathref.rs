@@ -552,17 +552,8 @@ pub(crate) fn reference(cx: &mut Cx, raw: &str, from: Option<&str>, detail: &str
                     && from.is_some_and(|f| cx.ld.object_at(f).is_some())
                     && cx.fs.get(&r.path).is_some_and(|n| n.mode & 0o111 != 0)
                 {
-                    let what = match super::risky::risky(cx.fs, &r.path) {
-                        Some(w) => Some(w),
-                        None => match cx
-                            .contents
-                            .prefetch(cx.fs, std::slice::from_ref(&r.path))
-                            .and_then(|()| cx.elf(&r.path))
-                        {
-                            Ok(Some(_)) => None,
-                            _ => Some("a script, which would bring its interpreter"),
-                        },
-                    };
+                    let what = super::risky::withheld_unless_strong(cx, &r.path)
+                        .unwrap_or(Some("a file whose contents cannot be read"));
                     if what.is_none()
                         && let Some(f) = from
                         && super::helpers::runs_related(cx, f, &r.path)

@@ -106,6 +106,22 @@ pub(crate) fn risky(fs: &Rootfs, path: &str) -> Option<&'static str> {
     None
 }
 
+/// Why an executable needs strong evidence: [`risky`], or a script (it brings its interpreter).
+/// `None` for an ordinary ELF program.
+pub(crate) fn withheld_unless_strong(
+    cx: &mut super::Cx,
+    path: &str,
+) -> crate::error::Result<Option<&'static str>> {
+    if let Some(what) = risky(cx.fs, path) {
+        return Ok(Some(what));
+    }
+    cx.contents.prefetch(cx.fs, &[path.to_string()])?;
+    Ok(cx
+        .elf(path)?
+        .is_none()
+        .then_some("a script, which would bring its interpreter"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
