@@ -1074,6 +1074,12 @@ async fn build_one(
             .iter()
             .map(|(p, why)| (crate::rootfs::display(p), why.clone()))
             .collect(),
+        open_questions: trace.questions.clone(),
+        learn: if trace.questions.is_empty() {
+            String::new()
+        } else {
+            learn_option(&pulled.config)
+        },
         seconds: started.elapsed().as_secs_f64(),
         security_context: plan::security_context(&plan),
         check,
@@ -1570,5 +1576,15 @@ fn probe_built(
         &opts.probes,
         None,
         &opts.probe_limits,
+    )
+}
+
+/// The `--learn` option that settles open questions: the entrypoint run with the image's own
+/// Cmd in a sandbox of the source (what it uses is kept).
+fn learn_option(config: &serde_json::Value) -> String {
+    let cmd = RunConfig::from_config(config).cmd;
+    format!(
+        "--learn {}",
+        crate::probe::join(&[crate::probe::join(&cmd)])
     )
 }

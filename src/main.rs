@@ -735,6 +735,17 @@ async fn run(cli: Cli, progress: Progress) -> anyhow::Result<Outcome> {
                 for (p, why) in &r.withheld {
                     eprintln!("withheld: {}: {}", clean(p, false), clean(why, false));
                 }
+                for q in &r.open_questions {
+                    eprintln!("open question: {}", clean(q, false));
+                }
+                if !r.open_questions.is_empty() {
+                    eprintln!(
+                        "{} open question(s) static analysis could not decide: settle them with `pare harden {} {}` (runs the image's own Cmd in a sandbox of the source and keeps what it uses)",
+                        r.open_questions.len(),
+                        clean(&r.source.reference, false),
+                        clean(&r.learn, false)
+                    );
+                }
                 if let Some(c) = &r.check {
                     eprint!("{}", clean(&c.text(), true));
                 }
@@ -826,6 +837,9 @@ async fn run(cli: Cli, progress: Progress) -> anyhow::Result<Outcome> {
             }
             for w in &analysis.trace.warnings {
                 eprintln!("warning: {}", clean(w, false));
+            }
+            for q in &analysis.trace.questions {
+                eprintln!("open question: {}", clean(q, false));
             }
         }
         Command::Probe(a) => {

@@ -94,6 +94,14 @@ pub struct Report {
     /// name in a binary's strings): not kept, with why and how to keep them.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub withheld: std::collections::BTreeMap<String, String>,
+    /// What static analysis could not decide (a command computed at run time at FILE:LINE, a
+    /// large tree not kept, charsets chosen at run time), and how to settle it: `learn` is the
+    /// `--learn` option that runs the entrypoint with the image's own Cmd in a sandbox and keeps
+    /// what it uses.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub open_questions: Vec<String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub learn: String,
     pub seconds: f64,
     /// The Kubernetes securityContext that fits the hardened image.
     pub security_context: SecurityContext,

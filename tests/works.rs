@@ -96,6 +96,37 @@ fn risky_programs(files: &BTreeMap<String, u64>) -> Vec<String> {
     out
 }
 
+/// Each kept risky program with the reason pare's report gives for keeping it (the first
+/// kept path of that base name), e.g. `dash (the entrypoint: …)`: the table shows why each
+/// shell or interpreter is there, not only that it is.
+fn risky_with_causes(names: &[String], report: Option<&serde_json::Value>) -> String {
+    let files = report
+        .and_then(|r| r["files"].as_array())
+        .cloned()
+        .unwrap_or_default();
+    names
+        .iter()
+        .map(|n| {
+            let reason = files
+                .iter()
+                .filter(|f| f["kind"] != "dir")
+                .find(|f| {
+                    f["path"]
+                        .as_str()
+                        .is_some_and(|p| p.rsplit('/').next() == Some(n.as_str()))
+                })
+                .and_then(|f| f["reason"].as_str())
+                .map(|r| {
+                    let r: String = r.replace('|', "\\|").chars().take(90).collect();
+                    format!(" ({r})")
+                })
+                .unwrap_or_default();
+            format!("{n}{reason}")
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// Files the original uses that the hardened image may have without the same bytes, or not at
 /// all, with the reason. Every case has these.
 const COMMON_EXCEPTIONS: &[(&str, &str)] = &[
@@ -442,6 +473,7 @@ fn run_case(case: Case) {
         panic!("{name}:\n{}", failures[0].1);
     }
     // Each layer decompressed once: the merge pass captured what the trace and plan read.
+    let report: Option<serde_json::Value> = serde_json::from_slice(&harden.stdout).ok();
     match serde_json::from_slice::<serde_json::Value>(&harden.stdout) {
         Ok(r) => {
             let r = &r["layer_reads"];
@@ -842,7 +874,7 @@ fn run_case(case: Case) {
         Some(hard_bytes),
         min_bytes,
         Some(kept),
-        &risky_programs(&hfiles).join(" "),
+        &risky_with_causes(&risky_programs(&hfiles), report.as_ref()),
         &smoke,
         &failures,
     );

@@ -117,6 +117,25 @@ impl Probe {
     }
 }
 
+/// Words as one `ARGS` string that [`split`] reads back: plain words as they are, others in
+/// single quotes (`'` as `'\''`).
+pub fn join(words: &[String]) -> String {
+    words
+        .iter()
+        .map(|w| {
+            let plain = !w.is_empty()
+                && w.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
+            if plain {
+                w.clone()
+            } else {
+                format!("'{}'", w.replace('\'', "'\\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Split a probe's `ARGS` like a shell (single and double quotes, backslash escapes).
 pub fn split(s: &str) -> Result<Vec<String>> {
     let mut out = Vec::new();
@@ -673,6 +692,16 @@ mod tests {
         );
         assert!(split("'open").is_err());
         assert!(split("").unwrap().is_empty());
+        // join is split's inverse, quotes included.
+        for words in [
+            vec!["-n", "1 + 1"],
+            vec!["it's", "", "$HOME", "a\\b", "plain-word=1"],
+            vec![],
+        ] {
+            let words: Vec<String> = words.into_iter().map(String::from).collect();
+            assert_eq!(split(&join(&words)).unwrap(), words, "{}", join(&words));
+        }
+        assert_eq!(join(&["-c".into(), "x.conf".into()]), "-c x.conf");
     }
 
     #[test]

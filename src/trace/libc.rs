@@ -661,7 +661,7 @@ fn message_catalogs(cx: &mut Cx, from: &str, why: &str) {
             format!("message catalogs of the language {l} the image config selects, {why}"),
         );
         if cx.tree_bytes(&r.path, MAX_CATALOG_BYTES) > MAX_CATALOG_BYTES {
-            cx.warn(format!(
+            cx.question(format!(
                 "{dir} holds more than {} MiB of message catalogs: not kept (keep the program's with --keep)",
                 MAX_CATALOG_BYTES >> 20
             ));
@@ -874,13 +874,21 @@ fn iconv(cx: &mut Cx, idx: usize, why: &str) -> Result<()> {
         .filter(|(k, _)| k.ends_with(".so"))
         .map(|(k, _)| k.clone())
         .collect();
+    let mut left = 0;
     for k in all {
         if !cx.out.files.contains_key(&k) {
+            left += 1;
             cx.drop_path(
                 &k,
                 "gconv module for a charset no kept program names; keep it with --keep if iconv needs it",
             );
         }
+    }
+    if left > 0 {
+        cx.question(format!(
+            "charsets are converted by a name chosen at run time (iconv): the gconv modules of the charsets the kept objects and the image config name are kept, not the others of {}",
+            display(&dir.path)
+        ));
     }
     Ok(())
 }

@@ -216,6 +216,10 @@ pub struct Trace {
     /// would have brought them and how to keep them (`--keep`).
     pub withheld: BTreeMap<String, String>,
     pub warnings: Vec<String>,
+    /// What static analysis could not decide (a command computed at run time at FILE:LINE, a
+    /// large tree not kept, charsets chosen at run time): `--learn` with the image's own Cmd
+    /// settles them.
+    pub questions: Vec<String>,
     /// The image's package database, when it has one.
     pub packages: Option<std::sync::Arc<crate::packages::Db>>,
     /// Libraries not in the image (`--allow-missing`) that a package of the database lists:
@@ -800,6 +804,15 @@ impl Cx<'_> {
         }
     }
 
+    /// Record an open question: something the rules could not decide statically (the report's
+    /// `open_questions`, the summary line after harden).
+    pub fn question(&mut self, msg: impl Into<String>) {
+        let msg = msg.into();
+        if self.warned.insert(msg.clone()) {
+            self.out.questions.push(msg);
+        }
+    }
+
     /// Record that a path was looked at and not kept.
     pub fn drop_path(&mut self, path: &str, why: impl Into<String>) {
         self.out
@@ -1108,6 +1121,7 @@ pub fn json(t: &Trace) -> serde_json::Value {
         "programs": t.programs.iter().map(|p| display(p)).collect::<Vec<_>>(),
         "dropped": dropped,
         "warnings": t.warnings,
+        "open_questions": t.questions,
     })
 }
 

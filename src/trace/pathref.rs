@@ -641,7 +641,7 @@ pub(crate) fn reference(cx: &mut Cx, raw: &str, from: Option<&str>, detail: &str
                     let what = from
                         .map(display)
                         .unwrap_or_else(|| "the image config".into());
-                    cx.warn(format!(
+                    cx.question(format!(
                         "{} (named in {what}) holds more than {} MiB: not kept whole; keep what the program needs with --keep",
                         display(&r.path),
                         MAX_DIR_BYTES >> 20

@@ -320,7 +320,7 @@ fn env(cx: &mut Cx, e: &Exec) -> Result<()> {
     let mut i = 0;
     while i < args.len() {
         let Some(a) = args[i].clone() else {
-            cx.warn(format!(
+            cx.question(format!(
                 "{}: env runs a command computed at run time; it is not traced",
                 display(&e.path)
             ));
@@ -440,7 +440,7 @@ fn wrapped(cx: &mut Cx, e: &Exec, w: &Wrapper, name: &str) -> Result<()> {
         return Ok(());
     }
     if e.arg(i).is_none() {
-        cx.warn(format!(
+        cx.question(format!(
             "{}: {name} runs a command computed at run time; it is not traced",
             display(&e.path)
         ));

@@ -4,11 +4,13 @@
 #[derive(Debug, Clone)]
 pub(super) enum Piece {
     Lit(String),
-    /// `$NAME`, `${NAME}`, `${NAME:-default}`.
+    /// `$NAME`, `${NAME}`, `${NAME:-default}`; `assign`: `${NAME:=default}` (the default
+    /// becomes the variable's value for the lines after).
     Var {
         name: String,
         default: Option<Vec<Piece>>,
         quoted: bool,
+        assign: bool,
     },
     /// `$0` (the script's name), `$1` … `$9`, `${10}`.
     Positional(usize),
@@ -441,6 +443,7 @@ impl Lexer<'_> {
                     name,
                     default: None,
                     quoted,
+                    assign: false,
                 });
             }
             Some(c) if c.is_ascii_digit() => {
@@ -481,6 +484,7 @@ pub(super) fn brace_expansion(inner: &str, quoted: bool, line: usize) -> Piece {
             name: inner.to_string(),
             default: None,
             quoted,
+            assign: false,
         };
     }
     let name_end = inner
@@ -502,6 +506,7 @@ pub(super) fn brace_expansion(inner: &str, quoted: bool, line: usize) -> Piece {
                     name: name.to_string(),
                     default: Some(w.pieces),
                     quoted,
+                    assign: op.ends_with('='),
                 };
             }
         }

@@ -128,7 +128,7 @@ impl Rule for Shells {
         if let Some(ci) = command_at {
             let Some(text) = e.arg(ci) else {
                 if ci < e.argv.len() {
-                    cx.warn(format!(
+                    cx.question(format!(
                         "{}: `{shell} -c` runs a string computed at run time; its commands are not traced",
                         display(&e.path)
                     ));
@@ -154,7 +154,7 @@ impl Rule for Shells {
             return Ok(()); // interactive, or commands from stdin
         }
         let Some(arg) = e.arg(i) else {
-            cx.warn(format!(
+            cx.question(format!(
                 "{}: {shell} runs a script named at run time; it is not traced",
                 display(&e.path)
             ));
@@ -342,6 +342,9 @@ fn run_script(
     for w in &parsed.warnings {
         cx.warn(w.clone());
     }
+    for q in &parsed.questions {
+        cx.question(q.clone());
+    }
     for c in parsed.commands {
         if parsed
             .functions
@@ -408,6 +411,8 @@ pub(crate) struct Parsed {
     pub commands: Vec<Command>,
     pub functions: HashSet<String>,
     pub warnings: Vec<String>,
+    /// Commands and sourced files computed at run time (FILE:LINE: what).
+    pub questions: Vec<String>,
 }
 
 /// Parse a script's text on its own (tests, fuzzing, and callers with no files to source);

@@ -406,6 +406,24 @@ impl<'r> Parser<'r> {
         }
     }
 
+    /// `${NAME:=default}` / `${NAME=default}`: an unset (or, with `:`, empty) variable takes
+    /// the default's value from here on (`: "${CONF:=/etc/app.conf}"`, then `"$CONF"`).
+    fn assign_defaults(&mut self, pieces: &[Piece]) {
+        for p in pieces {
+            if let Piece::Var {
+                name,
+                default: Some(d),
+                assign: true,
+                ..
+            } = p
+                && self.vars.get(name).is_none_or(|v| v.is_empty())
+                && let Some(v) = self.eval_pieces(d)
+            {
+                self.vars.insert(name.clone(), v);
+            }
+        }
+    }
+
     /// Evaluate a word: `None` for what is computed at run time; `$@` and unquoted variables
     /// may give several words.
     pub(super) fn eval(&self, w: &Word) -> Vec<Option<String>> {
@@ -420,6 +438,7 @@ impl<'r> Parser<'r> {
                 name,
                 quoted: false,
                 default: None,
+                ..
             },
         ] = w.pieces.as_slice()
             && let Some(v) = self.vars.get(name)
@@ -459,6 +478,7 @@ impl<'r> Parser<'r> {
     pub(super) fn flush(&mut self, words: Vec<Word>, file: &str, depth: usize) {
         for w in &words {
             self.nested(w, file, depth);
+            self.assign_defaults(&w.pieces);
         }
         let list = words
             .iter()
@@ -586,7 +606,7 @@ impl<'r> Parser<'r> {
                 } else {
                     "a command computed at run time"
                 };
-                self.out.warnings.push(format!(
+                self.out.questions.push(format!(
                     "{file}:{line}: runs {what}; it is not traced (keep it with --keep)"
                 ));
                 return;
@@ -621,7 +641,7 @@ impl<'r> Parser<'r> {
                 "." | "source" => {
                     let Some(Some(target)) = argv.get(1).cloned() else {
                         if argv.len() > 1 {
-                            self.out.warnings.push(format!(
+                            self.out.questions.push(format!(
                                 "{file}:{line}: sources a file named at run time; it is not traced"
                             ));
                         }
@@ -647,7 +667,7 @@ impl<'r> Parser<'r> {
                         let text: Vec<String> = args.into_iter().flatten().collect();
                         self.run(&text.join(" "), &format!("{file}:{line}"), depth + 1);
                     } else {
-                        self.out.warnings.push(format!(
+                        self.out.questions.push(format!(
                             "{file}:{line}: {name} of a string computed at run time; its commands are not traced"
                         ));
                     }

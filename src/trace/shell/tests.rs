@@ -89,10 +89,27 @@ eval "$(dircolors)"
     );
     assert!(p.functions.contains("helper"));
     assert!(
-        p.warnings.iter().any(|w| w.starts_with("script:7:")),
+        p.questions.iter().any(|w| w.starts_with("script:7:")),
         "{:?}",
-        p.warnings
+        p.questions
     );
+}
+
+#[test]
+fn an_assigned_default_is_the_value_after() {
+    let text = "#!/bin/sh\n: \"${TOOL:=/usr/bin/assigned-tool}\"\n: ${OTHER=/usr/bin/other-tool}\n\"$TOOL\" --x\nexec $OTHER\n";
+    let p = parse(text, Some(vec![]), "/usr/bin:/bin");
+    assert_eq!(
+        names(&p),
+        vec!["/usr/bin/assigned-tool", "/usr/bin/other-tool"]
+    );
+    // `:-` does not assign: the variable stays unset, its command is computed.
+    let p = parse(
+        "#!/bin/sh\n: \"${TOOL:-/usr/bin/t}\"\n\"$TOOL\" --x\n",
+        Some(vec![]),
+        "/usr/bin:/bin",
+    );
+    assert!(names(&p).is_empty(), "{:?}", names(&p));
 }
 
 #[test]
@@ -108,9 +125,9 @@ fn exec_of_the_arguments() {
     );
     let p = parse("exec \"$@\"\n", None, "/usr/bin");
     assert!(p.commands.is_empty());
-    assert_eq!(p.warnings.len(), 1);
+    assert_eq!(p.questions.len(), 1);
     let p = parse("exec \"$@\"\n", Some(vec![]), "/usr/bin");
-    assert!(p.commands.is_empty() && p.warnings.is_empty());
+    assert!(p.commands.is_empty() && p.questions.is_empty());
     // Re-running itself under another user: $0 is the script.
     let p = parse(
         "exec setpriv --reuid=1 -- \"$0\" \"$@\"\n",
@@ -275,10 +292,10 @@ fn a_loop_over_a_glob_that_matches_nothing_is_left_to_run_time() {
     let text = "for f in /none.d/*.sh; do . \"$f\"; cat \"$f\"; done\n";
     let p = parse_in(&mut hooks(), text, None, "/usr/bin");
     assert_eq!(names(&p), vec!["cat"]);
-    assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
+    assert_eq!(p.questions.len(), 1, "{:?}", p.questions);
     assert!(
-        p.warnings[0].contains("named at run time"),
+        p.questions[0].contains("named at run time"),
         "{:?}",
-        p.warnings
+        p.questions
     );
 }
