@@ -327,6 +327,22 @@ fn run_case(case: Case) {
     let mut laps = Laps::new();
     push_prepared_image(&src, &case.spec, &layers);
     laps.lap("push");
+    // PARE_WORKS_KEEP=DIR (investigation): a copy of the source as the OCI layout DIR/NAME.
+    if let Some(dir) = std::env::var_os("PARE_WORKS_KEEP") {
+        let dest = PathBuf::from(dir).join(&name);
+        let _ = fs::remove_dir_all(&dest);
+        let out = run_capture(
+            Command::new("skopeo")
+                .args(["--insecure-policy", "copy", "--src-tls-verify=false", "-q"])
+                .arg(format!("docker://{src}"))
+                .arg(format!("oci:{}:1", dest.display())),
+        );
+        eprintln!(
+            "[{name}] kept the source as oci:{}:1 ({})",
+            dest.display(),
+            out.status
+        );
+    }
     // pare's three runs go in parallel with the original's runs: `pare check` (e), the
     // harden under test (no flags), `pare harden --check` (d) to another tag.
     let checked = format!("{src}-checked");
@@ -501,6 +517,20 @@ fn run_case(case: Case) {
     let (hc, hc_time) = hc_run.join().expect("pare harden --check thread");
 
     // (h) the evidence pare gives for chosen paths.
+    // PARE_WORKS_WHY=PATH,PATH (investigation): print what `pare trace --why` says of them.
+    for path in std::env::var("PARE_WORKS_WHY")
+        .unwrap_or_default()
+        .split(',')
+    {
+        if path.is_empty() {
+            continue;
+        }
+        let out = pare_cmd()
+            .args(["trace", "-q", "--why", path, &src])
+            .output()
+            .expect("run pare trace --why");
+        eprintln!("[{name}] --why {path}:\n{}", text(&out.stdout));
+    }
     for (path, must) in &case.why {
         let out = pare_cmd()
             .args(["trace", "-q", "--why", path, &src])

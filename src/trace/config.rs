@@ -194,7 +194,35 @@ pub(crate) fn runs(text: &str) -> Vec<Run> {
 }
 
 pub(crate) fn follow(cx: &mut Cx, path: &str, text: &str) -> Result<()> {
+    // Only an active configuration runs its commands (see `active`): a package's default
+    // config while the entrypoint names another, an example, a file a README names, is data.
+    let active = super::active::is_active(cx, path);
     for r in runs(text) {
+        if !active {
+            let what = if r.shell {
+                "/bin/sh".to_string()
+            } else {
+                r.command
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("")
+                    .to_string()
+            };
+            if what.starts_with('/')
+                && let Some(p) = cx.fs.resolve(&what, true).ok().map(|r| r.path)
+            {
+                cx.withhold(
+                    &p,
+                    format!(
+                        "run by {}:{} ({}), which is not an active configuration (no program is told to load it, none loads it by default, no active configuration includes it)",
+                        display(path),
+                        r.line,
+                        r.directive
+                    ),
+                );
+            }
+            continue;
+        }
         let argv: Vec<String> = if r.shell {
             vec!["/bin/sh".into(), "-c".into(), r.command.clone()]
         } else {

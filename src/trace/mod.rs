@@ -35,6 +35,7 @@ use crate::elf::ElfFacts;
 use crate::error::{Error, Result};
 use crate::rootfs::{Kind, ResolveError, Rootfs, display};
 
+mod active;
 mod appdir;
 pub(crate) mod config;
 mod contents;

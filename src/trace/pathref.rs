@@ -189,9 +189,10 @@ impl Rule for PathRefs {
         let named = ev.iter().any(|e| {
             e.within.is_none()
                 && matches!(e.kind, Why::PathReference | Why::ConfigInclude)
-                && e.from
-                    .as_deref()
-                    .is_none_or(|f| cx.ld.object_at(f.trim_start_matches('/')).is_none())
+                && e.from.as_deref().is_none_or(|f| {
+                    let f = f.trim_start_matches('/');
+                    cx.ld.object_at(f).is_none() && super::active::is_active(cx, f)
+                })
         });
         if named
             && text.starts_with("#!")
@@ -546,15 +547,20 @@ pub(crate) fn reference(cx: &mut Cx, raw: &str, from: Option<&str>, detail: &str
                     );
                     return;
                 }
-                // A string in a binary is weak evidence: it never brings a risky program (an
-                // interpreter, a network tool, …) or a script (which brings its interpreter).
+                // A string in a binary, or a path in a text that is not active configuration
+                // (a README, an example, a package's default config the entrypoint does not
+                // load), is weak evidence: it never brings a risky program (an interpreter, a
+                // network tool, …), a script (which brings its interpreter) or another program.
+                let in_binary = from.is_some_and(|f| cx.ld.object_at(f).is_some());
                 if !kept
-                    && from.is_some_and(|f| cx.ld.object_at(f).is_some())
+                    && (in_binary || from.is_some_and(|f| !super::active::is_active(cx, f)))
                     && cx.fs.get(&r.path).is_some_and(|n| n.mode & 0o111 != 0)
                 {
-                    let what = super::risky::withheld_unless_strong(cx, &r.path)
+                    let risky = super::risky::withheld_unless_strong(cx, &r.path)
                         .unwrap_or(Some("a file whose contents cannot be read"));
-                    if what.is_none()
+                    let program = risky.is_none() && is_program(cx, &r.path);
+                    if program
+                        && in_binary
                         && let Some(f) = from
                         && super::helpers::runs_related(cx, f, &r.path)
                     {
@@ -579,11 +585,16 @@ pub(crate) fn reference(cx: &mut Cx, raw: &str, from: Option<&str>, detail: &str
                         );
                         return;
                     }
-                    if let Some(what) = what {
+                    if let Some(what) = risky.or(program.then_some("a program")) {
+                        let how = if in_binary {
+                            "a string in a binary"
+                        } else {
+                            "a text that is not an active configuration"
+                        };
                         cx.withhold(
                             &r.path,
                             format!(
-                                "{detail} (a string in a binary) but it is {what}: kept only when the entrypoint, a script or the active configuration runs it (--keep {} restores it)",
+                                "{detail} ({how}) but it is {what}: kept only when the entrypoint, a script or the active configuration runs it (--keep {} restores it)",
                                 display(&r.path)
                             ),
                         );
@@ -733,6 +744,15 @@ pub(crate) fn program_dirs(cx: &Cx) -> Vec<String> {
         }
     }
     out
+}
+
+/// Whether `path` is an ELF program (it has a program interpreter and no soname), not a
+/// shared object that happens to be executable.
+fn is_program(cx: &mut Cx, path: &str) -> bool {
+    cx.elf(path)
+        .ok()
+        .flatten()
+        .is_some_and(|f| f.interpreter.is_some() && f.soname.is_none())
 }
 
 #[cfg(test)]

@@ -1014,3 +1014,74 @@ fn python_extension_modules_import_by_name() {
     );
     assert!(!kept(&t, "/usr/lib/python3.11/tarfile.py"));
 }
+
+#[test]
+fn only_an_active_configuration_runs_commands_and_names_programs() {
+    let lighttpd = with_strings(
+        libc_exe(&[]),
+        &["/etc/lighttpd/lighttpd.conf", "/usr/bin/other-tool"],
+    );
+    let e = || {
+        vec![
+            ("/usr/sbin/lighttpd", "elf"),
+            (
+                "/etc/lighttpd/lighttpd.conf",
+                "t:include_shell \"/usr/share/lighttpd/gen.pl\"\nserver.helper = \"/usr/sbin/enable-mod\"\n",
+            ),
+            ("/etc/lighttpd/sweep.conf", "t:server.port = 8080\n"),
+            (
+                "/usr/share/lighttpd/gen.pl",
+                "x:#!/usr/bin/perl\nprint 1;\n",
+            ),
+            ("/usr/sbin/enable-mod", "x:#!/usr/bin/perl\nprint 2;\n"),
+            ("/usr/bin/perl", "elf"),
+            ("/usr/bin/sh", "elf"),
+            ("/usr/bin/other-tool", "elf"),
+        ]
+    };
+    let f = || {
+        vec![
+            ("/usr/sbin/lighttpd", lighttpd.clone()),
+            ("/usr/bin/perl", libc_exe(&[])),
+            ("/usr/bin/sh", libc_exe(&[])),
+            ("/usr/bin/other-tool", libc_exe(&[])),
+        ]
+    };
+    // Told to load another file: the compiled-in default is data, its commands do not run, the
+    // script it names is not kept.
+    let argv = ["/usr/sbin/lighttpd", "-D", "-f", "/etc/lighttpd/sweep.conf"];
+    let t = run(e(), f(), &argv, &[]).unwrap();
+    assert!(kept(&t, "/etc/lighttpd/sweep.conf") && kept(&t, "/etc/lighttpd/lighttpd.conf"));
+    for p in ["/usr/bin/sh", "/usr/bin/perl", "/usr/sbin/enable-mod"] {
+        assert!(
+            !kept(&t, p),
+            "{p}: {:?}",
+            t.files.get(p.trim_start_matches('/'))
+        );
+    }
+    assert!(t.withheld.contains_key("usr/bin/sh"), "{:?}", t.withheld);
+    assert!(
+        t.withheld.contains_key("usr/sbin/enable-mod"),
+        "{:?}",
+        t.withheld
+    );
+    // A program named only by a string in a binary (no package ties it): withheld.
+    assert!(!kept(&t, "/usr/bin/other-tool"));
+    assert!(
+        t.withheld.contains_key("usr/bin/other-tool"),
+        "{:?}",
+        t.withheld
+    );
+    // Not told otherwise: the default is active, its include_shell runs (a shell, the script,
+    // its interpreter), the script it names is run.
+    let t = run(e(), f(), &["/usr/sbin/lighttpd", "-D"], &[]).unwrap();
+    for p in [
+        "/usr/bin/sh",
+        "/usr/share/lighttpd/gen.pl",
+        "/usr/bin/perl",
+        "/usr/sbin/enable-mod",
+    ] {
+        assert!(kept(&t, p), "{p}: {:?}", t.withheld);
+    }
+    assert!(!kept(&t, "/usr/bin/other-tool"));
+}

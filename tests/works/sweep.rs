@@ -30,6 +30,8 @@ struct Def {
     workdir: Option<String>,
     #[serde(default)]
     files: Vec<FileDef>,
+    /// A tree a real installer builds (pip into a virtualenv, npm into an app directory).
+    build: Option<BuildDef>,
     args: Option<Vec<String>>,
     stdin: Option<String>,
     expect: Option<String>,
@@ -47,6 +49,17 @@ struct FileDef {
     path: String,
     mode: Option<u32>,
     text: String,
+}
+
+/// A tree built on this (bookworm) host by a real installer at the very path it has in the
+/// image (virtualenvs and npm write absolute paths into what they install), then copied into
+/// the image: `run` is a bash script, `$DEST` the path. Cached under `target/sweep-builds/`
+/// by the hash of `path` and `run`.
+#[derive(serde::Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+struct BuildDef {
+    path: String,
+    run: String,
 }
 
 #[derive(serde::Deserialize, Clone)]
@@ -93,6 +106,15 @@ fn case_of(base: &BaseImage, def: &Def) -> Result<Case, String> {
     let files = def.files.clone();
     let packages: Vec<&str> = def.packages.iter().map(String::as_str).collect();
     let mut b = app_root_builder(base, &packages)?;
+    if let Some(bd) = &def.build {
+        let tree = host_build(bd)?;
+        for (image_path, host, mode, link) in tree_entries(&tree, &bd.path)? {
+            b = match link {
+                Some(t) => b.symlink(&image_path, &t),
+                None => b.host_file(&host, &image_path, mode),
+            };
+        }
+    }
     for f in &files {
         b = b.file(&f.path, &f.text, f.mode.unwrap_or(0o644));
     }
@@ -140,6 +162,92 @@ fn case_of(base: &BaseImage, def: &Def) -> Result<Case, String> {
         exit: def.exit.unwrap_or(0),
     };
     Ok(Case::new(&def.name, s, vec![base.layer.clone(), layer]).check(check))
+}
+
+/// The tree of `bd`, built once (see [`BuildDef`]): its cached copy on the host.
+fn host_build(bd: &BuildDef) -> Result<PathBuf, String> {
+    use sha2::{Digest, Sha256};
+    let ok = bd.path.starts_with("/opt/") || bd.path.starts_with("/srv/");
+    if !ok || bd.path.contains("..") {
+        return Err(format!(
+            "build path {}: must be under /opt/ or /srv/",
+            bd.path
+        ));
+    }
+    let key = hex::encode(Sha256::digest(format!("{}\0{}", bd.path, bd.run)));
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let cache = manifest.join("target/sweep-builds").join(&key[..16]);
+    if cache.join("tree").is_dir() {
+        return Ok(cache.join("tree"));
+    }
+    let dest = Path::new(&bd.path);
+    let marker = dest.join(".pare-sweep-build");
+    if dest.exists() {
+        if !marker.exists() {
+            return Err(format!(
+                "{} exists on this host: not a sweep build, not touched",
+                bd.path
+            ));
+        }
+        fs::remove_dir_all(dest).map_err(|e| format!("rm {}: {e}", bd.path))?;
+    }
+    fs::create_dir_all(dest).map_err(|e| format!("mkdir {}: {e}", bd.path))?;
+    fs::write(&marker, "").map_err(|e| format!("{}: {e}", marker.display()))?;
+    let out = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &bd.run])
+        .env("DEST", &bd.path)
+        .current_dir(dest)
+        .output()
+        .map_err(|e| format!("bash: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "build of {} failed: {}",
+            bd.path,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    fs::remove_file(&marker).map_err(|e| format!("{}: {e}", marker.display()))?;
+    fs::create_dir_all(&cache).map_err(|e| format!("mkdir {}: {e}", cache.display()))?;
+    // `mv` across filesystems copies; symlinks stay symlinks.
+    let st = Command::new("mv")
+        .arg(dest)
+        .arg(cache.join("tree"))
+        .status()
+        .map_err(|e| format!("mv: {e}"))?;
+    if !st.success() {
+        return Err(format!("mv {} {}: failed", bd.path, cache.display()));
+    }
+    Ok(cache.join("tree"))
+}
+
+/// Every file and symlink under `tree` as (image path under `at`, host path, mode, target).
+#[allow(clippy::type_complexity)]
+fn tree_entries(
+    tree: &Path,
+    at: &str,
+) -> Result<Vec<(String, PathBuf, u32, Option<String>)>, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mut stack = vec![tree.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let rd = fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        for e in rd.flatten() {
+            let p = e.path();
+            let rel = p.strip_prefix(tree).map_err(|e| e.to_string())?;
+            let image_path = format!("{}/{}", at.trim_end_matches('/'), rel.display());
+            let m = fs::symlink_metadata(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+            if m.file_type().is_symlink() {
+                let t = fs::read_link(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+                out.push((image_path, p, 0o777, Some(t.display().to_string())));
+            } else if m.is_dir() {
+                stack.push(p);
+            } else if m.is_file() {
+                out.push((image_path, p, m.permissions().mode() & 0o7777, None));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// The verdict of one case: `same` (the hardened image gives the same exit code and output),

@@ -90,11 +90,16 @@ pub(crate) fn graph(
             let runtime = lang.in_runtime(cx, &display(&file));
             let third_party = runtime && lang.third_party(cx, &display(&file));
             for req in lang.parse(&text) {
-                // The application's code and a library's (a gem, a CPAN module: Template
-                // Toolkit loads its plugins lazily): every require. The runtime's: lazy
-                // requires one hop from what the application requires.
-                let b = if !runtime || third_party {
+                // The application's code: every require. A library's (a gem, a CPAN module:
+                // Template Toolkit loads its plugins lazily): every require too, but what it
+                // requires lazily (inside a function) comes with its top-level requires only,
+                // not the lazy ones of those (asciidoctor's lazy open-uri does not bring
+                // net/http and OpenSSL). The runtime's: lazy requires one hop from what the
+                // application requires.
+                let b = if !runtime {
                     1
+                } else if third_party {
+                    u8::from(!req.nested)
                 } else if req.nested {
                     match budget.checked_sub(1) {
                         Some(b) => b,
