@@ -743,11 +743,17 @@ impl Cx<'_> {
     /// Keep a directory and everything under it (symlinks inside it kept as links, with the
     /// regular files they lead to).
     pub fn keep_tree(&mut self, dir: &str, ev: &Evidence) {
+        self.keep_tree_except(dir, ev, |_| false);
+    }
+
+    /// [`Cx::keep_tree`] without the entries `skip` says no to (paths relative to `dir`).
+    pub fn keep_tree_except(&mut self, dir: &str, ev: &Evidence, skip: impl Fn(&str) -> bool) {
         self.keep(dir, ev.clone());
         let ev = &ev.inside(dir);
         let entries: Vec<(String, Kind)> = self
             .fs
             .subtree(dir)
+            .filter(|(k, _)| !skip(k.get(dir.len() + 1..).unwrap_or("")))
             .map(|(k, n)| (k.clone(), n.kind.clone()))
             .collect();
         for (p, kind) in entries {

@@ -961,6 +961,7 @@ fn run(cx: &mut Cx, e: &Exec, env: &PyEnv, done: &mut HashMap<String, u8>) -> Re
                             .map(|(k, _)| k.clone())
                             .filter(|k| !k.contains("/__pycache__/"))
                             .filter(|k| k.ends_with(".py") || k.ends_with(".so"))
+                            .filter(|k| !is_test_suite(k.get(r.path.len() + 1..).unwrap_or("")))
                             .collect();
                         for f in subs {
                             if f.ends_with(".so") {
@@ -1432,8 +1433,14 @@ fn keep_package_tree(cx: &mut Cx, dir: &str, ev: &Evidence) -> Result<()> {
         .map(|(k, _)| k.clone())
         .collect();
     cx.contents.prefetch(cx.fs, &files)?;
-    cx.keep_tree(&r.path, ev);
+    cx.keep_tree_except(&r.path, ev, is_test_suite);
     Ok(())
+}
+
+/// A package's test suite (`tests/`, `test/` inside it): never imported by a computed name at
+/// run time, so not part of a package kept whole (a static import still keeps a module).
+fn is_test_suite(rel: &str) -> bool {
+    rel.split('/').any(|c| c == "tests" || c == "test")
 }
 
 /// The `*.dist-info` / `*.egg-info` of a top-level package (importlib.metadata and scanners
@@ -1886,6 +1893,16 @@ pub(crate) fn imports(src: &str) -> Vec<PyImport> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_suites_are_not_part_of_a_package_kept_whole() {
+        for rel in ["tests", "tests/utils.py", "core/tests/test_a.py", "test/x.py"] {
+            assert!(is_test_suite(rel), "{rel}");
+        }
+        for rel in ["context.py", "testing/utils.py", "test_x.py", "handlers/digests.py"] {
+            assert!(!is_test_suite(rel), "{rel}");
+        }
+    }
 
     #[test]
     fn six_moves_map_to_standard_modules() {
