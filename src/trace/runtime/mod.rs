@@ -90,16 +90,16 @@ pub(crate) fn graph(
             let runtime = lang.in_runtime(cx, &display(&file));
             let third_party = runtime && lang.third_party(cx, &display(&file));
             for req in lang.parse(&text) {
-                // The application's code: every require. A library's (a gem, a CPAN module:
-                // Template Toolkit loads its plugins lazily): every require too, but what it
-                // requires lazily (inside a function) comes with its top-level requires only,
-                // not the lazy ones of those (asciidoctor's lazy open-uri does not bring
-                // net/http and OpenSSL). The runtime's: lazy requires one hop from what the
-                // application requires.
+                // The application's code: every require, and the runtime's lazy requires one
+                // hop from there. A library's (a gem, a CPAN module: Template Toolkit loads its
+                // plugins lazily): every require too, each with its top-level requires only, not
+                // the runtime's lazy ones (asciidoctor's lazy open-uri does not bring net/http,
+                // webrick's net/http does not bring the OpenSSL it autoloads for https). The
+                // runtime's own: lazy requires one hop from what the application requires.
                 let b = if !runtime {
                     1
                 } else if third_party {
-                    u8::from(!req.nested)
+                    0
                 } else if req.nested {
                     match budget.checked_sub(1) {
                         Some(b) => b,

@@ -1896,10 +1896,20 @@ mod tests {
 
     #[test]
     fn test_suites_are_not_part_of_a_package_kept_whole() {
-        for rel in ["tests", "tests/utils.py", "core/tests/test_a.py", "test/x.py"] {
+        for rel in [
+            "tests",
+            "tests/utils.py",
+            "core/tests/test_a.py",
+            "test/x.py",
+        ] {
             assert!(is_test_suite(rel), "{rel}");
         }
-        for rel in ["context.py", "testing/utils.py", "test_x.py", "handlers/digests.py"] {
+        for rel in [
+            "context.py",
+            "testing/utils.py",
+            "test_x.py",
+            "handlers/digests.py",
+        ] {
             assert!(!is_test_suite(rel), "{rel}");
         }
     }

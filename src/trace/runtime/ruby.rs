@@ -126,13 +126,18 @@ impl Rule for Ruby {
                 "--disable-gems" | "--disable=gems" | "--disable-all" | "--disable=all" => {
                     gems = false
                 }
+                // With `-e CODE` there is no script: what follows is ARGV.
                 "--" => {
-                    script = e.arg(i + 1).map(str::to_string);
+                    if code.is_none() {
+                        script = e.arg(i + 1).map(str::to_string);
+                    }
                     break;
                 }
                 _ if a.starts_with('-') => {}
                 _ => {
-                    script = Some(a.to_string());
+                    if code.is_none() {
+                        script = Some(a.to_string());
+                    }
                     break;
                 }
             }
@@ -298,6 +303,51 @@ impl Rule for Ruby {
 /// A required path: a literal (`'json'`), or one relative to the file
 /// (`File.expand_path('x', __dir__)`, `File.join(__dir__, 'x')`, `"#{__dir__}/x"`). The
 /// flag says relative.
+/// A `%w(…)` word list (over one or more lines) and the `.each do |x|` / `.each { |x|` that
+/// iterates it: sets `each` to the block variable and the words for the next lines.
+fn word_list(
+    t: &str,
+    words: &mut Option<Vec<String>>,
+    each: &mut Option<(String, Vec<String>, usize)>,
+) {
+    let mut rest = t;
+    if words.is_none()
+        && let Some(pos) = t.find("%w(").or_else(|| t.find("%w["))
+    {
+        *words = Some(Vec::new());
+        rest = &t[pos + 3..];
+    }
+    let Some(list) = words.as_mut() else { return };
+    let (inside, after) = match rest.find([')', ']']) {
+        Some(end) => (&rest[..end], Some(&rest[end + 1..])),
+        None => (rest, None),
+    };
+    list.extend(inside.split_whitespace().map(str::to_string));
+    if list.len() > 200 {
+        *words = None;
+        return;
+    }
+    let Some(after) = after else { return };
+    let list = words.take().unwrap_or_default();
+    for open in [".each do |", ".each { |", ".each do|", ".each {|"] {
+        if let Some(p) = after.find(open)
+            && let Some(var) = after[p + open.len()..].split('|').next()
+            && !var.trim().is_empty()
+        {
+            *each = Some((var.trim().to_string(), list, 12));
+            return;
+        }
+    }
+}
+
+/// The first quoted string of `s`, interpolations and all (`"unicorn/#{s}"`).
+fn interpolated(s: &str) -> Option<String> {
+    let s = s.trim_start().trim_start_matches('(').trim_start();
+    let rest = s.strip_prefix('"')?;
+    let end = rest.find('"')?;
+    Some(rest[..end].to_string()).filter(|v| v.contains("#{"))
+}
+
 fn ruby_path(arg: &str) -> Option<(String, bool)> {
     let a = arg.trim_start().trim_start_matches('(').trim_start();
     if let Some(v) = quoted(a) {
@@ -377,6 +427,22 @@ impl RubyLang {
     }
 }
 
+/// The sources of the gem whose executable runs (the application): it loads its own files by
+/// computed paths too (`Kernel::load File.join(LIB_DIR, "rouge/#{path}.rb")`), so each file's
+/// requires are followed (top-level ones, as for any third-party code); at most 4,000 files.
+/// (A gem reached by `require` is a library: what its required files require is enough.)
+fn gem_sources(cx: &Cx, gem_dir: &str) -> Vec<String> {
+    let Ok(r) = cx.fs.resolve(&join(gem_dir, "lib"), true) else {
+        return Vec::new();
+    };
+    cx.fs
+        .subtree(&r.path)
+        .filter(|(k, n)| k.ends_with(".rb") && !n.is_dir())
+        .map(|(k, _)| display(k))
+        .take(4000)
+        .collect()
+}
+
 impl Lang for RubyLang {
     fn name(&self) -> &'static str {
         "Ruby"
@@ -392,8 +458,16 @@ impl Lang for RubyLang {
         let mut in_doc = false;
         let mut assigned: std::collections::HashMap<String, Vec<String>> =
             std::collections::HashMap::new();
+        // `%w(a b c).each do |s|` … `require_relative "x/#{s}"`: the block variable's values
+        // (the words, the lines left in which the block is looked for).
+        let mut words: Option<Vec<String>> = None;
+        let mut each: Option<(String, Vec<String>, usize)> = None;
         for (n, line) in text.lines().enumerate() {
             let t = line.trim_start();
+            each = each
+                .filter(|(_, _, left)| *left > 0)
+                .map(|(v, w, l)| (v, w, l - 1));
+            word_list(t, &mut words, &mut each);
             if t.starts_with("=begin") {
                 in_doc = true;
             }
@@ -427,7 +501,19 @@ impl Lang for RubyLang {
                         continue;
                     }
                     let nest = nested.get(n).copied().unwrap_or(false);
-                    if let Some((spec, rel)) = ruby_path(after) {
+                    if let Some((var, values, _)) = &each
+                        && let Some(raw) = interpolated(after)
+                        && raw.contains(&format!("#{{{var}}}"))
+                    {
+                        for v in values {
+                            out.push(Req {
+                                spec: raw.replace(&format!("#{{{var}}}"), v),
+                                line: n + 1,
+                                nested: nest,
+                                relative,
+                            });
+                        }
+                    } else if let Some((spec, rel)) = ruby_path(after) {
                         out.push(Req {
                             spec,
                             line: n + 1,
@@ -528,7 +614,9 @@ impl Lang for RubyLang {
                         cx.keep_tree(&gr.path, &ev);
                         self.load_path.push(format!("{gem_dir}/lib"));
                     }
-                    return Ok(Some(vec![f]));
+                    let mut files = vec![f];
+                    files.extend(gem_sources(cx, &gem_dir));
+                    return Ok(Some(files));
                 }
             }
             return Ok(None);
@@ -660,6 +748,21 @@ mod tests {
         assert_eq!(
             specs,
             vec![s("rubygems"), s("\0bin/asciidoctor/asciidoctor")]
+        );
+        // A word list iterated by a block that requires by interpolation (unicorn.rb).
+        let list = "%w(const socket_helper\n   http_server).each do |s|\n  require_relative \"unicorn/#{s}\"\nend\n";
+        let got: Vec<(String, bool)> = lang
+            .parse(list)
+            .into_iter()
+            .map(|r| (r.spec, r.relative))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (s("unicorn/const"), true),
+                (s("unicorn/socket_helper"), true),
+                (s("unicorn/http_server"), true),
+            ]
         );
     }
 }
