@@ -981,7 +981,7 @@ fn a_plugin_embedding_python_keeps_the_start_up_set() {
 fn python_extension_modules_import_by_name() {
     use crate::trace::testutil::{exe, imports, kept, lib, run};
     let mut etree = imports(lib("etree.so"), &["PyImport_ImportModuleLevelObject"]);
-    etree.words = vec!["gzip".into(), "etree".into()];
+    etree.words = vec!["gzip".into(), "etree".into(), "data".into()];
     let t = run(
         vec![
             ("/usr/bin/python3.11", "elf"),
@@ -995,6 +995,9 @@ fn python_extension_modules_import_by_name() {
                 "elf",
             ),
             ("/app/main.py", "t:from lxml import etree\n"),
+            // A directory without __init__ (a namespace package to Python): a word is no
+            // evidence for it.
+            ("/usr/lib/python3/dist-packages/data/big.bin", "100"),
         ],
         vec![
             ("/usr/bin/python3.11", exe(&["libc.so.6"])),
@@ -1013,6 +1016,7 @@ fn python_extension_modules_import_by_name() {
         t.files.keys()
     );
     assert!(!kept(&t, "/usr/lib/python3.11/tarfile.py"));
+    assert!(!kept(&t, "/usr/lib/python3/dist-packages/data/big.bin"));
 }
 
 #[test]

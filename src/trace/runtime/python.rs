@@ -914,7 +914,7 @@ fn run(cx: &mut Cx, e: &Exec, env: &PyEnv, done: &mut HashMap<String, u8>) -> Re
                             for m in extension_imports(cx, file)? {
                                 let top = m.split('.').next().unwrap_or(&m).to_string();
                                 if done.contains_key(&m)
-                                    || resolve(cx, env, &path, &top, &mut cache)?.is_none()
+                                    || !is_module(resolve(cx, env, &path, &top, &mut cache)?)
                                 {
                                     continue; // a word that is no module here
                                 }
@@ -968,7 +968,7 @@ fn run(cx: &mut Cx, e: &Exec, env: &PyEnv, done: &mut HashMap<String, u8>) -> Re
                                 for m in extension_imports(cx, &f)? {
                                     let top = m.split('.').next().unwrap_or(&m).to_string();
                                     if done.contains_key(&m)
-                                        || resolve(cx, env, &path, &top, &mut cache)?.is_none()
+                                        || !is_module(resolve(cx, env, &path, &top, &mut cache)?)
                                     {
                                         continue;
                                     }
@@ -1435,6 +1435,13 @@ fn keep_package_tree(cx: &mut Cx, dir: &str, ev: &Evidence) -> Result<()> {
     cx.contents.prefetch(cx.fs, &files)?;
     cx.keep_tree_except(&r.path, ev, is_test_suite);
     Ok(())
+}
+
+/// Whether a word of a C extension names a module here: a namespace package (a directory
+/// without `__init__`, such as `/lib` seen from the working directory `/`) does not count, since
+/// any directory on the path is one.
+fn is_module(found: Option<Found>) -> bool {
+    !matches!(found, None | Some(Found::Package(None, _)))
 }
 
 /// A package's test suite (`tests/`, `test/` inside it): never imported by a computed name at
