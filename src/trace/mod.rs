@@ -47,6 +47,7 @@ mod loader;
 mod observed;
 mod packages;
 mod pathref;
+mod plugins;
 mod program;
 pub(crate) mod risky;
 mod runtime;

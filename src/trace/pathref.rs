@@ -628,6 +628,34 @@ pub(crate) fn reference(cx: &mut Cx, raw: &str, from: Option<&str>, detail: &str
                 // libraries) is kept whole up to a larger bound: which one is loaded cannot be
                 // known statically.
                 let plugins = is_plugin_dir(cx, &r.path);
+                if plugins
+                    && let Some(f) = from
+                    && let Some((chosen, conf)) = super::plugins::named_by_config(cx, f, &r.path)
+                {
+                    for p in chosen {
+                        if let Ok(pr) = cx.fs.resolve(&p, true) {
+                            cx.keep_links(&pr.symlinks, &pr.path);
+                            cx.keep(
+                                &pr.path,
+                                Evidence::new(
+                                    Why::PathReference,
+                                    from,
+                                    format!(
+                                        "{detail}: a plugin of {} that its configuration ({conf}) names",
+                                        display(&r.path)
+                                    ),
+                                ),
+                            );
+                        }
+                    }
+                    cx.drop_path(
+                        &r.path,
+                        format!(
+                            "{detail}; only the plugins its configuration ({conf}) names are kept"
+                        ),
+                    );
+                    return;
+                }
                 let own = from.is_some_and(|f| cx.out.programs.contains(f) && own_dir(f, &r.path));
                 if bytes > MAX_DIR_BYTES
                     && (plugins || own)

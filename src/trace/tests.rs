@@ -1089,3 +1089,41 @@ fn only_an_active_configuration_runs_commands_and_names_programs() {
     }
     assert!(!kept(&t, "/usr/bin/other-tool"));
 }
+
+#[test]
+fn a_plugin_directory_keeps_the_plugins_its_configuration_names() {
+    let libpam = with_strings(lib("libpam.so.0"), &["/usr/lib/security", "/etc/pam.d"]);
+    let e = |conf: &'static str| {
+        vec![
+            ("/usr/sbin/daemon", "elf"),
+            ("/usr/lib/x86_64-linux-gnu/libpam.so.0", "elf"),
+            ("/usr/lib/security/pam_a.so", "elf"),
+            ("/usr/lib/security/pam_b.so", "elf"),
+            ("/etc/pam.d/other", conf),
+        ]
+    };
+    let f = || {
+        vec![
+            ("/usr/sbin/daemon", libc_exe(&["libpam.so.0"])),
+            ("/usr/lib/x86_64-linux-gnu/libpam.so.0", libpam.clone()),
+            ("/usr/lib/security/pam_a.so", lib("pam_a.so")),
+            ("/usr/lib/security/pam_b.so", lib("pam_b.so")),
+        ]
+    };
+    let t = run(
+        e("t:auth required pam_a.so # not pam_b.so\n"),
+        f(),
+        &["/usr/sbin/daemon"],
+        &[],
+    )
+    .unwrap();
+    assert!(
+        kept(&t, "/usr/lib/security/pam_a.so"),
+        "{:?}",
+        t.files.keys()
+    );
+    assert!(!kept(&t, "/usr/lib/security/pam_b.so"));
+    // A configuration that names none of them: the directory whole, as before.
+    let t = run(e("t:nothing here\n"), f(), &["/usr/sbin/daemon"], &[]).unwrap();
+    assert!(kept(&t, "/usr/lib/security/pam_a.so") && kept(&t, "/usr/lib/security/pam_b.so"));
+}
