@@ -735,6 +735,27 @@ fn run(cx: &mut Cx, e: &Exec, env: &PyEnv, done: &mut HashMap<String, u8>) -> Re
         for src in texts.drain(..) {
             let runtime = src.runtime;
             for imp in imports(&src.text) {
+                // A library's `if __name__ == "__main__":` block never runs on import.
+                if imp.main_only && runtime {
+                    continue;
+                }
+                // A fallback (`except ImportError:`) of imports that all resolve here never runs.
+                if !imp.fallback_of.is_empty() {
+                    let mut all = true;
+                    for m in &imp.fallback_of {
+                        let found = match absolute_name(m, src.pkg.as_deref()) {
+                            Some(n) if !n.is_empty() => resolve(cx, env, &path, &n, &mut cache)?,
+                            _ => None,
+                        };
+                        if !is_module(found) {
+                            all = false;
+                            break;
+                        }
+                    }
+                    if all {
+                        continue;
+                    }
+                }
                 // The application's code: everything it imports. The runtime's: module-level
                 // imports, and function-level ones while the budget lasts.
                 let budget = if !runtime {
@@ -1569,6 +1590,11 @@ pub(crate) struct PyImport {
     pub computed: bool,
     /// Inside a function body: runs only when the function is called.
     pub nested: bool,
+    /// Inside `if __name__ == "__main__":`: runs only when the file is the script.
+    pub main_only: bool,
+    /// In the `except ImportError:` branch of a `try:` whose body imports these modules: runs
+    /// only when one of them cannot be imported.
+    pub fallback_of: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -1710,6 +1736,80 @@ fn string_at(s: &[char], i: usize) -> (String, usize, usize) {
 /// The imports of Python source: `import a.b as c, d`, `from .x import (y, z)`,
 /// `from a import *`, and `importlib.import_module("x")` / `__import__("x")` with literal (or
 /// literal-prefixed) arguments, anywhere in the file (functions, `try` blocks).
+/// A `try:` statement: its indentation, the modules its body imports, and which part of it is
+/// being read.
+struct Try {
+    indent: usize,
+    body: Vec<String>,
+    part: TryPart,
+}
+
+#[derive(PartialEq)]
+enum TryPart {
+    Body,
+    /// `except ImportError:` / `except (ImportError, …):` / `except ModuleNotFoundError:`.
+    ExceptImport,
+    Other,
+}
+
+/// A logical line at indentation `w` starting with `toks`: opens, continues or closes the
+/// `try:` statements around it.
+fn enter_line(toks: &[(PyTok, usize)], w: usize, tries: &mut Vec<Try>) {
+    let first = match toks.first().map(|t| &t.0) {
+        Some(PyTok::Name(n)) => n.as_str(),
+        _ => "",
+    };
+    let same = tries.last().is_some_and(|t| t.indent == w);
+    match first {
+        "except" if same => {
+            let line = toks.iter().take_while(|t| !matches!(t.0, PyTok::Newline));
+            let import_error = line.into_iter().any(|t| {
+                matches!(&t.0, PyTok::Name(n) if n == "ImportError" || n == "ModuleNotFoundError")
+            });
+            if let Some(t) = tries.last_mut() {
+                t.part = if import_error {
+                    TryPart::ExceptImport
+                } else {
+                    TryPart::Other
+                };
+            }
+        }
+        "else" | "finally" if same => {
+            if let Some(t) = tries.last_mut() {
+                t.part = TryPart::Other;
+            }
+        }
+        _ => {
+            while tries.last().is_some_and(|t| t.indent >= w) {
+                tries.pop();
+            }
+            if first == "try" && matches!(toks.get(1).map(|t| &t.0), Some(PyTok::Op(':'))) {
+                tries.push(Try {
+                    indent: w,
+                    body: Vec::new(),
+                    part: TryPart::Body,
+                });
+            }
+        }
+    }
+}
+
+/// An import of `module` on a line at indentation `indent`: recorded in the body of the
+/// `try:` around it; or, in its `except ImportError:` branch, the modules it is a fallback for.
+fn try_body(tries: &mut [Try], indent: usize, module: &str) -> Vec<String> {
+    let Some(t) = tries.iter_mut().rev().find(|t| t.indent < indent) else {
+        return Vec::new();
+    };
+    match t.part {
+        TryPart::Body => {
+            t.body.push(module.to_string());
+            Vec::new()
+        }
+        TryPart::ExceptImport => t.body.clone(),
+        TryPart::Other => Vec::new(),
+    }
+}
+
 pub(crate) fn imports(src: &str) -> Vec<PyImport> {
     let toks = tokenize(src);
     let mut out = Vec::new();
@@ -1718,6 +1818,11 @@ pub(crate) fn imports(src: &str) -> Vec<PyImport> {
     // is itself a `def` (a one-line body).
     let mut defs: Vec<usize> = Vec::new();
     let mut line_is_def = false;
+    // Indentation of the `if __name__ == "__main__":` blocks we are inside, of the current
+    // logical line, and the `try:` statements open around it.
+    let mut guards: Vec<usize> = Vec::new();
+    let mut cur_indent = 0usize;
+    let mut tries: Vec<Try> = Vec::new();
     let at_start = |k: usize| -> bool {
         k == 0
             || matches!(
@@ -1747,6 +1852,11 @@ pub(crate) fn imports(src: &str) -> Vec<PyImport> {
                 while defs.last().is_some_and(|d| d >= w) {
                     defs.pop();
                 }
+                while guards.last().is_some_and(|d| d >= w) {
+                    guards.pop();
+                }
+                cur_indent = *w;
+                enter_line(&toks[i + 1..], *w, &mut tries);
                 let k = if matches!(&toks.get(i + 1).map(|t| &t.0), Some(PyTok::Name(a)) if a == "async")
                 {
                     i + 2
@@ -1769,6 +1879,9 @@ pub(crate) fn imports(src: &str) -> Vec<PyImport> {
                         .any(|t| matches!(&t.0, PyTok::Str(v, _) if v == "__main__"));
                 line_is_def = main_guard
                     || matches!(&toks.get(k).map(|t| &t.0), Some(PyTok::Name(d)) if d == "def");
+                if main_guard {
+                    guards.push(*w);
+                }
                 if line_is_def {
                     defs.push(*w);
                     // The body is on the following lines unless it shares this one.
@@ -1797,12 +1910,15 @@ pub(crate) fn imports(src: &str) -> Vec<PyImport> {
                 loop {
                     let m = dotted(&mut k);
                     if !m.is_empty() {
+                        let fallback_of = try_body(&mut tries, cur_indent, &m);
                         out.push(PyImport {
                             module: m,
                             names: vec![],
                             line,
                             computed: false,
                             nested,
+                            main_only: !guards.is_empty(),
+                            fallback_of,
                         });
                     }
                     if matches!(&toks.get(k).map(|t| &t.0), Some(PyTok::Name(a)) if a == "as") {
@@ -1835,12 +1951,15 @@ pub(crate) fn imports(src: &str) -> Vec<PyImport> {
                     }
                     k += 1;
                 }
+                let fallback_of = try_body(&mut tries, cur_indent, &m);
                 out.push(PyImport {
                     module: m,
                     names,
                     line,
                     computed: false,
                     nested,
+                    main_only: !guards.is_empty(),
+                    fallback_of,
                 });
                 i = k;
             }
@@ -1876,6 +1995,8 @@ pub(crate) fn imports(src: &str) -> Vec<PyImport> {
                                     line,
                                     computed,
                                     nested,
+                                    main_only: !guards.is_empty(),
+                                    fallback_of: Vec::new(),
                                 });
                             }
                         }
@@ -1885,6 +2006,8 @@ pub(crate) fn imports(src: &str) -> Vec<PyImport> {
                             line,
                             computed: true,
                             nested,
+                            main_only: !guards.is_empty(),
+                            fallback_of: Vec::new(),
                         }),
                         None => {}
                     }
@@ -1919,6 +2042,30 @@ mod tests {
         ] {
             assert!(!is_test_suite(rel), "{rel}");
         }
+    }
+
+    #[test]
+    fn fallbacks_and_main_blocks_are_marked() {
+        let src = "try:\n    from _sha512 import sha512\n    import _fast\nexcept (ImportError, AttributeError):\n    from hashlib import sha512\nelse:\n    import after\ntry:\n    import a\nexcept ValueError:\n    import b\nimport c\nif __name__ == '__main__':\n    import doctest\nimport d\n";
+        let got: Vec<(String, Vec<String>, bool)> = imports(src)
+            .into_iter()
+            .map(|i| (i.module, i.fallback_of, i.main_only))
+            .collect();
+        let s = |x: &str| x.to_string();
+        assert_eq!(
+            got,
+            vec![
+                (s("_sha512"), vec![], false),
+                (s("_fast"), vec![], false),
+                (s("hashlib"), vec![s("_sha512"), s("_fast")], false),
+                (s("after"), vec![], false),
+                (s("a"), vec![], false),
+                (s("b"), vec![], false),
+                (s("c"), vec![], false),
+                (s("doctest"), vec![], true),
+                (s("d"), vec![], false),
+            ]
+        );
     }
 
     #[test]
