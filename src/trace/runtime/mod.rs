@@ -146,7 +146,10 @@ pub(crate) fn graph(
             Evidence::new(
                 Why::Runtime,
                 (!r.from.is_empty()).then_some(r.from.as_str()),
-                format!("{lname} library {spec}, required by {from_disp}"),
+                format!(
+                    "{lname} library {}, required by {from_disp}",
+                    spec.trim_start_matches('\0')
+                ),
             )
         };
         if done.get(&key).is_some_and(|b| *b >= r.budget) {

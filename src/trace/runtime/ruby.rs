@@ -340,6 +340,37 @@ fn word_list(
     }
 }
 
+/// A gem's compiled extensions (`ROOT/extensions/PLATFORM/ABI/NAME-VERSION`): RubyGems puts
+/// them on the load path when it activates the gem (raindrops' `raindrops_ext.so`).
+fn extension_dirs(cx: &Cx, root: &str, gem: &str) -> Vec<String> {
+    cx.glob(&format!("{root}/extensions/*/*/{gem}"))
+}
+
+/// Quoted strings of a line that look like encoding names (`"Windows-31J"`, `'EUC-JP'`), as
+/// the file names of their modules in `enc/` (`windows_31j`): Ruby loads an encoding's module
+/// when code names it (`Encoding.find`, `encode`, a table of names read at load time).
+fn encoding_names(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for q in ['"', '\''] {
+        let mut parts = line.split(q);
+        parts.next();
+        while let Some(s) = parts.next() {
+            let looks = (3..=24).contains(&s.len())
+                && s.starts_with(|c: char| c.is_ascii_alphabetic())
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                && s.contains(['-', '_'])
+                && s.chars()
+                    .any(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
+            if looks {
+                out.push(s.to_ascii_lowercase().replace('-', "_"));
+            }
+            parts.next(); // the text between this string and the next
+        }
+    }
+    out
+}
+
 /// The first quoted string of `s`, interpolations and all (`"unicorn/#{s}"`).
 fn interpolated(s: &str) -> Option<String> {
     let s = s.trim_start().trim_start_matches('(').trim_start();
@@ -573,6 +604,14 @@ impl Lang for RubyLang {
                     relative: rel,
                 });
             }
+            for name in encoding_names(t) {
+                out.push(Req {
+                    spec: format!("\0enc/{name}"),
+                    line: n + 1,
+                    nested: false,
+                    relative: false,
+                });
+            }
             // `name = 'literal'`: remembered for a later `require name`.
             if let Some((lhs, rhs)) = t.split_once(" = ")
                 && lhs.chars().all(|c| c.is_alphanumeric() || c == '_')
@@ -597,6 +636,17 @@ impl Lang for RubyLang {
                 ]
             }
         };
+        if let Some(name) = spec.strip_prefix("\0enc/") {
+            // An encoding named in a source: its module in `enc/` of the library dirs, else
+            // nothing to keep (a built-in encoding, or a string that names none).
+            let file = format!("enc/{name}.so");
+            let found = self
+                .load_path
+                .iter()
+                .map(|d| join(d, &file))
+                .find(|c| is_file(cx, c));
+            return Ok(Some(found.into_iter().collect()));
+        }
         if let Some(rest) = spec.strip_prefix("\0bin/")
             && let Some((gem, exe)) = rest.split_once('/')
         {
@@ -613,6 +663,8 @@ impl Lang for RubyLang {
                         );
                         cx.keep_tree(&gr.path, &ev);
                         self.load_path.push(format!("{gem_dir}/lib"));
+                        let name = gem_dir.rsplit('/').next().unwrap_or("").to_string();
+                        self.load_path.extend(extension_dirs(cx, &g, &name));
                     }
                     let mut files = vec![f];
                     files.extend(gem_sources(cx, &gem_dir));
@@ -668,6 +720,7 @@ impl Lang for RubyLang {
                     }
                     cx.keep_if_file(&format!("{g}/specifications/{name}.gemspec"), ev);
                     self.load_path.push(lib);
+                    self.load_path.extend(extension_dirs(cx, &g, &name));
                     return Ok(Some(vec![c]));
                 }
             }
