@@ -539,7 +539,7 @@ fn run(cx: &mut Cx, e: &Exec, env: &PyEnv, done: &mut HashMap<String, u8>) -> Re
     let mut main: Option<(String, String)> = None; // (kind, value)
     while i < e.argv.len() {
         let Some(a) = e.arg(i) else {
-            cx.warn(format!(
+            cx.question(format!(
                 "{}: Python runs a script named at run time; its imports are not traced",
                 display(&e.path)
             ));
@@ -548,7 +548,7 @@ fn run(cx: &mut Cx, e: &Exec, env: &PyEnv, done: &mut HashMap<String, u8>) -> Re
         if a == "-c" || a == "-m" {
             match e.arg(i + 1) {
                 Some(v) => main = Some((a.to_string(), v.to_string())),
-                None => cx.warn(format!(
+                None => cx.question(format!(
                     "{}: python {a} with a value computed at run time; not traced",
                     display(&e.path)
                 )),
@@ -784,7 +784,7 @@ fn run(cx: &mut Cx, e: &Exec, env: &PyEnv, done: &mut HashMap<String, u8>) -> Re
                         } else {
                             display(&src.file)
                         };
-                        cx.warn(format!(
+                        cx.question(format!(
                             "{at}:{}: imports {what}; keep them with --keep (or the whole standard library with --runtime-full)",
                             imp.line
                         ));
@@ -1441,7 +1441,7 @@ fn keep_package_tree(cx: &mut Cx, dir: &str, ev: &Evidence) -> Result<()> {
         return Ok(());
     };
     if cx.tree_bytes(&r.path, MAX_PACKAGE_BYTES) > MAX_PACKAGE_BYTES {
-        cx.warn(format!(
+        cx.question(format!(
             "{dir}: a Python package of more than {} MiB; only the modules it imports are kept",
             MAX_PACKAGE_BYTES >> 20
         ));
