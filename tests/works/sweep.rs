@@ -293,6 +293,76 @@ fn table_rows(doc: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// The acceptance figures of the table: behaving the same (first and last verdicts, by class),
+/// the distribution of kept / minimum, and the results that keep a shell or interpreter.
+fn summary(rows: &BTreeMap<String, String>, defs: &[Def]) -> String {
+    let n = defs.len().max(1);
+    let pct = |k: usize| format!("{k} of {n} ({:.1}%)", 100.0 * k as f64 / n as f64);
+    let last = |d: &Def| rows.get(&d.name).and_then(|l| column(l, 3)).unwrap_or("");
+    let first = |d: &Def| rows.get(&d.name).and_then(|l| column(l, 2)).unwrap_or("");
+    let same = defs.iter().filter(|d| last(d) == "same").count();
+    let first_same = defs.iter().filter(|d| first(d) == "same").count();
+    let mut classes: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    for d in defs {
+        let e = classes.entry(d.class.as_str()).or_default();
+        e.1 += 1;
+        if last(d) == "same" {
+            e.0 += 1;
+        }
+    }
+    let by_class: Vec<String> = classes
+        .iter()
+        .map(|(c, (s, t))| format!("{c} {s}/{t}"))
+        .collect();
+    let ratios: Vec<f64> = defs
+        .iter()
+        .filter_map(|d| rows.get(&d.name).and_then(|l| column(l, 6)))
+        .filter_map(|c| c.rsplit("= ").next()?.trim().parse::<f64>().ok())
+        .collect();
+    let within = |lo: f64, hi: f64| ratios.iter().filter(|r| **r > lo && **r <= hi).count();
+    let risky: Vec<&Def> = defs
+        .iter()
+        .filter(|d| {
+            rows.get(&d.name)
+                .and_then(|l| column(l, 7))
+                .is_some_and(|c| c != "-")
+        })
+        .collect();
+    let without_cause = risky
+        .iter()
+        .filter(|d| {
+            let c = rows.get(&d.name).and_then(|l| column(l, 7)).unwrap_or("");
+            c.split("; ").any(|k| !k.contains(" ("))
+        })
+        .count();
+    let check_failed = defs
+        .iter()
+        .filter(|d| {
+            rows.get(&d.name)
+                .and_then(|l| column(l, 5))
+                .is_some_and(|c| c.contains("(d)"))
+        })
+        .count();
+    format!(
+        "- **Same behaviour with no flags**: {} (first verdicts: {}); by class: {}.\n\
+         - **Kept / strace minimum** (zoneinfo aside), {} measured: within 1.5x {} (≤ 1.1: {}, ≤ 1.25: {}, ≤ 1.5: {}); ≤ 2: {}; > 2: {}.\n\
+         - **Shells, interpreters, network tools kept**: {} results, each with pare's reason in the table ({} without one). `pare harden --check` (check (d): the harden/check agreement) fails on {} results.\n",
+        pct(same),
+        pct(first_same),
+        by_class.join(", "),
+        ratios.len(),
+        pct(within(0.0, 1.5)),
+        within(0.0, 1.1),
+        within(1.1, 1.25),
+        within(1.25, 1.5),
+        within(1.5, 2.0),
+        within(2.0, f64::INFINITY),
+        risky.len(),
+        without_cause,
+        check_failed
+    )
+}
+
 /// A row's column `i` (0: the case's name).
 fn column(row: &str, i: usize) -> Option<&str> {
     row.split(" | ").nth(i)
@@ -378,7 +448,7 @@ fn sweep() {
          used is kept, (c) kept bytes within 1.5x the minimum, (d) harden --check, (e) check of \
          the original, (f)/(g) what scanners see). \
          Kept is the hardened image's regular files (zoneinfo aside) against the strace \
-         minimum of the original's run.\n\n{} cases: {} same, {} MISS, {} harness, {} not run yet.\n\n\
+         minimum of the original's run.\n\n{} cases: {} same, {} MISS, {} harness, {} not run yet.\n\n{}\n\
          | case | class | first verdict | last verdict | cause of a miss | other checks failed | kept / minimum | shells, interpreters, network tools kept | time |\n\
          |---|---|---|---|---|---|---|---|---|\n",
         order.len(),
@@ -386,6 +456,7 @@ fn sweep() {
         count("MISS"),
         count("harness"),
         order.iter().filter(|n| !rows.contains_key(**n)).count(),
+        summary(&rows, &defs),
     );
     for n in &order {
         if let Some(l) = rows.get(*n) {
