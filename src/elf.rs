@@ -49,6 +49,10 @@ pub struct ElfFacts {
 
 /// Calls that convert between charsets named by a string (iconv, and the libraries wrapping it:
 /// libunistring, GLib): an object importing one names its charsets in its read-only data.
+/// Imports that select a locale: their objects' words say which locale they name themselves
+/// (Python's C-locale coercion names `C.UTF-8`).
+pub const LOCALE_CALLS: &[&str] = &["setlocale", "newlocale"];
+
 pub const CHARSET_CALLS: &[&str] = &[
     "iconv_open",
     "u8_conv_from_encoding",
@@ -186,6 +190,7 @@ fn parse_inner(bytes: &[u8]) -> Result<ElfFacts, String> {
         facts.imports = imports(bytes, &dynamic, &shdrs, ctx, header.e_machine);
     }
     let want_words = CHARSET_CALLS.iter().any(|s| facts.import(s).is_some())
+        || LOCALE_CALLS.iter().any(|s| facts.import(s).is_some())
         || [
             "execv",
             "execve",

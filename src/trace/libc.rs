@@ -10,7 +10,7 @@
 //! | hosts | `getaddrinfo`, `gethostbyname`, `res_query`, … | nsswitch.conf, hosts, host.conf, resolv.conf, gai.conf, services, NSS modules |
 //! | services, protocols, networks | `getservbyname`, `getprotobyname`, `getnetbyname` | services, protocols, networks |
 //! | iconv | `iconv_open` | gconv-modules(.cache, .d) and the modules for the charsets named by the programs, the image config, and the Unicode family |
-//! | locales | `setlocale`, `newlocale` | the locale the Env selects, C.utf8, locale-archive, locale.alias |
+//! | locales | `setlocale`, `newlocale` | the locale the Env selects, C.utf8 when the Env or a kept object names it (Python), locale-archive, locale.alias |
 //! | time zones | `tzset`, `localtime`, `mktime`, `strftime`, …, or a zoneinfo path in a program | /etc/localtime, /etc/timezone, zoneinfo without `right/` |
 //! | OpenSSL | libssl / libcrypto | openssl.cnf (both paths), providers, engines, CA bundle, certs/ |
 //! | GnuTLS | libgnutls | CA bundle |
@@ -464,7 +464,25 @@ impl Features {
                         names.insert(v.to_string());
                     }
                 }
-                names.insert("C.UTF-8".into());
+                // C.UTF-8 when the Env selects it (above) or a kept object names it itself
+                // (Python coerces the C locale to C.UTF-8): a locale chosen at run time
+                // (`docker run -e LANG=…`) is not guessed.
+                let named = cx.out.objects.iter().any(|o| {
+                    o.facts.words.iter().any(|w| {
+                        w.eq_ignore_ascii_case("C.UTF-8") || w.eq_ignore_ascii_case("C.utf8")
+                    })
+                });
+                if named {
+                    names.insert("C.UTF-8".into());
+                } else if !names
+                    .iter()
+                    .any(|n| n.to_ascii_lowercase().starts_with("c.utf"))
+                {
+                    cx.drop_path(
+                        "usr/lib/locale/C.utf8",
+                        "the C.UTF-8 locale: neither the image config nor a kept program selects it (a locale set only at run time, docker run -e LANG=C.UTF-8, falls back to C; --keep /usr/lib/locale/C.utf8 or set LANG in the image)",
+                    );
+                }
                 let mut archive = false;
                 for n in names {
                     let (lang, codeset) = match n.split_once('.') {

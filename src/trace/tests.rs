@@ -1127,3 +1127,29 @@ fn a_plugin_directory_keeps_the_plugins_its_configuration_names() {
     let t = run(e("t:nothing here\n"), f(), &["/usr/sbin/daemon"], &[]).unwrap();
     assert!(kept(&t, "/usr/lib/security/pam_a.so") && kept(&t, "/usr/lib/security/pam_b.so"));
 }
+
+#[test]
+fn the_c_utf8_locale_comes_when_the_env_or_a_program_names_it() {
+    let e = || {
+        vec![
+            ("/usr/bin/app", "elf"),
+            ("/usr/lib/locale/C.utf8/LC_CTYPE", "100"),
+        ]
+    };
+    let app = |words: &[&str]| {
+        let mut f = imports(libc_exe(&[]), &["setlocale"]);
+        f.words = words.iter().map(|w| w.to_string()).collect();
+        vec![("/usr/bin/app", f)]
+    };
+    let t = run(e(), app(&[]), &["/usr/bin/app"], &[]).unwrap();
+    assert!(!kept(&t, "/usr/lib/locale/C.utf8/LC_CTYPE"));
+    assert!(
+        t.dropped.contains_key("usr/lib/locale/C.utf8"),
+        "{:?}",
+        t.dropped
+    );
+    let t = run(e(), app(&[]), &["/usr/bin/app"], &["LANG=C.UTF-8"]).unwrap();
+    assert!(kept(&t, "/usr/lib/locale/C.utf8/LC_CTYPE"));
+    let t = run(e(), app(&["C.UTF-8"]), &["/usr/bin/app"], &[]).unwrap();
+    assert!(kept(&t, "/usr/lib/locale/C.utf8/LC_CTYPE"));
+}
