@@ -1153,3 +1153,17 @@ fn the_c_utf8_locale_comes_when_the_env_or_a_program_names_it() {
     let t = run(e(), app(&["C.UTF-8"]), &["/usr/bin/app"], &[]).unwrap();
     assert!(kept(&t, "/usr/lib/locale/C.utf8/LC_CTYPE"));
 }
+
+#[test]
+fn libstdcxx_time_formatting_reads_the_time_zone() {
+    // libstdc++ formats time through glibc's __strftime_l (std::put_time, locale facets):
+    // troff and grops read /etc/localtime that way.
+    let e = vec![
+        ("/usr/bin/app", "elf"),
+        ("/usr/share/zoneinfo/UTC", "100"),
+        ("/etc/localtime", "l:/usr/share/zoneinfo/UTC"),
+    ];
+    let f = vec![("/usr/bin/app", imports(libc_exe(&[]), &["__strftime_l"]))];
+    let t = run(e, f, &["/usr/bin/app"], &[]).unwrap();
+    assert!(kept(&t, "/etc/localtime") && kept(&t, "/usr/share/zoneinfo/UTC"));
+}
