@@ -936,7 +936,7 @@ fn a_plugin_embedding_python_keeps_the_start_up_set() {
     let mut plugin =
         crate::trace::testutil::imports(lib("python3_plugin.so"), &["PyImport_ImportModule"]);
     plugin.needed = vec!["libc.so.6".into(), "libpython3.11.so.1.0".into()];
-    plugin.words = vec!["threading".into(), "not_a_module".into()];
+    plugin.words = vec!["threading".into(), "not_a_module".into(), "bin".into()];
     let t = run(
         vec![
             ("/usr/bin/host", "elf"),
@@ -948,6 +948,9 @@ fn a_plugin_embedding_python_keeps_the_start_up_set() {
             ("/usr/lib/python3.11/sitecustomize.py", "t:\n"),
             ("/usr/lib/python3.11/json/__init__.py", "t:\n"),
             ("/usr/lib/python3.11/threading.py", "t:\n"),
+            // `bin` from the working directory `/` is a namespace package to Python: a word
+            // is no import of it (unbound's "bin" kept all of /usr/bin).
+            ("/usr/bin/tool", "100"),
         ],
         vec![
             (
@@ -973,6 +976,7 @@ fn a_plugin_embedding_python_keeps_the_start_up_set() {
         assert!(kept(&t, p), "{p}: {:?}", t.files.keys());
     }
     assert!(!kept(&t, "/usr/lib/python3.11/json/__init__.py"));
+    assert!(!kept(&t, "/usr/bin/tool"));
 }
 
 /// An extension module importing by name from C (Cython's `import gzip` in `lxml.etree`): the

@@ -595,12 +595,13 @@ fn run(cx: &mut Cx, e: &Exec, env: &PyEnv, done: &mut HashMap<String, u8>) -> Re
         }
     }
     // A program or plugin that embeds the interpreter imports modules by name from C
-    // (`PyImport_ImportModule("threading")`): the names in its data.
-    if !is_python(file_name(&e.path), file_name(&e.path), &[]) {
-        for m in extension_imports(cx, &e.path)? {
-            queue.push_back(startup(&m));
-        }
-    }
+    // (`PyImport_ImportModule("threading")`): the names in its data that are modules here
+    // (checked once the path is known, below).
+    let embedded: Vec<String> = if !is_python(file_name(&e.path), file_name(&e.path), &[]) {
+        extension_imports(cx, &e.path)?
+    } else {
+        Vec::new()
+    };
     // Codecs are looked up by name at run time: the whole encodings package.
     queue.push_back(startup("encodings.*"));
     if !no_site {
@@ -731,6 +732,12 @@ fn run(cx: &mut Cx, e: &Exec, env: &PyEnv, done: &mut HashMap<String, u8>) -> Re
     }
     path.extend(env.path.iter().cloned());
     let mut cache: HashMap<String, Option<Found>> = HashMap::new();
+    for m in embedded {
+        let top = m.split('.').next().unwrap_or(&m).to_string();
+        if is_module(resolve(cx, env, &path, &top, &mut cache)?) {
+            queue.push_back(startup(&m));
+        }
+    }
     loop {
         for src in texts.drain(..) {
             let runtime = src.runtime;
