@@ -192,3 +192,16 @@ pub(crate) fn found(t: &Trace, name: &str) -> String {
         .expect(name);
     display(&t.objects[e.to.unwrap()].path)
 }
+
+/// An object with these path strings in its read-only data.
+pub(crate) fn with_strings(mut f: ElfFacts, s: &[&str]) -> ElfFacts {
+    f.strings = s.iter().map(|x| x.to_string()).collect();
+    f
+}
+
+/// A program linking libc (and `needed`).
+pub(crate) fn libc_exe(needed: &[&str]) -> ElfFacts {
+    let mut n = vec!["libc.so.6"];
+    n.extend(needed);
+    exe(&n)
+}

@@ -1,0 +1,198 @@
+//! Evidence strength on small in-memory images: which configuration is active, weak evidence
+//! that never keeps a program, plugins a configuration chooses, locales and time zones the
+//! C library reads.
+
+use super::testutil::{imports, kept, lib, libc_exe, run, with_strings};
+
+#[test]
+fn only_an_active_configuration_runs_commands_and_names_programs() {
+    let lighttpd = with_strings(
+        libc_exe(&[]),
+        &["/etc/lighttpd/lighttpd.conf", "/usr/bin/other-tool"],
+    );
+    let e = || {
+        vec![
+            ("/usr/sbin/lighttpd", "elf"),
+            (
+                "/etc/lighttpd/lighttpd.conf",
+                "t:include_shell \"/usr/share/lighttpd/gen.pl\"\nserver.helper = \"/usr/sbin/enable-mod\"\n",
+            ),
+            ("/etc/lighttpd/sweep.conf", "t:server.port = 8080\n"),
+            (
+                "/usr/share/lighttpd/gen.pl",
+                "x:#!/usr/bin/perl\nprint 1;\n",
+            ),
+            ("/usr/sbin/enable-mod", "x:#!/usr/bin/perl\nprint 2;\n"),
+            ("/usr/bin/perl", "elf"),
+            ("/usr/bin/sh", "elf"),
+            ("/usr/bin/other-tool", "elf"),
+        ]
+    };
+    let f = || {
+        vec![
+            ("/usr/sbin/lighttpd", lighttpd.clone()),
+            ("/usr/bin/perl", libc_exe(&[])),
+            ("/usr/bin/sh", libc_exe(&[])),
+            ("/usr/bin/other-tool", libc_exe(&[])),
+        ]
+    };
+    // Told to load another file: the compiled-in default is data, its commands do not run, the
+    // script it names is not kept.
+    let argv = ["/usr/sbin/lighttpd", "-D", "-f", "/etc/lighttpd/sweep.conf"];
+    let t = run(e(), f(), &argv, &[]).unwrap();
+    assert!(kept(&t, "/etc/lighttpd/sweep.conf") && kept(&t, "/etc/lighttpd/lighttpd.conf"));
+    for p in ["/usr/bin/sh", "/usr/bin/perl", "/usr/sbin/enable-mod"] {
+        assert!(
+            !kept(&t, p),
+            "{p}: {:?}",
+            t.files.get(p.trim_start_matches('/'))
+        );
+    }
+    assert!(t.withheld.contains_key("usr/bin/sh"), "{:?}", t.withheld);
+    assert!(
+        t.withheld.contains_key("usr/sbin/enable-mod"),
+        "{:?}",
+        t.withheld
+    );
+    // A program named only by a string in a binary (no package ties it): withheld.
+    assert!(!kept(&t, "/usr/bin/other-tool"));
+    assert!(
+        t.withheld.contains_key("usr/bin/other-tool"),
+        "{:?}",
+        t.withheld
+    );
+    // Not told otherwise: the default is active, its include_shell runs (a shell, the script,
+    // its interpreter), the script it names is run.
+    let t = run(e(), f(), &["/usr/sbin/lighttpd", "-D"], &[]).unwrap();
+    for p in [
+        "/usr/bin/sh",
+        "/usr/share/lighttpd/gen.pl",
+        "/usr/bin/perl",
+        "/usr/sbin/enable-mod",
+    ] {
+        assert!(kept(&t, p), "{p}: {:?}", t.withheld);
+    }
+    assert!(!kept(&t, "/usr/bin/other-tool"));
+}
+
+#[test]
+fn a_plugin_directory_keeps_the_plugins_its_configuration_names() {
+    let libpam = with_strings(lib("libpam.so.0"), &["/usr/lib/security", "/etc/pam.d"]);
+    let e = |conf: &'static str| {
+        vec![
+            ("/usr/sbin/daemon", "elf"),
+            ("/usr/lib/x86_64-linux-gnu/libpam.so.0", "elf"),
+            ("/usr/lib/security/pam_a.so", "elf"),
+            ("/usr/lib/security/pam_b.so", "elf"),
+            ("/etc/pam.d/other", conf),
+        ]
+    };
+    let f = || {
+        vec![
+            ("/usr/sbin/daemon", libc_exe(&["libpam.so.0"])),
+            ("/usr/lib/x86_64-linux-gnu/libpam.so.0", libpam.clone()),
+            ("/usr/lib/security/pam_a.so", lib("pam_a.so")),
+            ("/usr/lib/security/pam_b.so", lib("pam_b.so")),
+        ]
+    };
+    let t = run(
+        e("t:auth required pam_a.so # not pam_b.so\n"),
+        f(),
+        &["/usr/sbin/daemon"],
+        &[],
+    )
+    .unwrap();
+    assert!(
+        kept(&t, "/usr/lib/security/pam_a.so"),
+        "{:?}",
+        t.files.keys()
+    );
+    assert!(!kept(&t, "/usr/lib/security/pam_b.so"));
+    // A configuration that names none of them: the directory whole, as before.
+    let t = run(e("t:nothing here\n"), f(), &["/usr/sbin/daemon"], &[]).unwrap();
+    assert!(kept(&t, "/usr/lib/security/pam_a.so") && kept(&t, "/usr/lib/security/pam_b.so"));
+}
+
+#[test]
+fn the_c_utf8_locale_comes_when_the_env_or_a_program_names_it() {
+    let e = || {
+        vec![
+            ("/usr/bin/app", "elf"),
+            ("/usr/lib/locale/C.utf8/LC_CTYPE", "100"),
+        ]
+    };
+    let app = |words: &[&str]| {
+        let mut f = imports(libc_exe(&[]), &["setlocale"]);
+        f.words = words.iter().map(|w| w.to_string()).collect();
+        vec![("/usr/bin/app", f)]
+    };
+    let t = run(e(), app(&[]), &["/usr/bin/app"], &[]).unwrap();
+    assert!(!kept(&t, "/usr/lib/locale/C.utf8/LC_CTYPE"));
+    assert!(
+        t.dropped.contains_key("usr/lib/locale/C.utf8"),
+        "{:?}",
+        t.dropped
+    );
+    let t = run(e(), app(&[]), &["/usr/bin/app"], &["LANG=C.UTF-8"]).unwrap();
+    assert!(kept(&t, "/usr/lib/locale/C.utf8/LC_CTYPE"));
+    let t = run(e(), app(&["C.UTF-8"]), &["/usr/bin/app"], &[]).unwrap();
+    assert!(kept(&t, "/usr/lib/locale/C.utf8/LC_CTYPE"));
+}
+
+#[test]
+fn libstdcxx_time_formatting_reads_the_time_zone() {
+    // libstdc++ formats time through glibc's __strftime_l (std::put_time, locale facets):
+    // troff and grops read /etc/localtime that way.
+    let e = vec![
+        ("/usr/bin/app", "elf"),
+        ("/usr/share/zoneinfo/UTC", "100"),
+        ("/etc/localtime", "l:/usr/share/zoneinfo/UTC"),
+    ];
+    let f = vec![("/usr/bin/app", imports(libc_exe(&[]), &["__strftime_l"]))];
+    let t = run(e, f, &["/usr/bin/app"], &[]).unwrap();
+    assert!(kept(&t, "/etc/localtime") && kept(&t, "/usr/share/zoneinfo/UTC"));
+}
+
+/// An extension module importing by name from C (Cython's `import gzip` in `lxml.etree`): the
+/// module is kept.
+#[test]
+fn python_extension_modules_import_by_name() {
+    use crate::trace::testutil::{exe, imports, kept, lib, run};
+    let mut etree = imports(lib("etree.so"), &["PyImport_ImportModuleLevelObject"]);
+    etree.words = vec!["gzip".into(), "etree".into(), "data".into()];
+    let t = run(
+        vec![
+            ("/usr/bin/python3.11", "elf"),
+            ("/usr/lib/python3.11/os.py", "t:\n"),
+            ("/usr/lib/python3.11/site.py", "t:# dist-packages\n"),
+            ("/usr/lib/python3.11/gzip.py", "t:\n"),
+            ("/usr/lib/python3.11/tarfile.py", "t:\n"),
+            ("/usr/lib/python3/dist-packages/lxml/__init__.py", "t:\n"),
+            (
+                "/usr/lib/python3/dist-packages/lxml/etree.cpython-311-x86_64-linux-gnu.so",
+                "elf",
+            ),
+            ("/app/main.py", "t:from lxml import etree\n"),
+            // A directory without __init__ (a namespace package to Python): a word is no
+            // evidence for it.
+            ("/usr/lib/python3/dist-packages/data/big.bin", "100"),
+        ],
+        vec![
+            ("/usr/bin/python3.11", exe(&["libc.so.6"])),
+            (
+                "/usr/lib/python3/dist-packages/lxml/etree.cpython-311-x86_64-linux-gnu.so",
+                etree,
+            ),
+        ],
+        &["/usr/bin/python3.11", "/app/main.py"],
+        &[],
+    )
+    .unwrap();
+    assert!(
+        kept(&t, "/usr/lib/python3.11/gzip.py"),
+        "{:?}",
+        t.files.keys()
+    );
+    assert!(!kept(&t, "/usr/lib/python3.11/tarfile.py"));
+    assert!(!kept(&t, "/usr/lib/python3/dist-packages/data/big.bin"));
+}
