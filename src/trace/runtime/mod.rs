@@ -54,6 +54,13 @@ pub(crate) trait Lang {
     fn third_party(&self, _cx: &Cx, _file: &str) -> bool {
         false
     }
+    /// Whether third-party code's lazy (function-level) requires are followed. A runtime that
+    /// reads each distribution whole (Perl with a package database) follows only their
+    /// module-level requires: a lazy require within the distribution is already read, one of
+    /// another distribution (HTTP::Server::PSGI's IO::Socket::SSL) runs only on that path.
+    fn third_party_lazy(&self, _cx: &Cx) -> bool {
+        true
+    }
     /// Whether a file is a source to read.
     fn is_source(&self, file: &str) -> bool;
 }
@@ -99,6 +106,9 @@ pub(crate) fn graph(
                 let b = if !runtime {
                     1
                 } else if third_party {
+                    if req.nested && !lang.third_party_lazy(cx) {
+                        continue;
+                    }
                     0
                 } else if req.nested {
                     match budget.checked_sub(1) {

@@ -19,7 +19,12 @@ pub(crate) struct Perl;
 struct PerlLang {
     inc: Vec<String>,
     trees: Vec<String>,
+    /// Packages whose modules were all added (see [`PerlLang::distribution`]).
+    expanded: std::collections::HashSet<usize>,
 }
+
+/// Modules of one distribution read at most.
+const MAX_DISTRIBUTION_MODULES: usize = 400;
 
 fn is_perl(a0: &str, file: &str, needed: &[String]) -> bool {
     let is = |n: &str| {
@@ -140,7 +145,44 @@ impl Rule for Perl {
                 quiet: false,
             })
             .collect();
-        graph(cx, &mut PerlLang { inc, trees }, &e.path, roots, sources)
+        let mut lang = PerlLang {
+            inc,
+            trees,
+            expanded: Default::default(),
+        };
+        graph(cx, &mut lang, &e.path, roots, sources)
+    }
+}
+
+impl PerlLang {
+    /// A CPAN distribution loads its own modules by computed names (Plack's
+    /// `load_class($loader, 'Plack::Loader')`, `Plack::Handler::$server`): when a third-party
+    /// module is required, the other modules of the package that ships it (the image's package
+    /// database) are read too, each for its module-level requires (as third-party code is).
+    fn distribution(&mut self, cx: &Cx, module: &str) -> Vec<String> {
+        if !self.third_party(cx, module) {
+            return Vec::new();
+        }
+        let Some(db) = cx.out.packages.clone() else {
+            return Vec::new();
+        };
+        let Ok(r) = cx.fs.resolve(module, true) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for &p in db.owners(&r.path) {
+            if !self.expanded.insert(p) {
+                continue;
+            }
+            out.extend(
+                db.files_of(cx.fs, p)
+                    .into_iter()
+                    .filter(|f| f.ends_with(".pm") && self.third_party(cx, f))
+                    .map(|f| display(&f))
+                    .take(MAX_DISTRIBUTION_MODULES),
+            );
+        }
+        out
     }
 }
 
@@ -427,6 +469,7 @@ impl Lang for PerlLang {
                         out.push(display(k));
                     }
                 }
+                out.extend(self.distribution(cx, &f));
                 // XS: auto/Foo/Bar/Bar.so (and the rest of that directory) in any @INC dir.
                 let stem = rel.trim_end_matches(".pm");
                 let leaf = stem.rsplit('/').next().unwrap_or(stem);
@@ -453,6 +496,10 @@ impl Lang for PerlLang {
             .unwrap_or_default();
         p.split('/')
             .any(|c| c == "perl5" || c == "site_perl" || c == "vendor_perl")
+    }
+
+    fn third_party_lazy(&self, cx: &Cx) -> bool {
+        cx.out.packages.is_none()
     }
 
     fn in_runtime(&self, cx: &Cx, file: &str) -> bool {
@@ -566,6 +613,7 @@ mod tests {
         let lang = PerlLang {
             inc: vec![],
             trees: vec![],
+            expanded: Default::default(),
         };
         let text = "use strict;\nuse warnings;\nuse 5.010;\nuse File::Temp qw(tempfile);\nuse parent -norequire, 'X';\nuse base qw(Exporter);\n=pod\nuse Nope;\n=cut\nsub f {\n  require Lazy::Mod;\n}\nrequire \"conf.pl\";\nno overloading;\nmy @x = </app/*.pl>;\nrequire \"Image/ExifTool/$type.pm\";\n";
         let got: Vec<(String, bool)> = lang
