@@ -196,3 +196,45 @@ fn python_extension_modules_import_by_name() {
     assert!(!kept(&t, "/usr/lib/python3.11/tarfile.py"));
     assert!(!kept(&t, "/usr/lib/python3/dist-packages/data/big.bin"));
 }
+
+/// A CPAN distribution loads its own modules by computed names: requiring one module of a
+/// package brings the package's other modules (and their module-level requires); a lazy
+/// require of another distribution does not come.
+#[test]
+fn a_perl_distribution_comes_whole_with_its_module_level_requires() {
+    let perl = with_strings(libc_exe(&[]), &["/usr/share/perl5"]);
+    let status = "t:Package: libplack-perl\nStatus: install ok installed\nVersion: 1\nArchitecture: all\n\n\
+                  Package: libssl-perl\nStatus: install ok installed\nVersion: 1\nArchitecture: all\n";
+    let e = vec![
+        ("/usr/bin/perl", "elf"),
+        ("/usr/bin/app", "x:#!/usr/bin/perl\nuse Plack::Runner;\n"),
+        (
+            "/usr/share/perl5/Plack/Runner.pm",
+            "t:package Plack::Runner;\nsub l { my $c = \"Plack::Loader::$n\"; eval \"require $c\"; }\n1;\n",
+        ),
+        (
+            "/usr/share/perl5/Plack/Loader/Delayed.pm",
+            "t:package Plack::Loader::Delayed;\nuse Plack::Util;\nsub s {\n    require Secure::Socket;\n}\n1;\n",
+        ),
+        ("/usr/share/perl5/Plack/Util.pm", "t:1;\n"),
+        ("/usr/share/perl5/Secure/Socket.pm", "t:1;\n"),
+        ("/var/lib/dpkg/status", status),
+        (
+            "/var/lib/dpkg/info/libplack-perl.list",
+            "t:/usr/share/perl5/Plack/Runner.pm\n/usr/share/perl5/Plack/Loader/Delayed.pm\n/usr/share/perl5/Plack/Util.pm\n",
+        ),
+        (
+            "/var/lib/dpkg/info/libssl-perl.list",
+            "t:/usr/share/perl5/Secure/Socket.pm\n",
+        ),
+    ];
+    let t = run(e, vec![("/usr/bin/perl", perl)], &["/usr/bin/app"], &[]).unwrap();
+    for p in [
+        "/usr/share/perl5/Plack/Runner.pm",
+        "/usr/share/perl5/Plack/Loader/Delayed.pm",
+        "/usr/share/perl5/Plack/Util.pm",
+    ] {
+        assert!(kept(&t, p), "{p}: {:?}", t.files.keys());
+    }
+    assert!(!kept(&t, "/usr/share/perl5/Secure/Socket.pm"));
+}
