@@ -138,6 +138,10 @@ pub const MAX_PACKAGE_DATA: u64 = 16 << 20;
 /// Most bytes of data kept from a package that owns what runs or is loaded, or from the data
 /// package of a loaded library (voices, dictionaries, fonts, a Lisp core).
 pub const MAX_OWNER_DATA: u64 = 512 << 20;
+/// Most bytes of a data-only package a followed package depends on (voices, dictionaries,
+/// stylesheets): larger ones (270 MB of moment-timezone JSON behind a web console) are an open
+/// question, not a guess.
+pub const MAX_DEPENDENCY_DATA: u64 = 128 << 20;
 
 pub(crate) fn skipped(name: &str, owner: bool) -> Option<&'static str> {
     SKIP_PACKAGES.iter().find_map(|(p, for_owner, why)| {
@@ -350,7 +354,7 @@ fn describe(
             (
                 format!("package {name}, dependency of {by}"),
                 if near && ((data && by.starts_with("lib")) || data_package) {
-                    MAX_OWNER_DATA
+                    MAX_DEPENDENCY_DATA
                 } else {
                     MAX_PACKAGE_DATA
                 },
@@ -484,8 +488,8 @@ fn keep_package(cx: &mut Cx, db: &Db, idx: usize, detail: &str, cap: u64) -> Res
         }
     }
     if bytes > cap {
-        cx.warn(format!(
-            "package {} has {} MiB of configuration and data, more than {} MiB: not kept (keep what is needed with --keep)",
+        cx.question(format!(
+            "package {} has {} MiB of configuration and data, more than {} MiB: not kept whole (keep what is needed with --keep)",
             pkg.name,
             bytes >> 20,
             cap >> 20
