@@ -57,7 +57,9 @@ pub(crate) trait Lang {
     /// Whether third-party code's lazy (function-level) requires are followed. A runtime that
     /// reads each distribution whole (Perl with a package database) follows only their
     /// module-level requires: a lazy require within the distribution is already read, one of
-    /// another distribution (HTTP::Server::PSGI's IO::Socket::SSL) runs only on that path.
+    /// another distribution (HTTP::Server::PSGI's IO::Socket::SSL) runs only on that path;
+    /// what its module-level requires reach of the runtime then gets the runtime's one lazy
+    /// hop, as from the application (AppConfig's `use Exporter` tags need Exporter::Heavy).
     fn third_party_lazy(&self, _cx: &Cx) -> bool {
         true
     }
@@ -106,10 +108,13 @@ pub(crate) fn graph(
                 let b = if !runtime {
                     1
                 } else if third_party {
-                    if req.nested && !lang.third_party_lazy(cx) {
+                    if lang.third_party_lazy(cx) {
+                        0
+                    } else if req.nested {
                         continue;
+                    } else {
+                        1
                     }
-                    0
                 } else if req.nested {
                     match budget.checked_sub(1) {
                         Some(b) => b,
