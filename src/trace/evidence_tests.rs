@@ -217,11 +217,16 @@ fn a_perl_distribution_comes_whole_with_its_module_level_requires() {
             "t:package Plack::Loader::Delayed;\nuse Plack::Util;\nsub s {\n    require Secure::Socket;\n}\n1;\n",
         ),
         ("/usr/share/perl5/Plack/Util.pm", "t:1;\n"),
+        (
+            "/usr/share/perl5/Plack/Fast.pm",
+            "t:package Plack::Fast;\n1;\n",
+        ),
+        ("/usr/share/perl5/auto/Plack/Fast/Fast.so", "elf"),
         ("/usr/share/perl5/Secure/Socket.pm", "t:1;\n"),
         ("/var/lib/dpkg/status", status),
         (
             "/var/lib/dpkg/info/libplack-perl.list",
-            "t:/usr/share/perl5/Plack/Runner.pm\n/usr/share/perl5/Plack/Loader/Delayed.pm\n/usr/share/perl5/Plack/Util.pm\n",
+            "t:/usr/share/perl5/Plack/Runner.pm\n/usr/share/perl5/Plack/Loader/Delayed.pm\n/usr/share/perl5/Plack/Util.pm\n/usr/share/perl5/Plack/Fast.pm\n/usr/share/perl5/auto/Plack/Fast/Fast.so\n",
         ),
         (
             "/var/lib/dpkg/info/libssl-perl.list",
@@ -233,6 +238,7 @@ fn a_perl_distribution_comes_whole_with_its_module_level_requires() {
         "/usr/share/perl5/Plack/Runner.pm",
         "/usr/share/perl5/Plack/Loader/Delayed.pm",
         "/usr/share/perl5/Plack/Util.pm",
+        "/usr/share/perl5/auto/Plack/Fast/Fast.so",
     ] {
         assert!(kept(&t, p), "{p}: {:?}", t.files.keys());
     }

@@ -177,7 +177,11 @@ impl PerlLang {
             out.extend(
                 db.files_of(cx.fs, p)
                     .into_iter()
-                    .filter(|f| f.ends_with(".pm") && self.third_party(cx, f))
+                    // Its modules and their XS parts (`auto/Template/Stash/XS/XS.so`).
+                    .filter(|f| {
+                        (f.ends_with(".pm") || (f.ends_with(".so") && f.contains("/auto/")))
+                            && self.third_party(cx, f)
+                    })
                     .map(|f| display(&f))
                     .take(MAX_DISTRIBUTION_MODULES),
             );
