@@ -54,15 +54,6 @@ pub(crate) trait Lang {
     fn third_party(&self, _cx: &Cx, _file: &str) -> bool {
         false
     }
-    /// Whether third-party code's lazy (function-level) requires are followed. A runtime that
-    /// reads each distribution whole (Perl with a package database) follows only their
-    /// module-level requires: a lazy require within the distribution is already read, one of
-    /// another distribution (HTTP::Server::PSGI's IO::Socket::SSL) runs only on that path;
-    /// what its module-level requires reach of the runtime then gets the runtime's one lazy
-    /// hop, as from the application (AppConfig's `use Exporter` tags need Exporter::Heavy).
-    fn third_party_lazy(&self, _cx: &Cx) -> bool {
-        true
-    }
     /// Whether a file is a source to read.
     fn is_source(&self, file: &str) -> bool;
 }
@@ -108,13 +99,7 @@ pub(crate) fn graph(
                 let b = if !runtime {
                     1
                 } else if third_party {
-                    if lang.third_party_lazy(cx) {
-                        0
-                    } else if req.nested {
-                        continue;
-                    } else {
-                        1
-                    }
+                    0
                 } else if req.nested {
                     match budget.checked_sub(1) {
                         Some(b) => b,

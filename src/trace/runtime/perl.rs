@@ -502,10 +502,6 @@ impl Lang for PerlLang {
             .any(|c| c == "perl5" || c == "site_perl" || c == "vendor_perl")
     }
 
-    fn third_party_lazy(&self, cx: &Cx) -> bool {
-        cx.out.packages.is_none()
-    }
-
     fn in_runtime(&self, cx: &Cx, file: &str) -> bool {
         let p = cx
             .fs
