@@ -92,14 +92,15 @@ pub(crate) fn graph(
             for req in lang.parse(&text) {
                 // The application's code: every require, and the runtime's lazy requires one
                 // hop from there. A library's (a gem, a CPAN module: Template Toolkit loads its
-                // plugins lazily): every require too, each with its top-level requires only, not
-                // the runtime's lazy ones (asciidoctor's lazy open-uri does not bring net/http,
-                // webrick's net/http does not bring the OpenSSL it autoloads for https). The
-                // runtime's own: lazy requires one hop from what the application requires.
+                // plugins and Encode lazily): every require too; what its module-level requires
+                // reach of the runtime gets the runtime's one lazy hop (AppConfig's `use
+                // Exporter` needs Exporter::Heavy), what it requires lazily does not
+                // (asciidoctor's lazy open-uri brings no net/http and OpenSSL). The runtime's
+                // own: lazy requires one hop from what the application requires.
                 let b = if !runtime {
                     1
                 } else if third_party {
-                    0
+                    u8::from(!req.nested)
                 } else if req.nested {
                     match budget.checked_sub(1) {
                         Some(b) => b,
