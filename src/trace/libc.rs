@@ -480,6 +480,7 @@ impl Features {
                 } else if !names
                     .iter()
                     .any(|n| n.to_ascii_lowercase().starts_with("c.utf"))
+                    && cx.fs.get("usr/lib/locale/C.utf8").is_some()
                 {
                     cx.drop_path(
                         "usr/lib/locale/C.utf8",
