@@ -507,6 +507,8 @@ struct Source {
     /// Found on the runtime's own path (the standard library, installed packages), even when
     /// a symlink leads elsewhere (Debian's sitecustomize.py → /etc/python3.X/).
     runtime: bool,
+    /// Part of the standard library (not an installed package).
+    stdlib: bool,
 }
 
 /// Trace one interpreter run: start-up set, the script (or -m / -c), the import graph.
@@ -514,7 +516,11 @@ struct Source {
 /// The graph follows every import of the application's own code, and the module-level
 /// imports of the runtime's modules. A function-level import in a runtime module runs only
 /// when that function is called: it is followed one hop from what the application imports
-/// (`datetime.strptime` → `_strptime`), not from there on (`help()` → `pydoc` → …).
+/// (`datetime.strptime` → `_strptime`), not from there on (`help()` → `pydoc` → …); and a
+/// standard module's one only once a source uses the function's name (an attribute, a name
+/// imported from it, its own module's call): `multiprocessing`'s `Manager()` brings
+/// `managers`, `shared_memory` and, through `secrets` and `hmac`, libcrypto only for a
+/// program that calls it.
 fn run(cx: &mut Cx, e: &Exec, env: &PyEnv, done: &mut HashMap<String, u8>) -> Result<()> {
     let ev_rt = |d: String| Evidence::new(Why::Runtime, Some(&e.path), d);
     // The landmark and the directories the interpreter looks at.
@@ -638,6 +644,7 @@ fn run(cx: &mut Cx, e: &Exec, env: &PyEnv, done: &mut HashMap<String, u8>) -> Re
                             pkg: None,
                             budget: 1,
                             runtime: false,
+                            stdlib: false,
                         });
                     }
                 }
@@ -663,6 +670,7 @@ fn run(cx: &mut Cx, e: &Exec, env: &PyEnv, done: &mut HashMap<String, u8>) -> Re
             pkg: None,
             budget: 1,
             runtime: false,
+            stdlib: false,
         }),
         None => {}
     }
@@ -702,6 +710,7 @@ fn run(cx: &mut Cx, e: &Exec, env: &PyEnv, done: &mut HashMap<String, u8>) -> Re
                     pkg,
                     budget: 1,
                     runtime: false,
+                    stdlib: false,
                 });
             }
         }
@@ -738,18 +747,25 @@ fn run(cx: &mut Cx, e: &Exec, env: &PyEnv, done: &mut HashMap<String, u8>) -> Re
             queue.push_back(startup(&m));
         }
     }
+    // The names the sources read so far reach in other modules, and the standard library's
+    // function-level imports waiting for a use of their function's name.
+    let mut words: HashSet<String> = HashSet::new();
+    let mut pending: Vec<(String, Want)> = Vec::new();
     loop {
         for src in texts.drain(..) {
             let runtime = src.runtime;
+            let (reach, own) = used_names(&src.text);
+            words.extend(reach);
             for imp in imports(&src.text) {
                 // A library's `if __name__ == "__main__":` block never runs on import.
                 if imp.main_only && runtime {
                     continue;
                 }
                 // A fallback (`except ImportError:`) of imports that all resolve here never runs.
-                if !imp.fallback_of.is_empty() {
+                let mut fallback = false;
+                for group in &imp.fallback_of {
                     let mut all = true;
-                    for m in &imp.fallback_of {
+                    for m in group {
                         let found = match absolute_name(m, src.pkg.as_deref()) {
                             Some(n) if !n.is_empty() => resolve(cx, env, &path, &n, &mut cache)?,
                             _ => None,
@@ -759,9 +775,10 @@ fn run(cx: &mut Cx, e: &Exec, env: &PyEnv, done: &mut HashMap<String, u8>) -> Re
                             break;
                         }
                     }
-                    if all {
-                        continue;
-                    }
+                    fallback |= all;
+                }
+                if fallback {
+                    continue;
                 }
                 // The application's code: everything it imports. The runtime's: module-level
                 // imports, and function-level ones while the budget lasts.
@@ -779,6 +796,19 @@ fn run(cx: &mut Cx, e: &Exec, env: &PyEnv, done: &mut HashMap<String, u8>) -> Re
                     continue;
                 };
                 let by = Some((src.file.clone(), imp.line));
+                // A standard module's function-level import runs when that function is called:
+                // it waits until some source read uses the function's name (`Manager` of
+                // multiprocessing.context brings managers, shared_memory, secrets, hmac and
+                // OpenSSL's libcrypto only for a program that calls it).
+                let defer = match &imp.called_by {
+                    Some(f)
+                        if src.stdlib && imp.nested && !own.contains(f) && !words.contains(f) =>
+                    {
+                        Some(f.clone())
+                    }
+                    _ => None,
+                };
+                let mut wants: Vec<Want> = Vec::new();
                 if imp.computed {
                     if !runtime {
                         let what = if name.is_empty() {
@@ -798,39 +828,43 @@ fn run(cx: &mut Cx, e: &Exec, env: &PyEnv, done: &mut HashMap<String, u8>) -> Re
                     }
                     if !name.is_empty() {
                         let top = name.split('.').next().unwrap_or(&name).to_string();
-                        queue.push_back(Want {
+                        wants.push(Want {
                             name: format!("{top}.*"),
                             by,
                             quiet: runtime,
                             budget,
                         });
                     }
-                    continue;
-                }
-                queue.push_back(Want {
-                    name: name.clone(),
-                    by: by.clone(),
-                    quiet: runtime,
-                    budget,
-                });
-                for n in &imp.names {
-                    if n != "*" {
-                        queue.push_back(Want {
-                            name: format!("{name}.{n}"),
+                } else {
+                    wants.push(Want {
+                        name: name.clone(),
+                        by: by.clone(),
+                        quiet: runtime,
+                        budget,
+                    });
+                    for n in &imp.names {
+                        if n != "*" {
+                            wants.push(Want {
+                                name: format!("{name}.{n}"),
+                                by: by.clone(),
+                                quiet: true,
+                                budget,
+                            });
+                        }
+                    }
+                    // six.moves (and vendored copies) are lazy aliases of standard modules.
+                    for m in six_moves(&name, &imp.names) {
+                        wants.push(Want {
+                            name: m,
                             by: by.clone(),
                             quiet: true,
                             budget,
                         });
                     }
                 }
-                // six.moves (and vendored copies) are lazy aliases of standard modules.
-                for m in six_moves(&name, &imp.names) {
-                    queue.push_back(Want {
-                        name: m,
-                        by: by.clone(),
-                        quiet: true,
-                        budget,
-                    });
+                match defer {
+                    Some(f) => pending.extend(wants.into_iter().map(|w| (f.clone(), w))),
+                    None => queue.extend(wants),
                 }
             }
             // A console script: `load_entry_point('dist==1.0', 'console_scripts', 'name')`
@@ -845,6 +879,13 @@ fn run(cx: &mut Cx, e: &Exec, env: &PyEnv, done: &mut HashMap<String, u8>) -> Re
                     });
                 }
             }
+        }
+        // Deferred imports whose function some source now uses.
+        if queue.is_empty() {
+            let (used, waiting): (Vec<_>, Vec<_>) =
+                pending.into_iter().partition(|(f, _)| words.contains(f));
+            pending = waiting;
+            queue.extend(used.into_iter().map(|(_, w)| w));
         }
         if queue.is_empty() || done.len() > MAX_MODULES {
             break;
@@ -958,12 +999,14 @@ fn run(cx: &mut Cx, e: &Exec, env: &PyEnv, done: &mut HashMap<String, u8>) -> Re
                             && let Some(text) = cx.text(&file)?
                         {
                             let runtime = in_runtime(cx, env, &found_at);
+                            let stdlib = runtime && in_stdlib(cx, env, &found_at);
                             texts.push(Source {
                                 file,
                                 text,
                                 pkg,
                                 budget: w.budget,
                                 runtime,
+                                stdlib,
                             });
                         }
                     }
@@ -1599,9 +1642,13 @@ pub(crate) struct PyImport {
     pub nested: bool,
     /// Inside `if __name__ == "__main__":`: runs only when the file is the script.
     pub main_only: bool,
-    /// In the `except ImportError:` branch of a `try:` whose body imports these modules: runs
-    /// only when one of them cannot be imported.
-    pub fallback_of: Vec<String>,
+    /// In the `except ImportError:` branch of `try:` statements whose bodies import these
+    /// modules (one list per enclosing `try:`, innermost first, nested ladders too): runs only
+    /// when, for each, one of them cannot be imported.
+    pub fallback_of: Vec<Vec<String>>,
+    /// The function whose call runs it (the innermost `def` around a nested import), unless
+    /// it is called implicitly (a dunder method, a decorated function): `None` then.
+    pub called_by: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -1802,19 +1849,57 @@ fn enter_line(toks: &[(PyTok, usize)], w: usize, tries: &mut Vec<Try>) {
 }
 
 /// An import of `module` on a line at indentation `indent`: recorded in the body of the
-/// `try:` around it; or, in its `except ImportError:` branch, the modules it is a fallback for.
-fn try_body(tries: &mut [Try], indent: usize, module: &str) -> Vec<String> {
-    let Some(t) = tries.iter_mut().rev().find(|t| t.indent < indent) else {
-        return Vec::new();
-    };
-    match t.part {
-        TryPart::Body => {
-            t.body.push(module.to_string());
-            Vec::new()
+/// innermost `try:` around it when it is in that body; and, for each enclosing
+/// `except ImportError:` branch (a ladder `try: a / except ImportError: try: b / except
+/// ImportError: c`), the modules it is a fallback for.
+fn try_body(tries: &mut [Try], indent: usize, module: &str) -> Vec<Vec<String>> {
+    let mut groups = Vec::new();
+    let mut innermost = true;
+    for t in tries.iter_mut().rev().filter(|t| t.indent < indent) {
+        match t.part {
+            TryPart::Body if innermost => t.body.push(module.to_string()),
+            TryPart::ExceptImport if !t.body.is_empty() => groups.push(t.body.clone()),
+            _ => {}
         }
-        TryPart::ExceptImport => t.body.clone(),
-        TryPart::Other => Vec::new(),
+        innermost = false;
     }
+    groups
+}
+
+/// The names a source uses, as (names other modules can reach, names of its own): attributes
+/// (`ctx.Manager()`), the names of its `from … import a, b` and string literals that are one
+/// identifier (`getattr(x, "name")`); and its other identifiers, the `def`/`class` names
+/// aside.
+pub(crate) fn used_names(src: &str) -> (HashSet<String>, HashSet<String>) {
+    let toks = tokenize(src);
+    let (mut reach, mut own) = (HashSet::new(), HashSet::new());
+    let mut from_line = (false, false);
+    for (k, (t, _)) in toks.iter().enumerate() {
+        let prev = k.checked_sub(1).map(|p| &toks[p].0);
+        match t {
+            PyTok::Name(n) => {
+                if n == "from" && matches!(prev, None | Some(PyTok::Indent(_))) {
+                    from_line = (true, false);
+                } else if from_line.0 && n == "import" {
+                    from_line.1 = true;
+                } else if matches!(prev, Some(PyTok::Op('.'))) || from_line.1 {
+                    reach.insert(n.clone());
+                } else if !matches!(prev, Some(PyTok::Name(d)) if d == "def" || d == "class") {
+                    own.insert(n.clone());
+                }
+            }
+            PyTok::Str(v, _)
+                if !v.is_empty()
+                    && v.len() < 64
+                    && v.chars().all(|c| c == '_' || c.is_alphanumeric()) =>
+            {
+                reach.insert(v.clone());
+            }
+            PyTok::Newline => from_line = (false, false),
+            _ => {}
+        }
+    }
+    (reach, own)
 }
 
 pub(crate) fn imports(src: &str) -> Vec<PyImport> {
@@ -1823,8 +1908,11 @@ pub(crate) fn imports(src: &str) -> Vec<PyImport> {
     let mut i = 0;
     // Indentation of the `def` statements we are inside; whether the current logical line
     // is itself a `def` (a one-line body).
-    let mut defs: Vec<usize> = Vec::new();
+    // With each `def`, the name of the function (None: called implicitly).
+    let mut defs: Vec<(usize, Option<String>)> = Vec::new();
     let mut line_is_def = false;
+    // Whether the previous logical line was a decorator (`@x`).
+    let mut decorator = false;
     // Indentation of the `if __name__ == "__main__":` blocks we are inside, of the current
     // logical line, and the `try:` statements open around it.
     let mut guards: Vec<usize> = Vec::new();
@@ -1854,9 +1942,10 @@ pub(crate) fn imports(src: &str) -> Vec<PyImport> {
     while i < toks.len() {
         let line = toks[i].1;
         let nested = line_is_def || !defs.is_empty();
+        let called_by = defs.last().and_then(|d| d.1.clone());
         match &toks[i].0 {
             PyTok::Indent(w) => {
-                while defs.last().is_some_and(|d| d >= w) {
+                while defs.last().is_some_and(|d| d.0 >= *w) {
                     defs.pop();
                 }
                 while guards.last().is_some_and(|d| d >= w) {
@@ -1890,7 +1979,20 @@ pub(crate) fn imports(src: &str) -> Vec<PyImport> {
                     guards.push(*w);
                 }
                 if line_is_def {
-                    defs.push(*w);
+                    // The function's name, unless it is called implicitly: a dunder method
+                    // (`__getattr__`, `__init__`), a decorated function (registered, a
+                    // property), the main block.
+                    let name = match toks.get(k + 1).map(|t| &t.0) {
+                        Some(PyTok::Name(n))
+                            if !(main_guard
+                                || decorator
+                                || n.starts_with("__") && n.ends_with("__")) =>
+                        {
+                            Some(n.clone())
+                        }
+                        _ => None,
+                    };
+                    defs.push((*w, name));
                     // The body is on the following lines unless it shares this one.
                     line_is_def = false;
                     let mut j = k;
@@ -1906,6 +2008,7 @@ pub(crate) fn imports(src: &str) -> Vec<PyImport> {
                         line_is_def = true;
                     }
                 }
+                decorator = matches!(line_toks.first().map(|t| &t.0), Some(PyTok::Op('@')));
                 i += 1;
             }
             PyTok::Newline => {
@@ -1926,6 +2029,7 @@ pub(crate) fn imports(src: &str) -> Vec<PyImport> {
                             nested,
                             main_only: !guards.is_empty(),
                             fallback_of,
+                            called_by: called_by.clone(),
                         });
                     }
                     if matches!(&toks.get(k).map(|t| &t.0), Some(PyTok::Name(a)) if a == "as") {
@@ -1967,6 +2071,7 @@ pub(crate) fn imports(src: &str) -> Vec<PyImport> {
                     nested,
                     main_only: !guards.is_empty(),
                     fallback_of,
+                    called_by: called_by.clone(),
                 });
                 i = k;
             }
@@ -2004,6 +2109,7 @@ pub(crate) fn imports(src: &str) -> Vec<PyImport> {
                                     nested,
                                     main_only: !guards.is_empty(),
                                     fallback_of: Vec::new(),
+                                    called_by: called_by.clone(),
                                 });
                             }
                         }
@@ -2015,6 +2121,7 @@ pub(crate) fn imports(src: &str) -> Vec<PyImport> {
                             nested,
                             main_only: !guards.is_empty(),
                             fallback_of: Vec::new(),
+                            called_by: called_by.clone(),
                         }),
                         None => {}
                     }
@@ -2054,7 +2161,7 @@ mod tests {
     #[test]
     fn fallbacks_and_main_blocks_are_marked() {
         let src = "try:\n    from _sha512 import sha512\n    import _fast\nexcept (ImportError, AttributeError):\n    from hashlib import sha512\nelse:\n    import after\ntry:\n    import a\nexcept ValueError:\n    import b\nimport c\nif __name__ == '__main__':\n    import doctest\nimport d\n";
-        let got: Vec<(String, Vec<String>, bool)> = imports(src)
+        let got: Vec<(String, Vec<Vec<String>>, bool)> = imports(src)
             .into_iter()
             .map(|i| (i.module, i.fallback_of, i.main_only))
             .collect();
@@ -2064,7 +2171,7 @@ mod tests {
             vec![
                 (s("_sha512"), vec![], false),
                 (s("_fast"), vec![], false),
-                (s("hashlib"), vec![s("_sha512"), s("_fast")], false),
+                (s("hashlib"), vec![vec![s("_sha512"), s("_fast")]], false),
                 (s("after"), vec![], false),
                 (s("a"), vec![], false),
                 (s("b"), vec![], false),
@@ -2073,6 +2180,68 @@ mod tests {
                 (s("d"), vec![], false),
             ]
         );
+    }
+
+    #[test]
+    fn a_ladder_of_fallbacks_is_a_fallback_of_every_rung_above() {
+        // A console script of setuptools: importlib.metadata, else importlib_metadata, else
+        // pkg_resources. Both lower rungs depend on the first.
+        let src = "try:\n    from importlib.metadata import distribution\nexcept ImportError:\n    try:\n        from importlib_metadata import distribution\n    except ImportError:\n        from pkg_resources import load_entry_point\n";
+        let got: Vec<(String, Vec<Vec<String>>)> = imports(src)
+            .into_iter()
+            .map(|i| (i.module, i.fallback_of))
+            .collect();
+        let v = |x: &[&str]| x.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            got,
+            vec![
+                ("importlib.metadata".to_string(), vec![]),
+                (
+                    "importlib_metadata".to_string(),
+                    vec![v(&["importlib.metadata"])]
+                ),
+                (
+                    "pkg_resources".to_string(),
+                    vec![v(&["importlib_metadata"]), v(&["importlib.metadata"])]
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_nested_import_names_the_function_that_runs_it() {
+        let src = "import top\nclass C:\n    def Manager(self):\n        from .managers import SyncManager\n    def __getattr__(self, n):\n        import lazy\n    @property\n    def prop(self):\n        import viaprop\n    def outer(self):\n        def inner():\n            import deep\n        return inner\ndef one(): import oneline\nif __name__ == '__main__':\n    import doctest\n";
+        let got: Vec<(String, bool, Option<String>)> = imports(src)
+            .into_iter()
+            .map(|i| (i.module, i.nested, i.called_by))
+            .collect();
+        let some = |x: &str| Some(x.to_string());
+        assert_eq!(
+            got,
+            vec![
+                ("top".into(), false, None),
+                (".managers".into(), true, some("Manager")),
+                ("lazy".into(), true, None),
+                ("viaprop".into(), true, None),
+                ("deep".into(), true, some("inner")),
+                ("oneline".into(), true, some("one")),
+                ("doctest".into(), true, None),
+            ]
+        );
+    }
+
+    #[test]
+    fn used_names_split_what_other_modules_reach_from_own_names() {
+        let src = "from multiprocessing import Pool, cpu_count as n\nimport logging\nclass Manager: pass\ndef helper(): pass\nm = Manager()\nctx.get_context().Process(target=helper)\ngetattr(x, 'Queue')\ns = 'Set-Cookie'\n";
+        let (reach, own) = used_names(src);
+        for w in ["Pool", "cpu_count", "n", "get_context", "Process", "Queue"] {
+            assert!(reach.contains(w), "{w} reached: {reach:?}");
+        }
+        for w in ["Manager", "helper", "ctx", "logging", "m"] {
+            assert!(!reach.contains(w), "{w} not reached: {reach:?}");
+        }
+        assert!(own.contains("Manager") && own.contains("helper") && own.contains("getattr"));
+        assert!(!reach.contains("Cookie") && !own.contains("Cookie"));
     }
 
     #[test]
