@@ -244,3 +244,128 @@ fn a_perl_distribution_comes_whole_with_its_module_level_requires() {
     }
     assert!(kept(&t, "/usr/share/perl5/Secure/Socket.pm"));
 }
+
+/// Python's codecs are chosen by name at run time: those a kept source or the config names
+/// (through the alias table) are kept, the others dropped with a reason and an open question;
+/// the codecs' own alias table names no codec. A standard module's function-level import
+/// waits for a use of the function's name.
+#[test]
+fn python_codecs_and_lazy_functions_come_when_named() {
+    use crate::trace::testutil::{exe, kept, run};
+    let enc = "/usr/lib/python3.11/encodings";
+    // The interpreter's C code names "idna" (socket.getaddrinfo encodes host names with it).
+    let mut python = exe(&["libc.so.6"]);
+    python.words = vec!["idna".into(), "strict".into()];
+    let t = run(
+        vec![
+            ("/usr/bin/python3.11", "elf"),
+            ("/usr/lib/python3.11/os.py", "t:\n"),
+            ("/usr/lib/python3.11/site.py", "t:# dist-packages\n"),
+            (
+                "/usr/lib/python3.11/encodings/__init__.py",
+                "t:def search_function(encoding):\n    mod = __import__('encodings.' + encoding, fromlist=['*'])\n",
+            ),
+            (
+                "/usr/lib/python3.11/encodings/aliases.py",
+                "t:aliases = {\n    'latin1'   : 'latin_1',\n    'windows_1252' : 'cp1252',\n    'koi8'   : 'koi8_r',\n}\n",
+            ),
+            ("/usr/lib/python3.11/encodings/utf_8.py", "t:\n"),
+            ("/usr/lib/python3.11/encodings/latin_1.py", "t:\n"),
+            ("/usr/lib/python3.11/encodings/cp1252.py", "t:\n"),
+            ("/usr/lib/python3.11/encodings/koi8_r.py", "t:\n"),
+            ("/usr/lib/python3.11/encodings/idna.py", "t:\n"),
+            ("/usr/lib/python3.11/encodings/euc_jp.py", "t:import _codecs_jp\n"),
+            ("/usr/lib/python3.11/_codecs_jp.py", "t:\n"),
+            (
+                "/usr/lib/python3.11/multiprocessing/__init__.py",
+                "t:from .context import BaseContext\n",
+            ),
+            (
+                "/usr/lib/python3.11/multiprocessing/context.py",
+                "t:class BaseContext:\n    def Manager(self):\n        from .managers import SyncManager\n    def Pool(self):\n        from .pool import Pool\n",
+            ),
+            ("/usr/lib/python3.11/multiprocessing/managers.py", "t:import hmac\n"),
+            ("/usr/lib/python3.11/multiprocessing/pool.py", "t:\n"),
+            ("/usr/lib/python3.11/hmac.py", "t:\n"),
+            (
+                "/app/main.py",
+                "t:import multiprocessing\nmultiprocessing.get_context().Pool()\nprint(b'x'.decode('Windows-1252'))\n",
+            ),
+        ],
+        vec![("/usr/bin/python3.11", python)],
+        &["/usr/bin/python3.11", "/app/main.py"],
+        &["PYTHONIOENCODING=latin1"],
+    )
+    .unwrap();
+    let keys = || t.files.keys().cloned().collect::<Vec<_>>();
+    for p in ["utf_8.py", "latin_1.py", "cp1252.py", "idna.py"] {
+        assert!(kept(&t, &format!("{enc}/{p}")), "{p}: {:?}", keys());
+    }
+    for p in ["koi8_r.py", "euc_jp.py"] {
+        let k = format!("{}/{p}", &enc[1..]);
+        assert!(!kept(&t, &format!("{enc}/{p}")), "{p}: {:?}", keys());
+        assert!(t.dropped.contains_key(&k), "{p}: {:?}", t.dropped);
+    }
+    assert!(!kept(&t, "/usr/lib/python3.11/_codecs_jp.py"));
+    assert!(
+        t.questions.iter().any(|q| q.contains("Python codecs")),
+        "{:?}",
+        t.questions
+    );
+    assert!(kept(&t, "/usr/lib/python3.11/multiprocessing/pool.py"));
+    assert!(
+        !kept(&t, "/usr/lib/python3.11/multiprocessing/managers.py"),
+        "{:?}",
+        keys()
+    );
+    assert!(!kept(&t, "/usr/lib/python3.11/hmac.py"));
+}
+
+/// Ruby's `autoload :Const, "file"` loads the file when the constant is first used: it is
+/// followed once a source read (or a file the entrypoint is given: a `config.ru`) uses the
+/// constant, not for a constant nobody names (rack's `Session::Cookie` brought OpenSSL).
+#[test]
+fn a_ruby_autoload_waits_for_its_constant() {
+    let ruby = with_strings(libc_exe(&[]), &["/usr/lib/ruby/3.1.0"]);
+    let lib = "/usr/lib/ruby/3.1.0";
+    let t = run(
+        vec![
+            ("/usr/bin/ruby3.1", "elf"),
+            (
+                "/usr/lib/ruby/3.1.0/rack.rb",
+                "t:module Rack\n  autoload :Builder, \"rack/builder\"\n  autoload :Deflater, \"rack/deflater\"\n  module Session\n    autoload :Cookie, \"rack/session/cookie\"\n  end\n  # Lobster is for the demo\n  autoload :Lobster, \"rack/lobster\"\nend\n",
+            ),
+            ("/usr/lib/ruby/3.1.0/rack/builder.rb", "t:require 'uri'\n"),
+            ("/usr/lib/ruby/3.1.0/rack/deflater.rb", "t:require 'zlib'\n"),
+            (
+                "/usr/lib/ruby/3.1.0/rack/session/cookie.rb",
+                "t:require 'openssl'\nmodule Rack\n  module Session\n    class Cookie\n    end\n  end\nend\n",
+            ),
+            ("/usr/lib/ruby/3.1.0/rack/lobster.rb", "t:\n"),
+            ("/usr/lib/ruby/3.1.0/uri.rb", "t:\n"),
+            ("/usr/lib/ruby/3.1.0/zlib.rb", "t:\n"),
+            ("/usr/lib/ruby/3.1.0/openssl.rb", "t:\n"),
+            (
+                "/app/server.rb",
+                "t:require 'rack'\napp = Rack::Builder.parse_file(ARGV[0])\nputs \"Set-Cookie: x\" # Cookie\n",
+            ),
+            ("/app/config.ru", "t:use Rack::Deflater\nrun lambda { |env| [200, {}, ['ok']] }\n"),
+        ],
+        vec![("/usr/bin/ruby3.1", ruby)],
+        &[
+            "/usr/bin/ruby3.1",
+            "--disable-gems",
+            "/app/server.rb",
+            "/app/config.ru",
+        ],
+        &[],
+    )
+    .unwrap();
+    let keys = || t.files.keys().cloned().collect::<Vec<_>>();
+    for p in ["rack/builder.rb", "uri.rb", "rack/deflater.rb", "zlib.rb"] {
+        assert!(kept(&t, &format!("{lib}/{p}")), "{p}: {:?}", keys());
+    }
+    for p in ["rack/session/cookie.rb", "openssl.rb", "rack/lobster.rb"] {
+        assert!(!kept(&t, &format!("{lib}/{p}")), "{p}: {:?}", keys());
+    }
+}

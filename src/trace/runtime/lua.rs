@@ -130,6 +130,7 @@ impl Rule for Lua {
                                 line: 0,
                                 nested: false,
                                 relative: false,
+                                waits_for: None,
                             },
                             from: String::new(),
                             budget: 1,
@@ -248,6 +249,7 @@ impl Lang for LuaLang {
                         line: n + 1,
                         nested: false,
                         relative: false,
+                        waits_for: None,
                     });
                 }
             }

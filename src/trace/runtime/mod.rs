@@ -12,10 +12,11 @@ pub(crate) mod lua;
 pub(crate) mod node;
 pub(crate) mod perl;
 pub(crate) mod php;
+pub(crate) mod pycodecs;
 pub(crate) mod python;
 pub(crate) mod ruby;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use crate::error::Result;
 use crate::rootfs::display;
@@ -34,6 +35,9 @@ pub(crate) struct Req {
     pub nested: bool,
     /// Relative to the requiring file (`require_relative`, `./x`).
     pub relative: bool,
+    /// A name whose first use loads it (Ruby's `autoload :Const, "file"`): followed only
+    /// once a source read uses the name.
+    pub waits_for: Option<String>,
 }
 
 /// What a language tells the engine.
@@ -56,6 +60,14 @@ pub(crate) trait Lang {
     }
     /// Whether a file is a source to read.
     fn is_source(&self, file: &str) -> bool;
+    /// The names a source uses that a require may wait for ([`Req::waits_for`]).
+    fn uses(&self, _text: &str) -> Vec<String> {
+        Vec::new()
+    }
+    /// Names used before any source is read (the entrypoint's own files: a `config.ru`).
+    fn used_at_start(&self, _cx: &mut Cx) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
 }
 
 /// A require to follow: from where, how many lazy hops are left, whether a miss is quiet.
@@ -82,11 +94,15 @@ pub(crate) fn graph(
     let mut resolved: HashMap<String, Vec<String>> = HashMap::new();
     let mut texts: Vec<(String, u8)> = sources.into_iter().map(|s| (s, 1)).collect();
     let mut steps = 0usize;
+    // The names the sources read use, and the requires waiting for one of them.
+    let mut used: HashSet<String> = lang.used_at_start(cx)?.into_iter().collect();
+    let mut pending: Vec<(String, Root)> = Vec::new();
     loop {
         for (file, budget) in std::mem::take(&mut texts) {
             let Some(text) = cx.text(&file)? else {
                 continue;
             };
+            used.extend(lang.uses(&text));
             let runtime = lang.in_runtime(cx, &display(&file));
             let third_party = runtime && lang.third_party(cx, &display(&file));
             for req in lang.parse(&text) {
@@ -109,17 +125,28 @@ pub(crate) fn graph(
                 } else {
                     budget
                 };
-                queue.push_back(Root {
+                let root = Root {
                     req,
                     from: file.clone(),
                     budget: b,
                     quiet: runtime,
-                });
+                };
+                match &root.req.waits_for {
+                    Some(name) if !used.contains(name) => pending.push((name.clone(), root)),
+                    _ => queue.push_back(root),
+                }
             }
         }
         let Some(r) = queue.pop_front() else {
             if texts.is_empty() {
-                break;
+                // Requires whose name a source now uses.
+                let (now, wait): (Vec<_>, Vec<_>) =
+                    pending.into_iter().partition(|(n, _)| used.contains(n));
+                pending = wait;
+                if now.is_empty() {
+                    break;
+                }
+                queue.extend(now.into_iter().map(|(_, r)| r));
             }
             continue;
         };

@@ -148,6 +148,7 @@ impl Rule for Node {
                 line: 0,
                 nested: false,
                 relative: false,
+                waits_for: None,
             };
             match lang.resolve(cx, &req, "")? {
                 Some(files) if !files.is_empty() => {
@@ -176,6 +177,7 @@ impl Rule for Node {
                     line: 0,
                     nested: false,
                     relative: false,
+                    waits_for: None,
                 },
                 from: from.clone(),
                 budget: 1,
@@ -315,6 +317,7 @@ impl Lang for NodeLang {
                             line: n + 1,
                             nested: false,
                             relative,
+                            waits_for: None,
                         });
                     }
                 }

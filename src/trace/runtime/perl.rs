@@ -139,6 +139,7 @@ impl Rule for Perl {
                     line: 0,
                     nested: false,
                     relative: false,
+                    waits_for: None,
                 },
                 from: String::new(),
                 budget: 1,
@@ -219,6 +220,7 @@ impl Lang for PerlLang {
                     line: n + 1,
                     nested: false,
                     relative: false,
+                    waits_for: None,
                 });
             }
             for stmt in t.split([';', '{', '}']) {
@@ -265,6 +267,7 @@ impl Lang for PerlLang {
                             line: n + 1,
                             nested,
                             relative: false,
+                            waits_for: None,
                         });
                     }
                     continue;
@@ -281,6 +284,7 @@ impl Lang for PerlLang {
                         line: n + 1,
                         nested: false,
                         relative: false,
+                        waits_for: None,
                     });
                     if let Some((_, m)) = rest.split_once(',') {
                         let m = m
@@ -295,6 +299,7 @@ impl Lang for PerlLang {
                                 line: n + 1,
                                 nested: false,
                                 relative: false,
+                                waits_for: None,
                             });
                         }
                     }
@@ -317,6 +322,7 @@ impl Lang for PerlLang {
                             line: n + 1,
                             nested: false,
                             relative: false,
+                            waits_for: None,
                         });
                     }
                     out.push(Req {
@@ -324,6 +330,7 @@ impl Lang for PerlLang {
                         line: n + 1,
                         nested: false,
                         relative: false,
+                        waits_for: None,
                     });
                     continue;
                 }
@@ -344,6 +351,7 @@ impl Lang for PerlLang {
                     line: n + 1,
                     nested,
                     relative: false,
+                    waits_for: None,
                 });
             }
             // Module names in string literals are loaded by computed requires
@@ -368,6 +376,7 @@ impl Lang for PerlLang {
                         line: n + 1,
                         nested: !own,
                         relative: false,
+                        waits_for: None,
                     });
                 }
             }

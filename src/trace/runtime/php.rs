@@ -88,6 +88,7 @@ impl Lang for PhpLang {
                             line: n + 1,
                             nested: false,
                             relative: true,
+                            waits_for: None,
                         });
                     }
                 }

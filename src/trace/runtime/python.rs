@@ -12,8 +12,9 @@
 //! cannot resolve in the application's code is a warning pointing to `--keep`;
 //! `--runtime-full` keeps the whole standard library instead.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
+use super::pycodecs;
 use crate::error::Result;
 use crate::rootfs::{Kind, display};
 use crate::trace::{Cx, Evidence, Exec, Rule, Why, abs_in, join};
@@ -608,8 +609,6 @@ fn run(cx: &mut Cx, e: &Exec, env: &PyEnv, done: &mut HashMap<String, u8>) -> Re
     } else {
         Vec::new()
     };
-    // Codecs are looked up by name at run time: the whole encodings package.
-    queue.push_back(startup("encodings.*"));
     if !no_site {
         for m in STARTUP_OPTIONAL {
             queue.push_back(startup(m));
@@ -747,6 +746,54 @@ fn run(cx: &mut Cx, e: &Exec, env: &PyEnv, done: &mut HashMap<String, u8>) -> Re
             queue.push_back(startup(&m));
         }
     }
+    // Codecs are looked up by name at run time: those named by the image config and the
+    // defaults now, those the sources name as they are read (`pycodecs`).
+    let codecs = match resolve(cx, env, &path, "encodings", &mut cache)? {
+        Some(Found::Package(_, dirs)) => match dirs.first().map(|d| cx.fs.resolve(d, true)) {
+            Some(Ok(r)) => pycodecs::Codecs::load(cx, &r.path)?,
+            _ => None,
+        },
+        _ => None,
+    };
+    // Codec module → who names it (a source and line; empty: the config or the default).
+    let mut codecs_named: BTreeMap<String, (String, usize)> = BTreeMap::new();
+    if let Some(c) = &codecs {
+        let config: Vec<String> = e
+            .argv
+            .iter()
+            .chain(cx.run.env.iter())
+            .flat_map(|a| {
+                a.split(|c: char| c.is_whitespace() || matches!(c, '=' | ',' | ':'))
+                    .flat_map(|w| [w.to_string(), w.rsplit('.').next().unwrap_or("").into()])
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        // The interpreter's and its C modules' own names (`getaddrinfo` encodes a host name
+        // with "idna").
+        let interp = cx.fs.resolve(&e.path, true).map(|r| r.path).ok();
+        let words: Vec<String> = cx
+            .out
+            .objects
+            .iter()
+            .filter(|o| {
+                Some(&o.path) == interp.as_ref()
+                    || file_name(&o.path).starts_with("libpython")
+                    || o.facts.imports.iter().any(|i| i.name.starts_with("Py"))
+            })
+            .flat_map(|o| o.facts.words.iter().cloned())
+            .collect();
+        for n in pycodecs::DEFAULT
+            .iter()
+            .copied()
+            .chain(config.iter().map(String::as_str))
+            .chain(words.iter().map(String::as_str))
+        {
+            if let Some(m) = c.module_for(n) {
+                codecs_named.insert(m.to_string(), (String::new(), 0));
+            }
+        }
+    }
+    let mut codecs_wanted: BTreeSet<String> = BTreeSet::new();
     // The names the sources read so far reach in other modules, and the standard library's
     // function-level imports waiting for a use of their function's name.
     let mut words: HashSet<String> = HashSet::new();
@@ -754,8 +801,24 @@ fn run(cx: &mut Cx, e: &Exec, env: &PyEnv, done: &mut HashMap<String, u8>) -> Re
     loop {
         for src in texts.drain(..) {
             let runtime = src.runtime;
-            let (reach, own) = used_names(&src.text);
+            let Names {
+                reach,
+                own,
+                strings,
+            } = used_names(&src.text);
             words.extend(reach);
+            // (The codecs' own package names them all: its alias table.)
+            if let Some(c) = &codecs
+                && !crate::trace::under(&src.file, &c.dir)
+            {
+                for (v, line) in strings {
+                    if let Some(m) = c.module_for(&v)
+                        && !codecs_named.contains_key(m)
+                    {
+                        codecs_named.insert(m.to_string(), (src.file.clone(), line));
+                    }
+                }
+            }
             for imp in imports(&src.text) {
                 // A library's `if __name__ == "__main__":` block never runs on import.
                 if imp.main_only && runtime {
@@ -826,8 +889,9 @@ fn run(cx: &mut Cx, e: &Exec, env: &PyEnv, done: &mut HashMap<String, u8>) -> Re
                             imp.line
                         ));
                     }
-                    if !name.is_empty() {
-                        let top = name.split('.').next().unwrap_or(&name).to_string();
+                    let top = name.split('.').next().unwrap_or(&name).to_string();
+                    // The codec search function's import: the codecs named (`pycodecs`).
+                    if !(name.is_empty() || top == "encodings" && codecs.is_some()) {
                         wants.push(Want {
                             name: format!("{top}.*"),
                             by,
@@ -880,7 +944,19 @@ fn run(cx: &mut Cx, e: &Exec, env: &PyEnv, done: &mut HashMap<String, u8>) -> Re
                 }
             }
         }
-        // Deferred imports whose function some source now uses.
+        // Codecs named so far; deferred imports whose function some source now uses.
+        if queue.is_empty() {
+            for (m, (file, line)) in &codecs_named {
+                if codecs_wanted.insert(m.clone()) {
+                    queue.push_back(Want {
+                        name: format!("encodings.{m}"),
+                        by: (!file.is_empty()).then(|| (file.clone(), *line)),
+                        quiet: true,
+                        budget: 0,
+                    });
+                }
+            }
+        }
         if queue.is_empty() {
             let (used, waiting): (Vec<_>, Vec<_>) =
                 pending.into_iter().partition(|(f, _)| words.contains(f));
@@ -945,7 +1021,18 @@ fn run(cx: &mut Cx, e: &Exec, env: &PyEnv, done: &mut HashMap<String, u8>) -> Re
                                     )
                                 })
                                 .unwrap_or_else(|| "the interpreter's start-up".into());
-                        let ev = ev_rt(format!("Python module {n}, imported by {by}"));
+                        let ev = if n.starts_with("encodings.") && codecs_wanted.contains(&n[10..])
+                        {
+                            // A codec, imported by the search function for its name.
+                            ev_rt(match &w.by {
+                                Some(_) => format!("Python codec {n}, named in {by}"),
+                                None => format!(
+                                    "Python codec {n}, named by the interpreter, the image config or by default"
+                                ),
+                            })
+                        } else {
+                            ev_rt(format!("Python module {n}, imported by {by}"))
+                        };
                         if n == "sysconfig" {
                             // It imports `_sysconfigdata_<abi>_<platform>` by a computed name.
                             for d in [Some(env.stdlib.clone()), env.dynload.clone()]
@@ -1070,6 +1157,24 @@ fn run(cx: &mut Cx, e: &Exec, env: &PyEnv, done: &mut HashMap<String, u8>) -> Re
                     }
                 }
             }
+        }
+    }
+    if let Some(c) = &codecs {
+        let mut left = 0;
+        for f in c.others(&codecs_wanted) {
+            if !cx.out.files.contains_key(&f) {
+                left += 1;
+                cx.drop_path(
+                    &f,
+                    "Python codec no kept source and not the image config names; keep it with --keep if text is decoded with it",
+                );
+            }
+        }
+        if left > 0 {
+            cx.question(format!(
+                "text is decoded by a charset name chosen at run time (Python codecs): the codecs of {} that the kept sources and the image config name are kept, not the {left} others",
+                display(&c.dir)
+            ));
         }
     }
     Ok(())
@@ -1866,16 +1971,23 @@ fn try_body(tries: &mut [Try], indent: usize, module: &str) -> Vec<Vec<String>> 
     groups
 }
 
-/// The names a source uses, as (names other modules can reach, names of its own): attributes
-/// (`ctx.Manager()`), the names of its `from … import a, b` and string literals that are one
-/// identifier (`getattr(x, "name")`); and its other identifiers, the `def`/`class` names
-/// aside.
-pub(crate) fn used_names(src: &str) -> (HashSet<String>, HashSet<String>) {
+/// The names a source uses: those other modules can reach (attributes as in `ctx.Manager()`,
+/// the names of its `from … import a, b`, string literals that are one identifier as in
+/// `getattr(x, "name")`), its other identifiers (the `def`/`class` names aside), and its short
+/// string literals.
+pub(crate) fn used_names(src: &str) -> Names {
     let toks = tokenize(src);
     let (mut reach, mut own) = (HashSet::new(), HashSet::new());
+    let mut strings = Vec::new();
     let mut from_line = (false, false);
     for (k, (t, _)) in toks.iter().enumerate() {
         let prev = k.checked_sub(1).map(|p| &toks[p].0);
+        if let PyTok::Str(v, false) = t
+            && !v.is_empty()
+            && v.len() <= pycodecs::MAX_NAME
+        {
+            strings.push((v.clone(), toks[k].1));
+        }
         match t {
             PyTok::Name(n) => {
                 if n == "from" && matches!(prev, None | Some(PyTok::Indent(_))) {
@@ -1899,7 +2011,22 @@ pub(crate) fn used_names(src: &str) -> (HashSet<String>, HashSet<String>) {
             _ => {}
         }
     }
-    (reach, own)
+    Names {
+        reach,
+        own,
+        strings,
+    }
+}
+
+/// What [`used_names`] finds in a source.
+pub(crate) struct Names {
+    /// Names other modules can reach: attributes, names imported from others, identifier
+    /// strings.
+    pub reach: HashSet<String>,
+    /// Its other identifiers.
+    pub own: HashSet<String>,
+    /// Its short string literals (not f-strings), with their lines: codec names among them.
+    pub strings: Vec<(String, usize)>,
 }
 
 pub(crate) fn imports(src: &str) -> Vec<PyImport> {
@@ -2233,7 +2360,7 @@ mod tests {
     #[test]
     fn used_names_split_what_other_modules_reach_from_own_names() {
         let src = "from multiprocessing import Pool, cpu_count as n\nimport logging\nclass Manager: pass\ndef helper(): pass\nm = Manager()\nctx.get_context().Process(target=helper)\ngetattr(x, 'Queue')\ns = 'Set-Cookie'\n";
-        let (reach, own) = used_names(src);
+        let Names { reach, own, .. } = used_names(src);
         for w in ["Pool", "cpu_count", "n", "get_context", "Process", "Queue"] {
             assert!(reach.contains(w), "{w} reached: {reach:?}");
         }

@@ -35,6 +35,8 @@ struct RubyLang {
     gem_roots: Vec<String>,
     /// Canonical trees of the runtime.
     trees: Vec<String>,
+    /// The entrypoint's file arguments (a `config.ru`): the constants they use.
+    argv_files: Vec<String>,
 }
 
 fn is_ruby(a0: &str, file: &str, needed: &[String]) -> bool {
@@ -249,6 +251,7 @@ impl Rule for Ruby {
                 line: 0,
                 nested: false,
                 relative: false,
+                waits_for: None,
             },
             from: String::new(),
             // RubyGems runs much of itself while it loads (methods called at load time read
@@ -281,6 +284,7 @@ impl Rule for Ruby {
                 load_path: load_path.clone(),
                 gem_roots: gem_roots.clone(),
                 trees: trees.clone(),
+                argv_files: Vec::new(),
             };
             for req in lang.parse(&c) {
                 roots.push(Root {
@@ -291,10 +295,16 @@ impl Rule for Ruby {
                 });
             }
         }
+        let argv_files = (1..e.argv.len())
+            .filter_map(|i| e.arg(i))
+            .filter(|a| !a.starts_with('-') && a.len() < 4096)
+            .map(|a| abs_in(cx.run.cwd(), a))
+            .collect();
         let mut lang = RubyLang {
             load_path,
             gem_roots,
             trees,
+            argv_files,
         };
         graph(cx, &mut lang, &e.path, roots, sources)
     }
@@ -366,6 +376,96 @@ fn encoding_names(line: &str) -> Vec<String> {
                 out.push(s.to_ascii_lowercase().replace('-', "_"));
             }
             parts.next(); // the text between this string and the next
+        }
+    }
+    out
+}
+
+/// The constants a Ruby source uses (`Rack::Builder`, `Deflater.new`): capitalized names
+/// outside comments and string literals (interpolations are code), not a symbol (`:Cookie`),
+/// not the name a `class`/`module` line defines, nothing on an `autoload` line.
+pub(crate) fn constants_used(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut block_comment = false;
+    for line in text.lines() {
+        let t = line.trim_start();
+        if t.starts_with("=begin") {
+            block_comment = true;
+        }
+        if block_comment {
+            block_comment = !t.starts_with("=end");
+            continue;
+        }
+        if t.starts_with('#') || t.starts_with("autoload") || t.contains(" autoload ") {
+            continue;
+        }
+        let code = ruby_code(t);
+        let mut defines = matches!(code.split_whitespace().next(), Some("class" | "module"));
+        let b = code.as_bytes();
+        let mut i = 0;
+        while i < b.len() {
+            if b[i].is_ascii_alphabetic() || b[i] == b'_' {
+                let start = i;
+                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
+                    i += 1;
+                }
+                let symbol =
+                    start > 0 && b[start - 1] == b':' && (start < 2 || b[start - 2] != b':');
+                let sigil = start > 0 && matches!(b[start - 1], b'@' | b'$' | b'.');
+                if b[start].is_ascii_uppercase() && !symbol && !(sigil && b[start - 1] != b'.') {
+                    if defines {
+                        // `class A::B < C`: A and B are defined (or reopened), C is used.
+                        if !matches!(b.get(i), Some(b':')) {
+                            defines = false;
+                        }
+                    } else {
+                        out.push(code[start..i].to_string());
+                    }
+                } else if defines && !matches!(&code[start..i], "class" | "module") {
+                    defines = false;
+                }
+            } else {
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// A line of Ruby without its comment and the text of its string literals (the code of
+/// `#{…}` interpolations stays).
+fn ruby_code(line: &str) -> String {
+    let mut out = String::new();
+    let mut quote: Option<char> = None;
+    let mut interp = 0usize;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match quote {
+            None => match c {
+                '#' => break,
+                '"' | '\'' | '`' => quote = Some(c),
+                _ => out.push(c),
+            },
+            Some(q) if interp == 0 => match c {
+                '\\' => {
+                    chars.next();
+                }
+                '#' if q != '\'' && chars.peek() == Some(&'{') => {
+                    chars.next();
+                    interp = 1;
+                    out.push(' ');
+                }
+                _ if c == q => quote = None,
+                _ => {}
+            },
+            Some(_) => {
+                match c {
+                    '{' => interp += 1,
+                    '}' => interp -= 1,
+                    _ => {}
+                }
+                out.push(if interp == 0 { ' ' } else { c });
+            }
         }
     }
     out
@@ -542,6 +642,7 @@ impl Lang for RubyLang {
                                 line: n + 1,
                                 nested: nest,
                                 relative,
+                                waits_for: None,
                             });
                         }
                     } else if let Some((spec, rel)) = ruby_path(after) {
@@ -550,6 +651,7 @@ impl Lang for RubyLang {
                             line: n + 1,
                             nested: nest,
                             relative: relative || rel,
+                            waits_for: None,
                         });
                     } else if let Some(var) = after
                         .trim_start()
@@ -568,6 +670,7 @@ impl Lang for RubyLang {
                                 line: n + 1,
                                 nested: nest,
                                 relative,
+                                waits_for: None,
                             });
                         }
                     }
@@ -588,20 +691,29 @@ impl Lang for RubyLang {
                             line: n + 1,
                             nested: false,
                             relative: false,
+                            waits_for: None,
                         });
                     }
                     break;
                 }
             }
+            // `autoload :Const, "file"`: loaded when the constant is first used.
             if let Some(pos) = t.find("autoload")
-                && let Some((_, arg)) = t[pos..].split_once(',')
+                && let Some((head, arg)) = t[pos..].split_once(',')
                 && let Some((spec, rel)) = ruby_path(arg)
             {
+                let name = head
+                    .rsplit(':')
+                    .next()
+                    .map(|c| c.trim().trim_matches(['"', '\'', ')']))
+                    .filter(|c| c.starts_with(|x: char| x.is_ascii_uppercase()))
+                    .map(str::to_string);
                 out.push(Req {
                     spec,
                     line: n + 1,
                     nested: true,
                     relative: rel,
+                    waits_for: name,
                 });
             }
             for name in encoding_names(t) {
@@ -610,6 +722,7 @@ impl Lang for RubyLang {
                     line: n + 1,
                     nested: false,
                     relative: false,
+                    waits_for: None,
                 });
             }
             // `name = 'literal'`: remembered for a later `require name`.
@@ -622,6 +735,22 @@ impl Lang for RubyLang {
             }
         }
         out
+    }
+
+    fn uses(&self, text: &str) -> Vec<String> {
+        constants_used(text)
+    }
+
+    fn used_at_start(&self, cx: &mut Cx) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for f in &self.argv_files {
+            if let Ok(Some((canon, _))) = cx.resolve_file(f)
+                && let Ok(Some(text)) = cx.text(&canon)
+            {
+                out.extend(constants_used(&text));
+            }
+        }
+        Ok(out)
     }
 
     fn resolve(&mut self, cx: &mut Cx, req: &Req, from: &str) -> Result<Option<Vec<String>>> {
@@ -769,11 +898,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn constants_used_outside_strings_comments_and_definitions() {
+        let src = "module Rack\n  class Cookie < Abstract::Persisted\n    H = \"Set-Cookie #{Utils.x}\"\n    x = :Symbol\n    y = 'Quoted'\n  end\nend\n# Commented\nautoload :Lazy, 'lazy'\n=begin\nDoc\n=end\nclass A::B\nend\n";
+        let got = constants_used(src);
+        for c in ["Abstract", "Persisted", "H", "Utils"] {
+            assert!(got.iter().any(|g| g == c), "{c}: {got:?}");
+        }
+        for c in [
+            "Rack",
+            "Cookie",
+            "Set",
+            "Symbol",
+            "Quoted",
+            "Commented",
+            "Lazy",
+            "Doc",
+            "A",
+            "B",
+        ] {
+            assert!(!got.iter().any(|g| g == c), "{c}: {got:?}");
+        }
+    }
+
+    #[test]
     fn requires_of_a_script() {
         let lang = RubyLang {
             load_path: vec![],
             gem_roots: vec![],
             trees: vec![],
+            argv_files: vec![],
         };
         let text = "require 'json'\nrequire \"digest/sha2\"\nrequire_relative 'lib/x'\n# require 'nope'\nclass A\n  def f\n    require 'lazy'\n  end\nend\nrequire(\"time\") if x\nload \"conf.rb\"\nautoload :Foo, 'foo'\nrequires 'no'\n=begin\nrequire 'doc'\n=end\nautoload :Dep, File.expand_path('rubygems/dependency', __dir__)\nlib = 'digest/sha2'\nrequire lib\n";
         let got: Vec<(String, bool, bool)> = lang
@@ -796,6 +949,11 @@ mod tests {
                 (s("digest/sha2"), false, false),
             ]
         );
+        let waits: Vec<Option<String>> =
+            lang.parse(text).into_iter().map(|r| r.waits_for).collect();
+        assert_eq!(waits[6], Some(s("Foo")));
+        assert_eq!(waits[7], Some(s("Dep")));
+        assert!(waits[..6].iter().all(Option::is_none));
         let stub = "require 'rubygems'\nload Gem.activate_bin_path('asciidoctor', 'asciidoctor', version)\n";
         let specs: Vec<String> = lang.parse(stub).into_iter().map(|r| r.spec).collect();
         assert_eq!(
