@@ -519,7 +519,8 @@ struct Source {
 /// when that function is called: it is followed one hop from what the application imports
 /// (`datetime.strptime` → `_strptime`), not from there on (`help()` → `pydoc` → …); and a
 /// standard module's one only once a source uses the function's name (an attribute, a name
-/// imported from it, its own module's call): `multiprocessing`'s `Manager()` brings
+/// imported from it, a call from its own module's code that runs): `multiprocessing`'s
+/// `Manager()` brings
 /// `managers`, `shared_memory` and, through `secrets` and `hmac`, libcrypto only for a
 /// program that calls it.
 fn run(cx: &mut Cx, e: &Exec, env: &PyEnv, done: &mut HashMap<String, u8>) -> Result<()> {
@@ -797,16 +798,17 @@ fn run(cx: &mut Cx, e: &Exec, env: &PyEnv, done: &mut HashMap<String, u8>) -> Re
     // The names the sources read so far reach in other modules, and the standard library's
     // function-level imports waiting for a use of their function's name.
     let mut words: HashSet<String> = HashSet::new();
-    let mut pending: Vec<(String, Want)> = Vec::new();
+    // (The function, the index of its source's calls in `graphs`, the import.)
+    let mut pending: Vec<(String, usize, Want)> = Vec::new();
+    let mut graphs: Vec<Calls> = Vec::new();
     loop {
         for src in texts.drain(..) {
             let runtime = src.runtime;
-            let Names {
-                reach,
-                own,
-                strings,
-            } = used_names(&src.text);
+            let Names { reach, strings } = used_names(&src.text);
             words.extend(reach);
+            let (imps, calls) = parse(&src.text);
+            let running = live(&calls, &words);
+            let mut graph: Option<usize> = None;
             // (The codecs' own package names them all: its alias table.)
             if let Some(c) = &codecs
                 && !crate::trace::under(&src.file, &c.dir)
@@ -819,7 +821,7 @@ fn run(cx: &mut Cx, e: &Exec, env: &PyEnv, done: &mut HashMap<String, u8>) -> Re
                     }
                 }
             }
-            for imp in imports(&src.text) {
+            for imp in imps {
                 // A library's `if __name__ == "__main__":` block never runs on import.
                 if imp.main_only && runtime {
                     continue;
@@ -865,7 +867,10 @@ fn run(cx: &mut Cx, e: &Exec, env: &PyEnv, done: &mut HashMap<String, u8>) -> Re
                 // OpenSSL's libcrypto only for a program that calls it).
                 let defer = match &imp.called_by {
                     Some(f)
-                        if src.stdlib && imp.nested && !own.contains(f) && !words.contains(f) =>
+                        if src.stdlib
+                            && imp.nested
+                            && !running.contains(f)
+                            && !words.contains(f) =>
                     {
                         Some(f.clone())
                     }
@@ -927,7 +932,13 @@ fn run(cx: &mut Cx, e: &Exec, env: &PyEnv, done: &mut HashMap<String, u8>) -> Re
                     }
                 }
                 match defer {
-                    Some(f) => pending.extend(wants.into_iter().map(|w| (f.clone(), w))),
+                    Some(f) => {
+                        let g = *graph.get_or_insert_with(|| {
+                            graphs.push(calls.clone());
+                            graphs.len() - 1
+                        });
+                        pending.extend(wants.into_iter().map(|w| (f.clone(), g, w)));
+                    }
                     None => queue.extend(wants),
                 }
             }
@@ -958,10 +969,12 @@ fn run(cx: &mut Cx, e: &Exec, env: &PyEnv, done: &mut HashMap<String, u8>) -> Re
             }
         }
         if queue.is_empty() {
-            let (used, waiting): (Vec<_>, Vec<_>) =
-                pending.into_iter().partition(|(f, _)| words.contains(f));
+            let running: Vec<HashSet<String>> = graphs.iter().map(|c| live(c, &words)).collect();
+            let (used, waiting): (Vec<_>, Vec<_>) = pending
+                .into_iter()
+                .partition(|(f, g, _)| words.contains(f) || running[*g].contains(f));
             pending = waiting;
-            queue.extend(used.into_iter().map(|(_, w)| w));
+            queue.extend(used.into_iter().map(|(_, _, w)| w));
         }
         if queue.is_empty() || done.len() > MAX_MODULES {
             break;
@@ -1971,17 +1984,21 @@ fn try_body(tries: &mut [Try], indent: usize, module: &str) -> Vec<Vec<String>> 
     groups
 }
 
-/// The names a source uses: those other modules can reach (attributes as in `ctx.Manager()`,
+/// The names a source uses that other modules can reach (attributes as in `ctx.Manager()`,
 /// the names of its `from … import a, b`, string literals that are one identifier as in
-/// `getattr(x, "name")`), its other identifiers (the `def`/`class` names aside), and its short
-/// string literals.
+/// `getattr(x, "name")`), and its short string literals.
 pub(crate) fn used_names(src: &str) -> Names {
     let toks = tokenize(src);
-    let (mut reach, mut own) = (HashSet::new(), HashSet::new());
+    let mut reach = HashSet::new();
     let mut strings = Vec::new();
     let mut from_line = (false, false);
+    // After `from x import *`, a bare name the file does not define may be one of x's.
+    let (mut star, mut bare, mut defined) = (false, HashSet::new(), HashSet::new());
     for (k, (t, _)) in toks.iter().enumerate() {
         let prev = k.checked_sub(1).map(|p| &toks[p].0);
+        if from_line.1 && matches!(t, PyTok::Op('*')) {
+            star = true;
+        }
         if let PyTok::Str(v, false) = t
             && !v.is_empty()
             && v.len() <= pycodecs::MAX_NAME
@@ -1996,8 +2013,10 @@ pub(crate) fn used_names(src: &str) -> Names {
                     from_line.1 = true;
                 } else if matches!(prev, Some(PyTok::Op('.'))) || from_line.1 {
                     reach.insert(n.clone());
-                } else if !matches!(prev, Some(PyTok::Name(d)) if d == "def" || d == "class") {
-                    own.insert(n.clone());
+                } else if matches!(prev, Some(PyTok::Name(d)) if d == "def" || d == "class") {
+                    defined.insert(n.clone());
+                } else {
+                    bare.insert(n.clone());
                 }
             }
             PyTok::Str(v, _)
@@ -2011,11 +2030,10 @@ pub(crate) fn used_names(src: &str) -> Names {
             _ => {}
         }
     }
-    Names {
-        reach,
-        own,
-        strings,
+    if star {
+        reach.extend(bare.difference(&defined).cloned());
     }
+    Names { reach, strings }
 }
 
 /// What [`used_names`] finds in a source.
@@ -2023,15 +2041,39 @@ pub(crate) struct Names {
     /// Names other modules can reach: attributes, names imported from others, identifier
     /// strings.
     pub reach: HashSet<String>,
-    /// Its other identifiers.
-    pub own: HashSet<String>,
     /// Its short string literals (not f-strings), with their lines: codec names among them.
     pub strings: Vec<(String, usize)>,
 }
 
 pub(crate) fn imports(src: &str) -> Vec<PyImport> {
+    parse(src).0
+}
+
+/// A source's own names used in each of its functions (`""`: at module level and in
+/// functions called implicitly; `"\0main"`: in its `if __name__ == "__main__":` block).
+pub(crate) type Calls = HashMap<String, HashSet<String>>;
+
+/// The functions of a source that run: those its module level (or an implicitly called
+/// function) uses, those `reached` names (used by other modules), and what they use in turn.
+pub(crate) fn live(calls: &Calls, reached: &HashSet<String>) -> HashSet<String> {
+    let mut out: HashSet<String> = HashSet::new();
+    let mut todo: Vec<&String> = calls.get("").into_iter().flatten().collect();
+    todo.extend(calls.keys().filter(|k| reached.contains(*k)));
+    while let Some(f) = todo.pop() {
+        if out.insert(f.clone())
+            && let Some(used) = calls.get(f)
+        {
+            todo.extend(used.iter());
+        }
+    }
+    out
+}
+
+/// The imports of a source and the names its functions use ([`Calls`]).
+pub(crate) fn parse(src: &str) -> (Vec<PyImport>, Calls) {
     let toks = tokenize(src);
     let mut out = Vec::new();
+    let mut calls: Calls = HashMap::new();
     let mut i = 0;
     // Indentation of the `def` statements we are inside; whether the current logical line
     // is itself a `def` (a one-line body).
@@ -2070,6 +2112,17 @@ pub(crate) fn imports(src: &str) -> Vec<PyImport> {
         let line = toks[i].1;
         let nested = line_is_def || !defs.is_empty();
         let called_by = defs.last().and_then(|d| d.1.clone());
+        if let PyTok::Name(n) = &toks[i].0
+            && !matches!(i.checked_sub(1).map(|p| &toks[p].0), Some(PyTok::Op('.')))
+            && !matches!(i.checked_sub(1).map(|p| &toks[p].0), Some(PyTok::Name(d)) if d == "def" || d == "class")
+        {
+            let scope = if !guards.is_empty() {
+                "\0main".to_string()
+            } else {
+                called_by.clone().unwrap_or_default()
+            };
+            calls.entry(scope).or_default().insert(n.clone());
+        }
         match &toks[i].0 {
             PyTok::Indent(w) => {
                 while defs.last().is_some_and(|d| d.0 >= *w) {
@@ -2258,7 +2311,7 @@ pub(crate) fn imports(src: &str) -> Vec<PyImport> {
             _ => i += 1,
         }
     }
-    out
+    (out, calls)
 }
 
 #[cfg(test)]
@@ -2358,17 +2411,46 @@ mod tests {
     }
 
     #[test]
-    fn used_names_split_what_other_modules_reach_from_own_names() {
+    fn used_names_are_what_other_modules_reach() {
         let src = "from multiprocessing import Pool, cpu_count as n\nimport logging\nclass Manager: pass\ndef helper(): pass\nm = Manager()\nctx.get_context().Process(target=helper)\ngetattr(x, 'Queue')\ns = 'Set-Cookie'\n";
-        let Names { reach, own, .. } = used_names(src);
+        let Names { reach, strings } = used_names(src);
         for w in ["Pool", "cpu_count", "n", "get_context", "Process", "Queue"] {
             assert!(reach.contains(w), "{w} reached: {reach:?}");
         }
-        for w in ["Manager", "helper", "ctx", "logging", "m"] {
+        for w in ["Manager", "helper", "ctx", "logging", "m", "Cookie"] {
             assert!(!reach.contains(w), "{w} not reached: {reach:?}");
         }
-        assert!(own.contains("Manager") && own.contains("helper") && own.contains("getattr"));
-        assert!(!reach.contains("Cookie") && !own.contains("Cookie"));
+        assert!(
+            strings.contains(&("Set-Cookie".to_string(), 8)),
+            "{strings:?}"
+        );
+        let Names { reach, .. } =
+            used_names("from tkinter import *\nmainloop()\ndef _test(): pass\n_test()\n");
+        assert!(reach.contains("mainloop") && !reach.contains("_test"));
+    }
+
+    #[test]
+    fn functions_run_from_module_level_or_from_other_modules() {
+        // random.py: `_test_generator` (which imports statistics) runs only from `_test`,
+        // which runs only from the main block.
+        let src = "def _test_generator(n):\n    from statistics import stdev\ndef _test():\n    _test_generator(5)\ndef choice(x):\n    return _randbelow(x)\ndef _randbelow(n):\n    import _random\ndef __init__(self):\n    _seed()\ndef _seed():\n    import os\n_inst = 1\nif __name__ == '__main__':\n    _test()\n";
+        let (imps, calls) = parse(src);
+        let by: Vec<Option<String>> = imps.iter().map(|i| i.called_by.clone()).collect();
+        assert_eq!(
+            by,
+            vec![
+                Some("_test_generator".into()),
+                Some("_randbelow".into()),
+                Some("_seed".into())
+            ]
+        );
+        let none = HashSet::new();
+        let run = live(&calls, &none);
+        assert!(run.contains("_seed"), "called from __init__: {run:?}");
+        assert!(!run.contains("_test_generator") && !run.contains("_randbelow"));
+        let reached: HashSet<String> = ["choice".to_string()].into();
+        let run = live(&calls, &reached);
+        assert!(run.contains("_randbelow") && !run.contains("_test_generator"));
     }
 
     #[test]
