@@ -369,3 +369,60 @@ fn a_ruby_autoload_waits_for_its_constant() {
         assert!(!kept(&t, &format!("{lib}/{p}")), "{p}: {:?}", keys());
     }
 }
+
+/// Tcl's `package require`: every pkgIndex.tcl of the auto_path is kept (Tcl reads them all),
+/// an index that appends its directory to auto_path has its subdirectories read, and the
+/// package's files (and what they `source` beside themselves) are kept; another package's
+/// files are not.
+#[test]
+fn tcl_package_require_follows_the_index_files() {
+    let tclsh = with_strings(
+        libc_exe(&[]),
+        &["/usr/share/tcltk/tcl8.6", "/usr/share/tcltk"],
+    );
+    let lib = "/usr/share/tcltk/tcllib1.21";
+    let t = run(
+        vec![
+            ("/usr/bin/tclsh8.6", "elf"),
+            ("/usr/share/tcltk/tcl8.6/init.tcl", "t:\n"),
+            (
+                "/usr/share/tcltk/tcllib1.21/pkgIndex.tcl",
+                "t:if {[lsearch -exact $::auto_path $dir] == -1} {\n    lappend ::auto_path $dir\n}\n",
+            ),
+            (
+                "/usr/share/tcltk/tcllib1.21/json/pkgIndex.tcl",
+                "t:package ifneeded json 1.3.4 [list source [file join $dir json.tcl]]\n",
+            ),
+            (
+                "/usr/share/tcltk/tcllib1.21/json/json.tcl",
+                "t:package require Tcl 8.4\nif {[catch {package require tcllibc}]} {return 0}\nsource [file join $selfdir json_tcl.tcl]\n",
+            ),
+            ("/usr/share/tcltk/tcllib1.21/json/json_tcl.tcl", "t:\n"),
+            (
+                "/usr/share/tcltk/tcllib1.21/md5/pkgIndex.tcl",
+                "t:package ifneeded md5 2.0.8 [list source [file join $dir md5x.tcl]]\n",
+            ),
+            ("/usr/share/tcltk/tcllib1.21/md5/md5x.tcl", "t:\n"),
+            ("/app/main.tcl", "t:package require json\nputs [json::json2dict {{}}]\n"),
+        ],
+        vec![("/usr/bin/tclsh8.6", tclsh)],
+        &["/usr/bin/tclsh8.6", "/app/main.tcl"],
+        &[],
+    )
+    .unwrap();
+    let keys = || t.files.keys().cloned().collect::<Vec<_>>();
+    for p in [
+        "pkgIndex.tcl",
+        "json/pkgIndex.tcl",
+        "md5/pkgIndex.tcl",
+        "json/json.tcl",
+        "json/json_tcl.tcl",
+    ] {
+        assert!(kept(&t, &format!("{lib}/{p}")), "{p}: {:?}", keys());
+    }
+    assert!(
+        !kept(&t, &format!("{lib}/md5/md5x.tcl")),
+        "{:?}",
+        t.files.get("usr/share/tcltk/tcllib1.21/md5/md5x.tcl")
+    );
+}

@@ -538,6 +538,7 @@ pub fn trace<C: Contents>(
         Box::new(runtime::java::Java::default()),
         Box::new(runtime::php::Php),
         Box::new(runtime::lua::Lua::default()),
+        Box::new(runtime::tcl::Tcl),
         Box::new(pathref::PathRefs::default()),
         Box::new(packages::Packages::default()),
         Box::new(helpers::Helpers::default()),

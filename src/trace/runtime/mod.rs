@@ -4,7 +4,7 @@
 //! resolved the way the interpreter resolves it, and claims the runtime's trees so the
 //! generic rules (path references, the app directory) leave them alone.
 //!
-//! Python has its own module ([`python`]); Ruby, Perl and Node.js share the import-graph
+//! Python has its own module ([`python`]); Ruby, Perl, Node.js, Lua and Tcl share the import-graph
 //! engine here ([`graph`]): a language says how to read its `require`s and how to find them.
 
 pub(crate) mod java;
@@ -15,6 +15,7 @@ pub(crate) mod php;
 pub(crate) mod pycodecs;
 pub(crate) mod python;
 pub(crate) mod ruby;
+pub(crate) mod tcl;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
