@@ -322,8 +322,9 @@ fn python_codecs_and_lazy_functions_come_when_named() {
 }
 
 /// Ruby's `autoload :Const, "file"` loads the file when the constant is first used: it is
-/// followed once a source read (or a file the entrypoint is given: a `config.ru`) uses the
-/// constant, not for a constant nobody names (rack's `Session::Cookie` brought OpenSSL).
+/// followed once a source read (or a file the entrypoint is given: a `config.ru`, whose own
+/// requires are followed) uses the constant, not for a constant nobody names (rack's
+/// `Session::Cookie` brought OpenSSL).
 #[test]
 fn a_ruby_autoload_waits_for_its_constant() {
     let ruby = with_strings(libc_exe(&[]), &["/usr/lib/ruby/3.1.0"]);
@@ -349,7 +350,11 @@ fn a_ruby_autoload_waits_for_its_constant() {
                 "/app/server.rb",
                 "t:require 'rack'\napp = Rack::Builder.parse_file(ARGV[0])\nputs \"Set-Cookie: x\" # Cookie\n",
             ),
-            ("/app/config.ru", "t:use Rack::Deflater\nrun lambda { |env| [200, {}, ['ok']] }\n"),
+            (
+                "/app/config.ru",
+                "t:require 'extra'\nuse Rack::Deflater\nrun lambda { |env| [200, {}, ['ok']] }\n",
+            ),
+            ("/usr/lib/ruby/3.1.0/extra.rb", "t:\n"),
         ],
         vec![("/usr/bin/ruby3.1", ruby)],
         &[
@@ -362,7 +367,14 @@ fn a_ruby_autoload_waits_for_its_constant() {
     )
     .unwrap();
     let keys = || t.files.keys().cloned().collect::<Vec<_>>();
-    for p in ["rack/builder.rb", "uri.rb", "rack/deflater.rb", "zlib.rb"] {
+    // config.ru is Ruby code the program evaluates: its requires are followed.
+    for p in [
+        "rack/builder.rb",
+        "uri.rb",
+        "rack/deflater.rb",
+        "zlib.rb",
+        "extra.rb",
+    ] {
         assert!(kept(&t, &format!("{lib}/{p}")), "{p}: {:?}", keys());
     }
     for p in ["rack/session/cookie.rb", "openssl.rb", "rack/lobster.rb"] {

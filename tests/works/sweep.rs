@@ -374,6 +374,11 @@ fn sweep() {
     let Some(base) = setup() else { return };
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     let defs = load(&manifest.join("tests/sweep"));
+    // SWEEP_EXTRA=DIR: more case files (programs tried by hand), run and printed, not written
+    // to the table.
+    let extra = std::env::var_os("SWEEP_EXTRA")
+        .map(|d| load(Path::new(&d)))
+        .unwrap_or_default();
     let only = std::env::var("SWEEP_ONLY")
         .ok()
         .map(|r| regex::Regex::new(&r).expect("SWEEP_ONLY is a regex"));
@@ -385,7 +390,9 @@ fn sweep() {
         .iter()
         .filter_map(|(n, l)| Some((n.clone(), column(l, 2)?.to_string())))
         .collect();
-    for def in &defs {
+    // A case no longer in the case files leaves the table.
+    rows.retain(|n, _| defs.iter().any(|d| &d.name == n));
+    for def in defs.iter().chain(&extra) {
         if only.as_ref().is_some_and(|r| !r.is_match(&def.name)) {
             continue;
         }
@@ -432,7 +439,9 @@ fn sweep() {
             started.elapsed().as_secs_f64()
         );
         eprintln!("SWEEP {line}");
-        rows.insert(def.name.clone(), line);
+        if defs.iter().any(|d| d.name == def.name) {
+            rows.insert(def.name.clone(), line);
+        }
     }
     // The table in case-file order.
     let order: Vec<&str> = defs.iter().map(|d| d.name.as_str()).collect();

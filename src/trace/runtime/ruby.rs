@@ -295,11 +295,29 @@ impl Rule for Ruby {
                 });
             }
         }
-        let argv_files = (1..e.argv.len())
+        let argv_files: Vec<String> = (1..e.argv.len())
             .filter_map(|i| e.arg(i))
             .filter(|a| !a.starts_with('-') && a.len() < 4096)
             .map(|a| abs_in(cx.run.cwd(), a))
             .collect();
+        // A Ruby file the program is given (rackup's or unicorn's `config.ru`, a `.rb` it
+        // loads): Ruby code it evaluates, its requires followed like the script's.
+        for f in argv_files
+            .iter()
+            .filter(|f| f.ends_with(".ru") || f.ends_with(".rb"))
+        {
+            let ev = Evidence::new(
+                Why::Runtime,
+                Some(&e.path),
+                "Ruby code the entrypoint gives the program (evaluated: its requires are followed)"
+                    .to_string(),
+            );
+            if let Some(canon) = cx.keep_if_file(f, ev)
+                && !sources.contains(&canon)
+            {
+                sources.push(canon);
+            }
+        }
         let mut lang = RubyLang {
             load_path,
             gem_roots,
