@@ -9,7 +9,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::error::Result;
-use crate::trace::{Cx, join};
+use crate::rootfs::display;
+use crate::trace::{Cx, Exec, join};
 
 /// Codecs kept without being named: what the interpreter itself and most text I/O use.
 pub(crate) const DEFAULT: &[&str] = &[
@@ -111,6 +112,75 @@ impl Codecs {
             .filter(|(m, _)| !kept.contains(*m))
             .map(|(_, f)| f.clone())
             .collect()
+    }
+}
+
+/// The codecs named before any source is read: the defaults, the Entrypoint/Cmd/Env words
+/// (`PYTHONIOENCODING=latin1`, `LANG=de_DE.ISO-8859-1`), and the words of the interpreter,
+/// libpython and the C modules (`getaddrinfo` encodes a host name with "idna"); the value
+/// says who named it (empty: one of these).
+pub(crate) fn named_at_start(
+    cx: &mut Cx,
+    c: &Codecs,
+    e: &Exec,
+) -> BTreeMap<String, (String, usize)> {
+    let config: Vec<String> = e
+        .argv
+        .iter()
+        .chain(cx.run.env.iter())
+        .flat_map(|a| {
+            a.split(|c: char| c.is_whitespace() || matches!(c, '=' | ',' | ':'))
+                .flat_map(|w| [w.to_string(), w.rsplit('.').next().unwrap_or("").into()])
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let interp = cx.fs.resolve(&e.path, true).map(|r| r.path).ok();
+    let words: Vec<String> = cx
+        .out
+        .objects
+        .iter()
+        .filter(|o| {
+            Some(&o.path) == interp.as_ref()
+                || o.path
+                    .rsplit('/')
+                    .next()
+                    .is_some_and(|n| n.starts_with("libpython"))
+                || o.facts.imports.iter().any(|i| i.name.starts_with("Py"))
+        })
+        .flat_map(|o| o.facts.words.iter().cloned())
+        .collect();
+    let mut out = BTreeMap::new();
+    for n in DEFAULT
+        .iter()
+        .copied()
+        .chain(config.iter().map(String::as_str))
+        .chain(words.iter().map(String::as_str))
+    {
+        if let Some(m) = c.module_for(n) {
+            out.insert(m.to_string(), (String::new(), 0));
+        }
+    }
+    out
+}
+
+/// The codecs not `wanted` (and not kept by other means): listed as dropped, with one open
+/// question.
+pub(crate) fn drop_others(cx: &mut Cx, c: &Codecs, wanted: &BTreeSet<String>) {
+    let mut left = 0;
+    for f in c.others(wanted) {
+        if !cx.out.files.contains_key(&f) {
+            left += 1;
+            cx.drop_path(
+                &f,
+                "Python codec no kept source and not the image config names; keep it with --keep if text is decoded with it",
+            );
+        }
+    }
+    if left > 0 {
+        cx.question(format!(
+            "text is decoded by a charset name chosen at run time (Python codecs): the codecs of {} that the kept sources and the image config name are kept, not the {left} others",
+            display(&c.dir)
+        ));
     }
 }
 

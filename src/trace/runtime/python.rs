@@ -757,43 +757,10 @@ fn run(cx: &mut Cx, e: &Exec, env: &PyEnv, done: &mut HashMap<String, u8>) -> Re
         _ => None,
     };
     // Codec module → who names it (a source and line; empty: the config or the default).
-    let mut codecs_named: BTreeMap<String, (String, usize)> = BTreeMap::new();
-    if let Some(c) = &codecs {
-        let config: Vec<String> = e
-            .argv
-            .iter()
-            .chain(cx.run.env.iter())
-            .flat_map(|a| {
-                a.split(|c: char| c.is_whitespace() || matches!(c, '=' | ',' | ':'))
-                    .flat_map(|w| [w.to_string(), w.rsplit('.').next().unwrap_or("").into()])
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        // The interpreter's and its C modules' own names (`getaddrinfo` encodes a host name
-        // with "idna").
-        let interp = cx.fs.resolve(&e.path, true).map(|r| r.path).ok();
-        let words: Vec<String> = cx
-            .out
-            .objects
-            .iter()
-            .filter(|o| {
-                Some(&o.path) == interp.as_ref()
-                    || file_name(&o.path).starts_with("libpython")
-                    || o.facts.imports.iter().any(|i| i.name.starts_with("Py"))
-            })
-            .flat_map(|o| o.facts.words.iter().cloned())
-            .collect();
-        for n in pycodecs::DEFAULT
-            .iter()
-            .copied()
-            .chain(config.iter().map(String::as_str))
-            .chain(words.iter().map(String::as_str))
-        {
-            if let Some(m) = c.module_for(n) {
-                codecs_named.insert(m.to_string(), (String::new(), 0));
-            }
-        }
-    }
+    let mut codecs_named: BTreeMap<String, (String, usize)> = match &codecs {
+        Some(c) => pycodecs::named_at_start(cx, c, e),
+        None => BTreeMap::new(),
+    };
     let mut codecs_wanted: BTreeSet<String> = BTreeSet::new();
     // The names the sources read so far reach in other modules, and the standard library's
     // function-level imports waiting for a use of their function's name.
@@ -1173,22 +1140,7 @@ fn run(cx: &mut Cx, e: &Exec, env: &PyEnv, done: &mut HashMap<String, u8>) -> Re
         }
     }
     if let Some(c) = &codecs {
-        let mut left = 0;
-        for f in c.others(&codecs_wanted) {
-            if !cx.out.files.contains_key(&f) {
-                left += 1;
-                cx.drop_path(
-                    &f,
-                    "Python codec no kept source and not the image config names; keep it with --keep if text is decoded with it",
-                );
-            }
-        }
-        if left > 0 {
-            cx.question(format!(
-                "text is decoded by a charset name chosen at run time (Python codecs): the codecs of {} that the kept sources and the image config name are kept, not the {left} others",
-                display(&c.dir)
-            ));
-        }
+        pycodecs::drop_others(cx, c, &codecs_wanted);
     }
     Ok(())
 }
