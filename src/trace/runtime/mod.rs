@@ -12,7 +12,6 @@ pub(crate) mod lua;
 pub(crate) mod node;
 pub(crate) mod perl;
 pub(crate) mod php;
-pub(crate) mod pycodecs;
 pub(crate) mod python;
 pub(crate) mod ruby;
 pub(crate) mod tcl;
