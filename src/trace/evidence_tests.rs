@@ -438,3 +438,30 @@ fn tcl_package_require_follows_the_index_files() {
         t.files.get("usr/share/tcltk/tcllib1.21/md5/md5x.tcl")
     );
 }
+
+/// Without an alias table to read (a byte-code-only standard library), the codecs cannot be
+/// chosen by name: all of them are kept, as before the codec rule.
+#[test]
+fn python_codecs_without_an_alias_table_are_all_kept() {
+    use crate::trace::testutil::{exe, kept, run};
+    let t = run(
+        vec![
+            ("/usr/bin/python3.11", "elf"),
+            ("/usr/lib/python3.11/os.py", "t:\n"),
+            ("/usr/lib/python3.11/site.py", "t:# dist-packages\n"),
+            ("/usr/lib/python3.11/encodings/__init__.py", "t:\n"),
+            ("/usr/lib/python3.11/encodings/utf_8.py", "t:\n"),
+            ("/usr/lib/python3.11/encodings/koi8_r.py", "t:\n"),
+            ("/app/main.py", "t:print(1)\n"),
+        ],
+        vec![("/usr/bin/python3.11", exe(&["libc.so.6"]))],
+        &["/usr/bin/python3.11", "/app/main.py"],
+        &[],
+    )
+    .unwrap();
+    assert!(
+        kept(&t, "/usr/lib/python3.11/encodings/koi8_r.py"),
+        "{:?}",
+        t.files.keys()
+    );
+}

@@ -401,6 +401,10 @@ fn run(cx: &mut Cx, e: &Exec, env: &PyEnv, done: &mut HashMap<String, u8>) -> Re
         },
         _ => None,
     };
+    // Without an alias table to read (byte-code only, a zip): every codec, as before.
+    if codecs.is_none() {
+        queue.push_back(startup("encodings.*"));
+    }
     // Codec module → who names it (a source and line; empty: the config or the default).
     let mut codecs_named: BTreeMap<String, (String, usize)> = match &codecs {
         Some(c) => pycodecs::named_at_start(cx, c, e),

@@ -60,7 +60,14 @@ impl Codecs {
     /// The codecs of the package directory `dir` (canonical, in the image): the alias table
     /// of its `aliases.py` and its modules; `None` when it has no `aliases.py`.
     pub(crate) fn load(cx: &mut Cx, dir: &str) -> Result<Option<Codecs>> {
-        let Some(text) = cx.text(&join(dir, "aliases.py"))? else {
+        let Some((file, _)) = cx.resolve_file(&join(
+            &format!("/{}", dir.trim_start_matches('/')),
+            "aliases.py",
+        ))?
+        else {
+            return Ok(None);
+        };
+        let Some(text) = cx.text(&file)? else {
             return Ok(None);
         };
         let mut aliases = HashMap::new();
