@@ -58,16 +58,24 @@ pub enum Error {
     #[error("{0}")]
     Usage(String),
 
-    #[error("refusing to write {dest}: the hardened image fails pare check ({})", .report.findings.iter().filter(|f| f.severity >= .report.fail_on).map(|f| f.rule).collect::<Vec<_>>().join(", "))]
+    /// The hardened image fails `pare check`: the rules that fail, and the report as text
+    /// (what `main` prints; the error type does not know the report's type).
+    #[error("refusing to write {dest}: the hardened image fails pare check ({})", .rules.join(", "))]
     CheckFailed {
         dest: String,
-        report: Box<crate::policy::CheckReport>,
+        rules: Vec<String>,
+        text: String,
     },
 
-    #[error("refusing to write {dest}: {} of {} probes behave differently in the hardened image", .report.probes.iter().filter(|p| !p.passed).count(), .report.probes.len())]
+    /// Probes behave differently in the hardened image: how many, and the report as text.
+    #[error(
+        "refusing to write {dest}: {failed} of {total} probes behave differently in the hardened image"
+    )]
     ProbeFailed {
         dest: String,
-        report: Box<crate::probe::ProbeReport>,
+        failed: usize,
+        total: usize,
+        text: String,
     },
 
     /// A source without a valid signature by the given keys.

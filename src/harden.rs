@@ -926,16 +926,19 @@ async fn build_one(
             )
         })?;
         if !opts.dry_run && results.iter().any(|r| !r.passed) {
+            let report = crate::probe::ProbeReport {
+                image: dest.to_string(),
+                against: Some(src.to_string()),
+                passed: false,
+                probes: results,
+                note: None,
+                syscalls: Vec::new(),
+            };
             return Err(Error::ProbeFailed {
                 dest: dest.to_string(),
-                report: Box::new(crate::probe::ProbeReport {
-                    image: dest.to_string(),
-                    against: Some(src.to_string()),
-                    passed: false,
-                    probes: results,
-                    note: None,
-                    syscalls: Vec::new(),
-                }),
+                failed: report.probes.iter().filter(|p| !p.passed).count(),
+                total: report.probes.len(),
+                text: report.text(),
             });
         }
         Some(results)
@@ -955,7 +958,13 @@ async fn build_one(
             if !report.passed && !opts.dry_run {
                 return Err(Error::CheckFailed {
                     dest: dest.to_string(),
-                    report: Box::new(report),
+                    rules: report
+                        .findings
+                        .iter()
+                        .filter(|f| f.severity >= report.fail_on)
+                        .map(|f| f.rule.to_string())
+                        .collect(),
+                    text: report.text(),
                 });
             }
             Some(report)
@@ -1226,7 +1235,7 @@ async fn check_result(
         Some(Content::Bytes(b)) => Some(String::from_utf8_lossy(b).into_owned()),
         _ => None,
     };
-    let blob = crate::source::LayerBlob {
+    let blob = crate::image::LayerBlob {
         descriptor: layer.descriptor(),
         path: layer.path.clone(),
         growing: None,
@@ -1549,7 +1558,7 @@ fn probe_built(
     };
     let config: serde_json::Value =
         serde_json::from_slice(config_bytes).map_err(|e| Error::Other(e.to_string()))?;
-    let blob = crate::source::LayerBlob {
+    let blob = crate::image::LayerBlob {
         descriptor: layer.descriptor(),
         path: layer.path.clone(),
         growing: None,

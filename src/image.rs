@@ -266,6 +266,15 @@ pub fn select_platform<'a>(index: &'a Index, want: &Platform) -> Result<&'a Desc
         })
 }
 
+/// One layer blob, verified, on local disk (a source's output, the merge's input).
+#[derive(Debug, Clone)]
+pub struct LayerBlob {
+    pub descriptor: Descriptor,
+    pub path: std::path::PathBuf,
+    /// Set while the blob is still downloading into `path` (`source::pull_streaming`).
+    pub growing: Option<std::sync::Arc<crate::growing::Growing>>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

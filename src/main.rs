@@ -1168,11 +1168,11 @@ fn main() -> ExitCode {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,
         Ok(Outcome::Violations) => ExitCode::from(1),
         Err(e) => {
-            if let Some(pare::Error::CheckFailed { report, .. }) = e.downcast_ref::<pare::Error>() {
-                eprint!("{}", clean(&report.text(), true));
-            }
-            if let Some(pare::Error::ProbeFailed { report, .. }) = e.downcast_ref::<pare::Error>() {
-                eprint!("{}", clean(&report.text(), true));
+            if let Some(
+                pare::Error::CheckFailed { text, .. } | pare::Error::ProbeFailed { text, .. },
+            ) = e.downcast_ref::<pare::Error>()
+            {
+                eprint!("{}", clean(text, true));
             }
             // An unsigned source is a policy failure (1), also for `pare check`.
             let failure = match e.downcast_ref::<pare::Error>() {

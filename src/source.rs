@@ -194,14 +194,7 @@ impl BlobCache {
     }
 }
 
-/// One layer blob, verified, on local disk.
-#[derive(Debug, Clone)]
-pub struct LayerBlob {
-    pub descriptor: Descriptor,
-    pub path: PathBuf,
-    /// Set while the blob is still downloading into `path` (see [`pull_streaming`]).
-    pub growing: Option<std::sync::Arc<crate::growing::Growing>>,
-}
+pub use crate::image::LayerBlob;
 
 /// What pare read of the source image.
 pub struct PulledImage {

@@ -7,30 +7,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::Path;
 
-/// The cycles measured when the plan was written, each to be broken by a step of the plan.
-/// A cycle found must lie inside one of these.
+/// The cycles measured when the plan was written and not broken yet, each to be broken by a
+/// step of the plan (the 19-file one around `error`/`source`/`rootfs` is gone: the error type
+/// carries no report, `LayerBlob` lives in `image`). A cycle found must lie inside one of these.
 const KNOWN_CYCLES: &[&[&str]] = &[
-    &[
-        "archive.rs",
-        "auth.rs",
-        "digest.rs",
-        "error.rs",
-        "image.rs",
-        "layer.rs",
-        "layout.rs",
-        "packages/mod.rs",
-        "plan.rs",
-        "policy.rs",
-        "probe/mod.rs",
-        "reference.rs",
-        "referrer.rs",
-        "registry.rs",
-        "report.rs",
-        "rootfs/mod.rs",
-        "sign/mod.rs",
-        "source.rs",
-        "trace/mod.rs",
-    ],
     &[
         "trace/config.rs",
         "trace/helpers.rs",

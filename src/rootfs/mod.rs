@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::digest::HashingWriter;
 use crate::error::{Error, Result};
-use crate::source::LayerBlob;
+use crate::image::LayerBlob;
 use crate::targuard::TarGuard;
 
 /// Longest path or link target accepted from a layer.
