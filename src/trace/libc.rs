@@ -896,16 +896,10 @@ fn iconv(cx: &mut Cx, idx: usize, why: &str) -> Result<()> {
         .filter(|(k, _)| k.ends_with(".so"))
         .map(|(k, _)| k.clone())
         .collect();
-    let mut left = 0;
-    for k in all {
-        if !cx.out.files.contains_key(&k) {
-            left += 1;
-            cx.drop_path(
-                &k,
-                "gconv module for a charset no kept program names; keep it with --keep if iconv needs it",
-            );
-        }
-    }
+    let left = cx.drop_unkept(
+        all,
+        "gconv module for a charset no kept program names; keep it with --keep if iconv needs it",
+    );
     if left > 0 {
         cx.question(format!(
             "charsets are converted by a name chosen at run time (iconv): the gconv modules of the charsets the kept objects and the image config name are kept, not the others of {}",

@@ -830,6 +830,18 @@ impl Cx<'_> {
             .or_insert_with(|| why.into());
     }
 
+    /// Each of `paths` not kept: listed as dropped with `why`; how many.
+    pub fn drop_unkept(&mut self, paths: impl IntoIterator<Item = String>, why: &str) -> usize {
+        let mut left = 0;
+        for p in paths {
+            if !self.out.files.contains_key(&p) {
+                left += 1;
+                self.drop_path(&p, why);
+            }
+        }
+        left
+    }
+
     /// An executable only weak evidence points at: not kept, reported with why.
     pub fn withhold(&mut self, path: &str, why: impl Into<String>) {
         let p = path.trim_start_matches('/').to_string();

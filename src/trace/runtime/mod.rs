@@ -225,6 +225,38 @@ pub(crate) fn graph(
     Ok(())
 }
 
+/// The path-like strings of an interpreter and of the `prefix*` library it links (libperl,
+/// libruby, libtcl): where the directories its library search starts from are compiled in.
+pub(crate) fn library_strings(
+    cx: &mut Cx,
+    exe: &str,
+    facts: &crate::elf::ElfFacts,
+    prefix: &str,
+) -> Result<Vec<String>> {
+    let mut strings = facts.strings.clone();
+    if let Some(idx) = cx.ld.object_at(exe) {
+        for n in facts.needed.iter().filter(|n| n.starts_with(prefix)) {
+            for (cand, _) in cx.candidates(idx, n)? {
+                if let Some((canon, _)) = cx.resolve_file(&cand)? {
+                    cx.contents.prefetch(cx.fs, std::slice::from_ref(&canon))?;
+                    if let Some(f) = cx.elf(&canon)? {
+                        strings.extend(f.strings.iter().cloned());
+                    }
+                    break;
+                }
+            }
+        }
+    }
+    Ok(strings)
+}
+
+/// Whether a path (symlinks followed) is a directory of the image.
+pub(crate) fn is_dir(cx: &Cx, p: &str) -> bool {
+    cx.fs
+        .resolve(p, true)
+        .is_ok_and(|r| cx.fs.get(&r.path).is_some_and(|n| n.is_dir()))
+}
+
 /// Keep the script an interpreter runs (`lang` names it in the evidence and the warning): its
 /// canonical path, or `None`, with a warning, when the image does not have it.
 pub(crate) fn keep_script(

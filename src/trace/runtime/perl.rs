@@ -53,20 +53,7 @@ impl Rule for Perl {
         if !is_perl(a0, file, &facts.needed) {
             return Ok(());
         }
-        let mut strings = facts.strings.clone();
-        if let Some(idx) = cx.ld.object_at(&e.path) {
-            for n in facts.needed.iter().filter(|n| n.starts_with("libperl")) {
-                for (cand, _) in cx.candidates(idx, n)? {
-                    if let Some((canon, _)) = cx.resolve_file(&cand)? {
-                        cx.contents.prefetch(cx.fs, std::slice::from_ref(&canon))?;
-                        if let Some(f) = cx.elf(&canon)? {
-                            strings.extend(f.strings.iter().cloned());
-                        }
-                        break;
-                    }
-                }
-            }
-        }
+        let strings = super::library_strings(cx, &e.path, &facts, "libperl")?;
         let mut inc: Vec<String> = Vec::new();
         if let Some(v) = cx
             .run

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 
-use super::{Lang, Req, Root, graph, nested_by_indent, quoted};
+use super::{Lang, Req, Root, graph, is_dir, nested_by_indent, quoted};
 use crate::error::Result;
 use crate::rootfs::{Kind, display};
 use crate::trace::{Cx, Evidence, Exec, Rule, Why, abs_in, join, under};
@@ -57,20 +57,7 @@ impl Rule for Ruby {
             return Ok(());
         }
         // The directories compiled into libruby (or the static interpreter).
-        let mut strings = facts.strings.clone();
-        if let Some(idx) = cx.ld.object_at(&e.path) {
-            for n in facts.needed.iter().filter(|n| n.starts_with("libruby")) {
-                for (cand, _) in cx.candidates(idx, n)? {
-                    if let Some((canon, _)) = cx.resolve_file(&cand)? {
-                        cx.contents.prefetch(cx.fs, std::slice::from_ref(&canon))?;
-                        if let Some(f) = cx.elf(&canon)? {
-                            strings.extend(f.strings.iter().cloned());
-                        }
-                        break;
-                    }
-                }
-            }
-        }
+        let strings = super::library_strings(cx, &e.path, &facts, "libruby")?;
         let mut dirs: Vec<String> = strings
             .into_iter()
             .filter(|s| s.contains("ruby") && !s.contains("/include/") && !s.ends_with(".h"))
@@ -521,12 +508,6 @@ fn ruby_path(arg: &str) -> Option<(String, bool)> {
         }
     }
     None
-}
-
-fn is_dir(cx: &Cx, p: &str) -> bool {
-    cx.fs
-        .resolve(p, true)
-        .is_ok_and(|r| cx.fs.get(&r.path).is_some_and(|n| n.is_dir()))
 }
 
 fn is_file(cx: &Cx, p: &str) -> bool {

@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 
-use super::{Lang, Req, graph};
+use super::{Lang, Req, graph, is_dir};
 use crate::error::Result;
 use crate::trace::{Cx, Evidence, Exec, Rule, Why, abs_in, join};
 
@@ -141,27 +141,7 @@ impl Rule for Tcl {
             return Ok(());
         };
         // The directories compiled into the interpreter and the libtcl it links.
-        let mut strings = facts.strings.clone();
-        if let Some(idx) = cx.ld.object_at(&e.path) {
-            for n in facts.needed.iter().filter(|n| n.starts_with("libtcl")) {
-                for (cand, _) in cx.candidates(idx, n)? {
-                    if let Some((canon, _)) = cx.resolve_file(&cand)? {
-                        cx.contents.prefetch(cx.fs, std::slice::from_ref(&canon))?;
-                        if let Some(f) = cx.elf(&canon)? {
-                            strings.extend(f.strings.iter().cloned());
-                        }
-                        break;
-                    }
-                }
-            }
-        }
-        let is_dir = |cx: &Cx, d: &str| {
-            cx.fs
-                .resolve(d, true)
-                .ok()
-                .and_then(|r| cx.fs.get(&r.path).map(|n| n.is_dir()))
-                .unwrap_or(false)
-        };
+        let strings = super::library_strings(cx, &e.path, &facts, "libtcl")?;
         let mut auto_path: Vec<String> = Vec::new();
         for s in strings.iter().filter(|s| s.contains("tcl")) {
             if !s.contains("/include/") && is_dir(cx, s) && !auto_path.contains(s) {

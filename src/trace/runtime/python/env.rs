@@ -261,12 +261,6 @@ pub(super) fn lib_versions(cx: &Cx, prefix: &str) -> Vec<String> {
     v
 }
 
-pub(super) fn is_dir(cx: &Cx, p: &str) -> bool {
-    cx.fs
-        .resolve(p, true)
-        .is_ok_and(|r| cx.fs.get(&r.path).is_some_and(|n| n.is_dir()))
-}
-
 /// The path the interpreter was started by, before symlinks (where a venv's pyvenv.cfg is).
 pub(super) fn invoked_path(cx: &Cx, e: &Exec) -> Option<String> {
     let a0 = e.argv.first()?;

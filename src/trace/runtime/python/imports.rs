@@ -245,8 +245,7 @@ pub(super) fn try_body(tries: &mut [Try], indent: usize, module: &str) -> Vec<Ve
 /// The names a source uses that other modules can reach (attributes as in `ctx.Manager()`,
 /// the names of its `from … import a, b`, string literals that are one identifier as in
 /// `getattr(x, "name")`), and its short string literals.
-pub(crate) fn used_names(src: &str) -> Names {
-    let toks = tokenize(src);
+fn used_names(toks: &[(PyTok, usize)]) -> Names {
     let mut reach = HashSet::new();
     let mut strings = Vec::new();
     let mut from_line = (false, false);
@@ -327,9 +326,11 @@ pub(crate) fn live(calls: &Calls, reached: &HashSet<String>) -> HashSet<String> 
     out
 }
 
-/// The imports of a source and the names its functions use ([`Calls`]).
-pub(crate) fn parse(src: &str) -> (Vec<PyImport>, Calls) {
+/// The imports of a source, the names its functions use ([`Calls`]) and the names it
+/// reaches in other modules ([`Names`]), from one pass of the tokenizer.
+pub(crate) fn parse(src: &str) -> (Vec<PyImport>, Calls, Names) {
     let toks = tokenize(src);
+    let names = used_names(&toks);
     let mut out = Vec::new();
     let mut calls: Calls = HashMap::new();
     let mut i = 0;
@@ -569,7 +570,7 @@ pub(crate) fn parse(src: &str) -> (Vec<PyImport>, Calls) {
             _ => i += 1,
         }
     }
-    (out, calls)
+    (out, calls, names)
 }
 
 #[cfg(test)]
@@ -651,7 +652,7 @@ mod tests {
     #[test]
     fn used_names_are_what_other_modules_reach() {
         let src = "from multiprocessing import Pool, cpu_count as n\nimport logging\nclass Manager: pass\ndef helper(): pass\nm = Manager()\nctx.get_context().Process(target=helper)\ngetattr(x, 'Queue')\ns = 'Set-Cookie'\n";
-        let Names { reach, strings } = used_names(src);
+        let Names { reach, strings } = parse(src).2;
         for w in ["Pool", "cpu_count", "n", "get_context", "Process", "Queue"] {
             assert!(reach.contains(w), "{w} reached: {reach:?}");
         }
@@ -663,7 +664,7 @@ mod tests {
             "{strings:?}"
         );
         let Names { reach, .. } =
-            used_names("from tkinter import *\nmainloop()\ndef _test(): pass\n_test()\n");
+            parse("from tkinter import *\nmainloop()\ndef _test(): pass\n_test()\n").2;
         assert!(reach.contains("mainloop") && !reach.contains("_test"));
     }
 
@@ -672,7 +673,7 @@ mod tests {
         // random.py: `_test_generator` (which imports statistics) runs only from `_test`,
         // which runs only from the main block.
         let src = "def _test_generator(n):\n    from statistics import stdev\ndef _test():\n    _test_generator(5)\ndef choice(x):\n    return _randbelow(x)\ndef _randbelow(n):\n    import _random\ndef __init__(self):\n    _seed()\ndef _seed():\n    import os\n_inst = 1\nif __name__ == '__main__':\n    _test()\n";
-        let (imps, calls) = parse(src);
+        let (imps, calls, _) = parse(src);
         let by: Vec<Option<String>> = imps.iter().map(|i| i.called_by.clone()).collect();
         assert_eq!(
             by,

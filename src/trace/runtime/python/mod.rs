@@ -23,6 +23,7 @@ use env::*;
 use imports::*;
 use resolve::*;
 
+use super::is_dir;
 use crate::error::Result;
 use crate::rootfs::{Kind, display};
 use crate::trace::{Cx, Evidence, Exec, Rule, Why, abs_in, join};
@@ -420,9 +421,8 @@ fn run(cx: &mut Cx, e: &Exec, env: &PyEnv, done: &mut HashMap<String, u8>) -> Re
     loop {
         for src in texts.drain(..) {
             let runtime = src.runtime;
-            let Names { reach, strings } = used_names(&src.text);
+            let (imps, calls, Names { reach, strings }) = parse(&src.text);
             words.extend(reach);
-            let (imps, calls) = parse(&src.text);
             let running = live(&calls, &words);
             let mut graph: Option<usize> = None;
             // (The codecs' own package names them all: its alias table.)

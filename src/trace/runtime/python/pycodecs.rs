@@ -173,16 +173,10 @@ pub(crate) fn named_at_start(
 /// The codecs not `wanted` (and not kept by other means): listed as dropped, with one open
 /// question.
 pub(crate) fn drop_others(cx: &mut Cx, c: &Codecs, wanted: &BTreeSet<String>) {
-    let mut left = 0;
-    for f in c.others(wanted) {
-        if !cx.out.files.contains_key(&f) {
-            left += 1;
-            cx.drop_path(
-                &f,
-                "Python codec no kept source and not the image config names; keep it with --keep if text is decoded with it",
-            );
-        }
-    }
+    let left = cx.drop_unkept(
+        c.others(wanted),
+        "Python codec no kept source and not the image config names; keep it with --keep if text is decoded with it",
+    );
     if left > 0 {
         cx.question(format!(
             "text is decoded by a charset name chosen at run time (Python codecs): the codecs of {} that the kept sources and the image config name are kept, not the {left} others",
