@@ -10,8 +10,6 @@ use std::path::Path;
 
 use nix::mount::{MsFlags, mount};
 
-use super::sandbox::{Spec, errno};
-
 const NONE: Option<&str> = None;
 
 /// Read-only in `/proc` (runc's `readonlyPaths`).
@@ -32,14 +30,28 @@ pub const MASKED: &[&str] = &[
     "sys/devices/virtual/powercap",
 ];
 
-/// Mount the tmpfs root at `spec.root` (over the materialized tree, whose descriptor `src`
+/// The sandbox's root file system: a tmpfs at `at` of this many bytes and inodes, with the
+/// image's owners where ownership is faithful.
+pub struct RootFs<'a> {
+    pub at: &'a Path,
+    pub size: u64,
+    pub inodes: u64,
+    pub owners: &'a [super::idmap::Owner],
+}
+
+/// A failed system call as one line: what was being done and the errno's text.
+pub(super) fn errno(what: &str) -> impl Fn(nix::Error) -> String + '_ {
+    move |e| format!("{what}: {}", e.desc())
+}
+
+/// Mount the tmpfs root at `spec.at` (over the materialized tree, whose descriptor `src`
 /// the copy reads) and copy the tree into it, with the image's owners where ownership is
 /// faithful.
-pub fn root(spec: &Spec, src: &OwnedFd, faithful: bool) -> Result<(), String> {
-    let root = &spec.root;
+pub fn root(spec: &RootFs, src: &OwnedFd, faithful: bool) -> Result<(), String> {
+    let root = spec.at;
     mount(
         Some("tmpfs"),
-        root.as_path(),
+        root,
         Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
         Some(

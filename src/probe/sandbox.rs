@@ -24,6 +24,8 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Gid, Pid, Uid, fork};
 use serde::{Deserialize, Serialize};
 
+use super::mounts::errno;
+
 pub use super::idmap::Mapping;
 
 /// Exit status of the helper when the sandbox could not be set up (its stderr says why).
@@ -390,10 +392,6 @@ pub fn helper_main(spec: &Path) -> ! {
     std::process::exit(code)
 }
 
-pub(super) fn errno(what: &str) -> impl Fn(nix::Error) -> String + '_ {
-    move |e| format!("{what}: {}", e.desc())
-}
-
 fn helper(spec_file: &Path) -> Result<i32, String> {
     let json = std::fs::read(spec_file).map_err(|e| format!("{}: {e}", spec_file.display()))?;
     let _ = std::fs::remove_file(spec_file);
@@ -532,7 +530,16 @@ fn init(spec: &Spec, mapping: Mapping, src: OwnedFd, outs: Outputs) -> Result<i3
     let none: Option<&str> = None;
     mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)
         .map_err(errno("make / private"))?;
-    super::mounts::root(spec, &src, faithful)?;
+    super::mounts::root(
+        &super::mounts::RootFs {
+            at: &spec.root,
+            size: spec.size,
+            inodes: spec.inodes,
+            owners: &spec.owners,
+        },
+        &src,
+        faithful,
+    )?;
     drop(src);
     let real_dir = |d: &str| std::fs::symlink_metadata(root.join(d)).is_ok_and(|m| m.is_dir());
     for d in ["proc", "dev", "tmp", "sys"] {

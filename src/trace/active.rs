@@ -13,7 +13,7 @@
 //! | included by an active configuration | yes |
 //! | a package's conffile or data, a path in a text that is not active, a directory kept whole | no |
 
-use super::{Cx, Why};
+use super::kit::{Cx, Why};
 
 /// How deep an include chain is followed back to what made its head active.
 const MAX_DEPTH: usize = 12;

@@ -6,8 +6,8 @@
 //! Kept whole up to [`MAX_APP_BYTES`] (else a warning), without the trees a language runtime
 //! answers for and without version-control directories.
 
-use super::pathref::{is_secret, is_system_dir};
-use super::{Cx, Evidence, Rule, Why, under};
+use super::kit::{Cx, Evidence, Rule, Why, under};
+use super::kit::{is_secret, is_system_dir};
 use crate::error::Result;
 use crate::rootfs::{Kind, display};
 
@@ -122,7 +122,7 @@ impl Rule for AppDir {
                         cx.keep(&k, ev.clone());
                     }
                     Kind::Symlink(_) => {
-                        super::add_evidence(
+                        super::kit::add_evidence(
                             cx.out.symlinks.entry(k.clone()).or_default(),
                             ev.clone(),
                         );

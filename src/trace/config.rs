@@ -22,7 +22,7 @@
 //! and directives that run a command, traced as programs: lighttpd `include_shell "CMD"`
 //! (through `/bin/sh -c`) and supervisord's `[program:x] command = CMD`.
 
-use super::{Cx, Evidence, Why, dir_of, pathref};
+use super::kit::{Cx, Evidence, Why, dir_of};
 use crate::error::Result;
 use crate::rootfs::{Kind, display};
 
@@ -291,7 +291,7 @@ pub(crate) fn follow(cx: &mut Cx, path: &str, text: &str) -> Result<()> {
             }
             bases.extend(
                 prefixes
-                    .get_or_insert_with(|| pathref::program_dirs(cx))
+                    .get_or_insert_with(|| super::kit::program_dirs(cx))
                     .iter()
                     .cloned(),
             );
@@ -300,7 +300,7 @@ pub(crate) fn follow(cx: &mut Cx, path: &str, text: &str) -> Result<()> {
                 if b == "/" {
                     continue;
                 }
-                found = cx.glob(&super::join(&b, &pattern));
+                found = cx.glob(&super::kit::join(&b, &pattern));
                 if !found.is_empty() {
                     break;
                 }
@@ -322,7 +322,7 @@ pub(crate) fn follow(cx: &mut Cx, path: &str, text: &str) -> Result<()> {
             };
             match cx.fs.get(&r.path).map(|n| &n.kind) {
                 Some(Kind::File { .. }) => {
-                    if pathref::is_secret(&m) {
+                    if super::kit::is_secret(&m) {
                         cx.drop_path(&r.path, "included by a config, but it may hold secrets");
                         continue;
                     }
@@ -330,7 +330,8 @@ pub(crate) fn follow(cx: &mut Cx, path: &str, text: &str) -> Result<()> {
                     cx.keep(&r.path, ev.clone());
                 }
                 Some(Kind::Dir)
-                    if cx.tree_bytes(&r.path, pathref::MAX_DIR_BYTES) <= pathref::MAX_DIR_BYTES =>
+                    if cx.tree_bytes(&r.path, super::kit::MAX_DIR_BYTES)
+                        <= super::kit::MAX_DIR_BYTES =>
                 {
                     cx.keep_links(&r.symlinks, &r.path);
                     cx.keep_tree(&r.path, &ev);

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeSet;
 
-use super::{Cx, Evidence, Why, dir_of, join};
+use super::kit::{Cx, Evidence, Why, dir_of, join};
 use crate::error::Result;
 
 /// Most configuration files followed.

@@ -22,7 +22,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
-use super::{Cx, Evidence, Rule, Why};
+use super::kit::{Cx, Evidence, Rule, Why};
 use crate::error::Result;
 use crate::packages::{self, Db};
 use crate::rootfs::{Kind, display};
@@ -106,7 +106,7 @@ fn run(
         return Ok(());
     }
     // The one PATH finds must be the package's.
-    let Ok(r) = super::find_program(cx.fs, cx.run, name) else {
+    let Ok(r) = super::kit::find_program(cx.fs, cx.run, name) else {
         return Ok(());
     };
     if !db.owners(&r.path).contains(&pkg) || cx.out.programs.contains(&r.path) {
@@ -262,7 +262,7 @@ impl Rule for Helpers {
                     }
                     if by_path
                         && ours.contains_key(w.as_str())
-                        && super::find_program(cx.fs, cx.run, w).is_ok()
+                        && super::kit::find_program(cx.fs, cx.run, w).is_ok()
                     {
                         run(cx, &db, q, &ours, w, p, "named in")?;
                     } else if let Some((path, how)) = kin.get(w.as_str()) {

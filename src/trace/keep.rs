@@ -1,7 +1,7 @@
 //! `--keep PATTERN`: matching files and directories are kept (a directory with its whole
 //! subtree); ELF files among them are traced like anything else kept.
 
-use super::{Cx, Evidence, Rule, Why};
+use super::kit::{Cx, Evidence, Rule, Why};
 use crate::error::{Error, Result};
 use crate::rootfs::{Kind, display};
 

@@ -20,7 +20,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use super::{Cx, Evidence, FeatureHit, Libc, Rule, Why, dir_of, join};
+use super::kit::{Cx, Evidence, FeatureHit, Libc, Rule, Why, dir_of, join};
 use crate::error::Result;
 use crate::rootfs::display;
 
@@ -541,7 +541,7 @@ impl Features {
                         .fs
                         .subtree(&r.path)
                         .map(|(k, _)| k.clone())
-                        .filter(|k| !super::under(k, &right))
+                        .filter(|k| !super::kit::under(k, &right))
                         .collect();
                     for k in entries {
                         match cx.fs.get(&k).map(|n| n.kind.clone()) {

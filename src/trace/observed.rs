@@ -2,7 +2,7 @@
 //! are kept, with the symlinks on their way; ELF files among them are traced like anything
 //! else kept. A path that only this rule keeps is one static analysis missed.
 
-use super::{Cx, Evidence, Rule, Why};
+use super::kit::{Cx, Evidence, Rule, Why};
 use crate::error::Result;
 use crate::rootfs::Kind;
 

@@ -15,7 +15,7 @@
 use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::sync::Arc;
 
-use super::{Cx, Evidence, Rule, Why};
+use super::kit::{Cx, Evidence, Rule, Why};
 use crate::error::Result;
 use crate::packages::{self, Db};
 use crate::rootfs::{Kind, display};
@@ -425,7 +425,7 @@ fn keep_package(cx: &mut Cx, db: &Db, idx: usize, detail: &str, cap: u64) -> Res
         .iter()
         .any(|p| r.path.starts_with(p));
         if state
-            && !super::pathref::is_system_dir(&r.path)
+            && !super::kit::is_system_dir(&r.path)
             && cx.fs.get(&r.path).is_some_and(|n| n.is_dir())
             && !cx.out.files.contains_key(&r.path)
         {
@@ -453,7 +453,7 @@ fn keep_package(cx: &mut Cx, db: &Db, idx: usize, detail: &str, cap: u64) -> Res
                 let base = f.rsplit('/').next().unwrap_or(&f);
                 if node.mode & 0o111 != 0
                     || base.contains(".so")
-                    || super::pathref::is_secret(&display(&f))
+                    || super::kit::is_secret(&display(&f))
                 {
                     continue;
                 }

@@ -13,12 +13,13 @@
 
 use std::collections::HashSet;
 
-use super::{Cx, Evidence, Rule, Why, Work, config, dir_of, shell::SHELLS};
+use super::kit::{
+    Cx, Evidence, MAX_DIR_BYTES, MAX_REFS_PER_FILE, Rule, Why, Work, is_secret, is_system_dir,
+};
+use super::{config, shell::SHELLS};
 use crate::error::Result;
 use crate::rootfs::{Kind, ResolveError, display};
 
-/// A directory named by a reference is kept whole only up to this many bytes.
-pub const MAX_DIR_BYTES: u64 = 2 << 20;
 /// The install prefix of a program or library: the directory above its `bin`, `sbin`,
 /// `libexec` or `lib` (and multiarch) directory (`/usr/bin/git` → `/usr`).
 fn install_prefix(path: &str) -> String {
@@ -105,7 +106,6 @@ fn is_plugin_dir(cx: &Cx, dir: &str) -> bool {
 }
 
 /// References read from one file.
-const MAX_REFS_PER_FILE: usize = 10_000;
 
 #[derive(Default)]
 pub(crate) struct PathRefs {
@@ -174,7 +174,7 @@ impl Rule for PathRefs {
         // unit files or of available-but-disabled modules names much that never runs).
         let ev = cx.evidence_of(path);
         if only_inside(cx, path)
-            || cx.fs.get(path).map_or(0, |n| n.size()) > super::MAX_TEXT_BYTES
+            || cx.fs.get(path).map_or(0, |n| n.size()) > super::kit::MAX_TEXT_BYTES
             || cx.elf(path)?.is_some()
             || !self.scanned.insert(path.to_string())
         {
@@ -226,8 +226,8 @@ impl Rule for PathRefs {
         if cx.is_claimed(&o.path) || !self.scanned.insert(o.path.clone()) {
             return Ok(());
         }
-        let is_libc_interp = matches!(&cx.out.libc, Some(super::Libc::Musl { interpreter }) if *interpreter == o.path)
-            || matches!(&cx.out.libc, Some(super::Libc::Glibc { path, .. }) if *path == o.path);
+        let is_libc_interp = matches!(&cx.out.libc, Some(super::kit::Libc::Musl { interpreter }) if *interpreter == o.path)
+            || matches!(&cx.out.libc, Some(super::kit::Libc::Glibc { path, .. }) if *path == o.path);
         if not_scanned(o.facts.soname.as_deref(), &o.path, is_libc_interp) {
             return Ok(());
         }
@@ -241,7 +241,7 @@ impl Rule for PathRefs {
             } else {
                 // Relative to the install prefix (`share/git-core/templates` in /usr/bin/git).
                 let detail = format!("named in {from} (relative to {prefix})");
-                reference(cx, &super::join(&prefix, s), Some(&o.path), &detail, 0);
+                reference(cx, &super::kit::join(&prefix, s), Some(&o.path), &detail, 0);
             }
         }
         Ok(())
@@ -322,138 +322,6 @@ fn scan_text(cx: &mut Cx, path: &str, text: &str) {
             reference(cx, t, Some(path), &detail, 0);
         }
     }
-}
-
-/// Directories a reference never keeps whole.
-pub(crate) fn is_system_dir(p: &str) -> bool {
-    let p = p.trim_start_matches('/').trim_end_matches('/');
-    const TOP: &[&str] = &[
-        "bin", "boot", "dev", "etc", "home", "lib", "lib32", "lib64", "libx32", "media", "mnt",
-        "opt", "proc", "root", "run", "sbin", "srv", "sys", "tmp", "usr", "var", "nix", "snap",
-    ];
-    if p.is_empty() || TOP.contains(&p) {
-        return true;
-    }
-    const SYSTEM: &[&str] = &[
-        "usr/bin",
-        "usr/sbin",
-        "usr/lib",
-        "usr/lib32",
-        "usr/lib64",
-        "usr/libx32",
-        "usr/libexec",
-        "usr/include",
-        "usr/share",
-        "usr/src",
-        "usr/local",
-        "usr/local/bin",
-        "usr/local/sbin",
-        "usr/local/lib",
-        "usr/local/share",
-        "usr/local/include",
-        "usr/local/etc",
-        "usr/share/doc",
-        "usr/share/man",
-        "usr/share/info",
-        "usr/share/locale",
-        "usr/share/i18n",
-        "usr/share/zoneinfo",
-        "usr/lib/locale",
-        "var/lib",
-        "var/cache",
-        "var/log",
-        "var/tmp",
-        "var/run",
-        "var/spool",
-        "var/mail",
-        "var/opt",
-        "var/local",
-        "var/backups",
-        "etc/default",
-        "etc/init.d",
-        "etc/alternatives",
-        "etc/ssl",
-        "etc/pki",
-        "etc/security",
-        "etc/pam.d",
-        "etc/cron.d",
-        "etc/systemd",
-        // Unit trees (libsystemd names them): units do not run in a container, and their
-        // ExecStart lines would bring the services' programs.
-        "etc/systemd/system",
-        "etc/systemd/user",
-        "usr/lib/systemd",
-        "usr/lib/systemd/system",
-        "usr/lib/systemd/user",
-        "lib/systemd",
-        "lib/systemd/system",
-        "run/systemd",
-        "run/systemd/system",
-        "etc/profile.d",
-        "etc/ld.so.conf.d",
-        "etc/apt",
-        "etc/dpkg",
-        "lib/x86_64-linux-gnu",
-        "lib/aarch64-linux-gnu",
-        "usr/local/lib/python3",
-    ];
-    if SYSTEM.contains(&p) {
-        return true;
-    }
-    // The C library's own trees (its gconv modules, named in every static glibc program) are
-    // the libc rule's: it keeps the modules a program's character sets need.
-    if p.ends_with("/gconv") || p.contains("/gconv/") || p == "usr/lib/getconf" {
-        return true;
-    }
-    // /usr/lib/<triplet> and /lib/<triplet>
-    let mut parts = p.split('/');
-    matches!(
-        (parts.next(), parts.next(), parts.next(), parts.next()),
-        (Some("usr"), Some("lib"), Some(t), None) | (Some("lib"), Some(t), None, None) if t.contains("-linux-")
-    )
-}
-
-/// Files that may hold secrets: never kept because a string names them.
-pub(crate) fn is_secret(p: &str) -> bool {
-    let p = p.trim_end_matches('/');
-    let base = p.rsplit('/').next().unwrap_or(p);
-    matches!(
-        p,
-        "/etc/shadow"
-            | "/etc/shadow-"
-            | "/etc/gshadow"
-            | "/etc/gshadow-"
-            | "/etc/sudoers"
-            | "/etc/master.passwd"
-            | "/etc/security/opasswd"
-            | "/etc/ssl/private"
-            | "/etc/pki/tls/private"
-    ) || p.starts_with("/etc/ssl/private/")
-        || p.starts_with("/etc/pki/tls/private/")
-        || p.starts_with("/etc/sudoers.d")
-        || p.contains("/.ssh/")
-        || p.ends_with("/.ssh")
-        || p.contains("/.gnupg")
-        || p.contains("/.aws/")
-        || p.contains("/.docker/")
-        || p.contains("/.kube/")
-        || matches!(
-            base,
-            ".netrc"
-                | "_netrc"
-                | ".pgpass"
-                | ".git-credentials"
-                | ".my.cnf"
-                | ".htpasswd"
-                | "id_rsa"
-                | "id_dsa"
-                | "id_ecdsa"
-                | "id_ed25519"
-                | "secrets"
-        )
-        || base.ends_with(".key")
-        || (base.starts_with("ssh_host_") && base.ends_with("_key"))
-        || (p.contains("/private/") && (base.ends_with(".pem") || base.ends_with(".crt")))
 }
 
 /// A tree too large to keep whole (a terminfo database, a dictionary collection): the entries
@@ -751,27 +619,6 @@ fn clean(raw: &str) -> Option<String> {
         out.push('/');
     }
     Some(out)
-}
-
-/// The directories among a kept program's strings, for configuration files that name paths
-/// relative to the program's compiled-in prefix.
-pub(crate) fn program_dirs(cx: &Cx) -> Vec<String> {
-    let mut out = Vec::new();
-    for o in &cx.out.objects {
-        if o.loader.is_some() || !cx.out.programs.contains(&o.path) {
-            continue;
-        }
-        out.push(dir_of(&o.path));
-        for s in o.facts.strings.iter().take(MAX_REFS_PER_FILE) {
-            if let Ok(r) = cx.fs.resolve(s, true)
-                && cx.fs.get(&r.path).is_some_and(|n| n.is_dir())
-                && !out.contains(s)
-            {
-                out.push(s.clone());
-            }
-        }
-    }
-    out
 }
 
 /// Whether `path` is an ELF program (it has a program interpreter and no soname), not a

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 
-use super::Cx;
+use super::kit::Cx;
 use crate::rootfs::Kind;
 
 /// Configuration files read per library, and bytes read in all.

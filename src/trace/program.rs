@@ -6,7 +6,7 @@
 //! `timeout`, `stdbuf`, `setsid`, `taskset`, `ionice`, `chrt`, `time`, `xargs`, `find -exec`),
 //! `busybox APPLET`, and `ld.so PROGRAM`. The wrapped command is traced as a program too.
 
-use super::{Cx, Evidence, Exec, Rule, Why};
+use super::kit::{Cx, Evidence, Exec, Rule, Why};
 use crate::error::{Error, Result};
 use crate::rootfs::display;
 

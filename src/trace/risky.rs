@@ -109,7 +109,7 @@ pub(crate) fn risky(fs: &Rootfs, path: &str) -> Option<&'static str> {
 /// Why an executable needs strong evidence: [`risky`], or a script (it brings its interpreter).
 /// `None` for an ordinary ELF program.
 pub(crate) fn withheld_unless_strong(
-    cx: &mut super::Cx,
+    cx: &mut super::kit::Cx,
     path: &str,
 ) -> crate::error::Result<Option<&'static str>> {
     if let Some(what) = risky(cx.fs, path) {

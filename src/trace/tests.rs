@@ -1,7 +1,7 @@
 //! The rules together, on small in-memory images.
 
+use super::kit::{RunConfig, Why};
 use super::testutil::{LIBC, imports, kept, lib, libc_exe, run, run_config, with_strings};
-use super::{RunConfig, Why};
 use crate::elf::ElfFacts;
 
 #[test]

@@ -3,7 +3,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::{Contents, RunConfig, Trace, TraceOptions, trace};
+use super::kit::{Contents, RunConfig, Trace, TraceOptions};
+use super::trace;
 use crate::elf::{self, ElfFacts, Import};
 use crate::error::Result;
 use crate::rootfs::{Kind, Node, Rootfs, display};

@@ -8,7 +8,7 @@
 //! `w3c-sgml-lib` this way, through relative `uri="REC-xhtml1-20020801/xhtml1-strict.dtd"`
 //! entries no path reference sees.
 
-use super::{Cx, Evidence, Rule, Why, dir_of, join};
+use super::kit::{Cx, Evidence, Rule, Why, dir_of, join};
 use crate::error::Result;
 use crate::rootfs::display;
 
@@ -102,7 +102,7 @@ impl Rule for XmlCatalogs {
                 if *dir {
                     if let Ok(r) = cx.fs.resolve(&t, true)
                         && cx.fs.get(&r.path).is_some_and(|n| n.is_dir())
-                        && !super::pathref::is_system_dir(&r.path)
+                        && !super::kit::is_system_dir(&r.path)
                     {
                         cx.keep_links(&r.symlinks, &r.path);
                         cx.keep_tree(&r.path, &ev);

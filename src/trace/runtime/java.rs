@@ -10,7 +10,7 @@ use std::io::Read;
 
 use crate::error::Result;
 use crate::rootfs::{Kind, display};
-use crate::trace::{Cx, Evidence, Exec, Rule, Why, abs_in, join};
+use crate::trace::kit::{Cx, Evidence, Exec, Rule, Why, abs_in, join};
 
 /// Left out of JAVA_HOME/lib: sources, the symbol file, demos.
 const SKIP: &[&str] = &["src.zip", "ct.sym", "demo", "sample"];
@@ -56,7 +56,7 @@ impl Rule for Java {
                         let entries: Vec<(String, Kind)> = cx
                             .fs
                             .subtree(&r.path)
-                            .filter(|(k, _)| !skip.iter().any(|s| crate::trace::under(k, s)))
+                            .filter(|(k, _)| !skip.iter().any(|s| crate::trace::kit::under(k, s)))
                             .map(|(k, n)| (k.clone(), n.kind.clone()))
                             .collect();
                         for (k, kind) in entries {
@@ -65,7 +65,7 @@ impl Rule for Java {
                                     cx.keep(&k, ev.clone());
                                 }
                                 Kind::Symlink(_) => {
-                                    crate::trace::add_evidence(
+                                    crate::trace::kit::add_evidence(
                                         cx.out.symlinks.entry(k.clone()).or_default(),
                                         ev.clone(),
                                     );

@@ -9,7 +9,7 @@ use std::collections::HashSet;
 
 use super::{Lang, Req, Root, graph, quoted};
 use crate::error::Result;
-use crate::trace::{Cx, Exec, Rule, abs_in};
+use crate::trace::kit::{Cx, Exec, Rule, abs_in};
 
 #[derive(Default)]
 pub(crate) struct Lua {

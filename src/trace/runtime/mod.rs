@@ -20,7 +20,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 use crate::error::Result;
 use crate::rootfs::display;
-use crate::trace::{Cx, Evidence, Exec, Why, abs_in};
+use crate::trace::kit::{Cx, Evidence, Exec, Why, abs_in};
 
 /// Modules followed for one interpreter.
 const MAX_REQUIRES: usize = 20_000;

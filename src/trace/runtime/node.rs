@@ -8,7 +8,7 @@
 use super::{Lang, Req, Root, graph};
 use crate::error::Result;
 use crate::rootfs::{Kind, display};
-use crate::trace::{Cx, Evidence, Exec, Rule, Why, abs_in, join};
+use crate::trace::kit::{Cx, Evidence, Exec, Rule, Why, abs_in, join};
 
 /// Largest package kept whole; a larger one is kept by its graph only.
 const MAX_PACKAGE_BYTES: u64 = 128 << 20;
@@ -115,7 +115,7 @@ impl Rule for Node {
                     .collect()
             })
             .unwrap_or_default();
-        let prefix = crate::trace::dir_of(&crate::trace::dir_of(&e.path)[1..]);
+        let prefix = crate::trace::kit::dir_of(&crate::trace::kit::dir_of(&e.path)[1..]);
         node_path.push(join(&prefix, "lib/node"));
         for d in [
             "/usr/local/lib/nodejs",
@@ -131,7 +131,7 @@ impl Rule for Node {
         // read in one pass.
         let mut trees = node_path.clone();
         if let Some(s) = &script {
-            trees.push(crate::trace::dir_of(
+            trees.push(crate::trace::kit::dir_of(
                 abs_in(cx.run.cwd(), s).trim_start_matches('/'),
             ));
         }

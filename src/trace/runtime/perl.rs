@@ -7,7 +7,7 @@
 use super::{Lang, Req, Root, graph};
 use crate::error::Result;
 use crate::rootfs::display;
-use crate::trace::{Cx, Exec, Rule, abs_in, join, under};
+use crate::trace::kit::{Cx, Exec, Rule, abs_in, join, under};
 
 /// Largest XS part kept for a module only named in a string (Encode::Byte's 0.4 MB is; the
 /// 2-3 MB CJK encodings are not).
@@ -107,7 +107,7 @@ impl Rule for Perl {
         let mut trees = Vec::new();
         for d in &inc {
             if let Ok(r) = cx.fs.resolve(d, true) {
-                if !crate::trace::pathref::is_system_dir(&r.path) {
+                if !crate::trace::kit::is_system_dir(&r.path) {
                     cx.claim(&r.path);
                 }
                 trees.push(r.path);

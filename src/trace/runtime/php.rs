@@ -6,7 +6,7 @@
 use super::{Lang, Req, graph, quoted};
 use crate::error::Result;
 use crate::rootfs::display;
-use crate::trace::{Cx, Exec, Rule, abs_in};
+use crate::trace::kit::{Cx, Exec, Rule, abs_in};
 
 pub(crate) struct Php;
 

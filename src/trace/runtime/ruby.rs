@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use super::{Lang, Req, Root, graph, is_dir, nested_by_indent, quoted};
 use crate::error::Result;
 use crate::rootfs::{Kind, display};
-use crate::trace::{Cx, Evidence, Exec, Rule, Why, abs_in, join, under};
+use crate::trace::kit::{Cx, Evidence, Exec, Rule, Why, abs_in, join, under};
 
 /// Encodings of `enc/` kept without being named: the database and the Unicode family.
 const ENC_DEFAULT: &[&str] = &[

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 
 use super::{Lang, Req, graph, is_dir};
 use crate::error::Result;
-use crate::trace::{Cx, Evidence, Exec, Rule, Why, abs_in, join};
+use crate::trace::kit::{Cx, Evidence, Exec, Rule, Why, abs_in, join};
 
 /// Index files read at most (tcllib has about 250).
 const MAX_INDEXES: usize = 5_000;

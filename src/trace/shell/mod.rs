@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::{Cx, Evidence, Exec, Rule, Why, abs_in};
+use super::kit::{Cx, DEFAULT_PATH, Evidence, Exec, Rule, Why, abs_in, join};
 use crate::error::Result;
 use crate::rootfs::display;
 
@@ -218,7 +218,7 @@ fn process_env(cx: &Cx, e: &Exec) -> HashMap<String, String> {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     env.entry("PATH".into())
-        .or_insert_with(|| super::DEFAULT_PATH.to_string());
+        .or_insert_with(|| DEFAULT_PATH.to_string());
     for (k, v) in &e.env {
         env.insert(k.clone(), v.clone());
     }
@@ -235,7 +235,7 @@ fn find_script(cx: &mut Cx, arg: &str, env: &HashMap<String, String>) -> Result<
     if !arg.contains('/') {
         let path = env.get("PATH").cloned().unwrap_or_default();
         for d in path.split(':').filter(|d| !d.is_empty()) {
-            if let Some((canon, links)) = cx.resolve_file(&super::join(d, arg))? {
+            if let Some((canon, links)) = cx.resolve_file(&join(d, arg))? {
                 cx.keep_links(&links, &canon);
                 return Ok(Some(canon));
             }
@@ -266,7 +266,7 @@ impl ScriptFs for CxFs<'_, '_> {
             cands.push(abs_in(&self.cwd, name));
         } else {
             for d in path_var.split(':').filter(|d| !d.is_empty()) {
-                cands.push(super::join(d, name));
+                cands.push(join(d, name));
             }
             cands.push(abs_in(&self.cwd, name));
         }
@@ -355,7 +355,7 @@ fn run_script(
         let Some(name) = c.argv[0].clone() else {
             continue;
         };
-        if c.optional && super::find_program(cx.fs, cx.run, &name).is_err() {
+        if c.optional && super::kit::find_program(cx.fs, cx.run, &name).is_err() {
             continue; // a loop's value that is not a program: the loop skips it
         }
         let unknown: Vec<usize> = c

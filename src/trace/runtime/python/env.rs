@@ -198,7 +198,7 @@ pub(super) fn find_env(cx: &mut Cx, e: &Exec, needed: &[String]) -> Result<Optio
             cx.claim(&r.path);
         }
     }
-    if !crate::trace::pathref::is_system_dir(&prefix)
+    if !crate::trace::kit::is_system_dir(&prefix)
         && prefix != "/usr"
         && prefix != "/usr/local"
         && let Ok(r) = cx.fs.resolve(&prefix, true)
@@ -276,7 +276,7 @@ pub(super) fn invoked_path(cx: &Cx, e: &Exec) -> Option<String> {
         .unwrap_or_else(|| {
             cx.run
                 .env_var("PATH")
-                .unwrap_or(crate::trace::DEFAULT_PATH)
+                .unwrap_or(crate::trace::kit::DEFAULT_PATH)
                 .to_string()
         });
     path.split(':')

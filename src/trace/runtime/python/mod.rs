@@ -26,7 +26,7 @@ use resolve::*;
 use super::is_dir;
 use crate::error::Result;
 use crate::rootfs::{Kind, display};
-use crate::trace::{Cx, Evidence, Exec, Rule, Why, abs_in, join};
+use crate::trace::kit::{Cx, Evidence, Exec, Rule, Why, abs_in, join};
 
 /// Python source files read at once (one pass over the layers) when the runtime is found.
 const PREFETCH_BYTES: u64 = 256 << 20;
@@ -326,7 +326,7 @@ fn run(cx: &mut Cx, e: &Exec, env: &PyEnv, done: &mut HashMap<String, u8>) -> Re
     if !wd.is_empty()
         && let Ok(r) = cx.fs.resolve(&wd, true)
         && cx.fs.get(&r.path).is_some_and(|n| n.is_dir())
-        && !crate::trace::pathref::is_system_dir(&r.path)
+        && !crate::trace::kit::is_system_dir(&r.path)
         && !cx.is_claimed(&r.path)
     {
         let claimed = cx.claimed.clone();
@@ -334,7 +334,7 @@ fn run(cx: &mut Cx, e: &Exec, env: &PyEnv, done: &mut HashMap<String, u8>) -> Re
             .fs
             .subtree(&r.path)
             .filter(|(k, n)| k.ends_with(".py") && matches!(n.kind, Kind::File { .. }))
-            .filter(|(k, _)| !claimed.iter().any(|t| crate::trace::under(k, t)))
+            .filter(|(k, _)| !claimed.iter().any(|t| crate::trace::kit::under(k, t)))
             .filter(|(k, _)| {
                 !k.split('/')
                     .any(|c| c == "site-packages" || c.starts_with('.'))
@@ -427,7 +427,7 @@ fn run(cx: &mut Cx, e: &Exec, env: &PyEnv, done: &mut HashMap<String, u8>) -> Re
             let mut graph: Option<usize> = None;
             // (The codecs' own package names them all: its alias table.)
             if let Some(c) = &codecs
-                && !crate::trace::under(&src.file, &c.dir)
+                && !crate::trace::kit::under(&src.file, &c.dir)
             {
                 for (v, line) in strings {
                     if let Some(m) = c.module_for(&v)

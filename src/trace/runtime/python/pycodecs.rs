@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::error::Result;
 use crate::rootfs::display;
-use crate::trace::{Cx, Exec, join};
+use crate::trace::kit::{Cx, Exec, join};
 
 /// Codecs kept without being named: what the interpreter itself and most text I/O use.
 pub(crate) const DEFAULT: &[&str] = &[

@@ -20,11 +20,11 @@ pub(super) fn in_runtime(cx: &Cx, env: &PyEnv, file: &str) -> bool {
         return false;
     };
     env.path.iter().any(|p| {
-        crate::rootfs::normalize(p).is_some_and(|n| crate::trace::under(&f, &n))
+        crate::rootfs::normalize(p).is_some_and(|n| crate::trace::kit::under(&f, &n))
             || cx
                 .fs
                 .resolve(p, true)
-                .is_ok_and(|r| crate::trace::under(&f, &r.path))
+                .is_ok_and(|r| crate::trace::kit::under(&f, &r.path))
     })
 }
 
@@ -239,11 +239,11 @@ pub(super) fn in_stdlib(cx: &Cx, env: &PyEnv, p: &str) -> bool {
                 .resolve(p, true)
                 .map(|x| x.path)
                 .unwrap_or_else(|_| p.trim_start_matches('/').to_string());
-            crate::trace::under(&rp, &r.path)
+            crate::trace::kit::under(&rp, &r.path)
                 && !env.site.iter().any(|s| {
                     cx.fs
                         .resolve(s, true)
-                        .is_ok_and(|sr| crate::trace::under(&rp, &sr.path))
+                        .is_ok_and(|sr| crate::trace::kit::under(&rp, &sr.path))
                 })
         })
 }
@@ -373,7 +373,7 @@ pub(super) fn keep_full(cx: &mut Cx, e: &Exec, env: &PyEnv) -> Result<()> {
         let entries: Vec<(String, Kind)> = cx
             .fs
             .subtree(&r.path)
-            .filter(|(k, _)| !skip.iter().any(|s| crate::trace::under(k, s)))
+            .filter(|(k, _)| !skip.iter().any(|s| crate::trace::kit::under(k, s)))
             .map(|(k, n)| (k.clone(), n.kind.clone()))
             .collect();
         for (k, kind) in entries {
@@ -381,9 +381,10 @@ pub(super) fn keep_full(cx: &mut Cx, e: &Exec, env: &PyEnv) -> Result<()> {
                 Kind::File { .. } | Kind::Dir => {
                     cx.keep(&k, ev.clone());
                 }
-                Kind::Symlink(_) => {
-                    crate::trace::add_evidence(cx.out.symlinks.entry(k).or_default(), ev.clone())
-                }
+                Kind::Symlink(_) => crate::trace::kit::add_evidence(
+                    cx.out.symlinks.entry(k).or_default(),
+                    ev.clone(),
+                ),
                 _ => {}
             }
         }
