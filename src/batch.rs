@@ -13,8 +13,8 @@ use crate::error::{Error, Result};
 use crate::harden::{self, HardenOptions};
 use crate::progress::Progress;
 use crate::reference::{ImageRef, RegistryRef, default_destination};
-use crate::registry::RegistryClient;
-use crate::source;
+use crate::transport::registry::RegistryClient;
+use crate::transport::source;
 
 #[derive(Clone, Default)]
 pub struct BatchOptions {
@@ -161,7 +161,7 @@ pub async fn batch(target: &str, opts: &BatchOptions, progress: &Progress) -> Re
     }
     // Blobs pushed to one repository are mounted into the others, not uploaded again.
     if opts.harden.push_log.is_none() {
-        opts.harden.push_log = Some(Arc::new(crate::registry::PushLog::default()));
+        opts.harden.push_log = Some(Arc::new(crate::transport::registry::PushLog::default()));
     }
     let opts = &opts;
     let repos: Vec<String> = match &opts.repos_from {

@@ -7,15 +7,15 @@ use crate::image::{
     ANNOTATION_BASE_DIGEST, ANNOTATION_BASE_NAME, Descriptor, Manifest, OCI_CONFIG, OCI_MANIFEST,
 };
 use crate::layer::{WrittenLayer, write_layer};
-use crate::layout::Layout;
 use crate::plan::{self, Content, Plan, PlanInput};
 use crate::progress::Progress;
 use crate::reference::{self, ImageRef};
-use crate::registry::RegistryClient;
 use crate::report::{FileInfo, ImageInfo, Report, SetIdInfo, SizeChange, Sizes, UserInfo};
 use crate::rootfs::Rootfs;
-use crate::source::{self, PulledImage, SourceOptions};
 use crate::trace::{self, LayerContents, RunConfig, Trace, TraceOptions};
+use crate::transport::layout::Layout;
+use crate::transport::registry::RegistryClient;
+use crate::transport::source::{self, PulledImage, SourceOptions};
 
 #[derive(Clone, Default)]
 pub struct HardenOptions {
@@ -34,7 +34,7 @@ pub struct HardenOptions {
     pub no_sbom: bool,
     pub dry_run: bool,
     /// `--dest-creds`; else `--creds` when DEST is on the source's registry, else the auth files.
-    pub dest_creds: Option<crate::auth::Credentials>,
+    pub dest_creds: Option<crate::transport::auth::Credentials>,
     /// `--check`: run the checklist on the result and refuse to write one that fails.
     pub check: Option<crate::policy::CheckConfig>,
     /// `--in-place`: DEST may be the source itself (its previous manifest is reported, and for
@@ -46,7 +46,7 @@ pub struct HardenOptions {
     /// goes in `source.platform` instead and gives a single-platform result.
     pub platforms: Vec<crate::image::Platform>,
     /// Blobs this process pushed (a batch mounts them into other repositories).
-    pub push_log: Option<std::sync::Arc<crate::registry::PushLog>>,
+    pub push_log: Option<std::sync::Arc<crate::transport::registry::PushLog>>,
     /// `--force`: harden even when DEST already holds this result.
     pub force: bool,
     /// `--probe`: run these in the result and in the source before writing; a probe that
@@ -725,7 +725,7 @@ pub async fn harden(
 /// Sign a result already in the registry: the manifest (or index) at `digest` and, for an
 /// index, each platform manifest it lists.
 pub(crate) async fn sign_existing(
-    client: &crate::registry::RegistryClient,
+    client: &crate::transport::registry::RegistryClient,
     r: &reference::RegistryRef,
     digest: &str,
     key: &crate::sign::PrivateKey,
@@ -1319,7 +1319,7 @@ async fn write_image(
             // The SBOM, after the image it describes.
             if let Some(sbom) = &built.sbom {
                 let manifest = sbom_manifest(built, sbom, &manifest_digest);
-                crate::referrer::push(
+                crate::transport::referrer::push(
                     &client,
                     r,
                     manifest,
@@ -1335,7 +1335,13 @@ async fn write_image(
             let reference = reference.clone().filter(|r| !r.starts_with('@'));
             let mtime = build_time(&serde_json::from_slice(&config).unwrap_or_default())?.0;
             tokio::task::spawn_blocking(move || {
-                crate::archive::write(&path, reference.as_deref(), &config, &layer, mtime)
+                crate::transport::archive::write(
+                    &path,
+                    reference.as_deref(),
+                    &config,
+                    &layer,
+                    mtime,
+                )
             })
             .await
             .map_err(join_err)??;
@@ -1366,7 +1372,7 @@ async fn write_image(
                 // The SBOM: its artifact manifest listed in index.json, untagged, after the
                 // image (as oras and cosign do in a layout).
                 if let Some((sbom, sbom_manifest)) = sbom {
-                    l.put_blob_bytes(crate::referrer::EMPTY_JSON_BYTES)?;
+                    l.put_blob_bytes(crate::transport::referrer::EMPTY_JSON_BYTES)?;
                     l.put_blob_bytes(&sbom)?;
                     l.add_manifest(&sbom_manifest, OCI_MANIFEST, Some(crate::sbom::SPDX_JSON))?;
                 }
@@ -1390,7 +1396,7 @@ fn sbom_manifest(built: &Built, sbom: &[u8], manifest_digest: &str) -> Vec<u8> {
         platform: None,
         artifact_type: None,
     };
-    crate::referrer::artifact_manifest(
+    crate::transport::referrer::artifact_manifest(
         crate::sbom::SPDX_JSON,
         crate::sbom::SPDX_JSON,
         sbom,
@@ -1466,7 +1472,7 @@ fn dest_client(
     let creds = match (&opts.dest_creds, &opts.source.creds) {
         (Some(c), _) => c.clone(),
         (None, Some(c)) if same_registry => c.clone(),
-        _ => crate::auth::lookup(&r.registry)?,
+        _ => crate::transport::auth::lookup(&r.registry)?,
     };
     RegistryClient::connect(&r.registry, &opts.source.insecure_registries, creds)
 }

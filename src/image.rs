@@ -275,6 +275,33 @@ pub struct LayerBlob {
     pub growing: Option<std::sync::Arc<crate::growing::Growing>>,
 }
 
+/// A layer blob pare wrote: the file, its digest and size, and its uncompressed diff_id.
+#[derive(Debug, Clone)]
+pub struct WrittenLayer {
+    pub path: std::path::PathBuf,
+    /// sha256 of the compressed blob.
+    pub digest: String,
+    pub size: u64,
+    /// sha256 of the uncompressed tar.
+    pub diff_id: String,
+    pub uncompressed_size: u64,
+}
+
+impl WrittenLayer {
+    /// Its descriptor in a manifest.
+    pub fn descriptor(&self) -> Descriptor {
+        Descriptor {
+            media_type: OCI_LAYER_GZIP.into(),
+            digest: self.digest.clone(),
+            size: self.size,
+            urls: None,
+            annotations: None,
+            platform: None,
+            artifact_type: None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,8 +6,8 @@ use serde::Serialize;
 
 use crate::progress::human_bytes;
 use crate::rootfs::{Kind, Rootfs, display};
-use crate::source::PulledImage;
 use crate::trace::RunConfig;
+use crate::transport::source::PulledImage;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct LayerInfo {
@@ -279,7 +279,7 @@ impl InspectReport {
             o.push_str(&format!(
                 "{:>5}  {:<19}  {:>10}  {:>12}  {:>5}  {:>7}  {:>7}  {:>10}  {}\n",
                 l.index,
-                crate::registry::short_digest(&l.digest),
+                crate::transport::registry::short_digest(&l.digest),
                 human_bytes(l.compressed_size),
                 human_bytes(l.uncompressed_size),
                 l.added,

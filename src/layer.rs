@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use flate2::{Compression, GzBuilder};
 
@@ -12,31 +12,7 @@ use crate::digest::HashingWriter;
 use crate::error::{Error, Result};
 use crate::plan::{Content, Plan};
 
-#[derive(Debug, Clone)]
-pub struct WrittenLayer {
-    pub path: PathBuf,
-    /// sha256 of the compressed blob.
-    pub digest: String,
-    pub size: u64,
-    /// sha256 of the uncompressed tar.
-    pub diff_id: String,
-    pub uncompressed_size: u64,
-}
-
-impl WrittenLayer {
-    /// Its descriptor in a manifest.
-    pub fn descriptor(&self) -> crate::image::Descriptor {
-        crate::image::Descriptor {
-            media_type: crate::image::OCI_LAYER_GZIP.into(),
-            digest: self.digest.clone(),
-            size: self.size,
-            urls: None,
-            annotations: None,
-            platform: None,
-            artifact_type: None,
-        }
-    }
-}
+pub use crate::image::WrittenLayer;
 
 /// Bytes handed between the layer writer's threads at a time.
 const CHUNK: usize = 1 << 20;

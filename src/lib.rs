@@ -5,8 +5,6 @@
 //! [`layer`] writer → sink ([`registry`], [`layout`]), orchestrated by [`harden`] and described
 //! by [`report`].
 
-pub mod archive;
-pub mod auth;
 pub mod batch;
 pub mod digest;
 pub mod elf;
@@ -18,7 +16,6 @@ pub mod harden;
 pub mod image;
 pub mod inspect;
 pub mod layer;
-pub mod layout;
 pub mod ldcache;
 pub mod packages;
 pub mod plan;
@@ -26,14 +23,12 @@ pub mod policy;
 pub mod probe;
 pub mod progress;
 pub mod reference;
-pub mod referrer;
-pub mod registry;
 pub mod report;
 pub mod rootfs;
 pub mod sbom;
 pub mod sign;
-pub mod source;
 pub mod targuard;
 pub mod trace;
+pub mod transport;
 
 pub use error::{Error, Result};

@@ -14,7 +14,7 @@ use pare::image::Platform;
 use pare::policy::{CheckConfig, Severity};
 use pare::progress::Progress;
 use pare::reference::ImageRef;
-use pare::source::SourceOptions;
+use pare::transport::source::SourceOptions;
 
 /// Every command's exit codes, one table (`pare --help`, the man page, the README).
 const EXIT_CODES: &str = "\
@@ -539,7 +539,7 @@ fn source_options_with(s: &SourceArgs, config: Option<&Path>) -> anyhow::Result<
         creds: s
             .creds
             .as_deref()
-            .map(pare::auth::parse_creds)
+            .map(pare::transport::auth::parse_creds)
             .transpose()?,
         blobs: None,
     })
@@ -638,7 +638,7 @@ async fn run(cli: Cli, progress: Progress) -> anyhow::Result<Outcome> {
             opts.dest_creds = a
                 .dest_creds
                 .as_deref()
-                .map(pare::auth::parse_creds)
+                .map(pare::transport::auth::parse_creds)
                 .transpose()?;
             if a.check {
                 opts.check = Some(check_config(&a.policy)?);
@@ -704,9 +704,9 @@ async fn run(cli: Cli, progress: Progress) -> anyhow::Result<Outcome> {
                         &format!(
                             "{} is up to date ({}): hardened from {}@{} by this pare with the same options; nothing pulled (--force to redo)",
                             pare::report::short_ref(&u.destination),
-                            pare::registry::short_digest(&u.digest),
+                            pare::transport::registry::short_digest(&u.digest),
                             pare::report::short_ref(&u.source),
-                            pare::registry::short_digest(&u.source_digest),
+                            pare::transport::registry::short_digest(&u.source_digest),
                         ),
                         false
                     )
@@ -995,7 +995,7 @@ async fn run(cli: Cli, progress: Progress) -> anyhow::Result<Outcome> {
             };
             let keys = public_keys(&a.keys)?;
             let opts = source_options(&a.source)?;
-            let client = pare::source::connect(&r.registry, &opts)?;
+            let client = pare::transport::source::connect(&r.registry, &opts)?;
             let (bytes, digest) = client.get_manifest(r).await?;
             let v = match pare::sign::verify(&client, r, &digest, &keys).await {
                 Ok(v) => v,
@@ -1127,7 +1127,7 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     let is_check = matches!(cli.command, Command::Check(_) | Command::Probe(_));
-    pare::registry::set_read_timeout(std::time::Duration::from_secs(cli.timeout.max(1)));
+    pare::transport::registry::set_read_timeout(std::time::Duration::from_secs(cli.timeout.max(1)));
     // Log lines go through the progress bars, so a retry warning does not break them.
     let progress = Progress::stderr(cli.quiet);
     if cli.verbose {

@@ -17,7 +17,7 @@ pub use keys::{PrivateKey, PublicKey};
 use crate::error::{Error, Result};
 use crate::image::{Index, Manifest, OCI_MANIFEST};
 use crate::reference::RegistryRef;
-use crate::registry::{RegistryClient, short_digest};
+use crate::transport::registry::{RegistryClient, short_digest};
 
 /// Most signature layers (and signature manifests) looked at for one digest.
 const MAX_SIGNATURES: usize = 64;
@@ -102,7 +102,7 @@ async fn referrers(
         Some(b) => Some(b),
         None => {
             let fallback = RegistryRef {
-                tag: Some(crate::referrer::fallback_tag(digest)),
+                tag: Some(crate::transport::referrer::fallback_tag(digest)),
                 digest: None,
                 ..r.clone()
             };
@@ -288,12 +288,12 @@ async fn push_signature_referrer(
                 .map(str::to_string)
         })
         .unwrap_or_else(|| OCI_MANIFEST.to_string());
-    let empty = crate::referrer::EMPTY_JSON_BYTES;
+    let empty = crate::transport::referrer::EMPTY_JSON_BYTES;
     let m = Manifest {
         schema_version: 2,
         media_type: Some(OCI_MANIFEST.into()),
         artifact_type: Some(cosign::SIG_ARTIFACT.into()),
-        config: crate::image::Descriptor::of(crate::referrer::EMPTY_JSON, empty),
+        config: crate::image::Descriptor::of(crate::transport::referrer::EMPTY_JSON, empty),
         layers: vec![layer.clone()],
         subject: Some(Box::new(crate::image::Descriptor {
             media_type: subject_type,

@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 use crate::digest::{Hasher, sha256_bytes};
 use crate::error::{Error, Result};
 use crate::image::LayerBlob;
+use crate::image::WrittenLayer;
 use crate::image::{Descriptor, MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES, OCI_LAYER_TAR};
-use crate::layer::WrittenLayer;
 use crate::rootfs::{normalize, open_layer};
 use crate::targuard::TarGuard;
 

@@ -8,14 +8,14 @@ use std::sync::Arc;
 
 use futures_util::{StreamExt, TryStreamExt};
 
-use crate::auth::{self, Credentials};
 use crate::error::{Error, Result};
 use crate::growing::Growing;
 use crate::image::{self, Descriptor, MAX_CONFIG_BYTES, Manifest, ManifestDoc, Platform};
-use crate::layout::Layout;
 use crate::progress::Progress;
 use crate::reference::ImageRef;
-use crate::registry::RegistryClient;
+use crate::transport::auth::{self, Credentials};
+use crate::transport::layout::Layout;
+use crate::transport::registry::RegistryClient;
 
 #[derive(Clone, Default)]
 pub struct SourceOptions {
@@ -328,7 +328,7 @@ pub async fn index_platforms(
                 None,
                 format!(
                     "{} ({}): attestation or unknown platform, skipped",
-                    crate::registry::short_digest(&d.digest),
+                    crate::transport::registry::short_digest(&d.digest),
                     p.as_ref()
                         .map_or("no platform".to_string(), |p| p.to_string())
                 ),
@@ -607,7 +607,7 @@ async fn pull_inner(
         ImageRef::Archive { path, reference: r } => {
             let (path, r, work) = (path.clone(), r.clone(), work.to_path_buf());
             let a = tokio::task::spawn_blocking(move || {
-                crate::archive::read(&path, r.as_deref(), &work)
+                crate::transport::archive::read(&path, r.as_deref(), &work)
             })
             .await
             .map_err(|e| Error::Other(format!("archive task failed: {e}")))??;
@@ -669,8 +669,11 @@ async fn pull_inner(
             for d in &manifest.layers {
                 let path = layout.blob_path(&d.digest)?;
                 let (p2, dg, sz) = (path.clone(), d.digest.clone(), d.size);
-                let task =
-                    progress.task("verify", crate::registry::short_digest(&d.digest), d.size);
+                let task = progress.task(
+                    "verify",
+                    crate::transport::registry::short_digest(&d.digest),
+                    d.size,
+                );
                 let t2 = task.clone();
                 tokio::task::spawn_blocking(move || {
                     crate::digest::verify_file_with(&p2, &dg, sz, |n| t2.inc(n))

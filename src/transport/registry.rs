@@ -10,12 +10,12 @@ use oci_client::errors::OciDistributionError;
 use oci_client::secrets::RegistryAuth;
 use tokio::io::AsyncWriteExt;
 
-use crate::auth::Credentials;
 use crate::digest::{Hasher, sha256_bytes};
 use crate::error::{Error, Result};
 use crate::image::{Descriptor, MANIFEST_ACCEPT, MAX_MANIFEST_BYTES};
 use crate::progress::Progress;
 use crate::reference::{RegistryRef, host_without_port, is_loopback_host};
+use crate::transport::auth::Credentials;
 
 /// A connection to one registry with one set of credentials.
 pub struct RegistryClient {
@@ -1327,7 +1327,8 @@ mod tests {
         let (port, hits) = flaky_server(2);
         let reg = format!("127.0.0.1:{port}");
         let client =
-            RegistryClient::connect(&reg, &[], crate::auth::Credentials::anonymous()).unwrap();
+            RegistryClient::connect(&reg, &[], crate::transport::auth::Credentials::anonymous())
+                .unwrap();
         let r: crate::reference::ImageRef = format!("{reg}/a/b:1").parse().unwrap();
         let crate::reference::ImageRef::Registry(r) = r else {
             unreachable!()

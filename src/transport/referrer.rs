@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use crate::error::{Error, Result};
 use crate::image::{Descriptor, Index, Manifest, OCI_INDEX, OCI_MANIFEST};
 use crate::reference::RegistryRef;
-use crate::registry::{PushLog, RegistryClient};
+use crate::transport::registry::{PushLog, RegistryClient};
 
 /// The empty config of an artifact manifest (`{}`).
 pub const EMPTY_JSON: &str = "application/vnd.oci.empty.v1+json";
