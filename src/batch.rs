@@ -330,7 +330,7 @@ pub async fn batch(target: &str, opts: &BatchOptions, progress: &Progress) -> Re
 
 /// One image: skip when its hardened tag records this source digest, else harden it.
 async fn one(client: &RegistryClient, src: &RegistryRef, opts: &BatchOptions) -> BatchItem {
-    let src_ref = ImageRef::Registry(src.clone());
+    let src_ref: ImageRef = src.clone().into();
     let dest = default_destination(&src_ref).ok();
     let mut item = BatchItem {
         repository: src.repository.clone(),
@@ -345,7 +345,7 @@ async fn one(client: &RegistryClient, src: &RegistryRef, opts: &BatchOptions) ->
         error: None,
         note: None,
     };
-    let Some(ImageRef::Registry(dest_ref)) = dest.clone() else {
+    let Some(dest_ref) = dest.as_ref().and_then(|d| d.as_registry()).cloned() else {
         item.error = Some("no valid destination tag".into());
         return item;
     };
@@ -359,7 +359,7 @@ async fn one(client: &RegistryClient, src: &RegistryRef, opts: &BatchOptions) ->
     item.source_digest = Some(digest.clone());
     if !opts.force
         && let Some((recorded, recipe, dest_digest)) =
-            harden::recorded_source(client, &dest_ref).await
+            crate::transport::sink::recorded_at(client, &dest_ref).await
         && recorded == digest
     {
         // Skipped only when the same pare with the same options made it: a newer pare, or
@@ -376,7 +376,8 @@ async fn one(client: &RegistryClient, src: &RegistryRef, opts: &BatchOptions) ->
             if signed {
                 if let Some(key) = &opts.harden.sign_key
                     && let Err(e) =
-                        harden::sign_existing(client, &dest_ref, &dest_digest, key).await
+                        crate::transport::sink::sign_existing(client, &dest_ref, &dest_digest, key)
+                            .await
                 {
                     item.error = Some(e.to_string());
                     return item;
@@ -396,10 +397,11 @@ async fn one(client: &RegistryClient, src: &RegistryRef, opts: &BatchOptions) ->
         return item;
     }
     // Pin the digest just resolved, so a tag moving mid-batch cannot mix two images.
-    let pinned = ImageRef::Registry(RegistryRef {
+    let pinned: ImageRef = RegistryRef {
         digest: Some(digest),
         ..src.clone()
-    });
+    }
+    .into();
     // The batch decided above whether the tag is current: harden does not ask again.
     let hopts = harden::HardenOptions {
         force: true,

@@ -13,8 +13,7 @@ use crate::reference::{self, ImageRef};
 use crate::report::{FileInfo, ImageInfo, Report, SetIdInfo, SizeChange, Sizes, UserInfo};
 use crate::rootfs::Rootfs;
 use crate::trace::{self, LayerContents, RunConfig, Trace, TraceOptions};
-use crate::transport::layout::Layout;
-use crate::transport::registry::RegistryClient;
+use crate::transport::sink::{ImageParts, Sink, SinkOptions};
 use crate::transport::source::{self, PulledImage, SourceOptions};
 
 #[derive(Clone, Default)]
@@ -431,7 +430,22 @@ struct Built {
     sbom: Option<Vec<u8>>,
     /// The image's creation time (RFC 3339), for the SBOM's referrer.
     created: String,
+    mtime: u64,
     _work: tempfile::TempDir,
+}
+
+impl Built {
+    fn parts(&self) -> ImageParts<'_> {
+        ImageParts {
+            layer: &self.layer,
+            config: &self.config_bytes,
+            config_digest: &self.config_digest,
+            manifest: &self.manifest_bytes,
+            sbom: self.sbom.as_deref(),
+            created: &self.created,
+            mtime: self.mtime,
+        }
+    }
 }
 
 /// What `pare harden` made: one image, or one per platform behind an index.
@@ -463,106 +477,41 @@ pub struct UpToDate {
 
 /// The source digest, the recipe (pare's version and options) and the manifest digest a
 /// hardened registry tag records, when the tag exists and records them.
-pub async fn recorded_source(
-    client: &RegistryClient,
-    dest: &reference::RegistryRef,
-) -> Option<(String, Option<String>, String)> {
-    let (bytes, digest) = client.get_manifest(dest).await.ok()?;
-    recorded_in(&bytes).map(|(s, r)| (s, r, digest))
-}
-
-fn recorded_in(manifest: &[u8]) -> Option<(String, Option<String>)> {
-    let annotations = match crate::image::parse_manifest(manifest, None, "destination").ok()? {
-        crate::image::ManifestDoc::Image(m) => m.annotations,
-        crate::image::ManifestDoc::Index(i) => i.annotations,
-    }?;
-    Some((
-        annotations.get(ANNOTATION_BASE_DIGEST).cloned()?,
-        annotations
-            .get(crate::image::ANNOTATION_PARE_RECIPE)
-            .cloned(),
-    ))
-}
-
 /// Whether `dest` already holds what hardening `src` with `opts` would write; only manifests
 /// are read (no layer).
 async fn up_to_date(
     src: &ImageRef,
     dest: &ImageRef,
+    sink: &dyn Sink,
     opts: &HardenOptions,
 ) -> Result<Option<UpToDate>> {
-    let source_digest = match src {
-        ImageRef::Registry(r) => {
-            source::connect(&r.registry, &opts.source)?
-                .get_manifest(r)
-                .await?
-                .1
-        }
-        ImageRef::Layout { dir, tag } => Layout::open(dir)?.find(tag.as_deref())?.digest,
-        ImageRef::Archive { .. } => return Ok(None),
-    };
-    let recorded = match dest {
-        ImageRef::Registry(d) => {
-            let Ok(client) = dest_client(src, d, opts) else {
-                return Ok(None);
-            };
-            recorded_source(&client, &dest_ref(d, true, "")).await
-        }
-        ImageRef::Layout { dir, tag } => (|| {
-            let l = Layout::open(dir).ok()?;
-            let top = l.find(tag.as_deref()).ok()?;
-            let bytes = l
-                .read_blob(&top, crate::image::MAX_MANIFEST_BYTES as u64)
-                .ok()?;
-            recorded_in(&bytes).map(|(s, r)| (s, r, top.digest.clone()))
-        })(),
-        ImageRef::Archive { .. } => None,
+    let Some(source_digest) = source::current_digest(src, &opts.source).await? else {
+        return Ok(None);
     };
     let recipe = opts.recipe();
-    let current =
-        matches!(&recorded, Some((from, Some(r), _)) if *from == source_digest && *r == recipe);
-    if current && let ImageRef::Registry(r) = src {
-        // Nothing is pulled, but the source must still carry a valid signature; when only a
-        // platform's manifest is signed, the full run decides (and says why it fails).
-        if !opts.source.verify_keys.is_empty() {
-            let client = source::connect(&r.registry, &opts.source)?;
-            if crate::sign::verify(&client, r, &source_digest, &opts.source.verify_keys)
-                .await
-                .is_err()
-            {
-                return Ok(None);
-            }
-        }
+    let Some((from, Some(r), digest)) = sink.recorded().await else {
+        return Ok(None);
+    };
+    if from != source_digest || r != recipe {
+        return Ok(None);
     }
-    if current
-        && let (Some(key), ImageRef::Registry(d), Some((_, _, digest))) =
-            (&opts.sign_key, dest, &recorded)
-    {
-        // The result is there; make sure it is signed (signing again adds nothing).
-        let client = dest_client(src, d, opts)?;
-        sign_existing(&client, d, digest, key).await?;
+    // Nothing is pulled, but the source must still carry a valid signature; when only a
+    // platform's manifest is signed, the full run decides (and says why it fails).
+    if !source::still_signed(src, &opts.source, &source_digest).await? {
+        return Ok(None);
     }
-    Ok(match recorded {
-        Some((from, Some(r), digest)) if from == source_digest && r == recipe => Some(UpToDate {
-            source: src.to_string(),
-            source_digest,
-            destination: dest.to_string(),
-            digest,
-            recipe,
-        }),
-        _ => None,
-    })
+    // The result is there; make sure it is signed (signing again adds nothing).
+    sink.ensure_signed(&digest).await?;
+    Ok(Some(UpToDate {
+        source: src.to_string(),
+        source_digest,
+        destination: dest.to_string(),
+        digest,
+        recipe,
+    }))
 }
 
-/// The source an `--in-place` harden replaced.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Replaced {
-    /// Its manifest (or index) digest.
-    pub digest: String,
-    /// Where it stays reachable (`REPO:TAG-original`), when it does.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub backup: Option<String>,
-}
+pub use crate::transport::source::Replaced;
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct IndexInfo {
@@ -597,18 +546,7 @@ pub async fn harden(
         Some(d) => d.clone(),
         None => reference::default_destination(src)?,
     };
-    if let ImageRef::Registry(r) = &dest
-        && r.digest.is_some()
-    {
-        return Err(Error::Usage(format!(
-            "destination {dest} names a digest; name a tag instead"
-        )));
-    }
-    if opts.sign_key.is_some() && !matches!(dest, ImageRef::Registry(_)) {
-        return Err(Error::Usage(format!(
-            "--sign-key: {dest} is not in a registry; cosign signatures are pushed beside the image in its repository"
-        )));
-    }
+    let sink = crate::transport::sink::open(&dest, sink_options(src, &dest, opts))?;
     let replaced = protect_source(src, &dest, opts).await?;
     // Nothing to do when DEST holds this result already (unless asked to redo it, or to
     // produce something only a run makes: a check report, an SBOM file).
@@ -619,7 +557,7 @@ pub async fn harden(
         && opts.probes.is_empty()
         && opts.learn.is_empty()
         && opts.sbom_file.is_none()
-        && let Some(u) = up_to_date(src, &dest, opts).await?
+        && let Some(u) = up_to_date(src, &dest, sink.as_ref(), opts).await?
     {
         return Ok(Hardened {
             index: None,
@@ -637,7 +575,7 @@ pub async fn harden(
         let (report, built) = build_one(src, &dest, opts, progress).await?;
         if !opts.dry_run {
             let t = Instant::now();
-            write_image(src, &dest, opts, &built, true, progress).await?;
+            sink.write_image(&built.parts(), true, progress).await?;
             tracing::debug!(seconds = t.elapsed().as_secs_f64(), "wrote the image");
         }
         write_sbom_file(opts, &built, false)?;
@@ -648,7 +586,7 @@ pub async fn harden(
             up_to_date: None,
         });
     };
-    if matches!(dest, ImageRef::Archive { .. }) {
+    if !sink.holds_an_index() {
         return Err(Error::Usage(format!(
             "{src} is a multi-platform image and a docker-archive holds one: pick one with --platform"
         )));
@@ -672,7 +610,7 @@ pub async fn harden(
         progress.note(&format!("{platform}:"));
         let (report, built) = build_one(src, &dest, &o, progress).await?;
         if !opts.dry_run {
-            write_image(src, &dest, opts, &built, false, progress).await?;
+            sink.write_image(&built.parts(), false, progress).await?;
         }
         write_sbom_file(opts, &built, true)?;
         children.push(Descriptor {
@@ -706,7 +644,7 @@ pub async fn harden(
     let index_bytes = serde_json::to_vec(&index).map_err(|e| Error::Other(e.to_string()))?;
     let digest = crate::digest::sha256_bytes(&index_bytes);
     if !opts.dry_run {
-        write_index(src, &dest, opts, index_bytes).await?;
+        sink.write_index(index_bytes).await?;
     }
     Ok(Hardened {
         index: Some(IndexInfo {
@@ -722,26 +660,20 @@ pub async fn harden(
     })
 }
 
-/// Sign a result already in the registry: the manifest (or index) at `digest` and, for an
-/// index, each platform manifest it lists.
-pub(crate) async fn sign_existing(
-    client: &crate::transport::registry::RegistryClient,
-    r: &reference::RegistryRef,
-    digest: &str,
-    key: &crate::sign::PrivateKey,
-) -> Result<()> {
-    let bytes = client.get_manifest_by_digest(r, digest).await?;
-    if let Ok(idx) = serde_json::from_slice::<crate::image::Index>(&bytes)
-        && idx
-            .media_type
-            .as_deref()
-            .is_some_and(|m| m == crate::image::OCI_INDEX)
-    {
-        for m in &idx.manifests {
-            crate::sign::sign(client, r, &m.digest, key).await?;
-        }
+/// Where to write and with what: DEST's credentials (`--dest-creds`, else `--creds` when DEST
+/// is on the source's registry, else the auth files), the signing key, the push log.
+fn sink_options(src: &ImageRef, dest: &ImageRef, opts: &HardenOptions) -> SinkOptions {
+    let creds = match (&opts.dest_creds, &opts.source.creds) {
+        (Some(c), _) => Some(c.clone()),
+        (None, Some(c)) if src.same_registry(dest) => Some(c.clone()),
+        _ => None,
+    };
+    SinkOptions {
+        insecure_registries: opts.source.insecure_registries.clone(),
+        creds,
+        sign_key: opts.sign_key.clone(),
+        push_log: opts.push_log.clone(),
     }
-    crate::sign::sign(client, r, digest, key).await
 }
 
 /// Refuse a DEST that is the source itself unless `--in-place`; with it, note what is
@@ -751,17 +683,7 @@ async fn protect_source(
     dest: &ImageRef,
     opts: &HardenOptions,
 ) -> Result<Option<Replaced>> {
-    let src_layout_tag = match src {
-        ImageRef::Layout { dir, tag: None } => Layout::open(dir)
-            .and_then(|l| l.find(None))
-            .ok()
-            .and_then(|d| {
-                d.annotations
-                    .and_then(|a| a.get(crate::image::ANNOTATION_REF_NAME).cloned())
-            }),
-        _ => None,
-    };
-    if !reference::replaces_source(src, dest, src_layout_tag.as_deref()) {
+    if !source::is_replaced_by(src, dest) {
         return Ok(None);
     }
     if !opts.in_place {
@@ -772,56 +694,16 @@ async fn protect_source(
     if opts.dry_run {
         return Ok(None);
     }
-    match src {
-        ImageRef::Registry(r) => {
-            let client = source::connect(&r.registry, &opts.source)?;
-            let (bytes, digest) = client.get_manifest(r).await?;
-            let mut backup = None;
-            if !opts.no_backup {
-                let tag = format!("{}-original", r.tag_or_default().unwrap_or("latest"));
-                let b = reference::RegistryRef {
-                    tag: Some(tag),
-                    digest: None,
-                    ..r.clone()
-                };
-                // The first original is never lost: an existing backup stays.
-                if client.get_manifest_opt(&b).await?.is_none() {
-                    let media = serde_json::from_slice::<serde_json::Value>(&bytes)
-                        .ok()
-                        .and_then(|v| v["mediaType"].as_str().map(str::to_string))
-                        .unwrap_or_else(|| OCI_MANIFEST.to_string());
-                    dest_client(src, r, opts)?
-                        .put_manifest(&b, bytes, &media)
-                        .await?;
-                }
-                backup = Some(b.to_string());
-            }
-            Ok(Some(Replaced { digest, backup }))
-        }
-        ImageRef::Layout { dir, tag } => {
-            let d = Layout::open(dir)?.find(tag.as_deref().or(src_layout_tag.as_deref()))?;
-            Ok(Some(Replaced {
-                digest: d.digest,
-                backup: None,
-            }))
-        }
-        ImageRef::Archive { path, .. } => {
-            let mut h = crate::digest::Hasher::default();
-            let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-            let mut buf = vec![0u8; 1 << 16];
-            loop {
-                let n = std::io::Read::read(&mut f, &mut buf).map_err(|e| Error::io(path, e))?;
-                if n == 0 {
-                    break;
-                }
-                h.update(&buf[..n]);
-            }
-            Ok(Some(Replaced {
-                digest: h.finish().0,
-                backup: None,
-            }))
-        }
-    }
+    let backup_creds = match (opts.no_backup, src.as_registry()) {
+        (false, Some(r)) => Some(match sink_options(src, src, opts).creds {
+            Some(c) => c,
+            None => crate::transport::auth::lookup(&r.registry)?,
+        }),
+        _ => None,
+    };
+    source::keep_original(src, &opts.source, backup_creds)
+        .await
+        .map(Some)
 }
 
 async fn build_one(
@@ -1117,8 +999,11 @@ async fn build_one(
             os_release: &os_release,
         })
     });
+    // An archive's file times: the written config's creation time.
+    let mtime = build_time(&serde_json::from_slice(&config_bytes).unwrap_or_default())?.0;
     let built = Built {
         layer,
+        mtime,
         config_bytes,
         config_digest,
         manifest_bytes,
@@ -1259,152 +1144,6 @@ async fn check_result(
     .map_err(join_err)?
 }
 
-/// Blobs first, config next, the manifest last; under the tag when `tagged`, else by digest
-/// only (a platform's image behind an index).
-async fn write_image(
-    src: &ImageRef,
-    dest: &ImageRef,
-    opts: &HardenOptions,
-    built: &Built,
-    tagged: bool,
-    progress: &Progress,
-) -> Result<()> {
-    let layer = &built.layer;
-    let manifest_digest = crate::digest::sha256_bytes(&built.manifest_bytes);
-    match dest {
-        ImageRef::Registry(r) => {
-            let client = dest_client(src, r, opts)?;
-            let target = dest_ref(r, tagged, &manifest_digest);
-            client
-                .put_blob_file(
-                    &target,
-                    &layer.path,
-                    &layer.digest,
-                    layer.size,
-                    progress,
-                    opts.push_log.as_deref(),
-                )
-                .await?;
-            client
-                .put_blob_bytes(
-                    &target,
-                    built.config_bytes.clone(),
-                    &built.config_digest,
-                    opts.push_log.as_deref(),
-                )
-                .await?;
-            if let Some(key) = &opts.sign_key {
-                // Signed before it is tagged: a tag never names an unsigned result.
-                client
-                    .put_manifest(
-                        &dest_ref(r, false, &manifest_digest),
-                        built.manifest_bytes.clone(),
-                        OCI_MANIFEST,
-                    )
-                    .await?;
-                crate::sign::sign(&client, r, &manifest_digest, key).await?;
-                if let Some(sbom) = &built.sbom {
-                    let doc: serde_json::Value = serde_json::from_slice(sbom)
-                        .map_err(|e| Error::Other(format!("internal: the SBOM: {e}")))?;
-                    crate::sign::attest_spdx(&client, r, &manifest_digest, key, &doc).await?;
-                }
-            }
-            client
-                .put_manifest(&target, built.manifest_bytes.clone(), OCI_MANIFEST)
-                .await?;
-            if let Some(log) = &opts.push_log {
-                log.record(&r.registry, &r.repository, &layer.digest);
-                log.record(&r.registry, &r.repository, &built.config_digest);
-            }
-            // The SBOM, after the image it describes.
-            if let Some(sbom) = &built.sbom {
-                let manifest = sbom_manifest(built, sbom, &manifest_digest);
-                crate::transport::referrer::push(
-                    &client,
-                    r,
-                    manifest,
-                    sbom.clone(),
-                    &manifest_digest,
-                    opts.push_log.as_deref(),
-                )
-                .await?;
-            }
-        }
-        ImageRef::Archive { path, reference } => {
-            let (path, layer, config) = (path.clone(), layer.clone(), built.config_bytes.clone());
-            let reference = reference.clone().filter(|r| !r.starts_with('@'));
-            let mtime = build_time(&serde_json::from_slice(&config).unwrap_or_default())?.0;
-            tokio::task::spawn_blocking(move || {
-                crate::transport::archive::write(
-                    &path,
-                    reference.as_deref(),
-                    &config,
-                    &layer,
-                    mtime,
-                )
-            })
-            .await
-            .map_err(join_err)??;
-        }
-        ImageRef::Layout { dir, tag } => {
-            let tag = tag.clone().unwrap_or_else(|| "latest".into());
-            let (dir, layer_path, digest) = (dir.clone(), layer.path.clone(), layer.digest.clone());
-            let (config, config_digest, manifest) = (
-                built.config_bytes.clone(),
-                built.config_digest.clone(),
-                built.manifest_bytes.clone(),
-            );
-            let sbom = built
-                .sbom
-                .as_ref()
-                .map(|b| (b.clone(), sbom_manifest(built, b, &manifest_digest)));
-            tokio::task::spawn_blocking(move || -> Result<()> {
-                let l = Layout::create(&dir)?;
-                l.put_blob_file(&layer_path, &digest)?;
-                if l.put_blob_bytes(&config)? != config_digest {
-                    return Err(Error::Other("internal: config digest changed".into()));
-                }
-                if tagged {
-                    l.put_manifest(&manifest, OCI_MANIFEST, &tag)?;
-                } else {
-                    l.put_blob_bytes(&manifest)?;
-                }
-                // The SBOM: its artifact manifest listed in index.json, untagged, after the
-                // image (as oras and cosign do in a layout).
-                if let Some((sbom, sbom_manifest)) = sbom {
-                    l.put_blob_bytes(crate::transport::referrer::EMPTY_JSON_BYTES)?;
-                    l.put_blob_bytes(&sbom)?;
-                    l.add_manifest(&sbom_manifest, OCI_MANIFEST, Some(crate::sbom::SPDX_JSON))?;
-                }
-                Ok(())
-            })
-            .await
-            .map_err(join_err)??;
-        }
-    }
-    Ok(())
-}
-
-/// The artifact manifest of an image's SBOM.
-fn sbom_manifest(built: &Built, sbom: &[u8], manifest_digest: &str) -> Vec<u8> {
-    let subject = Descriptor {
-        media_type: OCI_MANIFEST.into(),
-        digest: manifest_digest.to_string(),
-        size: built.manifest_bytes.len() as u64,
-        urls: None,
-        annotations: None,
-        platform: None,
-        artifact_type: None,
-    };
-    crate::transport::referrer::artifact_manifest(
-        crate::sbom::SPDX_JSON,
-        crate::sbom::SPDX_JSON,
-        sbom,
-        &subject,
-        &built.created,
-    )
-}
-
 /// Write `--sbom FILE` (for a platform of a multi-platform result, `FILE.OS-ARCH[-VARIANT]`).
 fn write_sbom_file(opts: &HardenOptions, built: &Built, multi: bool) -> Result<()> {
     let (Some(path), Some(sbom)) = (&opts.sbom_file, &built.sbom) else {
@@ -1422,75 +1161,6 @@ fn write_sbom_file(opts: &HardenOptions, built: &Built, multi: bool) -> Result<(
         path.clone()
     };
     std::fs::write(&path, sbom).map_err(|e| Error::io(&path, e))
-}
-
-/// The index of a multi-platform result, under DEST's tag (its manifests are written already).
-async fn write_index(
-    src: &ImageRef,
-    dest: &ImageRef,
-    opts: &HardenOptions,
-    bytes: Vec<u8>,
-) -> Result<()> {
-    match dest {
-        ImageRef::Registry(r) => {
-            let client = dest_client(src, r, opts)?;
-            if let Some(key) = &opts.sign_key {
-                let digest = crate::digest::sha256_bytes(&bytes);
-                client
-                    .put_manifest(
-                        &dest_ref(r, false, &digest),
-                        bytes.clone(),
-                        crate::image::OCI_INDEX,
-                    )
-                    .await?;
-                crate::sign::sign(&client, r, &digest, key).await?;
-            }
-            client
-                .put_manifest(&dest_ref(r, true, ""), bytes, crate::image::OCI_INDEX)
-                .await
-        }
-        ImageRef::Layout { dir, tag } => {
-            let l = Layout::create(dir)?;
-            l.put_manifest(
-                &bytes,
-                crate::image::OCI_INDEX,
-                tag.as_deref().unwrap_or("latest"),
-            )?;
-            Ok(())
-        }
-        ImageRef::Archive { .. } => Err(Error::Usage("a docker-archive holds one platform".into())),
-    }
-}
-
-/// Credentials for DEST: `--dest-creds`, else `--creds` on the source's registry, else the auth files.
-fn dest_client(
-    src: &ImageRef,
-    r: &reference::RegistryRef,
-    opts: &HardenOptions,
-) -> Result<RegistryClient> {
-    let same_registry = matches!(src, ImageRef::Registry(s) if s.registry == r.registry);
-    let creds = match (&opts.dest_creds, &opts.source.creds) {
-        (Some(c), _) => c.clone(),
-        (None, Some(c)) if same_registry => c.clone(),
-        _ => crate::transport::auth::lookup(&r.registry)?,
-    };
-    RegistryClient::connect(&r.registry, &opts.source.insecure_registries, creds)
-}
-
-fn dest_ref(r: &reference::RegistryRef, tagged: bool, digest: &str) -> reference::RegistryRef {
-    if tagged {
-        reference::RegistryRef {
-            tag: Some(r.tag_or_default().unwrap_or("latest").to_string()),
-            digest: None,
-            ..r.clone()
-        }
-    } else {
-        reference::RegistryRef {
-            tag: None,
-            digest: Some(digest.to_string()),
-            ..r.clone()
-        }
-    }
 }
 
 /// `pare probe`: run each probe in a sandbox of `image` (and of `against`, to compare).

@@ -8,6 +8,8 @@ use crate::error::{Error, Result};
 use crate::reference::validate_digest;
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+/// The media type of an SPDX 2.3 JSON document (an SBOM referrer's artifact and layer).
+pub const SPDX_JSON: &str = "application/spdx+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 pub const OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";

@@ -109,6 +109,27 @@ impl fmt::Display for RegistryRef {
     }
 }
 
+impl ImageRef {
+    /// The registry reference, when the image is in a registry.
+    pub fn as_registry(&self) -> Option<&RegistryRef> {
+        match self {
+            ImageRef::Registry(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// Whether both name the same registry host.
+    pub fn same_registry(&self, other: &ImageRef) -> bool {
+        matches!((self, other), (ImageRef::Registry(a), ImageRef::Registry(b)) if a.registry == b.registry)
+    }
+}
+
+impl From<RegistryRef> for ImageRef {
+    fn from(r: RegistryRef) -> Self {
+        ImageRef::Registry(r)
+    }
+}
+
 impl fmt::Display for ImageRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

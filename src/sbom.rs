@@ -10,7 +10,7 @@ use sha1::Digest as _;
 use crate::packages::{Db, Format};
 
 /// The media type of the document, and of the referrer artifact that carries it.
-pub const SPDX_JSON: &str = "application/spdx+json";
+pub use crate::image::SPDX_JSON;
 
 /// SHA1 and SHA256 (hex) of one file.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -416,3 +416,25 @@ fn the_rule_kit_imports_no_rule() {
     }
     assert!(bad.is_empty(), "{}", bad.join("\n"));
 }
+
+/// Commands and stages never match on a transport: `ImageRef::` is written only in the
+/// reference model and in `transport/` (everything else asks a `Sink` or the source functions).
+#[test]
+fn only_the_reference_and_the_transports_match_on_image_refs() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &src, &mut files);
+    let mut bad = Vec::new();
+    for f in files {
+        if f == "reference.rs" || f.starts_with("transport/") {
+            continue;
+        }
+        let text = fs::read_to_string(src.join(&f)).expect("read a source");
+        for (n, line) in text.lines().enumerate() {
+            if line.contains("ImageRef::") {
+                bad.push(format!("{f}:{}: {}", n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+}

@@ -40,13 +40,9 @@ pub struct Verified {
 /// (`index.docker.io` → `docker.io`, `library/` for official images, `:443` dropped).
 fn identity_repository(s: &str) -> Option<(String, String)> {
     let r: crate::reference::ImageRef = s.trim().parse().ok()?;
-    match r {
-        crate::reference::ImageRef::Registry(r) => {
-            let registry = r.registry.strip_suffix(":443").unwrap_or(&r.registry);
-            Some((registry.to_string(), r.repository))
-        }
-        _ => None,
-    }
+    let r = r.as_registry()?;
+    let registry = r.registry.strip_suffix(":443").unwrap_or(&r.registry);
+    Some((registry.to_string(), r.repository.clone()))
 }
 
 fn same_repository(identity: &str, r: &RegistryRef) -> bool {

@@ -9,4 +9,5 @@ pub mod auth;
 pub mod layout;
 pub mod referrer;
 pub mod registry;
+pub mod sink;
 pub mod source;

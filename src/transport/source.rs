@@ -735,3 +735,117 @@ mod blob_cache_tests {
         assert!(!cache.lock().map.contains_key("a"));
     }
 }
+
+/// The digest `src` names now (a registry's manifest or index, a layout entry's); `None` for an
+/// archive, which records no digest of its own. Only manifests are read.
+pub async fn current_digest(src: &ImageRef, opts: &SourceOptions) -> Result<Option<String>> {
+    Ok(match src {
+        ImageRef::Registry(r) => Some(connect(&r.registry, opts)?.get_manifest(r).await?.1),
+        ImageRef::Layout { dir, tag } => Some(Layout::open(dir)?.find(tag.as_deref())?.digest),
+        ImageRef::Archive { .. } => None,
+    })
+}
+
+/// `--verify-key` on a source nothing is pulled from: whether it still carries a valid
+/// signature at `digest` (true without keys, and for a source outside a registry).
+pub async fn still_signed(src: &ImageRef, opts: &SourceOptions, digest: &str) -> Result<bool> {
+    let ImageRef::Registry(r) = src else {
+        return Ok(true);
+    };
+    if opts.verify_keys.is_empty() {
+        return Ok(true);
+    }
+    let client = connect(&r.registry, opts)?;
+    Ok(crate::sign::verify(&client, r, digest, &opts.verify_keys)
+        .await
+        .is_ok())
+}
+
+/// The source an `--in-place` harden replaced.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Replaced {
+    /// Its manifest (or index) digest.
+    pub digest: String,
+    /// Where it stays reachable (`REPO:TAG-original`), when it does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup: Option<String>,
+}
+
+/// Whether writing `dest` would replace `src` itself (a layout named without a tag stands for
+/// its one entry's tag).
+pub fn is_replaced_by(src: &ImageRef, dest: &ImageRef) -> bool {
+    crate::reference::replaces_source(src, dest, layout_entry_tag(src).as_deref())
+}
+
+fn layout_entry_tag(src: &ImageRef) -> Option<String> {
+    match src {
+        ImageRef::Layout { dir, tag: None } => Layout::open(dir)
+            .and_then(|l| l.find(None))
+            .ok()
+            .and_then(|d| {
+                d.annotations
+                    .and_then(|a| a.get(image::ANNOTATION_REF_NAME).cloned())
+            }),
+        _ => None,
+    }
+}
+
+/// `--in-place`: what the source is before it is replaced; a registry source is kept under
+/// `TAG-original` (with `backup_creds`) unless `backup_creds` is `None`, and an existing
+/// backup is never overwritten (the first original is never lost).
+pub async fn keep_original(
+    src: &ImageRef,
+    opts: &SourceOptions,
+    backup_creds: Option<Credentials>,
+) -> Result<Replaced> {
+    match src {
+        ImageRef::Registry(r) => {
+            let client = connect(&r.registry, opts)?;
+            let (bytes, digest) = client.get_manifest(r).await?;
+            let mut backup = None;
+            if let Some(creds) = backup_creds {
+                let tag = format!("{}-original", r.tag_or_default().unwrap_or("latest"));
+                let b = crate::reference::RegistryRef {
+                    tag: Some(tag),
+                    digest: None,
+                    ..r.clone()
+                };
+                if client.get_manifest_opt(&b).await?.is_none() {
+                    let media = serde_json::from_slice::<serde_json::Value>(&bytes)
+                        .ok()
+                        .and_then(|v| v["mediaType"].as_str().map(str::to_string))
+                        .unwrap_or_else(|| image::OCI_MANIFEST.to_string());
+                    RegistryClient::connect(&r.registry, &opts.insecure_registries, creds)?
+                        .put_manifest(&b, bytes, &media)
+                        .await?;
+                }
+                backup = Some(b.to_string());
+            }
+            Ok(Replaced { digest, backup })
+        }
+        ImageRef::Layout { dir, tag } => {
+            let entry = layout_entry_tag(src);
+            let d = Layout::open(dir)?.find(tag.as_deref().or(entry.as_deref()))?;
+            Ok(Replaced {
+                digest: d.digest,
+                backup: None,
+            })
+        }
+        ImageRef::Archive { path, .. } => {
+            let mut h = crate::digest::Hasher::default();
+            let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+            let mut buf = vec![0u8; 1 << 16];
+            loop {
+                let n = std::io::Read::read(&mut f, &mut buf).map_err(|e| Error::io(path, e))?;
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+            }
+            Ok(Replaced {
+                digest: h.finish().0,
+                backup: None,
+            })
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! The command line: one file per command, each a function from its arguments to an
+//! [`Outcome`]; [`exit`] is the one place outcomes and errors become exit codes.
+
+pub(crate) mod args;
+mod batch;
+mod check;
+mod docs;
+pub(crate) mod exit;
+mod harden;
+mod inspect;
+mod options;
+mod probe;
+mod sign;
+mod trace;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use pare::progress::Progress;
+
+use args::{Cli, Command, SignatureCommand};
+use exit::Outcome;
+
+/// Run one command line: logging through the progress bars, a runtime, the command, its code.
+pub(crate) fn main(cli: Cli) -> ExitCode {
+    let kind = exit::Kind::of(&cli.command);
+    pare::transport::registry::set_read_timeout(std::time::Duration::from_secs(cli.timeout.max(1)));
+    // Log lines go through the progress bars, so a retry warning does not break them.
+    let progress = Progress::stderr(cli.quiet);
+    logging(cli.verbose, &progress);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return exit::code(kind, Err(anyhow::anyhow!("cannot start the runtime: {e}"))),
+    };
+    exit::code(kind, rt.block_on(run(cli.command, &progress)))
+}
+
+fn logging(verbose: bool, progress: &Progress) {
+    if verbose {
+        tracing_subscriber::fmt()
+            .with_writer(progress.log_writer())
+            .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+            .with_env_filter(
+                // PARE_LOG (EnvFilter syntax, e.g. `pare=trace`) for finer detail.
+                tracing_subscriber::EnvFilter::try_from_env("PARE_LOG").unwrap_or_else(|_| {
+                    tracing_subscriber::EnvFilter::new("pare=debug,oci_client=debug")
+                }),
+            )
+            .init();
+    } else {
+        // Warnings only (a registry call being retried), as one plain line each.
+        tracing_subscriber::fmt()
+            .with_writer(progress.log_writer())
+            .with_ansi(false)
+            .without_time()
+            .with_target(false)
+            .with_level(false)
+            .with_env_filter(tracing_subscriber::EnvFilter::new("pare=warn"))
+            .init();
+    }
+}
+
+async fn run(command: Command, progress: &Progress) -> anyhow::Result<Outcome> {
+    match command {
+        Command::Harden(a) => harden::run(a, progress).await,
+        Command::Trace(a) => trace::run(a, progress).await,
+        Command::Probe(a) => probe::run(a, progress).await,
+        Command::Completions { shell } => docs::completions(shell),
+        Command::Man { dir } => docs::man(dir),
+        Command::Keygen(a) => sign::keygen(a),
+        Command::Signature(SignatureCommand::Verify(a)) => sign::verify(a).await,
+        Command::Check(a) => check::run(a, progress).await,
+        Command::Batch(a) => batch::run(a, progress).await,
+        Command::Inspect(a) => inspect::run(a, progress).await,
+    }
+}
