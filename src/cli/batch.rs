@@ -5,6 +5,7 @@ use pare::progress::Progress;
 use super::args::*;
 use super::exit::Outcome;
 use super::options::*;
+use super::print::*;
 
 pub(super) async fn run(a: BatchArgs, progress: &Progress) -> anyhow::Result<Outcome> {
     let mut hopts = harden_options(&a.source, &a.trace, a.user.as_deref(), a.dry_run)?;

@@ -7,6 +7,7 @@ use pare::reference::ImageRef;
 use super::args::*;
 use super::exit::Outcome;
 use super::options::*;
+use super::print::*;
 
 pub(super) async fn run(a: CheckArgs, progress: &Progress) -> anyhow::Result<Outcome> {
     let src: ImageRef = a.image.parse()?;

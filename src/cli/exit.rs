@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use super::options::clean;
+use super::print::clean;
 
 /// Every command's exit codes, one table (`pare --help`, the man page, the README).
 pub(crate) const EXIT_CODES: &str = "\
@@ -37,16 +37,6 @@ pub(crate) enum Kind {
     /// check and probe: 1 is the answer "no" (violations, a probe that differs), 2 is "could
     /// not tell".
     Verdict,
-}
-
-impl Kind {
-    pub(crate) fn of(c: &super::args::Command) -> Kind {
-        use super::args::Command;
-        match c {
-            Command::Check(_) | Command::Probe(_) => Kind::Verdict,
-            _ => Kind::Run,
-        }
-    }
 }
 
 /// The one place an outcome becomes an exit code (the table in [`EXIT_CODES`]); an error is

@@ -9,6 +9,7 @@ pub(crate) mod exit;
 mod harden;
 mod inspect;
 mod options;
+mod print;
 mod probe;
 mod sign;
 mod trace;
@@ -23,7 +24,10 @@ use exit::Outcome;
 
 /// Run one command line: logging through the progress bars, a runtime, the command, its code.
 pub(crate) fn main(cli: Cli) -> ExitCode {
-    let kind = exit::Kind::of(&cli.command);
+    let kind = match cli.command {
+        Command::Check(_) | Command::Probe(_) => exit::Kind::Verdict,
+        _ => exit::Kind::Run,
+    };
     pare::transport::registry::set_read_timeout(std::time::Duration::from_secs(cli.timeout.max(1)));
     // Log lines go through the progress bars, so a retry warning does not break them.
     let progress = Progress::stderr(cli.quiet);

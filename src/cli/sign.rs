@@ -9,6 +9,7 @@ use pare::reference::ImageRef;
 use super::args::*;
 use super::exit::Outcome;
 use super::options::*;
+use super::print::*;
 
 pub(super) fn keygen(a: KeygenArgs) -> anyhow::Result<Outcome> {
     let pass = passphrase(a.passphrase_file.as_deref(), "pare keygen")
