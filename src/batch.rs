@@ -147,11 +147,6 @@ pub async fn batch(target: &str, opts: &BatchOptions, progress: &Progress) -> Re
             "batch target {target:?}: expected HOST[:PORT][/NAMESPACE]"
         )));
     }
-    let prefix = if namespace.is_empty() {
-        String::new()
-    } else {
-        format!("{namespace}/")
-    };
     let client = Arc::new(source::connect(&host, &opts.harden.source)?);
     let page = opts.page_size.max(1);
     // Base layers shared by the images are downloaded and verified once.
@@ -164,91 +159,7 @@ pub async fn batch(target: &str, opts: &BatchOptions, progress: &Progress) -> Re
         opts.harden.push_log = Some(Arc::new(crate::transport::registry::PushLog::default()));
     }
     let opts = &opts;
-    let repos: Vec<String> = match &opts.repos_from {
-        Some(f) => std::fs::read_to_string(f)
-            .map_err(|e| Error::io(f, e))?
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .map(|l| l.trim_start_matches(&format!("{host}/")).to_string())
-            .filter(|r| r.starts_with(&prefix) || r == &namespace)
-            .collect::<std::collections::BTreeSet<String>>()
-            .into_iter()
-            .collect(),
-        None => client.catalog_all(&prefix, page).await?,
-    };
-    let include = globs(&opts.include, "include")?;
-    // The repository part of each --include (before its last `:`), to tell whether a
-    // repository whose tags cannot be listed could have had included tags.
-    let include_repos = globs(
-        &opts
-            .include
-            .iter()
-            .map(|p| {
-                p.rsplit_once(':')
-                    .map_or(p.as_str(), |(r, _)| r)
-                    .to_string()
-            })
-            .collect::<Vec<_>>(),
-        "include",
-    )?;
-    let exclude = globs(&opts.exclude, "exclude")?;
-    // Tag lists, a few repositories at a time. A repository whose tags cannot be listed is a
-    // failed item, not the end of the batch.
-    let listed: Vec<(String, Result<Vec<String>>)> =
-        futures_util::stream::iter(repos.iter().map(|repo| {
-            let client = client.clone();
-            async move { (repo.clone(), client.tags_all(repo, page).await) }
-        }))
-        .buffered(8)
-        .collect()
-        .await;
-    let mut work = Vec::new();
-    let mut unlisted = Vec::new();
-    for (repo, tags) in listed {
-        let tags = match tags {
-            Ok(t) => t,
-            Err(e) => {
-                // Every shard lists every repository (tags spread across shards), so every
-                // shard reports the failure: each lost its share. Unless the filters rule the
-                // whole repository out.
-                if exclude.is_match(format!("{repo}:*"))
-                    || (!opts.include.is_empty() && !include_repos.is_match(&repo))
-                {
-                    continue;
-                }
-                unlisted.push(BatchItem {
-                    repository: repo.clone(),
-                    tag: "*".into(),
-                    source: format!("{host}/{repo}"),
-                    destination: String::new(),
-                    status: "failed".into(),
-                    source_digest: None,
-                    destination_digest: None,
-                    size_before: None,
-                    size_after: None,
-                    error: Some(e.to_string()),
-                    note: None,
-                });
-                continue;
-            }
-        };
-        for tag in tags {
-            if is_output(&tag) {
-                continue;
-            }
-            let key = format!("{repo}:{tag}");
-            if (!opts.include.is_empty() && !include.is_match(&key)) || exclude.is_match(&key) {
-                continue;
-            }
-            if let Some((i, n)) = opts.shard
-                && shard_of(&repo, &tag, n) != i
-            {
-                continue;
-            }
-            work.push((repo.clone(), tag));
-        }
-    }
+    let (work, unlisted) = select(&client, &host, &namespace, opts, page).await?;
     progress.note(&format!("{} images under {target}", work.len()));
     for u in &unlisted {
         progress.note(&format!(
@@ -326,6 +237,109 @@ pub async fn batch(target: &str, opts: &BatchOptions, progress: &Progress) -> Re
         seconds: started.elapsed().as_secs_f64(),
         items,
     })
+}
+
+/// The images of the batch: each repository under the namespace (or in `--repos-from`), its
+/// tags, less hardened outputs, filtered by `--include`/`--exclude` and this shard; and a
+/// failed item per repository whose tags cannot be listed.
+async fn select(
+    client: &Arc<RegistryClient>,
+    host: &str,
+    namespace: &str,
+    opts: &BatchOptions,
+    page: usize,
+) -> Result<(Vec<(String, String)>, Vec<BatchItem>)> {
+    let prefix = if namespace.is_empty() {
+        String::new()
+    } else {
+        format!("{namespace}/")
+    };
+    let repos: Vec<String> = match &opts.repos_from {
+        Some(f) => std::fs::read_to_string(f)
+            .map_err(|e| Error::io(f, e))?
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(|l| l.trim_start_matches(&format!("{host}/")).to_string())
+            .filter(|r| r.starts_with(&prefix) || r == namespace)
+            .collect::<std::collections::BTreeSet<String>>()
+            .into_iter()
+            .collect(),
+        None => client.catalog_all(&prefix, page).await?,
+    };
+    let include = globs(&opts.include, "include")?;
+    // The repository part of each --include (before its last `:`), to tell whether a
+    // repository whose tags cannot be listed could have had included tags.
+    let include_repos = globs(
+        &opts
+            .include
+            .iter()
+            .map(|p| {
+                p.rsplit_once(':')
+                    .map_or(p.as_str(), |(r, _)| r)
+                    .to_string()
+            })
+            .collect::<Vec<_>>(),
+        "include",
+    )?;
+    let exclude = globs(&opts.exclude, "exclude")?;
+    // Tag lists, a few repositories at a time. A repository whose tags cannot be listed is a
+    // failed item, not the end of the batch.
+    let listed: Vec<(String, Result<Vec<String>>)> =
+        futures_util::stream::iter(repos.iter().map(|repo| {
+            let client = client.clone();
+            async move { (repo.clone(), client.tags_all(repo, page).await) }
+        }))
+        .buffered(8)
+        .collect()
+        .await;
+    let mut work = Vec::new();
+    let mut unlisted = Vec::new();
+    for (repo, tags) in listed {
+        let tags = match tags {
+            Ok(t) => t,
+            Err(e) => {
+                // Every shard lists every repository (tags spread across shards), so every
+                // shard reports the failure: each lost its share. Unless the filters rule the
+                // whole repository out.
+                if exclude.is_match(format!("{repo}:*"))
+                    || (!opts.include.is_empty() && !include_repos.is_match(&repo))
+                {
+                    continue;
+                }
+                unlisted.push(BatchItem {
+                    repository: repo.clone(),
+                    tag: "*".into(),
+                    source: format!("{host}/{repo}"),
+                    destination: String::new(),
+                    status: "failed".into(),
+                    source_digest: None,
+                    destination_digest: None,
+                    size_before: None,
+                    size_after: None,
+                    error: Some(e.to_string()),
+                    note: None,
+                });
+                continue;
+            }
+        };
+        for tag in tags {
+            if is_output(&tag) {
+                continue;
+            }
+            let key = format!("{repo}:{tag}");
+            if (!opts.include.is_empty() && !include.is_match(&key)) || exclude.is_match(&key) {
+                continue;
+            }
+            if let Some((i, n)) = opts.shard
+                && shard_of(&repo, &tag, n) != i
+            {
+                continue;
+            }
+            work.push((repo.clone(), tag));
+        }
+    }
+    Ok((work, unlisted))
 }
 
 /// One image: skip when its hardened tag records this source digest, else harden it.

@@ -516,193 +516,229 @@ async fn pull_inner(
     progress: &Progress,
     stream: bool,
 ) -> Result<(PulledImage, Option<Downloads>)> {
-    let want = opts.platform.clone().unwrap_or_else(Platform::linux_amd64);
-    let what = reference.to_string();
     signatures_need_a_registry(reference, opts)?;
     match reference {
-        ImageRef::Registry(r) => {
-            let client = connect(&r.registry, opts)?;
-            let (bytes, digest) = client.get_manifest(r).await?;
-            let (manifest, manifest_digest) = match image::parse_manifest(&bytes, None, &what)? {
-                ManifestDoc::Image(m) => (m, digest.clone()),
-                ManifestDoc::Index(idx) => {
-                    let d = image::select_platform(&idx, &want)?.clone();
-                    let child = client.get_manifest_by_digest(r, &d.digest).await?;
-                    check_child(&d, &child)?;
-                    match image::parse_manifest(&child, Some(&d.media_type), &what)? {
-                        ManifestDoc::Image(m) => (m, d.digest.clone()),
-                        ManifestDoc::Index(_) => {
-                            return Err(Error::malformed(what, "nested index inside an index"));
-                        }
-                    }
-                }
-            };
-            // Signatures before anything else of the image is read.
-            let verified = verify_signature(&client, r, &digest, &manifest_digest, opts).await?;
-            let config_bytes = client
-                .get_blob_bytes(r, &manifest.config, MAX_CONFIG_BYTES)
-                .await?;
-            let config = parse_config(&config_bytes, &what)?;
-            check_platform(opts, &config, &digest, &manifest_digest, &what)?;
-            let (layers, downloads) = if stream && opts.blobs.is_none() {
-                let layers: Vec<LayerBlob> = manifest
-                    .layers
-                    .iter()
-                    .enumerate()
-                    .map(|(i, d)| LayerBlob {
-                        descriptor: d.clone(),
-                        path: work.join(format!("layer-{i}")),
-                        growing: Some(Growing::new()),
-                    })
-                    .collect();
-                let growing: Vec<Arc<Growing>> =
-                    layers.iter().filter_map(|l| l.growing.clone()).collect();
-                let (todo, r, progress) = (layers.clone(), r.clone(), progress.clone());
-                let finish = FinishAll(growing.clone());
-                let client = Arc::new(client);
-                let handle = tokio::spawn(async move {
-                    let _finish = finish;
-                    let jobs = todo.into_iter().map(move |l| {
-                        let (client, r, progress) = (client.clone(), r.clone(), progress.clone());
-                        async move {
-                            client
-                                .get_blob_growing(
-                                    &r,
-                                    &l.descriptor,
-                                    &l.path,
-                                    &progress,
-                                    l.growing.as_deref(),
-                                )
-                                .await
-                        }
-                    });
-                    futures_util::stream::iter(jobs)
-                        .buffered(3)
-                        .try_collect::<Vec<()>>()
-                        .await
-                        .map(|_| ())
-                });
-                (layers, Some(Downloads { handle, growing }))
-            } else {
-                (
-                    fetch_layers(&client, r, &manifest, opts, work, progress).await?,
-                    None,
-                )
-            };
-            Ok((
-                PulledImage {
-                    reference: reference.clone(),
-                    digest,
-                    manifest_digest,
-                    verified,
-                    platform: platform_of(&config),
-                    config,
-                    config_size: manifest.config.size,
-                    manifest,
-                    layers,
-                },
-                downloads,
-            ))
-        }
+        ImageRef::Registry(r) => pull_registry(reference, r, opts, work, progress, stream).await,
         ImageRef::Archive { path, reference: r } => {
-            let (path, r, work) = (path.clone(), r.clone(), work.to_path_buf());
-            let a = tokio::task::spawn_blocking(move || {
-                crate::transport::archive::read(&path, r.as_deref(), &work)
-            })
-            .await
-            .map_err(|e| Error::Other(format!("archive task failed: {e}")))??;
-            let config = parse_config(&a.config_bytes, &what)?;
-            check_platform(opts, &config, &a.config_digest, &a.config_digest, &what)?;
-            Ok((
-                PulledImage {
-                    reference: reference.clone(),
-                    verified: None,
-                    digest: a.config_digest.clone(),
-                    manifest_digest: a.config_digest.clone(),
-                    platform: platform_of(&config),
-                    config_size: a.config_bytes.len() as u64,
-                    manifest: Manifest {
-                        schema_version: 2,
-                        media_type: Some(image::DOCKER_MANIFEST.into()),
-                        artifact_type: None,
-                        subject: None,
-                        config: Descriptor {
-                            media_type: image::DOCKER_CONFIG.into(),
-                            digest: a.config_digest.clone(),
-                            size: a.config_bytes.len() as u64,
-                            urls: None,
-                            annotations: None,
-                            platform: None,
-                            artifact_type: None,
-                        },
-                        layers: a.layers.iter().map(|l| l.descriptor.clone()).collect(),
-                        annotations: None,
-                    },
-                    config,
-                    layers: a.layers,
-                },
-                None,
-            ))
+            pull_archive(reference, path, r.as_deref(), opts, work).await
         }
         ImageRef::Layout { dir, tag } => {
-            let layout = Layout::open(dir)?;
-            let top = layout.find(tag.as_deref())?;
-            let top_bytes = layout.read_blob(&top, image::MAX_MANIFEST_BYTES as u64)?;
-            let (manifest, manifest_digest) =
-                match image::parse_manifest(&top_bytes, Some(&top.media_type), &what)? {
-                    ManifestDoc::Image(m) => (m, top.digest.clone()),
-                    ManifestDoc::Index(idx) => {
-                        let d = image::select_platform(&idx, &want)?.clone();
-                        let child = layout.read_blob(&d, image::MAX_MANIFEST_BYTES as u64)?;
-                        match image::parse_manifest(&child, Some(&d.media_type), &what)? {
-                            ManifestDoc::Image(m) => (m, d.digest.clone()),
-                            ManifestDoc::Index(_) => {
-                                return Err(Error::malformed(what, "nested index inside an index"));
-                            }
-                        }
-                    }
-                };
-            let config_bytes = layout.read_blob(&manifest.config, MAX_CONFIG_BYTES)?;
-            let config = parse_config(&config_bytes, &what)?;
-            check_platform(opts, &config, &top.digest, &manifest_digest, &what)?;
-            let mut layers = Vec::new();
-            for d in &manifest.layers {
-                let path = layout.blob_path(&d.digest)?;
-                let (p2, dg, sz) = (path.clone(), d.digest.clone(), d.size);
-                let task = progress.task(
-                    "verify",
-                    crate::transport::registry::short_digest(&d.digest),
-                    d.size,
-                );
-                let t2 = task.clone();
-                tokio::task::spawn_blocking(move || {
-                    crate::digest::verify_file_with(&p2, &dg, sz, |n| t2.inc(n))
-                })
-                .await
-                .map_err(|e| Error::Other(format!("verify task failed: {e}")))??;
-                task.finish();
-                layers.push(LayerBlob {
-                    descriptor: d.clone(),
-                    path,
-                    growing: None,
-                });
-            }
-            Ok((
-                PulledImage {
-                    reference: reference.clone(),
-                    verified: None,
-                    digest: top.digest.clone(),
-                    manifest_digest,
-                    platform: platform_of(&config),
-                    config,
-                    config_size: manifest.config.size,
-                    manifest,
-                    layers,
-                },
-                None,
-            ))
+            pull_layout(reference, dir, tag.as_deref(), opts, progress).await
         }
     }
+}
+
+/// A registry image: the manifest (a platform's, from an index), the signature, the config,
+/// then the layers (streamed when `stream`).
+async fn pull_registry(
+    reference: &ImageRef,
+    r: &crate::reference::RegistryRef,
+    opts: &SourceOptions,
+    work: &Path,
+    progress: &Progress,
+    stream: bool,
+) -> Result<(PulledImage, Option<Downloads>)> {
+    let want = opts.platform.clone().unwrap_or_else(Platform::linux_amd64);
+    let what = reference.to_string();
+    let client = connect(&r.registry, opts)?;
+    let (bytes, digest) = client.get_manifest(r).await?;
+    let (manifest, manifest_digest) = match image::parse_manifest(&bytes, None, &what)? {
+        ManifestDoc::Image(m) => (m, digest.clone()),
+        ManifestDoc::Index(idx) => {
+            let d = image::select_platform(&idx, &want)?.clone();
+            let child = client.get_manifest_by_digest(r, &d.digest).await?;
+            check_child(&d, &child)?;
+            match image::parse_manifest(&child, Some(&d.media_type), &what)? {
+                ManifestDoc::Image(m) => (m, d.digest.clone()),
+                ManifestDoc::Index(_) => {
+                    return Err(Error::malformed(what, "nested index inside an index"));
+                }
+            }
+        }
+    };
+    // Signatures before anything else of the image is read.
+    let verified = verify_signature(&client, r, &digest, &manifest_digest, opts).await?;
+    let config_bytes = client
+        .get_blob_bytes(r, &manifest.config, MAX_CONFIG_BYTES)
+        .await?;
+    let config = parse_config(&config_bytes, &what)?;
+    check_platform(opts, &config, &digest, &manifest_digest, &what)?;
+    let (layers, downloads) = if stream && opts.blobs.is_none() {
+        let layers: Vec<LayerBlob> = manifest
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, d)| LayerBlob {
+                descriptor: d.clone(),
+                path: work.join(format!("layer-{i}")),
+                growing: Some(Growing::new()),
+            })
+            .collect();
+        let growing: Vec<Arc<Growing>> = layers.iter().filter_map(|l| l.growing.clone()).collect();
+        let (todo, r, progress) = (layers.clone(), r.clone(), progress.clone());
+        let finish = FinishAll(growing.clone());
+        let client = Arc::new(client);
+        let handle = tokio::spawn(async move {
+            let _finish = finish;
+            let jobs = todo.into_iter().map(move |l| {
+                let (client, r, progress) = (client.clone(), r.clone(), progress.clone());
+                async move {
+                    client
+                        .get_blob_growing(
+                            &r,
+                            &l.descriptor,
+                            &l.path,
+                            &progress,
+                            l.growing.as_deref(),
+                        )
+                        .await
+                }
+            });
+            futures_util::stream::iter(jobs)
+                .buffered(3)
+                .try_collect::<Vec<()>>()
+                .await
+                .map(|_| ())
+        });
+        (layers, Some(Downloads { handle, growing }))
+    } else {
+        (
+            fetch_layers(&client, r, &manifest, opts, work, progress).await?,
+            None,
+        )
+    };
+    Ok((
+        PulledImage {
+            reference: reference.clone(),
+            digest,
+            manifest_digest,
+            verified,
+            platform: platform_of(&config),
+            config,
+            config_size: manifest.config.size,
+            manifest,
+            layers,
+        },
+        downloads,
+    ))
+}
+
+/// A `docker save` archive: its layers extracted into `work`.
+async fn pull_archive(
+    reference: &ImageRef,
+    path: &Path,
+    r: Option<&str>,
+    opts: &SourceOptions,
+    work: &Path,
+) -> Result<(PulledImage, Option<Downloads>)> {
+    let what = reference.to_string();
+    let (path, r) = (path.to_path_buf(), r.map(str::to_string));
+    let work = work.to_path_buf();
+    let a = tokio::task::spawn_blocking(move || {
+        crate::transport::archive::read(&path, r.as_deref(), &work)
+    })
+    .await
+    .map_err(|e| Error::Other(format!("archive task failed: {e}")))??;
+    let config = parse_config(&a.config_bytes, &what)?;
+    check_platform(opts, &config, &a.config_digest, &a.config_digest, &what)?;
+    Ok((
+        PulledImage {
+            reference: reference.clone(),
+            verified: None,
+            digest: a.config_digest.clone(),
+            manifest_digest: a.config_digest.clone(),
+            platform: platform_of(&config),
+            config_size: a.config_bytes.len() as u64,
+            manifest: Manifest {
+                schema_version: 2,
+                media_type: Some(image::DOCKER_MANIFEST.into()),
+                artifact_type: None,
+                subject: None,
+                config: Descriptor {
+                    media_type: image::DOCKER_CONFIG.into(),
+                    digest: a.config_digest.clone(),
+                    size: a.config_bytes.len() as u64,
+                    urls: None,
+                    annotations: None,
+                    platform: None,
+                    artifact_type: None,
+                },
+                layers: a.layers.iter().map(|l| l.descriptor.clone()).collect(),
+                annotations: None,
+            },
+            config,
+            layers: a.layers,
+        },
+        None,
+    ))
+}
+
+/// An OCI layout: blobs read in place once their digests are checked.
+async fn pull_layout(
+    reference: &ImageRef,
+    dir: &Path,
+    tag: Option<&str>,
+    opts: &SourceOptions,
+    progress: &Progress,
+) -> Result<(PulledImage, Option<Downloads>)> {
+    let want = opts.platform.clone().unwrap_or_else(Platform::linux_amd64);
+    let what = reference.to_string();
+    let layout = Layout::open(dir)?;
+    let top = layout.find(tag)?;
+    let top_bytes = layout.read_blob(&top, image::MAX_MANIFEST_BYTES as u64)?;
+    let (manifest, manifest_digest) =
+        match image::parse_manifest(&top_bytes, Some(&top.media_type), &what)? {
+            ManifestDoc::Image(m) => (m, top.digest.clone()),
+            ManifestDoc::Index(idx) => {
+                let d = image::select_platform(&idx, &want)?.clone();
+                let child = layout.read_blob(&d, image::MAX_MANIFEST_BYTES as u64)?;
+                match image::parse_manifest(&child, Some(&d.media_type), &what)? {
+                    ManifestDoc::Image(m) => (m, d.digest.clone()),
+                    ManifestDoc::Index(_) => {
+                        return Err(Error::malformed(what, "nested index inside an index"));
+                    }
+                }
+            }
+        };
+    let config_bytes = layout.read_blob(&manifest.config, MAX_CONFIG_BYTES)?;
+    let config = parse_config(&config_bytes, &what)?;
+    check_platform(opts, &config, &top.digest, &manifest_digest, &what)?;
+    let mut layers = Vec::new();
+    for d in &manifest.layers {
+        let path = layout.blob_path(&d.digest)?;
+        let (p2, dg, sz) = (path.clone(), d.digest.clone(), d.size);
+        let task = progress.task(
+            "verify",
+            crate::transport::registry::short_digest(&d.digest),
+            d.size,
+        );
+        let t2 = task.clone();
+        tokio::task::spawn_blocking(move || {
+            crate::digest::verify_file_with(&p2, &dg, sz, |n| t2.inc(n))
+        })
+        .await
+        .map_err(|e| Error::Other(format!("verify task failed: {e}")))??;
+        task.finish();
+        layers.push(LayerBlob {
+            descriptor: d.clone(),
+            path,
+            growing: None,
+        });
+    }
+    Ok((
+        PulledImage {
+            reference: reference.clone(),
+            verified: None,
+            digest: top.digest.clone(),
+            manifest_digest,
+            platform: platform_of(&config),
+            config,
+            config_size: manifest.config.size,
+            manifest,
+            layers,
+        },
+        None,
+    ))
 }
 
 #[cfg(test)]
