@@ -78,13 +78,11 @@ fn programs_of(cx: &Cx, db: &Db, pkg: usize) -> BTreeMap<String, String> {
     out
 }
 
-/// Source files of a language: not data that names a program to run.
+/// Source files of a language (a runtime's, or a shell's, awk's, sed's): not data that names
+/// a program to run.
 fn is_code(path: &str) -> bool {
     let ext = path.rsplit_once('.').map_or("", |(_, e)| e);
-    matches!(
-        ext,
-        "pl" | "pm" | "py" | "rb" | "sh" | "bash" | "js" | "lua" | "tcl" | "php" | "awk" | "sed"
-    )
+    super::runtime::is_runtime_source(path) || matches!(ext, "sh" | "bash" | "awk" | "sed")
 }
 
 /// Whether the helper rule follows a package at all.

@@ -400,15 +400,11 @@ impl Rule for Features {
     }
 }
 
-/// Language interpreters and their libraries: they import `system` for their scripts.
+/// Language interpreters and their libraries (the runtimes' descriptions): they import
+/// `system` for their scripts.
 fn is_language_runtime(path: &str, soname: Option<&str>) -> bool {
     let base = soname.unwrap_or_else(|| path.rsplit('/').next().unwrap_or(path));
-    let base = base.strip_prefix("lib").unwrap_or(base);
-    [
-        "python", "ruby", "perl", "node", "jvm", "php", "lua", "tcl", "guile", "erl", "beam",
-    ]
-    .iter()
-    .any(|r| base.starts_with(r))
+    super::runtime::is_interpreter_name(base)
 }
 
 fn is_libc_itself(cx: &Cx, path: &str, soname: Option<&str>) -> bool {

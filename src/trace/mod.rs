@@ -18,8 +18,8 @@
 //!   `uri`, `rewritePrefix` trees);
 //! - [`packages`]: the configuration and data of the packages whose programs run, and
 //!   [`helpers`]: the package's helper programs it runs by bare name;
-//! - [`runtime`]: language runtimes (Python, Node.js, Perl, Ruby, Java, PHP, Lua): their standard
-//!   library and the import graph of the application;
+//! - [`runtime`]: language runtimes (Python, Node.js, Perl, Ruby, Java, PHP, Lua, Tcl, Guile):
+//!   their standard library and the import graph of the application;
 //! - [`appdir`]: the application's own directory; [`keep`]: `--keep`; [`observed`]: what a
 //!   `--learn` probe used.
 //!
@@ -78,27 +78,10 @@ const RULES: &[(&str, &str, MakeRule)] = &[
         || Box::new(shell::Shells),
     ),
     (
-        "python",
-        "language runtimes claim their trees before path references and packages look at them",
-        || Box::new(runtime::python::Python::default()),
+        "runtimes",
+        "language runtimes (runtime::RUNTIMES, in its order) claim their trees before path references and packages look at them",
+        || Box::new(runtime::Runtimes::default()),
     ),
-    ("node", "a language runtime", || {
-        Box::new(runtime::node::Node)
-    }),
-    ("perl", "a language runtime", || {
-        Box::new(runtime::perl::Perl)
-    }),
-    ("ruby", "a language runtime", || {
-        Box::new(runtime::ruby::Ruby::default())
-    }),
-    ("java", "a language runtime", || {
-        Box::new(runtime::java::Java::default())
-    }),
-    ("php", "a language runtime", || Box::new(runtime::php::Php)),
-    ("lua", "a language runtime", || {
-        Box::new(runtime::lua::Lua::default())
-    }),
-    ("tcl", "a language runtime", || Box::new(runtime::tcl::Tcl)),
     (
         "pathref",
         "after the runtimes (which claim trees) and before packages: what kept files name",

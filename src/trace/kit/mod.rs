@@ -6,6 +6,7 @@
 
 pub(crate) mod contents;
 pub(crate) mod cx;
+pub(crate) mod interpreter;
 pub(crate) mod ld;
 pub(crate) mod model;
 pub(crate) mod paths;
@@ -13,6 +14,7 @@ pub(crate) mod render;
 
 pub use contents::{Contents, LayerContents, MAX_OBJECT_BYTES};
 pub use cx::*;
+pub use interpreter::{Interpreter, Started};
 pub(crate) use ld::State;
 pub use ld::default_dirs;
 pub use model::*;

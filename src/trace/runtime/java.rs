@@ -10,7 +10,19 @@ use std::io::Read;
 
 use crate::error::Result;
 use crate::rootfs::{Kind, display};
-use crate::trace::kit::{Cx, Evidence, Exec, Rule, Why, abs_in, join};
+use crate::trace::kit::{Cx, Evidence, Exec, Interpreter, Rule, Why, abs_in, join};
+
+/// The interpreter, as the rule kit describes it.
+pub(crate) const INTERPRETER: Interpreter = Interpreter {
+    language: "Java",
+    names: &["java"],
+    library: Some("libjvm"),
+    embedded: false,
+    extensions: &[],
+    takes_value: &["-cp", "-classpath", "--class-path", "-p", "--module-path"],
+    code: &[],
+    script_option: &["-jar"],
+};
 
 /// Left out of JAVA_HOME/lib: sources, the symbol file, demos.
 const SKIP: &[&str] = &["src.zip", "ct.sym", "demo", "sample"];

@@ -9,7 +9,19 @@ use std::collections::HashSet;
 
 use super::{Lang, Req, Root, graph, quoted};
 use crate::error::Result;
-use crate::trace::kit::{Cx, Exec, Rule, abs_in};
+use crate::trace::kit::{Cx, Exec, Interpreter, Rule, abs_in};
+
+/// The interpreter, as the rule kit describes it.
+pub(crate) const INTERPRETER: Interpreter = Interpreter {
+    language: "Lua",
+    names: &["lua", "luajit"],
+    library: Some("liblua"),
+    embedded: false,
+    extensions: &["lua"],
+    takes_value: &["-l"],
+    code: &["-e"],
+    script_option: &[],
+};
 
 #[derive(Default)]
 pub(crate) struct Lua {
@@ -21,12 +33,6 @@ struct LuaLang {
     path: Vec<String>,
     cpath: Vec<String>,
     cwd: String,
-}
-
-fn is_lua(n: &str) -> bool {
-    n == "luajit"
-        || n.strip_prefix("lua")
-            .is_some_and(|v| v.chars().all(|c| c.is_ascii_digit() || c == '.'))
 }
 
 /// `package.path` and `package.cpath` templates compiled into a Lua library or interpreter:
@@ -91,7 +97,7 @@ impl Lua {
 impl Rule for Lua {
     fn exec(&mut self, cx: &mut Cx, e: &Exec) -> Result<()> {
         let (a0, file) = e.names();
-        if !(is_lua(a0) || is_lua(file)) {
+        if !(INTERPRETER.runs_as(a0) || INTERPRETER.runs_as(file)) {
             return Ok(());
         }
         let Some(facts) = cx.elf(&e.path)? else {

@@ -7,6 +7,7 @@
 //! Python has its own module ([`python`]); Ruby, Perl, Node.js, Lua and Tcl share the import-graph
 //! engine here ([`graph`]): a language says how to read its `require`s and how to find them.
 
+pub(crate) mod guile;
 pub(crate) mod java;
 pub(crate) mod lua;
 pub(crate) mod node;
@@ -20,7 +21,110 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 use crate::error::Result;
 use crate::rootfs::display;
-use crate::trace::kit::{Cx, Evidence, Exec, Why, abs_in};
+use crate::trace::kit::{Cx, Evidence, Exec, Interpreter, Rule, Why, abs_in};
+
+/// A language runtime: its interpreter's description and its rule.
+pub(crate) struct Runtime {
+    pub interpreter: &'static Interpreter,
+    pub make: fn() -> Box<dyn Rule>,
+}
+
+/// Every language runtime, in the order its rule sees each batch of work (Python first: its
+/// environment decides what other rules see of its trees). Adding a runtime is one file (its
+/// [`Interpreter`] and its rule) and one row here.
+pub(crate) const RUNTIMES: &[Runtime] = &[
+    Runtime {
+        interpreter: &python::INTERPRETER,
+        make: || Box::new(python::Python::default()),
+    },
+    Runtime {
+        interpreter: &node::INTERPRETER,
+        make: || Box::new(node::Node),
+    },
+    Runtime {
+        interpreter: &perl::INTERPRETER,
+        make: || Box::new(perl::Perl),
+    },
+    Runtime {
+        interpreter: &ruby::INTERPRETER,
+        make: || Box::new(ruby::Ruby::default()),
+    },
+    Runtime {
+        interpreter: &java::INTERPRETER,
+        make: || Box::new(java::Java::default()),
+    },
+    Runtime {
+        interpreter: &php::INTERPRETER,
+        make: || Box::new(php::Php),
+    },
+    Runtime {
+        interpreter: &lua::INTERPRETER,
+        make: || Box::new(lua::Lua::default()),
+    },
+    Runtime {
+        interpreter: &tcl::INTERPRETER,
+        make: || Box::new(tcl::Tcl),
+    },
+    Runtime {
+        interpreter: &guile::INTERPRETER,
+        make: || Box::new(guile::Guile),
+    },
+];
+
+/// Every runtime's rule as one rule of the tracer's table, each shown the work in
+/// [`RUNTIMES`] order.
+pub(crate) struct Runtimes(Vec<Box<dyn Rule>>);
+
+impl Default for Runtimes {
+    fn default() -> Self {
+        Runtimes(RUNTIMES.iter().map(|r| (r.make)()).collect())
+    }
+}
+
+impl Rule for Runtimes {
+    fn start(&mut self, cx: &mut Cx) -> Result<()> {
+        self.0.iter_mut().try_for_each(|r| r.start(cx))
+    }
+    fn wanted(&mut self, cx: &mut Cx, work: &[crate::trace::kit::Work]) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for r in &mut self.0 {
+            out.extend(r.wanted(cx, work)?);
+        }
+        Ok(out)
+    }
+    fn exec(&mut self, cx: &mut Cx, e: &Exec) -> Result<()> {
+        self.0.iter_mut().try_for_each(|r| r.exec(cx, e))
+    }
+    fn file(&mut self, cx: &mut Cx, path: &str) -> Result<()> {
+        self.0.iter_mut().try_for_each(|r| r.file(cx, path))
+    }
+    fn object(&mut self, cx: &mut Cx, idx: usize) -> Result<()> {
+        self.0.iter_mut().try_for_each(|r| r.object(cx, idx))
+    }
+    fn finish(&mut self, cx: &mut Cx) -> Result<()> {
+        self.0.iter_mut().try_for_each(|r| r.finish(cx))
+    }
+}
+
+/// Whether a program or library (a basename or soname, `lib` stripped) is a language
+/// interpreter's: one of [`RUNTIMES`]' names, or of the runtimes pare has no rule for.
+pub(crate) fn is_interpreter_name(base: &str) -> bool {
+    const WITHOUT_A_RULE: &[&str] = &["jvm", "erl", "beam"];
+    if RUNTIMES.iter().any(|r| r.interpreter.is_library(base)) {
+        return true;
+    }
+    let base = base.strip_prefix("lib").unwrap_or(base);
+    RUNTIMES
+        .iter()
+        .flat_map(|r| r.interpreter.names)
+        .chain(WITHOUT_A_RULE)
+        .any(|n| base.starts_with(n))
+}
+
+/// Whether a file is source code of a runtime pare knows (by extension).
+pub(crate) fn is_runtime_source(path: &str) -> bool {
+    RUNTIMES.iter().any(|r| r.interpreter.is_source(path))
+}
 
 /// Modules followed for one interpreter.
 const MAX_REQUIRES: usize = 20_000;
@@ -223,31 +327,6 @@ pub(crate) fn graph(
         }
     }
     Ok(())
-}
-
-/// The path-like strings of an interpreter and of the `prefix*` library it links (libperl,
-/// libruby, libtcl): where the directories its library search starts from are compiled in.
-pub(crate) fn library_strings(
-    cx: &mut Cx,
-    exe: &str,
-    facts: &crate::elf::ElfFacts,
-    prefix: &str,
-) -> Result<Vec<String>> {
-    let mut strings = facts.strings.clone();
-    if let Some(idx) = cx.ld.object_at(exe) {
-        for n in facts.needed.iter().filter(|n| n.starts_with(prefix)) {
-            for (cand, _) in cx.candidates(idx, n)? {
-                if let Some((canon, _)) = cx.resolve_file(&cand)? {
-                    cx.contents.prefetch(cx.fs, std::slice::from_ref(&canon))?;
-                    if let Some(f) = cx.elf(&canon)? {
-                        strings.extend(f.strings.iter().cloned());
-                    }
-                    break;
-                }
-            }
-        }
-    }
-    Ok(strings)
 }
 
 /// Whether a path (symlinks followed) is a directory of the image.

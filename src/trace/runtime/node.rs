@@ -8,7 +8,19 @@
 use super::{Lang, Req, Root, graph};
 use crate::error::Result;
 use crate::rootfs::{Kind, display};
-use crate::trace::kit::{Cx, Evidence, Exec, Rule, Why, abs_in, join};
+use crate::trace::kit::{Cx, Evidence, Exec, Interpreter, Rule, Why, abs_in, join};
+
+/// The interpreter, as the rule kit describes it.
+pub(crate) const INTERPRETER: Interpreter = Interpreter {
+    language: "Node.js",
+    names: &["node", "nodejs"],
+    library: Some("libnode"),
+    embedded: false,
+    extensions: &["js"],
+    takes_value: &["-r", "--require", "--import"],
+    code: &["-e", "--eval", "-p", "--print"],
+    script_option: &[],
+};
 
 /// Largest package kept whole; a larger one is kept by its graph only.
 const MAX_PACKAGE_BYTES: u64 = 128 << 20;

@@ -7,7 +7,19 @@
 use super::{Lang, Req, Root, graph};
 use crate::error::Result;
 use crate::rootfs::display;
-use crate::trace::kit::{Cx, Exec, Rule, abs_in, join, under};
+use crate::trace::kit::{Cx, Exec, Interpreter, Rule, abs_in, join, under};
+
+/// The interpreter, as the rule kit describes it.
+pub(crate) const INTERPRETER: Interpreter = Interpreter {
+    language: "Perl",
+    names: &["perl"],
+    library: Some("libperl"),
+    embedded: true,
+    extensions: &["pl", "pm"],
+    takes_value: &["-I", "-M", "-m"],
+    code: &["-e", "-E"],
+    script_option: &[],
+};
 
 /// Largest XS part kept for a module only named in a string (Encode::Byte's 0.4 MB is; the
 /// 2-3 MB CJK encodings are not).
@@ -26,14 +38,6 @@ struct PerlLang {
 /// Modules of one distribution read at most.
 const MAX_DISTRIBUTION_MODULES: usize = 400;
 
-fn is_perl(a0: &str, file: &str, needed: &[String]) -> bool {
-    let is = |n: &str| {
-        n.strip_prefix("perl")
-            .is_some_and(|v| v.chars().all(|c| c.is_ascii_digit() || c == '.'))
-    };
-    is(a0) || is(file) || needed.iter().any(|n| n.starts_with("libperl"))
-}
-
 /// Pragmas and modules with no file.
 const BUILTIN: &[&str] = &[
     "CORE",
@@ -46,14 +50,10 @@ const BUILTIN: &[&str] = &[
 
 impl Rule for Perl {
     fn exec(&mut self, cx: &mut Cx, e: &Exec) -> Result<()> {
-        let (a0, file) = e.names();
-        let Some(facts) = cx.elf(&e.path)? else {
+        let Some(started) = INTERPRETER.start(cx, e)? else {
             return Ok(());
         };
-        if !is_perl(a0, file, &facts.needed) {
-            return Ok(());
-        }
-        let strings = super::library_strings(cx, &e.path, &facts, "libperl")?;
+        let strings = started.strings;
         let mut inc: Vec<String> = Vec::new();
         if let Some(v) = cx
             .run

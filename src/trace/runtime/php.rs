@@ -6,7 +6,19 @@
 use super::{Lang, Req, graph, quoted};
 use crate::error::Result;
 use crate::rootfs::display;
-use crate::trace::kit::{Cx, Exec, Rule, abs_in};
+use crate::trace::kit::{Cx, Exec, Interpreter, Rule, abs_in};
+
+/// The interpreter, as the rule kit describes it.
+pub(crate) const INTERPRETER: Interpreter = Interpreter {
+    language: "PHP",
+    names: &["php"],
+    library: None,
+    embedded: false,
+    extensions: &["php"],
+    takes_value: &["-c", "-d", "-z"],
+    code: &["-r"],
+    script_option: &["-f"],
+};
 
 pub(crate) struct Php;
 

@@ -12,7 +12,19 @@ use std::collections::HashMap;
 use super::{Lang, Req, Root, graph, is_dir, nested_by_indent, quoted};
 use crate::error::Result;
 use crate::rootfs::{Kind, display};
-use crate::trace::kit::{Cx, Evidence, Exec, Rule, Why, abs_in, join, under};
+use crate::trace::kit::{Cx, Evidence, Exec, Interpreter, Rule, Why, abs_in, join, under};
+
+/// The interpreter, as the rule kit describes it.
+pub(crate) const INTERPRETER: Interpreter = Interpreter {
+    language: "Ruby",
+    names: &["ruby"],
+    library: Some("libruby"),
+    embedded: true,
+    extensions: &["rb"],
+    takes_value: &["-I", "-r", "-C", "-E", "-F", "-x"],
+    code: &["-e"],
+    script_option: &[],
+};
 
 /// Encodings of `enc/` kept without being named: the database and the Unicode family.
 const ENC_DEFAULT: &[&str] = &[
@@ -39,25 +51,13 @@ struct RubyLang {
     argv_files: Vec<String>,
 }
 
-fn is_ruby(a0: &str, file: &str, needed: &[String]) -> bool {
-    let is = |n: &str| {
-        n.strip_prefix("ruby")
-            .is_some_and(|v| v.chars().all(|c| c.is_ascii_digit() || c == '.'))
-    };
-    is(a0) || is(file) || needed.iter().any(|n| n.starts_with("libruby"))
-}
-
 impl Rule for Ruby {
     fn exec(&mut self, cx: &mut Cx, e: &Exec) -> Result<()> {
-        let (a0, file) = e.names();
-        let Some(facts) = cx.elf(&e.path)? else {
+        // The directories compiled into libruby (or the static interpreter).
+        let Some(started) = INTERPRETER.start(cx, e)? else {
             return Ok(());
         };
-        if !is_ruby(a0, file, &facts.needed) {
-            return Ok(());
-        }
-        // The directories compiled into libruby (or the static interpreter).
-        let strings = super::library_strings(cx, &e.path, &facts, "libruby")?;
+        let strings = started.strings;
         let mut dirs: Vec<String> = strings
             .into_iter()
             .filter(|s| s.contains("ruby") && !s.contains("/include/") && !s.ends_with(".h"))

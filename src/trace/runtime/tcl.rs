@@ -13,7 +13,19 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 
 use super::{Lang, Req, graph, is_dir};
 use crate::error::Result;
-use crate::trace::kit::{Cx, Evidence, Exec, Rule, Why, abs_in, join};
+use crate::trace::kit::{Cx, Evidence, Exec, Interpreter, Rule, Started, Why, abs_in, join};
+
+/// The interpreter, as the rule kit describes it.
+pub(crate) const INTERPRETER: Interpreter = Interpreter {
+    language: "Tcl",
+    names: &["tclsh", "wish"],
+    library: Some("libtcl"),
+    embedded: false,
+    extensions: &["tcl"],
+    takes_value: &["-encoding"],
+    code: &[],
+    script_option: &[],
+};
 
 /// Index files read at most (tcllib has about 250).
 const MAX_INDEXES: usize = 5_000;
@@ -30,13 +42,6 @@ struct TclLang {
     /// Directories whose `tcl8/*/` hold Tcl modules.
     tm_bases: Vec<String>,
     interp: String,
-}
-
-fn is_tcl(n: &str) -> bool {
-    ["tclsh", "wish"].iter().any(|p| {
-        n.strip_prefix(p)
-            .is_some_and(|v| v.chars().all(|c| c.is_ascii_digit() || c == '.'))
-    })
 }
 
 fn dir_part(p: &str) -> &str {
@@ -133,15 +138,10 @@ fn req(spec: String, line: usize) -> Req {
 
 impl Rule for Tcl {
     fn exec(&mut self, cx: &mut Cx, e: &Exec) -> Result<()> {
-        let (a0, file) = e.names();
-        if !(is_tcl(a0) || is_tcl(file)) {
-            return Ok(());
-        }
-        let Some(facts) = cx.elf(&e.path)? else {
+        // The directories compiled into the interpreter and the libtcl it links.
+        let Some(Started { strings, .. }) = INTERPRETER.start(cx, e)? else {
             return Ok(());
         };
-        // The directories compiled into the interpreter and the libtcl it links.
-        let strings = super::library_strings(cx, &e.path, &facts, "libtcl")?;
         let mut auto_path: Vec<String> = Vec::new();
         for s in strings.iter().filter(|s| s.contains("tcl")) {
             if !s.contains("/include/") && is_dir(cx, s) && !auto_path.contains(s) {
@@ -221,7 +221,7 @@ impl Rule for Tcl {
         }
         let mut sources = Vec::new();
         if let Some(s) = script
-            && let Some(canon) = super::keep_script(cx, e, "Tcl", &s)?
+            && let Some(canon) = super::keep_script(cx, e, INTERPRETER.language, &s)?
         {
             sources.push(canon);
         }
@@ -329,6 +329,10 @@ mod tests {
                 (s("\0source/helper.tcl"), true),
             ]
         );
-        assert!(is_tcl("tclsh8.6") && is_tcl("wish") && !is_tcl("tclx"));
+        assert!(
+            INTERPRETER.runs_as("tclsh8.6")
+                && INTERPRETER.runs_as("wish")
+                && !INTERPRETER.runs_as("tclx")
+        );
     }
 }

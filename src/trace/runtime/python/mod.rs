@@ -26,7 +26,19 @@ use resolve::*;
 use super::is_dir;
 use crate::error::Result;
 use crate::rootfs::{Kind, display};
-use crate::trace::kit::{Cx, Evidence, Exec, Rule, Why, abs_in, join};
+use crate::trace::kit::{Cx, Evidence, Exec, Interpreter, Rule, Why, abs_in, join};
+
+/// The interpreter, as the rule kit describes it.
+pub(crate) const INTERPRETER: Interpreter = Interpreter {
+    language: "Python",
+    names: &["python"],
+    library: Some("libpython"),
+    embedded: true,
+    extensions: &["py"],
+    takes_value: &["-W", "-X", "-m"],
+    code: &["-c"],
+    script_option: &[],
+};
 
 /// Python source files read at once (one pass over the layers) when the runtime is found.
 const PREFETCH_BYTES: u64 = 256 << 20;
