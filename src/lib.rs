@@ -1,9 +1,16 @@
 //! pare: make container images safe to run.
 //!
 //! The data flow is one straight line, each stage a module:
-//! [`reference`] → source ([`registry`], [`layout`]) → [`rootfs`] → [`trace`] → [`plan`] →
-//! [`layer`] writer → sink ([`registry`], [`layout`]), orchestrated by [`harden`] and described
-//! by [`report`].
+//! [`reference`](mod@reference) → [`transport`] (`source`: registry, OCI layout, docker archive) →
+//! [`rootfs`] → [`trace`] (the rule kit and the evidence rules) → [`plan`] → [`layer`] writer →
+//! [`probe`] → [`transport`] (a `Sink`, then the referrers: SBOM, [`sign`]atures),
+//! orchestrated by [`harden`] and [`batch`] and described by [`report`].
+//!
+//! The modules sit in layers, bottom to top: model ([`error`], [`digest`], [`reference`](mod@reference),
+//! [`image`], [`elf`], [`ldcache`], [`targuard`], [`growing`], [`progress`]); [`rootfs`];
+//! [`transport`] and [`sign`]; [`packages`]; [`trace`]; [`plan`], [`layer`], [`sbom`];
+//! [`policy`], [`probe`]; [`report`]; [`harden`], [`batch`], [`inspect`]. A module imports its
+//! own layer and the ones below, never one above (`tests/architecture.rs`).
 
 pub mod batch;
 pub mod digest;

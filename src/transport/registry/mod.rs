@@ -2,8 +2,8 @@
 //! files, blob existence checks, streaming monolithic blob uploads, manifest push.
 //!
 //! The client ([`RegistryClient`]) and its manifest calls here; transient faults retried in
-//! [`retry`]; blob downloads and uploads in [`blobs`]; the list endpoints in [`list`] and the calls
-//! oci-client has no API for, with their own token exchange, in [`raw`].
+//! `retry`; blob downloads and uploads in `blobs`; the list endpoints in `list` and the calls
+//! oci-client has no API for, with their own token exchange, in `raw`.
 
 use std::time::Duration;
 
