@@ -33,9 +33,11 @@ pub struct Interpreter {
     pub script_option: &'static [&'static str],
 }
 
-/// An exec of an interpreter: the strings of the program and of its library.
+/// An exec of an interpreter: the path-like strings of the program and of its library, and
+/// both files (canonical).
 pub struct Started {
     pub strings: Vec<String>,
+    pub objects: Vec<String>,
 }
 
 /// What the options before the script say: each option with its value, the script (index in
@@ -81,11 +83,12 @@ impl Interpreter {
         if !(self.runs_as(a0) || self.runs_as(file) || embeds) {
             return Ok(None);
         }
+        let mut objects = vec![e.path.clone()];
         let strings = match self.library {
-            Some(prefix) => library_strings(cx, &e.path, &facts, prefix)?,
+            Some(prefix) => library_strings(cx, &e.path, &facts, prefix, &mut objects)?,
             None => facts.strings.clone(),
         };
-        Ok(Some(Started { strings }))
+        Ok(Some(Started { strings, objects }))
     }
 
     /// The options before the script, and the script (or inline code), read with the option
@@ -150,6 +153,7 @@ pub(crate) fn library_strings(
     exe: &str,
     facts: &ElfFacts,
     prefix: &str,
+    objects: &mut Vec<String>,
 ) -> Result<Vec<String>> {
     let mut strings = facts.strings.clone();
     if let Some(idx) = cx.ld.object_at(exe) {
@@ -160,6 +164,7 @@ pub(crate) fn library_strings(
                     if let Some(f) = cx.elf(&canon)? {
                         strings.extend(f.strings.iter().cloned());
                     }
+                    objects.push(canon);
                     break;
                 }
             }

@@ -53,7 +53,7 @@ struct GuileLang {
 
 impl Rule for Guile {
     fn exec(&mut self, cx: &mut Cx, e: &Exec) -> Result<()> {
-        let Some(Started { strings, .. }) = INTERPRETER.start(cx, e)? else {
+        let Some(Started { strings, objects }) = INTERPRETER.start(cx, e)? else {
             return Ok(());
         };
         let command = INTERPRETER.command(e);
@@ -98,13 +98,7 @@ impl Rule for Guile {
         load.extend(builtin_load);
         compiled.extend(builtin_compiled);
         // Start-up: the boot files libguile names, the command-line module.
-        let mut roots: Vec<String> = strings
-            .iter()
-            .filter_map(|s| {
-                let m = s.strip_suffix(".scm").unwrap_or(s);
-                (m.starts_with("ice-9/") && !m.contains(['.', ' '])).then(|| m.to_string())
-            })
-            .collect();
+        let mut roots = boot_files(cx, &objects);
         roots.push(COMMAND_LINE.to_string());
         for (k, v) in &command.options {
             if let Some(n) = k.strip_prefix("--use-srfi=") {
@@ -151,6 +145,30 @@ impl Rule for Guile {
         };
         graph(cx, &mut lang, &e.path, roots, sources)
     }
+}
+
+/// The modules the interpreter loads by file name at start-up (`ice-9/boot-9`, `ice-9/eval.scm`):
+/// the `ice-9/NAME` strings of the program and of libguile (read whole, bounded).
+fn boot_files(cx: &mut Cx, objects: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for o in objects {
+        let Ok(bytes) = cx.contents.read(cx.fs, o, 64 << 20) else {
+            continue;
+        };
+        for run in bytes.split(|&b| b == 0) {
+            let Ok(s) = std::str::from_utf8(run) else {
+                continue;
+            };
+            let m = s.strip_suffix(".scm").unwrap_or(s);
+            let ok = m.strip_prefix("ice-9/").is_some_and(|n| {
+                !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            });
+            if ok && !out.iter().any(|x| x == m) {
+                out.push(m.to_string());
+            }
+        }
+    }
+    out
 }
 
 impl Lang for GuileLang {
