@@ -64,7 +64,7 @@ fn batch_a_namespace_resumably_and_in_shards() {
             true
         }
         Err(why) => {
-            eprintln!("SKIP the multi-platform image in the batch: {why}");
+            skip(&format!("the multi-platform image in the batch: {why}"));
             false
         }
     };

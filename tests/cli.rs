@@ -111,8 +111,7 @@ fn help_has_examples_and_the_exit_codes() {
 /// image's `pare --version` runs under `chroot --userspec=65532:65532`.
 #[test]
 fn pares_own_image_runs_as_65532() {
-    if !is_root() {
-        eprintln!("SKIP: not root: chroot needs it");
+    if !root_or_skip("chroot needs it") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

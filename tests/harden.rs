@@ -84,17 +84,7 @@ fn check_hardened_jq(u: &Unpacked, source_config: &Value) {
     let home = std::fs::metadata(u.path("/home/nonroot")).unwrap();
     assert_eq!(std::os::unix::fs::MetadataExt::uid(&home), NONROOT_UID);
     assert!(u.path("/srv/app").is_dir(), "WorkingDir kept");
-    if is_root() {
-        let out = run_chroot(&root, &["/usr/bin/jq", "-n", "1+1"], &[]);
-        assert!(
-            out.status.success(),
-            "jq in the hardened root: {}",
-            describe_output(&out)
-        );
-        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2");
-    } else {
-        eprintln!("SKIP chroot run: not root");
-    }
+    assert_chroot_prints(&root, &["/usr/bin/jq", "-n", "1+1"], &[], "2");
 }
 
 #[test]
@@ -425,11 +415,5 @@ fn runpath_origin_and_ld_so_conf_libraries() {
         listing.contains("libbar.so.2 (libc6,x86-64) => /usr/local/lib/pare-test/libbar.so.2"),
         "{listing}"
     );
-    if is_root() {
-        let o = run_chroot(&u.rootfs(), &["/opt/app/bin/app"], &[]);
-        assert!(o.status.success(), "{}", describe_output(&o));
-        assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "answer=42");
-    } else {
-        eprintln!("SKIP chroot run: not root");
-    }
+    assert_chroot_prints(&u.rootfs(), &["/opt/app/bin/app"], &[], "answer=42");
 }

@@ -28,8 +28,7 @@ fn report(out: &Output) -> Value {
 /// Run pare as an ordinary user without subordinate ranges (uid/gid 65534); `None` (with the
 /// reason; a failure under CI) where that cannot work here.
 fn as_user(args: &[&str]) -> Option<Output> {
-    if !is_root() {
-        common::debian::skip("not root: cannot switch to another user for the unprivileged run");
+    if !root_or_skip("cannot switch to another user for the unprivileged run") {
         return None;
     }
     Some(OtherUser::new(&["--reuid=65534", "--regid=65534", "--clear-groups"])?.pare(args))
@@ -131,8 +130,7 @@ fn shell_image(marker: &str) -> ImageSpec {
 
 #[test]
 fn the_sandbox_keeps_the_program_in() {
-    if !is_root() {
-        eprintln!("SKIP: not root: ownership checks need the one-to-one id mapping");
+    if !root_or_skip("ownership checks need the one-to-one id mapping") {
         return;
     }
     let reg = Registry::start();
@@ -542,7 +540,7 @@ impl OtherUser {
     /// where setpriv is missing.
     fn new(who: &[&str]) -> Option<OtherUser> {
         let Some(setpriv) = find_tool("setpriv") else {
-            common::debian::skip("setpriv (util-linux) is not installed");
+            skip("setpriv (util-linux) is not installed");
             return None;
         };
         let dir = tempfile::Builder::new()
@@ -574,13 +572,13 @@ impl OtherUser {
             .output()
             .is_ok_and(|o| o.status.success());
         if !known || !has_range("/etc/subuid") || !has_range("/etc/subgid") {
-            common::debian::skip(&format!(
+            skip(&format!(
                 "no user {SUB_USER} with /etc/subuid and /etc/subgid ranges (scripts/test.sh makes one: useradd {SUB_USER})"
             ));
             return None;
         }
         if find_tool("newuidmap").is_none() {
-            common::debian::skip("newuidmap is not installed (Debian's uidmap)");
+            skip("newuidmap is not installed (Debian's uidmap)");
             return None;
         }
         OtherUser::new(&[
@@ -620,8 +618,7 @@ impl OtherUser {
 /// works and into a root-owned one fails, as in a cluster; the copy is removed.
 #[test]
 fn an_ordinary_user_with_subordinate_ranges_gets_faithful_ownership() {
-    if !is_root() {
-        common::debian::skip("not root: cannot switch to the test user");
+    if !root_or_skip("cannot switch to the test user") {
         return;
     }
     let Some(user) = OtherUser::sub() else {
@@ -874,10 +871,7 @@ fn first_outcome(out: &Output) -> Value {
 /// mapped unprivileged uid, and memory and processes are bounded by a cgroup.
 #[test]
 fn a_hostile_image_changes_nothing_outside_the_sandbox() {
-    if !is_root() {
-        common::debian::skip(
-            "not root: the escapes are tried as the image's root under pare as root",
-        );
+    if !root_or_skip("the escapes are tried as the image's root under pare as root") {
         return;
     }
     let reg = Registry::start();
@@ -918,7 +912,7 @@ fn a_hostile_image_changes_nothing_outside_the_sandbox() {
     let p = probe_as_root("status", "20");
     let bounded = p["bounded_by"].as_str().unwrap().to_string();
     if bounded.starts_with("rlimits only") {
-        common::debian::skip(&format!("no cgroup for the memory bomb: {bounded}"));
+        skip(&format!("no cgroup for the memory bomb: {bounded}"));
     } else {
         assert!(
             bounded.contains("memory") && bounded.contains("pids"),

@@ -26,7 +26,8 @@
 //! One table row per case goes to stderr and to `target/works-table.md` (written afresh by each
 //! run). Set `PARE_WORKS_VERBOSE=1` to print every traced file, `PARE_BIN=target/release/pare`
 //! to test another pare binary than the one cargo builds. Needs root (chroot, namespaces); without
-//! it the cases print SKIP. Missing downloads or tools skip too, except with `CI=true`.
+//! it, or without a download or tool a case needs, the case prints SKIP (a failure under
+//! `CI=true`).
 
 mod common;
 #[path = "works/sweep.rs"]
@@ -926,21 +927,14 @@ fn run_case(case: Case) {
 
 /// Root and the base, or why the test cannot run (printed as SKIP; a failure in CI).
 fn setup() -> Option<&'static BaseImage> {
-    if !is_root() {
-        eprintln!("SKIP: needs root (chroot, namespaces)");
+    if !root_or_skip("the cases need chroot and namespaces") {
         return None;
     }
     if find_tool("strace").is_none() {
         skip("strace is not installed (scripts/test.sh installs it)");
         return None;
     }
-    match bookworm_base() {
-        Ok(b) => Some(b),
-        Err(why) => {
-            skip(&why);
-            None
-        }
-    }
+    or_skip(bookworm_base())
 }
 
 /// An app layer: `packages` over the base, then `f` adds files.
@@ -949,16 +943,8 @@ fn app_layer(
     packages: &[&str],
     f: impl FnOnce(DebianRootBuilder) -> DebianRootBuilder,
 ) -> Option<PreparedLayer> {
-    match app_root_builder(base, packages) {
-        Ok(b) => {
-            let root = f(b).build();
-            Some(root.layer(&format!("apt-get install {}", packages.join(" "))))
-        }
-        Err(why) => {
-            skip(&why);
-            None
-        }
-    }
+    let root = f(or_skip(app_root_builder(base, packages))?).build();
+    Some(root.layer(&format!("apt-get install {}", packages.join(" "))))
 }
 
 fn spec(entrypoint: &[&str], cmd: &[&str]) -> ImageSpec {
@@ -998,13 +984,7 @@ fn compile_c(
 }
 
 fn compiled(compiler: &str, source: &str, flags: &[&str]) -> Option<(tempfile::TempDir, PathBuf)> {
-    match compile_c(compiler, source, flags) {
-        Ok(x) => Some(x),
-        Err(why) => {
-            skip(&why);
-            None
-        }
-    }
+    or_skip(compile_c(compiler, source, flags))
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -1197,9 +1177,8 @@ fn python_app() {
 #[test]
 fn python_relocated_without_dpkg_entries() {
     let Some(base) = setup() else { return };
-    let builder = match app_root_builder(base, &["python3"]) {
-        Ok(b) => b,
-        Err(why) => return skip(&why),
+    let Some(builder) = or_skip(app_root_builder(base, &["python3"])) else {
+        return;
     };
     // The interpreter and its standard library moved under /opt/python (as a hand-built or
     // copied Python would be), its shared libraries left in /usr/lib, no dpkg entries.
@@ -1308,9 +1287,8 @@ public class App {
 #[test]
 fn java_jar() {
     let Some(base) = setup() else { return };
-    let (_jdir, jar) = match build_jar() {
-        Ok(x) => x,
-        Err(why) => return skip(&why),
+    let Some((_jdir, jar)) = or_skip(build_jar()) else {
+        return;
     };
     let Some(app) = app_layer(base, &["default-jre-headless"], |b| {
         b.host_file(&jar, "/app/app.jar", 0o644)
@@ -1809,9 +1787,8 @@ fn tls_server(body: &str) -> Result<TlsServer, String> {
 fn curl_https_with_local_ca() {
     let Some(base) = setup() else { return };
     let body = "hello over TLS, verified with the image's CA store\n";
-    let server = match tls_server(body) {
-        Ok(s) => s,
-        Err(why) => return skip(&why),
+    let Some(server) = or_skip(tls_server(body)) else {
+        return;
     };
     let ca = server.ca.clone();
     let Some(app) = app_layer(base, &["curl", "ca-certificates", "openssl"], |b| {
@@ -1864,9 +1841,8 @@ int main(void) {
     ) else {
         return;
     };
-    let musl = match debs(&base.arch, &["musl"]) {
-        Ok(d) => d,
-        Err(why) => return skip(&why),
+    let Some(musl) = or_skip(debs(&base.arch, &["musl"])) else {
+        return;
     };
     // A musl image: Debian's musl (/lib/ld-musl-x86_64.so.1) and tzdata's zone files, no glibc.
     let mut pkgs: Vec<PathBuf> = musl;
@@ -1896,12 +1872,11 @@ int main(void) {
 #[test]
 fn arm64_sh_wrapper_and_date() {
     let Some(_base) = setup() else { return };
-    if let Err(why) = foreign_arch_support("arm64") {
-        return skip(&why);
+    if or_skip(foreign_arch_support("arm64")).is_none() {
+        return;
     }
-    let pkgs = match debs("arm64", &["dash", "jq", "coreutils", "tzdata"]) {
-        Ok(d) => d,
-        Err(why) => return skip(&why),
+    let Some(pkgs) = or_skip(debs("arm64", &["dash", "jq", "coreutils", "tzdata"])) else {
+        return;
     };
     let script = r#"#!/bin/sh
 set -e

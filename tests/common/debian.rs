@@ -57,20 +57,6 @@ pub const BOOKWORM_MINBASE: &[&str] = &[
     "passwd",
 ];
 
-/// Whether this is a CI run (`CI=true`): missing downloads and tools then fail instead of skip.
-pub fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
-
-/// A test cannot run here: print `SKIP: why` (the caller then returns), or panic in CI.
-pub fn skip(why: &str) {
-    assert!(
-        !in_ci(),
-        "CI=true, so this may not be skipped (it is only skipped on developer machines): {why}"
-    );
-    eprintln!("SKIP: {why}");
-}
-
 /// Cargo's target directory (`$CARGO_TARGET_DIR` or `target/` of the crate).
 pub fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")

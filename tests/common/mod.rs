@@ -9,11 +9,13 @@
 //!
 //! Use it from a test file with `mod common;` and `use common::*;`.
 //!
-//! By concern: [`process`] (running commands, `skip`), [`registry`], [`layer`] (building layers),
-//! [`closure`] (host binaries with what they load), [`spec`] and [`layout`] (OCI images and
-//! layouts), [`skopeo`] (push, pull, unpack), [`rootfs`] (inspecting and chrooting into unpacked
-//! roots), [`images`] (ready-made images); [`debian`] (images of real Debian packages, workloads,
-//! strace), [`faults`] (a fault-injecting proxy), [`scan`] (what scanners see).
+//! By concern: `process` (running commands), `skip` (tests that cannot run here), `registry`,
+//! `layer` (building layers), `closure` (host binaries with what they load), `spec` and `layout`
+//! (OCI images and layouts), `skopeo` (push, pull, unpack), `rootfs` (inspecting and chrooting
+//! into unpacked roots), `images` (ready-made images); [`debian`] (images of real Debian
+//! packages, workloads, strace), [`faults`] (a fault-injecting proxy), [`scan`] (what scanners
+//! see).
+
 pub mod debian;
 pub mod faults;
 pub mod scan;
@@ -25,6 +27,7 @@ mod layout;
 mod process;
 mod registry;
 mod rootfs;
+mod skip;
 mod skopeo;
 mod spec;
 
@@ -43,6 +46,8 @@ pub use process::*;
 pub use registry::*;
 #[allow(unused_imports)]
 pub use rootfs::*;
+#[allow(unused_imports)]
+pub use skip::*;
 #[allow(unused_imports)]
 pub use skopeo::*;
 #[allow(unused_imports)]

@@ -91,3 +91,19 @@ pub fn run_chroot_as(rootfs: &Path, userspec: &str, argv: &[&str], env: &[(&str,
             .envs(env.iter().copied()),
     )
 }
+
+/// [`run_chroot`] when this runs as root; else `None`, after [`skip`] (`not root: chroot run`).
+#[track_caller]
+pub fn run_chroot_if_root(rootfs: &Path, argv: &[&str], env: &[(&str, &str)]) -> Option<Output> {
+    root_or_skip("chroot run").then(|| run_chroot(rootfs, argv, env))
+}
+
+/// `argv` run in `rootfs` by [`run_chroot`] succeeds and prints `expect` (trimmed); when this
+/// does not run as root, a [`skip`] instead.
+#[track_caller]
+pub fn assert_chroot_prints(rootfs: &Path, argv: &[&str], env: &[(&str, &str)], expect: &str) {
+    if let Some(out) = run_chroot_if_root(rootfs, argv, env) {
+        assert!(out.status.success(), "{argv:?}: {}", describe_output(&out));
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), expect);
+    }
+}
