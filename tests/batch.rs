@@ -4,15 +4,10 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::process::{Command, Output};
 use std::time::Instant;
 
 use common::*;
 use serde_json::Value;
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.output().expect("run pare")
-}
 
 fn items(report: &std::path::Path) -> Vec<Value> {
     let r: Value = serde_json::from_slice(&std::fs::read(report).unwrap()).unwrap();

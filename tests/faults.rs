@@ -6,26 +6,15 @@
 
 mod common;
 
-use std::process::Output;
 use std::time::{Duration, Instant};
 
 use common::faults::*;
 use common::*;
 
-fn run(cmd: &mut std::process::Command) -> Output {
-    cmd.output().expect("run pare")
-}
-
-fn image() -> ImageSpec {
-    ImageSpec::new(vec![usrmerge_base_layer(), jq_app_layer()])
-        .with_entrypoint(&["/usr/bin/jq"])
-        .with_cmd(&["-n", "1+1"])
-}
-
 /// A registry with `prox/app:1`, and a proxy in front of it.
 fn setup() -> (Registry, FaultProxy, String) {
     let reg = Registry::start();
-    build_and_push(&image(), &reg.image("prox/app:1"), None);
+    build_and_push(&jq_image(), &reg.image("prox/app:1"), None);
     let proxy = FaultProxy::start(reg.port());
     let src = format!("{}/prox/app:1", proxy.host());
     (reg, proxy, src)
@@ -47,13 +36,12 @@ fn pulls_survive_cut_truncated_failed_and_slow_answers() {
         Rule::new("GET", "/blobs/sha256:", Fault::Truncate, 1),
         Rule::new("GET", "/blobs/sha256:", Fault::Status(500, None), 1),
     ]);
-    let out = run(pare().args([
+    pare_ok(&[
         "harden",
         "--no-sbom",
         &src,
         &format!("{}/prox/app:ok", proxy.host()),
-    ]));
-    assert!(out.status.success(), "{}", describe_output(&out));
+    ]);
     assert!(proxy.faults() >= 5, "{:?}", proxy.log.lock().unwrap());
     // A cut download is resumed where it stopped, not started over.
     let ranges = proxy.ranges.lock().unwrap().clone();
@@ -77,13 +65,12 @@ fn pushes_survive_failed_uploads_and_manifest_puts_and_honour_retry_after() {
         Rule::new("PUT", "/manifests/", Fault::Status(500, None), 2),
     ]);
     let t = Instant::now();
-    let out = run(pare().args([
+    pare_ok(&[
         "harden",
         "--no-sbom",
         &src,
         &format!("{}/prox/app:pushed", proxy.host()),
-    ]));
-    assert!(out.status.success(), "{}", describe_output(&out));
+    ]);
     assert!(
         t.elapsed() >= Duration::from_secs(2),
         "Retry-After: 2 was honoured"
@@ -109,14 +96,7 @@ fn a_persistent_fault_is_one_error_line_and_the_destination_is_untouched() {
         &src,
         &format!("{}/prox/app:never", proxy.host()),
     ]));
-    assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
-    let err = String::from_utf8_lossy(&out.stderr);
-    let errors: Vec<&str> = err
-        .lines()
-        .filter(|l| l.starts_with("pare: error:"))
-        .collect();
-    assert_eq!(errors.len(), 1, "{err}");
-    assert!(errors[0].contains("push manifest"), "{err}");
+    assert_one_line_error(&out, &["push manifest"]);
     assert!(!reg.tags("prox/app").contains(&"never".to_string()));
     assert_eq!(
         skopeo_manifest_digest(&reg.image("prox/app:1"), None),
@@ -143,15 +123,14 @@ fn a_stalled_answer_times_out_and_is_retried() {
         1,
     )]);
     let t = Instant::now();
-    let out = run(pare().args([
+    let out = pare_ok(&[
         "harden",
         "--timeout",
         "2",
         "--no-sbom",
         &src,
         &format!("{}/prox/app:slow", proxy.host()),
-    ]));
-    assert!(out.status.success(), "{}", describe_output(&out));
+    ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("try 2 of 5"),
@@ -170,12 +149,11 @@ fn a_stalled_answer_times_out_and_is_retried() {
 fn a_killed_harden_never_leaves_a_half_written_tag() {
     let reg = Registry::start();
     let src = reg.image("kill/app:1");
-    build_and_push(&image(), &src, None);
+    build_and_push(&jq_image(), &src, None);
     let before = skopeo_manifest_digest(&src, None);
     // How long a whole run takes here, to spread the kills over it.
     let t = Instant::now();
-    let out = run(pare().args(["-q", "harden", &src, &reg.image("kill/app:timing")]));
-    assert!(out.status.success(), "{}", describe_output(&out));
+    pare_ok(&["-q", "harden", &src, &reg.image("kill/app:timing")]);
     let whole = t.elapsed();
     let mut complete = 0;
     for i in 0..20u32 {
@@ -211,7 +189,7 @@ fn a_killed_harden_never_leaves_a_half_written_tag() {
 fn batch_listing_survives_faults() {
     let reg = Registry::start();
     for i in 0..3 {
-        build_and_push(&image(), &reg.image(&format!("bat/svc{i}:1")), None);
+        build_and_push(&jq_image(), &reg.image(&format!("bat/svc{i}:1")), None);
     }
     let proxy = FaultProxy::start(reg.port());
     proxy.set(vec![
@@ -219,14 +197,13 @@ fn batch_listing_survives_faults() {
         Rule::new("GET", "/tags/list", Fault::Truncate, 1),
         Rule::new("GET", "/tags/list", Fault::Status(502, None), 1),
     ]);
-    let out = run(pare().args([
+    pare_ok(&[
         "batch",
         &format!("{}/bat", proxy.host()),
         "--page-size",
         "2",
         "--no-sbom",
-    ]));
-    assert!(out.status.success(), "{}", describe_output(&out));
+    ]);
     assert!(proxy.faults() >= 3, "{:?}", proxy.log.lock().unwrap());
     for i in 0..3 {
         assert!(skopeo_inspect_exists(
@@ -244,7 +221,7 @@ fn batch_listing_survives_faults() {
 fn a_killed_batch_never_leaves_a_half_written_tag() {
     let reg = Registry::start();
     let dir = tempfile::tempdir().unwrap();
-    write_oci_layout(dir.path(), "img", &image());
+    write_oci_layout(dir.path(), "img", &jq_image());
     let names = |i: u32| (0..3).map(move |j| format!("kb{i}/svc{j}"));
     for i in 0..=20u32 {
         for repo in names(i) {

@@ -10,10 +10,6 @@ use std::process::Output;
 use common::*;
 use serde_json::Value;
 
-fn run(cmd: &mut std::process::Command) -> Output {
-    cmd.output().expect("run pare")
-}
-
 /// The real file behind one of jq's libraries on this machine.
 fn jq_library(name: &str) -> std::path::PathBuf {
     let out = run_ok(std::process::Command::new("ldd").arg(HOST_JQ));
@@ -215,8 +211,7 @@ fn an_up_to_date_destination_costs_no_layer_download() {
     let dir = tempfile::tempdir().unwrap();
     let out_ref = format!("oci:{}:h", dir.path().join("out").display());
     let run_layout = || {
-        let out = run(pare().args(["harden", "--no-sbom", &src, &out_ref]));
-        assert!(out.status.success(), "{}", describe_output(&out));
+        let out = pare_ok(&["harden", "--no-sbom", &src, &out_ref]);
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
     assert!(!run_layout().contains("up to date"));

@@ -4,14 +4,10 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use std::process::Command;
 
 use common::*;
 use serde_json::Value;
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.output().expect("run pare")
-}
 
 #[test]
 fn index_in_index_out_with_arm64_traced_by_aarch64_rules() {
@@ -36,8 +32,7 @@ fn index_in_index_out_with_arm64_traced_by_aarch64_rules() {
     );
     push_layout_with_args(&layout, "multi", &reg.image("m/jq:1"), None, &["--all"]);
 
-    let out = run(pare().args(["harden", &reg.image("m/jq:1"), "--report", "-"]));
-    assert!(out.status.success(), "{}", describe_output(&out));
+    let out = pare_ok(&["harden", &reg.image("m/jq:1"), "--report", "-"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("index of 2 platforms (linux/amd64, linux/arm64/v8)"),
@@ -130,7 +125,7 @@ fn index_in_index_out_with_arm64_traced_by_aarch64_rules() {
     }
 
     // --platform twice: an index of just those; once: a single image.
-    let out = run(pare().args([
+    pare_ok(&[
         "harden",
         &reg.image("m/jq:1"),
         &reg.image("m/jq:arm"),
@@ -138,8 +133,7 @@ fn index_in_index_out_with_arm64_traced_by_aarch64_rules() {
         "linux/arm64",
         "--report",
         "-",
-    ]));
-    assert!(out.status.success(), "{}", describe_output(&out));
+    ]);
     let raw: Value =
         serde_json::from_slice(&skopeo_raw_manifest(&reg.image("m/jq:arm"), None)).unwrap();
     assert_eq!(

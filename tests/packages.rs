@@ -13,13 +13,6 @@ use std::path::Path;
 use common::scan::*;
 use common::*;
 
-/// Run pare with `args`; it must succeed. Its stdout.
-fn pare_ok(args: &[&str]) -> Vec<u8> {
-    let out = pare().args(args).output().expect("run pare");
-    assert!(out.status.success(), "{}", describe_output(&out));
-    out.stdout
-}
-
 /// syft's packages of `layout` of one type: name → version (`None` when syft is not installed
 /// outside CI).
 fn syft_of_type(layout: &Path, ty: &str) -> Option<BTreeMap<String, String>> {
@@ -121,7 +114,8 @@ fn apk_database_is_read_and_trimmed() {
     // `pare inspect` lists the packages and which of their files are present; the report says
     // which packages keep files and which are gone.
     let inspect: serde_json::Value =
-        serde_json::from_slice(&pare_ok(&["-q", "inspect", "--format", "json", &src])).unwrap();
+        serde_json::from_slice(&pare_ok(&["-q", "inspect", "--format", "json", &src]).stdout)
+            .unwrap();
     assert_eq!(inspect["packages"]["format"], "apk");
     let unused = inspect["packages"]["packages"]
         .as_array()

@@ -21,10 +21,6 @@ use serde_json::Value;
 
 const PASSWORD: &str = "correct horse battery staple";
 
-fn run(cmd: &mut Command) -> Output {
-    cmd.output().expect("run")
-}
-
 fn helper() -> Option<Command> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/common/cosign_helper.py");
     let ok = Command::new("python3")
@@ -44,12 +40,6 @@ fn helper() -> Option<Command> {
 
 fn helper_run(args: &[&str]) -> Output {
     run(helper().expect("helper").args(args))
-}
-
-fn jq_image() -> ImageSpec {
-    ImageSpec::new(vec![usrmerge_base_layer(), jq_app_layer()])
-        .with_entrypoint(&["/usr/bin/jq"])
-        .with_cmd(&["-n", "1+1"])
 }
 
 /// Another image (a different digest) for the "moved tag" case.
@@ -223,8 +213,7 @@ fn a_source_must_carry_a_valid_signature_by_the_key() {
         pubs,
     ]);
     assert!(out.status.success(), "{}", describe_output(&out));
-    let out = run(pare().args(["signature", "verify", &src, "--key", pubs]));
-    assert!(out.status.success(), "{}", describe_output(&out));
+    let out = pare_ok(&["signature", "verify", &src, "--key", pubs]);
     assert!(String::from_utf8_lossy(&out.stdout).contains(&digest));
     let _ = built;
 
@@ -368,7 +357,7 @@ fn a_source_must_carry_a_valid_signature_by_the_key() {
             // `signature verify`: the index itself is unsigned; a platform of it is signed.
             let out = run(pare().args(["signature", "verify", &msrc, "--key", pubs]));
             assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
-            let out = run(pare().args([
+            pare_ok(&[
                 "signature",
                 "verify",
                 &msrc,
@@ -376,8 +365,7 @@ fn a_source_must_carry_a_valid_signature_by_the_key() {
                 pubs,
                 "--platform",
                 "linux/arm64",
-            ]));
-            assert!(out.status.success(), "{}", describe_output(&out));
+            ]);
             // Another copy whose index alone is signed.
             let isrc = reg.image("verify/multi-index:1");
             push_layout_with_args(&layout, "m", &isrc, None, &["--all"]);
@@ -488,14 +476,13 @@ fn what_pare_pushes_is_signed_and_its_sbom_attested() {
         "https://spdx.dev/Document"
     );
     // pare verifies its own signature, and a re-run adds no second signature layer.
-    let out = run(pare().args([
+    pare_ok(&[
         "signature",
         "verify",
         &dest,
         "--key",
         public.to_str().unwrap(),
-    ]));
-    assert!(out.status.success(), "{}", describe_output(&out));
+    ]);
     let sig_tag = format!("{host}/{repo}:{}.sig", digest.replacen(':', "-", 1));
     let before = skopeo_raw_manifest(&sig_tag, None);
     let out = run(pare()

@@ -153,3 +153,18 @@ pub fn pare_image_spec(binary: &Path) -> ImageSpec {
             "Make container images safe to run",
         )
 }
+
+/// `spec` saved the way `docker save` saves it (skopeo's docker-archive, tagged `app:1`) as
+/// `DIR/app.tar`, through the OCI layout `DIR/layout` (tag `jq`).
+pub fn save_docker_archive(dir: &Path, spec: &ImageSpec) -> PathBuf {
+    let layout = dir.join("layout");
+    write_oci_layout(&layout, "jq", spec);
+    let saved = dir.join("app.tar");
+    run_ok(
+        Command::new("skopeo")
+            .args(["copy", "-q"])
+            .arg(format!("oci:{}:jq", layout.display()))
+            .arg(format!("docker-archive:{}:app:1", saved.display())),
+    );
+    saved
+}

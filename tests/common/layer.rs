@@ -381,3 +381,11 @@ pub fn usrmerge_base_layer() -> Layer {
         .file(BASE_OPAQUE_DIR_FILES[0], "a\n", 0o644)
         .file(BASE_OPAQUE_DIR_FILES[1], "b\n", 0o644)
 }
+
+/// The unhardened jq image most tests harden: [`usrmerge_base_layer`] (busybox sh, setuid and
+/// setgid programs) and [`jq_app_layer`] (a whiteout, an opaque directory), `jq -n 1+1`.
+pub fn jq_image() -> ImageSpec {
+    ImageSpec::new(vec![usrmerge_base_layer(), jq_app_layer()])
+        .with_entrypoint(&["/usr/bin/jq"])
+        .with_cmd(&["-n", "1+1"])
+}

@@ -79,3 +79,50 @@ pub fn pare() -> Command {
     };
     Command::new(bin)
 }
+
+/// Run `cmd` to completion, capturing its output (stdin inherited). Panics only if it cannot
+/// be spawned.
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("run pare")
+}
+
+/// `pare ARGS`, which must exit 0; its output.
+#[track_caller]
+pub fn pare_ok(args: &[&str]) -> Output {
+    let out = run(pare().args(args));
+    assert!(out.status.success(), "{}", describe_output(&out));
+    out
+}
+
+/// `out`'s stdout as text.
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `out`'s stderr as text.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Exit code 1 and exactly one line on stderr, starting with `pare: error:` and containing all
+/// of `needles`; that line.
+#[track_caller]
+pub fn assert_one_line_error(out: &Output, needles: &[&str]) -> String {
+    assert!(
+        !out.status.success(),
+        "expected failure: {}",
+        describe_output(out)
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", describe_output(out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("pare: error:"))
+        .collect();
+    assert_eq!(lines.len(), 1, "one error line: {err}");
+    for n in needles {
+        assert!(lines[0].contains(n), "{n:?} not in {:?}", lines[0]);
+    }
+    eprintln!("{}", lines[0]);
+    lines[0].to_string()
+}
