@@ -44,20 +44,8 @@ pub fn dir_layer(root: &Path) -> Layer {
 pub fn arm64_jq_debs() -> Result<Vec<PathBuf>, String> {
     let cache = std::env::temp_dir().join("pare-test-arm64-debs");
     let names = ["libc6", "jq", "libjq1", "libonig5"];
-    let have = |cache: &Path| -> Vec<PathBuf> {
-        let mut v: Vec<PathBuf> = fs::read_dir(cache)
-            .map(|d| {
-                d.flatten()
-                    .map(|e| e.path())
-                    .filter(|p| p.extension().is_some_and(|e| e == "deb"))
-                    .collect()
-            })
-            .unwrap_or_default();
-        v.sort();
-        v
-    };
-    if have(&cache).len() >= names.len() {
-        return Ok(have(&cache));
+    if debian::deb_files(&cache).len() >= names.len() {
+        return Ok(debian::deb_files(&cache));
     }
     fs::create_dir_all(&cache).map_err(|e| e.to_string())?;
     let pkgs: Vec<String> = names.iter().map(|n| format!("{n}:arm64")).collect();
@@ -74,7 +62,7 @@ pub fn arm64_jq_debs() -> Result<Vec<PathBuf>, String> {
             String::from_utf8_lossy(&out.stderr).trim()
         ));
     }
-    Ok(have(&cache))
+    Ok(debian::deb_files(&cache))
 }
 
 /// Unpack .deb files into a fresh root with `dpkg-deb -x`.
