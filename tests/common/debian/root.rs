@@ -142,160 +142,198 @@ impl DebianRootBuilder {
         fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).expect("chmod root");
         let lower = self.lower.clone().unwrap_or_default();
         let ctrl_tmp = tempfile::tempdir().expect("tempdir for control archives");
-        let mut packages = Vec::new();
         let mut stanzas = lower.stanzas.clone();
         let mut installed = lower.installed.clone();
-        // (info key, .list, .md5sums, .conffiles)
-        let mut new_files: Vec<(String, String, String, String)> = Vec::new();
+        let mut unpacked: Vec<UnpackedDeb> = Vec::new();
         for deb in &self.debs {
             if lower.installed.contains(&deb_package_name(deb)) {
                 continue;
             }
-            // Unpack, listing what was unpacked (`dpkg-deb -X` prints each member).
-            let out = run_capture(Command::new("dpkg-deb").arg("-X").arg(deb).arg(&root));
-            assert!(
-                out.status.success(),
-                "dpkg-deb -X {} failed: {}",
-                deb.display(),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let mut paths = vec!["/.".to_string()];
-            for line in String::from_utf8_lossy(&out.stdout).lines() {
-                let p = line.trim_start_matches('.').trim_end_matches('/');
-                if !p.is_empty() {
-                    paths.push(p.to_string());
-                }
-            }
-            let cdir = ctrl_tmp.path().join(deb_package_name(deb));
-            let out = run_capture(Command::new("dpkg-deb").arg("-e").arg(deb).arg(&cdir));
-            assert!(
-                out.status.success(),
-                "dpkg-deb -e {} failed: {}",
-                deb.display(),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let control = fs::read_to_string(cdir.join("control")).expect("read control");
-            let field = |name: &str| -> String {
-                control
-                    .lines()
-                    .find_map(|l| l.strip_prefix(&format!("{name}:")))
-                    .map(|v| v.trim().to_string())
-                    .unwrap_or_default()
-            };
-            let name = field("Package");
-            let arch = field("Architecture");
-            let key = if field("Multi-Arch") == "same" {
-                format!("{name}:{arch}")
-            } else {
-                name.clone()
-            };
-            let md5sums = fs::read_to_string(cdir.join("md5sums")).unwrap_or_default();
-            let conffiles = fs::read_to_string(cdir.join("conffiles")).unwrap_or_default();
-            // Status stanza: the control fields, Status after Package, Conffiles with the
-            // md5 of each conffile as unpacked.
-            let mut conffile_field = String::new();
-            for cf in conffiles
-                .lines()
-                .map(str::trim)
-                .filter(|l| l.starts_with('/'))
-            {
-                let host = root.join(cf.trim_start_matches('/'));
-                let md5 = Command::new("md5sum")
-                    .arg(&host)
-                    .output()
-                    .ok()
-                    .and_then(|o| {
-                        String::from_utf8_lossy(&o.stdout)
-                            .split_whitespace()
-                            .next()
-                            .map(str::to_string)
-                    })
-                    .unwrap_or_else(|| "newconffile".to_string());
-                conffile_field.push_str(&format!(" {cf} {md5}\n"));
-            }
-            let mut stanza = String::new();
-            for line in control.lines() {
-                if line.starts_with("Description:") && !conffile_field.is_empty() {
-                    stanza.push_str("Conffiles:\n");
-                    stanza.push_str(&conffile_field);
-                }
-                stanza.push_str(line);
-                stanza.push('\n');
-                if line.starts_with("Package:") {
-                    stanza.push_str("Status: install ok installed\n");
-                }
-            }
-            stanzas.insert(key.clone(), stanza);
-            installed.insert(name.clone());
-            new_files.push((key.clone(), paths.join("\n") + "\n", md5sums, conffiles));
-            packages.push(InstalledPackage {
-                name,
-                version: field("Version"),
-                arch,
-                key,
-                paths,
-            });
+            let u = unpack_deb(deb, &root, &ctrl_tmp.path().join(deb_package_name(deb)));
+            stanzas.insert(u.package.key.clone(), u.stanza.clone());
+            installed.insert(u.package.name.clone());
+            unpacked.push(u);
         }
         usrmerge(&root, &self.arch);
-        for (image_path, source, mode) in &self.files {
-            let host = root.join(image_path.trim_start_matches('/'));
-            if let Some(parent) = host.parent() {
-                fs::create_dir_all(parent)
-                    .unwrap_or_else(|e| panic!("mkdir {}: {e}", parent.display()));
-            }
-            if fs::symlink_metadata(&host).is_ok_and(|m| !m.is_dir()) {
-                fs::remove_file(&host).unwrap_or_else(|e| panic!("rm {}: {e}", host.display()));
-            }
-            match source {
-                FileSource::Bytes(b) => {
-                    fs::write(&host, b).unwrap_or_else(|e| panic!("write {}: {e}", host.display()))
-                }
-                FileSource::Host(h) => {
-                    fs::copy(h, &host).unwrap_or_else(|e| {
-                        panic!("copy {} to {}: {e}", h.display(), host.display())
-                    });
-                }
-                FileSource::Symlink(t) => {
-                    symlink(t, &host).unwrap_or_else(|e| panic!("symlink {}: {e}", host.display()))
-                }
-            }
-            if !matches!(source, FileSource::Symlink(_)) {
-                fs::set_permissions(&host, fs::Permissions::from_mode(*mode))
-                    .unwrap_or_else(|e| panic!("chmod {}: {e}", host.display()));
-            }
-        }
-        let names: BTreeSet<String> = packages.iter().map(|p| p.name.clone()).collect();
+        add_files(&root, &self.files);
+        let names: BTreeSet<String> = unpacked.iter().map(|u| u.package.name.clone()).collect();
         emulate_maintainer_scripts(&root, &self.arch, &names);
         if self.dpkg_db {
-            let info = root.join("var/lib/dpkg/info");
-            fs::create_dir_all(&info).expect("mkdir var/lib/dpkg/info");
-            let mut status = String::new();
-            for stanza in stanzas.values() {
-                status.push_str(stanza);
-                status.push('\n');
-            }
-            fs::write(root.join("var/lib/dpkg/status"), status).expect("write dpkg status");
-            for (key, list, md5sums, conffiles) in &new_files {
-                fs::write(info.join(format!("{key}.list")), list).expect("write .list");
-                if !md5sums.is_empty() {
-                    fs::write(info.join(format!("{key}.md5sums")), md5sums)
-                        .expect("write .md5sums");
-                }
-                if !conffiles.is_empty() {
-                    fs::write(info.join(format!("{key}.conffiles")), conffiles)
-                        .expect("write .conffiles");
-                }
-            }
+            write_dpkg_db(&root, &stanzas, &unpacked);
         }
         DebianRoot {
             dir,
             arch: self.arch,
-            packages,
+            packages: unpacked.into_iter().map(|u| u.package).collect(),
             dpkg: if self.dpkg_db {
                 DpkgState { stanzas, installed }
             } else {
                 lower
             },
+        }
+    }
+}
+
+/// One `.deb` unpacked into a root: the package, its dpkg status stanza, and the contents of
+/// its `info/` files.
+struct UnpackedDeb {
+    package: InstalledPackage,
+    stanza: String,
+    list: String,
+    md5sums: String,
+    conffiles: String,
+}
+
+/// `dpkg-deb OPTION DEB DIR`, which must succeed; its stdout.
+fn dpkg_deb(option: &str, deb: &Path, dir: &Path) -> Vec<u8> {
+    let out = run_capture(Command::new("dpkg-deb").arg(option).arg(deb).arg(dir));
+    assert!(
+        out.status.success(),
+        "dpkg-deb {option} {} failed: {}",
+        deb.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// Unpack `deb` into `root` (its control archive into `ctrl_dir`).
+fn unpack_deb(deb: &Path, root: &Path, ctrl_dir: &Path) -> UnpackedDeb {
+    // Unpack, listing what was unpacked (`dpkg-deb -X` prints each member).
+    let listing = dpkg_deb("-X", deb, root);
+    let mut paths = vec!["/.".to_string()];
+    for line in String::from_utf8_lossy(&listing).lines() {
+        let p = line.trim_start_matches('.').trim_end_matches('/');
+        if !p.is_empty() {
+            paths.push(p.to_string());
+        }
+    }
+    dpkg_deb("-e", deb, ctrl_dir);
+    let control = fs::read_to_string(ctrl_dir.join("control")).expect("read control");
+    let field = |name: &str| -> String {
+        control
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    let name = field("Package");
+    let arch = field("Architecture");
+    let key = if field("Multi-Arch") == "same" {
+        format!("{name}:{arch}")
+    } else {
+        name.clone()
+    };
+    let md5sums = fs::read_to_string(ctrl_dir.join("md5sums")).unwrap_or_default();
+    let conffiles = fs::read_to_string(ctrl_dir.join("conffiles")).unwrap_or_default();
+    let stanza = status_stanza(&control, &conffile_field(root, &conffiles));
+    UnpackedDeb {
+        list: paths.join("\n") + "\n",
+        package: InstalledPackage {
+            name,
+            version: field("Version"),
+            arch,
+            key,
+            paths,
+        },
+        stanza,
+        md5sums,
+        conffiles,
+    }
+}
+
+/// The lines of a status stanza's `Conffiles` field: each conffile with the md5 of it as
+/// unpacked in `root`.
+fn conffile_field(root: &Path, conffiles: &str) -> String {
+    let mut field = String::new();
+    for cf in conffiles
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with('/'))
+    {
+        let host = root.join(cf.trim_start_matches('/'));
+        let md5 = Command::new("md5sum")
+            .arg(&host)
+            .output()
+            .ok()
+            .and_then(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .split_whitespace()
+                    .next()
+                    .map(str::to_string)
+            })
+            .unwrap_or_else(|| "newconffile".to_string());
+        field.push_str(&format!(" {cf} {md5}\n"));
+    }
+    field
+}
+
+/// Status stanza: the control fields, Status after Package, Conffiles (when there are any)
+/// before Description.
+fn status_stanza(control: &str, conffile_field: &str) -> String {
+    let mut stanza = String::new();
+    for line in control.lines() {
+        if line.starts_with("Description:") && !conffile_field.is_empty() {
+            stanza.push_str("Conffiles:\n");
+            stanza.push_str(conffile_field);
+        }
+        stanza.push_str(line);
+        stanza.push('\n');
+        if line.starts_with("Package:") {
+            stanza.push_str("Status: install ok installed\n");
+        }
+    }
+    stanza
+}
+
+/// The files a [`DebianRootBuilder`] adds (replacing what is there, directories aside).
+fn add_files(root: &Path, files: &[(String, FileSource, u32)]) {
+    for (image_path, source, mode) in files {
+        let host = root.join(image_path.trim_start_matches('/'));
+        if let Some(parent) = host.parent() {
+            fs::create_dir_all(parent)
+                .unwrap_or_else(|e| panic!("mkdir {}: {e}", parent.display()));
+        }
+        if fs::symlink_metadata(&host).is_ok_and(|m| !m.is_dir()) {
+            fs::remove_file(&host).unwrap_or_else(|e| panic!("rm {}: {e}", host.display()));
+        }
+        match source {
+            FileSource::Bytes(b) => {
+                fs::write(&host, b).unwrap_or_else(|e| panic!("write {}: {e}", host.display()))
+            }
+            FileSource::Host(h) => {
+                fs::copy(h, &host)
+                    .unwrap_or_else(|e| panic!("copy {} to {}: {e}", h.display(), host.display()));
+            }
+            FileSource::Symlink(t) => {
+                symlink(t, &host).unwrap_or_else(|e| panic!("symlink {}: {e}", host.display()))
+            }
+        }
+        if !matches!(source, FileSource::Symlink(_)) {
+            fs::set_permissions(&host, fs::Permissions::from_mode(*mode))
+                .unwrap_or_else(|e| panic!("chmod {}: {e}", host.display()));
+        }
+    }
+}
+
+/// The dpkg database: `status` with every stanza, and `info/` files of the new packages.
+fn write_dpkg_db(root: &Path, stanzas: &BTreeMap<String, String>, new: &[UnpackedDeb]) {
+    let info = root.join("var/lib/dpkg/info");
+    fs::create_dir_all(&info).expect("mkdir var/lib/dpkg/info");
+    let mut status = String::new();
+    for stanza in stanzas.values() {
+        status.push_str(stanza);
+        status.push('\n');
+    }
+    fs::write(root.join("var/lib/dpkg/status"), status).expect("write dpkg status");
+    for u in new {
+        let key = &u.package.key;
+        fs::write(info.join(format!("{key}.list")), &u.list).expect("write .list");
+        if !u.md5sums.is_empty() {
+            fs::write(info.join(format!("{key}.md5sums")), &u.md5sums).expect("write .md5sums");
+        }
+        if !u.conffiles.is_empty() {
+            fs::write(info.join(format!("{key}.conffiles")), &u.conffiles)
+                .expect("write .conffiles");
         }
     }
 }

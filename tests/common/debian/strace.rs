@@ -232,20 +232,6 @@ pub fn parse_strace(log: &str, root: &Path, before: &BTreeMap<String, u64>) -> T
     let mut states: HashMap<i64, ProcState> = HashMap::new();
     let mut trace = Trace::default();
     let mut seen_procs = BTreeSet::new();
-    let add = |trace: &mut Trace, requested: String, canonical: String, how: &str| {
-        let Some(size) = before.get(&canonical) else {
-            return;
-        };
-        let e = trace.files.entry(canonical).or_default();
-        e.size = *size;
-        e.requested.insert(requested);
-        e.how.insert(how.to_string());
-    };
-    let skip = |p: &str| {
-        ["/proc", "/sys", "/dev"]
-            .iter()
-            .any(|pre| p == *pre || p.starts_with(&format!("{pre}/")))
-    };
     for c in &calls {
         if !states.contains_key(&c.pid) {
             let inherited = parent
@@ -270,49 +256,18 @@ pub fn parse_strace(log: &str, root: &Path, before: &BTreeMap<String, u64>) -> T
             continue;
         }
         seen_procs.insert(c.pid);
-        let arg_str = |i: usize| c.args.get(i).and_then(|a| decode_c_string(a));
-        let dir_of = |fdarg: &str| -> Option<String> {
-            if fdarg == "AT_FDCWD" {
-                st.cwd.clone()
-            } else {
-                fdarg
-                    .parse::<i64>()
-                    .ok()
-                    .and_then(|fd| st.fds.get(&fd).cloned())
+        if c.name == "fchdir" {
+            if let Some(d) = c
+                .args
+                .first()
+                .and_then(|a| a.parse::<i64>().ok())
+                .and_then(|fd| st.fds.get(&fd).cloned())
+            {
+                states.get_mut(&c.pid).unwrap().cwd = Some(d);
             }
-        };
-        // (directory the path is relative to, path, follow the last symlink)
-        let target: Option<(Option<String>, String, bool)> = match c.name.as_str() {
-            "open" | "stat" | "stat64" | "access" | "execve" | "chdir" | "uselib" => {
-                arg_str(0).map(|p| (st.cwd.clone(), p, true))
-            }
-            "lstat" | "lstat64" | "readlink" => arg_str(0).map(|p| (st.cwd.clone(), p, false)),
-            "openat" | "openat2" | "newfstatat" | "fstatat64" | "statx" | "faccessat"
-            | "faccessat2" | "readlinkat" | "execveat" => {
-                let nofollow = c.name == "readlinkat"
-                    || c.args
-                        .iter()
-                        .skip(2)
-                        .any(|a| a.contains("AT_SYMLINK_NOFOLLOW"));
-                match (c.args.first(), arg_str(1)) {
-                    (Some(fd), Some(p)) if !p.is_empty() => Some((dir_of(fd), p, !nofollow)),
-                    _ => None,
-                }
-            }
-            "fchdir" => {
-                if let Some(d) = c
-                    .args
-                    .first()
-                    .and_then(|a| a.parse::<i64>().ok())
-                    .and_then(|fd| st.fds.get(&fd).cloned())
-                {
-                    states.get_mut(&c.pid).unwrap().cwd = Some(d);
-                }
-                None
-            }
-            _ => None,
-        };
-        let Some((base, path, follow)) = target else {
+            continue;
+        }
+        let Some((base, path, follow)) = call_target(c, &st) else {
             continue;
         };
         let base = match (path.starts_with('/'), base) {
@@ -327,7 +282,7 @@ pub fn parse_strace(log: &str, root: &Path, before: &BTreeMap<String, u64>) -> T
             }
         };
         let requested = join_path(&base, &path);
-        if skip(&requested) {
+        if is_virtual(&requested) {
             continue;
         }
         let canonical = resolve_in_root(root, &base, &path, follow);
@@ -345,41 +300,104 @@ pub fn parse_strace(log: &str, root: &Path, before: &BTreeMap<String, u64>) -> T
         let Some(canonical) = canonical else {
             continue;
         };
-        if skip(&canonical) {
+        if is_virtual(&canonical) {
             continue;
         }
         if matches!(c.name.as_str(), "execve" | "execveat") {
             trace.execs.push(canonical.clone());
-            // What the kernel loads for this exec: #! interpreters and PT_INTERP, recursively.
-            let mut queue = vec![canonical.clone()];
-            let mut hops = 0;
-            while let Some(exe) = queue.pop() {
-                hops += 1;
-                if hops > 8 {
-                    break;
-                }
-                let Ok(bytes) = fs::read(root.join(exe.trim_start_matches('/'))) else {
-                    continue;
-                };
-                let interp = if bytes.starts_with(b"#!") {
-                    let line = bytes[2..].split(|b| *b == b'\n').next().unwrap_or_default();
-                    String::from_utf8_lossy(line)
-                        .split_whitespace()
-                        .next()
-                        .map(str::to_string)
-                } else {
-                    elf_interp(&bytes)
-                };
-                if let Some(i) = interp
-                    && let Some(ic) = resolve_in_root(root, "/", &i, true)
-                {
-                    add(&mut trace, i, ic.clone(), "interp");
-                    queue.push(ic);
-                }
-            }
+            add_interpreters(&mut trace, root, before, &canonical);
         }
-        add(&mut trace, requested, canonical, &c.name);
+        add_file(&mut trace, before, requested, canonical, &c.name);
     }
     trace.processes = seen_procs.len();
     trace
+}
+
+/// Under `/proc`, `/sys` or `/dev`.
+fn is_virtual(p: &str) -> bool {
+    ["/proc", "/sys", "/dev"]
+        .iter()
+        .any(|pre| p == *pre || p.starts_with(&format!("{pre}/")))
+}
+
+/// Count `canonical` (asked for as `requested`, by `how`) when it was a regular file before.
+fn add_file(
+    trace: &mut Trace,
+    before: &BTreeMap<String, u64>,
+    requested: String,
+    canonical: String,
+    how: &str,
+) {
+    let Some(size) = before.get(&canonical) else {
+        return;
+    };
+    let e = trace.files.entry(canonical).or_default();
+    e.size = *size;
+    e.requested.insert(requested);
+    e.how.insert(how.to_string());
+}
+
+/// The path call `c` names, for a process in state `st`: (the directory it is relative to,
+/// the path, whether the last symlink is followed). `None` for calls that name no file.
+fn call_target(c: &Call, st: &ProcState) -> Option<(Option<String>, String, bool)> {
+    let arg_str = |i: usize| c.args.get(i).and_then(|a| decode_c_string(a));
+    let dir_of = |fdarg: &str| -> Option<String> {
+        if fdarg == "AT_FDCWD" {
+            st.cwd.clone()
+        } else {
+            fdarg
+                .parse::<i64>()
+                .ok()
+                .and_then(|fd| st.fds.get(&fd).cloned())
+        }
+    };
+    match c.name.as_str() {
+        "open" | "stat" | "stat64" | "access" | "execve" | "chdir" | "uselib" => {
+            arg_str(0).map(|p| (st.cwd.clone(), p, true))
+        }
+        "lstat" | "lstat64" | "readlink" => arg_str(0).map(|p| (st.cwd.clone(), p, false)),
+        "openat" | "openat2" | "newfstatat" | "fstatat64" | "statx" | "faccessat"
+        | "faccessat2" | "readlinkat" | "execveat" => {
+            let nofollow = c.name == "readlinkat"
+                || c.args
+                    .iter()
+                    .skip(2)
+                    .any(|a| a.contains("AT_SYMLINK_NOFOLLOW"));
+            match (c.args.first(), arg_str(1)) {
+                (Some(fd), Some(p)) if !p.is_empty() => Some((dir_of(fd), p, !nofollow)),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// What the kernel loads for an exec of `exe`: `#!` interpreters and `PT_INTERP`, recursively.
+fn add_interpreters(trace: &mut Trace, root: &Path, before: &BTreeMap<String, u64>, exe: &str) {
+    let mut queue = vec![exe.to_string()];
+    let mut hops = 0;
+    while let Some(exe) = queue.pop() {
+        hops += 1;
+        if hops > 8 {
+            break;
+        }
+        let Ok(bytes) = fs::read(root.join(exe.trim_start_matches('/'))) else {
+            continue;
+        };
+        let interp = if bytes.starts_with(b"#!") {
+            let line = bytes[2..].split(|b| *b == b'\n').next().unwrap_or_default();
+            String::from_utf8_lossy(line)
+                .split_whitespace()
+                .next()
+                .map(str::to_string)
+        } else {
+            elf_interp(&bytes)
+        };
+        if let Some(i) = interp
+            && let Some(ic) = resolve_in_root(root, "/", &i, true)
+        {
+            add_file(trace, before, i, ic.clone(), "interp");
+            queue.push(ic);
+        }
+    }
 }
