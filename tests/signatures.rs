@@ -191,12 +191,29 @@ fn a_source_must_carry_a_valid_signature_by_the_key() {
     let (other_key, other_public) = keygen_helper(dir.path(), "other");
     let reg = Registry::start();
     let pubs = public.to_str().unwrap();
+    let (src, digest) =
+        a_signed_source_is_accepted(&reg, &key, pubs, other_public.to_str().unwrap());
+    a_referrer_signature_is_accepted(&reg, &key, pubs);
+    a_moved_tag_is_refused(&reg, &src, &digest, pubs);
+    signatures_of_something_else_are_refused(&reg, &key, &other_key, pubs);
+    an_unsigned_source_is_refused(&reg, pubs);
+    a_multi_platform_source_needs_its_index_or_every_platform_signed(&reg, dir.path(), &key, pubs);
+    ed25519_and_rsa_keys_verify(&reg, dir.path());
+    keys_from_pare_toml_are_used(&reg, &public);
+}
 
+/// Signed by the helper: accepted (with any of several keys); the source and its digest.
+fn a_signed_source_is_accepted(
+    reg: &Registry,
+    key: &Path,
+    pubs: &str,
+    other_pubs: &str,
+) -> (String, String) {
     // Signed by the helper: accepted, the report names the signature.
     let src = reg.image("verify/app:1");
     let built = build_and_push(&jq_image(), &src, None);
     let digest = skopeo_manifest_digest(&src, None);
-    sign_with_helper(&src, &digest, &key, &[]);
+    sign_with_helper(&src, &digest, key, &[]);
     let dest = reg.image("verify/app:ok");
     let out = harden(&[&src, &dest, "--verify-key", pubs, "--report", "-"]);
     assert!(out.status.success(), "{}", describe_output(&out));
@@ -208,7 +225,7 @@ fn a_source_must_carry_a_valid_signature_by_the_key() {
         &src,
         &reg.image("verify/app:ok2"),
         "--verify-key",
-        other_public.to_str().unwrap(),
+        other_pubs,
         "--verify-key",
         pubs,
     ]);
@@ -216,7 +233,10 @@ fn a_source_must_carry_a_valid_signature_by_the_key() {
     let out = pare_ok(&["signature", "verify", &src, "--key", pubs]);
     assert!(String::from_utf8_lossy(&out.stdout).contains(&digest));
     let _ = built;
+    (src, digest)
+}
 
+fn a_referrer_signature_is_accepted(reg: &Registry, key: &Path, pubs: &str) {
     // Signed as an OCI 1.1 referrer only (cosign's experimental mode; this registry has no
     // referrers API, so the referrer is listed under the fallback tag): accepted too.
     let rsrc = reg.image("verify/referrer:1");
@@ -249,24 +269,34 @@ fn a_source_must_carry_a_valid_signature_by_the_key() {
             .starts_with("referrer"),
         "{r}"
     );
+}
 
+fn a_moved_tag_is_refused(reg: &Registry, src: &str, digest: &str, pubs: &str) {
     // The same tag moved to another image: its signature names the old digest.
-    build_and_push(&other_image(), &src, None);
-    let moved = skopeo_manifest_digest(&src, None);
+    build_and_push(&other_image(), src, None);
+    let moved = skopeo_manifest_digest(src, None);
     assert_ne!(moved, digest);
     let dest = reg.image("verify/app:moved");
-    let out = harden(&[&src, &dest, "--verify-key", pubs]);
+    let out = harden(&[src, &dest, "--verify-key", pubs]);
     assert_refused(&out, &dest, "moved tag");
-    let out = run(pare().args(["signature", "verify", &src, "--key", pubs]));
+    let out = run(pare().args(["signature", "verify", src, "--key", pubs]));
     assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
-    let out = run(pare().args(["-q", "check", &src, "--verify-key", pubs]));
+    let out = run(pare().args(["-q", "check", src, "--verify-key", pubs]));
     assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
+}
 
+/// Another key, a payload naming another digest or another repository: refused.
+fn signatures_of_something_else_are_refused(
+    reg: &Registry,
+    key: &Path,
+    other_key: &Path,
+    pubs: &str,
+) {
     // Signed, but by another key.
     let src = reg.image("verify/other-key:1");
     build_and_push(&jq_image(), &src, None);
     let d = skopeo_manifest_digest(&src, None);
-    sign_with_helper(&src, &d, &other_key, &[]);
+    sign_with_helper(&src, &d, other_key, &[]);
     let dest = reg.image("verify/other-key:h");
     let out = harden(&[&src, &dest, "--verify-key", pubs]);
     assert_refused(&out, &dest, "another key");
@@ -278,7 +308,7 @@ fn a_source_must_carry_a_valid_signature_by_the_key() {
     let d = skopeo_manifest_digest(&src, None);
     let fake = format!("sha256:{}", "ab".repeat(32));
     let (host, repo) = parts(&src);
-    sign_with_helper(&src, &d, &key, &[&format!("{host}/{repo}"), &fake]);
+    sign_with_helper(&src, &d, key, &[&format!("{host}/{repo}"), &fake]);
     let dest = reg.image("verify/other-digest:h");
     let out = harden(&[&src, &dest, "--verify-key", pubs]);
     assert_refused(&out, &dest, "another digest");
@@ -288,12 +318,14 @@ fn a_source_must_carry_a_valid_signature_by_the_key() {
     let src = reg.image("verify/other-repo:1");
     build_and_push(&jq_image(), &src, None);
     let d = skopeo_manifest_digest(&src, None);
-    sign_with_helper(&src, &d, &key, &[&format!("{host}/somewhere/else")]);
+    sign_with_helper(&src, &d, key, &[&format!("{host}/somewhere/else")]);
     let dest = reg.image("verify/other-repo:h");
     let out = harden(&[&src, &dest, "--verify-key", pubs]);
     assert_refused(&out, &dest, "another repository");
     assert!(String::from_utf8_lossy(&out.stderr).contains("another repository"));
+}
 
+fn an_unsigned_source_is_refused(reg: &Registry, pubs: &str) {
     // No signature at all.
     let src = reg.image("verify/unsigned:1");
     build_and_push(&jq_image(), &src, None);
@@ -321,9 +353,16 @@ fn a_source_must_carry_a_valid_signature_by_the_key() {
         !log.iter().any(|(_, p, _)| p.contains("/blobs/")),
         "a blob was read before the signature was checked: {log:?}"
     );
+}
 
+fn a_multi_platform_source_needs_its_index_or_every_platform_signed(
+    reg: &Registry,
+    dir: &Path,
+    key: &Path,
+    pubs: &str,
+) {
     // A multi-platform source: the index's own signature counts, or every platform's.
-    let layout = dir.path().join("multi");
+    let layout = dir.join("multi");
     match write_jq_multiarch_layout(&layout, "m") {
         Ok(_) => {
             let msrc = reg.image("verify/multi:1");
@@ -339,7 +378,7 @@ fn a_source_must_carry_a_valid_signature_by_the_key() {
             let out = harden(&[&msrc, &dest, "--verify-key", pubs]);
             assert_refused(&out, &dest, "unsigned index and platforms");
             // One platform signed is not enough.
-            sign_with_helper(&msrc, &children[0], &key, &[]);
+            sign_with_helper(&msrc, &children[0], key, &[]);
             let dest = reg.image("verify/multi:one");
             let out = harden(&[&msrc, &dest, "--verify-key", pubs]);
             assert_refused(&out, &dest, "one platform of two signed");
@@ -350,7 +389,7 @@ fn a_source_must_carry_a_valid_signature_by_the_key() {
                 "{err}"
             );
             for d in &children[1..] {
-                sign_with_helper(&msrc, d, &key, &[]);
+                sign_with_helper(&msrc, d, key, &[]);
             }
             let out = harden(&[&msrc, &reg.image("verify/multi:each"), "--verify-key", pubs]);
             assert!(out.status.success(), "{}", describe_output(&out));
@@ -369,7 +408,7 @@ fn a_source_must_carry_a_valid_signature_by_the_key() {
             // Another copy whose index alone is signed.
             let isrc = reg.image("verify/multi-index:1");
             push_layout_with_args(&layout, "m", &isrc, None, &["--all"]);
-            sign_with_helper(&isrc, &skopeo_manifest_digest(&isrc, None), &key, &[]);
+            sign_with_helper(&isrc, &skopeo_manifest_digest(&isrc, None), key, &[]);
             let out = harden(&[
                 &isrc,
                 &reg.image("verify/multi-index:h"),
@@ -380,11 +419,13 @@ fn a_source_must_carry_a_valid_signature_by_the_key() {
         }
         Err(why) => skip(&format!("the multi-platform source: {why}")),
     }
+}
 
+fn ed25519_and_rsa_keys_verify(reg: &Registry, dir: &Path) {
     // Ed25519 and RSA keys (cosign makes them from KMS and imported keys) verify too; pare
     // signs with an Ed25519 key, and refuses to sign with RSA in one line.
     for kind in ["ed25519", "rsa"] {
-        let (k, p) = keygen_helper_kind(dir.path(), &format!("k-{kind}"), kind);
+        let (k, p) = keygen_helper_kind(dir, &format!("k-{kind}"), kind);
         let src = reg.image(&format!("verify/{kind}:1"));
         build_and_push(&jq_image(), &src, None);
         let d = skopeo_manifest_digest(&src, None);
@@ -404,10 +445,15 @@ fn a_source_must_carry_a_valid_signature_by_the_key() {
             assert!(out.status.success(), "{kind}: {}", describe_output(&out));
         }
     }
+}
 
+/// The unsigned source again, checked with the keys of pare.toml.
+fn keys_from_pare_toml_are_used(reg: &Registry, public: &Path) {
+    let src = reg.image("verify/unsigned:1");
+    let dest = reg.image("verify/unsigned:h");
     // The keys of [signatures] in pare.toml when no --verify-key is given.
     let cfg_dir = tempfile::tempdir().unwrap();
-    std::fs::copy(&public, cfg_dir.path().join("team.pub")).unwrap();
+    std::fs::copy(public, cfg_dir.path().join("team.pub")).unwrap();
     std::fs::write(
         cfg_dir.path().join("pare.toml"),
         "[signatures]\nkeys = [\"team.pub\"]\n",
