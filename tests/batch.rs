@@ -25,17 +25,7 @@ fn batch_a_namespace_resumably_and_in_shards() {
     let done_before = interrupted_run(&reg, &target, &good);
 
     // The re-run does what is left: what the killed run finished is skipped.
-    let out = run(pare()
-        .args([
-            "batch",
-            &target,
-            "--page-size",
-            "5",
-            "--jobs",
-            "1",
-            "--report",
-        ])
-        .arg(&report));
+    let out = run(paged_batch(&target, "1").arg("--report").arg(&report));
     assert_eq!(
         out.status.code(),
         Some(1),
@@ -129,17 +119,8 @@ fn batch_a_namespace_resumably_and_in_shards() {
     for jobs in ["1", "2"] {
         let r = dir.path().join(format!("force{jobs}.json"));
         let t = Instant::now();
-        let out = run(pare()
-            .args([
-                "batch",
-                &target,
-                "--page-size",
-                "5",
-                "--jobs",
-                jobs,
-                "--force",
-            ])
-            .args(["--exclude", "payments/broken:*", "--report"])
+        let out = run(paged_batch(&target, jobs)
+            .args(["--force", "--exclude", "payments/broken:*", "--report"])
             .arg(&r));
         timings.push(t.elapsed().as_secs_f64());
         assert!(out.status.success(), "{}", describe_output(&out));
@@ -178,6 +159,13 @@ fn batch_a_namespace_resumably_and_in_shards() {
         "FIGURES: batch of {} images: --jobs 1 --force {jobs1:.2}s, --jobs 2 --force {jobs2:.2}s, no-op rerun {noop:.2}s",
         all.len()
     );
+}
+
+/// `pare batch TARGET --page-size 5 --jobs JOBS`.
+fn paged_batch(target: &str, jobs: &str) -> std::process::Command {
+    let mut c = pare();
+    c.args(["batch", target, "--page-size", "5", "--jobs", jobs]);
+    c
 }
 
 /// The `-hardened` digests of `good`, as the registry serves them.
@@ -242,8 +230,7 @@ fn push_the_namespace(reg: &Registry, dir: &Path) -> (Vec<String>, bool) {
 /// A first run, interrupted (killed) once the first svc image is hardened: how many images it
 /// hardened.
 fn interrupted_run(reg: &Registry, target: &str, good: &[String]) -> usize {
-    let mut child = pare()
-        .args(["batch", target, "--page-size", "5", "--jobs", "1"])
+    let mut child = paged_batch(target, "1")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()

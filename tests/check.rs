@@ -179,12 +179,7 @@ fn inspect_agrees_with_umoci_and_find() {
         .iter()
         .map(|p| p.display().to_string())
         .collect();
-    let ours: BTreeSet<String> = r["setid_files"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["path"].as_str().unwrap().to_string())
-        .collect();
+    let ours: BTreeSet<String> = strings_of(&r["setid_files"], "path").into_iter().collect();
     assert_eq!(ours, setid);
     // Uncompressed layer sizes vs gzip -dc of each blob.
     let layers = r["layers"].as_array().unwrap();

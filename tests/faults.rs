@@ -11,6 +11,18 @@ use std::time::{Duration, Instant};
 use common::faults::*;
 use common::*;
 
+/// Start `cmd` (its output discarded) and kill it (SIGKILL) after `after`.
+fn kill_after(cmd: &mut std::process::Command, after: Duration) {
+    let mut child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn pare");
+    std::thread::sleep(after);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// A registry with `prox/app:1`, and a proxy in front of it.
 fn setup() -> (Registry, FaultProxy, String) {
     let reg = Registry::start();
@@ -148,9 +160,7 @@ fn a_stalled_answer_times_out_and_is_retried() {
 #[test]
 fn a_killed_harden_never_leaves_a_half_written_tag() {
     let reg = Registry::start();
-    let src = reg.image("kill/app:1");
-    build_and_push(&jq_image(), &src, None);
-    let before = skopeo_manifest_digest(&src, None);
+    let (src, before) = push_jq_image(&reg, "kill/app:1");
     // How long a whole run takes here, to spread the kills over it.
     let t = Instant::now();
     pare_ok(&["-q", "harden", &src, &reg.image("kill/app:timing")]);
@@ -158,15 +168,7 @@ fn a_killed_harden_never_leaves_a_half_written_tag() {
     let mut complete = 0;
     for i in 0..20u32 {
         let dest = reg.image(&format!("kill/app:k{i}"));
-        let mut child = pare()
-            .args(["-q", "harden", &src, &dest])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn pare");
-        std::thread::sleep(whole * i / 20);
-        let _ = child.kill();
-        let _ = child.wait();
+        kill_after(pare().args(["-q", "harden", &src, &dest]), whole * i / 20);
         if reg.tags("kill/app").contains(&format!("k{i}")) {
             // A tag is there: the image behind it is whole (skopeo verifies every blob).
             let u = pull_and_unpack(&dest);
@@ -247,14 +249,7 @@ fn a_killed_batch_never_leaves_a_half_written_tag() {
     let whole = t.elapsed();
     let (mut landed, mut partial) = (0, 0);
     for i in 0..20u32 {
-        let mut child = batch(i)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn pare");
-        std::thread::sleep(whole * i / 20);
-        let _ = child.kill();
-        let _ = child.wait();
+        kill_after(&mut batch(i), whole * i / 20);
         let mut done = 0;
         for repo in names(i) {
             if reg.tags(&repo).contains(&"1-hardened".to_string()) {

@@ -119,6 +119,15 @@ fn assert_refused(out: &Output, dest: &str, why: &str) {
     );
 }
 
+/// `harden SRC DEST --verify-key PUBS`, DEST being `dest` in `reg`, is refused (see
+/// [`assert_refused`]); its output.
+fn harden_refused(reg: &Registry, src: &str, dest: &str, pubs: &str, why: &str) -> Output {
+    let dest = reg.image(dest);
+    let out = harden(&[src, &dest, "--verify-key", pubs]);
+    assert_refused(&out, &dest, why);
+    out
+}
+
 #[test]
 fn keys_made_by_either_side_are_read_by_the_other() {
     let Some(_) = helper() else { return };
@@ -210,9 +219,7 @@ fn a_signed_source_is_accepted(
     other_pubs: &str,
 ) -> (String, String) {
     // Signed by the helper: accepted, the report names the signature.
-    let src = reg.image("verify/app:1");
-    let built = build_and_push(&jq_image(), &src, None);
-    let digest = skopeo_manifest_digest(&src, None);
+    let (src, digest) = push_jq_image(reg, "verify/app:1");
     sign_with_helper(&src, &digest, key, &[]);
     let dest = reg.image("verify/app:ok");
     let out = harden(&[&src, &dest, "--verify-key", pubs, "--report", "-"]);
@@ -232,16 +239,13 @@ fn a_signed_source_is_accepted(
     assert!(out.status.success(), "{}", describe_output(&out));
     let out = pare_ok(&["signature", "verify", &src, "--key", pubs]);
     assert!(String::from_utf8_lossy(&out.stdout).contains(&digest));
-    let _ = built;
     (src, digest)
 }
 
 fn a_referrer_signature_is_accepted(reg: &Registry, key: &Path, pubs: &str) {
     // Signed as an OCI 1.1 referrer only (cosign's experimental mode; this registry has no
     // referrers API, so the referrer is listed under the fallback tag): accepted too.
-    let rsrc = reg.image("verify/referrer:1");
-    build_and_push(&jq_image(), &rsrc, None);
-    let rd = skopeo_manifest_digest(&rsrc, None);
+    let (rsrc, rd) = push_jq_image(reg, "verify/referrer:1");
     let (host, repo) = parts(&rsrc);
     let out = helper_run(&[
         "sign-referrer",
@@ -293,35 +297,23 @@ fn signatures_of_something_else_are_refused(
     pubs: &str,
 ) {
     // Signed, but by another key.
-    let src = reg.image("verify/other-key:1");
-    build_and_push(&jq_image(), &src, None);
-    let d = skopeo_manifest_digest(&src, None);
+    let (src, d) = push_jq_image(reg, "verify/other-key:1");
     sign_with_helper(&src, &d, other_key, &[]);
-    let dest = reg.image("verify/other-key:h");
-    let out = harden(&[&src, &dest, "--verify-key", pubs]);
-    assert_refused(&out, &dest, "another key");
+    let out = harden_refused(reg, &src, "verify/other-key:h", pubs, "another key");
     assert!(String::from_utf8_lossy(&out.stderr).contains("another key"));
 
     // A payload naming another digest (signed under this digest's tag).
-    let src = reg.image("verify/other-digest:1");
-    build_and_push(&jq_image(), &src, None);
-    let d = skopeo_manifest_digest(&src, None);
+    let (src, d) = push_jq_image(reg, "verify/other-digest:1");
     let fake = format!("sha256:{}", "ab".repeat(32));
     let (host, repo) = parts(&src);
     sign_with_helper(&src, &d, key, &[&format!("{host}/{repo}"), &fake]);
-    let dest = reg.image("verify/other-digest:h");
-    let out = harden(&[&src, &dest, "--verify-key", pubs]);
-    assert_refused(&out, &dest, "another digest");
+    let out = harden_refused(reg, &src, "verify/other-digest:h", pubs, "another digest");
     assert!(String::from_utf8_lossy(&out.stderr).contains("another image"));
 
     // A payload naming another repository.
-    let src = reg.image("verify/other-repo:1");
-    build_and_push(&jq_image(), &src, None);
-    let d = skopeo_manifest_digest(&src, None);
+    let (src, d) = push_jq_image(reg, "verify/other-repo:1");
     sign_with_helper(&src, &d, key, &[&format!("{host}/somewhere/else")]);
-    let dest = reg.image("verify/other-repo:h");
-    let out = harden(&[&src, &dest, "--verify-key", pubs]);
-    assert_refused(&out, &dest, "another repository");
+    let out = harden_refused(reg, &src, "verify/other-repo:h", pubs, "another repository");
     assert!(String::from_utf8_lossy(&out.stderr).contains("another repository"));
 }
 
@@ -329,9 +321,7 @@ fn an_unsigned_source_is_refused(reg: &Registry, pubs: &str) {
     // No signature at all.
     let src = reg.image("verify/unsigned:1");
     build_and_push(&jq_image(), &src, None);
-    let dest = reg.image("verify/unsigned:h");
-    let out = harden(&[&src, &dest, "--verify-key", pubs]);
-    assert_refused(&out, &dest, "unsigned");
+    let out = harden_refused(reg, &src, "verify/unsigned:h", pubs, "unsigned");
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not signed"));
     // Through a recording proxy: the refusal reads the manifest and the signature tags, never a
     // blob of the image (no config, no layer).
@@ -368,20 +358,23 @@ fn a_multi_platform_source_needs_its_index_or_every_platform_signed(
             let msrc = reg.image("verify/multi:1");
             push_layout_with_args(&layout, "m", &msrc, None, &["--all"]);
             let index: Value = serde_json::from_slice(&skopeo_raw_manifest(&msrc, None)).unwrap();
-            let children: Vec<String> = index["manifests"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|m| m["digest"].as_str().unwrap().to_string())
-                .collect();
-            let dest = reg.image("verify/multi:unsigned");
-            let out = harden(&[&msrc, &dest, "--verify-key", pubs]);
-            assert_refused(&out, &dest, "unsigned index and platforms");
+            let children = strings_of(&index["manifests"], "digest");
+            harden_refused(
+                reg,
+                &msrc,
+                "verify/multi:unsigned",
+                pubs,
+                "unsigned index and platforms",
+            );
             // One platform signed is not enough.
             sign_with_helper(&msrc, &children[0], key, &[]);
-            let dest = reg.image("verify/multi:one");
-            let out = harden(&[&msrc, &dest, "--verify-key", pubs]);
-            assert_refused(&out, &dest, "one platform of two signed");
+            let out = harden_refused(
+                reg,
+                &msrc,
+                "verify/multi:one",
+                pubs,
+                "one platform of two signed",
+            );
             // Refused before any platform was built: the message names the unsigned platform.
             let err = String::from_utf8_lossy(&out.stderr);
             assert!(
@@ -426,9 +419,7 @@ fn ed25519_and_rsa_keys_verify(reg: &Registry, dir: &Path) {
     // signs with an Ed25519 key, and refuses to sign with RSA in one line.
     for kind in ["ed25519", "rsa"] {
         let (k, p) = keygen_helper_kind(dir, &format!("k-{kind}"), kind);
-        let src = reg.image(&format!("verify/{kind}:1"));
-        build_and_push(&jq_image(), &src, None);
-        let d = skopeo_manifest_digest(&src, None);
+        let (src, d) = push_jq_image(reg, &format!("verify/{kind}:1"));
         sign_with_helper(&src, &d, &k, &[]);
         let dest = reg.image(&format!("verify/{kind}:h"));
         let out = harden(&[&src, &dest, "--verify-key", p.to_str().unwrap()]);

@@ -22,9 +22,7 @@ fn refused(out: &Output) {
 #[test]
 fn a_registry_source_is_refused_then_replaced_in_place_with_a_backup() {
     let reg = Registry::start();
-    let src = reg.image("prot/app:1");
-    build_and_push(&jq_image(), &src, None);
-    let original = skopeo_manifest_digest(&src, None);
+    let (src, original) = push_jq_image(&reg, "prot/app:1");
 
     // The same tag, spelled the same or differently (the default HTTPS port is not the same
     // endpoint for a loopback registry, so spell it identically).

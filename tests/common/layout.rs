@@ -54,21 +54,44 @@ fn init_layout(dir: &Path) {
 /// `index.json`.
 pub fn write_image_blobs(dir: &Path, spec: &ImageSpec) -> BuiltImage {
     init_layout(dir);
-    let mut layer_descriptors = Vec::new();
-    let mut layer_digests = Vec::new();
-    let mut diff_ids = Vec::new();
+    let mut layers = WrittenLayers::default();
     for layer in &spec.layers {
         let (blob, media_type, diff_id) = layer.blob();
-        let digest = write_blob(dir, &blob);
-        layer_descriptors.push(json!({
+        layers.add(dir, &blob, media_type, diff_id);
+    }
+    write_config_and_manifest(dir, spec, layers)
+}
+
+/// Layer blobs written into a layout: their descriptors, digests and diff_ids, bottom first.
+#[derive(Clone, Debug, Default)]
+pub struct WrittenLayers {
+    pub descriptors: Vec<Value>,
+    pub digests: Vec<String>,
+    pub diff_ids: Vec<String>,
+}
+
+impl WrittenLayers {
+    /// Write `blob` (of `media_type`, uncompressed digest `diff_id`) into the layout at `dir`.
+    pub fn add(&mut self, dir: &Path, blob: &[u8], media_type: &str, diff_id: String) {
+        let digest = write_blob(dir, blob);
+        self.descriptors.push(json!({
             "mediaType": media_type,
             "digest": digest,
             "size": blob.len(),
         }));
-        layer_digests.push(digest);
-        diff_ids.push(diff_id);
+        self.digests.push(digest);
+        self.diff_ids.push(diff_id);
     }
-    let config = spec.config_json(&diff_ids);
+}
+
+/// `spec`'s config for `layers` and the manifest naming them, written into the layout at
+/// `dir` (its `index.json` untouched).
+pub fn write_config_and_manifest(
+    dir: &Path,
+    spec: &ImageSpec,
+    layers: WrittenLayers,
+) -> BuiltImage {
+    let config = spec.config_json(&layers.diff_ids);
     let config_bytes = serde_json::to_vec(&config).expect("serialise config");
     let config_digest = write_blob(dir, &config_bytes);
     let manifest = json!({
@@ -79,7 +102,7 @@ pub fn write_image_blobs(dir: &Path, spec: &ImageSpec) -> BuiltImage {
             "digest": config_digest,
             "size": config_bytes.len(),
         },
-        "layers": layer_descriptors,
+        "layers": layers.descriptors,
     });
     let manifest_bytes = serde_json::to_vec(&manifest).expect("serialise manifest");
     let manifest_digest = write_blob(dir, &manifest_bytes);
@@ -89,8 +112,8 @@ pub fn write_image_blobs(dir: &Path, spec: &ImageSpec) -> BuiltImage {
         manifest,
         config_digest,
         config,
-        layer_digests,
-        diff_ids,
+        layer_digests: layers.digests,
+        diff_ids: layers.diff_ids,
     }
 }
 
@@ -318,5 +341,16 @@ pub fn list_layer_blob(blob: &[u8]) -> Vec<TarEntryInfo> {
                     .map(|l| l.to_string_lossy().into_owned()),
             }
         })
+        .collect()
+}
+
+/// The string `field` of each object of the JSON array `array` (which must be one, with such
+/// fields).
+pub fn strings_of(array: &Value, field: &str) -> Vec<String> {
+    array
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o[field].as_str().unwrap().to_string())
         .collect()
 }

@@ -220,3 +220,11 @@ pub fn pull_and_unpack_with_creds(image: &str, creds: Option<(&str, &str)>) -> U
         config: image_info.config,
     }
 }
+
+/// [`jq_image`] pushed to `reg` as `name`: its reference, and its manifest digest as served.
+pub fn push_jq_image(reg: &Registry, name: &str) -> (String, String) {
+    let src = reg.image(name);
+    build_and_push(&jq_image(), &src, None);
+    let digest = skopeo_manifest_digest(&src, None);
+    (src, digest)
+}

@@ -40,37 +40,11 @@ pub fn write_prepared_image(
         .iter()
         .map(|l| Layer::new().created_by(&l.created_by))
         .collect();
-    let mut descriptors = Vec::new();
-    let mut layer_digests = Vec::new();
-    let mut diff_ids = Vec::new();
+    let mut written = WrittenLayers::default();
     for l in layers {
-        let digest = write_blob(dir, &l.blob);
-        descriptors.push(serde_json::json!({
-            "mediaType": l.media_type, "digest": digest, "size": l.blob.len(),
-        }));
-        layer_digests.push(digest);
-        diff_ids.push(l.diff_id.clone());
+        written.add(dir, &l.blob, l.media_type, l.diff_id.clone());
     }
-    let config = spec.config_json(&diff_ids);
-    let config_bytes = serde_json::to_vec(&config).expect("config json");
-    let config_digest = write_blob(dir, &config_bytes);
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": super::MEDIA_TYPE_OCI_MANIFEST,
-        "config": {"mediaType": super::MEDIA_TYPE_OCI_CONFIG, "digest": config_digest, "size": config_bytes.len()},
-        "layers": descriptors,
-    });
-    let manifest_bytes = serde_json::to_vec(&manifest).expect("manifest json");
-    let manifest_digest = write_blob(dir, &manifest_bytes);
-    let built = BuiltImage {
-        manifest_digest,
-        manifest_size: manifest_bytes.len() as u64,
-        manifest,
-        config_digest,
-        config,
-        layer_digests,
-        diff_ids,
-    };
+    let built = write_config_and_manifest(dir, &spec, written);
     let mut desc = built.descriptor();
     desc["platform"] = spec.platform();
     set_layout_tag(dir, tag, &desc);
