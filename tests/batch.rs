@@ -4,15 +4,11 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::process::{Command, Output};
+use std::path::Path;
 use std::time::Instant;
 
 use common::*;
 use serde_json::Value;
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.output().expect("run pare")
-}
 
 fn items(report: &std::path::Path) -> Vec<Value> {
     let r: Value = serde_json::from_slice(&std::fs::read(report).unwrap()).unwrap();
@@ -23,112 +19,13 @@ fn items(report: &std::path::Path) -> Vec<Value> {
 fn batch_a_namespace_resumably_and_in_shards() {
     let reg = Registry::start();
     let dir = tempfile::tempdir().unwrap();
-    let layout = dir.path().join("layout");
-    write_oci_layout(&layout, "jq", &jq_only_image());
-    let mut good: Vec<String> = Vec::new();
-    for r in 0..7 {
-        for t in 0..3 {
-            let name = format!("payments/svc{r}:{t}.0");
-            push_layout(&layout, "jq", &reg.image(&name), None);
-            good.push(name);
-        }
-    }
-    for r in 0..5 {
-        for t in 0..2 {
-            push_layout(
-                &layout,
-                "jq",
-                &reg.image(&format!("platform/tool{r}:v{t}")),
-                None,
-            );
-        }
-    }
-    push_layout(&layout, "jq", &reg.image("other/app:1"), None);
-    build_and_push(
-        &ImageSpec::new(vec![Layer::new().host_closure(HOST_JQ)])
-            .with_entrypoint(&["/usr/bin/missing"]),
-        &reg.image("payments/broken:1"),
-        None,
-    );
-    let multi = dir.path().join("multi");
-    let has_multi = match write_jq_multiarch_layout(&multi, "m") {
-        Ok(_) => {
-            push_layout_with_args(
-                &multi,
-                "m",
-                &reg.image("payments/multi:1"),
-                None,
-                &["--all"],
-            );
-            good.push("payments/multi:1".into());
-            true
-        }
-        Err(why) => {
-            eprintln!("SKIP the multi-platform image in the batch: {why}");
-            false
-        }
-    };
+    let (good, has_multi) = push_the_namespace(&reg, dir.path());
     let target = format!("{}/payments", reg.host());
     let report = dir.path().join("r1.json");
-
-    // A first run, interrupted (killed) once the first svc image is hardened.
-    let mut child = pare()
-        .args(["batch", &target, "--page-size", "5", "--jobs", "1"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + std::time::Duration::from_secs(300);
-    let mut interrupted = false;
-    while Instant::now() < deadline {
-        if child.try_wait().unwrap().is_some() {
-            break;
-        }
-        if reg
-            .tags("payments/svc0")
-            .iter()
-            .any(|t| t.ends_with("-hardened"))
-        {
-            child.kill().unwrap();
-            interrupted = true;
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    let _ = child.kill();
-    child.wait().unwrap();
-    // A request the killed process had sent (a manifest PUT) may still complete in the
-    // registry: let it land before counting what is there.
-    std::thread::sleep(std::time::Duration::from_secs(1));
-    assert!(
-        interrupted,
-        "the batch ended before it could be interrupted"
-    );
-    let done_before: usize = good
-        .iter()
-        .filter(|g| skopeo_inspect_exists(&reg.image(&format!("{g}-hardened")), None))
-        .count();
-    assert!(
-        done_before >= 1 && done_before < good.len(),
-        "{done_before}"
-    );
-    eprintln!(
-        "interrupted after {done_before} of {} images were hardened",
-        good.len()
-    );
+    let done_before = interrupted_run(&reg, &target, &good);
 
     // The re-run does what is left: what the killed run finished is skipped.
-    let out = run(pare()
-        .args([
-            "batch",
-            &target,
-            "--page-size",
-            "5",
-            "--jobs",
-            "1",
-            "--report",
-        ])
-        .arg(&report));
+    let out = run(paged_batch(&target, "1").arg("--report").arg(&report));
     assert_eq!(
         out.status.code(),
         Some(1),
@@ -181,10 +78,7 @@ fn batch_a_namespace_resumably_and_in_shards() {
         assert_eq!(listed.len(), tags, "{repo}: {listed:?}");
         assert!(!listed.iter().any(|t| t.contains("hardened")));
     }
-    let digests: Vec<String> = good
-        .iter()
-        .map(|g| skopeo_manifest_digest(&reg.image(&format!("{g}-hardened")), None))
-        .collect();
+    let digests = hardened_digests(&reg, &good);
 
     // Second run: all skipped (the broken one fails again), nothing pushed.
     let t = Instant::now();
@@ -200,10 +94,7 @@ fn batch_a_namespace_resumably_and_in_shards() {
         good.len()
     );
     assert_eq!(it2.iter().filter(|i| i["status"] == "hardened").count(), 0);
-    let after: Vec<String> = good
-        .iter()
-        .map(|g| skopeo_manifest_digest(&reg.image(&format!("{g}-hardened")), None))
-        .collect();
+    let after = hardened_digests(&reg, &good);
     assert_eq!(digests, after);
 
     // Other options that change the output (a --keep): not skipped, re-hardened with a note.
@@ -228,24 +119,12 @@ fn batch_a_namespace_resumably_and_in_shards() {
     for jobs in ["1", "2"] {
         let r = dir.path().join(format!("force{jobs}.json"));
         let t = Instant::now();
-        let out = run(pare()
-            .args([
-                "batch",
-                &target,
-                "--page-size",
-                "5",
-                "--jobs",
-                jobs,
-                "--force",
-            ])
-            .args(["--exclude", "payments/broken:*", "--report"])
+        let out = run(paged_batch(&target, jobs)
+            .args(["--force", "--exclude", "payments/broken:*", "--report"])
             .arg(&r));
         timings.push(t.elapsed().as_secs_f64());
         assert!(out.status.success(), "{}", describe_output(&out));
-        let again: Vec<String> = good
-            .iter()
-            .map(|g| skopeo_manifest_digest(&reg.image(&format!("{g}-hardened")), None))
-            .collect();
+        let again = hardened_digests(&reg, &good);
         assert_eq!(digests, again);
         // The 21 svc tags share one layer: it is downloaded once and reused 20 times, parsed
         // once, and the files the trace needs are copied out of it once.
@@ -257,89 +136,8 @@ fn batch_a_namespace_resumably_and_in_shards() {
     }
     let (jobs1, jobs2) = (timings[0], timings[1]);
 
-    // Three shards, one after another, cover every tag exactly once.
-    let mut seen: Vec<String> = Vec::new();
-    for i in 0..3 {
-        let r = dir.path().join(format!("s{i}.json"));
-        let out = run(pare()
-            .args([
-                "batch",
-                &target,
-                "--page-size",
-                "5",
-                "--dry-run",
-                "--shard",
-                &format!("{i}/3"),
-                "--report",
-            ])
-            .arg(&r));
-        assert!(
-            out.status.code().is_some_and(|c| c <= 1),
-            "{}",
-            describe_output(&out)
-        );
-        seen.extend(items(&r).iter().map(|i| {
-            format!(
-                "{}:{}",
-                i["repository"].as_str().unwrap(),
-                i["tag"].as_str().unwrap()
-            )
-        }));
-    }
-    // --repos-from (registries without a catalog): comments, host prefixes, duplicates, a
-    // repository outside the namespace (ignored) and one that does not exist (a failed item;
-    // the others still run).
-    let list = dir.path().join("repos.txt");
-    std::fs::write(
-        &list,
-        format!(
-            "# payments\npayments/svc0\n{}/payments/svc1\npayments/svc0\nother/app\npayments/gone\n",
-            reg.host()
-        ),
-    )
-    .unwrap();
-    let r = dir.path().join("from.json");
-    let out = run(pare()
-        .args(["batch", &target, "--dry-run", "--repos-from"])
-        .arg(&list)
-        .arg("--report")
-        .arg(&r));
-    assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
-    assert_eq!(
-        batch_report_items(&r),
-        [
-            "payments/gone:* failed",
-            "payments/svc0:0.0 skipped",
-            "payments/svc0:1.0 skipped",
-            "payments/svc0:2.0 skipped",
-            "payments/svc1:0.0 skipped",
-            "payments/svc1:1.0 skipped",
-            "payments/svc1:2.0 skipped",
-        ]
-    );
-    // A repository the filters rule out is not a failure, listed or not.
-    let out = run(pare()
-        .args([
-            "batch",
-            &target,
-            "--dry-run",
-            "--exclude",
-            "payments/gone:*",
-        ])
-        .arg("--repos-from")
-        .arg(&list));
-    assert!(out.status.success(), "{}", describe_output(&out));
-    let out = run(pare()
-        .args([
-            "batch",
-            &target,
-            "--dry-run",
-            "--include",
-            "payments/svc1:*",
-        ])
-        .arg("--repos-from")
-        .arg(&list));
-    assert!(out.status.success(), "{}", describe_output(&out));
+    let seen = three_shards(dir.path(), &target);
+    repos_from_a_list(&reg, dir.path(), &target);
 
     let unique: BTreeSet<&String> = seen.iter().collect();
     assert_eq!(unique.len(), seen.len(), "a tag in two shards");
@@ -361,4 +159,197 @@ fn batch_a_namespace_resumably_and_in_shards() {
         "FIGURES: batch of {} images: --jobs 1 --force {jobs1:.2}s, --jobs 2 --force {jobs2:.2}s, no-op rerun {noop:.2}s",
         all.len()
     );
+}
+
+/// `pare batch TARGET --page-size 5 --jobs JOBS`.
+fn paged_batch(target: &str, jobs: &str) -> std::process::Command {
+    let mut c = pare();
+    c.args(["batch", target, "--page-size", "5", "--jobs", jobs]);
+    c
+}
+
+/// The `-hardened` digests of `good`, as the registry serves them.
+fn hardened_digests(reg: &Registry, good: &[String]) -> Vec<String> {
+    good.iter()
+        .map(|g| skopeo_manifest_digest(&reg.image(&format!("{g}-hardened")), None))
+        .collect()
+}
+
+/// 21 tags under payments/svc*, 10 under platform/, one outside, a broken image and (when the
+/// arm64 packages can be had) a multi-platform one: the tags that harden, and whether the
+/// multi-platform one is there.
+fn push_the_namespace(reg: &Registry, dir: &Path) -> (Vec<String>, bool) {
+    let layout = dir.join("layout");
+    write_oci_layout(&layout, "jq", &jq_only_image());
+    let mut good: Vec<String> = Vec::new();
+    for r in 0..7 {
+        for t in 0..3 {
+            let name = format!("payments/svc{r}:{t}.0");
+            push_layout(&layout, "jq", &reg.image(&name), None);
+            good.push(name);
+        }
+    }
+    for r in 0..5 {
+        for t in 0..2 {
+            push_layout(
+                &layout,
+                "jq",
+                &reg.image(&format!("platform/tool{r}:v{t}")),
+                None,
+            );
+        }
+    }
+    push_layout(&layout, "jq", &reg.image("other/app:1"), None);
+    build_and_push(
+        &ImageSpec::new(vec![Layer::new().host_closure(HOST_JQ)])
+            .with_entrypoint(&["/usr/bin/missing"]),
+        &reg.image("payments/broken:1"),
+        None,
+    );
+    let multi = dir.join("multi");
+    let has_multi = match write_jq_multiarch_layout(&multi, "m") {
+        Ok(_) => {
+            push_layout_with_args(
+                &multi,
+                "m",
+                &reg.image("payments/multi:1"),
+                None,
+                &["--all"],
+            );
+            good.push("payments/multi:1".into());
+            true
+        }
+        Err(why) => {
+            skip(&format!("the multi-platform image in the batch: {why}"));
+            false
+        }
+    };
+    (good, has_multi)
+}
+
+/// A first run, interrupted (killed) once the first svc image is hardened: how many images it
+/// hardened.
+fn interrupted_run(reg: &Registry, target: &str, good: &[String]) -> usize {
+    let mut child = paged_batch(target, "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + std::time::Duration::from_secs(300);
+    let mut interrupted = false;
+    while Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if reg
+            .tags("payments/svc0")
+            .iter()
+            .any(|t| t.ends_with("-hardened"))
+        {
+            child.kill().unwrap();
+            interrupted = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    child.wait().unwrap();
+    // A request the killed process had sent (a manifest PUT) may still complete in the
+    // registry: let it land before counting what is there.
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert!(
+        interrupted,
+        "the batch ended before it could be interrupted"
+    );
+    let done_before: usize = good
+        .iter()
+        .filter(|g| skopeo_inspect_exists(&reg.image(&format!("{g}-hardened")), None))
+        .count();
+    assert!(
+        done_before >= 1 && done_before < good.len(),
+        "{done_before}"
+    );
+    eprintln!(
+        "interrupted after {done_before} of {} images were hardened",
+        good.len()
+    );
+    done_before
+}
+
+/// Three shards, one after another: the tags they cover.
+fn three_shards(dir: &Path, target: &str) -> Vec<String> {
+    let mut seen: Vec<String> = Vec::new();
+    for i in 0..3 {
+        let r = dir.join(format!("s{i}.json"));
+        let out = run(pare()
+            .args([
+                "batch",
+                target,
+                "--page-size",
+                "5",
+                "--dry-run",
+                "--shard",
+                &format!("{i}/3"),
+                "--report",
+            ])
+            .arg(&r));
+        assert!(
+            out.status.code().is_some_and(|c| c <= 1),
+            "{}",
+            describe_output(&out)
+        );
+        seen.extend(items(&r).iter().map(|i| {
+            format!(
+                "{}:{}",
+                i["repository"].as_str().unwrap(),
+                i["tag"].as_str().unwrap()
+            )
+        }));
+    }
+    seen
+}
+
+// --repos-from (registries without a catalog): comments, host prefixes, duplicates, a
+// repository outside the namespace (ignored) and one that does not exist (a failed item;
+// the others still run).
+fn repos_from_a_list(reg: &Registry, dir: &Path, target: &str) {
+    let list = dir.join("repos.txt");
+    std::fs::write(
+        &list,
+        format!(
+            "# payments\npayments/svc0\n{}/payments/svc1\npayments/svc0\nother/app\npayments/gone\n",
+            reg.host()
+        ),
+    )
+    .unwrap();
+    let r = dir.join("from.json");
+    let out = run(pare()
+        .args(["batch", target, "--dry-run", "--repos-from"])
+        .arg(&list)
+        .arg("--report")
+        .arg(&r));
+    assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
+    assert_eq!(
+        batch_report_items(&r),
+        [
+            "payments/gone:* failed",
+            "payments/svc0:0.0 skipped",
+            "payments/svc0:1.0 skipped",
+            "payments/svc0:2.0 skipped",
+            "payments/svc1:0.0 skipped",
+            "payments/svc1:1.0 skipped",
+            "payments/svc1:2.0 skipped",
+        ]
+    );
+    // A repository the filters rule out is not a failure, listed or not.
+    let out = run(pare()
+        .args(["batch", target, "--dry-run", "--exclude", "payments/gone:*"])
+        .arg("--repos-from")
+        .arg(&list));
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let out = run(pare()
+        .args(["batch", target, "--dry-run", "--include", "payments/svc1:*"])
+        .arg("--repos-from")
+        .arg(&list));
+    assert!(out.status.success(), "{}", describe_output(&out));
 }

@@ -71,6 +71,19 @@ fn curl_spec(layers: Vec<Layer>) -> ImageSpec {
         .with_cmd(&["--version"])
 }
 
+/// pare, under `/usr/bin/time` writing its maximum RSS (KiB) to `rss` when `time`.
+fn pare_timed(time: bool, rss: &Path) -> std::process::Command {
+    if time {
+        let mut c = std::process::Command::new("/usr/bin/time");
+        c.args(["-f", "%M", "-o"])
+            .arg(rss)
+            .arg(env!("CARGO_BIN_EXE_pare"));
+        c
+    } else {
+        pare()
+    }
+}
+
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
@@ -135,15 +148,7 @@ fn bench_image(reg: &Registry, name: &str, spec: &ImageSpec) {
     for i in 0..5 {
         let rss = dir.path().join("rss");
         let report = dir.path().join(format!("r{i}.json"));
-        let mut c = if time {
-            let mut c = std::process::Command::new("/usr/bin/time");
-            c.args(["-f", "%M", "-o"])
-                .arg(&rss)
-                .arg(env!("CARGO_BIN_EXE_pare"));
-            c
-        } else {
-            pare()
-        };
+        let mut c = pare_timed(time, &rss);
         c.args([
             "-v",
             "harden",
@@ -302,15 +307,7 @@ fn batch_of_images_sharing_a_large_base() {
     // (seconds, max RSS in KiB when measured)
     let timed = |args: &[&str]| -> (f64, Option<u64>) {
         let rss = dir.path().join("rss");
-        let mut c = if time {
-            let mut c = std::process::Command::new("/usr/bin/time");
-            c.args(["-f", "%M", "-o"])
-                .arg(&rss)
-                .arg(env!("CARGO_BIN_EXE_pare"));
-            c
-        } else {
-            pare()
-        };
+        let mut c = pare_timed(time, &rss);
         c.args(args);
         let t = Instant::now();
         let out = c.output().unwrap();

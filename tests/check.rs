@@ -5,31 +5,15 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use common::*;
 use serde_json::Value;
 
-fn run(cmd: &mut Command) -> Output {
-    cmd.output().expect("run pare")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// The unhardened jq image of the harden tests: base with busybox sh, setuid/setgid programs,
-/// and an app layer with a whiteout and an opaque directory.
-fn jq_spec() -> ImageSpec {
-    ImageSpec::new(vec![usrmerge_base_layer(), jq_app_layer()])
-        .with_entrypoint(&["/usr/bin/jq"])
-        .with_cmd(&["-n", "1+1"])
-}
-
 #[test]
 fn unhardened_fails_hardened_passes_unreachable_is_2() {
     let reg = Registry::start();
-    build_and_push(&jq_spec(), &reg.image("c/jq:1"), None);
+    build_and_push(&jq_image(), &reg.image("c/jq:1"), None);
     let out = run(pare().args(["-q", "check", &reg.image("c/jq:1")]));
     assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
     let text = stdout(&out);
@@ -48,8 +32,7 @@ fn unhardened_fails_hardened_passes_unreachable_is_2() {
         assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
     }
 
-    let out = run(pare().args(["-q", "harden", &reg.image("c/jq:1")]));
-    assert!(out.status.success(), "{}", describe_output(&out));
+    pare_ok(&["-q", "harden", &reg.image("c/jq:1")]);
     let out = run(pare().args(["-q", "check", &reg.image("c/jq:1-hardened")]));
     assert_eq!(out.status.code(), Some(0), "{}", describe_output(&out));
     assert!(stdout(&out).contains("PASS"));
@@ -69,7 +52,7 @@ fn unhardened_fails_hardened_passes_unreachable_is_2() {
 #[test]
 fn formats_sarif_schema_json_and_github_annotations() {
     let dir = tempfile::tempdir().unwrap();
-    write_oci_layout(dir.path(), "jq", &jq_spec());
+    write_oci_layout(dir.path(), "jq", &jq_image());
     let src = format!("oci:{}:jq", dir.path().display());
     let sarif_path = dir.path().join("out.sarif");
     let out = run(pare()
@@ -180,10 +163,9 @@ fn find_files(root: &std::path::Path) -> (u64, u64) {
 #[test]
 fn inspect_agrees_with_umoci_and_find() {
     let dir = tempfile::tempdir().unwrap();
-    let built = write_oci_layout(dir.path(), "jq", &jq_spec());
+    let built = write_oci_layout(dir.path(), "jq", &jq_image());
     let src = format!("oci:{}:jq", dir.path().display());
-    let out = run(pare().args(["-q", "inspect", &src, "--format", "json"]));
-    assert!(out.status.success(), "{}", describe_output(&out));
+    let out = pare_ok(&["-q", "inspect", &src, "--format", "json"]);
     let r: Value = serde_json::from_slice(&out.stdout).unwrap();
 
     let u = pull_and_unpack(&src);
@@ -197,12 +179,7 @@ fn inspect_agrees_with_umoci_and_find() {
         .iter()
         .map(|p| p.display().to_string())
         .collect();
-    let ours: BTreeSet<String> = r["setid_files"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["path"].as_str().unwrap().to_string())
-        .collect();
+    let ours: BTreeSet<String> = strings_of(&r["setid_files"], "path").into_iter().collect();
     assert_eq!(ours, setid);
     // Uncompressed layer sizes vs gzip -dc of each blob.
     let layers = r["layers"].as_array().unwrap();
@@ -240,15 +217,14 @@ fn inspect_agrees_with_umoci_and_find() {
 #[test]
 fn harden_check_and_security_context() {
     let reg = Registry::start();
-    build_and_push(&jq_spec(), &reg.image("h/jq:1"), None);
-    let out = run(pare().args([
+    build_and_push(&jq_image(), &reg.image("h/jq:1"), None);
+    let out = pare_ok(&[
         "-q",
         "harden",
         "--check",
         "--print-security-context",
         &reg.image("h/jq:1"),
-    ]));
-    assert!(out.status.success(), "{}", describe_output(&out));
+    ]);
     let yaml = stdout(&out);
     for line in [
         "securityContext:",
@@ -312,16 +288,8 @@ fn harden_check_and_security_context() {
 fn docker_archive_in_and_out() {
     let reg = Registry::start();
     let dir = tempfile::tempdir().unwrap();
-    let layout = dir.path().join("layout");
-    write_oci_layout(&layout, "jq", &jq_spec());
-    let saved = dir.path().join("app.tar");
     // skopeo writes the docker-archive (docker save) format.
-    run_ok(
-        Command::new("skopeo")
-            .args(["copy", "-q"])
-            .arg(format!("oci:{}:jq", layout.display()))
-            .arg(format!("docker-archive:{}:app:1", saved.display())),
-    );
+    let saved = save_docker_archive(dir.path(), &jq_image());
     let src = format!("docker-archive:{}", saved.display());
 
     let out = run(pare().args(["-q", "check", &src]));
@@ -330,8 +298,7 @@ fn docker_archive_in_and_out() {
 
     // Archive → archive, read back by skopeo and run.
     let hardened = dir.path().join("app-hardened.tar");
-    let out = run(pare().args(["-q", "harden", &format!("{src}:app:1")]));
-    assert!(out.status.success(), "{}", describe_output(&out));
+    pare_ok(&["-q", "harden", &format!("{src}:app:1")]);
     assert!(hardened.is_file(), "default DEST is app-hardened.tar");
     let back = dir.path().join("back");
     run_ok(
@@ -352,8 +319,7 @@ fn docker_archive_in_and_out() {
         assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "2");
     }
     // Archive → registry, as `docker save app:1 -o app.tar && pare harden docker-archive:app.tar registry/app:1`.
-    let out = run(pare().args(["-q", "harden", &src, &reg.image("ci/app:1")]));
-    assert!(out.status.success(), "{}", describe_output(&out));
+    pare_ok(&["-q", "harden", &src, &reg.image("ci/app:1")]);
     let out = run(pare().args(["-q", "check", &reg.image("ci/app:1")]));
     assert_eq!(out.status.code(), Some(0), "{}", describe_output(&out));
     // A tag the archive does not hold is a clear error.

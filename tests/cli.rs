@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::process::Output;
-
 use common::*;
 
 /// The user-facing subcommands (`__sandbox` is internal).
@@ -22,16 +20,10 @@ const SUBCOMMANDS: &[&str] = &[
     "man",
 ];
 
-fn ok(args: &[&str]) -> Output {
-    let out = pare().args(args).output().unwrap();
-    assert!(out.status.success(), "{args:?}: {}", describe_output(&out));
-    out
-}
-
 #[test]
 fn completions_and_man_pages_name_every_subcommand() {
     for shell in ["bash", "zsh", "fish"] {
-        let out = ok(&["completions", shell]);
+        let out = pare_ok(&["completions", shell]);
         let text = String::from_utf8_lossy(&out.stdout);
         for sub in SUBCOMMANDS {
             assert!(text.contains(sub), "{shell} completions lack {sub}");
@@ -42,7 +34,7 @@ fn completions_and_man_pages_name_every_subcommand() {
             "{shell}: the internal helper is listed"
         );
     }
-    let out = ok(&["man"]);
+    let out = pare_ok(&["man"]);
     let page = String::from_utf8_lossy(&out.stdout);
     assert!(
         page.starts_with(".ie") || page.contains(".TH pare"),
@@ -53,7 +45,7 @@ fn completions_and_man_pages_name_every_subcommand() {
     }
     assert!(page.contains("Exit codes"), "pare(1) lacks the exit codes");
     let dir = tempfile::tempdir().unwrap();
-    ok(&["man", "--dir", dir.path().to_str().unwrap()]);
+    pare_ok(&["man", "--dir", dir.path().to_str().unwrap()]);
     for sub in SUBCOMMANDS {
         let p = dir.path().join(format!("pare-{sub}.1"));
         let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
@@ -77,7 +69,7 @@ fn completions_and_man_pages_name_every_subcommand() {
 
 #[test]
 fn help_has_examples_and_the_exit_codes() {
-    let out = ok(&["--help"]);
+    let out = pare_ok(&["--help"]);
     let top = String::from_utf8_lossy(&out.stdout);
     assert!(top.contains("Exit codes:"), "{top}");
     for line in ["check", "batch", "probe", "signature verify"] {
@@ -93,7 +85,7 @@ fn help_has_examples_and_the_exit_codes() {
         }
         let mut args = sub.clone();
         args.push("--help");
-        let out = ok(&args);
+        let out = pare_ok(&args);
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.contains("Examples:"), "{sub:?} --help has no examples");
         assert!(!text.contains('\u{1b}'), "colour in {sub:?} --help");
@@ -111,8 +103,7 @@ fn help_has_examples_and_the_exit_codes() {
 /// image's `pare --version` runs under `chroot --userspec=65532:65532`.
 #[test]
 fn pares_own_image_runs_as_65532() {
-    if !is_root() {
-        eprintln!("SKIP: not root: chroot needs it");
+    if !root_or_skip("chroot needs it") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -147,7 +138,7 @@ fn pares_own_image_runs_as_65532() {
             example.display()
         );
         write_oci_layout(&layout, "pare", &pare_image_spec(&bin));
-        ok(&["-q", "harden", &src, &dest]);
+        pare_ok(&["-q", "harden", &src, &dest]);
     }
     assert!(skopeo_inspect_exists(&src, None));
     let u = pull_and_unpack(&dest);

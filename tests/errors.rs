@@ -3,36 +3,8 @@
 
 mod common;
 
-use std::process::Output;
-
 use common::*;
 use serde_json::Value;
-
-fn run(cmd: &mut std::process::Command) -> Output {
-    cmd.output().expect("run pare")
-}
-
-/// Exit code 1 and exactly one line on stderr, starting with `pare: error:` and containing all
-/// of `needles`.
-fn assert_one_line_error(out: &Output, needles: &[&str]) -> String {
-    assert!(
-        !out.status.success(),
-        "expected failure: {}",
-        describe_output(out)
-    );
-    assert_eq!(out.status.code(), Some(1), "{}", describe_output(out));
-    let err = String::from_utf8_lossy(&out.stderr);
-    let lines: Vec<&str> = err
-        .lines()
-        .filter(|l| l.starts_with("pare: error:"))
-        .collect();
-    assert_eq!(lines.len(), 1, "one error line: {err}");
-    for n in needles {
-        assert!(lines[0].contains(n), "{n:?} not in {:?}", lines[0]);
-    }
-    eprintln!("{}", lines[0]);
-    lines[0].to_string()
-}
 
 fn jq_only_closure() -> Layer {
     Layer::new().host_closure(HOST_JQ)
@@ -244,8 +216,7 @@ fn missing_entrypoint_and_missing_library() {
         None
     ));
     // --allow-missing proceeds and says so.
-    let out = run(pare().args(["harden", &reg.image("b/nolib:1"), "--allow-missing"]));
-    assert!(out.status.success(), "{}", describe_output(&out));
+    let out = pare_ok(&["harden", &reg.image("b/nolib:1"), "--allow-missing"]);
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("warning: /usr/bin/jq: needs libjq.so.1")
     );
@@ -327,28 +298,19 @@ fn users_scripts_and_env_shebangs() {
         ("script", "/usr/local/bin/calc", "3"),
         ("envscript", "/usr/local/bin/calc-env", "4"),
     ] {
-        let out = run(pare().args(["harden", &src(tag), &dst(tag)]));
-        assert!(out.status.success(), "{}", describe_output(&out));
+        pare_ok(&["harden", &src(tag), &dst(tag)]);
         let u = pull_and_unpack(&dst(tag));
         assert!(!u.path("/usr/bin/sh").exists() && !u.path("/usr/bin/busybox").exists());
-        if is_root() {
-            let o = run_chroot(&u.rootfs(), &[argv], &[("PATH", DEFAULT_PATH)]);
-            assert!(o.status.success(), "{}", describe_output(&o));
-            assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), expect);
-        } else {
-            eprintln!("SKIP chroot run: not root");
-        }
+        assert_chroot_prints(&u.rootfs(), &[argv], &[("PATH", DEFAULT_PATH)], expect);
     }
 
     // The image's own non-root user is kept; --user overrides; --user 0 is refused.
-    let out = run(pare().args(["harden", &src("appuser"), &dst("appuser")]));
-    assert!(out.status.success(), "{}", describe_output(&out));
+    pare_ok(&["harden", &src("appuser"), &dst("appuser")]);
     let u = pull_and_unpack(&dst("appuser"));
     assert_eq!(u.exec_config()["User"], "1000:1000");
     let passwd = std::fs::read_to_string(u.path("/etc/passwd")).unwrap();
     assert!(passwd.contains("app:x:1000:1000:App:/srv/app:"), "{passwd}");
-    let out = run(pare().args(["harden", &src("appuser"), &dst("u2"), "--user", "4242:4243"]));
-    assert!(out.status.success(), "{}", describe_output(&out));
+    pare_ok(&["harden", &src("appuser"), &dst("u2"), "--user", "4242:4243"]);
     let cfg: Value = pull_and_unpack(&dst("u2")).config;
     assert_eq!(cfg["config"]["User"], "4242:4243");
     let out = run(pare().args(["harden", &src("appuser"), &dst("u3"), "--user", "0"]));

@@ -6,26 +6,27 @@
 
 mod common;
 
-use std::process::Output;
 use std::time::{Duration, Instant};
 
 use common::faults::*;
 use common::*;
 
-fn run(cmd: &mut std::process::Command) -> Output {
-    cmd.output().expect("run pare")
-}
-
-fn image() -> ImageSpec {
-    ImageSpec::new(vec![usrmerge_base_layer(), jq_app_layer()])
-        .with_entrypoint(&["/usr/bin/jq"])
-        .with_cmd(&["-n", "1+1"])
+/// Start `cmd` (its output discarded) and kill it (SIGKILL) after `after`.
+fn kill_after(cmd: &mut std::process::Command, after: Duration) {
+    let mut child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn pare");
+    std::thread::sleep(after);
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// A registry with `prox/app:1`, and a proxy in front of it.
 fn setup() -> (Registry, FaultProxy, String) {
     let reg = Registry::start();
-    build_and_push(&image(), &reg.image("prox/app:1"), None);
+    build_and_push(&jq_image(), &reg.image("prox/app:1"), None);
     let proxy = FaultProxy::start(reg.port());
     let src = format!("{}/prox/app:1", proxy.host());
     (reg, proxy, src)
@@ -47,13 +48,12 @@ fn pulls_survive_cut_truncated_failed_and_slow_answers() {
         Rule::new("GET", "/blobs/sha256:", Fault::Truncate, 1),
         Rule::new("GET", "/blobs/sha256:", Fault::Status(500, None), 1),
     ]);
-    let out = run(pare().args([
+    pare_ok(&[
         "harden",
         "--no-sbom",
         &src,
         &format!("{}/prox/app:ok", proxy.host()),
-    ]));
-    assert!(out.status.success(), "{}", describe_output(&out));
+    ]);
     assert!(proxy.faults() >= 5, "{:?}", proxy.log.lock().unwrap());
     // A cut download is resumed where it stopped, not started over.
     let ranges = proxy.ranges.lock().unwrap().clone();
@@ -77,13 +77,12 @@ fn pushes_survive_failed_uploads_and_manifest_puts_and_honour_retry_after() {
         Rule::new("PUT", "/manifests/", Fault::Status(500, None), 2),
     ]);
     let t = Instant::now();
-    let out = run(pare().args([
+    pare_ok(&[
         "harden",
         "--no-sbom",
         &src,
         &format!("{}/prox/app:pushed", proxy.host()),
-    ]));
-    assert!(out.status.success(), "{}", describe_output(&out));
+    ]);
     assert!(
         t.elapsed() >= Duration::from_secs(2),
         "Retry-After: 2 was honoured"
@@ -109,14 +108,7 @@ fn a_persistent_fault_is_one_error_line_and_the_destination_is_untouched() {
         &src,
         &format!("{}/prox/app:never", proxy.host()),
     ]));
-    assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
-    let err = String::from_utf8_lossy(&out.stderr);
-    let errors: Vec<&str> = err
-        .lines()
-        .filter(|l| l.starts_with("pare: error:"))
-        .collect();
-    assert_eq!(errors.len(), 1, "{err}");
-    assert!(errors[0].contains("push manifest"), "{err}");
+    assert_one_line_error(&out, &["push manifest"]);
     assert!(!reg.tags("prox/app").contains(&"never".to_string()));
     assert_eq!(
         skopeo_manifest_digest(&reg.image("prox/app:1"), None),
@@ -143,15 +135,14 @@ fn a_stalled_answer_times_out_and_is_retried() {
         1,
     )]);
     let t = Instant::now();
-    let out = run(pare().args([
+    let out = pare_ok(&[
         "harden",
         "--timeout",
         "2",
         "--no-sbom",
         &src,
         &format!("{}/prox/app:slow", proxy.host()),
-    ]));
-    assert!(out.status.success(), "{}", describe_output(&out));
+    ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("try 2 of 5"),
@@ -169,26 +160,15 @@ fn a_stalled_answer_times_out_and_is_retried() {
 #[test]
 fn a_killed_harden_never_leaves_a_half_written_tag() {
     let reg = Registry::start();
-    let src = reg.image("kill/app:1");
-    build_and_push(&image(), &src, None);
-    let before = skopeo_manifest_digest(&src, None);
+    let (src, before) = push_jq_image(&reg, "kill/app:1");
     // How long a whole run takes here, to spread the kills over it.
     let t = Instant::now();
-    let out = run(pare().args(["-q", "harden", &src, &reg.image("kill/app:timing")]));
-    assert!(out.status.success(), "{}", describe_output(&out));
+    pare_ok(&["-q", "harden", &src, &reg.image("kill/app:timing")]);
     let whole = t.elapsed();
     let mut complete = 0;
     for i in 0..20u32 {
         let dest = reg.image(&format!("kill/app:k{i}"));
-        let mut child = pare()
-            .args(["-q", "harden", &src, &dest])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn pare");
-        std::thread::sleep(whole * i / 20);
-        let _ = child.kill();
-        let _ = child.wait();
+        kill_after(pare().args(["-q", "harden", &src, &dest]), whole * i / 20);
         if reg.tags("kill/app").contains(&format!("k{i}")) {
             // A tag is there: the image behind it is whole (skopeo verifies every blob).
             let u = pull_and_unpack(&dest);
@@ -211,7 +191,7 @@ fn a_killed_harden_never_leaves_a_half_written_tag() {
 fn batch_listing_survives_faults() {
     let reg = Registry::start();
     for i in 0..3 {
-        build_and_push(&image(), &reg.image(&format!("bat/svc{i}:1")), None);
+        build_and_push(&jq_image(), &reg.image(&format!("bat/svc{i}:1")), None);
     }
     let proxy = FaultProxy::start(reg.port());
     proxy.set(vec![
@@ -219,14 +199,13 @@ fn batch_listing_survives_faults() {
         Rule::new("GET", "/tags/list", Fault::Truncate, 1),
         Rule::new("GET", "/tags/list", Fault::Status(502, None), 1),
     ]);
-    let out = run(pare().args([
+    pare_ok(&[
         "batch",
         &format!("{}/bat", proxy.host()),
         "--page-size",
         "2",
         "--no-sbom",
-    ]));
-    assert!(out.status.success(), "{}", describe_output(&out));
+    ]);
     assert!(proxy.faults() >= 3, "{:?}", proxy.log.lock().unwrap());
     for i in 0..3 {
         assert!(skopeo_inspect_exists(
@@ -244,7 +223,7 @@ fn batch_listing_survives_faults() {
 fn a_killed_batch_never_leaves_a_half_written_tag() {
     let reg = Registry::start();
     let dir = tempfile::tempdir().unwrap();
-    write_oci_layout(dir.path(), "img", &image());
+    write_oci_layout(dir.path(), "img", &jq_image());
     let names = |i: u32| (0..3).map(move |j| format!("kb{i}/svc{j}"));
     for i in 0..=20u32 {
         for repo in names(i) {
@@ -270,14 +249,7 @@ fn a_killed_batch_never_leaves_a_half_written_tag() {
     let whole = t.elapsed();
     let (mut landed, mut partial) = (0, 0);
     for i in 0..20u32 {
-        let mut child = batch(i)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn pare");
-        std::thread::sleep(whole * i / 20);
-        let _ = child.kill();
-        let _ = child.wait();
+        kill_after(&mut batch(i), whole * i / 20);
         let mut done = 0;
         for repo in names(i) {
             if reg.tags(&repo).contains(&"1-hardened".to_string()) {

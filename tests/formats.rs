@@ -4,14 +4,10 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use common::*;
 use serde_json::Value;
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.output().expect("run pare")
-}
 
 fn jq_spec(compression: Compression) -> ImageSpec {
     ImageSpec::new(vec![
@@ -25,13 +21,7 @@ fn jq_spec(compression: Compression) -> ImageSpec {
 fn runs_jq(image: &str) {
     let u = pull_and_unpack(image);
     assert_eq!(u.exec_config()["User"], "65532:65532");
-    if is_root() {
-        let o = run_chroot(&u.rootfs(), &["/usr/bin/jq", "-n", "6*7"], &[]);
-        assert!(o.status.success(), "{}", describe_output(&o));
-        assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "42");
-    } else {
-        eprintln!("SKIP chroot run: not root");
-    }
+    assert_chroot_prints(&u.rootfs(), &["/usr/bin/jq", "-n", "6*7"], &[], "42");
 }
 
 #[test]
@@ -50,8 +40,7 @@ fn docker_v2s2_zstd_and_plain_tar_sources() {
     let raw: Value =
         serde_json::from_slice(&skopeo_raw_manifest(&reg.image("f/docker:1"), None)).unwrap();
     assert_eq!(raw["mediaType"], MEDIA_TYPE_DOCKER_MANIFEST);
-    let out = run(pare().args(["harden", &reg.image("f/docker:1")]));
-    assert!(out.status.success(), "{}", describe_output(&out));
+    pare_ok(&["harden", &reg.image("f/docker:1")]);
     runs_jq(&reg.docker_ref("f/docker:1-hardened"));
 
     for (name, c) in [("zstd", Compression::Zstd), ("tar", Compression::None)] {
@@ -100,15 +89,14 @@ fn multi_platform_index_picks_the_platform() {
         None
     ));
     // One named platform: a single-platform result.
-    let out = run(pare().args([
+    let out = pare_ok(&[
         "harden",
         &reg.image("f/multi:1"),
         "--platform",
         "linux/amd64",
         "--report",
         "-",
-    ]));
-    assert!(out.status.success(), "{}", describe_output(&out));
+    ]);
     let r: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["source"]["platform"], "linux/amd64");
     assert_eq!(
@@ -158,8 +146,7 @@ fn platform_named_for_a_single_platform_image_is_checked() {
         err.contains("is a linux/amd64 image, not linux/arm64"),
         "{err}"
     );
-    let out = run(pare().args(["harden", "--dry-run", &src, "--platform", "linux/amd64"]));
-    assert!(out.status.success(), "{}", describe_output(&out));
+    pare_ok(&["harden", "--dry-run", &src, "--platform", "linux/amd64"]);
 }
 
 #[test]
@@ -172,14 +159,13 @@ fn static_binary() {
         &ImageSpec::new(vec![layer]).with_entrypoint(&["/usr/bin/busybox", "true"]),
     );
     let dest = format!("oci:{}:h", dir.path().join("out").display());
-    let out = run(pare().args([
+    let out = pare_ok(&[
         "harden",
         &format!("oci:{}:s", dir.path().display()),
         &dest,
         "--report",
         "-",
-    ]));
-    assert!(out.status.success(), "{}", describe_output(&out));
+    ]);
     let r: Value = serde_json::from_slice(&out.stdout).unwrap();
     let files: Vec<&str> = r["files"]
         .as_array()
@@ -252,14 +238,13 @@ fn musl_program_with_path_file() {
         &ImageSpec::new(vec![layer]).with_entrypoint(&["/usr/bin/hello"]),
     );
     let dest = format!("oci:{}:h", p.join("out").display());
-    let out = run(pare().args([
+    let out = pare_ok(&[
         "harden",
         &format!("oci:{}:m", layout.display()),
         &dest,
         "--report",
         "-",
-    ]));
-    assert!(out.status.success(), "{}", describe_output(&out));
+    ]);
     let r: Value = serde_json::from_slice(&out.stdout).unwrap();
     let paths: Vec<&str> = r["files"]
         .as_array()

@@ -3,18 +3,8 @@
 
 mod common;
 
-use std::process::Output;
-
 use common::*;
 use serde_json::{Value, json};
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn run(cmd: &mut std::process::Command) -> Output {
-    cmd.output().expect("run pare")
-}
 
 /// The jq image: a Debian-like base (busybox sh, setuid/setgid programs, ld.so.conf.d) and an
 /// app layer with jq's real closure, a whiteout of a base file and an opaque directory.
@@ -84,17 +74,7 @@ fn check_hardened_jq(u: &Unpacked, source_config: &Value) {
     let home = std::fs::metadata(u.path("/home/nonroot")).unwrap();
     assert_eq!(std::os::unix::fs::MetadataExt::uid(&home), NONROOT_UID);
     assert!(u.path("/srv/app").is_dir(), "WorkingDir kept");
-    if is_root() {
-        let out = run_chroot(&root, &["/usr/bin/jq", "-n", "1+1"], &[]);
-        assert!(
-            out.status.success(),
-            "jq in the hardened root: {}",
-            describe_output(&out)
-        );
-        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2");
-    } else {
-        eprintln!("SKIP chroot run: not root");
-    }
+    assert_chroot_prints(&root, &["/usr/bin/jq", "-n", "1+1"], &[], "2");
 }
 
 #[test]
@@ -183,7 +163,7 @@ fn hardens_a_registry_image_and_leaves_the_source_alone() {
 fn hardening_twice_gives_the_same_digest_and_keep_clears_setid() {
     let reg = Registry::start();
     build_and_push(&jq_spec(), &reg.image("app/jq:1"), None);
-    let a = run(pare().args([
+    let a = pare_ok(&[
         "harden",
         &reg.image("app/jq:1"),
         &reg.image("app/jq:a"),
@@ -194,9 +174,8 @@ fn hardening_twice_gives_the_same_digest_and_keep_clears_setid() {
         "--allow-missing",
         "--report",
         "-",
-    ]));
-    assert!(a.status.success(), "{}", describe_output(&a));
-    let b = run(pare().args([
+    ]);
+    pare_ok(&[
         "harden",
         &reg.image("app/jq:1"),
         &reg.image("app/jq:b"),
@@ -205,8 +184,7 @@ fn hardening_twice_gives_the_same_digest_and_keep_clears_setid() {
         "--keep",
         "/usr/bin/chage",
         "--allow-missing",
-    ]));
-    assert!(b.status.success(), "{}", describe_output(&b));
+    ]);
     let da = skopeo_manifest_digest(&reg.image("app/jq:a"), None);
     assert_eq!(
         da,
@@ -242,27 +220,24 @@ fn oci_layout_to_oci_layout_without_a_registry() {
     let built = write_oci_layout(&src, "app", &jq_spec());
     let out_dir = dir.path().join("out");
     let dest = format!("oci:{}:hardened", out_dir.display());
-    let out = run(pare().args(["harden", &format!("oci:{}:app", src.display()), &dest]));
-    assert!(out.status.success(), "{}", describe_output(&out));
+    pare_ok(&["harden", &format!("oci:{}:app", src.display()), &dest]);
     let u = pull_and_unpack(&dest);
     check_hardened_jq(&u, &built.config);
     // Default destination inside the same layout: tag app-hardened; same bytes as before.
-    let out = run(pare().args(["harden", &format!("oci:{}:app", src.display())]));
-    assert!(out.status.success(), "{}", describe_output(&out));
+    pare_ok(&["harden", &format!("oci:{}:app", src.display())]);
     assert_eq!(
         skopeo_manifest_digest(&format!("oci:{}:app-hardened", src.display()), None),
         skopeo_manifest_digest(&dest, None)
     );
     // --keep with a glob: the opaque directory's new file comes along, the hidden ones do not.
     let kept = format!("oci:{}:kept", out_dir.display());
-    let out = run(pare().args([
+    pare_ok(&[
         "harden",
         &format!("oci:{}:app", src.display()),
         &kept,
         "--keep",
         "/opt/data/*.txt",
-    ]));
-    assert!(out.status.success(), "{}", describe_output(&out));
+    ]);
     let k = pull_and_unpack(&kept);
     assert_eq!(
         std::fs::read_to_string(k.path("/opt/data/c.txt")).unwrap(),
@@ -271,13 +246,12 @@ fn oci_layout_to_oci_layout_without_a_registry() {
     assert!(!k.path("/opt/data/a.txt").exists() && !k.path("/opt/data/b.txt").exists());
     // --dry-run writes nothing.
     let dry = dir.path().join("dry");
-    let out = run(pare().args([
+    pare_ok(&[
         "harden",
         "--dry-run",
         &format!("oci:{}:app", src.display()),
         &format!("oci:{}:x", dry.display()),
-    ]));
-    assert!(out.status.success(), "{}", describe_output(&out));
+    ]);
     assert!(!dry.exists(), "dry run created the destination");
 }
 
@@ -285,8 +259,7 @@ fn oci_layout_to_oci_layout_without_a_registry() {
 fn trace_prints_the_tree() {
     let dir = tempfile::tempdir().unwrap();
     write_oci_layout(dir.path(), "app", &jq_spec());
-    let out = run(pare().args(["trace", &format!("oci:{}:app", dir.path().display())]));
-    assert!(out.status.success(), "{}", describe_output(&out));
+    let out = pare_ok(&["trace", &format!("oci:{}:app", dir.path().display())]);
     let tree = String::from_utf8_lossy(&out.stdout);
     assert!(
         tree.starts_with("/usr/bin/jq (interpreter => /lib64/ld-linux-x86-64.so.2)"),
@@ -379,14 +352,13 @@ fn runpath_origin_and_ld_so_conf_libraries() {
     write_oci_layout(&layout, "app", &spec);
     let out_dir = d.join("out");
     let dest = format!("oci:{}:h", out_dir.display());
-    let out = run(pare().args([
+    let out = pare_ok(&[
         "harden",
         &format!("oci:{}:app", layout.display()),
         &dest,
         "--report",
         "-",
-    ]));
-    assert!(out.status.success(), "{}", describe_output(&out));
+    ]);
     let r: Value = serde_json::from_slice(&out.stdout).unwrap();
     let reason = |p: &str| {
         r["files"]
@@ -425,11 +397,5 @@ fn runpath_origin_and_ld_so_conf_libraries() {
         listing.contains("libbar.so.2 (libc6,x86-64) => /usr/local/lib/pare-test/libbar.so.2"),
         "{listing}"
     );
-    if is_root() {
-        let o = run_chroot(&u.rootfs(), &["/opt/app/bin/app"], &[]);
-        assert!(o.status.success(), "{}", describe_output(&o));
-        assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "answer=42");
-    } else {
-        eprintln!("SKIP chroot run: not root");
-    }
+    assert_chroot_prints(&u.rootfs(), &["/opt/app/bin/app"], &[], "answer=42");
 }

@@ -10,16 +10,6 @@ use std::process::{Command, Output};
 use common::*;
 use serde_json::Value;
 
-fn run(cmd: &mut Command) -> Output {
-    cmd.output().expect("run pare")
-}
-
-fn jq_image() -> ImageSpec {
-    ImageSpec::new(vec![usrmerge_base_layer(), jq_app_layer()])
-        .with_entrypoint(&["/usr/bin/jq"])
-        .with_cmd(&["-n", "1+1"])
-}
-
 fn report(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("probe JSON: {e}\n{}", describe_output(out)))
@@ -28,8 +18,7 @@ fn report(out: &Output) -> Value {
 /// Run pare as an ordinary user without subordinate ranges (uid/gid 65534); `None` (with the
 /// reason; a failure under CI) where that cannot work here.
 fn as_user(args: &[&str]) -> Option<Output> {
-    if !is_root() {
-        common::debian::skip("not root: cannot switch to another user for the unprivileged run");
+    if !root_or_skip("cannot switch to another user for the unprivileged run") {
         return None;
     }
     Some(OtherUser::new(&["--reuid=65534", "--regid=65534", "--clear-groups"])?.pare(args))
@@ -41,19 +30,17 @@ fn a_hardened_image_passes_and_a_broken_one_fails_with_both_outputs() {
     let src = reg.image("probe/jq:1");
     build_and_push(&jq_image(), &src, None);
     let hard = reg.image("probe/jq:1-hardened");
-    let out = run(pare().args(["-q", "harden", "--no-sbom", &src]));
-    assert!(out.status.success(), "{}", describe_output(&out));
+    pare_ok(&["-q", "harden", "--no-sbom", &src]);
 
     let json_probe = r#"-c -n {"a":[1,2,3]}|.a|add"#;
-    let out = run(pare().args([
+    let out = pare_ok(&[
         "-q", "probe", &hard, "--probe", json_probe, "--format", "json",
-    ]));
-    assert!(out.status.success(), "{}", describe_output(&out));
+    ]);
     let r = report(&out);
     assert_eq!(r["passed"], true, "{r}");
     assert_eq!(r["probes"][0]["outcome"]["stdout"], "6\n", "{r}");
     // Against the original, with the image's own Cmd too.
-    let out = run(pare().args([
+    let out = pare_ok(&[
         "-q",
         "probe",
         &hard,
@@ -63,8 +50,7 @@ fn a_hardened_image_passes_and_a_broken_one_fails_with_both_outputs() {
         json_probe,
         "--probe",
         "-n 1+1",
-    ]));
-    assert!(out.status.success(), "{}", describe_output(&out));
+    ]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("2 of 2 probes passed"));
 
     // A hardened image missing a library jq needs (hidden by a top layer of its source and
@@ -76,8 +62,7 @@ fn a_hardened_image_passes_and_a_broken_one_fails_with_both_outputs() {
     let spec = jq_image().with_layer(Layer::new().whiteout(libjq.to_str().unwrap()));
     build_and_push(&spec, &broken_src, None);
     let broken = reg.image("probe/broken:1-hardened");
-    let out = run(pare().args(["-q", "harden", "--no-sbom", "--allow-missing", &broken_src]));
-    assert!(out.status.success(), "{}", describe_output(&out));
+    pare_ok(&["-q", "harden", "--no-sbom", "--allow-missing", &broken_src]);
     let out = run(pare().args([
         "-q",
         "probe",
@@ -131,8 +116,7 @@ fn shell_image(marker: &str) -> ImageSpec {
 
 #[test]
 fn the_sandbox_keeps_the_program_in() {
-    if !is_root() {
-        eprintln!("SKIP: not root: ownership checks need the one-to-one id mapping");
+    if !root_or_skip("ownership checks need the one-to-one id mapping") {
         return;
     }
     let reg = Registry::start();
@@ -235,7 +219,7 @@ fn harden_probe_writes_only_what_behaves_like_the_source() {
     let src = reg.image("hprobe/jq:1");
     build_and_push(&jq_image(), &src, None);
     let ok = reg.image("hprobe/jq:ok");
-    let out = run(pare().args([
+    let out = pare_ok(&[
         "-q",
         "harden",
         "--no-sbom",
@@ -245,8 +229,7 @@ fn harden_probe_writes_only_what_behaves_like_the_source() {
         "-n 1+1",
         "--report",
         "-",
-    ]));
-    assert!(out.status.success(), "{}", describe_output(&out));
+    ]);
     let r = report(&out);
     assert_eq!(r["probes"][0]["passed"], true, "{r}");
     assert_eq!(r["probes"][0]["outcome"]["stdout"], "2\n");
@@ -304,7 +287,7 @@ fn an_http_probe_gets_the_page_from_a_non_root_server_on_port_80() {
     .with_entrypoint(&["/usr/bin/busybox", "httpd", "-f", "-p", "80", "-h", "/www"])
     .with_user("65532:65532");
     build_and_push(&spec, &src, None);
-    let out = run(pare().args([
+    let out = pare_ok(&[
         "-q",
         "probe",
         &src,
@@ -312,8 +295,7 @@ fn an_http_probe_gets_the_page_from_a_non_root_server_on_port_80() {
         "80/index.html",
         "--format",
         "json",
-    ]));
-    assert!(out.status.success(), "{}", describe_output(&out));
+    ]);
     let r = report(&out);
     let http = &r["probes"][0]["outcome"]["http"];
     assert_eq!(http["status"], 200, "{r}");
@@ -324,7 +306,7 @@ fn an_http_probe_gets_the_page_from_a_non_root_server_on_port_80() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("HTTP 404"));
     // Hardened (the page kept with --keep), it serves the same page as the original.
     let hard = reg.image("web/httpd:1-hardened");
-    let out = run(pare().args([
+    pare_ok(&[
         "-q",
         "harden",
         "--no-sbom",
@@ -333,9 +315,8 @@ fn an_http_probe_gets_the_page_from_a_non_root_server_on_port_80() {
         "/www",
         "--http-probe",
         "80/index.html",
-    ]));
-    assert!(out.status.success(), "{}", describe_output(&out));
-    let out = run(pare().args([
+    ]);
+    pare_ok(&[
         "-q",
         "probe",
         &hard,
@@ -343,8 +324,7 @@ fn an_http_probe_gets_the_page_from_a_non_root_server_on_port_80() {
         &src,
         "--http-probe",
         "80/index.html",
-    ]));
-    assert!(out.status.success(), "{}", describe_output(&out));
+    ]);
 }
 
 /// `harden --learn-http`: the server is watched while it answers in the source; the page it
@@ -375,7 +355,7 @@ fn harden_learn_http_keeps_what_the_server_served() {
     ]));
     assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
     let learned = reg.image("web/httpd-root:learned");
-    let out = run(pare().args([
+    let out = pare_ok(&[
         "-q",
         "harden",
         "--no-sbom",
@@ -387,8 +367,7 @@ fn harden_learn_http_keeps_what_the_server_served() {
         "80/srv/site/page.html",
         "--report",
         "-",
-    ]));
-    assert!(out.status.success(), "{}", describe_output(&out));
+    ]);
     let r = report(&out);
     let list = |k: &str| -> Vec<String> {
         r[k].as_array()
@@ -425,8 +404,7 @@ fn learn_names_a_file_the_hardened_image_lacks() {
     let reg = Registry::start();
     let src = reg.image("learn/jq:1");
     build_and_push(&jq_image(), &src, None);
-    let out = run(pare().args(["-q", "harden", "--no-sbom", &src]));
-    assert!(out.status.success(), "{}", describe_output(&out));
+    pare_ok(&["-q", "harden", "--no-sbom", &src]);
     let hard = reg.image("learn/jq:1-hardened");
     // The file is named only at run time, by the probe's arguments.
     let out = run(pare().args([
@@ -472,7 +450,7 @@ fn harden_learn_keeps_what_the_probe_used() {
     build_and_push(&jq_image(), &src, None);
     let args = "-n --rawfile f /usr/bin/passwd '$f|length > 0'";
     let dest = reg.image("hlearn/jq:learned");
-    let out = run(pare().args([
+    let out = pare_ok(&[
         "-q",
         "harden",
         "--no-sbom",
@@ -484,8 +462,7 @@ fn harden_learn_keeps_what_the_probe_used() {
         args,
         "--report",
         "-",
-    ]));
-    assert!(out.status.success(), "{}", describe_output(&out));
+    ]);
     let r = report(&out);
     let only: Vec<&str> = r["observed_only"]
         .as_array()
@@ -542,7 +519,7 @@ impl OtherUser {
     /// where setpriv is missing.
     fn new(who: &[&str]) -> Option<OtherUser> {
         let Some(setpriv) = find_tool("setpriv") else {
-            common::debian::skip("setpriv (util-linux) is not installed");
+            skip("setpriv (util-linux) is not installed");
             return None;
         };
         let dir = tempfile::Builder::new()
@@ -574,13 +551,13 @@ impl OtherUser {
             .output()
             .is_ok_and(|o| o.status.success());
         if !known || !has_range("/etc/subuid") || !has_range("/etc/subgid") {
-            common::debian::skip(&format!(
+            skip(&format!(
                 "no user {SUB_USER} with /etc/subuid and /etc/subgid ranges (scripts/test.sh makes one: useradd {SUB_USER})"
             ));
             return None;
         }
         if find_tool("newuidmap").is_none() {
-            common::debian::skip("newuidmap is not installed (Debian's uidmap)");
+            skip("newuidmap is not installed (Debian's uidmap)");
             return None;
         }
         OtherUser::new(&[
@@ -620,8 +597,7 @@ impl OtherUser {
 /// works and into a root-owned one fails, as in a cluster; the copy is removed.
 #[test]
 fn an_ordinary_user_with_subordinate_ranges_gets_faithful_ownership() {
-    if !is_root() {
-        common::debian::skip("not root: cannot switch to the test user");
+    if !root_or_skip("cannot switch to the test user") {
         return;
     }
     let Some(user) = OtherUser::sub() else {
@@ -874,10 +850,7 @@ fn first_outcome(out: &Output) -> Value {
 /// mapped unprivileged uid, and memory and processes are bounded by a cgroup.
 #[test]
 fn a_hostile_image_changes_nothing_outside_the_sandbox() {
-    if !is_root() {
-        common::debian::skip(
-            "not root: the escapes are tried as the image's root under pare as root",
-        );
+    if !root_or_skip("the escapes are tried as the image's root under pare as root") {
         return;
     }
     let reg = Registry::start();
@@ -918,7 +891,7 @@ fn a_hostile_image_changes_nothing_outside_the_sandbox() {
     let p = probe_as_root("status", "20");
     let bounded = p["bounded_by"].as_str().unwrap().to_string();
     if bounded.starts_with("rlimits only") {
-        common::debian::skip(&format!("no cgroup for the memory bomb: {bounded}"));
+        skip(&format!("no cgroup for the memory bomb: {bounded}"));
     } else {
         assert!(
             bounded.contains("memory") && bounded.contains("pids"),
@@ -1119,8 +1092,7 @@ fn harden_learn_tcp_and_learn_until_the_time_limit_keep_what_a_server_read() {
     assert!(timed.contains(&"/srv/motd.txt".to_string()), "{timed:?}");
     // Static analysis alone does not see it.
     let plain = reg.image("learn/tcp:plain");
-    let out = run(pare().args(["-q", "harden", "--no-sbom", &src, &plain]));
-    assert!(out.status.success(), "{}", describe_output(&out));
+    pare_ok(&["-q", "harden", "--no-sbom", &src, &plain]);
     assert!(
         !pull_and_unpack(&plain)
             .rootfs()

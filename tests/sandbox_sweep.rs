@@ -77,16 +77,11 @@ const CASES: &[(&str, &[&str], &str, &str)] = &[
 #[test]
 #[ignore = "a breadth sweep: downloads packages; run it by hand"]
 fn real_programs_work_in_the_probe_sandbox() {
-    if !is_root() {
-        skip("needs root to build the Debian roots");
+    if !root_or_skip("the Debian roots are built as root") {
         return;
     }
-    let base = match bookworm_base() {
-        Ok(b) => b,
-        Err(why) => {
-            skip(&why);
-            return;
-        }
+    let Some(base) = or_skip(bookworm_base()) else {
+        return;
     };
     let bin = std::env::var_os("PARE_BIN")
         .map(std::path::PathBuf::from)

@@ -21,10 +21,6 @@ use serde_json::Value;
 
 const PASSWORD: &str = "correct horse battery staple";
 
-fn run(cmd: &mut Command) -> Output {
-    cmd.output().expect("run")
-}
-
 fn helper() -> Option<Command> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/common/cosign_helper.py");
     let ok = Command::new("python3")
@@ -32,12 +28,9 @@ fn helper() -> Option<Command> {
         .output()
         .is_ok_and(|o| o.status.success());
     if !ok {
-        if common::debian::in_ci() {
-            panic!(
-                "python3 with PyNaCl and cryptography is needed (scripts/test.sh installs them)"
-            );
-        }
-        eprintln!("SKIP: python3 with PyNaCl and cryptography is not installed");
+        skip(
+            "python3 with PyNaCl and cryptography is not installed (scripts/test.sh installs them)",
+        );
         return None;
     }
     let mut c = Command::new("python3");
@@ -47,12 +40,6 @@ fn helper() -> Option<Command> {
 
 fn helper_run(args: &[&str]) -> Output {
     run(helper().expect("helper").args(args))
-}
-
-fn jq_image() -> ImageSpec {
-    ImageSpec::new(vec![usrmerge_base_layer(), jq_app_layer()])
-        .with_entrypoint(&["/usr/bin/jq"])
-        .with_cmd(&["-n", "1+1"])
 }
 
 /// Another image (a different digest) for the "moved tag" case.
@@ -132,6 +119,15 @@ fn assert_refused(out: &Output, dest: &str, why: &str) {
     );
 }
 
+/// `harden SRC DEST --verify-key PUBS`, DEST being `dest` in `reg`, is refused (see
+/// [`assert_refused`]); its output.
+fn harden_refused(reg: &Registry, src: &str, dest: &str, pubs: &str, why: &str) -> Output {
+    let dest = reg.image(dest);
+    let out = harden(&[src, &dest, "--verify-key", pubs]);
+    assert_refused(&out, &dest, why);
+    out
+}
+
 #[test]
 fn keys_made_by_either_side_are_read_by_the_other() {
     let Some(_) = helper() else { return };
@@ -204,12 +200,27 @@ fn a_source_must_carry_a_valid_signature_by_the_key() {
     let (other_key, other_public) = keygen_helper(dir.path(), "other");
     let reg = Registry::start();
     let pubs = public.to_str().unwrap();
+    let (src, digest) =
+        a_signed_source_is_accepted(&reg, &key, pubs, other_public.to_str().unwrap());
+    a_referrer_signature_is_accepted(&reg, &key, pubs);
+    a_moved_tag_is_refused(&reg, &src, &digest, pubs);
+    signatures_of_something_else_are_refused(&reg, &key, &other_key, pubs);
+    an_unsigned_source_is_refused(&reg, pubs);
+    a_multi_platform_source_needs_its_index_or_every_platform_signed(&reg, dir.path(), &key, pubs);
+    ed25519_and_rsa_keys_verify(&reg, dir.path());
+    keys_from_pare_toml_are_used(&reg, &public);
+}
 
+/// Signed by the helper: accepted (with any of several keys); the source and its digest.
+fn a_signed_source_is_accepted(
+    reg: &Registry,
+    key: &Path,
+    pubs: &str,
+    other_pubs: &str,
+) -> (String, String) {
     // Signed by the helper: accepted, the report names the signature.
-    let src = reg.image("verify/app:1");
-    let built = build_and_push(&jq_image(), &src, None);
-    let digest = skopeo_manifest_digest(&src, None);
-    sign_with_helper(&src, &digest, &key, &[]);
+    let (src, digest) = push_jq_image(reg, "verify/app:1");
+    sign_with_helper(&src, &digest, key, &[]);
     let dest = reg.image("verify/app:ok");
     let out = harden(&[&src, &dest, "--verify-key", pubs, "--report", "-"]);
     assert!(out.status.success(), "{}", describe_output(&out));
@@ -221,21 +232,20 @@ fn a_source_must_carry_a_valid_signature_by_the_key() {
         &src,
         &reg.image("verify/app:ok2"),
         "--verify-key",
-        other_public.to_str().unwrap(),
+        other_pubs,
         "--verify-key",
         pubs,
     ]);
     assert!(out.status.success(), "{}", describe_output(&out));
-    let out = run(pare().args(["signature", "verify", &src, "--key", pubs]));
-    assert!(out.status.success(), "{}", describe_output(&out));
+    let out = pare_ok(&["signature", "verify", &src, "--key", pubs]);
     assert!(String::from_utf8_lossy(&out.stdout).contains(&digest));
-    let _ = built;
+    (src, digest)
+}
 
+fn a_referrer_signature_is_accepted(reg: &Registry, key: &Path, pubs: &str) {
     // Signed as an OCI 1.1 referrer only (cosign's experimental mode; this registry has no
     // referrers API, so the referrer is listed under the fallback tag): accepted too.
-    let rsrc = reg.image("verify/referrer:1");
-    build_and_push(&jq_image(), &rsrc, None);
-    let rd = skopeo_manifest_digest(&rsrc, None);
+    let (rsrc, rd) = push_jq_image(reg, "verify/referrer:1");
     let (host, repo) = parts(&rsrc);
     let out = helper_run(&[
         "sign-referrer",
@@ -263,57 +273,55 @@ fn a_source_must_carry_a_valid_signature_by_the_key() {
             .starts_with("referrer"),
         "{r}"
     );
+}
 
+fn a_moved_tag_is_refused(reg: &Registry, src: &str, digest: &str, pubs: &str) {
     // The same tag moved to another image: its signature names the old digest.
-    build_and_push(&other_image(), &src, None);
-    let moved = skopeo_manifest_digest(&src, None);
+    build_and_push(&other_image(), src, None);
+    let moved = skopeo_manifest_digest(src, None);
     assert_ne!(moved, digest);
     let dest = reg.image("verify/app:moved");
-    let out = harden(&[&src, &dest, "--verify-key", pubs]);
+    let out = harden(&[src, &dest, "--verify-key", pubs]);
     assert_refused(&out, &dest, "moved tag");
-    let out = run(pare().args(["signature", "verify", &src, "--key", pubs]));
+    let out = run(pare().args(["signature", "verify", src, "--key", pubs]));
     assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
-    let out = run(pare().args(["-q", "check", &src, "--verify-key", pubs]));
+    let out = run(pare().args(["-q", "check", src, "--verify-key", pubs]));
     assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
+}
 
+/// Another key, a payload naming another digest or another repository: refused.
+fn signatures_of_something_else_are_refused(
+    reg: &Registry,
+    key: &Path,
+    other_key: &Path,
+    pubs: &str,
+) {
     // Signed, but by another key.
-    let src = reg.image("verify/other-key:1");
-    build_and_push(&jq_image(), &src, None);
-    let d = skopeo_manifest_digest(&src, None);
-    sign_with_helper(&src, &d, &other_key, &[]);
-    let dest = reg.image("verify/other-key:h");
-    let out = harden(&[&src, &dest, "--verify-key", pubs]);
-    assert_refused(&out, &dest, "another key");
+    let (src, d) = push_jq_image(reg, "verify/other-key:1");
+    sign_with_helper(&src, &d, other_key, &[]);
+    let out = harden_refused(reg, &src, "verify/other-key:h", pubs, "another key");
     assert!(String::from_utf8_lossy(&out.stderr).contains("another key"));
 
     // A payload naming another digest (signed under this digest's tag).
-    let src = reg.image("verify/other-digest:1");
-    build_and_push(&jq_image(), &src, None);
-    let d = skopeo_manifest_digest(&src, None);
+    let (src, d) = push_jq_image(reg, "verify/other-digest:1");
     let fake = format!("sha256:{}", "ab".repeat(32));
     let (host, repo) = parts(&src);
-    sign_with_helper(&src, &d, &key, &[&format!("{host}/{repo}"), &fake]);
-    let dest = reg.image("verify/other-digest:h");
-    let out = harden(&[&src, &dest, "--verify-key", pubs]);
-    assert_refused(&out, &dest, "another digest");
+    sign_with_helper(&src, &d, key, &[&format!("{host}/{repo}"), &fake]);
+    let out = harden_refused(reg, &src, "verify/other-digest:h", pubs, "another digest");
     assert!(String::from_utf8_lossy(&out.stderr).contains("another image"));
 
     // A payload naming another repository.
-    let src = reg.image("verify/other-repo:1");
-    build_and_push(&jq_image(), &src, None);
-    let d = skopeo_manifest_digest(&src, None);
-    sign_with_helper(&src, &d, &key, &[&format!("{host}/somewhere/else")]);
-    let dest = reg.image("verify/other-repo:h");
-    let out = harden(&[&src, &dest, "--verify-key", pubs]);
-    assert_refused(&out, &dest, "another repository");
+    let (src, d) = push_jq_image(reg, "verify/other-repo:1");
+    sign_with_helper(&src, &d, key, &[&format!("{host}/somewhere/else")]);
+    let out = harden_refused(reg, &src, "verify/other-repo:h", pubs, "another repository");
     assert!(String::from_utf8_lossy(&out.stderr).contains("another repository"));
+}
 
+fn an_unsigned_source_is_refused(reg: &Registry, pubs: &str) {
     // No signature at all.
     let src = reg.image("verify/unsigned:1");
     build_and_push(&jq_image(), &src, None);
-    let dest = reg.image("verify/unsigned:h");
-    let out = harden(&[&src, &dest, "--verify-key", pubs]);
-    assert_refused(&out, &dest, "unsigned");
+    let out = harden_refused(reg, &src, "verify/unsigned:h", pubs, "unsigned");
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not signed"));
     // Through a recording proxy: the refusal reads the manifest and the signature tags, never a
     // blob of the image (no config, no layer).
@@ -335,28 +343,38 @@ fn a_source_must_carry_a_valid_signature_by_the_key() {
         !log.iter().any(|(_, p, _)| p.contains("/blobs/")),
         "a blob was read before the signature was checked: {log:?}"
     );
+}
 
+fn a_multi_platform_source_needs_its_index_or_every_platform_signed(
+    reg: &Registry,
+    dir: &Path,
+    key: &Path,
+    pubs: &str,
+) {
     // A multi-platform source: the index's own signature counts, or every platform's.
-    let layout = dir.path().join("multi");
+    let layout = dir.join("multi");
     match write_jq_multiarch_layout(&layout, "m") {
         Ok(_) => {
             let msrc = reg.image("verify/multi:1");
             push_layout_with_args(&layout, "m", &msrc, None, &["--all"]);
             let index: Value = serde_json::from_slice(&skopeo_raw_manifest(&msrc, None)).unwrap();
-            let children: Vec<String> = index["manifests"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|m| m["digest"].as_str().unwrap().to_string())
-                .collect();
-            let dest = reg.image("verify/multi:unsigned");
-            let out = harden(&[&msrc, &dest, "--verify-key", pubs]);
-            assert_refused(&out, &dest, "unsigned index and platforms");
+            let children = strings_of(&index["manifests"], "digest");
+            harden_refused(
+                reg,
+                &msrc,
+                "verify/multi:unsigned",
+                pubs,
+                "unsigned index and platforms",
+            );
             // One platform signed is not enough.
-            sign_with_helper(&msrc, &children[0], &key, &[]);
-            let dest = reg.image("verify/multi:one");
-            let out = harden(&[&msrc, &dest, "--verify-key", pubs]);
-            assert_refused(&out, &dest, "one platform of two signed");
+            sign_with_helper(&msrc, &children[0], key, &[]);
+            let out = harden_refused(
+                reg,
+                &msrc,
+                "verify/multi:one",
+                pubs,
+                "one platform of two signed",
+            );
             // Refused before any platform was built: the message names the unsigned platform.
             let err = String::from_utf8_lossy(&out.stderr);
             assert!(
@@ -364,14 +382,14 @@ fn a_source_must_carry_a_valid_signature_by_the_key() {
                 "{err}"
             );
             for d in &children[1..] {
-                sign_with_helper(&msrc, d, &key, &[]);
+                sign_with_helper(&msrc, d, key, &[]);
             }
             let out = harden(&[&msrc, &reg.image("verify/multi:each"), "--verify-key", pubs]);
             assert!(out.status.success(), "{}", describe_output(&out));
             // `signature verify`: the index itself is unsigned; a platform of it is signed.
             let out = run(pare().args(["signature", "verify", &msrc, "--key", pubs]));
             assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
-            let out = run(pare().args([
+            pare_ok(&[
                 "signature",
                 "verify",
                 &msrc,
@@ -379,12 +397,11 @@ fn a_source_must_carry_a_valid_signature_by_the_key() {
                 pubs,
                 "--platform",
                 "linux/arm64",
-            ]));
-            assert!(out.status.success(), "{}", describe_output(&out));
+            ]);
             // Another copy whose index alone is signed.
             let isrc = reg.image("verify/multi-index:1");
             push_layout_with_args(&layout, "m", &isrc, None, &["--all"]);
-            sign_with_helper(&isrc, &skopeo_manifest_digest(&isrc, None), &key, &[]);
+            sign_with_helper(&isrc, &skopeo_manifest_digest(&isrc, None), key, &[]);
             let out = harden(&[
                 &isrc,
                 &reg.image("verify/multi-index:h"),
@@ -393,16 +410,16 @@ fn a_source_must_carry_a_valid_signature_by_the_key() {
             ]);
             assert!(out.status.success(), "{}", describe_output(&out));
         }
-        Err(why) => eprintln!("SKIP the multi-platform source: {why}"),
+        Err(why) => skip(&format!("the multi-platform source: {why}")),
     }
+}
 
+fn ed25519_and_rsa_keys_verify(reg: &Registry, dir: &Path) {
     // Ed25519 and RSA keys (cosign makes them from KMS and imported keys) verify too; pare
     // signs with an Ed25519 key, and refuses to sign with RSA in one line.
     for kind in ["ed25519", "rsa"] {
-        let (k, p) = keygen_helper_kind(dir.path(), &format!("k-{kind}"), kind);
-        let src = reg.image(&format!("verify/{kind}:1"));
-        build_and_push(&jq_image(), &src, None);
-        let d = skopeo_manifest_digest(&src, None);
+        let (k, p) = keygen_helper_kind(dir, &format!("k-{kind}"), kind);
+        let (src, d) = push_jq_image(reg, &format!("verify/{kind}:1"));
         sign_with_helper(&src, &d, &k, &[]);
         let dest = reg.image(&format!("verify/{kind}:h"));
         let out = harden(&[&src, &dest, "--verify-key", p.to_str().unwrap()]);
@@ -419,10 +436,15 @@ fn a_source_must_carry_a_valid_signature_by_the_key() {
             assert!(out.status.success(), "{kind}: {}", describe_output(&out));
         }
     }
+}
 
+/// The unsigned source again, checked with the keys of pare.toml.
+fn keys_from_pare_toml_are_used(reg: &Registry, public: &Path) {
+    let src = reg.image("verify/unsigned:1");
+    let dest = reg.image("verify/unsigned:h");
     // The keys of [signatures] in pare.toml when no --verify-key is given.
     let cfg_dir = tempfile::tempdir().unwrap();
-    std::fs::copy(&public, cfg_dir.path().join("team.pub")).unwrap();
+    std::fs::copy(public, cfg_dir.path().join("team.pub")).unwrap();
     std::fs::write(
         cfg_dir.path().join("pare.toml"),
         "[signatures]\nkeys = [\"team.pub\"]\n",
@@ -491,14 +513,13 @@ fn what_pare_pushes_is_signed_and_its_sbom_attested() {
         "https://spdx.dev/Document"
     );
     // pare verifies its own signature, and a re-run adds no second signature layer.
-    let out = run(pare().args([
+    pare_ok(&[
         "signature",
         "verify",
         &dest,
         "--key",
         public.to_str().unwrap(),
-    ]));
-    assert!(out.status.success(), "{}", describe_output(&out));
+    ]);
     let sig_tag = format!("{host}/{repo}:{}.sig", digest.replacen(':', "-", 1));
     let before = skopeo_raw_manifest(&sig_tag, None);
     let out = run(pare()
@@ -542,6 +563,6 @@ fn what_pare_pushes_is_signed_and_its_sbom_attested() {
                 assert!(out.status.success(), "{d}: {}", describe_output(&out));
             }
         }
-        Err(why) => eprintln!("SKIP the multi-platform part: {why}"),
+        Err(why) => skip(&format!("the multi-platform part: {why}")),
     }
 }

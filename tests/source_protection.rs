@@ -5,19 +5,9 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use common::*;
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.output().expect("run pare")
-}
-
-fn jq_image() -> ImageSpec {
-    ImageSpec::new(vec![usrmerge_base_layer(), jq_app_layer()])
-        .with_entrypoint(&["/usr/bin/jq"])
-        .with_cmd(&["-n", "1+1"])
-}
 
 fn refused(out: &Output) {
     assert_eq!(out.status.code(), Some(1), "{}", describe_output(out));
@@ -32,9 +22,7 @@ fn refused(out: &Output) {
 #[test]
 fn a_registry_source_is_refused_then_replaced_in_place_with_a_backup() {
     let reg = Registry::start();
-    let src = reg.image("prot/app:1");
-    build_and_push(&jq_image(), &src, None);
-    let original = skopeo_manifest_digest(&src, None);
+    let (src, original) = push_jq_image(&reg, "prot/app:1");
 
     // The same tag, spelled the same or differently (the default HTTPS port is not the same
     // endpoint for a loopback registry, so spell it identically).
@@ -47,8 +35,7 @@ fn a_registry_source_is_refused_then_replaced_in_place_with_a_backup() {
     );
 
     // --in-place: replaced, the original kept as 1-original.
-    let out = run(pare().args(["-q", "harden", "--in-place", "--no-sbom", &src, &src]));
-    assert!(out.status.success(), "{}", describe_output(&out));
+    let out = pare_ok(&["-q", "harden", "--in-place", "--no-sbom", &src, &src]);
     assert!(
         String::from_utf8_lossy(&out.stderr).contains(&original),
         "the previous digest is printed: {}",
@@ -64,14 +51,13 @@ fn a_registry_source_is_refused_then_replaced_in_place_with_a_backup() {
     assert!(u.rootfs().join("usr/bin/jq").exists());
 
     // Again in place: the first original is never lost.
-    let out = run(pare().args(["-q", "harden", "--in-place", "--no-sbom", &src, &src]));
-    assert!(out.status.success(), "{}", describe_output(&out));
+    pare_ok(&["-q", "harden", "--in-place", "--no-sbom", &src, &src]);
     assert_eq!(skopeo_manifest_digest(&backup, None), original);
 
     // --no-backup: no TAG-original.
     let other = reg.image("prot/app:2");
     build_and_push(&jq_image(), &other, None);
-    let out = run(pare().args([
+    pare_ok(&[
         "-q",
         "harden",
         "--in-place",
@@ -79,8 +65,7 @@ fn a_registry_source_is_refused_then_replaced_in_place_with_a_backup() {
         "--no-sbom",
         &other,
         &other,
-    ]));
-    assert!(out.status.success(), "{}", describe_output(&out));
+    ]);
     assert!(!reg.tags("prot/app").contains(&"2-original".to_string()));
 }
 
@@ -116,13 +101,12 @@ fn a_layout_source_is_refused_and_a_new_tag_adds_only_blobs() {
 
     // Another tag in the same layout: the source's entry is unchanged byte for byte, its blobs
     // too; only new blobs are added.
-    let out = run(pare().args([
+    pare_ok(&[
         "-q",
         "harden",
         &src,
         &format!("oci:{}:v1-hardened", layout.display()),
-    ]));
-    assert!(out.status.success(), "{}", describe_output(&out));
+    ]);
     let entry = |idx: &[u8]| -> serde_json::Value {
         let v: serde_json::Value = serde_json::from_slice(idx).unwrap();
         v["manifests"]
@@ -148,8 +132,7 @@ fn a_layout_source_is_refused_and_a_new_tag_adds_only_blobs() {
     assert!(u.rootfs().join("usr/bin/jq").exists());
 
     // --in-place on the layout: the tag now points at the hardened image.
-    let out = run(pare().args(["-q", "harden", "--in-place", &src, &src]));
-    assert!(out.status.success(), "{}", describe_output(&out));
+    pare_ok(&["-q", "harden", "--in-place", &src, &src]);
     let v: serde_json::Value =
         serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
     assert_ne!(
@@ -161,15 +144,7 @@ fn a_layout_source_is_refused_and_a_new_tag_adds_only_blobs() {
 #[test]
 fn an_archive_source_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let layout = dir.path().join("layout");
-    write_oci_layout(&layout, "jq", &jq_image());
-    let saved = dir.path().join("app.tar");
-    run_ok(
-        Command::new("skopeo")
-            .args(["copy", "-q"])
-            .arg(format!("oci:{}:jq", layout.display()))
-            .arg(format!("docker-archive:{}:app:1", saved.display())),
-    );
+    let saved = save_docker_archive(dir.path(), &jq_image());
     let before = std::fs::read(&saved).unwrap();
     let src = format!("docker-archive:{}", saved.display());
     refused(&run(pare().args([

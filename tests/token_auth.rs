@@ -49,17 +49,7 @@ fn token_auth_harden_batch_catalog_scope_and_mounts() {
 
     // Anonymous: pulling public/ is allowed, pushing is not; one clear line.
     let out = pare_as(&["harden", &reg.image("public/jq:1")]);
-    assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
-    let err = String::from_utf8_lossy(&out.stderr);
-    let lines: Vec<&str> = err
-        .lines()
-        .filter(|l| l.starts_with("pare: error:"))
-        .collect();
-    assert_eq!(lines.len(), 1, "{err}");
-    assert!(
-        lines[0].contains("public/jq") && lines[0].contains("wants credentials"),
-        "{err}"
-    );
+    assert_one_line_error(&out, &["public/jq", "wants credentials"]);
     // The catalog needs `registry:catalog:*`, which anonymous clients are not given.
     let out = pare_as(&["batch", &reg.host(), "--dry-run"]);
     assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
