@@ -8,9 +8,9 @@
 //! of a quoted name and `primitive-load-path`/`load-from-path`/`include-from-path` of a
 //! string. Start-up: the boot module libguile names (`ice-9/boot-9`, `ice-9/eval`) and the
 //! command-line module that parses every `guile SCRIPT` invocation, each read for what it
-//! loads. A `.scm` script is compiled on its first run unless `--no-auto-compile` or
-//! `GUILE_AUTO_COMPILE=0` (the compiler is looked up by language name, scheme → tree-il → cps
-//! → bytecode): then the compiler's modules are kept too.
+//! loads. The compiler is not kept: a `.scm` script is compiled on its first run when the
+//! user's cache is writable, and when it cannot be (no compiler, as when `HOME` is read-only)
+//! Guile says so on stderr and interprets the script, as `--no-auto-compile` does.
 
 use super::{Lang, Req, Root, graph, is_dir};
 use crate::error::Result;
@@ -30,15 +30,6 @@ pub(crate) const INTERPRETER: Interpreter = Interpreter {
 
 /// The module the shell runs every command line through (`scm_shell`).
 const COMMAND_LINE: &str = "ice-9/command-line";
-
-/// What auto-compilation looks up by name: the languages of the default pipeline.
-const COMPILER: &[&str] = &[
-    "system/base/compile",
-    "language/scheme/spec",
-    "language/tree-il/spec",
-    "language/cps/spec",
-    "language/bytecode/spec",
-];
 
 pub(crate) struct Guile;
 
@@ -112,20 +103,15 @@ impl Rule for Guile {
         if let Some((_, s)) = &command.script
             && let Some(canon) = super::keep_script(cx, e, INTERPRETER.language, s)?
         {
-            let auto_compile = !command
-                .options
-                .iter()
-                .any(|(k, _)| k == "--no-auto-compile")
-                && cx.run.env_var("GUILE_AUTO_COMPILE") != Some("0")
-                && INTERPRETER.is_source(s);
-            if auto_compile {
-                roots.extend(COMPILER.iter().map(|m| m.to_string()));
-            }
             sources.push(canon);
         }
+        // The start-up modules' function-level loads wait for the functions (the REPL, the
+        // `-c` evaluator, `--listen`'s server): no lazy hop from them; a file given with `-l`
+        // is the application's.
         let roots = roots
             .into_iter()
             .map(|spec| Root {
+                budget: u8::from(spec.starts_with("\0file/")),
                 req: Req {
                     spec,
                     line: 0,
@@ -134,7 +120,6 @@ impl Rule for Guile {
                     waits_for: None,
                 },
                 from: String::new(),
-                budget: 1,
                 quiet: false,
             })
             .collect();
