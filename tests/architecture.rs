@@ -16,7 +16,6 @@ const KNOWN_CYCLES: &[&[&str]] = &[];
 const KNOWN_UP: &[(&str, &str)] = &[
     ("archive.rs", "layer.rs"),
     ("archive.rs", "rootfs/mod.rs"),
-    ("plan.rs", "report.rs"),
     ("source.rs", "rootfs/mod.rs"),
     ("source.rs", "sign/mod.rs"),
 ];
