@@ -5,6 +5,9 @@ use serde::Serialize;
 
 use crate::progress::human_bytes;
 
+/// The Kubernetes securityContext: made from the plan, which is where it lives.
+pub use crate::plan::SecurityContext;
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ImageInfo {
     pub reference: String,
@@ -178,65 +181,6 @@ pub struct PackageInfo {
     pub files_dropped: Vec<String>,
     pub kept_count: usize,
     pub dropped_count: usize,
-}
-
-/// A Kubernetes container `securityContext` for the hardened image.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SecurityContext {
-    pub run_as_non_root: bool,
-    pub run_as_user: u32,
-    pub run_as_group: u32,
-    pub allow_privilege_escalation: bool,
-    /// True when the run user can write no directory of the image but /tmp and its home
-    /// (mount emptyDir volumes there).
-    pub read_only_root_filesystem: bool,
-    pub capabilities_drop: Vec<String>,
-    /// Directories of the image the run user can write.
-    pub writable_paths: Vec<String>,
-    /// `--seccomp-profile FILE`: the profile's name under the kubelet's seccomp directory.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub localhost_profile: Option<String>,
-}
-
-impl SecurityContext {
-    /// As YAML, ready to paste under a container spec.
-    pub fn yaml(&self) -> String {
-        let mut o = String::from("securityContext:\n");
-        o.push_str(&format!("  runAsNonRoot: {}\n", self.run_as_non_root));
-        o.push_str(&format!("  runAsUser: {}\n", self.run_as_user));
-        o.push_str(&format!("  runAsGroup: {}\n", self.run_as_group));
-        o.push_str(&format!(
-            "  allowPrivilegeEscalation: {}\n",
-            self.allow_privilege_escalation
-        ));
-        o.push_str(&format!(
-            "  readOnlyRootFilesystem: {}\n",
-            self.read_only_root_filesystem
-        ));
-        o.push_str("  capabilities:\n    drop:\n");
-        for c in &self.capabilities_drop {
-            o.push_str(&format!("      - {c}\n"));
-        }
-        if let Some(p) = &self.localhost_profile {
-            o.push_str(&format!(
-                "  seccompProfile:\n    type: Localhost\n    localhostProfile: {p}\n\
-                 # copy the profile to /var/lib/kubelet/seccomp/{p} on every node\n"
-            ));
-        }
-        if !self.writable_paths.is_empty() {
-            o.push_str(&format!(
-                "# writable by the run user: {}{}\n",
-                self.writable_paths.join(", "),
-                if self.read_only_root_filesystem {
-                    " (mount emptyDir volumes there)"
-                } else {
-                    ""
-                }
-            ));
-        }
-        o
-    }
 }
 
 impl Report {

@@ -202,6 +202,58 @@ pub enum SandboxError {
     Setup(String),
 }
 
+/// A thread reading `r` to its end, keeping its first `limit` bytes: what it kept, and how
+/// many bytes it dropped.
+fn read_bounded(
+    mut r: Box<dyn Read + Send>,
+    limit: u64,
+) -> std::thread::JoinHandle<(Vec<u8>, u64)> {
+    std::thread::spawn(move || {
+        let mut kept = Vec::new();
+        let mut dropped = 0u64;
+        let mut buf = [0u8; 64 << 10];
+        while let Ok(n) = r.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            let room = (limit as usize).saturating_sub(kept.len());
+            kept.extend_from_slice(&buf[..n.min(room)]);
+            dropped += (n - n.min(room)) as u64;
+        }
+        (kept, dropped)
+    })
+}
+
+/// Wait for the helper to end (`ended`: its status when already known), killing it once
+/// `deadline` has passed since `started`: its exit code (128 + the signal that ended it).
+fn wait_helper(
+    pid: Pid,
+    mut ended: Option<WaitStatus>,
+    started: Instant,
+    deadline: Duration,
+) -> Result<Option<i32>, SandboxError> {
+    Ok(loop {
+        if let Some(st) = ended.take() {
+            match st {
+                WaitStatus::Exited(_, c) => break Some(c),
+                WaitStatus::Signaled(_, s, _) => break Some(128 + s as i32),
+                _ => {}
+            }
+        }
+        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) if started.elapsed() > deadline => {
+                let _ = kill(pid, Signal::SIGKILL);
+                ended = waitpid(pid, None).ok();
+            }
+            Ok(WaitStatus::StillAlive) => std::thread::sleep(Duration::from_millis(10)),
+            Ok(st @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => ended = Some(st),
+            Ok(_) => {}
+            Err(nix::Error::EINTR) => {}
+            Err(e) => return Err(SandboxError::Spawn(e.into())),
+        }
+    })
+}
+
 /// Run `spec` in a new sandbox and wait for it (bounded by its limits).
 pub fn run(spec: &Spec, stdin: &[u8]) -> Result<Outcome, SandboxError> {
     use std::process::{Command, Stdio};
@@ -232,24 +284,8 @@ pub fn run(spec: &Spec, stdin: &[u8]) -> Result<Outcome, SandboxError> {
         }
     };
     let limit = spec.limits.output;
-    let reader = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut kept = Vec::new();
-            let mut dropped = 0u64;
-            let mut buf = [0u8; 64 << 10];
-            while let Ok(n) = r.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                let room = (limit as usize).saturating_sub(kept.len());
-                kept.extend_from_slice(&buf[..n.min(room)]);
-                dropped += (n - n.min(room)) as u64;
-            }
-            (kept, dropped)
-        })
-    };
-    let out = reader(Box::new(child.stdout.take().expect("piped")));
-    let err = reader(Box::new(child.stderr.take().expect("piped")));
+    let out = read_bounded(Box::new(child.stdout.take().expect("piped")), limit);
+    let err = read_bounded(Box::new(child.stderr.take().expect("piped")), limit);
     if let Some(mut w) = child.stdin.take() {
         let input = stdin.to_vec();
         std::thread::spawn(move || {
@@ -300,26 +336,7 @@ pub fn run(spec: &Spec, stdin: &[u8]) -> Result<Outcome, SandboxError> {
     }
     // The helper enforces the time limit; this is the backstop should it hang itself.
     let deadline = Duration::from_secs(spec.limits.seconds + 30);
-    let status = loop {
-        if let Some(st) = ended.take() {
-            match st {
-                WaitStatus::Exited(_, c) => break Some(c),
-                WaitStatus::Signaled(_, s, _) => break Some(128 + s as i32),
-                _ => {}
-            }
-        }
-        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::StillAlive) if started.elapsed() > deadline => {
-                let _ = kill(pid, Signal::SIGKILL);
-                ended = waitpid(pid, None).ok();
-            }
-            Ok(WaitStatus::StillAlive) => std::thread::sleep(Duration::from_millis(10)),
-            Ok(st @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => ended = Some(st),
-            Ok(_) => {}
-            Err(nix::Error::EINTR) => {}
-            Err(e) => return Err(SandboxError::Spawn(e.into())),
-        }
-    };
+    let status = wait_helper(pid, ended, started, deadline)?;
     // The helper removed it, unless it died first.
     let _ = std::fs::remove_file(&spec_path);
     let bounded_by = match cgroup {

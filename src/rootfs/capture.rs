@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::Local;
+use super::node::Local;
 use crate::error::{Error, Result};
 
 /// Most bytes of captured files one process holds on disk at once.

@@ -443,168 +443,9 @@ impl Features {
             Action::Nss if !musl => nss(cx, why)?,
             Action::Nss => {}
             Action::Iconv => iconv(cx, idx, why)?,
-            Action::Locale => {
-                let mut names: BTreeSet<String> = BTreeSet::new();
-                for k in [
-                    "LC_ALL",
-                    "LANG",
-                    "LC_CTYPE",
-                    "LC_MESSAGES",
-                    "LC_COLLATE",
-                    "LC_NUMERIC",
-                    "LC_TIME",
-                    "LC_MONETARY",
-                ] {
-                    if let Some(v) = cx.run.env_var(k)
-                        && !v.is_empty()
-                        && v != "C"
-                        && v != "POSIX"
-                    {
-                        names.insert(v.to_string());
-                    }
-                }
-                // C.UTF-8 when the Env selects it (above) or a kept object names it itself
-                // (Python coerces the C locale to C.UTF-8): a locale chosen at run time
-                // (`docker run -e LANG=…`) is not guessed.
-                let named = cx.out.objects.iter().any(|o| {
-                    o.facts.words.iter().any(|w| {
-                        w.eq_ignore_ascii_case("C.UTF-8") || w.eq_ignore_ascii_case("C.utf8")
-                    })
-                });
-                if named {
-                    names.insert("C.UTF-8".into());
-                } else if !names
-                    .iter()
-                    .any(|n| n.to_ascii_lowercase().starts_with("c.utf"))
-                    && cx.fs.get("usr/lib/locale/C.utf8").is_some()
-                {
-                    cx.drop_path(
-                        "usr/lib/locale/C.utf8",
-                        "the C.UTF-8 locale: neither the image config nor a kept program selects it (a locale set only at run time, docker run -e LANG=C.UTF-8, falls back to C; --keep /usr/lib/locale/C.utf8 or set LANG in the image)",
-                    );
-                }
-                let mut archive = false;
-                for n in names {
-                    let (lang, codeset) = match n.split_once('.') {
-                        Some((l, c)) => (l.to_string(), Some(c.to_string())),
-                        None => (n.clone(), None),
-                    };
-                    let norm = codeset.as_ref().map(|c| {
-                        c.chars()
-                            .filter(char::is_ascii_alphanumeric)
-                            .collect::<String>()
-                            .to_ascii_lowercase()
-                    });
-                    let mut cands = vec![n.clone()];
-                    if let Some(c) = &norm {
-                        cands.push(format!("{lang}.{c}"));
-                    }
-                    let mut found = false;
-                    for c in cands {
-                        if let Ok(r) = cx.fs.resolve(&format!("/usr/lib/locale/{c}"), true)
-                            && cx.fs.get(&r.path).is_some_and(|n| n.is_dir())
-                        {
-                            cx.keep_tree(&r.path, &ev(&format!("locale {n}, {why}")));
-                            found = true;
-                            break;
-                        }
-                    }
-                    archive |= !found && lang != "C";
-                }
-                if archive {
-                    cx.keep_if_file(
-                        "/usr/lib/locale/locale-archive",
-                        ev(&format!("locale archive, {why}")),
-                    );
-                }
-                message_catalogs(cx, &from, why);
-                // Loading a locale sets up its charset's conversion through the gconv cache.
-                gconv_config(cx, idx, &format!("the charset of a locale, {why}"))?;
-            }
-            Action::TimeZones => {
-                for z in ["/usr/share/zoneinfo", "/share/zoneinfo", "/etc/zoneinfo"] {
-                    let Ok(r) = cx.fs.resolve(z, true) else {
-                        continue;
-                    };
-                    if !cx.fs.get(&r.path).is_some_and(|n| n.is_dir()) {
-                        continue;
-                    }
-                    let right = format!("{}/right", r.path);
-                    let e = ev(&format!("time zone data, {why}"));
-                    cx.keep_links(&r.symlinks, &r.path);
-                    cx.keep(&r.path, e.clone());
-                    let entries: Vec<String> = cx
-                        .fs
-                        .subtree(&r.path)
-                        .map(|(k, _)| k.clone())
-                        .filter(|k| !super::kit::under(k, &right))
-                        .collect();
-                    for k in entries {
-                        match cx.fs.get(&k).map(|n| n.kind.clone()) {
-                            Some(crate::rootfs::Kind::Symlink(_)) => {
-                                cx.out.symlinks.entry(k).or_default().push(e.clone());
-                            }
-                            Some(_) => {
-                                cx.keep(&k, e.clone());
-                            }
-                            None => {}
-                        }
-                    }
-                    cx.drop_path(
-                        &right,
-                        "leap-second time zones (`right/`), a duplicate tree",
-                    );
-                }
-            }
-            Action::OpenSsl => {
-                let mut dirs: Vec<String> = vec![
-                    "/usr/lib/ssl".into(),
-                    "/etc/ssl".into(),
-                    "/etc/pki/tls".into(),
-                ];
-                // OPENSSLDIR, ENGINESDIR and MODULESDIR as compiled into libcrypto.
-                let libcrypto: Vec<String> = cx
-                    .out
-                    .objects
-                    .iter()
-                    .filter(|o| {
-                        o.facts
-                            .soname
-                            .as_deref()
-                            .is_some_and(|s| s.starts_with("libcrypto.so"))
-                    })
-                    .flat_map(|o| o.facts.strings.iter().cloned())
-                    .collect();
-                for s in libcrypto {
-                    let base = s.rsplit('/').next().unwrap_or("");
-                    if base == "ssl" || base.starts_with("engines") || base == "ossl-modules" {
-                        dirs.push(s);
-                    }
-                }
-                dirs.dedup();
-                for d in dirs {
-                    let base = d.rsplit('/').next().unwrap_or("").to_string();
-                    if base.starts_with("engines") || base == "ossl-modules" {
-                        if let Ok(r) = cx.fs.resolve(&d, true)
-                            && cx.fs.get(&r.path).is_some_and(|n| n.is_dir())
-                        {
-                            cx.keep_tree(&r.path, &ev(&format!("OpenSSL modules, {why}")));
-                        }
-                        continue;
-                    }
-                    cx.keep_if_file(
-                        &join(&d, "openssl.cnf"),
-                        ev(&format!("OpenSSL config, {why}")),
-                    );
-                    cx.keep_if_file(&join(&d, "cert.pem"), ev(&format!("CA bundle, {why}")));
-                    if let Ok(r) = cx.fs.resolve(&join(&d, "certs"), true)
-                        && cx.fs.get(&r.path).is_some_and(|n| n.is_dir())
-                    {
-                        cx.keep_links(&r.symlinks, &r.path);
-                        cx.keep_tree(&r.path, &ev(&format!("CA certificates, {why}")));
-                    }
-                }
-            }
+            Action::Locale => locale(cx, idx, &from, why)?,
+            Action::TimeZones => time_zones(cx, &from, why),
+            Action::OpenSsl => openssl(cx, &from, why),
             Action::Sasl => {
                 let lib = cx.out.objects[idx].path.clone();
                 let d = format!("{}/sasl2", dir_of(&lib));
@@ -641,6 +482,181 @@ impl Features {
             }
         }
         Ok(())
+    }
+}
+
+/// `Action::Locale`: the locales the image config selects (or C.UTF-8 when a kept object
+/// names it), the archive, message catalogs, and the gconv set-up a locale's charset needs.
+fn locale(cx: &mut Cx, idx: usize, from: &str, why: &str) -> Result<()> {
+    let ev = |d: &str| Evidence::new(Why::LibcFeature, Some(from), d.to_string());
+    let mut names: BTreeSet<String> = BTreeSet::new();
+    for k in [
+        "LC_ALL",
+        "LANG",
+        "LC_CTYPE",
+        "LC_MESSAGES",
+        "LC_COLLATE",
+        "LC_NUMERIC",
+        "LC_TIME",
+        "LC_MONETARY",
+    ] {
+        if let Some(v) = cx.run.env_var(k)
+            && !v.is_empty()
+            && v != "C"
+            && v != "POSIX"
+        {
+            names.insert(v.to_string());
+        }
+    }
+    // C.UTF-8 when the Env selects it (above) or a kept object names it itself
+    // (Python coerces the C locale to C.UTF-8): a locale chosen at run time
+    // (`docker run -e LANG=…`) is not guessed.
+    let named = cx.out.objects.iter().any(|o| {
+        o.facts
+            .words
+            .iter()
+            .any(|w| w.eq_ignore_ascii_case("C.UTF-8") || w.eq_ignore_ascii_case("C.utf8"))
+    });
+    if named {
+        names.insert("C.UTF-8".into());
+    } else if !names
+        .iter()
+        .any(|n| n.to_ascii_lowercase().starts_with("c.utf"))
+        && cx.fs.get("usr/lib/locale/C.utf8").is_some()
+    {
+        cx.drop_path(
+            "usr/lib/locale/C.utf8",
+            "the C.UTF-8 locale: neither the image config nor a kept program selects it (a locale set only at run time, docker run -e LANG=C.UTF-8, falls back to C; --keep /usr/lib/locale/C.utf8 or set LANG in the image)",
+        );
+    }
+    let mut archive = false;
+    for n in names {
+        let (lang, codeset) = match n.split_once('.') {
+            Some((l, c)) => (l.to_string(), Some(c.to_string())),
+            None => (n.clone(), None),
+        };
+        let norm = codeset.as_ref().map(|c| {
+            c.chars()
+                .filter(char::is_ascii_alphanumeric)
+                .collect::<String>()
+                .to_ascii_lowercase()
+        });
+        let mut cands = vec![n.clone()];
+        if let Some(c) = &norm {
+            cands.push(format!("{lang}.{c}"));
+        }
+        let mut found = false;
+        for c in cands {
+            if let Ok(r) = cx.fs.resolve(&format!("/usr/lib/locale/{c}"), true)
+                && cx.fs.get(&r.path).is_some_and(|n| n.is_dir())
+            {
+                cx.keep_tree(&r.path, &ev(&format!("locale {n}, {why}")));
+                found = true;
+                break;
+            }
+        }
+        archive |= !found && lang != "C";
+    }
+    if archive {
+        cx.keep_if_file(
+            "/usr/lib/locale/locale-archive",
+            ev(&format!("locale archive, {why}")),
+        );
+    }
+    message_catalogs(cx, from, why);
+    // Loading a locale sets up its charset's conversion through the gconv cache.
+    gconv_config(cx, idx, &format!("the charset of a locale, {why}"))?;
+    Ok(())
+}
+
+/// `Action::TimeZones`: the zoneinfo tree, symlinks and all, but the leap-second `right/`.
+fn time_zones(cx: &mut Cx, from: &str, why: &str) {
+    let ev = |d: &str| Evidence::new(Why::LibcFeature, Some(from), d.to_string());
+    for z in ["/usr/share/zoneinfo", "/share/zoneinfo", "/etc/zoneinfo"] {
+        let Ok(r) = cx.fs.resolve(z, true) else {
+            continue;
+        };
+        if !cx.fs.get(&r.path).is_some_and(|n| n.is_dir()) {
+            continue;
+        }
+        let right = format!("{}/right", r.path);
+        let e = ev(&format!("time zone data, {why}"));
+        cx.keep_links(&r.symlinks, &r.path);
+        cx.keep(&r.path, e.clone());
+        let entries: Vec<String> = cx
+            .fs
+            .subtree(&r.path)
+            .map(|(k, _)| k.clone())
+            .filter(|k| !super::kit::under(k, &right))
+            .collect();
+        for k in entries {
+            match cx.fs.get(&k).map(|n| n.kind.clone()) {
+                Some(crate::rootfs::Kind::Symlink(_)) => {
+                    cx.out.symlinks.entry(k).or_default().push(e.clone());
+                }
+                Some(_) => {
+                    cx.keep(&k, e.clone());
+                }
+                None => {}
+            }
+        }
+        cx.drop_path(
+            &right,
+            "leap-second time zones (`right/`), a duplicate tree",
+        );
+    }
+}
+
+/// `Action::OpenSsl`: the config, CA bundle and certificates of each OpenSSL directory, and
+/// the engines and providers compiled into libcrypto.
+fn openssl(cx: &mut Cx, from: &str, why: &str) {
+    let ev = |d: &str| Evidence::new(Why::LibcFeature, Some(from), d.to_string());
+    let mut dirs: Vec<String> = vec![
+        "/usr/lib/ssl".into(),
+        "/etc/ssl".into(),
+        "/etc/pki/tls".into(),
+    ];
+    // OPENSSLDIR, ENGINESDIR and MODULESDIR as compiled into libcrypto.
+    let libcrypto: Vec<String> = cx
+        .out
+        .objects
+        .iter()
+        .filter(|o| {
+            o.facts
+                .soname
+                .as_deref()
+                .is_some_and(|s| s.starts_with("libcrypto.so"))
+        })
+        .flat_map(|o| o.facts.strings.iter().cloned())
+        .collect();
+    for s in libcrypto {
+        let base = s.rsplit('/').next().unwrap_or("");
+        if base == "ssl" || base.starts_with("engines") || base == "ossl-modules" {
+            dirs.push(s);
+        }
+    }
+    dirs.dedup();
+    for d in dirs {
+        let base = d.rsplit('/').next().unwrap_or("").to_string();
+        if base.starts_with("engines") || base == "ossl-modules" {
+            if let Ok(r) = cx.fs.resolve(&d, true)
+                && cx.fs.get(&r.path).is_some_and(|n| n.is_dir())
+            {
+                cx.keep_tree(&r.path, &ev(&format!("OpenSSL modules, {why}")));
+            }
+            continue;
+        }
+        cx.keep_if_file(
+            &join(&d, "openssl.cnf"),
+            ev(&format!("OpenSSL config, {why}")),
+        );
+        cx.keep_if_file(&join(&d, "cert.pem"), ev(&format!("CA bundle, {why}")));
+        if let Ok(r) = cx.fs.resolve(&join(&d, "certs"), true)
+            && cx.fs.get(&r.path).is_some_and(|n| n.is_dir())
+        {
+            cx.keep_links(&r.symlinks, &r.path);
+            cx.keep_tree(&r.path, &ev(&format!("CA certificates, {why}")));
+        }
     }
 }
 

@@ -18,7 +18,7 @@ use super::kit::{
 };
 use super::{config, shell::SHELLS};
 use crate::error::Result;
-use crate::rootfs::{Kind, ResolveError, display};
+use crate::rootfs::{Kind, ResolveError, Resolved, display};
 
 /// The install prefix of a program or library: the directory above its `bin`, `sbin`,
 /// `libexec` or `lib` (and multiarch) directory (`/usr/bin/git` → `/usr`).
@@ -403,162 +403,8 @@ pub(crate) fn reference(cx: &mut Cx, raw: &str, from: Option<&str>, detail: &str
     let ev = Evidence::new(Why::PathReference, from, detail);
     match cx.fs.resolve(&p, true) {
         Ok(r) => match cx.fs.get(&r.path).map(|n| n.kind.clone()) {
-            Some(Kind::File { .. }) => {
-                let kept = cx.out.files.contains_key(&r.path);
-                if !kept && cx.is_claimed(&r.path) {
-                    return;
-                }
-                if !kept && is_shell(&r.path) {
-                    cx.drop_path(
-                        &r.path,
-                        format!("{detail}; a shell is kept only when something runs it"),
-                    );
-                    return;
-                }
-                // A string in a binary, or a path in a text that is not active configuration
-                // (a README, an example, a package's default config the entrypoint does not
-                // load), is weak evidence: it never brings a risky program (an interpreter, a
-                // network tool, …), a script (which brings its interpreter) or another program.
-                let in_binary = from.is_some_and(|f| cx.ld.object_at(f).is_some());
-                if !kept
-                    && (in_binary || from.is_some_and(|f| !super::active::is_active(cx, f)))
-                    && cx.fs.get(&r.path).is_some_and(|n| n.mode & 0o111 != 0)
-                {
-                    let risky = super::risky::withheld_unless_strong(cx, &r.path)
-                        .unwrap_or(Some("a file whose contents cannot be read"));
-                    let program = risky.is_none() && is_program(cx, &r.path);
-                    if program
-                        && in_binary
-                        && let Some(f) = from
-                        && super::helpers::runs_related(cx, f, &r.path)
-                    {
-                        // It runs programs and names one of a related package by path (calendar
-                        // runs `/usr/bin/cpp` of the `cpp` it depends on): a program it runs.
-                        cx.keep_links(&r.symlinks, &r.path);
-                        let _ = cx.exec(
-                            vec![display(&r.path)],
-                            vec![],
-                            vec![],
-                            1,
-                            Evidence::new(
-                                Why::Command,
-                                Some(f),
-                                format!(
-                                    "run by path: {} runs programs and names {} (a program of a related package)",
-                                    display(f),
-                                    display(&r.path)
-                                ),
-                            ),
-                            false,
-                        );
-                        return;
-                    }
-                    if let Some(what) = risky.or(program.then_some("a program")) {
-                        let how = if in_binary {
-                            "a string in a binary"
-                        } else {
-                            "a text that is not an active configuration"
-                        };
-                        cx.withhold(
-                            &r.path,
-                            format!(
-                                "{detail} ({how}) but it is {what}: kept only when the entrypoint, a script or the active configuration runs it (--keep {} restores it)",
-                                display(&r.path)
-                            ),
-                        );
-                        return;
-                    }
-                }
-                cx.keep_links(&r.symlinks, &r.path);
-                cx.keep(&r.path, ev);
-            }
-            Some(Kind::Dir) => {
-                if cx.is_claimed(&r.path) || cx.out.files.contains_key(&r.path) {
-                    return;
-                }
-                if is_system_dir(&r.path) {
-                    cx.drop_path(
-                        &r.path,
-                        format!("{detail}; a system directory is never kept whole"),
-                    );
-                    return;
-                }
-                if let Some(why) = super::packages::skipped_tree(&r.path) {
-                    cx.drop_path(
-                        &r.path,
-                        format!("{detail}; {why} is never kept whole because a string names it"),
-                    );
-                    return;
-                }
-                let bytes = cx.tree_bytes(&r.path, MAX_DIR_BYTES);
-                // A directory of plugins (shared objects a program loads by name, from its
-                // input or configuration: ImageMagick's coders, PHP's extensions, PostgreSQL's
-                // libraries) is kept whole up to a larger bound: which one is loaded cannot be
-                // known statically.
-                let plugins = is_plugin_dir(cx, &r.path);
-                if plugins
-                    && let Some(f) = from
-                    && let Some((chosen, conf)) = super::plugins::named_by_config(cx, f, &r.path)
-                {
-                    for p in chosen {
-                        if let Ok(pr) = cx.fs.resolve(&p, true) {
-                            cx.keep_links(&pr.symlinks, &pr.path);
-                            cx.keep(
-                                &pr.path,
-                                Evidence::new(
-                                    Why::PathReference,
-                                    from,
-                                    format!(
-                                        "{detail}: a plugin of {} that its configuration ({conf}) names",
-                                        display(&r.path)
-                                    ),
-                                ),
-                            );
-                        }
-                    }
-                    cx.drop_path(
-                        &r.path,
-                        format!(
-                            "{detail}; only the plugins its configuration ({conf}) names are kept"
-                        ),
-                    );
-                    return;
-                }
-                let own = from.is_some_and(|f| cx.out.programs.contains(f) && own_dir(f, &r.path));
-                if bytes > MAX_DIR_BYTES
-                    && (plugins || own)
-                    && cx.tree_bytes(&r.path, MAX_PLUGIN_DIR_BYTES) <= MAX_PLUGIN_DIR_BYTES
-                {
-                    cx.keep_links(&r.symlinks, &r.path);
-                    let what = if plugins {
-                        "a directory of plugins, loaded by name at run time"
-                    } else {
-                        "the program's own data directory"
-                    };
-                    let ev = Evidence::new(Why::PathReference, from, format!("{detail} ({what})"));
-                    cx.keep_tree(&r.path, &ev);
-                    return;
-                }
-                if bytes > MAX_DIR_BYTES
-                    && keep_named_entries(cx, &r.path, &r.symlinks, from, detail)
-                {
-                    return;
-                }
-                if bytes > MAX_DIR_BYTES {
-                    let what = from
-                        .map(display)
-                        .unwrap_or_else(|| "the image config".into());
-                    cx.question(format!(
-                        "{} (named in {what}) holds more than {} MiB: not kept whole; keep what the program needs with --keep",
-                        display(&r.path),
-                        MAX_DIR_BYTES >> 20
-                    ));
-                    cx.drop_path(&r.path, format!("{detail}, but it holds more than 2 MiB"));
-                    return;
-                }
-                cx.keep_links(&r.symlinks, &r.path);
-                cx.keep_tree(&r.path, &ev);
-            }
+            Some(Kind::File { .. }) => reference_file(cx, &r, from, detail, ev),
+            Some(Kind::Dir) => reference_dir(cx, &r, from, detail, ev),
             _ => {}
         },
         Err(ResolveError::NotFound | ResolveError::NotADirectory(_)) => {
@@ -602,6 +448,164 @@ pub(crate) fn reference(cx: &mut Cx, raw: &str, from: Option<&str>, detail: &str
         }
         Err(_) => {}
     }
+}
+
+/// [`reference`] to a regular file: kept, unless it is claimed, a shell nothing runs, or a
+/// program only weak evidence names (withheld, or run when a related package's program).
+fn reference_file(cx: &mut Cx, r: &Resolved, from: Option<&str>, detail: &str, ev: Evidence) {
+    let kept = cx.out.files.contains_key(&r.path);
+    if !kept && cx.is_claimed(&r.path) {
+        return;
+    }
+    if !kept && is_shell(&r.path) {
+        cx.drop_path(
+            &r.path,
+            format!("{detail}; a shell is kept only when something runs it"),
+        );
+        return;
+    }
+    // A string in a binary, or a path in a text that is not active configuration
+    // (a README, an example, a package's default config the entrypoint does not
+    // load), is weak evidence: it never brings a risky program (an interpreter, a
+    // network tool, …), a script (which brings its interpreter) or another program.
+    let in_binary = from.is_some_and(|f| cx.ld.object_at(f).is_some());
+    if !kept
+        && (in_binary || from.is_some_and(|f| !super::active::is_active(cx, f)))
+        && cx.fs.get(&r.path).is_some_and(|n| n.mode & 0o111 != 0)
+    {
+        let risky = super::risky::withheld_unless_strong(cx, &r.path)
+            .unwrap_or(Some("a file whose contents cannot be read"));
+        let program = risky.is_none() && is_program(cx, &r.path);
+        if program
+            && in_binary
+            && let Some(f) = from
+            && super::helpers::runs_related(cx, f, &r.path)
+        {
+            // It runs programs and names one of a related package by path (calendar
+            // runs `/usr/bin/cpp` of the `cpp` it depends on): a program it runs.
+            cx.keep_links(&r.symlinks, &r.path);
+            let _ = cx.exec(
+                vec![display(&r.path)],
+                vec![],
+                vec![],
+                1,
+                Evidence::new(
+                    Why::Command,
+                    Some(f),
+                    format!(
+                        "run by path: {} runs programs and names {} (a program of a related package)",
+                        display(f),
+                        display(&r.path)
+                    ),
+                ),
+                false,
+            );
+            return;
+        }
+        if let Some(what) = risky.or(program.then_some("a program")) {
+            let how = if in_binary {
+                "a string in a binary"
+            } else {
+                "a text that is not an active configuration"
+            };
+            cx.withhold(
+                &r.path,
+                format!(
+                    "{detail} ({how}) but it is {what}: kept only when the entrypoint, a script or the active configuration runs it (--keep {} restores it)",
+                    display(&r.path)
+                ),
+            );
+            return;
+        }
+    }
+    cx.keep_links(&r.symlinks, &r.path);
+    cx.keep(&r.path, ev);
+}
+
+/// [`reference`] to a directory: kept whole within the bounds (larger ones for plugins and a
+/// program's own data), or only the plugins its configuration names, or the entries named.
+fn reference_dir(cx: &mut Cx, r: &Resolved, from: Option<&str>, detail: &str, ev: Evidence) {
+    if cx.is_claimed(&r.path) || cx.out.files.contains_key(&r.path) {
+        return;
+    }
+    if is_system_dir(&r.path) {
+        cx.drop_path(
+            &r.path,
+            format!("{detail}; a system directory is never kept whole"),
+        );
+        return;
+    }
+    if let Some(why) = super::packages::skipped_tree(&r.path) {
+        cx.drop_path(
+            &r.path,
+            format!("{detail}; {why} is never kept whole because a string names it"),
+        );
+        return;
+    }
+    let bytes = cx.tree_bytes(&r.path, MAX_DIR_BYTES);
+    // A directory of plugins (shared objects a program loads by name, from its
+    // input or configuration: ImageMagick's coders, PHP's extensions, PostgreSQL's
+    // libraries) is kept whole up to a larger bound: which one is loaded cannot be
+    // known statically.
+    let plugins = is_plugin_dir(cx, &r.path);
+    if plugins
+        && let Some(f) = from
+        && let Some((chosen, conf)) = super::plugins::named_by_config(cx, f, &r.path)
+    {
+        for p in chosen {
+            if let Ok(pr) = cx.fs.resolve(&p, true) {
+                cx.keep_links(&pr.symlinks, &pr.path);
+                cx.keep(
+                    &pr.path,
+                    Evidence::new(
+                        Why::PathReference,
+                        from,
+                        format!(
+                            "{detail}: a plugin of {} that its configuration ({conf}) names",
+                            display(&r.path)
+                        ),
+                    ),
+                );
+            }
+        }
+        cx.drop_path(
+            &r.path,
+            format!("{detail}; only the plugins its configuration ({conf}) names are kept"),
+        );
+        return;
+    }
+    let own = from.is_some_and(|f| cx.out.programs.contains(f) && own_dir(f, &r.path));
+    if bytes > MAX_DIR_BYTES
+        && (plugins || own)
+        && cx.tree_bytes(&r.path, MAX_PLUGIN_DIR_BYTES) <= MAX_PLUGIN_DIR_BYTES
+    {
+        cx.keep_links(&r.symlinks, &r.path);
+        let what = if plugins {
+            "a directory of plugins, loaded by name at run time"
+        } else {
+            "the program's own data directory"
+        };
+        let ev = Evidence::new(Why::PathReference, from, format!("{detail} ({what})"));
+        cx.keep_tree(&r.path, &ev);
+        return;
+    }
+    if bytes > MAX_DIR_BYTES && keep_named_entries(cx, &r.path, &r.symlinks, from, detail) {
+        return;
+    }
+    if bytes > MAX_DIR_BYTES {
+        let what = from
+            .map(display)
+            .unwrap_or_else(|| "the image config".into());
+        cx.question(format!(
+            "{} (named in {what}) holds more than {} MiB: not kept whole; keep what the program needs with --keep",
+            display(&r.path),
+            MAX_DIR_BYTES >> 20
+        ));
+        cx.drop_path(&r.path, format!("{detail}, but it holds more than 2 MiB"));
+        return;
+    }
+    cx.keep_links(&r.symlinks, &r.path);
+    cx.keep_tree(&r.path, &ev);
 }
 
 /// Normalise a reference: absolute, no `//`, no trailing `/` or `/.`.

@@ -178,6 +178,65 @@ impl PerlLang {
     }
 }
 
+/// `use if COND, Module => ARGS`: the pragma `if.pm` itself, and the module after the first
+/// comma.
+fn use_if(rest: &str, line: usize, out: &mut Vec<Req>) {
+    out.push(Req {
+        spec: "if".into(),
+        line,
+        nested: false,
+        relative: false,
+        waits_for: None,
+    });
+    if let Some((_, m)) = rest.split_once(',') {
+        let m = m
+            .trim()
+            .split(|c: char| c.is_whitespace() || c == ',' || c == '=')
+            .next()
+            .unwrap_or("")
+            .trim_matches(['\'', '"']);
+        if m.chars().next().is_some_and(|c| c.is_ascii_alphabetic()) {
+            out.push(Req {
+                spec: m.to_string(),
+                line,
+                nested: false,
+                relative: false,
+                waits_for: None,
+            });
+        }
+    }
+}
+
+/// `use parent -norequire, 'A'; use base qw(A B);`: the modules named (none with -norequire),
+/// and the pragma.
+fn use_parent(first: &str, rest: &str, line: usize, out: &mut Vec<Req>) {
+    if rest.contains("-norequire") {
+        return;
+    }
+    let args = rest[first.len()..]
+        .replace("qw", " ")
+        .replace(['(', ')', '\'', '"', ',', '/'], " ");
+    for m in args
+        .split_whitespace()
+        .filter(|m| m.chars().next().is_some_and(|c| c.is_ascii_alphabetic()))
+    {
+        out.push(Req {
+            spec: m.to_string(),
+            line,
+            nested: false,
+            relative: false,
+            waits_for: None,
+        });
+    }
+    out.push(Req {
+        spec: first.to_string(),
+        line,
+        nested: false,
+        relative: false,
+        waits_for: None,
+    });
+}
+
 impl Lang for PerlLang {
     fn name(&self) -> &'static str {
         "Perl"
@@ -264,61 +323,11 @@ impl Lang for PerlLang {
                     .next()
                     .unwrap_or("");
                 if first == "if" && kw == "use" {
-                    // `use if COND, Module => ARGS`: the pragma `if.pm` itself, and the module
-                    // after the first comma.
-                    out.push(Req {
-                        spec: "if".into(),
-                        line: n + 1,
-                        nested: false,
-                        relative: false,
-                        waits_for: None,
-                    });
-                    if let Some((_, m)) = rest.split_once(',') {
-                        let m = m
-                            .trim()
-                            .split(|c: char| c.is_whitespace() || c == ',' || c == '=')
-                            .next()
-                            .unwrap_or("")
-                            .trim_matches(['\'', '"']);
-                        if m.chars().next().is_some_and(|c| c.is_ascii_alphabetic()) {
-                            out.push(Req {
-                                spec: m.to_string(),
-                                line: n + 1,
-                                nested: false,
-                                relative: false,
-                                waits_for: None,
-                            });
-                        }
-                    }
+                    use_if(rest, n + 1, &mut out);
                     continue;
                 }
                 if (first == "parent" || first == "base") && kw == "use" {
-                    // use parent -norequire, 'A'; use base qw(A B);
-                    if rest.contains("-norequire") {
-                        continue;
-                    }
-                    let args = rest[first.len()..]
-                        .replace("qw", " ")
-                        .replace(['(', ')', '\'', '"', ',', '/'], " ");
-                    for m in args
-                        .split_whitespace()
-                        .filter(|m| m.chars().next().is_some_and(|c| c.is_ascii_alphabetic()))
-                    {
-                        out.push(Req {
-                            spec: m.to_string(),
-                            line: n + 1,
-                            nested: false,
-                            relative: false,
-                            waits_for: None,
-                        });
-                    }
-                    out.push(Req {
-                        spec: first.to_string(),
-                        line: n + 1,
-                        nested: false,
-                        relative: false,
-                        waits_for: None,
-                    });
+                    use_parent(first, rest, n + 1, &mut out);
                     continue;
                 }
                 let m = first.trim_matches(['\'', '"']);

@@ -51,35 +51,195 @@ struct RubyLang {
     argv_files: Vec<String>,
 }
 
+/// The Ruby directories compiled into libruby (or the static interpreter), in $LOAD_PATH order.
+fn ruby_dirs(cx: &Cx, strings: Vec<String>) -> Vec<String> {
+    let mut dirs: Vec<String> = strings
+        .into_iter()
+        .filter(|s| s.contains("ruby") && !s.contains("/include/") && !s.ends_with(".h"))
+        .filter(|s| is_dir(cx, s))
+        .collect();
+    // $LOAD_PATH order: site, vendor, then the library; in each, the version directory,
+    // the generic one, the architecture one (the library before its architecture dir).
+    dirs.sort_by_key(|d| {
+        let rank = if d.contains("site_ruby") {
+            0
+        } else if d.contains("vendor_ruby") {
+            1
+        } else {
+            2
+        };
+        let versioned = d
+            .rsplit('/')
+            .next()
+            .is_some_and(|l| l.starts_with(|c: char| c.is_ascii_digit()));
+        (rank, d.contains("-linux-"), !versioned)
+    });
+    dirs.dedup();
+    dirs
+}
+
+/// What the interpreter's options ask for (besides `-I`, added to `load_path`).
+struct Options {
+    /// RubyGems loads (no `--disable-gems`).
+    gems: bool,
+    /// `-r LIB`.
+    requires: Vec<String>,
+    script: Option<String>,
+    /// `-e CODE`.
+    code: Option<String>,
+}
+
+/// Options: -I DIR, -r LIB, --disable-gems, -e CODE.
+fn options(cx: &Cx, e: &Exec, load_path: &mut Vec<String>) -> Options {
+    let mut gems = true;
+    let mut requires = Vec::new();
+    let mut script = None;
+    let mut code = None;
+    let mut i = 1;
+    while i < e.argv.len() {
+        let Some(a) = e.arg(i) else { break };
+        match a {
+            "-I" | "-r" | "-e" | "-C" | "-E" | "-F" | "-x" if i + 1 < e.argv.len() => {
+                let v = e.arg(i + 1).map(str::to_string);
+                match (a, v) {
+                    ("-I", Some(v)) => load_path.push(abs_in(cx.run.cwd(), &v)),
+                    ("-r", Some(v)) => requires.push(v),
+                    ("-e", Some(v)) => code = Some(v),
+                    _ => {}
+                }
+                i += 2;
+                continue;
+            }
+            _ if a.starts_with("-I") && a.len() > 2 => {
+                load_path.push(abs_in(cx.run.cwd(), &a[2..]))
+            }
+            _ if a.starts_with("-r") && a.len() > 2 => requires.push(a[2..].to_string()),
+            "--disable-gems" | "--disable=gems" | "--disable-all" | "--disable=all" => gems = false,
+            // With `-e CODE` there is no script: what follows is ARGV.
+            "--" => {
+                if code.is_none() {
+                    script = e.arg(i + 1).map(str::to_string);
+                }
+                break;
+            }
+            _ if a.starts_with('-') => {}
+            _ => {
+                if code.is_none() {
+                    script = Some(a.to_string());
+                }
+                break;
+            }
+        }
+        i += 1;
+    }
+    Options {
+        gems,
+        requires,
+        script,
+        code,
+    }
+}
+
+/// Gem roots: next to the standard library (…/ruby/gems/VERSION), Debian's, GEM_PATH.
+fn gem_roots(cx: &mut Cx, dirs: &[String]) -> Vec<String> {
+    let mut gem_roots = Vec::new();
+    for d in dirs {
+        if let Some((base, ver)) = d.rsplit_once('/')
+            && ver.chars().next().is_some_and(|c| c.is_ascii_digit())
+            && base.ends_with("/ruby")
+        {
+            gem_roots.push(format!("{base}/gems/{ver}"));
+            gem_roots.push(format!("/var/lib/gems/{ver}"));
+            gem_roots.push(format!("/usr/share/rubygems-integration/{ver}"));
+            gem_roots.push("/usr/share/rubygems-integration/all".into());
+            for t in ["x86_64-linux-gnu", "aarch64-linux-gnu"] {
+                gem_roots.push(format!("/usr/lib/{t}/rubygems-integration/{ver}"));
+            }
+        }
+    }
+    for k in ["GEM_HOME", "GEM_PATH", "BUNDLE_PATH"] {
+        if let Some(v) = cx.run.env_var(k) {
+            gem_roots.extend(v.split(':').filter(|d| !d.is_empty()).map(str::to_string));
+        }
+    }
+    gem_roots.retain(|d| is_dir(cx, d));
+    gem_roots.dedup();
+    gem_roots
+}
+
+/// What the interpreter reads at start-up, once per interpreter: rbconfig, the encodings of
+/// the architecture directory, and (with RubyGems) the gem specifications and build markers.
+fn keep_start_up(
+    cx: &mut Cx,
+    e: &Exec,
+    dirs: &[String],
+    gem_roots: &[String],
+    gems: bool,
+) -> Result<()> {
+    let ev = |d: String| Evidence::new(Why::Runtime, Some(&e.path), d);
+    // rbconfig and the encodings of the architecture directory.
+    for d in dirs {
+        cx.keep_if_file(
+            &join(d, "rbconfig.rb"),
+            ev("Ruby build configuration".into()),
+        );
+        for enc in ENC_DEFAULT {
+            cx.keep_if_file(
+                &join(d, &format!("enc/{enc}")),
+                ev("Ruby encoding (loaded by name at run time)".into()),
+            );
+        }
+    }
+    // The gem specifications RubyGems reads at start-up.
+    if gems {
+        for g in gem_roots {
+            if let Ok(r) = cx.fs.resolve(&join(g, "specifications"), true)
+                && cx.fs.get(&r.path).is_some_and(|n| n.is_dir())
+            {
+                let files: Vec<String> = cx
+                    .fs
+                    .subtree(&r.path)
+                    .filter(|(_, n)| matches!(n.kind, Kind::File { .. }))
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                cx.contents.prefetch(cx.fs, &files)?;
+                cx.keep_tree(
+                    &r.path,
+                    &ev("gem specifications (RubyGems reads them at start-up)".into()),
+                );
+                // Gems with extensions: RubyGems checks each one's build marker and
+                // warns ("Ignoring … because its extensions are not built") without.
+                if let Ok(x) = cx.fs.resolve(&join(g, "extensions"), true) {
+                    let marks: Vec<String> = cx
+                        .fs
+                        .subtree(&x.path)
+                        .filter(|(k, _)| k.ends_with("/gem.build_complete"))
+                        .map(|(k, _)| display(k))
+                        .take(10_000)
+                        .collect();
+                    for m in marks {
+                        cx.keep_if_file(
+                            &m,
+                            ev(
+                                "a gem's extension build marker (RubyGems checks it at start-up)"
+                                    .into(),
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 impl Rule for Ruby {
     fn exec(&mut self, cx: &mut Cx, e: &Exec) -> Result<()> {
         // The directories compiled into libruby (or the static interpreter).
         let Some(started) = INTERPRETER.start(cx, e)? else {
             return Ok(());
         };
-        let strings = started.strings;
-        let mut dirs: Vec<String> = strings
-            .into_iter()
-            .filter(|s| s.contains("ruby") && !s.contains("/include/") && !s.ends_with(".h"))
-            .filter(|s| is_dir(cx, s))
-            .collect();
-        // $LOAD_PATH order: site, vendor, then the library; in each, the version directory,
-        // the generic one, the architecture one (the library before its architecture dir).
-        dirs.sort_by_key(|d| {
-            let rank = if d.contains("site_ruby") {
-                0
-            } else if d.contains("vendor_ruby") {
-                1
-            } else {
-                2
-            };
-            let versioned = d
-                .rsplit('/')
-                .next()
-                .is_some_and(|l| l.starts_with(|c: char| c.is_ascii_digit()));
-            (rank, d.contains("-linux-"), !versioned)
-        });
-        dirs.dedup();
+        let dirs = ruby_dirs(cx, started.strings);
         let mut load_path = Vec::new();
         if let Some(rl) = cx.run.env_var("RUBYLIB") {
             load_path.extend(
@@ -88,74 +248,14 @@ impl Rule for Ruby {
                     .map(|d| abs_in(cx.run.cwd(), d)),
             );
         }
-        // Options: -I DIR, -r LIB, --disable-gems, -e CODE.
-        let mut gems = true;
-        let mut requires = Vec::new();
-        let mut script = None;
-        let mut code = None;
-        let mut i = 1;
-        while i < e.argv.len() {
-            let Some(a) = e.arg(i) else { break };
-            match a {
-                "-I" | "-r" | "-e" | "-C" | "-E" | "-F" | "-x" if i + 1 < e.argv.len() => {
-                    let v = e.arg(i + 1).map(str::to_string);
-                    match (a, v) {
-                        ("-I", Some(v)) => load_path.push(abs_in(cx.run.cwd(), &v)),
-                        ("-r", Some(v)) => requires.push(v),
-                        ("-e", Some(v)) => code = Some(v),
-                        _ => {}
-                    }
-                    i += 2;
-                    continue;
-                }
-                _ if a.starts_with("-I") && a.len() > 2 => {
-                    load_path.push(abs_in(cx.run.cwd(), &a[2..]))
-                }
-                _ if a.starts_with("-r") && a.len() > 2 => requires.push(a[2..].to_string()),
-                "--disable-gems" | "--disable=gems" | "--disable-all" | "--disable=all" => {
-                    gems = false
-                }
-                // With `-e CODE` there is no script: what follows is ARGV.
-                "--" => {
-                    if code.is_none() {
-                        script = e.arg(i + 1).map(str::to_string);
-                    }
-                    break;
-                }
-                _ if a.starts_with('-') => {}
-                _ => {
-                    if code.is_none() {
-                        script = Some(a.to_string());
-                    }
-                    break;
-                }
-            }
-            i += 1;
-        }
+        let Options {
+            gems,
+            requires,
+            script,
+            code,
+        } = options(cx, e, &mut load_path);
         load_path.extend(dirs.iter().cloned());
-        // Gem roots: next to the standard library (…/ruby/gems/VERSION), Debian's, GEM_PATH.
-        let mut gem_roots = Vec::new();
-        for d in &dirs {
-            if let Some((base, ver)) = d.rsplit_once('/')
-                && ver.chars().next().is_some_and(|c| c.is_ascii_digit())
-                && base.ends_with("/ruby")
-            {
-                gem_roots.push(format!("{base}/gems/{ver}"));
-                gem_roots.push(format!("/var/lib/gems/{ver}"));
-                gem_roots.push(format!("/usr/share/rubygems-integration/{ver}"));
-                gem_roots.push("/usr/share/rubygems-integration/all".into());
-                for t in ["x86_64-linux-gnu", "aarch64-linux-gnu"] {
-                    gem_roots.push(format!("/usr/lib/{t}/rubygems-integration/{ver}"));
-                }
-            }
-        }
-        for k in ["GEM_HOME", "GEM_PATH", "BUNDLE_PATH"] {
-            if let Some(v) = cx.run.env_var(k) {
-                gem_roots.extend(v.split(':').filter(|d| !d.is_empty()).map(str::to_string));
-            }
-        }
-        gem_roots.retain(|d| is_dir(cx, d));
-        gem_roots.dedup();
+        let gem_roots = gem_roots(cx, &dirs);
         let mut trees = Vec::new();
         for d in dirs.iter().chain(gem_roots.iter()) {
             if let Ok(r) = cx.fs.resolve(d, true) {
@@ -165,58 +265,8 @@ impl Rule for Ruby {
         }
         let first = !self.seen.contains_key(&e.path);
         self.seen.insert(e.path.clone(), true);
-        let ev = |d: String| Evidence::new(Why::Runtime, Some(&e.path), d);
         if first {
-            // rbconfig and the encodings of the architecture directory.
-            for d in &dirs {
-                cx.keep_if_file(
-                    &join(d, "rbconfig.rb"),
-                    ev("Ruby build configuration".into()),
-                );
-                for enc in ENC_DEFAULT {
-                    cx.keep_if_file(
-                        &join(d, &format!("enc/{enc}")),
-                        ev("Ruby encoding (loaded by name at run time)".into()),
-                    );
-                }
-            }
-            // The gem specifications RubyGems reads at start-up.
-            if gems {
-                for g in &gem_roots {
-                    if let Ok(r) = cx.fs.resolve(&join(g, "specifications"), true)
-                        && cx.fs.get(&r.path).is_some_and(|n| n.is_dir())
-                    {
-                        let files: Vec<String> = cx
-                            .fs
-                            .subtree(&r.path)
-                            .filter(|(_, n)| matches!(n.kind, Kind::File { .. }))
-                            .map(|(k, _)| k.clone())
-                            .collect();
-                        cx.contents.prefetch(cx.fs, &files)?;
-                        cx.keep_tree(
-                            &r.path,
-                            &ev("gem specifications (RubyGems reads them at start-up)".into()),
-                        );
-                        // Gems with extensions: RubyGems checks each one's build marker and
-                        // warns ("Ignoring … because its extensions are not built") without.
-                        if let Ok(x) = cx.fs.resolve(&join(g, "extensions"), true) {
-                            let marks: Vec<String> = cx
-                                .fs
-                                .subtree(&x.path)
-                                .filter(|(k, _)| k.ends_with("/gem.build_complete"))
-                                .map(|(k, _)| display(k))
-                                .take(10_000)
-                                .collect();
-                            for m in marks {
-                                cx.keep_if_file(
-                                    &m,
-                                    ev("a gem's extension build marker (RubyGems checks it at start-up)".into()),
-                                );
-                            }
-                        }
-                    }
-                }
-            }
+            keep_start_up(cx, e, &dirs, &gem_roots, gems)?;
         }
         // Sources under the runtime's trees, read in one pass.
         let mut rb = Vec::new();
@@ -893,86 +943,4 @@ impl Lang for RubyLang {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn constants_used_outside_strings_comments_and_definitions() {
-        let src = "module Rack\n  class Cookie < Abstract::Persisted\n    H = \"Set-Cookie #{Utils.x}\"\n    x = :Symbol\n    y = 'Quoted'\n  end\nend\n# Commented\nautoload :Lazy, 'lazy'\n=begin\nDoc\n=end\nclass A::B\nend\n";
-        let got = constants_used(src);
-        for c in ["Abstract", "Persisted", "H", "Utils"] {
-            assert!(got.iter().any(|g| g == c), "{c}: {got:?}");
-        }
-        for c in [
-            "Rack",
-            "Cookie",
-            "Set",
-            "Symbol",
-            "Quoted",
-            "Commented",
-            "Lazy",
-            "Doc",
-            "A",
-            "B",
-        ] {
-            assert!(!got.iter().any(|g| g == c), "{c}: {got:?}");
-        }
-    }
-
-    #[test]
-    fn requires_of_a_script() {
-        let lang = RubyLang {
-            load_path: vec![],
-            gem_roots: vec![],
-            trees: vec![],
-            argv_files: vec![],
-        };
-        let text = "require 'json'\nrequire \"digest/sha2\"\nrequire_relative 'lib/x'\n# require 'nope'\nclass A\n  def f\n    require 'lazy'\n  end\nend\nrequire(\"time\") if x\nload \"conf.rb\"\nautoload :Foo, 'foo'\nrequires 'no'\n=begin\nrequire 'doc'\n=end\nautoload :Dep, File.expand_path('rubygems/dependency', __dir__)\nlib = 'digest/sha2'\nrequire lib\n";
-        let got: Vec<(String, bool, bool)> = lang
-            .parse(text)
-            .into_iter()
-            .map(|r| (r.spec, r.nested, r.relative))
-            .collect();
-        let s = |x: &str| x.to_string();
-        assert_eq!(
-            got,
-            vec![
-                (s("json"), false, false),
-                (s("digest/sha2"), false, false),
-                (s("lib/x"), false, true),
-                (s("lazy"), true, false),
-                (s("time"), false, false),
-                (s("conf.rb"), false, false),
-                (s("foo"), true, false),
-                (s("rubygems/dependency"), true, true),
-                (s("digest/sha2"), false, false),
-            ]
-        );
-        let waits: Vec<Option<String>> =
-            lang.parse(text).into_iter().map(|r| r.waits_for).collect();
-        assert_eq!(waits[6], Some(s("Foo")));
-        assert_eq!(waits[7], Some(s("Dep")));
-        assert!(waits[..6].iter().all(Option::is_none));
-        let stub = "require 'rubygems'\nload Gem.activate_bin_path('asciidoctor', 'asciidoctor', version)\n";
-        let specs: Vec<String> = lang.parse(stub).into_iter().map(|r| r.spec).collect();
-        assert_eq!(
-            specs,
-            vec![s("rubygems"), s("\0bin/asciidoctor/asciidoctor")]
-        );
-        // A word list iterated by a block that requires by interpolation (unicorn.rb).
-        let list = "%w(const socket_helper\n   http_server).each do |s|\n  require_relative \"unicorn/#{s}\"\nend\n";
-        let got: Vec<(String, bool)> = lang
-            .parse(list)
-            .into_iter()
-            .map(|r| (r.spec, r.relative))
-            .collect();
-        assert_eq!(
-            got,
-            vec![
-                (s("unicorn/const"), true),
-                (s("unicorn/socket_helper"), true),
-                (s("unicorn/http_server"), true),
-            ]
-        );
-    }
-}
+mod tests;

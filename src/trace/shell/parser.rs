@@ -41,6 +41,31 @@ impl ScriptFs for NoFs {
 /// Values a loop variable takes, at most.
 const MAX_LIST: usize = 64;
 
+/// What [`Parser::walk`] reads the next word as.
+#[derive(PartialEq)]
+enum Expect {
+    Command,
+    CaseSubject,
+    CaseIn,
+    ForVar,
+    ForWords,
+    FunctionName,
+    /// `NAME=(` … `)`: a bash array's words.
+    Array,
+    Skip(&'static str),
+}
+
+/// Where [`Parser::walk`] is in a script's tokens.
+struct Walk {
+    expect: Expect,
+    cases: Vec<Case>,
+    words: Vec<Word>,
+    in_subst: bool,
+    /// The loop or array being read: its variable and words.
+    list_var: Option<String>,
+    list_words: Vec<Word>,
+}
+
 /// One open `case`: whether its patterns are being read, the variable it tests, and the
 /// patterns of the branch being read.
 struct Case {
@@ -124,207 +149,204 @@ impl<'r> Parser<'r> {
     }
 
     pub(super) fn walk(&mut self, toks: &[Tok], file: &str, depth: usize) {
-        #[derive(PartialEq)]
-        enum Expect {
-            Command,
-            CaseSubject,
-            CaseIn,
-            ForVar,
-            ForWords,
-            FunctionName,
-            /// `NAME=(` … `)`: a bash array's words.
-            Array,
-            Skip(&'static str),
-        }
-        let mut expect = Expect::Command;
-        let mut cases: Vec<Case> = Vec::new();
-        let mut words: Vec<Word> = Vec::new();
-        let mut in_subst = false;
-        // The loop or array being read: its variable and words.
-        let mut list_var: Option<String> = None;
-        let mut list_words: Vec<Word> = Vec::new();
+        let mut st = Walk {
+            expect: Expect::Command,
+            cases: Vec::new(),
+            words: Vec::new(),
+            in_subst: false,
+            list_var: None,
+            list_words: Vec::new(),
+        };
         for t in toks {
             if self.out.commands.len() >= MAX_COMMANDS {
                 return;
             }
             match t {
-                Tok::Word(w) => {
-                    if in_subst {
-                        self.nested(w, file, depth);
-                        continue;
-                    }
-                    if let Expect::Skip(end) = expect {
-                        if w.literal() == Some(end) {
-                            expect = Expect::Command;
-                        }
-                        self.nested(w, file, depth);
-                        continue;
-                    }
-                    if let Some(c) = cases.last_mut()
-                        && c.patterns_next
-                        && words.is_empty()
-                    {
-                        if w.literal() == Some("esac") {
-                            cases.pop();
-                            self.sync_case_filters(&cases);
-                        } else if let Some(p) = self.eval_pieces(&w.pieces) {
-                            c.patterns.push(p);
-                        }
-                        continue;
-                    }
-                    match expect {
-                        Expect::CaseSubject => {
-                            self.nested(w, file, depth);
-                            let subject = match w.pieces.as_slice() {
-                                [Piece::Var { name, .. }] => Some(name.clone()),
-                                _ => None,
-                            };
-                            cases.push(Case {
-                                patterns_next: false,
-                                subject,
-                                patterns: Vec::new(),
-                            });
-                            expect = Expect::CaseIn;
-                            continue;
-                        }
-                        Expect::CaseIn => {
-                            if let Some(c) = cases.last_mut() {
-                                c.patterns_next = true;
-                            }
-                            expect = Expect::Command;
-                            continue;
-                        }
-                        Expect::ForVar => {
-                            list_var = w.literal().map(str::to_string);
-                            list_words.clear();
-                            expect = Expect::ForWords;
-                            continue;
-                        }
-                        Expect::FunctionName => {
-                            if let Some(n) = w.literal() {
-                                self.out
-                                    .functions
-                                    .insert(n.trim_end_matches("()").to_string());
-                            }
-                            expect = Expect::Command;
-                            continue;
-                        }
-                        Expect::ForWords => {
-                            if w.literal() == Some("do") {
-                                self.bind_list(list_var.take(), &list_words);
-                                expect = Expect::Command;
-                            } else {
-                                self.nested(w, file, depth);
-                                if !(list_words.is_empty() && w.literal() == Some("in")) {
-                                    list_words.push(w.clone());
-                                }
-                            }
-                            continue;
-                        }
-                        Expect::Array => {
-                            self.nested(w, file, depth);
-                            list_words.push(w.clone());
-                            continue;
-                        }
-                        _ => {}
-                    }
-                    if words.is_empty()
-                        && let Some(kw) = w.literal()
-                    {
-                        match kw {
-                            "if" | "then" | "else" | "elif" | "do" | "while" | "until" | "{"
-                            | "!" | "time" | "fi" | "done" | "}" | "coproc" => continue,
-                            "case" => {
-                                expect = Expect::CaseSubject;
-                                continue;
-                            }
-                            "for" | "select" => {
-                                expect = Expect::ForVar;
-                                continue;
-                            }
-                            "esac" => {
-                                cases.pop();
-                                self.sync_case_filters(&cases);
-                                continue;
-                            }
-                            "[[" => {
-                                expect = Expect::Skip("]]");
-                                continue;
-                            }
-                            "function" => {
-                                expect = Expect::FunctionName;
-                                continue;
-                            }
-                            _ => {}
-                        }
-                    }
-                    words.push(w.clone());
-                }
-                Tok::Op(op) => {
-                    match *op {
-                        "subst" => {
-                            in_subst = true;
-                            continue;
-                        }
-                        "endsubst" => {
-                            in_subst = false;
-                            continue;
-                        }
-                        _ => {}
-                    }
-                    if expect == Expect::Array {
-                        if *op == ")" {
-                            self.bind_list(list_var.take(), &list_words);
-                            expect = Expect::Command;
-                        }
-                        continue;
-                    }
-                    if let Some(c) = cases.last_mut()
-                        && c.patterns_next
-                        && words.is_empty()
-                    {
-                        if *op == ")" {
-                            c.patterns_next = false;
-                            self.sync_case_filters(&cases);
-                        }
-                        continue;
-                    }
-                    if *op == "(" && words.len() == 1 {
-                        if let Some(name) = words[0]
-                            .literal()
-                            .and_then(|l| l.strip_suffix('='))
-                            .filter(|n| is_name(n))
-                        {
-                            // `NAME=( … )`: a bash array.
-                            list_var = Some(name.to_string());
-                            list_words.clear();
-                            expect = Expect::Array;
-                            words.clear();
-                            continue;
-                        }
-                        // `name() { … }`: a function, not a command (its body runs when
-                        // called, so its commands count).
-                        if let Some(n) = words[0].literal() {
-                            self.out.functions.insert(n.to_string());
-                        }
-                        words.clear();
-                        continue;
-                    }
-                    if expect == Expect::ForWords {
-                        continue;
-                    }
-                    self.flush(std::mem::take(&mut words), file, depth);
-                    if *op == ";;"
-                        && let Some(top) = cases.last_mut()
-                    {
-                        top.patterns_next = true;
-                        top.patterns.clear();
-                        self.sync_case_filters(&cases);
-                    }
-                }
+                Tok::Word(w) => self.walk_word(&mut st, w, file, depth),
+                Tok::Op(op) => self.walk_op(&mut st, op, file, depth),
             }
         }
-        self.flush(words, file, depth);
+        self.flush(st.words, file, depth);
+    }
+
+    /// A word of [`Parser::walk`]: a case pattern, a keyword, a loop's or array's word, or a
+    /// word of the command being read.
+    fn walk_word(&mut self, st: &mut Walk, w: &Word, file: &str, depth: usize) {
+        if st.in_subst {
+            self.nested(w, file, depth);
+            return;
+        }
+        if let Expect::Skip(end) = st.expect {
+            if w.literal() == Some(end) {
+                st.expect = Expect::Command;
+            }
+            self.nested(w, file, depth);
+            return;
+        }
+        if let Some(c) = st.cases.last_mut()
+            && c.patterns_next
+            && st.words.is_empty()
+        {
+            if w.literal() == Some("esac") {
+                st.cases.pop();
+                self.sync_case_filters(&st.cases);
+            } else if let Some(p) = self.eval_pieces(&w.pieces) {
+                c.patterns.push(p);
+            }
+            return;
+        }
+        match st.expect {
+            Expect::CaseSubject => {
+                self.nested(w, file, depth);
+                let subject = match w.pieces.as_slice() {
+                    [Piece::Var { name, .. }] => Some(name.clone()),
+                    _ => None,
+                };
+                st.cases.push(Case {
+                    patterns_next: false,
+                    subject,
+                    patterns: Vec::new(),
+                });
+                st.expect = Expect::CaseIn;
+                return;
+            }
+            Expect::CaseIn => {
+                if let Some(c) = st.cases.last_mut() {
+                    c.patterns_next = true;
+                }
+                st.expect = Expect::Command;
+                return;
+            }
+            Expect::ForVar => {
+                st.list_var = w.literal().map(str::to_string);
+                st.list_words.clear();
+                st.expect = Expect::ForWords;
+                return;
+            }
+            Expect::FunctionName => {
+                if let Some(n) = w.literal() {
+                    self.out
+                        .functions
+                        .insert(n.trim_end_matches("()").to_string());
+                }
+                st.expect = Expect::Command;
+                return;
+            }
+            Expect::ForWords => {
+                if w.literal() == Some("do") {
+                    self.bind_list(st.list_var.take(), &st.list_words);
+                    st.expect = Expect::Command;
+                } else {
+                    self.nested(w, file, depth);
+                    if !(st.list_words.is_empty() && w.literal() == Some("in")) {
+                        st.list_words.push(w.clone());
+                    }
+                }
+                return;
+            }
+            Expect::Array => {
+                self.nested(w, file, depth);
+                st.list_words.push(w.clone());
+                return;
+            }
+            _ => {}
+        }
+        if st.words.is_empty()
+            && let Some(kw) = w.literal()
+        {
+            match kw {
+                "if" | "then" | "else" | "elif" | "do" | "while" | "until" | "{" | "!" | "time"
+                | "fi" | "done" | "}" | "coproc" => return,
+                "case" => {
+                    st.expect = Expect::CaseSubject;
+                    return;
+                }
+                "for" | "select" => {
+                    st.expect = Expect::ForVar;
+                    return;
+                }
+                "esac" => {
+                    st.cases.pop();
+                    self.sync_case_filters(&st.cases);
+                    return;
+                }
+                "[[" => {
+                    st.expect = Expect::Skip("]]");
+                    return;
+                }
+                "function" => {
+                    st.expect = Expect::FunctionName;
+                    return;
+                }
+                _ => {}
+            }
+        }
+        st.words.push(w.clone());
+    }
+
+    /// An operator of [`Parser::walk`]: a command substitution's bounds, the end of an array,
+    /// a case pattern's `)`, a function definition, or the end of a command.
+    fn walk_op(&mut self, st: &mut Walk, op: &str, file: &str, depth: usize) {
+        match op {
+            "subst" => {
+                st.in_subst = true;
+                return;
+            }
+            "endsubst" => {
+                st.in_subst = false;
+                return;
+            }
+            _ => {}
+        }
+        if st.expect == Expect::Array {
+            if op == ")" {
+                self.bind_list(st.list_var.take(), &st.list_words);
+                st.expect = Expect::Command;
+            }
+            return;
+        }
+        if let Some(c) = st.cases.last_mut()
+            && c.patterns_next
+            && st.words.is_empty()
+        {
+            if op == ")" {
+                c.patterns_next = false;
+                self.sync_case_filters(&st.cases);
+            }
+            return;
+        }
+        if op == "(" && st.words.len() == 1 {
+            if let Some(name) = st.words[0]
+                .literal()
+                .and_then(|l| l.strip_suffix('='))
+                .filter(|n| is_name(n))
+            {
+                // `NAME=( … )`: a bash array.
+                st.list_var = Some(name.to_string());
+                st.list_words.clear();
+                st.expect = Expect::Array;
+                st.words.clear();
+                return;
+            }
+            // `name() { … }`: a function, not a command (its body runs when
+            // called, so its commands count).
+            if let Some(n) = st.words[0].literal() {
+                self.out.functions.insert(n.to_string());
+            }
+            st.words.clear();
+            return;
+        }
+        if st.expect == Expect::ForWords {
+            return;
+        }
+        self.flush(std::mem::take(&mut st.words), file, depth);
+        if op == ";;"
+            && let Some(top) = st.cases.last_mut()
+        {
+            top.patterns_next = true;
+            top.patterns.clear();
+            self.sync_case_filters(&st.cases);
+        }
     }
 
     /// The open `case` branches that test a variable, as filters on its values.

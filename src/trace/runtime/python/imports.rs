@@ -326,6 +326,126 @@ pub(crate) fn live(calls: &Calls, reached: &HashSet<String>) -> HashSet<String> 
     out
 }
 
+/// The names of `from M import …` from token `k` to the end of the statement (`*` for a star
+/// import; `as` aliases skipped), `k` left at its end.
+fn from_names(toks: &[(PyTok, usize)], k: &mut usize) -> Vec<String> {
+    let mut names = Vec::new();
+    while *k < toks.len() {
+        match &toks[*k].0 {
+            PyTok::Newline | PyTok::Op(';') => break,
+            PyTok::Name(a) if a == "as" => *k += 1,
+            PyTok::Name(a) => names.push(a.clone()),
+            PyTok::Op('*') => names.push("*".into()),
+            _ => {}
+        }
+        *k += 1;
+    }
+    names
+}
+
+/// Whether a logical line is `if __name__ == "__main__":`.
+fn is_main_guard(line_toks: &[(PyTok, usize)]) -> bool {
+    matches!(line_toks.first().map(|t| &t.0), Some(PyTok::Name(d)) if d == "if")
+        && line_toks
+            .iter()
+            .any(|t| matches!(&t.0, PyTok::Name(n) if n == "__name__"))
+        && line_toks
+            .iter()
+            .any(|t| matches!(&t.0, PyTok::Str(v, _) if v == "__main__"))
+}
+
+/// A `def` (or a main block, `implicit`) entered at indentation `w`, its keyword at token `k`:
+/// pushed on `defs` with the function's name, unless it is called implicitly: a dunder method
+/// (`__getattr__`, `__init__`), a decorated function (registered, a property), the main block.
+/// Whether the body shares the line (else it is on the following lines).
+fn enter_def(
+    toks: &[(PyTok, usize)],
+    k: usize,
+    w: usize,
+    implicit: bool,
+    defs: &mut Vec<(usize, Option<String>)>,
+) -> bool {
+    let name = match toks.get(k + 1).map(|t| &t.0) {
+        Some(PyTok::Name(n)) if !(implicit || n.starts_with("__") && n.ends_with("__")) => {
+            Some(n.clone())
+        }
+        _ => None,
+    };
+    defs.push((w, name));
+    let mut j = k;
+    while j < toks.len() && !matches!(toks[j].0, PyTok::Newline) {
+        j += 1;
+    }
+    // `def f():` then a body below.
+    !matches!(
+        toks.get(j.saturating_sub(1)).map(|t| &t.0),
+        Some(PyTok::Op(':'))
+    )
+}
+
+/// `import_module(…)` or `__import__(…)` at token `i`: the module its string names, the
+/// literal prefix of a computed one, or an unknown computed module.
+fn import_call(
+    toks: &[(PyTok, usize)],
+    i: usize,
+    line: usize,
+    nested: bool,
+    main_only: bool,
+    called_by: &Option<String>,
+    out: &mut Vec<PyImport>,
+) {
+    if matches!(toks.get(i + 1).map(|t| &t.0), Some(PyTok::Op('('))) {
+        match toks.get(i + 2).map(|t| &t.0) {
+            Some(PyTok::Str(s, fstr)) => {
+                let follow_plus = matches!(
+                    toks.get(i + 3).map(|t| &t.0),
+                    Some(PyTok::Op('+') | PyTok::Op('%'))
+                );
+                let (lit, computed) = if *fstr {
+                    (
+                        s.split('{').next().unwrap_or("").to_string(),
+                        s.contains('{'),
+                    )
+                } else {
+                    (s.clone(), follow_plus)
+                };
+                let lit = if computed {
+                    lit.trim_end_matches('.').to_string()
+                } else {
+                    lit
+                };
+                if computed
+                    || lit
+                        .chars()
+                        .all(|c| c == '_' || c == '.' || c.is_alphanumeric())
+                {
+                    out.push(PyImport {
+                        module: lit,
+                        names: vec![],
+                        line,
+                        computed,
+                        nested,
+                        main_only,
+                        fallback_of: Vec::new(),
+                        called_by: called_by.clone(),
+                    });
+                }
+            }
+            Some(_) => out.push(PyImport {
+                module: String::new(),
+                names: vec![],
+                line,
+                computed: true,
+                nested,
+                main_only,
+                fallback_of: Vec::new(),
+                called_by: called_by.clone(),
+            }),
+            None => {}
+        }
+    }
+}
+
 /// The imports of a source, the names its functions use ([`Calls`]) and the names it
 /// reaches in other modules ([`Names`]), from one pass of the tokenizer.
 pub(crate) fn parse(src: &str) -> (Vec<PyImport>, Calls, Names) {
@@ -405,47 +525,14 @@ pub(crate) fn parse(src: &str) -> (Vec<PyImport>, Calls, Names) {
                     end += 1;
                 }
                 let line_toks = &toks[k..end];
-                let main_guard = matches!(line_toks.first().map(|t| &t.0), Some(PyTok::Name(d)) if d == "if")
-                    && line_toks
-                        .iter()
-                        .any(|t| matches!(&t.0, PyTok::Name(n) if n == "__name__"))
-                    && line_toks
-                        .iter()
-                        .any(|t| matches!(&t.0, PyTok::Str(v, _) if v == "__main__"));
+                let main_guard = is_main_guard(line_toks);
                 line_is_def = main_guard
                     || matches!(&toks.get(k).map(|t| &t.0), Some(PyTok::Name(d)) if d == "def");
                 if main_guard {
                     guards.push(*w);
                 }
                 if line_is_def {
-                    // The function's name, unless it is called implicitly: a dunder method
-                    // (`__getattr__`, `__init__`), a decorated function (registered, a
-                    // property), the main block.
-                    let name = match toks.get(k + 1).map(|t| &t.0) {
-                        Some(PyTok::Name(n))
-                            if !(main_guard
-                                || decorator
-                                || n.starts_with("__") && n.ends_with("__")) =>
-                        {
-                            Some(n.clone())
-                        }
-                        _ => None,
-                    };
-                    defs.push((*w, name));
-                    // The body is on the following lines unless it shares this one.
-                    line_is_def = false;
-                    let mut j = k;
-                    while j < toks.len() && !matches!(toks[j].0, PyTok::Newline) {
-                        j += 1;
-                    }
-                    if matches!(
-                        toks.get(j.saturating_sub(1)).map(|t| &t.0),
-                        Some(PyTok::Op(':'))
-                    ) {
-                        // `def f():` then a body below.
-                    } else {
-                        line_is_def = true;
-                    }
+                    line_is_def = enter_def(&toks, k, *w, main_guard || decorator, &mut defs);
                 }
                 decorator = matches!(line_toks.first().map(|t| &t.0), Some(PyTok::Op('@')));
                 i += 1;
@@ -490,17 +577,7 @@ pub(crate) fn parse(src: &str) -> (Vec<PyImport>, Calls, Names) {
                     continue;
                 }
                 k += 1;
-                let mut names = Vec::new();
-                while k < toks.len() {
-                    match &toks[k].0 {
-                        PyTok::Newline | PyTok::Op(';') => break,
-                        PyTok::Name(a) if a == "as" => k += 1,
-                        PyTok::Name(a) => names.push(a.clone()),
-                        PyTok::Op('*') => names.push("*".into()),
-                        _ => {}
-                    }
-                    k += 1;
-                }
+                let names = from_names(&toks, &mut k);
                 let fallback_of = try_body(&mut tries, cur_indent, &m);
                 out.push(PyImport {
                     module: m,
@@ -515,56 +592,15 @@ pub(crate) fn parse(src: &str) -> (Vec<PyImport>, Calls, Names) {
                 i = k;
             }
             PyTok::Name(n) if n == "import_module" || n == "__import__" => {
-                if matches!(toks.get(i + 1).map(|t| &t.0), Some(PyTok::Op('('))) {
-                    match toks.get(i + 2).map(|t| &t.0) {
-                        Some(PyTok::Str(s, fstr)) => {
-                            let follow_plus = matches!(
-                                toks.get(i + 3).map(|t| &t.0),
-                                Some(PyTok::Op('+') | PyTok::Op('%'))
-                            );
-                            let (lit, computed) = if *fstr {
-                                (
-                                    s.split('{').next().unwrap_or("").to_string(),
-                                    s.contains('{'),
-                                )
-                            } else {
-                                (s.clone(), follow_plus)
-                            };
-                            let lit = if computed {
-                                lit.trim_end_matches('.').to_string()
-                            } else {
-                                lit
-                            };
-                            if computed
-                                || lit
-                                    .chars()
-                                    .all(|c| c == '_' || c == '.' || c.is_alphanumeric())
-                            {
-                                out.push(PyImport {
-                                    module: lit,
-                                    names: vec![],
-                                    line,
-                                    computed,
-                                    nested,
-                                    main_only: !guards.is_empty(),
-                                    fallback_of: Vec::new(),
-                                    called_by: called_by.clone(),
-                                });
-                            }
-                        }
-                        Some(_) => out.push(PyImport {
-                            module: String::new(),
-                            names: vec![],
-                            line,
-                            computed: true,
-                            nested,
-                            main_only: !guards.is_empty(),
-                            fallback_of: Vec::new(),
-                            called_by: called_by.clone(),
-                        }),
-                        None => {}
-                    }
-                }
+                import_call(
+                    &toks,
+                    i,
+                    line,
+                    nested,
+                    !guards.is_empty(),
+                    &called_by,
+                    &mut out,
+                );
                 i += 1;
             }
             _ => i += 1,
