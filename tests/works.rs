@@ -299,6 +299,32 @@ puts JSON.generate({"sha256" => Digest::SHA256.hexdigest("pare"), "time" => t.is
     );
 }
 
+/// GNU Guile, the runtime added as one file and one table row (issue 20): modules through
+/// `%load-path` and `%load-compiled-path`, the start-up set read from libguile and boot-9.
+#[test]
+fn guile_script() {
+    let Some(base) = setup() else { return };
+    let main = r#"(use-modules (ice-9 match) (srfi srfi-1) (ice-9 format) (ice-9 rdelim))
+(define line (call-with-input-file "/app/in.txt" read-line))
+(define numbers (map string->number (string-split line #\space)))
+(format #t "total ~a~%" (fold + 0 numbers))
+(format #t "match ~a~%" (match numbers ((a b . rest) (* a b))))
+"#;
+    let Some(app) = app_layer(base, &["guile-3.0"], |b| {
+        b.file("/app/main.scm", main, 0o644)
+            .file("/app/in.txt", "6 7 29\n", 0o644)
+    }) else {
+        return;
+    };
+    let spec = spec(&["guile-3.0", "/app/main.scm"], &[]).with_workdir("/app");
+    run_case(
+        Case::new("guile", spec, vec![base.layer.clone(), app]).check(Check::new(
+            Workload::new("guile-3.0 /app/main.scm"),
+            "total 42\nmatch 42",
+        )),
+    );
+}
+
 #[test]
 fn java_jar() {
     let Some(base) = setup() else { return };

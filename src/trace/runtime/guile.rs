@@ -67,11 +67,21 @@ impl Rule for Guile {
                 .filter_map(|(_, v)| v.as_deref().map(|d| abs_in(cx.run.cwd(), d)))
                 .collect()
         };
-        let builtin: Vec<String> = strings
+        let dirs: Vec<String> = strings
             .iter()
             .filter(|s| s.contains("/guile") && !s.contains("/include") && is_dir(cx, s))
-            .filter(|s| !s.ends_with("/extensions") && !s.ends_with("/guile"))
             .cloned()
+            .collect();
+        // All of them are the runtime's trees (the `guile` parents and `extensions` too: a
+        // path naming them keeps nothing whole); modules are looked up in the others.
+        for d in &dirs {
+            if let Ok(r) = cx.fs.resolve(d, true) {
+                cx.claim(&r.path);
+            }
+        }
+        let builtin: Vec<String> = dirs
+            .into_iter()
+            .filter(|s| !s.ends_with("/extensions") && !s.ends_with("/guile"))
             .collect();
         let (builtin_compiled, builtin_load): (Vec<String>, Vec<String>) =
             builtin.into_iter().partition(|d| d.contains("ccache"));
@@ -82,7 +92,6 @@ impl Rule for Guile {
         let mut trees = Vec::new();
         for d in builtin_load.iter().chain(&builtin_compiled) {
             if let Ok(r) = cx.fs.resolve(d, true) {
-                cx.claim(&r.path);
                 trees.push(r.path);
             }
         }
