@@ -210,16 +210,11 @@ fn script(cx: &mut Cx, e: &Exec) -> Result<()> {
             .filter(|&&u| u > 0)
             .map(|u| u + 1)
             .collect();
-        cx.exec(
-            argv,
-            unknown,
-            e.env.clone(),
-            e.depth + 1,
-            Evidence::new(
-                Why::Interpreter,
-                Some(&e.path),
-                format!("shell for {} (no #! line)", display(&e.path)),
-            ),
+        cx.exec_child(
+            e,
+            (argv, unknown),
+            Why::Interpreter,
+            format!("shell for {} (no #! line)", display(&e.path)),
             false,
         )?;
         return Ok(());
@@ -281,16 +276,11 @@ fn script(cx: &mut Cx, e: &Exec) -> Result<()> {
             display(&e.path)
         )));
     }
-    cx.exec(
-        argv,
-        unknown,
-        e.env.clone(),
-        e.depth + 1,
-        Evidence::new(
-            Why::Interpreter,
-            Some(&e.path),
-            format!("#! interpreter of {}", display(&e.path)),
-        ),
+    cx.exec_child(
+        e,
+        (argv, unknown),
+        Why::Interpreter,
+        format!("#! interpreter of {}", display(&e.path)),
         e.hard,
     )?;
     Ok(())
@@ -447,16 +437,11 @@ fn wrapped(cx: &mut Cx, e: &Exec, w: &Wrapper, name: &str) -> Result<()> {
         return Ok(());
     }
     let (argv, unknown) = e.tail(i);
-    cx.exec(
-        argv,
-        unknown,
-        e.env.clone(),
-        e.depth + 1,
-        Evidence::new(
-            Why::Command,
-            Some(&e.path),
-            format!("run by {name} ({})", display(&e.path)),
-        ),
+    cx.exec_child(
+        e,
+        (argv, unknown),
+        Why::Command,
+        format!("run by {name} ({})", display(&e.path)),
         e.hard,
     )?;
     Ok(())
@@ -475,16 +460,11 @@ fn find_exec(cx: &mut Cx, e: &Exec) -> Result<()> {
                 let (mut argv, mut unknown) = e.tail(i + 1);
                 argv.truncate(end - i - 1);
                 unknown.retain(|&u| u < argv.len());
-                cx.exec(
-                    argv,
-                    unknown,
-                    e.env.clone(),
-                    e.depth + 1,
-                    Evidence::new(
-                        Why::Command,
-                        Some(&e.path),
-                        format!("run by find -exec ({})", display(&e.path)),
-                    ),
+                cx.exec_child(
+                    e,
+                    (argv, unknown),
+                    Why::Command,
+                    format!("run by find -exec ({})", display(&e.path)),
                     false,
                 )?;
             }
@@ -519,16 +499,11 @@ fn ld_so(cx: &mut Cx, e: &Exec) -> Result<()> {
         return Ok(());
     }
     let (argv, unknown) = e.tail(i);
-    cx.exec(
-        argv,
-        unknown,
-        e.env.clone(),
-        e.depth + 1,
-        Evidence::new(
-            Why::Command,
-            Some(&e.path),
-            format!("run by the dynamic loader {}", display(&e.path)),
-        ),
+    cx.exec_child(
+        e,
+        (argv, unknown),
+        Why::Command,
+        format!("run by the dynamic loader {}", display(&e.path)),
         e.hard,
     )?;
     Ok(())

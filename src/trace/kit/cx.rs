@@ -241,12 +241,7 @@ impl Cx<'_> {
     pub fn keep_tree_except(&mut self, dir: &str, ev: &Evidence, skip: impl Fn(&str) -> bool) {
         self.keep(dir, ev.clone());
         let ev = &ev.inside(dir);
-        let entries: Vec<(String, Kind)> = self
-            .fs
-            .subtree(dir)
-            .filter(|(k, _)| !skip(k.get(dir.len() + 1..).unwrap_or("")))
-            .map(|(k, n)| (k.clone(), n.kind.clone()))
-            .collect();
+        let entries = self.entries_under(dir, skip);
         for (p, kind) in entries {
             match kind {
                 Kind::File { .. } | Kind::Dir => {
@@ -274,6 +269,28 @@ impl Cx<'_> {
                 Kind::Device | Kind::Fifo => {}
             }
         }
+    }
+
+    /// The entries under `dir` (canonical) with their kinds, less those `skip` names by their
+    /// path relative to `dir` (and what is under them).
+    pub fn entries_under(&self, dir: &str, skip: impl Fn(&str) -> bool) -> Vec<(String, Kind)> {
+        self.fs
+            .subtree(dir)
+            .filter(|(k, _)| !skip(k.get(dir.len() + 1..).unwrap_or("")))
+            .map(|(k, n)| (k.clone(), n.kind.clone()))
+            .collect()
+    }
+
+    /// Read every regular file under `dir` (canonical) in one pass over the layers, before a
+    /// rule reads or keeps them one by one.
+    pub fn prefetch_tree(&mut self, dir: &str) -> Result<()> {
+        let files: Vec<String> = self
+            .fs
+            .subtree(dir)
+            .filter(|(_, n)| matches!(n.kind, Kind::File { .. }))
+            .map(|(k, _)| k.clone())
+            .collect();
+        self.contents.prefetch(self.fs, &files)
     }
 
     /// Bytes a directory's subtree takes in a layer (its files' sizes and a tar header per
@@ -370,6 +387,29 @@ impl Cx<'_> {
     /// A program runs another: find it and queue it. The entrypoint's own forms fail hard
     /// (the container would not start); a command a script or wrapper runs that is not in the
     /// image gives a warning (the original fails the same way at that point).
+    /// The canonical path of `path` (symlinks followed), or `""` when it does not resolve.
+    pub fn canonical(&self, path: &str) -> String {
+        self.fs
+            .resolve(path, true)
+            .map(|r| r.path)
+            .unwrap_or_default()
+    }
+
+    /// A program `e` starts: `argv` (with its unknown words), in `e`'s environment, one level
+    /// deeper, kept with `why` and `detail` as evidence from `e`; a miss is an error only
+    /// when `hard` (the entrypoint's own chain), else a warning.
+    pub fn exec_child(
+        &mut self,
+        e: &Exec,
+        (argv, unknown): (Vec<String>, Vec<usize>),
+        why: Why,
+        detail: String,
+        hard: bool,
+    ) -> Result<Option<String>> {
+        let ev = Evidence::new(why, Some(&e.path), detail);
+        self.exec(argv, unknown, e.env.clone(), e.depth + 1, ev, hard)
+    }
+
     pub fn exec(
         &mut self,
         argv: Vec<String>,

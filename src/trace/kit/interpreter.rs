@@ -127,14 +127,21 @@ impl Interpreter {
                 i += 2;
                 continue;
             }
-            if let Some((o, v)) = self
-                .takes_value
-                .iter()
-                .find_map(|o| a.strip_prefix(o).filter(|v| !v.is_empty()).map(|v| (*o, v)))
-                .filter(|_| a.starts_with('-'))
-            {
+            // `-LVALUE` (a one-letter option) and `--option=VALUE`.
+            let attached = self.takes_value.iter().find_map(|o| {
+                let v = if o.len() == 2 {
+                    a.strip_prefix(o)
+                } else {
+                    a.strip_prefix(o).and_then(|v| v.strip_prefix('='))
+                };
+                v.filter(|v| !v.is_empty()).map(|v| (*o, v))
+            });
+            if a == "-" {
+                // The script on stdin.
+                break;
+            } else if let Some((o, v)) = attached {
                 out.options.push((o.to_string(), Some(v.to_string())));
-            } else if a.starts_with('-') && a.len() > 1 {
+            } else if a.starts_with('-') {
                 out.options.push((a.to_string(), None));
             } else {
                 out.script = Some((i, a.to_string()));
@@ -231,5 +238,8 @@ mod tests {
         assert_eq!((c.script, c.code.as_deref()), (None, Some("(display 1)")));
         let c = GUILE.command(&exec(&["guile", "--", "-odd-name.scm"]));
         assert_eq!(c.script, Some((2, "-odd-name.scm".into())));
+        let c = GUILE.command(&exec(&["guile", "--listen=37146", "-", "/not/a/script"]));
+        assert_eq!(c.options[0], ("--listen=37146".into(), None));
+        assert_eq!(c.script, None);
     }
 }

@@ -23,7 +23,7 @@ pub(crate) const INTERPRETER: Interpreter = Interpreter {
     library: Some("libguile"),
     embedded: true,
     extensions: &["scm"],
-    takes_value: &["-L", "-C", "-x", "-l", "-e", "--listen"],
+    takes_value: &["-L", "-C", "-x", "-l", "-e"],
     code: &["-c"],
     script_option: &["-s"],
 };
@@ -121,15 +121,7 @@ impl Rule for Guile {
             .into_iter()
             .map(|spec| Root {
                 budget: u8::from(spec.starts_with("\0file/")),
-                req: Req {
-                    spec,
-                    line: 0,
-                    nested: false,
-                    relative: false,
-                    waits_for: None,
-                },
-                from: String::new(),
-                quiet: false,
+                ..Root::start(spec)
             })
             .collect();
         let mut lang = GuileLang {

@@ -60,17 +60,12 @@ impl Rule for Java {
                 };
                 match cx.fs.get(&r.path).map(|n| n.kind.clone()) {
                     Some(Kind::Dir) => {
-                        let skip: Vec<String> =
-                            SKIP.iter().map(|s| format!("{}/{s}", r.path)).collect();
                         let ev = ev(format!("Java runtime ({disp}/{sub})"));
                         cx.keep_links(&r.symlinks, &r.path);
                         cx.keep(&r.path, ev.clone());
-                        let entries: Vec<(String, Kind)> = cx
-                            .fs
-                            .subtree(&r.path)
-                            .filter(|(k, _)| !skip.iter().any(|s| crate::trace::kit::under(k, s)))
-                            .map(|(k, n)| (k.clone(), n.kind.clone()))
-                            .collect();
+                        let entries = cx.entries_under(&r.path, |rel| {
+                            SKIP.iter().any(|s| crate::trace::kit::under(rel, s))
+                        });
                         for (k, kind) in entries {
                             match kind {
                                 Kind::File { .. } | Kind::Dir => {

@@ -18,8 +18,9 @@ pub(crate) const INTERPRETER: Interpreter = Interpreter {
     library: Some("liblua"),
     embedded: false,
     extensions: &["lua"],
-    takes_value: &["-l"],
-    code: &["-e"],
+    // `-e CODE` runs before the script, it does not replace it.
+    takes_value: &["-l", "-e"],
+    code: &[],
     script_option: &[],
 };
 
@@ -123,55 +124,20 @@ impl Rule for Lua {
         };
         // lua [-l mod] [-e code] script args
         let mut roots = Vec::new();
-        let mut script = None;
-        let mut i = 1;
-        while i < e.argv.len() {
-            let Some(a) = e.arg(i) else { break };
-            match a {
-                "-l" => {
-                    if let Some(m) = e.arg(i + 1) {
-                        roots.push(Root {
-                            req: Req {
-                                spec: m.split('=').next_back().unwrap_or(m).to_string(),
-                                line: 0,
-                                nested: false,
-                                relative: false,
-                                waits_for: None,
-                            },
-                            from: String::new(),
-                            budget: 1,
-                            quiet: false,
-                        });
-                    }
-                    i += 2;
-                    continue;
-                }
-                "-e" => {
-                    if let Some(code) = e.arg(i + 1) {
-                        for req in lang.parse(code) {
-                            roots.push(Root {
-                                req,
-                                from: String::new(),
-                                budget: 1,
-                                quiet: false,
-                            });
-                        }
-                    }
-                    i += 2;
-                    continue;
-                }
-                "--" => {
-                    script = e.arg(i + 1).map(str::to_string);
-                    break;
-                }
-                _ if a.starts_with('-') => {}
-                _ => {
-                    script = Some(a.to_string());
-                    break;
-                }
+        let command = INTERPRETER.command(e);
+        for (o, v) in &command.options {
+            match (o.as_str(), v) {
+                ("-l", Some(m)) => roots.push(Root::start(
+                    m.split('=').next_back().unwrap_or(m).to_string(),
+                )),
+                ("-e", Some(code)) => roots.extend(lang.parse(code).into_iter().map(|req| Root {
+                    req,
+                    ..Root::start("")
+                })),
+                _ => {}
             }
-            i += 1;
         }
+        let script = command.script.map(|(_, s)| s);
         let mut sources = Vec::new();
         if let Some(s) = script
             && let Some(canon) = super::keep_script(cx, e, "Lua", &s)?

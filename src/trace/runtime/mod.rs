@@ -144,6 +144,19 @@ pub(crate) struct Req {
     pub waits_for: Option<String>,
 }
 
+impl Req {
+    /// A require by name, at start-up or on the command line (line 0, not lazy).
+    pub(crate) fn named(spec: impl Into<String>) -> Req {
+        Req {
+            spec: spec.into(),
+            line: 0,
+            nested: false,
+            relative: false,
+            waits_for: None,
+        }
+    }
+}
+
 /// What a language tells the engine.
 pub(crate) trait Lang {
     /// "Ruby", "Perl", "Node.js": for evidence and warnings.
@@ -181,6 +194,18 @@ pub(crate) struct Root {
     pub from: String,
     pub budget: u8,
     pub quiet: bool,
+}
+
+impl Root {
+    /// A require of the interpreter's start-up or command line: its lazy requires one hop.
+    pub(crate) fn start(spec: impl Into<String>) -> Root {
+        Root {
+            req: Req::named(spec),
+            from: String::new(),
+            budget: 1,
+            quiet: false,
+        }
+    }
 }
 
 /// Follow the requires from `roots` (and from `sources`, already kept files to read) to a
@@ -436,6 +461,14 @@ pub(crate) fn quoted(s: &str) -> Option<String> {
     let end = rest.find(q)?;
     let v = &rest[..end];
     (!v.contains("#{") && !v.contains("${") && !v.is_empty()).then(|| v.to_string())
+}
+
+/// Test support: the requires of a source as (spec, flag) pairs against `want`.
+#[cfg(test)]
+pub(crate) fn assert_requires(got: Vec<Req>, flag: fn(&Req) -> bool, want: &[(&str, bool)]) {
+    let got: Vec<(String, bool)> = got.iter().map(|r| (r.spec.clone(), flag(r))).collect();
+    let want: Vec<(String, bool)> = want.iter().map(|(s, b)| (s.to_string(), *b)).collect();
+    assert_eq!(got, want);
 }
 
 #[cfg(test)]

@@ -17,7 +17,13 @@ pub(crate) const INTERPRETER: Interpreter = Interpreter {
     library: Some("libnode"),
     embedded: false,
     extensions: &["js"],
-    takes_value: &["-r", "--require", "--import"],
+    takes_value: &[
+        "-r",
+        "--require",
+        "--import",
+        "--loader",
+        "--experimental-loader",
+    ],
     code: &["-e", "--eval", "-p", "--print"],
     script_option: &[],
 };
@@ -89,32 +95,14 @@ impl Rule for Node {
         if cx.elf(&e.path)?.is_none() {
             return Ok(());
         }
-        let mut script = None;
-        let mut roots = Vec::new();
-        let mut i = 1;
-        while i < e.argv.len() {
-            let Some(a) = e.arg(i) else { break };
-            match a {
-                "-r" | "--require" | "--import" | "--loader" | "--experimental-loader" => {
-                    if let Some(v) = e.arg(i + 1) {
-                        roots.push(v.to_string());
-                    }
-                    i += 2;
-                    continue;
-                }
-                "-e" | "--eval" | "-p" | "--print" => break,
-                "--" => {
-                    script = e.arg(i + 1).map(str::to_string);
-                    break;
-                }
-                _ if a.starts_with('-') => {}
-                _ => {
-                    script = Some(a.to_string());
-                    break;
-                }
-            }
-            i += 1;
-        }
+        let command = INTERPRETER.command(e);
+        let script = command.script.map(|(_, s)| s);
+        let roots: Vec<String> = command
+            .options
+            .into_iter()
+            .filter(|(o, _)| INTERPRETER.takes_value.contains(&o.as_str()))
+            .filter_map(|(_, v)| v)
+            .collect();
         // NODE_PATH, then the global folders: PREFIX/lib/node, and the directories Debian's
         // node searches for its packaged modules.
         let mut node_path: Vec<String> = cx
@@ -155,13 +143,7 @@ impl Rule for Node {
                 node_path: node_path.clone(),
                 packages: vec![],
             };
-            let req = Req {
-                spec: p.clone(),
-                line: 0,
-                nested: false,
-                relative: false,
-                waits_for: None,
-            };
+            let req = Req::named(p.clone());
             match lang.resolve(cx, &req, "")? {
                 Some(files) if !files.is_empty() => {
                     let canon = cx.keep_if_file(
@@ -184,13 +166,7 @@ impl Rule for Node {
         let roots = roots
             .into_iter()
             .map(|m| Root {
-                req: Req {
-                    spec: m,
-                    line: 0,
-                    nested: false,
-                    relative: false,
-                    waits_for: None,
-                },
+                req: Req::named(m),
                 from: from.clone(),
                 budget: 1,
                 quiet: false,
@@ -402,13 +378,7 @@ impl Lang for NodeLang {
                         Some(from),
                         format!("Node.js package {pkg}, required by {}", display(from)),
                     );
-                    let files: Vec<String> = cx
-                        .fs
-                        .subtree(&r.path)
-                        .filter(|(_, n)| matches!(n.kind, Kind::File { .. }))
-                        .map(|(k, _)| k.clone())
-                        .collect();
-                    cx.contents.prefetch(cx.fs, &files)?;
+                    cx.prefetch_tree(&r.path)?;
                     cx.keep_tree(&r.path, &ev);
                 }
             }
@@ -437,21 +407,16 @@ mod tests {
             packages: vec![],
         };
         let text = "const fs = require('fs');\nimport express from \"express\";\nimport { x } from './lib/x.js';\n// require('nope')\nconst y = await import('../y');\nexport * from './z';\nobj.require('no');\n";
-        let got: Vec<(String, bool)> = lang
-            .parse(text)
-            .into_iter()
-            .map(|r| (r.spec, r.relative))
-            .collect();
-        let s = |x: &str| x.to_string();
-        assert_eq!(
-            got,
-            vec![
-                (s("fs"), false),
-                (s("express"), false),
-                (s("./lib/x.js"), true),
-                (s("../y"), true),
-                (s("./z"), true),
-            ]
+        crate::trace::runtime::assert_requires(
+            lang.parse(text),
+            |r| r.relative,
+            &[
+                ("fs", false),
+                ("express", false),
+                ("./lib/x.js", true),
+                ("../y", true),
+                ("./z", true),
+            ],
         );
     }
 }

@@ -118,21 +118,7 @@ impl Rule for Perl {
         if let Some(s) = script {
             sources.extend(super::keep_script(cx, e, "Perl", &s)?);
         }
-        let roots = roots
-            .into_iter()
-            .map(|m| Root {
-                req: Req {
-                    spec: m,
-                    line: 0,
-                    nested: false,
-                    relative: false,
-                    waits_for: None,
-                },
-                from: String::new(),
-                budget: 1,
-                quiet: false,
-            })
-            .collect();
+        let roots = roots.into_iter().map(Root::start).collect();
         let mut lang = PerlLang {
             inc,
             trees,
@@ -498,21 +484,13 @@ impl Lang for PerlLang {
     fn third_party(&self, cx: &Cx, file: &str) -> bool {
         // Debian's vendor directories (`/usr/share/perl5`, `/usr/lib/<triplet>/perl5`) and
         // site directories hold CPAN distributions, not the standard library.
-        let p = cx
-            .fs
-            .resolve(file, true)
-            .map(|r| r.path)
-            .unwrap_or_default();
+        let p = cx.canonical(file);
         p.split('/')
             .any(|c| c == "perl5" || c == "site_perl" || c == "vendor_perl")
     }
 
     fn in_runtime(&self, cx: &Cx, file: &str) -> bool {
-        let p = cx
-            .fs
-            .resolve(file, true)
-            .map(|r| r.path)
-            .unwrap_or_default();
+        let p = cx.canonical(file);
         self.trees.iter().any(|t| under(&p, t))
     }
 
@@ -621,26 +599,21 @@ mod tests {
             expanded: Default::default(),
         };
         let text = "use strict;\nuse warnings;\nuse 5.010;\nuse File::Temp qw(tempfile);\nuse parent -norequire, 'X';\nuse base qw(Exporter);\n=pod\nuse Nope;\n=cut\nsub f {\n  require Lazy::Mod;\n}\nrequire \"conf.pl\";\nno overloading;\nmy @x = </app/*.pl>;\nrequire \"Image/ExifTool/$type.pm\";\n";
-        let got: Vec<(String, bool)> = lang
-            .parse(text)
-            .into_iter()
-            .map(|r| (r.spec, r.nested))
-            .collect();
-        let s = |x: &str| x.to_string();
-        assert_eq!(
-            got,
-            vec![
-                (s("strict"), false),
-                (s("warnings"), false),
-                (s("File::Temp"), false),
-                (s("Exporter"), false),
-                (s("base"), false),
-                (s("Lazy::Mod"), true),
-                (s("conf.pl"), false),
-                (s("overloading"), false),
-                (s("File::Glob"), false),
-                (s("Image/ExifTool/*"), false),
-            ]
+        crate::trace::runtime::assert_requires(
+            lang.parse(text),
+            |r| r.nested,
+            &[
+                ("strict", false),
+                ("warnings", false),
+                ("File::Temp", false),
+                ("Exporter", false),
+                ("base", false),
+                ("Lazy::Mod", true),
+                ("conf.pl", false),
+                ("overloading", false),
+                ("File::Glob", false),
+                ("Image/ExifTool/*", false),
+            ],
         );
     }
 }

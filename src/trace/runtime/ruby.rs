@@ -196,13 +196,7 @@ fn keep_start_up(
             if let Ok(r) = cx.fs.resolve(&join(g, "specifications"), true)
                 && cx.fs.get(&r.path).is_some_and(|n| n.is_dir())
             {
-                let files: Vec<String> = cx
-                    .fs
-                    .subtree(&r.path)
-                    .filter(|(_, n)| matches!(n.kind, Kind::File { .. }))
-                    .map(|(k, _)| k.clone())
-                    .collect();
-                cx.contents.prefetch(cx.fs, &files)?;
+                cx.prefetch_tree(&r.path)?;
                 cx.keep_tree(
                     &r.path,
                     &ev("gem specifications (RubyGems reads them at start-up)".into()),
@@ -283,13 +277,7 @@ impl Rule for Ruby {
         }
         let mut roots = Vec::new();
         let start = |spec: &str, quiet: bool| Root {
-            req: Req {
-                spec: spec.to_string(),
-                line: 0,
-                nested: false,
-                relative: false,
-                waits_for: None,
-            },
+            req: Req::named(spec.to_string()),
             from: String::new(),
             // RubyGems runs much of itself while it loads (methods called at load time read
             // the default specifications): its lazy requires are followed one hop.
@@ -914,22 +902,14 @@ impl Lang for RubyLang {
     }
 
     fn third_party(&self, cx: &Cx, file: &str) -> bool {
-        let p = cx
-            .fs
-            .resolve(file, true)
-            .map(|r| r.path)
-            .unwrap_or_default();
+        let p = cx.canonical(file);
         // RubyGems (Debian ships it in vendor_ruby) is the runtime's own start-up library.
         (p.contains("/vendor_ruby/") || p.contains("/site_ruby/") || p.contains("/gems/"))
             && !p.contains("/vendor_ruby/rubygems")
     }
 
     fn in_runtime(&self, cx: &Cx, file: &str) -> bool {
-        let p = cx
-            .fs
-            .resolve(file, true)
-            .map(|r| r.path)
-            .unwrap_or_default();
+        let p = cx.canonical(file);
         self.trees.iter().any(|t| under(&p, t))
     }
 

@@ -314,20 +314,16 @@ mod tests {
             ]
         );
         let src = "package require Tcl 8.4\npackage require -exact json::write 1.0\n# package require no\nif {[catch {package require tcllibc}]} {return 0}\n    source [file join $selfdir json_tcl.tcl]\nsource helper.tcl\nsource $x\n";
-        let got: Vec<(String, bool)> = requires(src)
-            .into_iter()
-            .map(|r| (r.spec, r.relative))
-            .collect();
-        let s = |x: &str| x.to_string();
-        assert_eq!(
-            got,
-            vec![
-                (s("Tcl"), false),
-                (s("json::write"), false),
-                (s("tcllibc"), false),
-                (s("\0source/json_tcl.tcl"), true),
-                (s("\0source/helper.tcl"), true),
-            ]
+        crate::trace::runtime::assert_requires(
+            requires(src),
+            |r| r.relative,
+            &[
+                ("Tcl", false),
+                ("json::write", false),
+                ("tcllibc", false),
+                ("\0source/json_tcl.tcl", true),
+                ("\0source/helper.tcl", true),
+            ],
         );
         assert!(
             INTERPRETER.runs_as("tclsh8.6")

@@ -260,13 +260,7 @@ pub(super) fn keep_package_tree(cx: &mut Cx, dir: &str, ev: &Evidence) -> Result
         ));
         return Ok(());
     }
-    let files: Vec<String> = cx
-        .fs
-        .subtree(&r.path)
-        .filter(|(_, n)| matches!(n.kind, Kind::File { .. }))
-        .map(|(k, _)| k.clone())
-        .collect();
-    cx.contents.prefetch(cx.fs, &files)?;
+    cx.prefetch_tree(&r.path)?;
     cx.keep_tree_except(&r.path, ev, is_test_suite);
     Ok(())
 }
@@ -366,16 +360,9 @@ pub(super) fn keep_full(cx: &mut Cx, e: &Exec, env: &PyEnv) -> Result<()> {
         let Ok(r) = cx.fs.resolve(&d, true) else {
             continue;
         };
-        let skip: Vec<String> = FULL_SKIP
-            .iter()
-            .map(|s| format!("{}/{s}", r.path))
-            .collect();
-        let entries: Vec<(String, Kind)> = cx
-            .fs
-            .subtree(&r.path)
-            .filter(|(k, _)| !skip.iter().any(|s| crate::trace::kit::under(k, s)))
-            .map(|(k, n)| (k.clone(), n.kind.clone()))
-            .collect();
+        let entries = cx.entries_under(&r.path, |rel| {
+            FULL_SKIP.iter().any(|s| crate::trace::kit::under(rel, s))
+        });
         for (k, kind) in entries {
             match kind {
                 Kind::File { .. } | Kind::Dir => {
