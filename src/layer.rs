@@ -170,8 +170,8 @@ pub fn write_layer(
 }
 
 /// One plan entry into the tar.
-fn append(
-    tar: &mut tar::Builder<ChunkWriter>,
+fn append<W: io::Write>(
+    tar: &mut tar::Builder<W>,
     path: &str,
     e: &crate::plan::Entry,
     files: &HashMap<String, crate::rootfs::Local>,
@@ -319,35 +319,7 @@ mod tests {
         let mut tar = tar::Builder::new(HashingWriter::new(gz));
         tar.mode(tar::HeaderMode::Deterministic);
         for (path, e) in &p.entries {
-            let mut h = tar::Header::new_gnu();
-            h.set_mtime(7);
-            h.set_uid(e.uid);
-            h.set_gid(e.gid);
-            h.set_mode(e.mode);
-            match &e.content {
-                Content::Dir => {
-                    h.set_entry_type(tar::EntryType::Directory);
-                    h.set_size(0);
-                    tar.append_data(&mut h, format!("{path}/"), io::empty())
-                        .unwrap();
-                }
-                Content::Symlink(t) => {
-                    h.set_entry_type(tar::EntryType::Symlink);
-                    h.set_size(0);
-                    tar.append_link(&mut h, path, t).unwrap();
-                }
-                Content::Bytes(b) => {
-                    h.set_entry_type(tar::EntryType::Regular);
-                    h.set_size(b.len() as u64);
-                    tar.append_data(&mut h, path, &b[..]).unwrap();
-                }
-                Content::Image(_) => {
-                    h.set_entry_type(tar::EntryType::Regular);
-                    h.set_size(big.len() as u64);
-                    let f = files["usr/big"].open().unwrap();
-                    tar.append_data(&mut h, path, f).unwrap();
-                }
-            }
+            append(&mut tar, path, e, &files, 7).unwrap();
         }
         let (gz, diff_id, _) = tar.into_inner().unwrap().finish();
         let (_, digest, _) = gz.finish().unwrap().finish();

@@ -120,14 +120,9 @@ pub(super) async fn build_one(
     progress: &Progress,
 ) -> Result<(Report, Built)> {
     let started = Instant::now();
-    let Analysis {
-        pulled,
-        rootfs,
-        trace,
-        contents,
-        work,
-        learned,
-    } = analyze(src, opts, progress).await?;
+    let analysis = analyze(src, opts, progress).await?;
+    let (pulled, work, learned) = (analysis.pulled, analysis.work, analysis.learned);
+    let (rootfs, trace, contents) = (analysis.rootfs, analysis.trace, analysis.contents);
     let (mtime, created) = build_time(&pulled.config)?;
     let input = WriteInput {
         config: pulled.config.clone(),

@@ -618,15 +618,8 @@ fn openssl(cx: &mut Cx, from: &str, why: &str) {
     ];
     // OPENSSLDIR, ENGINESDIR and MODULESDIR as compiled into libcrypto.
     let libcrypto: Vec<String> = cx
-        .out
-        .objects
-        .iter()
-        .filter(|o| {
-            o.facts
-                .soname
-                .as_deref()
-                .is_some_and(|s| s.starts_with("libcrypto.so"))
-        })
+        .objects_with_soname(|s| s.starts_with("libcrypto.so"))
+        .into_iter()
         .flat_map(|o| o.facts.strings.iter().cloned())
         .collect();
     for s in libcrypto {

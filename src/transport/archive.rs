@@ -49,10 +49,11 @@ fn what(path: &Path) -> String {
 /// Members by normalised name.
 type Members = HashMap<String, Member>;
 
-/// Every member of the archive by normalised name, and manifest.json (one streaming pass).
-fn index(path: &Path) -> Result<(Members, Option<Vec<u8>>)> {
-    let mut members = HashMap::new();
-    let mut manifest = None;
+/// Each member of the archive with its ordinal, in one streaming pass.
+fn for_each_member(
+    path: &Path,
+    mut f: impl FnMut(usize, &mut tar::Entry<'_, TarGuard<Box<dyn Read + Send>>>) -> Result<()>,
+) -> Result<()> {
     let mut a = tar::Archive::new(TarGuard::new(open_layer(path)?));
     for (ordinal, e) in a
         .entries()
@@ -60,9 +61,19 @@ fn index(path: &Path) -> Result<(Members, Option<Vec<u8>>)> {
         .enumerate()
     {
         let mut e = e.map_err(|e| Error::malformed(what(path), e))?;
+        f(ordinal, &mut e)?;
+    }
+    Ok(())
+}
+
+/// Every member of the archive by normalised name, and manifest.json (one streaming pass).
+fn index(path: &Path) -> Result<(Members, Option<Vec<u8>>)> {
+    let mut members = HashMap::new();
+    let mut manifest = None;
+    for_each_member(path, |ordinal, e| {
         let name = String::from_utf8_lossy(&e.path_bytes()).into_owned();
         let Some(name) = normalize(&name) else {
-            continue;
+            return Ok(());
         };
         let link = match e.header().entry_type() {
             tar::EntryType::Symlink | tar::EntryType::Link => e
@@ -72,7 +83,7 @@ fn index(path: &Path) -> Result<(Members, Option<Vec<u8>>)> {
         };
         if name == "manifest.json" {
             let mut buf = Vec::new();
-            (&mut e)
+            (&mut *e)
                 .take(MAX_MANIFEST_BYTES as u64 + 1)
                 .read_to_end(&mut buf)
                 .map_err(|e| Error::malformed(what(path), e))?;
@@ -92,7 +103,8 @@ fn index(path: &Path) -> Result<(Members, Option<Vec<u8>>)> {
                 link,
             },
         );
-    }
+        Ok(())
+    })?;
     Ok((members, manifest))
 }
 
@@ -195,16 +207,10 @@ pub fn read(path: &Path, reference: Option<&str>, work: &Path) -> Result<Archive
     }
     let mut config_bytes = None;
     let mut layers: Vec<Option<LayerBlob>> = vec![None; entry.layers.len()];
-    let mut a = tar::Archive::new(TarGuard::new(open_layer(path)?));
-    for (ordinal, e) in a
-        .entries()
-        .map_err(|e| Error::malformed(what(path), e))?
-        .enumerate()
-    {
-        let mut e = e.map_err(|e| Error::malformed(what(path), e))?;
+    for_each_member(path, |ordinal, e| {
         if ordinal == config_member.ordinal {
             let mut buf = Vec::new();
-            (&mut e)
+            (&mut *e)
                 .take(MAX_CONFIG_BYTES + 1)
                 .read_to_end(&mut buf)
                 .map_err(|e| Error::malformed(what(path), e))?;
@@ -241,7 +247,8 @@ pub fn read(path: &Path, reference: Option<&str>, work: &Path) -> Result<Archive
                 });
             }
         }
-    }
+        Ok(())
+    })?;
     let config_bytes = config_bytes
         .ok_or_else(|| Error::malformed(what(path), format!("config {config_name} vanished")))?;
     let config_digest = sha256_bytes(&config_bytes);

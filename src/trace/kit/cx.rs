@@ -387,6 +387,15 @@ impl Cx<'_> {
     /// A program runs another: find it and queue it. The entrypoint's own forms fail hard
     /// (the container would not start); a command a script or wrapper runs that is not in the
     /// image gives a warning (the original fails the same way at that point).
+    /// The loaded objects whose soname `matches` says is the one sought (`libcrypto.so.3`).
+    pub fn objects_with_soname(&self, matches: impl Fn(&str) -> bool) -> Vec<&Object> {
+        self.out
+            .objects
+            .iter()
+            .filter(|o| o.facts.soname.as_deref().is_some_and(&matches))
+            .collect()
+    }
+
     /// The canonical path of `path` (symlinks followed), or `""` when it does not resolve.
     pub fn canonical(&self, path: &str) -> String {
         self.fs

@@ -184,16 +184,8 @@ pub(crate) fn library_strings(
 mod tests {
     use super::*;
 
-    const GUILE: Interpreter = Interpreter {
-        language: "Guile",
-        names: &["guile"],
-        library: Some("libguile"),
-        embedded: true,
-        extensions: &["scm"],
-        takes_value: &["-L", "-C", "-x", "-l", "-e"],
-        code: &["-c"],
-        script_option: &["-s"],
-    };
+    // The kit is tested on a real description.
+    use crate::trace::runtime::guile::INTERPRETER as GUILE;
 
     fn exec(argv: &[&str]) -> Exec {
         Exec {

@@ -161,15 +161,8 @@ impl Rule for Lua {
         }
         // Scripts an embedding program loads: the paths of the liblua it links.
         let libs: Vec<String> = cx
-            .out
-            .objects
-            .iter()
-            .filter(|o| {
-                o.facts
-                    .soname
-                    .as_deref()
-                    .is_some_and(|s| s.starts_with("liblua") || s.starts_with("libluajit"))
-            })
+            .objects_with_soname(|s| s.starts_with("liblua") || s.starts_with("libluajit"))
+            .into_iter()
             .map(|o| o.path.clone())
             .collect();
         if libs.is_empty() {

@@ -157,6 +157,27 @@ impl Req {
     }
 }
 
+/// The text after each `kw` in `line` that is not glued to a word before it (`glued` says
+/// which characters glue: `obj.require(` is no require).
+pub(crate) fn after_keyword<'a>(
+    line: &'a str,
+    kw: &'a str,
+    glued: fn(char) -> bool,
+) -> impl Iterator<Item = &'a str> + 'a {
+    let mut rest = line;
+    std::iter::from_fn(move || {
+        loop {
+            let pos = rest.find(kw)?;
+            let before = rest[..pos].chars().last();
+            let after = &rest[pos + kw.len()..];
+            rest = after;
+            if !before.is_some_and(glued) {
+                return Some(after);
+            }
+        }
+    })
+}
+
 /// What a language tells the engine.
 pub(crate) trait Lang {
     /// "Ruby", "Perl", "Node.js": for evidence and warnings.

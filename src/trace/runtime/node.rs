@@ -285,16 +285,8 @@ impl Lang for NodeLang {
                 continue;
             }
             for kw in ["require(", "import(", "from ", "import "] {
-                let mut rest = t;
-                while let Some(pos) = rest.find(kw) {
-                    let before = rest[..pos].chars().last();
-                    let after = &rest[pos + kw.len()..];
-                    rest = after;
-                    if before
-                        .is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '$' || c == '.')
-                    {
-                        continue;
-                    }
+                let glued = |c: char| c.is_alphanumeric() || c == '_' || c == '$' || c == '.';
+                for after in super::after_keyword(t, kw, glued) {
                     if let Some(spec) = super::quoted(after) {
                         let relative = spec.starts_with("./")
                             || spec.starts_with("../")

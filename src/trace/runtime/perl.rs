@@ -168,11 +168,8 @@ impl PerlLang {
 /// comma.
 fn use_if(rest: &str, line: usize, out: &mut Vec<Req>) {
     out.push(Req {
-        spec: "if".into(),
         line,
-        nested: false,
-        relative: false,
-        waits_for: None,
+        ..Req::named("if")
     });
     if let Some((_, m)) = rest.split_once(',') {
         let m = m
@@ -183,11 +180,8 @@ fn use_if(rest: &str, line: usize, out: &mut Vec<Req>) {
             .trim_matches(['\'', '"']);
         if m.chars().next().is_some_and(|c| c.is_ascii_alphabetic()) {
             out.push(Req {
-                spec: m.to_string(),
                 line,
-                nested: false,
-                relative: false,
-                waits_for: None,
+                ..Req::named(m.to_string())
             });
         }
     }
@@ -207,19 +201,13 @@ fn use_parent(first: &str, rest: &str, line: usize, out: &mut Vec<Req>) {
         .filter(|m| m.chars().next().is_some_and(|c| c.is_ascii_alphabetic()))
     {
         out.push(Req {
-            spec: m.to_string(),
             line,
-            nested: false,
-            relative: false,
-            waits_for: None,
+            ..Req::named(m.to_string())
         });
     }
     out.push(Req {
-        spec: first.to_string(),
         line,
-        nested: false,
-        relative: false,
-        waits_for: None,
+        ..Req::named(first.to_string())
     });
 }
 

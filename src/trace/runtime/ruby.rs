@@ -657,15 +657,9 @@ impl Lang for RubyLang {
                 ("require", false),
                 ("load", false),
             ] {
-                let mut rest = t;
-                while let Some(pos) = rest.find(kw) {
-                    let before = rest[..pos].chars().last();
-                    let after = &rest[pos + kw.len()..];
-                    rest = after;
-                    if before
-                        .is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '.' || c == ':')
-                        || after.starts_with(|c: char| c.is_alphanumeric() || c == '_')
-                    {
+                let glued = |c: char| c.is_alphanumeric() || c == '_' || c == '.' || c == ':';
+                for after in super::after_keyword(t, kw, glued) {
+                    if after.starts_with(|c: char| c.is_alphanumeric() || c == '_') {
                         continue;
                     }
                     let nest = nested.get(n).copied().unwrap_or(false);

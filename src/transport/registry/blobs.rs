@@ -53,13 +53,12 @@ impl RegistryClient {
                     .await
                 {
                     Err((e, true)) if attempt < ATTEMPTS => {
-                        note_retry(
+                        tokio::time::sleep(retry_after(
                             &format!("pull blob {}", short_digest(&desc.digest)),
-                            attempt,
+                            &mut attempt,
                             &e,
-                        );
-                        tokio::time::sleep(backoff(attempt)).await;
-                        attempt += 1;
+                        ))
+                        .await;
                     }
                     other => break other.map_err(|(e, _)| e)?,
                 }
@@ -197,13 +196,12 @@ impl RegistryClient {
                     Ok(c) => c,
                     // A body that breaks off: fetched again from the start.
                     Err(e) if attempt < ATTEMPTS => {
-                        note_retry(
+                        tokio::time::sleep(retry_after(
                             &format!("pull blob {}", short_digest(&desc.digest)),
-                            attempt,
+                            &mut attempt,
                             &e,
-                        );
-                        tokio::time::sleep(backoff(attempt)).await;
-                        attempt += 1;
+                        ))
+                        .await;
                         continue 'again;
                     }
                     Err(e) => {
@@ -284,13 +282,7 @@ impl RegistryClient {
             }
         })
         .await
-        .map_err(|e| {
-            self.error(
-                "push blob",
-                format!("{}/{}@{digest}", r.registry, r.repository),
-                e,
-            )
-        })?;
+        .map_err(|e| self.push_error(r, digest, e))?;
         done.finish();
         Ok(true)
     }
@@ -311,13 +303,7 @@ impl RegistryClient {
             self.client.push_blob(&oref, data.clone(), digest)
         })
         .await
-        .map_err(|e| {
-            self.error(
-                "push blob",
-                format!("{}/{}@{digest}", r.registry, r.repository),
-                e,
-            )
-        })?;
+        .map_err(|e| self.push_error(r, digest, e))?;
         Ok(())
     }
 
@@ -432,5 +418,16 @@ impl PushLog {
         let mut m = self.holders.lock().unwrap_or_else(|p| p.into_inner());
         m.entry((registry.to_string(), digest.to_string()))
             .or_insert_with(|| repository.to_string());
+    }
+}
+
+impl RegistryClient {
+    /// A failed blob upload as pare's error, naming the blob.
+    fn push_error(&self, r: &RegistryRef, digest: &str, e: OciDistributionError) -> Error {
+        self.error(
+            "push blob",
+            format!("{}/{}@{digest}", r.registry, r.repository),
+            e,
+        )
     }
 }

@@ -177,9 +177,7 @@ impl RegistryClient {
             let body = read_capped(&mut res, MAX_PAGE_BYTES).await;
             let body = match body {
                 Err(RawError::Http(e)) if attempt < ATTEMPTS => {
-                    note_retry(url.path(), attempt, &e);
-                    tokio::time::sleep(backoff(attempt)).await;
-                    attempt += 1;
+                    tokio::time::sleep(retry_after(url.path(), &mut attempt, &e)).await;
                     continue;
                 }
                 b => b?,

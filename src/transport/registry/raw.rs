@@ -78,9 +78,7 @@ impl RegistryClient {
             };
             let res = match req.send().await {
                 Err(e) if attempt < tries && transient_http(&e) => {
-                    note_retry(&path(), attempt, &e);
-                    tokio::time::sleep(backoff(attempt)).await;
-                    attempt += 1;
+                    tokio::time::sleep(retry_after(&path(), &mut attempt, &e)).await;
                     continue;
                 }
                 r => r.map_err(RawError::Http)?,

@@ -40,6 +40,18 @@ pub(super) fn transient(e: &OciDistributionError) -> bool {
     }
 }
 
+/// A transient fault: say so and count it; the wait before the next try.
+pub(super) fn retry_after(
+    what: &str,
+    attempt: &mut u32,
+    error: &dyn std::error::Error,
+) -> Duration {
+    note_retry(what, *attempt, error);
+    let wait = backoff(*attempt);
+    *attempt += 1;
+    wait
+}
+
 /// One warning line for a retry: what failed, its root cause, and when the next try is.
 pub(super) fn note_retry(what: &str, attempt: u32, error: &dyn std::error::Error) {
     let mut cause = error.to_string();
@@ -132,9 +144,7 @@ impl RegistryClient {
         loop {
             match call().await {
                 Err(e) if attempt < ATTEMPTS && transient(&e) => {
-                    note_retry(what, attempt, &e);
-                    tokio::time::sleep(backoff(attempt)).await;
-                    attempt += 1;
+                    tokio::time::sleep(retry_after(what, &mut attempt, &e)).await;
                 }
                 r => return r,
             }
