@@ -498,6 +498,13 @@ mod paging_tests {
         log.iter().filter(|p| p.contains("_catalog")).count()
     }
 
+    /// `a`, `b` and a `Link` to the page after `b`.
+    const FIRST_PAGE: (&str, &str, Option<&str>) = (
+        "/v2/_catalog?n=2",
+        r#"{"repositories":["a","b"]}"#,
+        Some(r#"</v2/_catalog?n=2&last=b>; rel="next""#),
+    );
+
     fn catalog(addr: &str, page: usize) -> Vec<String> {
         let c = RegistryClient::connect(addr, &[], Credentials::anonymous()).unwrap();
         tokio::runtime::Runtime::new()
@@ -509,11 +516,7 @@ mod paging_tests {
     #[test]
     fn an_empty_page_with_a_link_is_followed() {
         let (addr, _) = serve(vec![
-            (
-                "/v2/_catalog?n=2",
-                r#"{"repositories":["a","b"]}"#,
-                Some(r#"</v2/_catalog?n=2&last=b>; rel="next""#),
-            ),
+            FIRST_PAGE,
             (
                 "/v2/_catalog?n=2&last=b",
                 r#"{"repositories":[]}"#,
@@ -557,11 +560,7 @@ mod paging_tests {
     #[test]
     fn a_link_loop_ends() {
         let (addr, log) = serve(vec![
-            (
-                "/v2/_catalog?n=2",
-                r#"{"repositories":["a","b"]}"#,
-                Some(r#"</v2/_catalog?n=2&last=b>; rel="next""#),
-            ),
+            FIRST_PAGE,
             (
                 "/v2/_catalog?n=2&last=b",
                 r#"{"repositories":["c"]}"#,
