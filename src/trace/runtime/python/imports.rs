@@ -620,7 +620,9 @@ mod tests {
         let modules: Vec<&str> = got.iter().map(|i| i.module.as_str()).collect();
         assert_eq!(
             modules,
-            ["_sha512", "_fast", "hashlib", "after", "a", "b", "c", "doctest", "d"]
+            [
+                "_sha512", "_fast", "hashlib", "after", "a", "b", "c", "doctest", "d"
+            ]
         );
         let main_only: Vec<&str> = got
             .iter()
