@@ -258,11 +258,12 @@ pub fn write_maps(pid: u32, m: &Mapping) -> Result<(), String> {
             }
             Ok(())
         }
+        // The fields in the order the two maps take them.
         Mapping::Ranges {
             outer_uid,
-            outer_gid,
             uid_start,
             uid_count,
+            outer_gid,
             gid_start,
             gid_count,
         } => {

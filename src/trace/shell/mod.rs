@@ -15,7 +15,7 @@ use crate::rootfs::display;
 mod lex;
 mod parser;
 pub(crate) use parser::ScriptFs;
-use parser::{NoFs, Parser};
+use parser::{NoFs, Parser, Sourced};
 
 /// Programs that are shells (by the name they run as).
 pub(crate) const SHELLS: &[&str] = &[
@@ -254,13 +254,8 @@ struct CxFs<'a, 'b> {
 }
 
 impl ScriptFs for CxFs<'_, '_> {
-    fn source(
-        &mut self,
-        name: &str,
-        path_var: &str,
-        by: &str,
-        line: usize,
-    ) -> Option<(String, String)> {
+    fn source(&mut self, call: &Sourced) -> Option<(String, String)> {
+        let (name, path_var, by, line) = (call.name, call.path_var, call.by, call.line);
         let mut cands = Vec::new();
         if name.contains('/') {
             cands.push(abs_in(&self.cwd, name));

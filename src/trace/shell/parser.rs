@@ -6,17 +6,19 @@ use super::lex::{Lexer, Piece, Tok, Word, is_name};
 use super::{BUILTINS, Command, MAX_COMMANDS, MAX_DEPTH, Parsed};
 use crate::rootfs::display;
 
+/// A `.`/`source` line: the name as written, the script's PATH then, and where it stands.
+pub(crate) struct Sourced<'a> {
+    pub name: &'a str,
+    pub path_var: &'a str,
+    pub by: &'a str,
+    pub line: usize,
+}
+
 /// What a script can see of the image: the files it sources and the names its globs and
 /// directory listings give.
 pub(crate) trait ScriptFs {
-    /// A sourced file: (name as written, PATH, by, line) → (canonical path, text).
-    fn source(
-        &mut self,
-        name: &str,
-        path_var: &str,
-        by: &str,
-        line: usize,
-    ) -> Option<(String, String)>;
+    /// A sourced file → (canonical path, text).
+    fn source(&mut self, call: &Sourced) -> Option<(String, String)>;
     /// The image's paths matching an absolute glob, sorted.
     fn glob(&mut self, pattern: &str) -> Vec<String>;
     /// The regular files under an absolute directory, at any depth (`find DIR`), sorted.
@@ -27,7 +29,7 @@ pub(crate) trait ScriptFs {
 pub(crate) struct NoFs;
 
 impl ScriptFs for NoFs {
-    fn source(&mut self, _: &str, _: &str, _: &str, _: usize) -> Option<(String, String)> {
+    fn source(&mut self, _: &Sourced) -> Option<(String, String)> {
         None
     }
     fn glob(&mut self, _: &str) -> Vec<String> {
@@ -670,7 +672,13 @@ impl<'r> Parser<'r> {
                         return;
                     };
                     let path_var = self.vars.get("PATH").cloned().unwrap_or_default();
-                    if let Some((canon, text)) = self.fs.source(&target, &path_var, file, line)
+                    let call = Sourced {
+                        name: &target,
+                        path_var: &path_var,
+                        by: file,
+                        line,
+                    };
+                    if let Some((canon, text)) = self.fs.source(&call)
                         && self.visited.insert(canon.clone())
                     {
                         let was = std::mem::replace(&mut self.from_list, false);

@@ -184,10 +184,10 @@ fn hostile_input_terminates() {
 struct MapFs(Vec<(&'static str, &'static str)>);
 
 impl ScriptFs for MapFs {
-    fn source(&mut self, name: &str, _: &str, _: &str, _: usize) -> Option<(String, String)> {
+    fn source(&mut self, call: &Sourced) -> Option<(String, String)> {
         self.0
             .iter()
-            .find(|(p, _)| *p == name)
+            .find(|(p, _)| *p == call.name)
             .map(|(p, t)| (p.to_string(), t.to_string()))
     }
     fn glob(&mut self, pattern: &str) -> Vec<String> {
