@@ -10,13 +10,8 @@ pub(super) struct ArchiveSource {
 }
 
 impl Source for ArchiveSource {
-    fn pull<'a>(
-        &'a self,
-        opts: &'a SourceOptions,
-        work: &'a Path,
-        _progress: &'a Progress,
-        _stream: bool,
-    ) -> BoxFuture<'a, Result<(PulledImage, Option<Downloads>)>> {
+    fn pull<'a>(&'a self, how: Pull<'a>) -> Fut<'a, Pulled> {
+        let Pull { opts, work, .. } = how;
         Box::pin(pull_archive(
             &self.reference,
             &self.path,
@@ -27,15 +22,11 @@ impl Source for ArchiveSource {
     }
 
     /// An archive records no digest of its own.
-    fn top<'a>(&'a self, _opts: &'a SourceOptions) -> BoxFuture<'a, Result<Option<Top>>> {
+    fn top<'a>(&'a self, _opts: &'a SourceOptions) -> Fut<'a, Option<Top>> {
         Box::pin(async { Ok(None) })
     }
 
-    fn keep_original<'a>(
-        &'a self,
-        _opts: &'a SourceOptions,
-        _backup_creds: Option<Credentials>,
-    ) -> BoxFuture<'a, Result<Replaced>> {
+    fn keep_original<'a>(&'a self, _opts: &'a SourceOptions, _backup: Backup) -> Fut<'a, Replaced> {
         let path = &self.path;
         Box::pin(async move {
             let mut h = crate::digest::Hasher::default();

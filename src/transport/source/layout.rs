@@ -9,13 +9,8 @@ pub(super) struct LayoutSource {
 }
 
 impl Source for LayoutSource {
-    fn pull<'a>(
-        &'a self,
-        opts: &'a SourceOptions,
-        _work: &'a Path,
-        progress: &'a Progress,
-        _stream: bool,
-    ) -> BoxFuture<'a, Result<(PulledImage, Option<Downloads>)>> {
+    fn pull<'a>(&'a self, how: Pull<'a>) -> Fut<'a, Pulled> {
+        let Pull { opts, progress, .. } = how;
         Box::pin(pull_layout(
             &self.reference,
             &self.dir,
@@ -25,7 +20,7 @@ impl Source for LayoutSource {
         ))
     }
 
-    fn top<'a>(&'a self, _opts: &'a SourceOptions) -> BoxFuture<'a, Result<Option<Top>>> {
+    fn top<'a>(&'a self, _opts: &'a SourceOptions) -> Fut<'a, Option<Top>> {
         Box::pin(async move {
             let layout = Layout::open(&self.dir)?;
             let top = layout.find(self.tag.as_deref())?;
@@ -34,11 +29,7 @@ impl Source for LayoutSource {
         })
     }
 
-    fn keep_original<'a>(
-        &'a self,
-        _opts: &'a SourceOptions,
-        _backup_creds: Option<Credentials>,
-    ) -> BoxFuture<'a, Result<Replaced>> {
+    fn keep_original<'a>(&'a self, _opts: &'a SourceOptions, _backup: Backup) -> Fut<'a, Replaced> {
         Box::pin(async move {
             let entry = self.entry_tag();
             let d = Layout::open(&self.dir)?.find(self.tag.as_deref().or(entry.as_deref()))?;

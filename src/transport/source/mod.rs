@@ -370,6 +370,25 @@ pub async fn pull_streaming(
     pull_inner(reference, opts, work, progress, true).await
 }
 
+/// What a pull is given: the options, the work directory (registry layers land there), the
+/// progress display, and whether layers may still be downloading when it returns.
+#[derive(Clone, Copy)]
+pub struct Pull<'a> {
+    pub opts: &'a SourceOptions,
+    pub work: &'a Path,
+    pub progress: &'a Progress,
+    pub stream: bool,
+}
+
+/// A pulled image, and the downloads still running (a streamed registry pull).
+pub type Pulled = (PulledImage, Option<Downloads>);
+
+/// A source's answer, later.
+pub type Fut<'a, T> = BoxFuture<'a, Result<T>>;
+
+/// Credentials to keep the original under `TAG-original` with, or `None` for no backup.
+pub type Backup = Option<Credentials>;
+
 /// The top manifest (or index) as stored: its bytes, digest and media type (when the store
 /// says it).
 pub type Top = (Vec<u8>, String, Option<String>);
@@ -380,38 +399,20 @@ pub type Top = (Vec<u8>, String, Option<String>);
 pub trait Source: Send + Sync {
     /// One platform's image: manifest, config, and the layers as verified local files
     /// (registry layers land in `work`, streamed when `stream`).
-    fn pull<'a>(
-        &'a self,
-        opts: &'a SourceOptions,
-        work: &'a Path,
-        progress: &'a Progress,
-        stream: bool,
-    ) -> BoxFuture<'a, Result<(PulledImage, Option<Downloads>)>>;
+    fn pull<'a>(&'a self, how: Pull<'a>) -> Fut<'a, Pulled>;
     /// The top manifest; `None` when the source records none (an archive).
-    fn top<'a>(&'a self, opts: &'a SourceOptions) -> BoxFuture<'a, Result<Option<Top>>>;
+    fn top<'a>(&'a self, opts: &'a SourceOptions) -> Fut<'a, Option<Top>>;
     /// `--in-place`: what the source is before it is replaced; a registry source is kept
-    /// under `TAG-original` (with `backup_creds`) unless they are `None`, and an existing
-    /// backup is never overwritten (the first original is never lost).
-    fn keep_original<'a>(
-        &'a self,
-        opts: &'a SourceOptions,
-        backup_creds: Option<Credentials>,
-    ) -> BoxFuture<'a, Result<Replaced>>;
+    /// under `TAG-original` (with the `backup` credentials) unless they are `None`, and an
+    /// existing backup is never overwritten (the first original is never lost).
+    fn keep_original<'a>(&'a self, opts: &'a SourceOptions, backup: Backup) -> Fut<'a, Replaced>;
     /// `--verify-key` on a source nothing is pulled from: whether it still carries a valid
     /// signature at `digest` (only a registry holds signatures).
-    fn still_signed<'a>(
-        &'a self,
-        _opts: &'a SourceOptions,
-        _digest: &'a str,
-    ) -> BoxFuture<'a, Result<bool>> {
+    fn still_signed<'a>(&'a self, _: &'a SourceOptions, _digest: &'a str) -> Fut<'a, bool> {
         Box::pin(async { Ok(true) })
     }
     /// `--verify-key` for a multi-platform source, before any platform is built.
-    fn verify_platforms<'a>(
-        &'a self,
-        _opts: &'a SourceOptions,
-        _platforms: &'a [Platform],
-    ) -> BoxFuture<'a, Result<()>> {
+    fn verify_platforms<'a>(&'a self, _: &'a SourceOptions, _: &'a [Platform]) -> Fut<'a, ()> {
         Box::pin(async { Ok(()) })
     }
     /// A layout named without a tag: the tag of its one entry.
@@ -497,7 +498,13 @@ async fn pull_inner(
     stream: bool,
 ) -> Result<(PulledImage, Option<Downloads>)> {
     signatures_need_a_registry(reference, opts)?;
-    open(reference).pull(opts, work, progress, stream).await
+    let how = Pull {
+        opts,
+        work,
+        progress,
+        stream,
+    };
+    open(reference).pull(how).await
 }
 
 /// The digest `src` names now (a registry's manifest or index, a layout entry's); `None` for an

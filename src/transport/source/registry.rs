@@ -9,13 +9,13 @@ pub(super) struct RegistrySource {
 }
 
 impl Source for RegistrySource {
-    fn pull<'a>(
-        &'a self,
-        opts: &'a SourceOptions,
-        work: &'a Path,
-        progress: &'a Progress,
-        stream: bool,
-    ) -> BoxFuture<'a, Result<(PulledImage, Option<Downloads>)>> {
+    fn pull<'a>(&'a self, how: Pull<'a>) -> Fut<'a, Pulled> {
+        let Pull {
+            opts,
+            work,
+            progress,
+            stream,
+        } = how;
         Box::pin(pull_registry(
             &self.reference,
             &self.r,
@@ -26,7 +26,7 @@ impl Source for RegistrySource {
         ))
     }
 
-    fn top<'a>(&'a self, opts: &'a SourceOptions) -> BoxFuture<'a, Result<Option<Top>>> {
+    fn top<'a>(&'a self, opts: &'a SourceOptions) -> Fut<'a, Option<Top>> {
         Box::pin(async move {
             let (bytes, digest) = connect(&self.r.registry, opts)?
                 .get_manifest(&self.r)
@@ -38,8 +38,8 @@ impl Source for RegistrySource {
     fn keep_original<'a>(
         &'a self,
         opts: &'a SourceOptions,
-        backup_creds: Option<Credentials>,
-    ) -> BoxFuture<'a, Result<Replaced>> {
+        backup_creds: Backup,
+    ) -> Fut<'a, Replaced> {
         let r = &self.r;
         Box::pin(async move {
             let client = connect(&r.registry, opts)?;
@@ -67,11 +67,7 @@ impl Source for RegistrySource {
         })
     }
 
-    fn still_signed<'a>(
-        &'a self,
-        opts: &'a SourceOptions,
-        digest: &'a str,
-    ) -> BoxFuture<'a, Result<bool>> {
+    fn still_signed<'a>(&'a self, opts: &'a SourceOptions, digest: &'a str) -> Fut<'a, bool> {
         let r = &self.r;
         Box::pin(async move {
             if opts.verify_keys.is_empty() {
@@ -92,7 +88,7 @@ impl Source for RegistrySource {
         &'a self,
         opts: &'a SourceOptions,
         platforms: &'a [Platform],
-    ) -> BoxFuture<'a, Result<()>> {
+    ) -> Fut<'a, ()> {
         let r = &self.r;
         Box::pin(async move {
             if opts.verify_keys.is_empty() {

@@ -27,6 +27,22 @@ pub(crate) struct PyImport {
     pub called_by: Option<String>,
 }
 
+impl PyImport {
+    /// An import of nothing yet at `line`, in its context (a function's, a main block's).
+    fn at(line: usize, nested: bool, main_only: bool, called_by: Option<String>) -> PyImport {
+        PyImport {
+            module: String::new(),
+            names: Vec::new(),
+            line,
+            computed: false,
+            nested,
+            main_only,
+            fallback_of: Vec::new(),
+            called_by,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub(super) enum PyTok {
     Name(String),
@@ -421,25 +437,14 @@ fn import_call(
                 {
                     out.push(PyImport {
                         module: lit,
-                        names: vec![],
-                        line,
                         computed,
-                        nested,
-                        main_only,
-                        fallback_of: Vec::new(),
-                        called_by: called_by.clone(),
+                        ..PyImport::at(line, nested, main_only, called_by.clone())
                     });
                 }
             }
             Some(_) => out.push(PyImport {
-                module: String::new(),
-                names: vec![],
-                line,
                 computed: true,
-                nested,
-                main_only,
-                fallback_of: Vec::new(),
-                called_by: called_by.clone(),
+                ..PyImport::at(line, nested, main_only, called_by.clone())
             }),
             None => {}
         }
@@ -549,13 +554,8 @@ pub(crate) fn parse(src: &str) -> (Vec<PyImport>, Calls, Names) {
                         let fallback_of = try_body(&mut tries, cur_indent, &m);
                         out.push(PyImport {
                             module: m,
-                            names: vec![],
-                            line,
-                            computed: false,
-                            nested,
-                            main_only: !guards.is_empty(),
                             fallback_of,
-                            called_by: called_by.clone(),
+                            ..PyImport::at(line, nested, !guards.is_empty(), called_by.clone())
                         });
                     }
                     if matches!(&toks.get(k).map(|t| &t.0), Some(PyTok::Name(a)) if a == "as") {
@@ -582,12 +582,8 @@ pub(crate) fn parse(src: &str) -> (Vec<PyImport>, Calls, Names) {
                 out.push(PyImport {
                     module: m,
                     names,
-                    line,
-                    computed: false,
-                    nested,
-                    main_only: !guards.is_empty(),
                     fallback_of,
-                    called_by: called_by.clone(),
+                    ..PyImport::at(line, nested, !guards.is_empty(), called_by.clone())
                 });
                 i = k;
             }
