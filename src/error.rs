@@ -102,6 +102,11 @@ impl Error {
         }
     }
 
+    /// A blocking task that panicked or was cancelled.
+    pub fn join(e: tokio::task::JoinError) -> Self {
+        Error::Other(format!("worker failed: {e}"))
+    }
+
     pub fn malformed(what: impl Into<String>, reason: impl std::fmt::Display) -> Self {
         Error::Malformed {
             what: what.into(),

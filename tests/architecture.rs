@@ -342,29 +342,27 @@ fn the_reader_catches_a_circle_of_use_super() {
 fn no_import_cycle() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let edges = graph(&src, false);
-    let mut new = Vec::new();
+    let mut found = Vec::new();
     for c in cycles(&edges) {
-        {
-            let inside: Vec<String> = c
-                .iter()
-                .flat_map(|f| {
-                    edges[f]
-                        .iter()
-                        .filter(|t| c.contains(*t))
-                        .map(move |t| format!("  {f} → {t}"))
-                })
-                .collect();
-            new.push(format!(
-                "{}\n{}",
-                c.iter().cloned().collect::<Vec<_>>().join(", "),
-                inside.join("\n")
-            ));
-        }
+        let inside: Vec<String> = c
+            .iter()
+            .flat_map(|f| {
+                edges[f]
+                    .iter()
+                    .filter(|t| c.contains(*t))
+                    .map(move |t| format!("  {f} → {t}"))
+            })
+            .collect();
+        found.push(format!(
+            "{}\n{}",
+            c.iter().cloned().collect::<Vec<_>>().join(", "),
+            inside.join("\n")
+        ));
     }
     assert!(
-        new.is_empty(),
+        found.is_empty(),
         "import cycles (each with its edges):\n{}",
-        new.join("\n")
+        found.join("\n")
     );
 }
 

@@ -134,7 +134,7 @@ pub(super) async fn build_one(
     let (plan, trace, layer, rootfs, sums) =
         tokio::task::spawn_blocking(move || plan_and_write(rootfs, trace, contents, input))
             .await
-            .map_err(join_err)??;
+            .map_err(Error::join)??;
     let config_bytes = new_config(&pulled.config, &plan, &layer, &created, &src.to_string())?;
     let config_digest = crate::digest::sha256_bytes(&config_bytes);
     let manifest = manifest_of(
@@ -298,7 +298,7 @@ pub(super) async fn check_result(
         Ok(crate::policy::check(&subject, &cfg, &image, &digest))
     })
     .await
-    .map_err(join_err)?
+    .map_err(Error::join)?
 }
 
 /// The hardened image's manifest: its config, its one layer, and what it was made from.

@@ -65,7 +65,7 @@ pub async fn check_image(
         Ok(crate::policy::check(&subject, &cfg, &image, &pulled.digest))
     })
     .await
-    .map_err(join_err)?
+    .map_err(Error::join)?
 }
 
 /// `pare inspect`: pull, merge, and describe.
@@ -122,7 +122,7 @@ pub async fn probe_image(
         Ok((results, m.note.clone()))
     })
     .await
-    .map_err(join_err)??;
+    .map_err(Error::join)??;
     // The calls recorded (in the original's runs, when there is one).
     let syscalls = results
         .iter()

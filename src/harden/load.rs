@@ -32,10 +32,6 @@ pub struct Learned {
     pub syscalls: std::collections::BTreeSet<String>,
 }
 
-pub(super) fn join_err(e: tokio::task::JoinError) -> Error {
-    Error::Other(format!("worker failed: {e}"))
-}
-
 /// A pulled and merged image, before tracing.
 pub struct Loaded {
     pub pulled: PulledImage,
@@ -95,7 +91,7 @@ pub async fn load(src: &ImageRef, opts: &SourceOptions, progress: &Progress) -> 
         Ok(rootfs)
     })
     .await
-    .map_err(join_err)?;
+    .map_err(Error::join)?;
     let rootfs = match (rootfs, downloads) {
         (Ok(fs), Some(d)) => {
             d.wait().await?;
@@ -186,7 +182,7 @@ pub async fn analyze(
         Ok((rootfs, trace, contents, learned))
     })
     .await
-    .map_err(join_err)??;
+    .map_err(Error::join)??;
     Ok(Analysis {
         pulled,
         rootfs,

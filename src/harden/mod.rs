@@ -18,7 +18,6 @@ mod uptodate;
 
 use build::{Built, build_one};
 pub use commands::{check_image, inspect_image, inspect_packages, probe_image};
-use load::join_err;
 pub use load::{Analysis, Learned, Loaded, analyze, load};
 use uptodate::up_to_date;
 
@@ -277,16 +276,25 @@ pub async fn harden(
 /// Where to write and with what: DEST's credentials (`--dest-creds`, else `--creds` when DEST
 /// is on the source's registry, else the auth files), the signing key, the push log.
 fn sink_options(src: &ImageRef, dest: &ImageRef, opts: &HardenOptions) -> SinkOptions {
-    let creds = match (&opts.dest_creds, &opts.source.creds) {
-        (Some(c), _) => Some(c.clone()),
-        (None, Some(c)) if src.same_registry(dest) => Some(c.clone()),
-        _ => None,
-    };
     SinkOptions {
         insecure_registries: opts.source.insecure_registries.clone(),
-        creds,
+        creds: dest_creds(src, dest, opts).cloned(),
         sign_key: opts.sign_key.clone(),
         push_log: opts.push_log.clone(),
+    }
+}
+
+/// The credentials given for DEST: `--dest-creds`, else `--creds` when DEST is on the
+/// source's registry; `None`: the auth files.
+fn dest_creds<'a>(
+    src: &ImageRef,
+    dest: &ImageRef,
+    opts: &'a HardenOptions,
+) -> Option<&'a crate::transport::auth::Credentials> {
+    match (&opts.dest_creds, &opts.source.creds) {
+        (Some(c), _) => Some(c),
+        (None, Some(c)) if src.same_registry(dest) => Some(c),
+        _ => None,
     }
 }
 
@@ -309,10 +317,10 @@ async fn protect_source(
         return Ok(None);
     }
     let backup_creds = match (opts.no_backup, src.as_registry()) {
-        (false, Some(r)) => Some(match sink_options(src, src, opts).creds {
-            Some(c) => c,
-            None => crate::transport::auth::lookup(&r.registry)?,
-        }),
+        (false, Some(r)) => Some(crate::transport::auth::given_or_lookup(
+            dest_creds(src, src, opts),
+            &r.registry,
+        )?),
         _ => None,
     };
     source::keep_original(src, &opts.source, backup_creds)

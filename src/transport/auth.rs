@@ -57,6 +57,15 @@ pub fn parse_creds(s: &str) -> Result<Credentials> {
     }
 }
 
+/// The credentials given (`--creds`, `--dest-creds`), else those of the auth files for
+/// `registry`.
+pub fn given_or_lookup(given: Option<&Credentials>, registry: &str) -> Result<Credentials> {
+    match given {
+        Some(c) => Ok(c.clone()),
+        None => lookup(registry),
+    }
+}
+
 /// Look up credentials for `registry` (`host[:port]`, `docker.io` for Docker Hub).
 pub fn lookup(registry: &str) -> Result<Credentials> {
     let keys: Vec<String> = if registry == crate::reference::DOCKER_HUB {

@@ -84,10 +84,7 @@ pub fn open(dest: &ImageRef, opts: SinkOptions) -> Result<Box<dyn Sink>> {
                     "destination {dest} names a digest; name a tag instead"
                 )));
             }
-            let creds = match &opts.creds {
-                Some(c) => c.clone(),
-                None => crate::transport::auth::lookup(&r.registry)?,
-            };
+            let creds = crate::transport::auth::given_or_lookup(opts.creds.as_ref(), &r.registry)?;
             Box::new(RegistrySink {
                 client: RegistryClient::connect(&r.registry, &opts.insecure_registries, creds)?,
                 r: r.clone(),
@@ -137,10 +134,6 @@ fn sbom_manifest(image: &ImageParts, sbom: &[u8], manifest_digest: &str) -> Vec<
         &subject,
         image.created,
     )
-}
-
-fn join_err(e: tokio::task::JoinError) -> Error {
-    Error::Other(format!("internal: a blocking task failed: {e}"))
 }
 
 struct RegistrySink {
@@ -327,7 +320,7 @@ impl Sink for LayoutSink {
                 Ok(())
             })
             .await
-            .map_err(join_err)?
+            .map_err(Error::join)?
         })
     }
 
@@ -379,7 +372,7 @@ impl Sink for ArchiveSink {
                 )
             })
             .await
-            .map_err(join_err)?
+            .map_err(Error::join)?
         })
     }
 

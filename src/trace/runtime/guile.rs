@@ -12,7 +12,7 @@
 //! user's cache is writable, and when it cannot be (no compiler, as when `HOME` is read-only)
 //! Guile says so on stderr and interprets the script, as `--no-auto-compile` does.
 
-use super::{Lang, Req, Root, graph, is_dir};
+use super::{Lang, Req, Root, graph};
 use crate::error::Result;
 use crate::trace::kit::{Cx, Exec, Interpreter, Rule, Started, abs_in, join};
 
@@ -67,34 +67,33 @@ impl Rule for Guile {
                 .filter_map(|(_, v)| v.as_deref().map(|d| abs_in(cx.run.cwd(), d)))
                 .collect()
         };
-        let dirs: Vec<String> = strings
+        // Every directory libguile names (as written, canonical) is the runtime's (the `guile`
+        // parents and `extensions` too: a path naming them keeps nothing whole); modules are
+        // looked up in the others, which are the runtime's trees.
+        let mut trees = Vec::new();
+        let mut builtin = Vec::new();
+        for s in strings
             .iter()
-            .filter(|s| s.contains("/guile") && !s.contains("/include") && is_dir(cx, s))
-            .cloned()
-            .collect();
-        // All of them are the runtime's trees (the `guile` parents and `extensions` too: a
-        // path naming them keeps nothing whole); modules are looked up in the others.
-        for d in &dirs {
-            if let Ok(r) = cx.fs.resolve(d, true) {
-                cx.claim(&r.path);
+            .filter(|s| s.contains("/guile") && !s.contains("/include"))
+        {
+            let Ok(r) = cx.fs.resolve(s, true) else {
+                continue;
+            };
+            if !cx.fs.get(&r.path).is_some_and(|n| n.is_dir()) {
+                continue;
+            }
+            cx.claim(&r.path);
+            if !s.ends_with("/extensions") && !s.ends_with("/guile") {
+                trees.push(r.path);
+                builtin.push(s.clone());
             }
         }
-        let builtin: Vec<String> = dirs
-            .into_iter()
-            .filter(|s| !s.ends_with("/extensions") && !s.ends_with("/guile"))
-            .collect();
         let (builtin_compiled, builtin_load): (Vec<String>, Vec<String>) =
             builtin.into_iter().partition(|d| d.contains("ccache"));
         let mut load = option_dirs("-L");
         load.extend(env_dirs(cx, "GUILE_LOAD_PATH"));
         let mut compiled = option_dirs("-C");
         compiled.extend(env_dirs(cx, "GUILE_LOAD_COMPILED_PATH"));
-        let mut trees = Vec::new();
-        for d in builtin_load.iter().chain(&builtin_compiled) {
-            if let Ok(r) = cx.fs.resolve(d, true) {
-                trees.push(r.path);
-            }
-        }
         load.extend(builtin_load);
         compiled.extend(builtin_compiled);
         // Start-up: the boot files libguile names, the command-line module.

@@ -224,10 +224,7 @@ impl PulledImage {
 }
 
 pub fn credentials_for(registry: &str, opts: &SourceOptions) -> Result<Credentials> {
-    match &opts.creds {
-        Some(c) => Ok(c.clone()),
-        None => auth::lookup(registry),
-    }
+    auth::given_or_lookup(opts.creds.as_ref(), registry)
 }
 
 /// A client for `registry` with the source's credentials and plain-HTTP rules.
