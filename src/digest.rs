@@ -70,6 +70,82 @@ impl Hasher {
     }
 }
 
+/// A blob on disk whose digest is checked by the first reader that reads it whole (an `oci:`
+/// layout's layers: the merge reads each once anyway, so no pass of its own is needed).
+#[derive(Debug)]
+pub struct Unverified {
+    digest: String,
+    size: u64,
+    verified: std::sync::atomic::AtomicBool,
+}
+
+impl Unverified {
+    pub fn new(digest: &str, size: u64) -> std::sync::Arc<Self> {
+        std::sync::Arc::new(Unverified {
+            digest: digest.to_string(),
+            size,
+            verified: Default::default(),
+        })
+    }
+
+    pub fn verified(&self) -> bool {
+        self.verified.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// `r` (the blob from its first byte), checked when it reaches its end: a mismatch is
+    /// the read error there.
+    pub fn reader<R: Read>(self: &std::sync::Arc<Self>, r: R) -> Verifying<R> {
+        Verifying {
+            inner: r,
+            hasher: Hasher::default(),
+            of: self.clone(),
+        }
+    }
+
+    /// Make sure the blob at `path` was checked: a reader that stopped before its end leaves
+    /// it to a pass of its own.
+    pub fn ensure(&self, path: &Path) -> Result<()> {
+        if !self.verified() {
+            verify_file(path, &self.digest, self.size)?;
+            self.verified
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
+        Ok(())
+    }
+}
+
+/// See [`Unverified::reader`].
+pub struct Verifying<R> {
+    inner: R,
+    hasher: Hasher,
+    of: std::sync::Arc<Unverified>,
+}
+
+impl<R: Read> Read for Verifying<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        if self.hasher.count() > self.of.size {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "blob {} is longer than its descriptor's {} bytes",
+                    self.of.digest, self.of.size
+                ),
+            ));
+        }
+        if n == 0 && !buf.is_empty() && !self.of.verified() {
+            let h = std::mem::take(&mut self.hasher);
+            check(&self.of.digest, self.of.size, h)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+            self.of
+                .verified
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
+        Ok(n)
+    }
+}
+
 /// Hash a file and check it against a descriptor's digest and size.
 pub fn verify_file(path: &Path, digest: &str, size: u64) -> Result<()> {
     verify_file_with(path, digest, size, |_| {})

@@ -275,6 +275,9 @@ pub struct LayerBlob {
     pub path: std::path::PathBuf,
     /// Set while the blob is still downloading into `path` (`source::pull_streaming`).
     pub growing: Option<std::sync::Arc<crate::growing::Growing>>,
+    /// Set when the blob's digest is still to be checked, by the first reader that reads it
+    /// whole (an `oci:` layout's layers).
+    pub unverified: Option<std::sync::Arc<crate::digest::Unverified>>,
 }
 
 /// A layer blob pare wrote: the file, its digest and size, and its uncompressed diff_id.
@@ -287,13 +290,55 @@ pub struct WrittenLayer {
     /// sha256 of the uncompressed tar.
     pub diff_id: String,
     pub uncompressed_size: u64,
+    pub compression: LayerCompression,
+}
+
+/// How pare compresses the layer it writes (`--compression`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LayerCompression {
+    /// gzip (every runtime reads it), written as 1 MiB blocks compressed in parallel.
+    #[default]
+    Gzip,
+    /// zstd (containerd ≥ 1.5, podman, Docker ≥ 23): faster to write and to read.
+    Zstd,
+}
+
+impl LayerCompression {
+    pub fn media_type(self) -> &'static str {
+        match self {
+            LayerCompression::Gzip => OCI_LAYER_GZIP,
+            LayerCompression::Zstd => OCI_LAYER_ZSTD,
+        }
+    }
+
+    /// The layer format in the recipe: a different writer gives different bytes, so a batch
+    /// re-hardens results of another one.
+    pub fn recipe(self) -> &'static str {
+        match self {
+            LayerCompression::Gzip => "gzip-1m",
+            LayerCompression::Zstd => "zstd-1m",
+        }
+    }
+}
+
+impl std::str::FromStr for LayerCompression {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "gzip" => Ok(LayerCompression::Gzip),
+            "zstd" => Ok(LayerCompression::Zstd),
+            _ => Err(Error::Other(format!(
+                "unknown compression {s:?}: expected gzip or zstd"
+            ))),
+        }
+    }
 }
 
 impl WrittenLayer {
     /// Its descriptor in a manifest.
     pub fn descriptor(&self) -> Descriptor {
         Descriptor {
-            media_type: OCI_LAYER_GZIP.into(),
+            media_type: self.compression.media_type().into(),
             digest: self.digest.clone(),
             size: self.size,
             urls: None,

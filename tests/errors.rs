@@ -226,27 +226,48 @@ fn missing_entrypoint_and_missing_library() {
     ));
 }
 
+/// An `oci:` layout's layers are checked as the merge reads them (no pass of their own): a
+/// flipped byte, bytes appended after a whole gzip stream, or a cut blob is one error line
+/// naming the digest, and nothing is written.
 #[test]
 fn corrupted_blob_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let built = write_oci_layout(dir.path(), "app", &jq_only_image());
-    let layer = &built.layer_digests[0];
-    let path = dir
-        .path()
-        .join("blobs/sha256")
-        .join(layer.trim_start_matches("sha256:"));
-    let mut bytes = std::fs::read(&path).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0xff;
-    std::fs::write(&path, bytes).unwrap();
-    let out_dir = dir.path().join("out");
-    let out = run(pare().args([
-        "harden",
-        &format!("oci:{}:app", dir.path().display()),
-        &format!("oci:{}:h", out_dir.display()),
-    ]));
-    assert_one_line_error(&out, &["digest mismatch", layer]);
-    assert!(!out_dir.exists());
+    type Tamper = fn(&mut Vec<u8>);
+    let tampers: [(&str, Tamper, &str); 3] = [
+        (
+            "a flipped byte",
+            |b| {
+                let mid = b.len() / 2;
+                b[mid] ^= 0xff;
+            },
+            "digest mismatch",
+        ),
+        (
+            "bytes appended",
+            |b| b.extend_from_slice(&[0u8; 100]),
+            "size mismatch",
+        ),
+        ("a cut blob", |b| b.truncate(b.len() - 100), "size mismatch"),
+    ];
+    for (what, tamper, needle) in tampers {
+        let dir = tempfile::tempdir().unwrap();
+        let built = write_oci_layout(dir.path(), "app", &jq_only_image());
+        let layer = &built.layer_digests[0];
+        let path = dir
+            .path()
+            .join("blobs/sha256")
+            .join(layer.trim_start_matches("sha256:"));
+        let mut bytes = std::fs::read(&path).unwrap();
+        tamper(&mut bytes);
+        std::fs::write(&path, bytes).unwrap();
+        let out_dir = dir.path().join("out");
+        let out = run(pare().args([
+            "harden",
+            &format!("oci:{}:app", dir.path().display()),
+            &format!("oci:{}:h", out_dir.display()),
+        ]));
+        let line = assert_one_line_error(&out, &[needle, layer]);
+        assert!(!out_dir.exists(), "{what}: something was written ({line})");
+    }
 }
 
 #[test]

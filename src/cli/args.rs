@@ -227,6 +227,8 @@ pub struct BatchArgs {
     #[command(flatten)]
     pub sign: SignFlags,
     #[command(flatten)]
+    pub output: OutputFlags,
+    #[command(flatten)]
     pub source: SourceArgs,
     #[command(flatten)]
     pub trace: TraceFlags,
@@ -272,6 +274,18 @@ pub struct TraceFlags {
     /// is kept is still written.
     #[arg(long)]
     pub no_packages: bool,
+}
+
+#[derive(Args, Clone)]
+pub struct OutputFlags {
+    /// The hardened layer's compression: gzip (every runtime reads it) or zstd (smaller and
+    /// faster; containerd ≥ 1.5, podman, Docker ≥ 23 read it).
+    #[arg(long, value_parser = ["gzip", "zstd"], default_value = "gzip")]
+    pub compression: String,
+    /// Threads compressing a layer (default: one per core, at most 8). The bytes written do
+    /// not depend on it.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub threads: usize,
 }
 
 #[derive(Args, Clone)]
@@ -384,6 +398,8 @@ pub struct HardenArgs {
     pub no_backup: bool,
     #[command(flatten)]
     pub sign: SignFlags,
+    #[command(flatten)]
+    pub output: OutputFlags,
     #[command(flatten)]
     pub policy: PolicyFlags,
     #[command(flatten)]

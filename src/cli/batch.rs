@@ -11,6 +11,7 @@ pub(super) async fn run(a: BatchArgs, progress: &Progress) -> anyhow::Result<Out
     let mut hopts = harden_options(&a.source, &a.trace, a.user.as_deref(), a.dry_run)?;
     hopts.no_sbom = a.no_sbom;
     hopts.sign_key = signing_key(&a.sign)?;
+    output_options(&a.output, &mut hopts)?;
     let opts = pare::batch::BatchOptions {
         harden: hopts,
         jobs: a.jobs,

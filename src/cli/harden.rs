@@ -25,6 +25,7 @@ fn options(a: &HardenArgs) -> anyhow::Result<HardenOptions> {
         opts.source.verify_keys = verify_keys(&a.source, a.policy.config.as_deref())?;
     }
     opts.sign_key = signing_key(&a.sign)?;
+    output_options(&a.output, &mut opts)?;
     opts.dest_creds = a
         .dest_creds
         .as_deref()

@@ -25,6 +25,13 @@ pub(super) fn passphrase(file: Option<&Path>, what: &str) -> anyhow::Result<Vec<
     }
 }
 
+/// `--compression` and `--threads` into the harden options.
+pub(super) fn output_options(o: &OutputFlags, opts: &mut HardenOptions) -> anyhow::Result<()> {
+    opts.compression = o.compression.parse()?;
+    opts.threads = o.threads;
+    Ok(())
+}
+
 /// The signing key of `--sign-key`, decrypted.
 pub(super) fn signing_key(
     f: &SignFlags,

@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use super::commands::{learn_option, probe_built};
 use super::report::{
-    FileSums, file_sums, files_info, layer_reads, packages_info, setid_cleared, setid_removed,
+    FileSums, files_info, layer_reads, os_release, packages_info, setid_cleared, setid_removed,
     sizes,
 };
 use super::*;
@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::image::{
     ANNOTATION_BASE_DIGEST, ANNOTATION_BASE_NAME, Descriptor, Manifest, OCI_CONFIG, OCI_MANIFEST,
 };
-use crate::layer::{WrittenLayer, write_layer};
+use crate::layer::{LayerOptions, WrittenLayer, write_layer};
 use crate::plan::{self, Content, Plan, PlanInput};
 use crate::progress::Progress;
 use crate::reference::ImageRef;
@@ -129,7 +129,11 @@ pub(super) async fn build_one(
         user_flag: opts.user,
         layer_path: work.path().join("layer.tar.gz"),
         mtime,
-        want_sbom: !opts.no_sbom,
+        layer: LayerOptions {
+            compression: opts.compression,
+            threads: opts.threads,
+            sums: !opts.no_sbom,
+        },
     };
     let (plan, trace, layer, rootfs, sums) =
         tokio::task::spawn_blocking(move || plan_and_write(rootfs, trace, contents, input))
@@ -281,6 +285,7 @@ pub(super) async fn check_result(
         descriptor: layer.descriptor(),
         path: layer.path.clone(),
         growing: None,
+        unverified: None,
     };
     let diff_id = layer.diff_id.clone();
     let entry = trace.entrypoint.clone();
@@ -348,10 +353,10 @@ struct WriteInput {
     user_flag: Option<(u32, u32)>,
     layer_path: std::path::PathBuf,
     mtime: u64,
-    want_sbom: bool,
+    layer: LayerOptions,
 }
 
-/// The plan, then the layer written (and the SBOM's checksums taken on another core).
+/// The plan, then the layer written (with the SBOM's checksums).
 fn plan_and_write(
     rootfs: Rootfs,
     trace: Trace,
@@ -371,21 +376,13 @@ fn plan_and_write(
     tracing::debug!(seconds = t.elapsed().as_secs_f64(), "planned");
     let t = Instant::now();
     let files = contents.into_files();
-    // The SBOM's checksums are taken on another core while the layer is compressed.
-    let (layer, sums) = std::thread::scope(|scope| {
-        let sums = input
-            .want_sbom
-            .then(|| scope.spawn(|| file_sums(&plan, &files)));
-        let layer = write_layer(&plan, &files, &input.layer_path, input.mtime);
-        let sums = sums
-            .map(|h| {
-                h.join()
-                    .map_err(|_| Error::Other("the SBOM checksum thread panicked".into()))?
-            })
-            .transpose();
-        (layer, sums)
-    });
-    let (layer, sums) = (layer?, sums?);
+    // The SBOM's checksums are taken as the layer writer reads each file.
+    let written = write_layer(&plan, &files, &input.layer_path, input.mtime, &input.layer)?;
+    let sums = input
+        .layer
+        .sums
+        .then(|| (written.sums, os_release(&plan, &files)));
+    let layer = written.layer;
     tracing::debug!(
         seconds = t.elapsed().as_secs_f64(),
         bytes = layer.size,

@@ -162,6 +162,7 @@ pub(super) fn probe_built(
         descriptor: layer.descriptor(),
         path: layer.path.clone(),
         growing: None,
+        unverified: None,
     };
     let hardened = Rootfs::merge_with(
         vec![blob],

@@ -62,6 +62,10 @@ pub struct HardenOptions {
     pub probe_limits: crate::probe::Limits,
     /// `--sign-key`: sign each pushed manifest (and index), and attest the SBOM.
     pub sign_key: Option<std::sync::Arc<crate::sign::PrivateKey>>,
+    /// `--compression`: the layer's format.
+    pub compression: crate::image::LayerCompression,
+    /// `--threads`: compressing threads (0: one per core; the bytes do not depend on it).
+    pub threads: usize,
 }
 
 impl HardenOptions {
@@ -71,7 +75,7 @@ impl HardenOptions {
         let mut keep = self.keep.clone();
         keep.sort();
         let mut recipe = format!(
-            "pare {}; user={}; keep={}; allow-missing={}; runtime-full={}; packages={}",
+            "pare {}; user={}; keep={}; allow-missing={}; runtime-full={}; packages={}; layer={}",
             env!("CARGO_PKG_VERSION"),
             self.user
                 .map(|(u, g)| format!("{u}:{g}"))
@@ -79,7 +83,8 @@ impl HardenOptions {
             keep.join(","),
             self.allow_missing,
             self.runtime_full,
-            !self.no_packages
+            !self.no_packages,
+            self.compression.recipe()
         );
         // Platforms picked out of an index change the result too (named only when picked, so
         // results of earlier versions keep their recipe).

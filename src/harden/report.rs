@@ -1,6 +1,5 @@
 //! What the report and the SBOM say of the packages and files kept.
 
-use crate::error::{Error, Result};
 use crate::image::WrittenLayer;
 use crate::plan::{Content, Plan};
 use crate::report::{FileInfo, SetIdInfo, SizeChange, Sizes};
@@ -64,37 +63,21 @@ pub(super) type FileSums = (
     std::collections::BTreeMap<String, String>,
 );
 
-pub(super) fn file_sums(
+/// The kept os-release's fields (the SBOM's operating system), if one is kept.
+pub(super) fn os_release(
     plan: &Plan,
     files: &std::collections::HashMap<String, crate::rootfs::Local>,
-) -> Result<FileSums> {
-    let mut sums = std::collections::BTreeMap::new();
-    let mut os_release = std::collections::BTreeMap::new();
-    for (p, e) in &plan.entries {
-        let s = match &e.content {
-            Content::Image(src) => {
-                let local = files
-                    .get(src)
-                    .ok_or_else(|| Error::Other(format!("internal: no bytes read for /{src}")))?;
-                let r = local.open().map_err(|e| Error::io(&*local.path, e))?;
-                crate::sbom::Sums::of_reader(r).map_err(|e| Error::io(&*local.path, e))?
-            }
-            Content::Bytes(b) => {
-                crate::sbom::Sums::of_reader(&b[..]).map_err(|e| Error::Other(e.to_string()))?
-            }
-            _ => continue,
-        };
-        sums.insert(p.clone(), s);
-        if (p == "etc/os-release" || p == "usr/lib/os-release")
-            && os_release.is_empty()
+) -> std::collections::BTreeMap<String, String> {
+    for p in ["etc/os-release", "usr/lib/os-release"] {
+        if let Some(e) = plan.entries.get(p)
             && let Content::Image(src) = &e.content
             && let Some(local) = files.get(src)
             && let Ok(b) = local.read(1 << 20)
         {
-            os_release = crate::sbom::parse_os_release(&String::from_utf8_lossy(&b));
+            return crate::sbom::parse_os_release(&String::from_utf8_lossy(&b));
         }
     }
-    Ok((sums, os_release))
+    Default::default()
 }
 
 /// The report's list of kept entries.

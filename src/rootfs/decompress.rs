@@ -17,8 +17,12 @@ pub fn open_layer(path: &Path) -> Result<Box<dyn Read + Send>> {
 /// A layer blob's uncompressed stream; a blob still downloading is read as it arrives (the
 /// stream ends only once the download is verified).
 pub fn open_blob(blob: &LayerBlob) -> Result<Box<dyn Read + Send>> {
-    match &blob.growing {
-        Some(g) if !g.complete() => decompressing(g.follow(blob.path.clone()), &blob.path),
+    match (&blob.growing, &blob.unverified) {
+        (Some(g), _) if !g.complete() => decompressing(g.follow(blob.path.clone()), &blob.path),
+        (_, Some(v)) if !v.verified() => {
+            let f = std::fs::File::open(&blob.path).map_err(|e| Error::io(&blob.path, e))?;
+            decompressing(v.reader(f), &blob.path)
+        }
         _ => open_layer(&blob.path),
     }
 }

@@ -111,8 +111,14 @@ impl Rootfs {
             };
             let parse = || -> Result<ParsedLayer> {
                 let p =
-                    ParsedLayer::parse_capturing(i, read_ahead(open_blob(layer)?), capture.clone())
-                        .map_err(malformed)?;
+                    ParsedLayer::parse_capturing(i, read_ahead(open_blob(layer)?), capture.clone());
+                // A blob not yet checked: its digest first (a changed blob is reported as
+                // that, not as whatever its changed bytes broke), and checked whole even if
+                // the parse stopped short of its end.
+                if let Some(v) = &layer.unverified {
+                    v.ensure(&layer.path).map_err(malformed)?;
+                }
+                let p = p.map_err(malformed)?;
                 inflated.fetch_add(p.size, Ordering::Relaxed);
                 fresh[i].store(true, Ordering::Relaxed);
                 Ok(p)

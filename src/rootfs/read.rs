@@ -233,6 +233,7 @@ mod tests {
             descriptor: crate::image::Descriptor::of(crate::image::OCI_LAYER_TAR, &l),
             path: lp,
             growing: None,
+            unverified: None,
         };
         let fs = Rootfs::merge(vec![blob], None).unwrap();
         // Both names of a hard link read back, from one pass.

@@ -75,6 +75,7 @@ pub(crate) fn blob_at(dir: &Path, name: &str, bytes: &[u8]) -> LayerBlob {
         descriptor: crate::image::Descriptor::of(crate::image::OCI_LAYER_TAR, bytes),
         path: lp,
         growing: None,
+        unverified: None,
     }
 }
 

@@ -244,6 +244,7 @@ pub fn read(path: &Path, reference: Option<&str>, work: &Path) -> Result<Archive
                     },
                     path: local.clone(),
                     growing: None,
+                    unverified: None,
                 });
             }
         }
@@ -321,10 +322,8 @@ pub fn write(
             b.append_data(&mut h, name, data).map_err(werr)
         };
         let layer_name = format!("{}.tar", &layer.diff_id["sha256:".len()..]);
-        let mut gz = flate2::read::MultiGzDecoder::new(
-            std::fs::File::open(&layer.path).map_err(|e| Error::io(&layer.path, e))?,
-        );
-        add(&layer_name, layer.uncompressed_size, &mut gz)?;
+        let mut tar = crate::rootfs::open_layer(&layer.path)?;
+        add(&layer_name, layer.uncompressed_size, &mut tar)?;
         let config_name = format!("{}.json", &sha256_bytes(config_bytes)["sha256:".len()..]);
         add(
             &config_name,

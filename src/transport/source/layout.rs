@@ -10,13 +10,12 @@ pub(super) struct LayoutSource {
 
 impl Source for LayoutSource {
     fn pull<'a>(&'a self, how: Pull<'a>) -> Fut<'a, Pulled> {
-        let Pull { opts, progress, .. } = how;
+        let Pull { opts, .. } = how;
         Box::pin(pull_layout(
             &self.reference,
             &self.dir,
             self.tag.as_deref(),
             opts,
-            progress,
         ))
     }
 
@@ -60,7 +59,6 @@ async fn pull_layout(
     dir: &Path,
     tag: Option<&str>,
     opts: &SourceOptions,
-    progress: &Progress,
 ) -> Result<(PulledImage, Option<Downloads>)> {
     let want = opts.platform.clone().unwrap_or_else(Platform::linux_amd64);
     let what = reference.to_string();
@@ -84,26 +82,15 @@ async fn pull_layout(
     let config_bytes = layout.read_blob(&manifest.config, MAX_CONFIG_BYTES)?;
     let config = parse_config(&config_bytes, &what)?;
     check_platform(opts, &config, &top.digest, &manifest_digest, &what)?;
+    // Each layer's digest is checked as the merge reads it (`Unverified`), not in a pass of
+    // its own; a mismatch fails the merge.
     let mut layers = Vec::new();
     for d in &manifest.layers {
-        let path = layout.blob_path(&d.digest)?;
-        let (p2, dg, sz) = (path.clone(), d.digest.clone(), d.size);
-        let task = progress.task(
-            "verify",
-            crate::transport::registry::short_digest(&d.digest),
-            d.size,
-        );
-        let t2 = task.clone();
-        tokio::task::spawn_blocking(move || {
-            crate::digest::verify_file_with(&p2, &dg, sz, |n| t2.inc(n))
-        })
-        .await
-        .map_err(|e| Error::Other(format!("verify task failed: {e}")))??;
-        task.finish();
         layers.push(LayerBlob {
             descriptor: d.clone(),
-            path,
+            path: layout.blob_path(&d.digest)?,
             growing: None,
+            unverified: Some(crate::digest::Unverified::new(&d.digest, d.size)),
         });
     }
     Ok((

@@ -183,6 +183,7 @@ async fn fetch_layers(
                 descriptor: d,
                 path,
                 growing: None,
+                unverified: None,
             })
         });
     let layers: Vec<Result<LayerBlob>> =
@@ -234,6 +235,7 @@ async fn pull_registry(
                 descriptor: d.clone(),
                 path: work.join(format!("layer-{i}")),
                 growing: Some(Growing::new()),
+                unverified: None,
             })
             .collect();
         let growing: Vec<Arc<Growing>> = layers.iter().filter_map(|l| l.growing.clone()).collect();

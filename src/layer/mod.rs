@@ -1,0 +1,417 @@
+//! The deterministic layer writer: entries in path order, fixed mtime, numeric owners, no
+//! user/group names, no xattrs; gzip (fixed header, 1 MiB blocks compressed in parallel) or
+//! zstd. diff_id (sha256 of the tar) and digest (sha256 of the compressed blob) are computed
+//! while streaming to a file; the bytes never depend on the number of threads.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{self, BufWriter, Read, Write};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::mpsc::{SyncSender, sync_channel};
+
+use crate::digest::HashingWriter;
+use crate::error::{Error, Result};
+use crate::plan::{Content, Plan};
+use crate::sbom::Sums;
+
+pub use crate::image::{LayerCompression, WrittenLayer};
+
+mod gzip;
+mod zstd;
+
+/// The tar is cut into blocks of this many bytes (the gzip blocks, zstd's jobs): part of the
+/// layer format, since the gzip bytes depend on it.
+const BLOCK: usize = 1 << 20;
+
+/// deflate's level: zlib's default.
+const GZIP_LEVEL: u32 = 6;
+
+/// How to write a layer.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LayerOptions {
+    pub compression: LayerCompression,
+    /// Compressing threads (0: one per core). The bytes do not depend on it.
+    pub threads: usize,
+    /// Take each regular file's SHA1 and SHA256 (the SBOM's) while it is read into the tar.
+    pub sums: bool,
+}
+
+impl LayerOptions {
+    fn workers(&self) -> usize {
+        match self.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),
+            n => n,
+        }
+    }
+}
+
+/// A written layer and, when asked, the checksums of its regular files by image path.
+pub struct Written {
+    pub layer: WrittenLayer,
+    pub sums: BTreeMap<String, Sums>,
+}
+
+/// A writer that cuts what it is given into `BLOCK`-sized blocks and hands each to every
+/// receiver of `txs` (bounded channels: memory stays a few blocks whatever the layer's size).
+struct BlockWriter {
+    buf: Vec<u8>,
+    txs: Vec<SyncSender<Arc<Vec<u8>>>>,
+}
+
+impl BlockWriter {
+    fn new(txs: Vec<SyncSender<Arc<Vec<u8>>>>) -> Self {
+        BlockWriter {
+            buf: Vec::with_capacity(BLOCK),
+            txs,
+        }
+    }
+
+    fn send(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let block = Arc::new(std::mem::replace(&mut self.buf, Vec::with_capacity(BLOCK)));
+        for tx in &self.txs {
+            tx.send(block.clone()).map_err(|_| {
+                io::Error::new(io::ErrorKind::BrokenPipe, "a layer writer thread stopped")
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Send what is left; the receivers then see the end.
+    fn finish(mut self) -> io::Result<()> {
+        self.send()
+    }
+}
+
+impl Write for BlockWriter {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        let n = b.len().min(BLOCK - self.buf.len());
+        self.buf.extend_from_slice(&b[..n]);
+        if self.buf.len() == BLOCK {
+            self.send()?;
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Write the plan as a compressed tar at `out`. `files` maps canonical image paths to local
+/// copies.
+///
+/// The threads: this one builds the tar (and takes the files' checksums as it reads them);
+/// one hashes it (the diff_id); the compressor (gzip: its own workers, one block each; zstd:
+/// libzstd's workers) hands the compressed stream to one that hashes and writes it. Each byte
+/// of a kept file is read once.
+pub fn write_layer(
+    plan: &Plan,
+    files: &HashMap<String, crate::rootfs::Local>,
+    out: &Path,
+    mtime: u64,
+    opts: &LayerOptions,
+) -> Result<Written> {
+    let file = std::fs::File::create(out).map_err(|e| Error::io(out, e))?;
+    let werr = |e: io::Error| Error::io(out, e);
+    let workers = opts.workers();
+    std::thread::scope(|scope| {
+        let (tx_hash, rx_hash) = sync_channel::<Arc<Vec<u8>>>(2);
+        let (tx_z, rx_z) = sync_channel::<Arc<Vec<u8>>>(2);
+        let (tx_out, rx_out) = sync_channel::<Vec<u8>>(4);
+        let diff = scope.spawn(move || {
+            let mut h = HashingWriter::new(io::sink());
+            for c in rx_hash {
+                let _ = h.write_all(&c);
+            }
+            let (_, d, n) = h.finish();
+            (d, n)
+        });
+        let written = scope.spawn(move || -> io::Result<(String, u64)> {
+            let mut w = HashingWriter::new(BufWriter::with_capacity(256 * 1024, file));
+            for c in rx_out {
+                w.write_all(&c)?;
+            }
+            let (mut buf, digest, size) = w.finish();
+            buf.flush()?;
+            Ok((digest, size))
+        });
+        let compression = opts.compression;
+        let compressed = scope.spawn(move || match compression {
+            LayerCompression::Gzip => gzip::compress(rx_z, &tx_out, GZIP_LEVEL, workers),
+            LayerCompression::Zstd => zstd::compress(rx_z, &tx_out, workers),
+        });
+        let mut sums = BTreeMap::new();
+        let built = (|| -> Result<()> {
+            let mut tar = tar::Builder::new(BlockWriter::new(vec![tx_hash, tx_z]));
+            tar.mode(tar::HeaderMode::Deterministic);
+            for (path, e) in &plan.entries {
+                let s = append(&mut tar, path, e, files, mtime, opts.sums).map_err(werr)?;
+                if let Some(s) = s {
+                    sums.insert(path.clone(), s);
+                }
+            }
+            tar.into_inner().map_err(werr)?.finish().map_err(werr)
+        })();
+        // The threads' own failures come first: the tar side then only saw a closed pipe.
+        let z = compressed
+            .join()
+            .map_err(|_| Error::Other("the compressor thread panicked".into()))?;
+        let out_done = written
+            .join()
+            .map_err(|_| Error::Other("the layer file thread panicked".into()))?;
+        let (diff_id, uncompressed_size) = diff
+            .join()
+            .map_err(|_| Error::Other("the diff_id thread panicked".into()))?;
+        let (digest, size) = out_done.map_err(werr)?;
+        z.map_err(werr)?;
+        built?;
+        Ok(Written {
+            layer: WrittenLayer {
+                path: out.to_path_buf(),
+                digest,
+                size,
+                diff_id,
+                uncompressed_size,
+                compression,
+            },
+            sums,
+        })
+    })
+}
+
+/// A reader that takes the SHA1 and SHA256 of what passes through it.
+struct Summing<R> {
+    inner: R,
+    sha1: sha1::Sha1,
+    sha256: sha2::Sha256,
+}
+
+impl<R: Read> Read for Summing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        sha1::Digest::update(&mut self.sha1, &buf[..n]);
+        sha2::Digest::update(&mut self.sha256, &buf[..n]);
+        Ok(n)
+    }
+}
+
+impl<R> Summing<R> {
+    fn new(inner: R) -> Self {
+        Summing {
+            inner,
+            sha1: Default::default(),
+            sha256: Default::default(),
+        }
+    }
+    fn sums(self) -> Sums {
+        Sums {
+            sha1: hex::encode(sha1::Digest::finalize(self.sha1)),
+            sha256: hex::encode(sha2::Digest::finalize(self.sha256)),
+        }
+    }
+}
+
+/// One plan entry into the tar; a regular file's checksums when `sums`.
+fn append<W: io::Write>(
+    tar: &mut tar::Builder<W>,
+    path: &str,
+    e: &crate::plan::Entry,
+    files: &HashMap<String, crate::rootfs::Local>,
+    mtime: u64,
+    sums: bool,
+) -> io::Result<Option<Sums>> {
+    let mut h = tar::Header::new_gnu();
+    h.set_mtime(mtime);
+    h.set_uid(e.uid);
+    h.set_gid(e.gid);
+    h.set_mode(e.mode);
+    match &e.content {
+        Content::Dir => {
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_size(0);
+            tar.append_data(&mut h, format!("{path}/"), io::empty())?;
+            Ok(None)
+        }
+        Content::Symlink(target) => {
+            h.set_entry_type(tar::EntryType::Symlink);
+            h.set_size(0);
+            tar.append_link(&mut h, path, target)?;
+            Ok(None)
+        }
+        Content::Bytes(b) => {
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_size(b.len() as u64);
+            let mut r = Summing::new(&b[..]);
+            tar.append_data(&mut h, path, &mut r)?;
+            Ok(sums.then(|| r.sums()))
+        }
+        Content::Image(src) => {
+            let local = files
+                .get(src)
+                .ok_or_else(|| io::Error::other(format!("internal: no bytes read for /{src}")))?;
+            let f = local.open()?;
+            let len = local.len;
+            if len != e.size {
+                return Err(io::Error::other(format!(
+                    "internal: /{src} is {len} bytes, expected {}",
+                    e.size
+                )));
+            }
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_size(len);
+            if !sums {
+                tar.append_data(&mut h, path, f)?;
+                return Ok(None);
+            }
+            let mut r = Summing::new(f);
+            tar.append_data(&mut h, path, &mut r)?;
+            Ok(Some(r.sums()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Entry;
+
+    fn plan() -> Plan {
+        let mut p = Plan::default();
+        let e = |content, mode| Entry {
+            content,
+            mode,
+            uid: 0,
+            gid: 0,
+            size: 3,
+            reason: String::new(),
+            evidence: Vec::new(),
+        };
+        p.entries.insert("etc".into(), e(Content::Dir, 0o755));
+        p.entries
+            .insert("etc/x".into(), e(Content::Bytes(b"abc".to_vec()), 0o644));
+        p.entries
+            .insert("etc/y".into(), e(Content::Symlink("x".into()), 0o777));
+        p.entries.insert(
+            format!("long/{}", "n".repeat(150)),
+            e(Content::Bytes(b"def".to_vec()), 0o600),
+        );
+        p
+    }
+
+    fn opts(compression: LayerCompression, threads: usize) -> LayerOptions {
+        LayerOptions {
+            compression,
+            threads,
+            sums: true,
+        }
+    }
+
+    #[test]
+    fn deterministic_and_readable() {
+        let d = tempfile::tempdir().unwrap();
+        for c in [LayerCompression::Gzip, LayerCompression::Zstd] {
+            let o = opts(c, 0);
+            let w = |name: &str, mtime| {
+                write_layer(&plan(), &HashMap::new(), &d.path().join(name), mtime, &o)
+                    .unwrap()
+                    .layer
+            };
+            let (a, b) = (w("a", 1_700_000_000), w("b", 1_700_000_000));
+            assert_eq!(a.digest, b.digest);
+            assert_eq!(a.diff_id, b.diff_id);
+            assert_eq!(a.descriptor().media_type, c.media_type());
+            crate::digest::verify_file(&a.path, &a.digest, a.size).unwrap();
+            let c = w("c", 1);
+            assert_ne!(a.digest, c.digest, "mtime is part of the bytes");
+            // Read it back with the rootfs merger.
+            let mut fs = crate::rootfs::Rootfs::merge(vec![], None).unwrap();
+            let (diff_id, n) = fs
+                .apply_layer(0, crate::rootfs::open_layer(&a.path).unwrap())
+                .unwrap();
+            assert_eq!(diff_id, a.diff_id);
+            assert_eq!(n, a.uncompressed_size);
+            assert!(fs.get(&format!("long/{}", "n".repeat(150))).is_some());
+            assert_eq!(
+                fs.get("etc/y").unwrap().kind,
+                crate::rootfs::Kind::Symlink("x".into())
+            );
+        }
+    }
+
+    /// One thread and more threads than cores give the same layer, gzip and zstd alike, and
+    /// the checksums taken on the way are those of the files.
+    #[test]
+    fn the_bytes_do_not_depend_on_the_threads() {
+        let d = tempfile::tempdir().unwrap();
+        // Several MiB of poorly compressible bytes in a local file, plus the small entries.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let big: Vec<u8> = (0..5_000_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x % 7) as u8 + b'a'
+            })
+            .collect();
+        let spool = d.path().join("spool");
+        std::fs::write(&spool, &big).unwrap();
+        let mut p = plan();
+        p.entries.insert(
+            "usr/big".into(),
+            Entry {
+                content: Content::Image("usr/big".into()),
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+                size: big.len() as u64,
+                reason: String::new(),
+                evidence: Vec::new(),
+            },
+        );
+        let files: HashMap<String, crate::rootfs::Local> = [(
+            "usr/big".to_string(),
+            crate::rootfs::Local {
+                path: spool.clone().into(),
+                offset: 0,
+                len: big.len() as u64,
+            },
+        )]
+        .into();
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        for c in [LayerCompression::Gzip, LayerCompression::Zstd] {
+            let one = write_layer(&p, &files, &d.path().join("1"), 7, &opts(c, 1)).unwrap();
+            let many =
+                write_layer(&p, &files, &d.path().join("n"), 7, &opts(c, cores * 3)).unwrap();
+            assert_eq!(one.layer.digest, many.layer.digest, "{c:?}");
+            assert_eq!(one.layer.diff_id, many.layer.diff_id);
+            assert_eq!(
+                one.sums["usr/big"].sha256,
+                Sums::of_reader(&big[..]).unwrap().sha256
+            );
+            assert_eq!(
+                one.sums["etc/x"].sha1,
+                Sums::of_reader(&b"abc"[..]).unwrap().sha1
+            );
+            assert_eq!(one.sums.len(), 3, "regular files only");
+        }
+        // The gzip layer is a plain gzip of the plain tar (what any reader sees).
+        let g = write_layer(
+            &p,
+            &files,
+            &d.path().join("g"),
+            7,
+            &opts(LayerCompression::Gzip, 2),
+        )
+        .unwrap()
+        .layer;
+        let mut tar = Vec::new();
+        std::io::Read::read_to_end(
+            &mut flate2::read::GzDecoder::new(std::fs::File::open(&g.path).unwrap()),
+            &mut tar,
+        )
+        .unwrap();
+        assert_eq!(crate::digest::sha256_bytes(&tar), g.diff_id);
+    }
+}
