@@ -33,6 +33,8 @@ command -v pgrep >/dev/null || need+=(procps)
 command -v strace >/dev/null || need+=(strace)
 command -v openssl >/dev/null || need+=(openssl)
 { command -v javac >/dev/null && command -v jar >/dev/null; } || need+=(default-jdk-headless)
+# The zstd test has podman (containers/storage) pull and unpack a zstd-layered result.
+command -v podman >/dev/null || need+=(podman)
 # The rpm database test builds packages with rpmbuild and records them with rpm (sqlite).
 { command -v rpm >/dev/null && command -v rpmbuild >/dev/null; } || need+=(rpm)
 if [ ${#need[@]} -gt 0 ]; then

@@ -54,6 +54,112 @@ fn docker_v2s2_zstd_and_plain_tar_sources() {
     }
 }
 
+/// `--compression zstd`: the layer is `tar+zstd`, the recipe says so, and the result is read
+/// by skopeo (decompressed to gzip, then unpacked by umoci and run as 65532 in a chroot) and
+/// by podman (containers/storage unpacks it; its export runs the same). One thread and all cores give the same manifest, gzip and
+/// zstd alike.
+#[test]
+fn zstd_results_are_read_by_skopeo_umoci_and_podman() {
+    let reg = Registry::start();
+    build_and_push(&jq_spec(Compression::Gzip), &reg.image("f/jq:1"), None);
+    let digest = |tag: &str| {
+        sha256_digest(&skopeo_raw_manifest(
+            &reg.image(&format!("f/jq:{tag}")),
+            None,
+        ))
+    };
+    for (c, tag) in [("zstd", "z"), ("gzip", "g")] {
+        let src = reg.image("f/jq:1");
+        pare_ok(&[
+            "harden",
+            &src,
+            &reg.image(&format!("f/jq:{tag}1")),
+            "--compression",
+            c,
+            "--threads",
+            "1",
+        ]);
+        pare_ok(&[
+            "harden",
+            &src,
+            &reg.image(&format!("f/jq:{tag}n")),
+            "--compression",
+            c,
+            "--threads",
+            "16",
+        ]);
+        assert_eq!(
+            digest(&format!("{tag}1")),
+            digest(&format!("{tag}n")),
+            "{c}: threads changed the bytes"
+        );
+        let raw: Value = serde_json::from_slice(&skopeo_raw_manifest(
+            &reg.image(&format!("f/jq:{tag}1")),
+            None,
+        ))
+        .unwrap();
+        let media = raw["layers"][0]["mediaType"].as_str().unwrap();
+        assert_eq!(media, format!("application/vnd.oci.image.layer.v1.tar+{c}"));
+        let recipe = raw["annotations"]["dev.pare.recipe"].as_str().unwrap();
+        assert!(recipe.ends_with(&format!("layer={c}-1m")), "{recipe}");
+    }
+    // umoci 0.4 reads no zstd: skopeo (containers/image) decompresses and recompresses it.
+    let g = tempfile::tempdir().unwrap();
+    run_ok(
+        Command::new("skopeo")
+            .args(["copy", "-q", "--src-tls-verify=false", "--dest-compress"])
+            .args(["--dest-compress-format", "gzip", &reg.docker_ref("f/jq:z1")])
+            .arg(format!("oci:{}:img", g.path().display())),
+    );
+    runs_jq(&format!("oci:{}:img", g.path().display()));
+    let Some(podman) = find_tool("podman") else {
+        return skip("podman is not installed: no runtime read the zstd result");
+    };
+    let d = tempfile::tempdir().unwrap();
+    let podman = |args: &[&str]| {
+        let mut c = Command::new(&podman);
+        c.arg("--root")
+            .arg(d.path().join("root"))
+            .arg("--runroot")
+            .arg(d.path().join("run"))
+            .args([
+                "--storage-driver",
+                "vfs",
+                "--cgroup-manager",
+                "cgroupfs",
+                "--events-backend",
+                "none",
+            ])
+            .args(args);
+        let out = run(&mut c);
+        assert!(
+            out.status.success(),
+            "podman {args:?}: {}",
+            describe_output(&out)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    podman(&[
+        "pull",
+        "-q",
+        "--tls-verify=false",
+        &reg.docker_ref("f/jq:z1"),
+    ]);
+    let id = podman(&["create", &reg.docker_ref("f/jq:z1")]);
+    let tar = d.path().join("export.tar");
+    podman(&["export", "-o", tar.to_str().unwrap(), &id]);
+    let rootfs = d.path().join("rootfs");
+    std::fs::create_dir(&rootfs).unwrap();
+    run_ok(
+        Command::new("tar")
+            .arg("-xf")
+            .arg(&tar)
+            .arg("-C")
+            .arg(&rootfs),
+    );
+    assert_chroot_prints(&rootfs, &["/usr/bin/jq", "-n", "6*7"], &[], "42");
+}
+
 #[test]
 fn multi_platform_index_picks_the_platform() {
     let reg = Registry::start();
