@@ -315,8 +315,8 @@ impl LayerCompression {
     /// re-hardens results of another one.
     pub fn recipe(self) -> &'static str {
         match self {
-            LayerCompression::Gzip => "gzip-1m",
-            LayerCompression::Zstd => "zstd-1m",
+            LayerCompression::Gzip => "gzip-5-1m",
+            LayerCompression::Zstd => "zstd-3-1m",
         }
     }
 }

@@ -101,7 +101,7 @@ fn zstd_results_are_read_by_skopeo_umoci_and_podman() {
         let media = raw["layers"][0]["mediaType"].as_str().unwrap();
         assert_eq!(media, format!("application/vnd.oci.image.layer.v1.tar+{c}"));
         let recipe = raw["annotations"]["dev.pare.recipe"].as_str().unwrap();
-        assert!(recipe.ends_with(&format!("layer={c}-1m")), "{recipe}");
+        assert!(recipe.contains(&format!("layer={c}-")), "{recipe}");
     }
     // umoci 0.4 reads no zstd: skopeo (containers/image) decompresses and recompresses it.
     let g = tempfile::tempdir().unwrap();

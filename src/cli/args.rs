@@ -282,9 +282,9 @@ pub struct OutputFlags {
     /// faster; containerd ≥ 1.5, podman, Docker ≥ 23 read it).
     #[arg(long, value_parser = ["gzip", "zstd"], default_value = "gzip")]
     pub compression: String,
-    /// Threads compressing a layer (default: one per core, at most 8). The bytes written do
-    /// not depend on it.
-    #[arg(long, value_name = "N", default_value_t = 0)]
+    /// Threads parsing the source's layers and compressing the result (default: one per
+    /// core; at most 8 compress). The bytes written do not depend on it.
+    #[arg(long, value_name = "N", env = "PARE_THREADS", default_value_t = 0)]
     pub threads: usize,
 }
 

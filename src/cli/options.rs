@@ -28,7 +28,7 @@ pub(super) fn passphrase(file: Option<&Path>, what: &str) -> anyhow::Result<Vec<
 /// `--compression` and `--threads` into the harden options.
 pub(super) fn output_options(o: &OutputFlags, opts: &mut HardenOptions) -> anyhow::Result<()> {
     opts.compression = o.compression.parse()?;
-    opts.threads = o.threads;
+    opts.source.threads = o.threads;
     Ok(())
 }
 
@@ -92,6 +92,7 @@ pub(super) fn source_options_with(
             .map(pare::transport::auth::parse_creds)
             .transpose()?,
         blobs: None,
+        threads: 0,
     })
 }
 

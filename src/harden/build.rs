@@ -131,7 +131,7 @@ pub(super) async fn build_one(
         mtime,
         layer: LayerOptions {
             compression: opts.compression,
-            threads: opts.threads,
+            threads: opts.source.threads,
             sums: !opts.no_sbom,
         },
     };

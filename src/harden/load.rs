@@ -71,6 +71,7 @@ pub async fn load(src: &ImageRef, opts: &SourceOptions, progress: &Progress) -> 
     std::fs::create_dir_all(&files_dir).map_err(|e| Error::io(&files_dir, e))?;
     let cache = opts.blobs.as_ref().map(|b| b.layers.clone());
     let capture_dir = files_dir.clone();
+    let threads = opts.threads;
     let rootfs = tokio::task::spawn_blocking(move || -> Result<_> {
         let t = Instant::now();
         let opts = crate::rootfs::MergeOptions {
@@ -79,7 +80,7 @@ pub async fn load(src: &ImageRef, opts: &SourceOptions, progress: &Progress) -> 
                 dir: capture_dir,
                 budget: crate::rootfs::Budget::global(),
             }),
-            threads: 0,
+            threads,
         };
         let rootfs = Rootfs::merge_with(layers, diff_ids.as_deref(), opts)?;
         tracing::debug!(

@@ -64,8 +64,6 @@ pub struct HardenOptions {
     pub sign_key: Option<std::sync::Arc<crate::sign::PrivateKey>>,
     /// `--compression`: the layer's format.
     pub compression: crate::image::LayerCompression,
-    /// `--threads`: compressing threads (0: one per core; the bytes do not depend on it).
-    pub threads: usize,
 }
 
 impl HardenOptions {

@@ -23,14 +23,16 @@ mod zstd;
 /// layer format, since the gzip bytes depend on it.
 const BLOCK: usize = 1 << 20;
 
-/// deflate's level: zlib's default.
-const GZIP_LEVEL: u32 = 6;
+/// deflate's level: 5 writes layers 0.2–0.3% larger than zlib's default 6, about a quarter
+/// faster (measured on kept Go, Node.js, Perl and Python trees).
+const GZIP_LEVEL: u32 = 5;
 
 /// How to write a layer.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LayerOptions {
     pub compression: LayerCompression,
-    /// Compressing threads (0: one per core). The bytes do not depend on it.
+    /// Compressing threads (0: `PARE_THREADS`, else one per core, at most 8). The bytes do
+    /// not depend on it.
     pub threads: usize,
     /// Take each regular file's SHA1 and SHA256 (the SBOM's) while it is read into the tar.
     pub sums: bool,
@@ -39,7 +41,7 @@ pub struct LayerOptions {
 impl LayerOptions {
     fn workers(&self) -> usize {
         match self.threads {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),
+            0 => crate::rootfs::default_threads().min(8),
             n => n,
         }
     }

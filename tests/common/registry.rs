@@ -79,9 +79,23 @@ fn http_get(
     creds: Option<(&str, &str)>,
     accept: Option<&str>,
 ) -> io::Result<HttpResponse> {
+    let accept: Vec<(&str, &str)> = accept.map(|a| ("Accept", a)).into_iter().collect();
+    http_request(port, "GET", path, creds, &accept, None)
+}
+
+/// Minimal HTTP/1.0 request with `headers` and a body (the server closes the connection
+/// after the response).
+fn http_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    creds: Option<(&str, &str)>,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> io::Result<HttpResponse> {
     let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n");
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let mut request = format!("{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n");
     if let Some((user, pass)) = creds {
         let _ = write!(
             request,
@@ -89,11 +103,17 @@ fn http_get(
             basic_auth(user, pass)
         );
     }
-    if let Some(accept) = accept {
-        let _ = write!(request, "Accept: {accept}\r\n");
+    for (k, v) in headers {
+        let _ = write!(request, "{k}: {v}\r\n");
+    }
+    if let Some(b) = body {
+        let _ = write!(request, "Content-Length: {}\r\n", b.len());
     }
     request.push_str("\r\n");
     stream.write_all(request.as_bytes())?;
+    if let Some(b) = body {
+        stream.write_all(b)?;
+    }
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
 
@@ -349,6 +369,50 @@ impl Registry {
     pub fn get(&self, path: &str, accept: Option<&str>) -> HttpResponse {
         http_get(self.port, path, self.creds(), accept)
             .unwrap_or_else(|e| panic!("GET {path} on {}: {e}", self.host()))
+    }
+
+    /// A raw request with a body (blob uploads, manifest puts), with the registry's credentials.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> HttpResponse {
+        http_request(self.port, method, path, self.creds(), headers, body)
+            .unwrap_or_else(|e| panic!("{method} {path} on {}: {e}", self.host()))
+    }
+
+    /// Put `blob` into `repo` in one request (a monolithic upload), or mount it from `from`.
+    pub fn put_blob(&self, repo: &str, blob: &[u8], from: Option<&str>) -> String {
+        let digest = sha256_digest(blob);
+        let r = match from {
+            Some(from) => self.request(
+                "POST",
+                &format!("/v2/{repo}/blobs/uploads/?mount={digest}&from={from}"),
+                &[],
+                Some(&[]),
+            ),
+            None => self.request(
+                "POST",
+                &format!("/v2/{repo}/blobs/uploads/?digest={digest}"),
+                &[("Content-Type", "application/octet-stream")],
+                Some(blob),
+            ),
+        };
+        assert_eq!(r.status, 201, "blob {digest} into {repo}: {}", r.text());
+        digest
+    }
+
+    /// Put a manifest under `reference` (a tag or digest) of `repo`.
+    pub fn put_manifest(&self, repo: &str, reference: &str, media_type: &str, bytes: &[u8]) {
+        let r = self.request(
+            "PUT",
+            &format!("/v2/{repo}/manifests/{reference}"),
+            &[("Content-Type", media_type)],
+            Some(bytes),
+        );
+        assert_eq!(r.status, 201, "manifest {repo}:{reference}: {}", r.text());
     }
 
     /// Tags of `repo` according to `/v2/<repo>/tags/list` (empty if the repository is unknown).

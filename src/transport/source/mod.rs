@@ -34,6 +34,9 @@ pub struct SourceOptions {
     /// `--verify-key`: the source must carry a valid cosign signature by one of these, checked
     /// before anything but its manifest is read.
     pub verify_keys: Vec<crate::sign::PublicKey>,
+    /// `--threads` (`PARE_THREADS`): threads parsing the layers and compressing a result (0:
+    /// one per core; the bytes written do not depend on it).
+    pub threads: usize,
 }
 
 /// Most bytes of layer blobs a [`BlobCache`] keeps on disk for later images.
