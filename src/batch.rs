@@ -147,10 +147,14 @@ pub async fn batch(target: &str, opts: &BatchOptions, progress: &Progress) -> Re
             "batch target {target:?}: expected HOST[:PORT][/NAMESPACE]"
         )));
     }
+    // One client per registry for the whole batch (connections, tokens, the `/v2/` answer).
+    let mut opts = opts.clone();
+    if opts.harden.source.clients.is_none() {
+        opts.harden.source.clients = Some(Arc::default());
+    }
     let client = Arc::new(source::connect(&host, &opts.harden.source)?);
     let page = opts.page_size.max(1);
     // Base layers shared by the images are downloaded and verified once.
-    let mut opts = opts.clone();
     if opts.harden.source.blobs.is_none() {
         opts.harden.source.blobs = Some(Arc::new(source::BlobCache::new()?));
     }

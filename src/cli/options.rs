@@ -93,6 +93,7 @@ pub(super) fn source_options_with(
             .transpose()?,
         blobs: None,
         threads: 0,
+        clients: None,
     })
 }
 

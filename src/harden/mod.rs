@@ -284,6 +284,7 @@ fn sink_options(src: &ImageRef, dest: &ImageRef, opts: &HardenOptions) -> SinkOp
         creds: dest_creds(src, dest, opts).cloned(),
         sign_key: opts.sign_key.clone(),
         push_log: opts.push_log.clone(),
+        clients: opts.source.clients.clone(),
     }
 }
 

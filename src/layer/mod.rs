@@ -4,7 +4,7 @@
 //! while streaming to a file; the bytes never depend on the number of threads.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Write};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::mpsc::{SyncSender, sync_channel};
@@ -17,6 +17,7 @@ use crate::sbom::Sums;
 pub use crate::image::{LayerCompression, WrittenLayer};
 
 mod gzip;
+mod sums;
 mod zstd;
 
 /// The tar is cut into blocks of this many bytes (the gzip blocks, zstd's jobs): part of the
@@ -58,6 +59,8 @@ pub struct Written {
 struct BlockWriter {
     buf: Vec<u8>,
     txs: Vec<SyncSender<Arc<Vec<u8>>>>,
+    /// Bytes written so far (the checksums' regions are noted against it).
+    written: std::rc::Rc<std::cell::Cell<u64>>,
 }
 
 impl BlockWriter {
@@ -65,6 +68,7 @@ impl BlockWriter {
         BlockWriter {
             buf: Vec::with_capacity(BLOCK),
             txs,
+            written: Default::default(),
         }
     }
 
@@ -91,6 +95,7 @@ impl Write for BlockWriter {
     fn write(&mut self, b: &[u8]) -> io::Result<usize> {
         let n = b.len().min(BLOCK - self.buf.len());
         self.buf.extend_from_slice(&b[..n]);
+        self.written.set(self.written.get() + n as u64);
         if self.buf.len() == BLOCK {
             self.send()?;
         }
@@ -104,10 +109,10 @@ impl Write for BlockWriter {
 /// Write the plan as a compressed tar at `out`. `files` maps canonical image paths to local
 /// copies.
 ///
-/// The threads: this one builds the tar (and takes the files' checksums as it reads them);
-/// one hashes it (the diff_id); the compressor (gzip: its own workers, one block each; zstd:
-/// libzstd's workers) hands the compressed stream to one that hashes and writes it. Each byte
-/// of a kept file is read once.
+/// The threads: this one builds the tar; one hashes it (the diff_id); one takes each file's
+/// checksums from the same blocks; the compressor (gzip: its own workers, one block each;
+/// zstd: libzstd's workers) hands the compressed stream to one that hashes and writes it.
+/// Each byte of a kept file is read once.
 pub fn write_layer(
     plan: &Plan,
     files: &HashMap<String, crate::rootfs::Local>,
@@ -139,6 +144,15 @@ pub fn write_layer(
             buf.flush()?;
             Ok((digest, size))
         });
+        // The files' checksums, on their own thread from the same blocks.
+        let (tx_regions, rx_regions) = std::sync::mpsc::channel();
+        let (tx_sums, summed) = if opts.sums {
+            let (tx, rx) = sync_channel::<Arc<Vec<u8>>>(2);
+            let t = scope.spawn(move || sums::sum_regions(rx, rx_regions));
+            (Some(tx), Some(t))
+        } else {
+            (None, None)
+        };
         let compression = opts.compression;
         let compressed = scope.spawn(move || match compression {
             LayerCompression::Gzip => gzip::compress(rx_z, &tx_out, GZIP_LEVEL, workers),
@@ -146,10 +160,17 @@ pub fn write_layer(
         });
         let mut sums = BTreeMap::new();
         let built = (|| -> Result<()> {
-            let mut tar = tar::Builder::new(BlockWriter::new(vec![tx_hash, tx_z]));
+            let mut txs = vec![tx_hash, tx_z];
+            txs.extend(tx_sums);
+            let w = BlockWriter::new(txs);
+            let marker = opts.sums.then(|| sums::Marker {
+                written: w.written.clone(),
+                tx: tx_regions,
+            });
+            let mut tar = tar::Builder::new(w);
             tar.mode(tar::HeaderMode::Deterministic);
             for (path, e) in &plan.entries {
-                let s = append(&mut tar, path, e, files, mtime, opts.sums).map_err(werr)?;
+                let s = append(&mut tar, path, e, files, mtime, marker.as_ref()).map_err(werr)?;
                 if let Some(s) = s {
                     sums.insert(path.clone(), s);
                 }
@@ -166,6 +187,12 @@ pub fn write_layer(
         let (diff_id, uncompressed_size) = diff
             .join()
             .map_err(|_| Error::Other("the diff_id thread panicked".into()))?;
+        if let Some(t) = summed {
+            sums.extend(
+                t.join()
+                    .map_err(|_| Error::Other("the checksum thread panicked".into()))?,
+            );
+        }
         let (digest, size) = out_done.map_err(werr)?;
         z.map_err(werr)?;
         built?;
@@ -183,46 +210,16 @@ pub fn write_layer(
     })
 }
 
-/// A reader that takes the SHA1 and SHA256 of what passes through it.
-struct Summing<R> {
-    inner: R,
-    sha1: sha1::Sha1,
-    sha256: sha2::Sha256,
-}
-
-impl<R: Read> Read for Summing<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        sha1::Digest::update(&mut self.sha1, &buf[..n]);
-        sha2::Digest::update(&mut self.sha256, &buf[..n]);
-        Ok(n)
-    }
-}
-
-impl<R> Summing<R> {
-    fn new(inner: R) -> Self {
-        Summing {
-            inner,
-            sha1: Default::default(),
-            sha256: Default::default(),
-        }
-    }
-    fn sums(self) -> Sums {
-        Sums {
-            sha1: hex::encode(sha1::Digest::finalize(self.sha1)),
-            sha256: hex::encode(sha2::Digest::finalize(self.sha256)),
-        }
-    }
-}
-
-/// One plan entry into the tar; a regular file's checksums when `sums`.
+/// One plan entry into the tar. With a `marker`, a regular file's checksums: a small one's
+/// here, a file's from the image by the checksum thread (its bytes' place in the stream
+/// noted).
 fn append<W: io::Write>(
     tar: &mut tar::Builder<W>,
     path: &str,
     e: &crate::plan::Entry,
     files: &HashMap<String, crate::rootfs::Local>,
     mtime: u64,
-    sums: bool,
+    marker: Option<&sums::Marker>,
 ) -> io::Result<Option<Sums>> {
     let mut h = tar::Header::new_gnu();
     h.set_mtime(mtime);
@@ -245,9 +242,8 @@ fn append<W: io::Write>(
         Content::Bytes(b) => {
             h.set_entry_type(tar::EntryType::Regular);
             h.set_size(b.len() as u64);
-            let mut r = Summing::new(&b[..]);
-            tar.append_data(&mut h, path, &mut r)?;
-            Ok(sums.then(|| r.sums()))
+            tar.append_data(&mut h, path, &b[..])?;
+            marker.map(|_| Sums::of_reader(&b[..])).transpose()
         }
         Content::Image(src) => {
             let local = files
@@ -263,13 +259,20 @@ fn append<W: io::Write>(
             }
             h.set_entry_type(tar::EntryType::Regular);
             h.set_size(len);
-            if !sums {
-                tar.append_data(&mut h, path, f)?;
-                return Ok(None);
+            match marker {
+                Some(m) if len > 0 => {
+                    tar.append_data(&mut h, path, m.mark(path, len, f))?;
+                    Ok(None)
+                }
+                Some(_) => {
+                    tar.append_data(&mut h, path, f)?;
+                    Sums::of_reader(io::empty()).map(Some)
+                }
+                None => {
+                    tar.append_data(&mut h, path, f)?;
+                    Ok(None)
+                }
             }
-            let mut r = Summing::new(f);
-            tar.append_data(&mut h, path, &mut r)?;
-            Ok(Some(r.sums()))
         }
     }
 }
@@ -415,5 +418,73 @@ mod tests {
         )
         .unwrap();
         assert_eq!(crate::digest::sha256_bytes(&tar), g.diff_id);
+    }
+
+    /// The checksum thread's sums, for files of every size around the tar's 512-byte records
+    /// and the 1 MiB blocks (empty ones included), are those of the files.
+    #[test]
+    fn checksums_of_files_across_blocks() {
+        let d = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..9_000_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        let spool = d.path().join("spool");
+        std::fs::write(&spool, &data).unwrap();
+        let sizes = [
+            0u64,
+            1,
+            511,
+            512,
+            513,
+            1 << 20,
+            (1 << 20) + 1,
+            3_000_000,
+            7,
+            0,
+            2_000_000,
+        ];
+        let mut p = Plan::default();
+        let mut files = HashMap::new();
+        let mut offset = 0u64;
+        for (i, &size) in sizes.iter().enumerate() {
+            let name = format!("f/{i:02}-{}", "x".repeat(i * 20));
+            p.entries.insert(
+                name.clone(),
+                Entry {
+                    content: Content::Image(name.clone()),
+                    mode: 0o644,
+                    uid: 0,
+                    gid: 0,
+                    size,
+                    reason: String::new(),
+                    evidence: Vec::new(),
+                },
+            );
+            files.insert(
+                name,
+                crate::rootfs::Local {
+                    path: spool.clone().into(),
+                    offset,
+                    len: size,
+                },
+            );
+            offset += size;
+        }
+        let w = write_layer(
+            &p,
+            &files,
+            &d.path().join("l"),
+            1,
+            &opts(LayerCompression::Zstd, 2),
+        )
+        .unwrap();
+        assert_eq!(w.sums.len(), sizes.len());
+        for (name, local) in &files {
+            let want =
+                Sums::of_reader(&data[local.offset as usize..(local.offset + local.len) as usize])
+                    .unwrap();
+            assert_eq!(w.sums[name].sha256, want.sha256, "{name}");
+            assert_eq!(w.sums[name].sha1, want.sha1, "{name}");
+        }
     }
 }

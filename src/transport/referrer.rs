@@ -62,6 +62,36 @@ pub async fn push(
     subject_digest: &str,
     log: Option<&PushLog>,
 ) -> Result<String> {
+    push_blobs(client, r, &manifest, blob, log).await?;
+    push_manifest(client, r, manifest, subject_digest).await
+}
+
+/// The artifact's blobs (its empty config and its one layer, side by side): [`push`]'s first
+/// half, for a caller that uploads them beside other blobs.
+pub async fn push_blobs(
+    client: &RegistryClient,
+    r: &RegistryRef,
+    manifest: &[u8],
+    blob: Vec<u8>,
+    log: Option<&PushLog>,
+) -> Result<()> {
+    let m: Manifest = serde_json::from_slice(manifest)
+        .map_err(|e| Error::Other(format!("internal: artifact manifest: {e}")))?;
+    tokio::try_join!(
+        client.put_blob_bytes(r, EMPTY_JSON_BYTES.to_vec(), &m.config.digest, log),
+        client.put_blob_bytes(r, blob, &m.layers[0].digest, log),
+    )?;
+    Ok(())
+}
+
+/// The artifact's manifest, its blobs being there, and its entry in the subject's referrers
+/// (the API, else the `sha256-<hex>` tag's index): [`push`]'s second half.
+pub async fn push_manifest(
+    client: &RegistryClient,
+    r: &RegistryRef,
+    manifest: Vec<u8>,
+    subject_digest: &str,
+) -> Result<String> {
     let by_digest = |d: &str| RegistryRef {
         tag: None,
         digest: Some(d.to_string()),
@@ -70,12 +100,6 @@ pub async fn push(
     let m: Manifest = serde_json::from_slice(&manifest)
         .map_err(|e| Error::Other(format!("internal: artifact manifest: {e}")))?;
     let digest = crate::digest::sha256_bytes(&manifest);
-    client
-        .put_blob_bytes(r, EMPTY_JSON_BYTES.to_vec(), &m.config.digest, log)
-        .await?;
-    client
-        .put_blob_bytes(r, blob, &m.layers[0].digest, log)
-        .await?;
     client
         .put_manifest(&by_digest(&digest), manifest.clone(), OCI_MANIFEST)
         .await?;

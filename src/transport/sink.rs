@@ -26,6 +26,8 @@ pub struct SinkOptions {
     pub sign_key: Option<Arc<crate::sign::PrivateKey>>,
     /// Blobs this process pushed (a batch mounts them into other repositories).
     pub push_log: Option<Arc<PushLog>>,
+    /// A batch's shared registry clients.
+    pub clients: Option<Arc<crate::transport::registry::ClientPool>>,
 }
 
 /// One image to write: its layer, config and manifest, and its SBOM.
@@ -85,8 +87,12 @@ pub fn open(dest: &ImageRef, opts: SinkOptions) -> Result<Box<dyn Sink>> {
                 )));
             }
             let creds = crate::transport::auth::given_or_lookup(opts.creds.as_ref(), &r.registry)?;
+            let client = match &opts.clients {
+                Some(pool) => pool.get(&r.registry, &opts.insecure_registries, creds)?,
+                None => RegistryClient::connect(&r.registry, &opts.insecure_registries, creds)?,
+            };
             Box::new(RegistrySink {
-                client: RegistryClient::connect(&r.registry, &opts.insecure_registries, creds)?,
+                client,
                 r: r.clone(),
                 opts,
             })
@@ -164,19 +170,30 @@ impl RegistrySink {
         let layer = image.layer;
         let manifest_digest = crate::digest::sha256_bytes(image.manifest);
         let target = self.at(tagged, &manifest_digest);
-        client
-            .put_blob_file(
+        // The blobs side by side (the SBOM's too): only the manifests wait for them.
+        let sbom = image
+            .sbom
+            .map(|sbom| (sbom_manifest(image, sbom, &manifest_digest), sbom));
+        let sbom_blobs = async {
+            match &sbom {
+                Some((m, blob)) => {
+                    crate::transport::referrer::push_blobs(client, r, m, blob.to_vec(), log).await
+                }
+                None => Ok(()),
+            }
+        };
+        tokio::try_join!(
+            client.put_blob_file(
                 &target,
                 &layer.path,
                 &layer.digest,
                 layer.size,
                 progress,
                 log,
-            )
-            .await?;
-        client
-            .put_blob_bytes(&target, image.config.to_vec(), image.config_digest, log)
-            .await?;
+            ),
+            client.put_blob_bytes(&target, image.config.to_vec(), image.config_digest, log),
+            sbom_blobs,
+        )?;
         if let Some(key) = &self.opts.sign_key {
             // Signed before it is tagged: a tag never names an unsigned result.
             client
@@ -200,18 +217,10 @@ impl RegistrySink {
             log.record(&r.registry, &r.repository, &layer.digest);
             log.record(&r.registry, &r.repository, image.config_digest);
         }
-        // The SBOM, after the image it describes.
-        if let Some(sbom) = image.sbom {
-            let manifest = sbom_manifest(image, sbom, &manifest_digest);
-            crate::transport::referrer::push(
-                client,
-                r,
-                manifest,
-                sbom.to_vec(),
-                &manifest_digest,
-                log,
-            )
-            .await?;
+        // The SBOM's manifest, after the image it describes.
+        if let Some((manifest, _)) = sbom {
+            crate::transport::referrer::push_manifest(client, r, manifest, &manifest_digest)
+                .await?;
         }
         Ok(())
     }

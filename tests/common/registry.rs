@@ -383,23 +383,43 @@ impl Registry {
             .unwrap_or_else(|e| panic!("{method} {path} on {}: {e}", self.host()))
     }
 
-    /// Put `blob` into `repo` in one request (a monolithic upload), or mount it from `from`.
+    /// Put `blob` into `repo` (a monolithic upload: POST, then PUT with the bytes), or mount
+    /// it from `from`.
     pub fn put_blob(&self, repo: &str, blob: &[u8], from: Option<&str>) -> String {
         let digest = sha256_digest(blob);
-        let r = match from {
-            Some(from) => self.request(
+        if let Some(from) = from {
+            let r = self.request(
                 "POST",
                 &format!("/v2/{repo}/blobs/uploads/?mount={digest}&from={from}"),
                 &[],
                 Some(&[]),
-            ),
-            None => self.request(
-                "POST",
-                &format!("/v2/{repo}/blobs/uploads/?digest={digest}"),
-                &[("Content-Type", "application/octet-stream")],
-                Some(blob),
-            ),
+            );
+            assert_eq!(r.status, 201, "mount {digest} into {repo}: {}", r.text());
+            return digest;
+        }
+        let r = self.request(
+            "POST",
+            &format!("/v2/{repo}/blobs/uploads/"),
+            &[],
+            Some(&[]),
+        );
+        assert_eq!(r.status, 202, "start an upload to {repo}: {}", r.text());
+        let location = r
+            .header("Location")
+            .expect("an upload location")
+            .to_string();
+        // The location may be absolute: keep its path and query.
+        let path = match location.split_once("://") {
+            Some((_, rest)) => rest[rest.find('/').unwrap_or(rest.len())..].to_string(),
+            None => location,
         };
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let r = self.request(
+            "PUT",
+            &format!("{path}{sep}digest={digest}"),
+            &[("Content-Type", "application/octet-stream")],
+            Some(blob),
+        );
         assert_eq!(r.status, 201, "blob {digest} into {repo}: {}", r.text());
         digest
     }

@@ -28,7 +28,9 @@ use raw::*;
 pub use retry::set_read_timeout;
 use retry::*;
 
-/// A connection to one registry with one set of credentials.
+/// A connection to one registry with one set of credentials (cheap to clone: the clones share
+/// connections and tokens).
+#[derive(Clone)]
 pub struct RegistryClient {
     client: oci_client::Client,
     /// For the list endpoints, whose `Link` headers oci-client does not expose; authorized
@@ -37,6 +39,12 @@ pub struct RegistryClient {
     scheme: &'static str,
     pub registry: String,
     creds: Credentials,
+    /// Anonymous, and the registry's `/v2/` answered 200: no credentials to present, so
+    /// oci-client is given none (else it asks `/v2/` again before every request).
+    open: std::sync::Arc<tokio::sync::OnceCell<bool>>,
+    /// Manifests read, by repository and digest (immutable: a batch reads a tag's manifest to
+    /// decide, then the pinned digest to harden, once).
+    manifests: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Vec<u8>>>>,
 }
 
 /// Whether `registry` is spoken to over plain HTTP: loopback, or named by `--insecure-registry`
@@ -46,6 +54,37 @@ pub fn plain_http(registry: &str, insecure: &[String]) -> bool {
         || insecure
             .iter()
             .any(|i| i == registry || i == host_without_port(registry))
+}
+
+/// Clients shared by the images of a batch: one per registry and credentials, so connections,
+/// tokens and the `/v2/` answer are had once, not per image.
+#[derive(Default)]
+pub struct ClientPool {
+    clients: std::sync::Mutex<std::collections::HashMap<String, RegistryClient>>,
+}
+
+impl ClientPool {
+    /// The pool's client for `registry` with `creds`, connected on first use.
+    pub fn get(
+        &self,
+        registry: &str,
+        insecure: &[String],
+        creds: Credentials,
+    ) -> Result<RegistryClient> {
+        let who = match &creds.auth {
+            RegistryAuth::Anonymous => "-".to_string(),
+            RegistryAuth::Basic(u, p) => format!("basic:{u}:{}", sha256_bytes(p.as_bytes())),
+            RegistryAuth::Bearer(t) => format!("bearer:{}", sha256_bytes(t.as_bytes())),
+        };
+        let key = format!("{registry}|{}|{who}", plain_http(registry, insecure));
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = clients.get(&key) {
+            return Ok(c.clone());
+        }
+        let c = RegistryClient::connect(registry, insecure, creds)?;
+        clients.insert(key, c.clone());
+        Ok(c)
+    }
 }
 
 impl RegistryClient {
@@ -86,13 +125,33 @@ impl RegistryClient {
             scheme: if plain { "http" } else { "https" },
             registry: registry.to_string(),
             creds,
+            open: Default::default(),
+            manifests: Default::default(),
         })
     }
 
     async fn prepare(&self, r: &oci_client::Reference) {
+        if self.is_open().await {
+            return;
+        }
         self.client
             .store_auth_if_needed(r.resolve_registry(), &self.creds.auth)
             .await;
+    }
+
+    /// Whether this client is anonymous and the registry asks no credentials (`GET /v2/` is
+    /// 200), asked once. Any other answer, or none, leaves oci-client's token exchange on.
+    async fn is_open(&self) -> bool {
+        if !matches!(self.creds.auth, RegistryAuth::Anonymous) {
+            return false;
+        }
+        *self
+            .open
+            .get_or_init(|| async {
+                let url = format!("{}://{}/v2/", self.scheme, self.registry);
+                matches!(self.http.get(url).send().await, Ok(r) if r.status() == reqwest::StatusCode::OK)
+            })
+            .await
     }
 
     fn error(&self, op: &'static str, target: String, e: OciDistributionError) -> Error {
@@ -168,6 +227,12 @@ impl RegistryClient {
     /// Fetch a manifest or index: `(bytes, digest)`. The digest is computed here from the
     /// bytes and checked against the reference's digest when it has one.
     pub async fn get_manifest(&self, r: &RegistryRef) -> Result<(Vec<u8>, String)> {
+        let key = |d: &str| format!("{}@{d}", r.repository);
+        if let Some(d) = &r.digest
+            && let Some(bytes) = self.cached_manifests().get(&key(d))
+        {
+            return Ok((bytes.clone(), d.clone()));
+        }
         let oref = r.to_oci();
         self.prepare(&oref).await;
         let (bytes, _) = self
@@ -192,7 +257,20 @@ impl RegistryClient {
                 actual: digest,
             });
         }
+        let mut cache = self.cached_manifests();
+        // A bound on a long batch's memory: manifests are small, and a batch reads each twice
+        // in a row.
+        if cache.len() >= 256 {
+            cache.clear();
+        }
+        cache.insert(key(&digest), bytes.to_vec());
         Ok((bytes.to_vec(), digest))
+    }
+
+    fn cached_manifests(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Vec<u8>>> {
+        self.manifests.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Fetch a manifest by digest from the same repository.

@@ -42,6 +42,12 @@ impl RegistryClient {
         scope: &oci_client::Reference,
         op: oci_client::RegistryOperation,
     ) -> std::result::Result<RawAuth, RawError> {
+        if self.is_open().await {
+            return Ok(RawAuth {
+                token: None,
+                rescoped: false,
+            });
+        }
         let token = self
             .retrying("authenticate", || {
                 self.client.auth(scope, &self.creds.auth, op)

@@ -37,6 +37,8 @@ pub struct SourceOptions {
     /// `--threads` (`PARE_THREADS`): threads parsing the layers and compressing a result (0:
     /// one per core; the bytes written do not depend on it).
     pub threads: usize,
+    /// Registry clients shared by a batch's images (sources and destinations alike).
+    pub clients: Option<std::sync::Arc<crate::transport::registry::ClientPool>>,
 }
 
 /// Most bytes of layer blobs a [`BlobCache`] keeps on disk for later images.
@@ -232,11 +234,11 @@ pub fn credentials_for(registry: &str, opts: &SourceOptions) -> Result<Credentia
 
 /// A client for `registry` with the source's credentials and plain-HTTP rules.
 pub fn connect(registry: &str, opts: &SourceOptions) -> Result<RegistryClient> {
-    RegistryClient::connect(
-        registry,
-        &opts.insecure_registries,
-        credentials_for(registry, opts)?,
-    )
+    let creds = credentials_for(registry, opts)?;
+    match &opts.clients {
+        Some(pool) => pool.get(registry, &opts.insecure_registries, creds),
+        None => RegistryClient::connect(registry, &opts.insecure_registries, creds),
+    }
 }
 
 fn platform_of(config: &serde_json::Value) -> Platform {
