@@ -422,6 +422,14 @@ fn data_ranges(
 
 /// Whether a string is a build's configure line (several `--option=` or `'VAR=…'` words).
 fn is_configure_line(run: &[u8]) -> bool {
+    // Most runs are short or have no quote: the cheap tests first (this runs on every string
+    // of every traced object).
+    if run.len() < 9 {
+        return false;
+    }
+    if memchr::memchr(b'\'', run).is_none() {
+        return memchr::memmem::find(run, b"--prefix=").is_some();
+    }
     let text = String::from_utf8_lossy(run);
     text.contains("--prefix=")
         || text.matches(" '--").count() >= 2
@@ -443,7 +451,8 @@ fn data_strings(
     for (off, len) in data_ranges(bytes, phdrs, shdrs, shstrndx) {
         let data = &bytes[off..off + len];
         for run in data.split(|&b| !(0x20..0x7f).contains(&b) && b != b'\t') {
-            if run.len() < 2 {
+            // A path has a `/`; a run without one only matters for its words.
+            if run.len() < 2 || (!want_words && memchr::memchr(b'/', run).is_none()) {
                 continue;
             }
             // A configure line (`'--prefix=/usr' 'PROVE=/usr/bin/prove' …`): only its path
