@@ -233,15 +233,20 @@ impl RegistryClient {
         {
             return Ok((bytes.clone(), d.clone()));
         }
-        let oref = r.to_oci();
-        self.prepare(&oref).await;
-        let (bytes, _) = self
-            .retrying("pull manifest", || {
-                self.client
-                    .pull_manifest_raw(&oref, &RegistryAuth::Anonymous, MANIFEST_ACCEPT)
-            })
-            .await
-            .map_err(|e| self.error("pull manifest", r.to_string(), e))?;
+        let bytes = if self.is_open().await {
+            self.get_manifest_open(r).await?
+        } else {
+            let oref = r.to_oci();
+            self.prepare(&oref).await;
+            let (bytes, _) = self
+                .retrying("pull manifest", || {
+                    self.client
+                        .pull_manifest_raw(&oref, &RegistryAuth::Anonymous, MANIFEST_ACCEPT)
+                })
+                .await
+                .map_err(|e| self.error("pull manifest", r.to_string(), e))?;
+            bytes.to_vec()
+        };
         if bytes.len() > MAX_MANIFEST_BYTES {
             return Err(Error::malformed(
                 r.to_string(),
@@ -263,8 +268,8 @@ impl RegistryClient {
         if cache.len() >= 256 {
             cache.clear();
         }
-        cache.insert(key(&digest), bytes.to_vec());
-        Ok((bytes.to_vec(), digest))
+        cache.insert(key(&digest), bytes.clone());
+        Ok((bytes, digest))
     }
 
     fn cached_manifests(

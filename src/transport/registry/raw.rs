@@ -221,6 +221,47 @@ impl RegistryClient {
     }
 }
 
+impl RegistryClient {
+    /// A manifest from a registry that asks no credentials, in one request (oci-client asks
+    /// `/v2/` before each of its own): what a batch's up-to-date check costs per tag.
+    pub(in crate::transport::registry) async fn get_manifest_open(
+        &self,
+        r: &RegistryRef,
+    ) -> Result<Vec<u8>> {
+        let target = r.to_string();
+        let reference = match (&r.digest, r.tag_or_default()) {
+            (Some(d), _) => d.clone(),
+            (None, Some(t)) => t.to_string(),
+            (None, None) => "latest".to_string(),
+        };
+        let fail = |e| self.raw_error("pull manifest", target.clone(), e);
+        let url = self
+            .url(&format!("v2/{}/manifests/{reference}", r.repository))
+            .map_err(|m| fail(RawError::Other(m)))?;
+        let mut auth = self
+            .raw_auth(&r.to_oci(), oci_client::RegistryOperation::Pull)
+            .await
+            .map_err(fail)?;
+        let accept = MANIFEST_ACCEPT.join(", ");
+        let mut res = self
+            .send_raw(&mut auth, true, |c| {
+                c.get(url.clone())
+                    .header(http::header::ACCEPT, accept.as_str())
+            })
+            .await
+            .map_err(fail)?;
+        let status = res.status();
+        let body = read_capped(&mut res, MAX_MANIFEST_BYTES + 1)
+            .await
+            .map_err(fail)?;
+        if !status.is_success() {
+            let text = String::from_utf8_lossy(&body).into_owned();
+            return Err(fail(RawError::Status(status.as_u16(), text)));
+        }
+        Ok(body)
+    }
+}
+
 pub(super) type RawResult<T> = std::result::Result<T, RawError>;
 
 /// A response body, refused past `max` bytes.
