@@ -158,6 +158,17 @@ pub async fn harden(
     opts: &HardenOptions,
     progress: &Progress,
 ) -> Result<Hardened> {
+    // One client per registry and credentials for the whole run: the source's manifest
+    // reads, its layers and the destination's pushes share connections and the `/v2/` answer.
+    let pooled;
+    let opts = if opts.source.clients.is_none() {
+        let mut o = opts.clone();
+        o.source.clients = Some(Default::default());
+        pooled = o;
+        &pooled
+    } else {
+        opts
+    };
     let dest = match dest {
         Some(d) => d.clone(),
         None => reference::default_destination(src)?,
