@@ -111,107 +111,16 @@ fn decompressing(mut f: impl Read + Send + 'static, path: &Path) -> Result<Box<d
     Ok(if n >= 2 && magic[..2] == [0x1f, 0x8b] {
         Box::new(flate2::read::MultiGzDecoder::new(r))
     } else if n == 4 && magic == [0x28, 0xb5, 0x2f, 0xfd] {
-        Box::new(MultiZstd::new(Box::new(r)))
+        // libzstd reads every frame (zstd:chunked layers have many) and skips skippable
+        // ones; windows above 128 MiB are refused (memory stays bounded on hostile input).
+        let mut z = zstd::stream::read::Decoder::with_buffer(r).map_err(|e| Error::io(path, e))?;
+        z.window_log_max(27).map_err(|e| Error::io(path, e))?;
+        Box::new(z)
     } else {
         Box::new(r)
     })
 }
 
-/// A zstd stream of any number of frames (zstd:chunked layers have many), skippable frames
-/// skipped; ruzstd's decoder reads one frame.
-struct MultiZstd {
-    cur: Option<ruzstd::decoding::StreamingDecoder<Prefixed, ruzstd::decoding::FrameDecoder>>,
-    spare: Option<(Box<dyn Read + Send>, ruzstd::decoding::FrameDecoder)>,
-}
-
-/// A reader with 4 bytes put back in front.
-struct Prefixed {
-    head: [u8; 4],
-    used: usize,
-    inner: Box<dyn Read + Send>,
-}
-
-impl Read for Prefixed {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.used < 4 {
-            let n = (4 - self.used).min(buf.len());
-            buf[..n].copy_from_slice(&self.head[self.used..self.used + n]);
-            self.used += n;
-            return Ok(n);
-        }
-        self.inner.read(buf)
-    }
-}
-
-impl MultiZstd {
-    fn new(src: Box<dyn Read + Send>) -> Self {
-        MultiZstd {
-            cur: None,
-            spare: Some((src, ruzstd::decoding::FrameDecoder::new())),
-        }
-    }
-}
-
-impl Read for MultiZstd {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let zerr = |e: ruzstd::decoding::errors::FrameDecoderError| {
-            io::Error::new(io::ErrorKind::InvalidData, format!("zstd: {e}"))
-        };
-        loop {
-            if let Some(d) = &mut self.cur {
-                let n = d.read(buf)?;
-                if n > 0 || buf.is_empty() {
-                    return Ok(n);
-                }
-                let d = self.cur.take().expect("current frame");
-                let (p, dec) = d.into_parts();
-                self.spare = Some((p.inner, dec));
-            }
-            let Some((mut src, dec)) = self.spare.take() else {
-                return Ok(0);
-            };
-            let mut magic = [0u8; 4];
-            let mut got = 0;
-            while got < 4 {
-                let k = src.read(&mut magic[got..])?;
-                if k == 0 {
-                    break;
-                }
-                got += k;
-            }
-            if got == 0 {
-                return Ok(0);
-            }
-            if got < 4 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "zstd: truncated frame",
-                ));
-            }
-            if (0x184D_2A50..=0x184D_2A5F).contains(&u32::from_le_bytes(magic)) {
-                let mut len = [0u8; 4];
-                src.read_exact(&mut len)?;
-                let len = u64::from(u32::from_le_bytes(len));
-                let skipped = io::copy(&mut (&mut src).take(len), &mut io::sink())?;
-                if skipped != len {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "zstd: truncated skippable frame",
-                    ));
-                }
-                self.spare = Some((src, dec));
-                continue;
-            }
-            let p = Prefixed {
-                head: magic,
-                used: 0,
-                inner: src,
-            };
-            self.cur =
-                Some(ruzstd::decoding::StreamingDecoder::new_with_decoder(p, dec).map_err(zerr)?);
-        }
-    }
-}
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,5 +152,29 @@ mod tests {
         assert_eq!(n, whole.len() as u64);
         assert_eq!(diff_id, crate::digest::sha256_bytes(&whole));
         assert_eq!(paths(&fs), vec!["a", "b"]);
+    }
+
+    /// A zstd layer cut short is an error, never a shorter layer read as whole.
+    #[test]
+    fn a_cut_zstd_stream_is_an_error() {
+        let tar = tar_of(&[("a", "f:first"), ("b", "f:second")]);
+        let z = ruzstd::encoding::compress_to_vec(
+            &tar[..],
+            ruzstd::encoding::CompressionLevel::Fastest,
+        );
+        let d = tempfile::tempdir().unwrap();
+        for cut in [z.len() - 1, z.len() / 2, 5] {
+            let path = d.path().join(format!("l{cut}"));
+            std::fs::write(&path, &z[..cut]).unwrap();
+            let mut out = Vec::new();
+            let r = open_layer(&path)
+                .and_then(|mut r| r.read_to_end(&mut out).map_err(|e| Error::io(&path, e)));
+            assert!(
+                r.is_err(),
+                "cut at {cut} of {}: read {} bytes",
+                z.len(),
+                out.len()
+            );
+        }
     }
 }
