@@ -310,15 +310,6 @@ impl LayerCompression {
             LayerCompression::Zstd => OCI_LAYER_ZSTD,
         }
     }
-
-    /// The layer format in the recipe: a different writer gives different bytes, so a batch
-    /// re-hardens results of another one.
-    pub fn recipe(self) -> &'static str {
-        match self {
-            LayerCompression::Gzip => "gzip-5-1m",
-            LayerCompression::Zstd => "zstd-3-1m",
-        }
-    }
 }
 
 impl std::str::FromStr for LayerCompression {

@@ -82,7 +82,7 @@ impl HardenOptions {
             self.allow_missing,
             self.runtime_full,
             !self.no_packages,
-            self.compression.recipe()
+            crate::layer::format(self.compression)
         );
         // Platforms picked out of an index change the result too (named only when picked, so
         // results of earlier versions keep their recipe).

@@ -169,20 +169,7 @@ mod tests {
     }
 
     fn gzip(data: &[u8], block: usize, workers: usize) -> Vec<u8> {
-        let (btx, brx) = sync_channel(2);
-        let (otx, orx) = sync_channel(2);
-        let blocks: Vec<Arc<Vec<u8>>> = data.chunks(block).map(|c| Arc::new(c.to_vec())).collect();
-        std::thread::scope(|s| {
-            s.spawn(move || {
-                for b in blocks {
-                    btx.send(b).unwrap();
-                }
-            });
-            let out = s.spawn(move || orx.into_iter().flatten().collect::<Vec<u8>>());
-            compress(brx, &otx, 6, workers).unwrap();
-            drop(otx);
-            out.join().unwrap()
-        })
+        crate::layer::tests::through(data, block, |rx, tx| compress(rx, tx, 6, workers))
     }
 
     #[test]

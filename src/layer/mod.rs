@@ -21,12 +21,23 @@ mod sums;
 mod zstd;
 
 /// The tar is cut into blocks of this many bytes (the gzip blocks, zstd's jobs): part of the
-/// layer format, since the gzip bytes depend on it.
+/// layer format, since the bytes depend on it.
 const BLOCK: usize = 1 << 20;
 
 /// deflate's level: 5 writes layers 0.2–0.3% larger than zlib's default 6, about a quarter
 /// faster (measured on kept Go, Node.js, Perl and Python trees).
 const GZIP_LEVEL: u32 = 5;
+
+/// The layer format in the recipe (`gzip-5-1m`: compression, level, block size), made from the
+/// constants that shape the bytes: a different writer gives different bytes, so a batch
+/// re-hardens results of another one.
+pub fn format(compression: LayerCompression) -> String {
+    let (name, level) = match compression {
+        LayerCompression::Gzip => ("gzip", GZIP_LEVEL as i32),
+        LayerCompression::Zstd => ("zstd", zstd::LEVEL),
+    };
+    format!("{name}-{level}-{}m", BLOCK >> 20)
+}
 
 /// How to write a layer.
 #[derive(Debug, Clone, Copy, Default)]
@@ -278,8 +289,34 @@ fn append<W: io::Write>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
+
+    /// `data` cut into pieces of `cut` bytes and fed to a compressing `stage` (gzip's or
+    /// zstd's), from a thread of its own; what the stage sends out, whole.
+    pub(in crate::layer) fn through(
+        data: &[u8],
+        cut: usize,
+        stage: impl FnOnce(
+            std::sync::mpsc::Receiver<Arc<Vec<u8>>>,
+            &SyncSender<Vec<u8>>,
+        ) -> io::Result<()>,
+    ) -> Vec<u8> {
+        let (btx, brx) = sync_channel(2);
+        let (otx, orx) = sync_channel(2);
+        let blocks: Vec<Arc<Vec<u8>>> = data.chunks(cut).map(|c| Arc::new(c.to_vec())).collect();
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                for b in blocks {
+                    btx.send(b).unwrap();
+                }
+            });
+            let out = s.spawn(move || orx.into_iter().flatten().collect::<Vec<u8>>());
+            stage(brx, &otx).unwrap();
+            drop(otx);
+            out.join().unwrap()
+        })
+    }
     use crate::plan::Entry;
 
     fn plan() -> Plan {
@@ -311,6 +348,13 @@ mod tests {
             threads,
             sums: true,
         }
+    }
+
+    /// The recipe's layer formats: changing them re-hardens every result of a batch.
+    #[test]
+    fn layer_formats() {
+        assert_eq!(format(LayerCompression::Gzip), "gzip-5-1m");
+        assert_eq!(format(LayerCompression::Zstd), "zstd-3-1m");
     }
 
     #[test]

@@ -11,8 +11,6 @@ use zstd::zstd_safe::CParameter;
 
 /// zstd's default level: about deflate's ratio at several times its speed.
 pub(super) const LEVEL: i32 = 3;
-/// Each worker's job. Fixed, so the bytes do not depend on the worker count.
-const JOB: u32 = 1 << 20;
 
 /// Sends what the encoder writes to `out` in pieces of about 1 MiB.
 struct Sender<'a> {
@@ -34,7 +32,7 @@ impl Sender<'_> {
 impl Write for Sender<'_> {
     fn write(&mut self, b: &[u8]) -> io::Result<usize> {
         self.buf.extend_from_slice(b);
-        if self.buf.len() >= 1 << 20 {
+        if self.buf.len() >= super::BLOCK {
             self.send()?;
         }
         Ok(b.len())
@@ -58,7 +56,8 @@ pub(super) fn compress(
     let mut z = zstd::stream::write::Encoder::new(sender, LEVEL)?;
     z.include_checksum(true)?;
     z.multithread(workers.max(1) as u32)?;
-    z.set_parameter(CParameter::JobSize(JOB))?;
+    // Each worker's job: one block. Fixed, so the bytes do not depend on the worker count.
+    z.set_parameter(CParameter::JobSize(super::BLOCK as u32))?;
     for block in blocks {
         z.write_all(&block)?;
     }
@@ -68,23 +67,9 @@ pub(super) fn compress(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::mpsc::sync_channel;
 
     fn zstd(data: &[u8], cut: usize, workers: usize) -> Vec<u8> {
-        let (btx, brx) = sync_channel(2);
-        let (otx, orx) = sync_channel(2);
-        let blocks: Vec<Arc<Vec<u8>>> = data.chunks(cut).map(|c| Arc::new(c.to_vec())).collect();
-        std::thread::scope(|s| {
-            s.spawn(move || {
-                for b in blocks {
-                    btx.send(b).unwrap();
-                }
-            });
-            let out = s.spawn(move || orx.into_iter().flatten().collect::<Vec<u8>>());
-            compress(brx, &otx, workers).unwrap();
-            drop(otx);
-            out.join().unwrap()
-        })
+        crate::layer::tests::through(data, cut, |rx, tx| compress(rx, tx, workers))
     }
 
     #[test]

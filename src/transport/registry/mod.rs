@@ -298,19 +298,16 @@ impl RegistryClient {
     /// registry does not serve the API.
     pub async fn referrers_index(&self, r: &RegistryRef, digest: &str) -> Result<Option<Vec<u8>>> {
         let target = format!("{}/{}", r.registry, r.repository);
-        let url = self
-            .url(&format!("v2/{}/referrers/{digest}", r.repository))
-            .map_err(|m| self.raw_error("list referrers of", target.clone(), RawError::Other(m)))?;
-        let mut auth = self
-            .raw_auth(&r.to_oci(), oci_client::RegistryOperation::Pull)
-            .await
-            .map_err(|e| self.raw_error("list referrers of", target.clone(), e))?;
+        let path = format!("v2/{}/referrers/{digest}", r.repository);
         let res = self
-            .send_raw(&mut auth, true, |c| {
-                c.get(url.clone()).header("Accept", crate::image::OCI_INDEX)
-            })
-            .await
-            .map_err(|e| self.raw_error("list referrers of", target.clone(), e))?;
+            .raw_get(
+                r,
+                &path,
+                crate::image::OCI_INDEX,
+                "list referrers of",
+                &target,
+            )
+            .await?;
         let index = res
             .headers()
             .get(http::header::CONTENT_TYPE)

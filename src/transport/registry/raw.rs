@@ -222,6 +222,30 @@ impl RegistryClient {
 }
 
 impl RegistryClient {
+    /// GET `path` (under the registry's URL) with `accept`, authorized to pull from `r`'s
+    /// repository: how the reads oci-client is not used for begin. Errors name `op` and
+    /// `target`.
+    pub(in crate::transport::registry) async fn raw_get(
+        &self,
+        r: &RegistryRef,
+        path: &str,
+        accept: &str,
+        op: &'static str,
+        target: &str,
+    ) -> Result<reqwest::Response> {
+        let fail = |e| self.raw_error(op, target.to_string(), e);
+        let url = self.url(path).map_err(|m| fail(RawError::Other(m)))?;
+        let mut auth = self
+            .raw_auth(&r.to_oci(), oci_client::RegistryOperation::Pull)
+            .await
+            .map_err(fail)?;
+        self.send_raw(&mut auth, true, |c| {
+            c.get(url.clone()).header(http::header::ACCEPT, accept)
+        })
+        .await
+        .map_err(fail)
+    }
+
     /// A manifest from a registry that asks no credentials, in one request (oci-client asks
     /// `/v2/` before each of its own): what a batch's up-to-date check costs per tag.
     pub(in crate::transport::registry) async fn get_manifest_open(
@@ -229,27 +253,16 @@ impl RegistryClient {
         r: &RegistryRef,
     ) -> Result<Vec<u8>> {
         let target = r.to_string();
-        let reference = match (&r.digest, r.tag_or_default()) {
-            (Some(d), _) => d.clone(),
-            (None, Some(t)) => t.to_string(),
-            (None, None) => "latest".to_string(),
+        let reference = match &r.digest {
+            Some(d) => d.as_str(),
+            None => r.tag_or_default().unwrap_or("latest"),
         };
-        let fail = |e| self.raw_error("pull manifest", target.clone(), e);
-        let url = self
-            .url(&format!("v2/{}/manifests/{reference}", r.repository))
-            .map_err(|m| fail(RawError::Other(m)))?;
-        let mut auth = self
-            .raw_auth(&r.to_oci(), oci_client::RegistryOperation::Pull)
-            .await
-            .map_err(fail)?;
+        let path = format!("v2/{}/manifests/{reference}", r.repository);
         let accept = MANIFEST_ACCEPT.join(", ");
         let mut res = self
-            .send_raw(&mut auth, true, |c| {
-                c.get(url.clone())
-                    .header(http::header::ACCEPT, accept.as_str())
-            })
-            .await
-            .map_err(fail)?;
+            .raw_get(r, &path, &accept, "pull manifest", &target)
+            .await?;
+        let fail = |e| self.raw_error("pull manifest", target.clone(), e);
         let status = res.status();
         let body = read_capped(&mut res, MAX_MANIFEST_BYTES + 1)
             .await
