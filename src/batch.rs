@@ -71,6 +71,8 @@ pub struct BatchReport {
     pub reads_avoided: u64,
     /// Blobs mounted from another repository instead of uploaded.
     pub blobs_mounted: u64,
+    /// Result layers written once and reused by later images (the kept share of a base).
+    pub layers_written_once: u64,
     pub seconds: f64,
 }
 
@@ -158,6 +160,10 @@ pub async fn batch(target: &str, opts: &BatchOptions, progress: &Progress) -> Re
     if opts.harden.source.blobs.is_none() {
         opts.harden.source.blobs = Some(Arc::new(source::BlobCache::new()?));
     }
+    // A result layer made from a shared base layer is written once.
+    if opts.harden.made.is_none() {
+        opts.harden.made = Some(Arc::new(crate::layer::Made::new()?));
+    }
     // Blobs pushed to one repository are mounted into the others, not uploaded again.
     if opts.harden.push_log.is_none() {
         opts.harden.push_log = Some(Arc::new(crate::transport::registry::PushLog::default()));
@@ -238,6 +244,8 @@ pub async fn batch(target: &str, opts: &BatchOptions, progress: &Progress) -> Re
         layers_reused: cache.map_or(0, |b| b.hits.load(Ordering::Relaxed)),
         parses_reused: cache.map_or(0, |b| b.layers.parse_hits.load(Ordering::Relaxed)),
         reads_avoided: cache.map_or(0, |b| b.layers.read_hits.load(Ordering::Relaxed)),
+        layers_written_once: (opts.harden.made.as_ref())
+            .map_or(0, |m| m.hits.load(Ordering::Relaxed)),
         seconds: started.elapsed().as_secs_f64(),
         items,
     })

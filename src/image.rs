@@ -338,6 +338,16 @@ impl WrittenLayer {
             artifact_type: None,
         }
     }
+
+    /// The written file as a layer to read back (verified as it was written).
+    pub fn blob(&self) -> LayerBlob {
+        LayerBlob {
+            descriptor: self.descriptor(),
+            path: self.path.clone(),
+            growing: None,
+            unverified: None,
+        }
+    }
 }
 
 #[cfg(test)]

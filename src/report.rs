@@ -87,6 +87,9 @@ pub struct Report {
     /// How much of the source's layers was decompressed, and when.
     pub layer_reads: LayerReads,
     pub layers_before: usize,
+    /// The result's layers: one per source layer it keeps a share of, and pare's own.
+    #[serde(default)]
+    pub layers_after: usize,
     pub warnings: Vec<String>,
     /// libc features that fired (feature, the symbol or library, the object).
     pub features: Vec<crate::trace::FeatureHit>,

@@ -130,7 +130,13 @@ fn batch_a_namespace_resumably_and_in_shards() {
         // once, and the files the trace needs are copied out of it once.
         let rv: Value = serde_json::from_slice(&std::fs::read(&r).unwrap()).unwrap();
         assert_eq!(rv["hardened"].as_u64().unwrap() as usize, good.len());
-        for key in ["layers_reused", "parses_reused", "reads_avoided"] {
+        // ... and the result's layer made from it is written once.
+        for key in [
+            "layers_reused",
+            "parses_reused",
+            "reads_avoided",
+            "layers_written_once",
+        ] {
             assert!(rv[key].as_u64().unwrap() >= 20, "{key}: {}", rv[key]);
         }
     }

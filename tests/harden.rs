@@ -43,12 +43,15 @@ fn check_hardened_jq(u: &Unpacked, source_config: &Value) {
             "config key {key} must survive"
         );
     }
+    // Layers follow the source's two (the kept share of each that is worth a layer) and a
+    // last one of pare's own: the config lists each once, with its history.
+    let layers = u.manifest["layers"].as_array().unwrap().len();
+    assert!((1..=3).contains(&layers), "{layers} layers");
     assert_eq!(
-        u.manifest["layers"].as_array().unwrap().len(),
-        1,
-        "one layer"
+        u.config["rootfs"]["diff_ids"].as_array().unwrap().len(),
+        layers
     );
-    assert_eq!(u.config["rootfs"]["diff_ids"].as_array().unwrap().len(), 1);
+    assert_eq!(u.config["history"].as_array().unwrap().len(), layers);
     let root = u.rootfs();
     assert_eq!(
         find_setid_files(&root),
@@ -391,4 +394,58 @@ fn runpath_origin_and_ld_so_conf_libraries() {
         "{listing}"
     );
     assert_chroot_prints(&u.rootfs(), &["/opt/app/bin/app"], &[], "answer=42");
+}
+
+/// Two apps on one base (the same jq layer under each, then a layer of their own): each
+/// result's layers follow its source's, so the kept share of the shared layer is one blob in
+/// both (stored and pulled once), and each still runs as 65532 with its own program.
+#[test]
+fn images_on_one_base_share_the_layer_made_from_it() {
+    let reg = Registry::start();
+    let app = |name: &str, prog: &str| {
+        let own = Layer::new().file(&format!("/srv/{name}.jq"), prog, 0o644);
+        ImageSpec::new(vec![usrmerge_base_layer(), jq_app_layer(), own])
+            .with_entrypoint(&["/usr/bin/jq"])
+            .with_cmd(&["-n", "-f", &format!("/srv/{name}.jq")])
+    };
+    let mut results = Vec::new();
+    for (name, prog, prints) in [("a", "1+1", "2"), ("b", "[3,4]|add", "7")] {
+        let spec = app(name, prog);
+        build_and_push(&spec, &reg.image(&format!("apps/{name}:1")), None);
+        let out = pare_ok(&[
+            "harden",
+            &reg.image(&format!("apps/{name}:1")),
+            "--report",
+            "-",
+        ]);
+        let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let dest = reg.image(&format!("apps/{name}:1-hardened"));
+        let raw: Value = serde_json::from_slice(&skopeo_raw_manifest(&dest, None)).unwrap();
+        let layers: Vec<String> = raw["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["digest"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(r["layers_after"].as_u64(), Some(layers.len() as u64));
+        let u = pull_and_unpack(&format!("docker://{dest}"));
+        assert_eq!(
+            u.config["rootfs"]["diff_ids"].as_array().unwrap().len(),
+            layers.len()
+        );
+        let root = u.rootfs();
+        assert!(u.path(&format!("/srv/{name}.jq")).is_file());
+        assert!(find_setid_files(&root).is_empty());
+        assert_chroot_prints(
+            &root,
+            &["/usr/bin/jq", "-n", "-f", &format!("/srv/{name}.jq")],
+            &[],
+            prints,
+        );
+        results.push(layers);
+    }
+    let (a, b) = (&results[0], &results[1]);
+    assert!(a.len() >= 2, "the jq layer's share and pare's own: {a:?}");
+    assert_eq!(a[0], b[0], "the jq layer's kept files: one blob for both");
+    assert_ne!(a.last(), b.last(), "each app's own files");
 }

@@ -21,18 +21,14 @@ use crate::rootfs::Rootfs;
 use crate::trace::LayerContents;
 use crate::trace::{self, Trace};
 use crate::transport::sink::ImageParts;
+use std::sync::Arc;
 
 /// Seconds since the epoch for layer mtimes: `SOURCE_DATE_EPOCH`, else the source's `created`.
 pub(super) fn build_time(config: &serde_json::Value) -> Result<(u64, String)> {
     use time::format_description::well_known::Rfc3339;
-    if let Ok(s) = std::env::var("SOURCE_DATE_EPOCH") {
-        let n: i64 = s.trim().parse().map_err(|_| {
-            Error::Usage(format!(
-                "SOURCE_DATE_EPOCH={s:?} is not a number of seconds"
-            ))
-        })?;
+    if let Some(n) = source_date_epoch()? {
         let t = time::OffsetDateTime::from_unix_timestamp(n)
-            .map_err(|_| Error::Usage(format!("SOURCE_DATE_EPOCH={s:?} is out of range")))?;
+            .map_err(|_| Error::Usage(format!("SOURCE_DATE_EPOCH={n} is out of range")))?;
         let created = t
             .format(&Rfc3339)
             .map_err(|e| Error::Other(e.to_string()))?;
@@ -45,12 +41,24 @@ pub(super) fn build_time(config: &serde_json::Value) -> Result<(u64, String)> {
     }
 }
 
+/// `SOURCE_DATE_EPOCH`, when set.
+fn source_date_epoch() -> Result<Option<i64>> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(s) => s.trim().parse().map(Some).map_err(|_| {
+            Error::Usage(format!(
+                "SOURCE_DATE_EPOCH={s:?} is not a number of seconds"
+            ))
+        }),
+        Err(_) => Ok(None),
+    }
+}
+
 /// The new config: the source's JSON with only User, rootfs, history and created changed, so
 /// keys pare does not know (Healthcheck, Shell, OnBuild, …) survive byte for byte in meaning.
 pub(super) fn new_config(
     src: &serde_json::Value,
     plan: &Plan,
-    layer: &WrittenLayer,
+    layers: &[WrittenLayer],
     created: &str,
     source_ref: &str,
 ) -> Result<Vec<u8>> {
@@ -66,16 +74,27 @@ pub(super) fn new_config(
     inner["User"] = serde_json::Value::String(format!("{}:{}", u.uid, u.gid));
     obj.insert(
         "rootfs".into(),
-        serde_json::json!({"type": "layers", "diff_ids": [layer.diff_id]}),
+        serde_json::json!({
+            "type": "layers",
+            "diff_ids": layers.iter().map(|l| l.diff_id.as_str()).collect::<Vec<_>>(),
+        }),
     );
-    obj.insert(
-        "history".into(),
-        serde_json::json!([{
-            "created": created,
-            "created_by": format!("pare harden {source_ref}"),
-            "comment": "minimal closure of the entrypoint; setuid/setgid cleared; non-root user",
-        }]),
-    );
+    let last = layers.len().saturating_sub(1);
+    let history: Vec<_> = (0..layers.len())
+        .map(|i| {
+            let comment = if i == last {
+                "minimal closure of the entrypoint; setuid/setgid cleared; non-root user"
+            } else {
+                "the entries kept from one source layer"
+            };
+            serde_json::json!({
+                "created": created,
+                "created_by": format!("pare harden {source_ref}"),
+                "comment": comment,
+            })
+        })
+        .collect();
+    obj.insert("history".into(), serde_json::Value::Array(history));
     obj.insert(
         "created".into(),
         serde_json::Value::String(created.to_string()),
@@ -86,7 +105,7 @@ pub(super) fn new_config(
 /// Harden `src` into `dest` (default: the same repository, tag `TAG-hardened`).
 /// One hardened image, built and not yet written (its layer lives in `_work`).
 pub(super) struct Built {
-    pub(super) layer: WrittenLayer,
+    pub(super) layers: Vec<WrittenLayer>,
     pub(super) config_bytes: Vec<u8>,
     pub(super) config_digest: String,
     pub(super) manifest_bytes: Vec<u8>,
@@ -102,7 +121,7 @@ pub(super) struct Built {
 impl Built {
     pub(super) fn parts(&self) -> ImageParts<'_> {
         ImageParts {
-            layer: &self.layer,
+            layers: &self.layers,
             config: &self.config_bytes,
             config_digest: &self.config_digest,
             manifest: &self.manifest_bytes,
@@ -127,19 +146,21 @@ pub(super) async fn build_one(
     let input = WriteInput {
         config: pulled.config.clone(),
         user_flag: opts.user,
-        layer_path: work.path().join("layer.tar.gz"),
+        dir: work.path().to_path_buf(),
         mtime,
+        clamp: source_date_epoch()?.map(|n| n.max(0) as u64),
+        made: opts.made.clone(),
         layer: LayerOptions {
             compression: opts.compression,
             threads: opts.source.threads,
             sums: !opts.no_sbom,
         },
     };
-    let (plan, trace, layer, rootfs, sums) =
+    let (plan, trace, layers, rootfs, sums) =
         tokio::task::spawn_blocking(move || plan_and_write(rootfs, trace, contents, input))
             .await
             .map_err(Error::join)??;
-    let config_bytes = new_config(&pulled.config, &plan, &layer, &created, &src.to_string())?;
+    let config_bytes = new_config(&pulled.config, &plan, &layers, &created, &src.to_string())?;
     let config_digest = crate::digest::sha256_bytes(&config_bytes);
     let manifest = manifest_of(
         src,
@@ -147,7 +168,7 @@ pub(super) async fn build_one(
         &pulled.digest,
         &config_digest,
         config_bytes.len(),
-        &layer,
+        &layers,
     );
     let manifest_bytes = serde_json::to_vec(&manifest).map_err(|e| Error::Other(e.to_string()))?;
     let manifest_digest = crate::digest::sha256_bytes(&manifest_bytes);
@@ -158,7 +179,7 @@ pub(super) async fn build_one(
         rootfs: &rootfs,
         plan: &plan,
         trace: &trace,
-        layer: &layer,
+        layers: &layers,
         source_config: &pulled.config,
         config_bytes: &config_bytes,
         manifest_digest: &manifest_digest,
@@ -200,9 +221,10 @@ pub(super) async fn build_one(
         setid_cleared: setid_cleared(&plan),
         setid_removed: setid_removed(&plan, &rootfs),
         capabilities_dropped: plan.capabilities_dropped.clone(),
-        sizes: sizes(&pulled, &rootfs, &layer),
+        sizes: sizes(&pulled, &rootfs, &layers),
         layer_reads: layer_reads(&rootfs),
         layers_before: pulled.layers.len(),
+        layers_after: layers.len(),
         warnings,
         features: trace.features.clone(),
         dropped: trace
@@ -252,7 +274,7 @@ pub(super) async fn build_one(
     // An archive's file times: the written config's creation time.
     let mtime = build_time(&serde_json::from_slice(&config_bytes).unwrap_or_default())?.0;
     let built = Built {
-        layer,
+        layers,
         mtime,
         config_bytes,
         config_digest,
@@ -269,7 +291,7 @@ pub(super) async fn build_one(
 pub(super) async fn check_result(
     plan: &Plan,
     trace: &Trace,
-    layer: &WrittenLayer,
+    layers: &[WrittenLayer],
     config_bytes: &[u8],
     cfg: &crate::policy::CheckConfig,
     image: &str,
@@ -281,18 +303,13 @@ pub(super) async fn check_result(
         Some(Content::Bytes(b)) => Some(String::from_utf8_lossy(b).into_owned()),
         _ => None,
     };
-    let blob = crate::image::LayerBlob {
-        descriptor: layer.descriptor(),
-        path: layer.path.clone(),
-        growing: None,
-        unverified: None,
-    };
-    let diff_id = layer.diff_id.clone();
+    let blobs = layers.iter().map(WrittenLayer::blob).collect();
+    let diff_ids: Vec<String> = layers.iter().map(|l| l.diff_id.clone()).collect();
     let entry = trace.entrypoint.clone();
     let needed = trace.needed();
     let (cfg, image, digest) = (cfg.clone(), image.to_string(), digest.to_string());
     tokio::task::spawn_blocking(move || -> Result<_> {
-        let fs = Rootfs::merge(vec![blob], Some(&[diff_id]))?;
+        let fs = Rootfs::merge(blobs, Some(&diff_ids))?;
         let subject = crate::policy::Subject {
             fs: &fs,
             config: &config,
@@ -306,14 +323,14 @@ pub(super) async fn check_result(
     .map_err(Error::join)?
 }
 
-/// The hardened image's manifest: its config, its one layer, and what it was made from.
+/// The hardened image's manifest: its config, its layers, and what it was made from.
 fn manifest_of(
     src: &ImageRef,
     opts: &HardenOptions,
     source_digest: &str,
     config_digest: &str,
     config_size: usize,
-    layer: &WrittenLayer,
+    layers: &[WrittenLayer],
 ) -> Manifest {
     Manifest {
         schema_version: 2,
@@ -329,7 +346,7 @@ fn manifest_of(
             platform: None,
             artifact_type: None,
         },
-        layers: vec![layer.descriptor()],
+        layers: layers.iter().map(WrittenLayer::descriptor).collect(),
         annotations: Some(
             [
                 (
@@ -351,18 +368,26 @@ fn manifest_of(
 struct WriteInput {
     config: serde_json::Value,
     user_flag: Option<(u32, u32)>,
-    layer_path: std::path::PathBuf,
+    /// Where the layers are written (the image's work dir).
+    dir: std::path::PathBuf,
+    /// The time of pare's own entries.
     mtime: u64,
+    /// `SOURCE_DATE_EPOCH`: no entry's time is later.
+    clamp: Option<u64>,
+    /// Layers this process wrote already.
+    made: Option<Arc<crate::layer::Made>>,
     layer: LayerOptions,
 }
 
-/// The plan, then the layer written (with the SBOM's checksums).
+type Written = (Plan, Trace, Vec<WrittenLayer>, Rootfs, Option<FileSums>);
+
+/// The plan, then its layers written (with the SBOM's checksums).
 fn plan_and_write(
     rootfs: Rootfs,
     trace: Trace,
     mut contents: LayerContents,
     input: WriteInput,
-) -> Result<(Plan, Trace, WrittenLayer, Rootfs, Option<FileSums>)> {
+) -> Result<Written> {
     use crate::trace::Contents as _;
     let plan_input = PlanInput {
         fs: &rootfs,
@@ -376,19 +401,31 @@ fn plan_and_write(
     tracing::debug!(seconds = t.elapsed().as_secs_f64(), "planned");
     let t = Instant::now();
     let files = contents.into_files();
-    // The SBOM's checksums are taken as the layer writer reads each file.
-    let written = write_layer(&plan, &files, &input.layer_path, input.mtime, &input.layer)?;
+    let format = crate::layer::format(input.layer.compression);
+    let groups = crate::layer::split(&plan, &rootfs, input.mtime, input.clamp, &format);
+    let (mut layers, mut all_sums) = (Vec::new(), std::collections::BTreeMap::new());
+    for (i, g) in groups.iter().enumerate() {
+        let path = input.dir.join(format!("layer-{i}"));
+        // The SBOM's checksums are taken as the layer writer reads each file.
+        let write = |out: &std::path::Path| write_layer(&g.items, &files, out, &input.layer);
+        let written = match (&input.made, &g.key) {
+            (Some(made), Some(key)) => made.get_or_write(key, input.layer.sums, &path, write)?,
+            _ => write(&path)?,
+        };
+        all_sums.extend(written.sums);
+        layers.push(written.layer);
+    }
     let sums = input
         .layer
         .sums
-        .then(|| (written.sums, os_release(&plan, &files)));
-    let layer = written.layer;
+        .then(|| (all_sums, os_release(&plan, &files)));
     tracing::debug!(
         seconds = t.elapsed().as_secs_f64(),
-        bytes = layer.size,
+        bytes = layers.iter().map(|l| l.size).sum::<u64>(),
+        layers = layers.len(),
         "wrote layer"
     );
-    Ok((plan, trace, layer, rootfs, sums))
+    Ok((plan, trace, layers, rootfs, sums))
 }
 
 /// A built image before it is written, as the probes and the checklist see it.
@@ -398,7 +435,7 @@ struct Candidate<'a> {
     rootfs: &'a Rootfs,
     plan: &'a Plan,
     trace: &'a Trace,
-    layer: &'a WrittenLayer,
+    layers: &'a [WrittenLayer],
     source_config: &'a serde_json::Value,
     config_bytes: &'a [u8],
     manifest_digest: &'a str,
@@ -415,7 +452,7 @@ fn probe(c: &Candidate, opts: &HardenOptions) -> Result<Option<Vec<crate::probe:
         probe_built(
             c.rootfs,
             c.source_config,
-            c.layer,
+            c.layers,
             c.config_bytes,
             opts,
             c.work,
@@ -452,7 +489,7 @@ async fn check(
     let report = check_result(
         c.plan,
         c.trace,
-        c.layer,
+        c.layers,
         c.config_bytes,
         cfg,
         &dest.to_string(),

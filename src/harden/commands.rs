@@ -141,12 +141,12 @@ pub async fn probe_image(
     })
 }
 
-/// The probes of `--probe` in the hardened result (read back from its layer) and in the
+/// The probes of `--probe` in the hardened result (read back from its layers) and in the
 /// source, before anything is written.
 pub(super) fn probe_built(
     source: &Rootfs,
     source_config: &serde_json::Value,
-    layer: &WrittenLayer,
+    layers: &[WrittenLayer],
     config_bytes: &[u8],
     opts: &HardenOptions,
     work: &std::path::Path,
@@ -158,14 +158,8 @@ pub(super) fn probe_built(
     };
     let config: serde_json::Value =
         serde_json::from_slice(config_bytes).map_err(|e| Error::Other(e.to_string()))?;
-    let blob = crate::image::LayerBlob {
-        descriptor: layer.descriptor(),
-        path: layer.path.clone(),
-        growing: None,
-        unverified: None,
-    };
     let hardened = Rootfs::merge_with(
-        vec![blob],
+        layers.iter().map(WrittenLayer::blob).collect(),
         None,
         crate::rootfs::MergeOptions {
             cache: None,

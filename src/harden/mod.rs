@@ -62,8 +62,10 @@ pub struct HardenOptions {
     pub probe_limits: crate::probe::Limits,
     /// `--sign-key`: sign each pushed manifest (and index), and attest the SBOM.
     pub sign_key: Option<std::sync::Arc<crate::sign::PrivateKey>>,
-    /// `--compression`: the layer's format.
+    /// `--compression`: the layers' format.
     pub compression: crate::image::LayerCompression,
+    /// Layers this process wrote already (a batch writes a shared base's kept files once).
+    pub made: Option<std::sync::Arc<crate::layer::Made>>,
 }
 
 impl HardenOptions {

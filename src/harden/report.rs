@@ -151,15 +151,15 @@ pub(super) fn layer_reads(rootfs: &Rootfs) -> crate::report::LayerReads {
 }
 
 /// The image's sizes before and after.
-pub(super) fn sizes(pulled: &PulledImage, rootfs: &Rootfs, layer: &WrittenLayer) -> SizeChange {
+pub(super) fn sizes(pulled: &PulledImage, rootfs: &Rootfs, layers: &[WrittenLayer]) -> SizeChange {
     SizeChange {
         before: Sizes {
             compressed: pulled.compressed_size(),
             uncompressed: rootfs.uncompressed_size(),
         },
         after: Sizes {
-            compressed: layer.size,
-            uncompressed: layer.uncompressed_size,
+            compressed: layers.iter().map(|l| l.size).sum(),
+            uncompressed: layers.iter().map(|l| l.uncompressed_size).sum(),
         },
     }
 }

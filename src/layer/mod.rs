@@ -11,14 +11,19 @@ use std::sync::mpsc::{SyncSender, sync_channel};
 
 use crate::digest::HashingWriter;
 use crate::error::{Error, Result};
-use crate::plan::{Content, Plan};
+use crate::plan::Content;
 use crate::sbom::Sums;
 
 pub use crate::image::{LayerCompression, WrittenLayer};
 
 mod gzip;
+mod made;
+pub mod split;
 mod sums;
 mod zstd;
+
+pub use made::{MADE_BUDGET, Made};
+pub use split::{Group, Item, split};
 
 /// The tar is cut into blocks of this many bytes (the gzip blocks, zstd's jobs): part of the
 /// layer format, since the bytes depend on it.
@@ -28,15 +33,15 @@ const BLOCK: usize = 1 << 20;
 /// faster (measured on kept Go, Node.js, Perl and Python trees).
 const GZIP_LEVEL: u32 = 5;
 
-/// The layer format in the recipe (`gzip-5-1m`: compression, level, block size), made from the
-/// constants that shape the bytes: a different writer gives different bytes, so a batch
+/// The layer format in the recipe (`gzip-5-1m-by-source`: compression, level, block size, and
+/// layers that follow the source's, [`split`]), made from the constants that shape the bytes: a different writer gives different bytes, so a batch
 /// re-hardens results of another one.
 pub fn format(compression: LayerCompression) -> String {
     let (name, level) = match compression {
         LayerCompression::Gzip => ("gzip", GZIP_LEVEL as i32),
         LayerCompression::Zstd => ("zstd", zstd::LEVEL),
     };
-    format!("{name}-{level}-{}m", BLOCK >> 20)
+    format!("{name}-{level}-{}m-by-source", BLOCK >> 20)
 }
 
 /// How to write a layer.
@@ -117,18 +122,17 @@ impl Write for BlockWriter {
     }
 }
 
-/// Write the plan as a compressed tar at `out`. `files` maps canonical image paths to local
-/// copies.
+/// Write `items` (in path order) as a compressed tar at `out`. `files` maps canonical image
+/// paths to local copies.
 ///
 /// The threads: this one builds the tar; one hashes it (the diff_id); one takes each file's
 /// checksums from the same blocks; the compressor (gzip: its own workers, one block each;
 /// zstd: libzstd's workers) hands the compressed stream to one that hashes and writes it.
 /// Each byte of a kept file is read once.
 pub fn write_layer(
-    plan: &Plan,
+    items: &[Item],
     files: &HashMap<String, crate::rootfs::Local>,
     out: &Path,
-    mtime: u64,
     opts: &LayerOptions,
 ) -> Result<Written> {
     let file = std::fs::File::create(out).map_err(|e| Error::io(out, e))?;
@@ -180,10 +184,10 @@ pub fn write_layer(
             });
             let mut tar = tar::Builder::new(w);
             tar.mode(tar::HeaderMode::Deterministic);
-            for (path, e) in &plan.entries {
-                let s = append(&mut tar, path, e, files, mtime, marker.as_ref()).map_err(werr)?;
+            for it in items {
+                let s = append(&mut tar, it, files, marker.as_ref()).map_err(werr)?;
                 if let Some(s) = s {
-                    sums.insert(path.clone(), s);
+                    sums.insert(it.path.to_string(), s);
                 }
             }
             tar.into_inner().map_err(werr)?.finish().map_err(werr)
@@ -226,14 +230,13 @@ pub fn write_layer(
 /// noted).
 fn append<W: io::Write>(
     tar: &mut tar::Builder<W>,
-    path: &str,
-    e: &crate::plan::Entry,
+    it: &Item,
     files: &HashMap<String, crate::rootfs::Local>,
-    mtime: u64,
     marker: Option<&sums::Marker>,
 ) -> io::Result<Option<Sums>> {
+    let (path, e) = (it.path, it.entry);
     let mut h = tar::Header::new_gnu();
-    h.set_mtime(mtime);
+    h.set_mtime(it.mtime);
     h.set_uid(e.uid);
     h.set_gid(e.gid);
     h.set_mode(e.mode);
@@ -317,7 +320,7 @@ pub(super) mod tests {
             out.join().unwrap()
         })
     }
-    use crate::plan::Entry;
+    use crate::plan::{Entry, Plan};
 
     fn plan() -> Plan {
         let mut p = Plan::default();
@@ -353,8 +356,8 @@ pub(super) mod tests {
     /// The recipe's layer formats: changing them re-hardens every result of a batch.
     #[test]
     fn layer_formats() {
-        assert_eq!(format(LayerCompression::Gzip), "gzip-5-1m");
-        assert_eq!(format(LayerCompression::Zstd), "zstd-3-1m");
+        assert_eq!(format(LayerCompression::Gzip), "gzip-5-1m-by-source");
+        assert_eq!(format(LayerCompression::Zstd), "zstd-3-1m-by-source");
     }
 
     #[test]
@@ -363,9 +366,14 @@ pub(super) mod tests {
         for c in [LayerCompression::Gzip, LayerCompression::Zstd] {
             let o = opts(c, 0);
             let w = |name: &str, mtime| {
-                write_layer(&plan(), &HashMap::new(), &d.path().join(name), mtime, &o)
-                    .unwrap()
-                    .layer
+                write_layer(
+                    &split::all(&plan(), mtime),
+                    &HashMap::new(),
+                    &d.path().join(name),
+                    &o,
+                )
+                .unwrap()
+                .layer
             };
             let (a, b) = (w("a", 1_700_000_000), w("b", 1_700_000_000));
             assert_eq!(a.digest, b.digest);
@@ -430,9 +438,15 @@ pub(super) mod tests {
         .into();
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         for c in [LayerCompression::Gzip, LayerCompression::Zstd] {
-            let one = write_layer(&p, &files, &d.path().join("1"), 7, &opts(c, 1)).unwrap();
-            let many =
-                write_layer(&p, &files, &d.path().join("n"), 7, &opts(c, cores * 3)).unwrap();
+            let one =
+                write_layer(&split::all(&p, 7), &files, &d.path().join("1"), &opts(c, 1)).unwrap();
+            let many = write_layer(
+                &split::all(&p, 7),
+                &files,
+                &d.path().join("n"),
+                &opts(c, cores * 3),
+            )
+            .unwrap();
             assert_eq!(one.layer.digest, many.layer.digest, "{c:?}");
             assert_eq!(one.layer.diff_id, many.layer.diff_id);
             assert_eq!(
@@ -447,10 +461,9 @@ pub(super) mod tests {
         }
         // The gzip layer is a plain gzip of the plain tar (what any reader sees).
         let g = write_layer(
-            &p,
+            &split::all(&p, 7),
             &files,
             &d.path().join("g"),
-            7,
             &opts(LayerCompression::Gzip, 2),
         )
         .unwrap()
@@ -515,10 +528,9 @@ pub(super) mod tests {
             offset += size;
         }
         let w = write_layer(
-            &p,
+            &split::all(&p, 1),
             &files,
             &d.path().join("l"),
-            1,
             &opts(LayerCompression::Zstd, 2),
         )
         .unwrap();

@@ -296,15 +296,18 @@ fn normalize_tag(t: &str) -> String {
     }
 }
 
-/// Write a one-image archive (uncompressed layer, as `docker save` and skopeo write it), through
-/// a temp file renamed into place.
+/// Write a one-image archive (uncompressed layers, as `docker save` and skopeo write them),
+/// through a temp file renamed into place.
 pub fn write(
     path: &Path,
     reference: Option<&str>,
     config_bytes: &[u8],
-    layer: &WrittenLayer,
+    layers: &[WrittenLayer],
     mtime: u64,
 ) -> Result<()> {
+    let top = layers
+        .last()
+        .ok_or_else(|| Error::Other("internal: an image without layers".into()))?;
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -321,9 +324,13 @@ pub fn write(
             h.set_entry_type(tar::EntryType::Regular);
             b.append_data(&mut h, name, data).map_err(werr)
         };
-        let layer_name = format!("{}.tar", &layer.diff_id["sha256:".len()..]);
-        let mut tar = crate::rootfs::open_layer(&layer.path)?;
-        add(&layer_name, layer.uncompressed_size, &mut tar)?;
+        let mut names = Vec::new();
+        for layer in layers {
+            let name = format!("{}.tar", &layer.diff_id["sha256:".len()..]);
+            let mut tar = crate::rootfs::open_layer(&layer.path)?;
+            add(&name, layer.uncompressed_size, &mut tar)?;
+            names.push(name);
+        }
         let config_name = format!("{}.json", &sha256_bytes(config_bytes)["sha256:".len()..]);
         add(
             &config_name,
@@ -334,14 +341,14 @@ pub fn write(
         let manifest = serde_json::to_vec(&[ManifestEntry {
             config: config_name,
             repo_tags: tag.clone().map(|t| vec![t]),
-            layers: vec![layer_name],
+            layers: names,
         }])
         .map_err(|e| Error::Other(e.to_string()))?;
         add("manifest.json", manifest.len() as u64, &mut &manifest[..])?;
         if let Some(t) = tag
             && let Some((repo, tag)) = t.rsplit_once(':')
         {
-            let repos = serde_json::json!({ repo: { tag: &layer.diff_id["sha256:".len()..] } });
+            let repos = serde_json::json!({ repo: { tag: &top.diff_id["sha256:".len()..] } });
             let bytes = serde_json::to_vec(&repos).map_err(|e| Error::Other(e.to_string()))?;
             add("repositories", bytes.len() as u64, &mut &bytes[..])?;
         }

@@ -30,9 +30,9 @@ pub struct SinkOptions {
     pub clients: Option<Arc<crate::transport::registry::ClientPool>>,
 }
 
-/// One image to write: its layer, config and manifest, and its SBOM.
+/// One image to write: its layers, config and manifest, and its SBOM.
 pub struct ImageParts<'a> {
-    pub layer: &'a WrittenLayer,
+    pub layers: &'a [WrittenLayer],
     pub config: &'a [u8],
     pub config_digest: &'a str,
     pub manifest: &'a [u8],
@@ -167,7 +167,6 @@ impl RegistrySink {
 
     async fn image(&self, image: &ImageParts<'_>, tagged: bool, progress: &Progress) -> Result<()> {
         let (client, r, log) = (&self.client, &self.r, self.opts.push_log.as_deref());
-        let layer = image.layer;
         let manifest_digest = crate::digest::sha256_bytes(image.manifest);
         let target = self.at(tagged, &manifest_digest);
         // The blobs side by side (the SBOM's too): only the manifests wait for them.
@@ -182,15 +181,14 @@ impl RegistrySink {
                 None => Ok(()),
             }
         };
+        let layers = futures_util::future::try_join_all(
+            image
+                .layers
+                .iter()
+                .map(|l| client.put_blob_file(&target, &l.path, &l.digest, l.size, progress, log)),
+        );
         tokio::try_join!(
-            client.put_blob_file(
-                &target,
-                &layer.path,
-                &layer.digest,
-                layer.size,
-                progress,
-                log,
-            ),
+            layers,
             client.put_blob_bytes(&target, image.config.to_vec(), image.config_digest, log),
             sbom_blobs,
         )?;
@@ -214,7 +212,9 @@ impl RegistrySink {
             .put_manifest(&target, image.manifest.to_vec(), OCI_MANIFEST)
             .await?;
         if let Some(log) = log {
-            log.record(&r.registry, &r.repository, &layer.digest);
+            for l in image.layers {
+                log.record(&r.registry, &r.repository, &l.digest);
+            }
             log.record(&r.registry, &r.repository, image.config_digest);
         }
         // The SBOM's manifest, after the image it describes.
@@ -297,7 +297,9 @@ impl Sink for LayoutSink {
         _progress: &'a Progress,
     ) -> BoxFuture<'a, Result<()>> {
         let (dir, tag) = (self.dir.clone(), self.tag.clone());
-        let (layer_path, digest) = (image.layer.path.clone(), image.layer.digest.clone());
+        let layers: Vec<_> = (image.layers.iter())
+            .map(|l| (l.path.clone(), l.digest.clone()))
+            .collect();
         let (config, config_digest, manifest) = (
             image.config.to_vec(),
             image.config_digest.to_string(),
@@ -310,7 +312,9 @@ impl Sink for LayoutSink {
         Box::pin(async move {
             tokio::task::spawn_blocking(move || -> Result<()> {
                 let l = Layout::create(&dir)?;
-                l.put_blob_file(&layer_path, &digest)?;
+                for (path, digest) in &layers {
+                    l.put_blob_file(path, digest)?;
+                }
                 if l.put_blob_bytes(&config)? != config_digest {
                     return Err(Error::Other("internal: config digest changed".into()));
                 }
@@ -364,9 +368,9 @@ impl Sink for ArchiveSink {
         _tagged: bool,
         _progress: &'a Progress,
     ) -> BoxFuture<'a, Result<()>> {
-        let (path, layer, config) = (
+        let (path, layers, config) = (
             self.path.clone(),
-            image.layer.clone(),
+            image.layers.to_vec(),
             image.config.to_vec(),
         );
         let (reference, mtime) = (self.reference.clone(), image.mtime);
@@ -376,7 +380,7 @@ impl Sink for ArchiveSink {
                     &path,
                     reference.as_deref(),
                     &config,
-                    &layer,
+                    &layers,
                     mtime,
                 )
             })
