@@ -483,7 +483,7 @@ impl BatchReport {
             ));
         }
         o.push_str(&format!(
-            "{} hardened, {} skipped, {} failed; {} saved; shared layers: {} downloads, {} parses, {} reads avoided; {} blobs mounted; {:.1}s{}\n",
+            "{} hardened, {} skipped, {} failed; {} saved; shared layers: {} downloads, {} parses, {} reads, {} writes avoided; {} blobs mounted; {:.1}s{}\n",
             self.hardened,
             self.skipped,
             self.failed,
@@ -491,6 +491,7 @@ impl BatchReport {
             self.layers_reused,
             self.parses_reused,
             self.reads_avoided,
+            self.layers_written_once,
             self.blobs_mounted,
             self.seconds,
             self.shard
