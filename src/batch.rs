@@ -71,6 +71,9 @@ pub struct BatchReport {
     pub reads_avoided: u64,
     /// Blobs mounted from another repository instead of uploaded.
     pub blobs_mounted: u64,
+    /// Objects whose ELF facts (needed libraries, imports, strings) were parsed by an earlier
+    /// image from the same layer's bytes.
+    pub elf_facts_reused: u64,
     /// Result layers written once and reused by later images (the kept share of a base).
     pub layers_written_once: u64,
     pub seconds: f64,
@@ -244,6 +247,7 @@ pub async fn batch(target: &str, opts: &BatchOptions, progress: &Progress) -> Re
         layers_reused: cache.map_or(0, |b| b.hits.load(Ordering::Relaxed)),
         parses_reused: cache.map_or(0, |b| b.layers.parse_hits.load(Ordering::Relaxed)),
         reads_avoided: cache.map_or(0, |b| b.layers.read_hits.load(Ordering::Relaxed)),
+        elf_facts_reused: cache.map_or(0, |b| b.layers.facts_hits.load(Ordering::Relaxed)),
         layers_written_once: (opts.harden.made.as_ref())
             .map_or(0, |m| m.hits.load(Ordering::Relaxed)),
         seconds: started.elapsed().as_secs_f64(),
@@ -483,7 +487,7 @@ impl BatchReport {
             ));
         }
         o.push_str(&format!(
-            "{} hardened, {} skipped, {} failed; {} saved; shared layers: {} downloads, {} parses, {} reads, {} writes avoided; {} blobs mounted; {:.1}s{}\n",
+            "{} hardened, {} skipped, {} failed; {} saved; shared layers: {} downloads, {} parses, {} reads, {} ELF parses, {} writes avoided; {} blobs mounted; {:.1}s{}\n",
             self.hardened,
             self.skipped,
             self.failed,
@@ -491,6 +495,7 @@ impl BatchReport {
             self.layers_reused,
             self.parses_reused,
             self.reads_avoided,
+            self.elf_facts_reused,
             self.layers_written_once,
             self.blobs_mounted,
             self.seconds,

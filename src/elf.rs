@@ -93,6 +93,23 @@ pub const MAX_STRINGS: usize = 65_536;
 const MAX_TOKEN: usize = 1024;
 
 impl ElfFacts {
+    /// Bytes it holds, roughly (what a cache of facts counts against its budget).
+    pub fn footprint(&self) -> usize {
+        let strs = |v: &[String]| v.iter().map(|s| s.len() + 24).sum::<usize>();
+        std::mem::size_of::<Self>()
+            + strs(&self.needed)
+            + strs(&self.rpath)
+            + strs(&self.runpath)
+            + strs(&self.dlopen)
+            + strs(&self.strings)
+            + strs(&self.words)
+            + (self.imports.iter())
+                .map(|i| i.name.len() + i.version.as_ref().map_or(0, |v| v.len()) + 48)
+                .sum::<usize>()
+            + self.interpreter.as_ref().map_or(0, |s| s.len())
+            + self.soname.as_ref().map_or(0, |s| s.len())
+    }
+
     /// Whether `other` can be loaded into a process of this object (class, byte order, machine).
     pub fn compatible(&self, other: &ElfFacts) -> bool {
         self.is_64 == other.is_64

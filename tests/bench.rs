@@ -553,7 +553,7 @@ fn batch_of_a_thousand_tags() {
          | no-op re-run (all up to date) | **{noop:.2}s**, peak RSS {} | |\n\
          | registry requests per up-to-date tag | **{:.2}** ({noop_requests} for {}) | |\n\
          | registry requests per hardened tag | {:.1} ({forced_requests} for {forced}, `--force --shard 0/10`) | |\n\
-         | shared | {} layer downloads, {} parses, {} reads, {} result layer writes avoided; {} blobs mounted | |\n",
+         | shared | {} layer downloads, {} parses, {} reads, {} ELF parses, {} result layer writes avoided; {} blobs mounted | |\n",
         machine(),
         env!("CARGO_PKG_VERSION"),
         mib(full_rss),
@@ -567,6 +567,7 @@ fn batch_of_a_thousand_tags() {
         r["layers_reused"],
         r["parses_reused"],
         r["reads_avoided"],
+        r["elf_facts_reused"],
         r["layers_written_once"],
         r["blobs_mounted"],
     );

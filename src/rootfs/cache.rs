@@ -7,12 +7,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::node::Local;
 use super::parse::ParsedLayer;
+use crate::elf::ElfFacts;
 use crate::error::Result;
 
 /// Most bytes of parsed layers a [`LayerCache`] keeps for later images.
 pub const PARSED_BUDGET: usize = 512 << 20;
 /// Most bytes of files a [`LayerCache`] keeps copied out of layers for later images.
 pub const FILES_BUDGET: u64 = 4 << 30;
+/// Most bytes (as [`ElfFacts::footprint`] counts them) of ELF facts a [`LayerCache`] keeps.
+pub const FACTS_BUDGET: usize = 64 << 20;
 
 /// What the images of one process (a batch) share, by layer digest: each layer's parse (so a
 /// layer is inflated and indexed once, not once per image), and the files already copied out
@@ -24,6 +27,9 @@ pub struct LayerCache {
     parsed: std::sync::Mutex<ParsedSlots>,
     files: std::sync::Mutex<CopiedFiles>,
     parsed_budget: usize,
+    facts: std::sync::Mutex<KnownFacts>,
+    /// Objects whose ELF facts another image had parsed.
+    pub facts_hits: AtomicU64,
     /// Layers whose parse was reused.
     pub parse_hits: AtomicU64,
     /// Layers not inflated at all for tracing because every wanted file was already copied.
@@ -36,6 +42,13 @@ struct CopiedFiles {
     map: HashMap<(String, u64), Local>,
     bytes: u64,
     count: u64,
+}
+
+/// ELF facts by (layer digest, entry ordinal): `None` for a file that is not ELF.
+#[derive(Default)]
+struct KnownFacts {
+    map: HashMap<(String, u64), Option<Arc<ElfFacts>>>,
+    bytes: usize,
 }
 
 type ParsedCell = Arc<std::sync::Mutex<Option<Arc<ParsedLayer>>>>;
@@ -69,6 +82,8 @@ impl LayerCache {
             parsed: Default::default(),
             files: Default::default(),
             parsed_budget,
+            facts: Default::default(),
+            facts_hits: AtomicU64::new(0),
             parse_hits: AtomicU64::new(0),
             read_hits: AtomicU64::new(0),
         }
@@ -164,6 +179,34 @@ impl LayerCache {
             .clone()
     }
 
+    /// The ELF facts of entry `entry` of layer `digest`, when an image parsed them.
+    pub(super) fn facts(&self, digest: &str, entry: u64) -> Option<Option<Arc<ElfFacts>>> {
+        let found = lock(&self.facts)
+            .map
+            .get(&(digest.to_string(), entry))
+            .cloned();
+        if found.is_some() {
+            self.facts_hits.fetch_add(1, Ordering::Relaxed);
+        }
+        found
+    }
+
+    /// Keep the facts of entry `entry` of layer `digest` for later images, while under
+    /// [`FACTS_BUDGET`].
+    pub(super) fn put_facts(&self, digest: &str, entry: u64, facts: &Option<Arc<ElfFacts>>) {
+        let size = 64 + digest.len() + facts.as_deref().map_or(0, ElfFacts::footprint);
+        let mut f = lock(&self.facts);
+        if f.bytes + size > FACTS_BUDGET {
+            return;
+        }
+        if f.map
+            .insert((digest.to_string(), entry), facts.clone())
+            .is_none()
+        {
+            f.bytes += size;
+        }
+    }
+
     /// A spool that is not kept: removed, its bytes given back to the budget.
     pub(super) fn drop_spool(&self, path: &Path, size: u64) {
         let _ = std::fs::remove_file(path);
@@ -211,6 +254,48 @@ mod tests {
         let plain = Rootfs::merge(first, None).unwrap();
         assert_eq!(plain.nodes, fs1.nodes);
         assert_eq!(plain.stats, fs1.stats);
+    }
+
+    /// ELF facts are shared by the bytes they were parsed from: the same entry of the same
+    /// layer digest in another image, never a file of the same name elsewhere.
+    #[test]
+    fn facts_are_shared_by_layer_and_entry() {
+        let base = tar_of(&[("lib/libc.so", "f:libc")]);
+        let other = tar_of(&[("lib/libc.so", "f:other")]);
+        let d = tempfile::tempdir().unwrap();
+        let cache = Arc::new(LayerCache::new(d.path()));
+        let fs1 = Rootfs::merge_cached(
+            vec![blob_at(d.path(), "b1", &base)],
+            None,
+            Some(cache.clone()),
+        )
+        .unwrap();
+        assert_eq!(fs1.shared_facts("lib/libc.so"), None);
+        let facts = Some(Arc::new(ElfFacts {
+            soname: Some("libc.so.6".into()),
+            ..Default::default()
+        }));
+        fs1.share_facts("lib/libc.so", &facts);
+        fs1.share_facts("lib", &facts); // not a file: nothing kept
+        let fs2 = Rootfs::merge_cached(
+            vec![blob_at(d.path(), "b2", &base)],
+            None,
+            Some(cache.clone()),
+        )
+        .unwrap();
+        assert_eq!(fs2.shared_facts("lib/libc.so"), Some(facts));
+        assert_eq!(fs2.shared_facts("lib"), None);
+        let fs3 = Rootfs::merge_cached(
+            vec![blob_at(d.path(), "o", &other)],
+            None,
+            Some(cache.clone()),
+        )
+        .unwrap();
+        assert_eq!(fs3.shared_facts("lib/libc.so"), None, "other bytes");
+        assert_eq!(cache.facts_hits.load(Ordering::Relaxed), 1);
+        // Without a cache nothing is shared.
+        let plain = Rootfs::merge(vec![blob_at(d.path(), "b3", &base)], None).unwrap();
+        assert_eq!(plain.shared_facts("lib/libc.so"), None);
     }
 
     #[test]

@@ -171,6 +171,30 @@ impl Rootfs {
         }
     }
 
+    /// The ELF facts another image of the process parsed from this file's bytes (the same
+    /// entry of the same layer blob): `Some(None)` for a file known not to be ELF.
+    pub fn shared_facts(&self, path: &str) -> Option<Option<Arc<crate::elf::ElfFacts>>> {
+        let (digest, entry) = self.identity(path)?;
+        self.cache.as_ref()?.facts(digest, entry)
+    }
+
+    /// Give the process's other images the facts parsed from this file.
+    pub fn share_facts(&self, path: &str, facts: &Option<Arc<crate::elf::ElfFacts>>) {
+        if let (Some(cache), Some((digest, entry))) = (&self.cache, self.identity(path)) {
+            cache.put_facts(digest, entry, facts);
+        }
+    }
+
+    /// A regular file's bytes by name: its layer's digest and its entry there.
+    fn identity(&self, path: &str) -> Option<(&str, u64)> {
+        match self.nodes.get(path)?.kind {
+            Kind::File { layer, entry, .. } => {
+                Some((self.layers.get(layer)?.descriptor.digest.as_str(), entry))
+            }
+            _ => None,
+        }
+    }
+
     /// A layer served files from captures another image's pass made: a read avoided (counted
     /// once per layer, for the batch summary).
     fn note_served(&self, layer: usize) {

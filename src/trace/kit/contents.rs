@@ -221,6 +221,11 @@ impl Contents for LayerContents {
         if let Some(f) = self.facts.get(path) {
             return Ok(f.clone());
         }
+        // Another image of the process parsed the same bytes (a batch's shared base).
+        if let Some(f) = fs.shared_facts(path) {
+            self.facts.insert(path.to_string(), f.clone());
+            return Ok(f);
+        }
         let size = fs.get(path).map_or(0, |n| n.size());
         if size > MAX_OBJECT_BYTES {
             return Err(Error::path(
@@ -251,6 +256,7 @@ impl Contents for LayerContents {
                 None
             }
         };
+        fs.share_facts(path, &facts);
         self.facts.insert(path.to_string(), facts.clone());
         Ok(facts)
     }
