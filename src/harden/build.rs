@@ -405,7 +405,8 @@ fn plan_and_write(
     let groups = crate::layer::split(&plan, &rootfs, input.mtime, input.clamp, &format);
     let (mut layers, mut all_sums) = (Vec::new(), std::collections::BTreeMap::new());
     for (i, g) in groups.iter().enumerate() {
-        let path = input.dir.join(format!("layer-{i}"));
+        // Not `layer-N`: the source's downloaded layers are named so in the same dir.
+        let path = input.dir.join(format!("result-{i}"));
         // The SBOM's checksums are taken as the layer writer reads each file.
         let write = |out: &std::path::Path| write_layer(&g.items, &files, out, &input.layer);
         let written = match (&input.made, &g.key) {

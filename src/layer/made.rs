@@ -88,6 +88,8 @@ impl Made {
         // Rewritten only to add the sums, under another name: a kept file never changes while
         // an image reads it.
         let path = self.dir.path().join(format!("{key}-{}", sums as u8));
+        // What a failed write of this key left.
+        let _ = std::fs::remove_file(&path);
         let written = write(&path)?;
         self.held.fetch_add(written.layer.size, Ordering::Relaxed);
         *slot = Some(Kept {

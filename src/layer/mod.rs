@@ -135,7 +135,12 @@ pub fn write_layer(
     out: &Path,
     opts: &LayerOptions,
 ) -> Result<Written> {
-    let file = std::fs::File::create(out).map_err(|e| Error::io(out, e))?;
+    // A new file, never one already there (a source blob may sit in the same dir).
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(out)
+        .map_err(|e| Error::io(out, e))?;
     let werr = |e: io::Error| Error::io(out, e);
     let workers = opts.workers();
     std::thread::scope(|scope| {
@@ -360,6 +365,17 @@ pub(super) mod tests {
         assert_eq!(format(LayerCompression::Zstd), "zstd-3-1m-by-source");
     }
 
+    /// The writer never replaces a file (the image's downloaded layers share its dir).
+    #[test]
+    fn an_existing_file_is_never_overwritten() {
+        let d = tempfile::tempdir().unwrap();
+        let there = d.path().join("layer-0");
+        std::fs::write(&there, b"a source blob").unwrap();
+        let o = opts(LayerCompression::Gzip, 1);
+        assert!(write_layer(&split::all(&plan(), 1), &HashMap::new(), &there, &o).is_err());
+        assert_eq!(std::fs::read(&there).unwrap(), b"a source blob");
+    }
+
     #[test]
     fn deterministic_and_readable() {
         let d = tempfile::tempdir().unwrap();
@@ -369,7 +385,7 @@ pub(super) mod tests {
                 write_layer(
                     &split::all(&plan(), mtime),
                     &HashMap::new(),
-                    &d.path().join(name),
+                    &d.path().join(format!("{c:?}-{name}")),
                     &o,
                 )
                 .unwrap()
@@ -438,12 +454,17 @@ pub(super) mod tests {
         .into();
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         for c in [LayerCompression::Gzip, LayerCompression::Zstd] {
-            let one =
-                write_layer(&split::all(&p, 7), &files, &d.path().join("1"), &opts(c, 1)).unwrap();
+            let one = write_layer(
+                &split::all(&p, 7),
+                &files,
+                &d.path().join(format!("{c:?}1")),
+                &opts(c, 1),
+            )
+            .unwrap();
             let many = write_layer(
                 &split::all(&p, 7),
                 &files,
-                &d.path().join("n"),
+                &d.path().join(format!("{c:?}n")),
                 &opts(c, cores * 3),
             )
             .unwrap();
