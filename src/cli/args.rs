@@ -278,7 +278,7 @@ pub struct TraceFlags {
 
 #[derive(Args, Clone)]
 pub struct OutputFlags {
-    /// The hardened layer's compression: gzip (every runtime reads it) or zstd (smaller and
+    /// The hardened layers' compression: gzip (every runtime reads it) or zstd (smaller and
     /// faster; containerd ≥ 1.5, podman, Docker ≥ 23 read it).
     #[arg(long, value_parser = ["gzip", "zstd"], default_value = "gzip")]
     pub compression: String,
