@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Instant;
 
+use common::faults::FaultProxy;
 use common::*;
 use serde_json::Value;
 
@@ -358,4 +359,71 @@ fn repos_from_a_list(reg: &Registry, dir: &Path, target: &str) {
         .arg("--repos-from")
         .arg(&list));
     assert!(out.status.success(), "{}", describe_output(&out));
+}
+
+/// A batch asks the registry about each blob at most once per repository: a blob it pushed,
+/// mounted or found there is not asked about again; one another repository of the batch holds
+/// is mounted without asking first; small new blobs (configs, SBOMs) are uploaded without
+/// asking. Three tags in two repositories on one base, through a counting proxy.
+#[test]
+fn a_batch_asks_about_each_blob_at_most_once_per_repository() {
+    let reg = Registry::start();
+    for (image, prog) in [("ns/a:1", "1+1"), ("ns/a:2", "2+2"), ("ns/b:1", "3+3")] {
+        let own = Layer::new().file("/srv/p.jq", prog, 0o644);
+        let spec = ImageSpec::new(vec![usrmerge_base_layer(), jq_app_layer(), own])
+            .with_entrypoint(&["/usr/bin/jq"])
+            .with_cmd(&["-n", "-f", "/srv/p.jq"]);
+        build_and_push(&spec, &reg.image(image), None);
+    }
+    let proxy = FaultProxy::start(reg.port());
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("r.json");
+    run_ok(pare()
+        .args(["batch", &format!("{}/ns", proxy.host()), "--jobs", "1", "--report"])
+        .arg(&report));
+    let r: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(r["hardened"], 3, "{r}");
+    assert!(r["layers_written_once"].as_u64().unwrap() >= 2, "{r}");
+    let log = proxy.log.lock().unwrap().clone();
+    let mut asked: std::collections::BTreeMap<String, usize> = Default::default();
+    for (method, path, _) in &log {
+        if method == "HEAD" && path.contains("/blobs/sha256:") {
+            *asked.entry(path.clone()).or_default() += 1;
+        }
+    }
+    assert!(asked.values().all(|n| *n == 1), "{asked:?}");
+    // The jq layer's kept share: pushed to ns/a once, then mounted into ns/b.
+    let shared = {
+        let m: Value =
+            serde_json::from_slice(&skopeo_raw_manifest(&reg.image("ns/a:1-hardened"), None))
+                .unwrap();
+        m["layers"][0]["digest"].as_str().unwrap().to_string()
+    };
+    let b: Value =
+        serde_json::from_slice(&skopeo_raw_manifest(&reg.image("ns/b:1-hardened"), None))
+            .unwrap();
+    assert_eq!(b["layers"][0]["digest"], shared.as_str());
+    let about = |repo: &str| {
+        log.iter()
+            .filter(|(m, p, _)| {
+                (m == "HEAD" || m == "POST" || m == "PUT")
+                    && p.contains(&format!("/v2/ns/{repo}/blobs/"))
+                    && p.contains(shared.trim_start_matches("sha256:"))
+            })
+            .map(|(m, p, _)| format!("{m} {p}"))
+            .collect::<Vec<_>>()
+    };
+    let in_b = about("b");
+    assert_eq!(in_b.len(), 1, "one mount, no HEAD: {in_b:?}");
+    assert!(in_b[0].starts_with("POST") && in_b[0].contains("mount="), "{in_b:?}");
+    // The second tag of ns/a pushed nothing about it: the first one's push is known.
+    assert_eq!(
+        about("a").iter().filter(|l| l.starts_with("HEAD")).count(),
+        1,
+        "{:?}",
+        about("a")
+    );
+    // Every result runs.
+    let u = pull_and_unpack(&reg.docker_ref("ns/b:1-hardened"));
+    assert_chroot_prints(&u.rootfs(), &["/usr/bin/jq", "-n", "-f", "/srv/p.jq"], &[], "6");
 }

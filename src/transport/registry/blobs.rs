@@ -252,7 +252,7 @@ impl RegistryClient {
         progress: &Progress,
         log: Option<&PushLog>,
     ) -> Result<bool> {
-        if self.blob_exists(r, digest).await? || self.try_mount(r, digest, log).await {
+        if self.present(r, digest, log, true).await? {
             return Ok(false);
         }
         let oref = r.to_oci();
@@ -284,7 +284,32 @@ impl RegistryClient {
         .await
         .map_err(|e| self.push_error(r, digest, e))?;
         done.finish();
+        if let Some(log) = log {
+            log.note(&self.registry, &r.repository, digest);
+        }
         Ok(true)
+    }
+
+    /// Whether `r`'s repository holds `digest` already, or now (mounted from another one
+    /// this process pushed it to). Asked in as few requests as it takes: none when this
+    /// process put it there, a mount when another repository has it, then a HEAD when `ask`
+    /// (a small blob is uploaded without asking: the upload costs what the question would).
+    async fn present(
+        &self,
+        r: &RegistryRef,
+        digest: &str,
+        log: Option<&PushLog>,
+        ask: bool,
+    ) -> Result<bool> {
+        if log.is_some_and(|l| l.holds(&self.registry, &r.repository, digest)) {
+            return Ok(true);
+        }
+        let found =
+            self.try_mount(r, digest, log).await || (ask && self.blob_exists(r, digest).await?);
+        if found && let Some(log) = log {
+            log.note(&self.registry, &r.repository, digest);
+        }
+        Ok(found)
     }
 
     /// Upload a small in-memory blob (a config) unless the registry has it.
@@ -295,7 +320,7 @@ impl RegistryClient {
         digest: &str,
         log: Option<&PushLog>,
     ) -> Result<()> {
-        if self.blob_exists(r, digest).await? || self.try_mount(r, digest, log).await {
+        if self.present(r, digest, log, data.len() > SMALL_BLOB).await? {
             return Ok(());
         }
         let oref = r.to_oci();
@@ -304,6 +329,9 @@ impl RegistryClient {
         })
         .await
         .map_err(|e| self.push_error(r, digest, e))?;
+        if let Some(log) = log {
+            log.note(&self.registry, &r.repository, digest);
+        }
         Ok(())
     }
 
@@ -394,11 +422,16 @@ impl RegistryClient {
     }
 }
 
+/// In-memory blobs up to this size are uploaded without asking whether the registry has them.
+const SMALL_BLOB: usize = 64 << 10;
+
 /// Where this process has put blobs, so a blob can be mounted across repositories of one
-/// registry instead of uploaded again.
+/// registry instead of uploaded again, and is not asked about again where it is.
 #[derive(Default)]
 pub struct PushLog {
     holders: std::sync::Mutex<std::collections::HashMap<(String, String), String>>,
+    /// (registry, repository, digest) this process uploaded, mounted or found.
+    present: std::sync::Mutex<std::collections::HashSet<(String, String, String)>>,
     /// Blobs mounted instead of uploaded.
     pub mounted: std::sync::atomic::AtomicU64,
 }
@@ -413,7 +446,20 @@ impl PushLog {
         m.get(&(registry.to_string(), digest.to_string())).cloned()
     }
 
-    /// `repository` on `registry` now holds `digest`.
+    /// Whether this process put (or found) `digest` in `repository` on `registry`.
+    fn holds(&self, registry: &str, repository: &str, digest: &str) -> bool {
+        let p = self.present.lock().unwrap_or_else(|p| p.into_inner());
+        p.contains(&(registry.into(), repository.into(), digest.into()))
+    }
+
+    /// This process put (or found) `digest` in `repository` on `registry`.
+    fn note(&self, registry: &str, repository: &str, digest: &str) {
+        let mut p = self.present.lock().unwrap_or_else(|p| p.into_inner());
+        p.insert((registry.into(), repository.into(), digest.into()));
+    }
+
+    /// `repository` on `registry` now holds `digest` (a manifest there names it: others may
+    /// mount it from there).
     pub fn record(&self, registry: &str, repository: &str, digest: &str) {
         let mut m = self.holders.lock().unwrap_or_else(|p| p.into_inner());
         m.entry((registry.to_string(), digest.to_string()))
