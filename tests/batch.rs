@@ -378,9 +378,17 @@ fn a_batch_asks_about_each_blob_at_most_once_per_repository() {
     let proxy = FaultProxy::start(reg.port());
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("r.json");
-    run_ok(pare()
-        .args(["batch", &format!("{}/ns", proxy.host()), "--jobs", "1", "--report"])
-        .arg(&report));
+    run_ok(
+        pare()
+            .args([
+                "batch",
+                &format!("{}/ns", proxy.host()),
+                "--jobs",
+                "1",
+                "--report",
+            ])
+            .arg(&report),
+    );
     let r: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     assert_eq!(r["hardened"], 3, "{r}");
     assert!(r["layers_written_once"].as_u64().unwrap() >= 2, "{r}");
@@ -400,8 +408,7 @@ fn a_batch_asks_about_each_blob_at_most_once_per_repository() {
         m["layers"][0]["digest"].as_str().unwrap().to_string()
     };
     let b: Value =
-        serde_json::from_slice(&skopeo_raw_manifest(&reg.image("ns/b:1-hardened"), None))
-            .unwrap();
+        serde_json::from_slice(&skopeo_raw_manifest(&reg.image("ns/b:1-hardened"), None)).unwrap();
     assert_eq!(b["layers"][0]["digest"], shared.as_str());
     let about = |repo: &str| {
         log.iter()
@@ -415,7 +422,10 @@ fn a_batch_asks_about_each_blob_at_most_once_per_repository() {
     };
     let in_b = about("b");
     assert_eq!(in_b.len(), 1, "one mount, no HEAD: {in_b:?}");
-    assert!(in_b[0].starts_with("POST") && in_b[0].contains("mount="), "{in_b:?}");
+    assert!(
+        in_b[0].starts_with("POST") && in_b[0].contains("mount="),
+        "{in_b:?}"
+    );
     // The second tag of ns/a pushed nothing about it: the first one's push is known.
     assert_eq!(
         about("a").iter().filter(|l| l.starts_with("HEAD")).count(),
@@ -423,7 +433,19 @@ fn a_batch_asks_about_each_blob_at_most_once_per_repository() {
         "{:?}",
         about("a")
     );
+    // This registry serves no referrers API (it answers 404): asked once, then the SBOMs
+    // go straight to the tag scheme.
+    let referrers = log
+        .iter()
+        .filter(|(_, p, _)| p.contains("/referrers/"))
+        .count();
+    assert_eq!(referrers, 1, "{log:?}");
     // Every result runs.
     let u = pull_and_unpack(&reg.docker_ref("ns/b:1-hardened"));
-    assert_chroot_prints(&u.rootfs(), &["/usr/bin/jq", "-n", "-f", "/srv/p.jq"], &[], "6");
+    assert_chroot_prints(
+        &u.rootfs(),
+        &["/usr/bin/jq", "-n", "-f", "/srv/p.jq"],
+        &[],
+        "6",
+    );
 }

@@ -320,7 +320,10 @@ impl RegistryClient {
         digest: &str,
         log: Option<&PushLog>,
     ) -> Result<()> {
-        if self.present(r, digest, log, data.len() > SMALL_BLOB).await? {
+        if self
+            .present(r, digest, log, data.len() > SMALL_BLOB)
+            .await?
+        {
             return Ok(());
         }
         let oref = r.to_oci();

@@ -45,6 +45,9 @@ pub struct RegistryClient {
     /// Manifests read, by repository and digest (immutable: a batch reads a tag's manifest to
     /// decide, then the pinned digest to harden, once).
     manifests: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Vec<u8>>>>,
+    /// The registry answered that it serves no referrers API: not asked again (pushes use
+    /// the tag scheme, reads look there).
+    no_referrers: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Whether `registry` is spoken to over plain HTTP: loopback, or named by `--insecure-registry`
@@ -127,6 +130,7 @@ impl RegistryClient {
             creds,
             open: Default::default(),
             manifests: Default::default(),
+            no_referrers: Default::default(),
         })
     }
 
@@ -297,6 +301,10 @@ impl RegistryClient {
     /// The referrers API's index for `digest` (bounded like a manifest), or `None` when the
     /// registry does not serve the API.
     pub async fn referrers_index(&self, r: &RegistryRef, digest: &str) -> Result<Option<Vec<u8>>> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.no_referrers.load(Relaxed) {
+            return Ok(None);
+        }
         let target = format!("{}/{}", r.registry, r.repository);
         let path = format!("v2/{}/referrers/{digest}", r.repository);
         let res = self
@@ -314,6 +322,11 @@ impl RegistryClient {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with(crate::image::OCI_INDEX));
         if !(res.status().is_success() && index) {
+            // 404 (or another page than an index): the API is not there. Other answers (a
+            // denied or failing request) say nothing of the API: asked again next time.
+            if res.status() == http::StatusCode::NOT_FOUND || res.status().is_success() {
+                self.no_referrers.store(true, Relaxed);
+            }
             return Ok(None);
         }
         let mut body = Vec::new();
