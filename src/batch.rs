@@ -189,7 +189,7 @@ pub async fn batch(target: &str, opts: &BatchOptions, progress: &Progress) -> Re
     let saved = Arc::new(AtomicU64::new(0));
     let overall = progress.task("batch", target, work.len() as u64);
     let results: Vec<BatchItem> =
-        futures_util::stream::iter(work.into_iter().map(|(repo, tag)| {
+        futures_util::stream::iter(work.into_iter().map(|(repo, tag, dest_listed)| {
             let (client, saved, overall, host) =
                 (client.clone(), saved.clone(), overall.clone(), host.clone());
             async move {
@@ -199,7 +199,7 @@ pub async fn batch(target: &str, opts: &BatchOptions, progress: &Progress) -> Re
                     tag: Some(tag.clone()),
                     digest: None,
                 };
-                let item = one(&client, &src, opts).await;
+                let item = one(&client, &src, dest_listed, opts).await;
                 if let (Some(b), Some(a)) = (item.size_before, item.size_after)
                     && item.status == "hardened"
                 {
@@ -264,7 +264,7 @@ async fn select(
     namespace: &str,
     opts: &BatchOptions,
     page: usize,
-) -> Result<(Vec<(String, String)>, Vec<BatchItem>)> {
+) -> Result<(Vec<Work>, Vec<BatchItem>)> {
     let prefix = if namespace.is_empty() {
         String::new()
     } else {
@@ -339,8 +339,9 @@ async fn select(
                 continue;
             }
         };
-        for tag in tags {
-            if is_output(&tag) {
+        let all: std::collections::HashSet<&str> = tags.iter().map(String::as_str).collect();
+        for tag in &tags {
+            if is_output(tag) {
                 continue;
             }
             let key = format!("{repo}:{tag}");
@@ -348,18 +349,43 @@ async fn select(
                 continue;
             }
             if let Some((i, n)) = opts.shard
-                && shard_of(&repo, &tag, n) != i
+                && shard_of(&repo, tag, n) != i
             {
                 continue;
             }
-            work.push((repo.clone(), tag));
+            let dest_listed = all.contains(hardened_tag(tag).as_str());
+            work.push((repo.clone(), tag.clone(), dest_listed));
         }
     }
     Ok((work, unlisted))
 }
 
-/// One image: skip when its hardened tag records this source digest, else harden it.
-async fn one(client: &RegistryClient, src: &RegistryRef, opts: &BatchOptions) -> BatchItem {
+/// A tag to harden: repository, tag, and whether its hardened tag was listed beside it.
+type Work = (String, String, bool);
+
+/// The default destination tag of `tag` (`TAG-hardened`).
+fn hardened_tag(tag: &str) -> String {
+    let src: ImageRef = RegistryRef {
+        registry: "r".into(),
+        repository: "r".into(),
+        tag: Some(tag.to_string()),
+        digest: None,
+    }
+    .into();
+    default_destination(&src)
+        .ok()
+        .and_then(|d| d.as_registry().and_then(|r| r.tag.clone()))
+        .unwrap_or_default()
+}
+
+/// One image: skip when its hardened tag records this source digest, else harden it. A
+/// hardened tag not listed beside the source (`dest_listed` false) is not asked for.
+async fn one(
+    client: &RegistryClient,
+    src: &RegistryRef,
+    dest_listed: bool,
+    opts: &BatchOptions,
+) -> BatchItem {
     let src_ref: ImageRef = src.clone().into();
     let dest = default_destination(&src_ref).ok();
     let mut item = BatchItem {
@@ -388,6 +414,7 @@ async fn one(client: &RegistryClient, src: &RegistryRef, opts: &BatchOptions) ->
     };
     item.source_digest = Some(digest.clone());
     if !opts.force
+        && dest_listed
         && let Some((recorded, recipe, dest_digest)) =
             crate::transport::sink::recorded_at(client, &dest_ref).await
         && recorded == digest
@@ -511,6 +538,12 @@ impl BatchReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_hardened_tag_is_the_default_destination_s() {
+        assert_eq!(hardened_tag("1.4"), "1.4-hardened");
+        assert!(is_output(&hardened_tag("latest")));
+    }
 
     #[test]
     fn shards_partition_and_parse() {

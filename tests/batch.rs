@@ -433,6 +433,12 @@ fn a_batch_asks_about_each_blob_at_most_once_per_repository() {
         "{:?}",
         about("a")
     );
+    // No hardened tag was listed: none is asked for before it is pushed.
+    assert!(
+        !log.iter()
+            .any(|(m, p, _)| m == "GET" && p.contains("/manifests/") && p.ends_with("-hardened")),
+        "{log:?}"
+    );
     // This registry serves no referrers API (it answers 404): asked once, then the SBOMs
     // go straight to the tag scheme.
     let referrers = log

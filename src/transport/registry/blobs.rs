@@ -252,7 +252,7 @@ impl RegistryClient {
         progress: &Progress,
         log: Option<&PushLog>,
     ) -> Result<bool> {
-        if self.present(r, digest, log, true).await? {
+        if self.present(r, digest, log, size > SMALL_BLOB).await? {
             return Ok(false);
         }
         let oref = r.to_oci();
@@ -321,7 +321,7 @@ impl RegistryClient {
         log: Option<&PushLog>,
     ) -> Result<()> {
         if self
-            .present(r, digest, log, data.len() > SMALL_BLOB)
+            .present(r, digest, log, data.len() as u64 > SMALL_BLOB)
             .await?
         {
             return Ok(());
@@ -425,8 +425,10 @@ impl RegistryClient {
     }
 }
 
-/// In-memory blobs up to this size are uploaded without asking whether the registry has them.
-const SMALL_BLOB: usize = 64 << 10;
+/// Blobs up to this size are uploaded without asking whether the registry has them: what pare
+/// makes small (a config, an SBOM, a result's own layer) is new almost always, and its upload
+/// costs about what the question would.
+const SMALL_BLOB: u64 = 256 << 10;
 
 /// Where this process has put blobs, so a blob can be mounted across repositories of one
 /// registry instead of uploaded again, and is not asked about again where it is.
