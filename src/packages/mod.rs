@@ -105,6 +105,7 @@ impl Db {
             }
         }
         let mut owners: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut dirs = HashMap::new();
         let mut n = 0;
         'all: for (i, p) in packages.iter().enumerate() {
             for f in &p.files {
@@ -115,15 +116,15 @@ impl Db {
                 // A listed directory is shared, not a file the package owns (nor is `/lib`,
                 // a link to a directory in a /usr-merged image).
                 if fs
-                    .resolve(f, true)
-                    .is_ok_and(|r| fs.get(&r.path).is_some_and(|n| n.is_dir()))
+                    .resolve_in(f, true, &mut dirs)
+                    .is_some_and(|r| fs.get(&r).is_some_and(|n| n.is_dir()))
                 {
                     continue;
                 }
                 // `/lib/x/libc.so.6` is `usr/lib/x/libc.so.6` in a /usr-merged image: the
                 // listed path's directories are resolved, the entry itself is not followed.
-                if let Ok(r) = fs.resolve(f, false) {
-                    let v = owners.entry(r.path).or_default();
+                if let Some(r) = fs.resolve_in(f, false, &mut dirs) {
+                    let v = owners.entry(r).or_default();
                     if !v.contains(&i) {
                         v.push(i);
                     }
@@ -151,13 +152,14 @@ impl Db {
     /// Canonical paths of the package's regular files and symlinks (directories left out).
     pub fn files_of(&self, fs: &Rootfs, idx: usize) -> Vec<String> {
         let mut out = Vec::new();
+        let mut dirs = HashMap::new();
         for f in &self.packages[idx].files {
-            if let Ok(r) = fs.resolve(f, false)
+            if let Some(r) = fs.resolve_in(f, false, &mut dirs)
                 && fs
-                    .get(&r.path)
+                    .get(&r)
                     .is_some_and(|n| matches!(n.kind, Kind::File { .. } | Kind::Symlink(_)))
             {
-                out.push(r.path);
+                out.push(r);
             }
         }
         out.sort();
