@@ -93,6 +93,9 @@ pub struct Db {
     owners: HashMap<String, Vec<usize>>,
     /// Package name (and provided virtual name) → packages.
     by_name: HashMap<String, Vec<usize>>,
+    /// Each package's files as [`Db::files_of`] found them (in the image the db was read
+    /// from, the only one it is asked about), made on first use.
+    files: Vec<std::sync::OnceLock<Vec<String>>>,
 }
 
 impl Db {
@@ -113,17 +116,21 @@ impl Db {
                 if n > MAX_OWNED_PATHS {
                     break 'all;
                 }
-                // A listed directory is shared, not a file the package owns (nor is `/lib`,
-                // a link to a directory in a /usr-merged image).
-                if fs
-                    .resolve_in(f, true, &mut dirs)
-                    .is_some_and(|r| fs.get(&r).is_some_and(|n| n.is_dir()))
-                {
-                    continue;
-                }
                 // `/lib/x/libc.so.6` is `usr/lib/x/libc.so.6` in a /usr-merged image: the
                 // listed path's directories are resolved, the entry itself is not followed.
-                if let Some(r) = fs.resolve_in(f, false, &mut dirs) {
+                let Some(r) = fs.resolve_in(f, false, &mut dirs) else {
+                    continue;
+                };
+                // A listed directory is shared, not a file the package owns (nor is `/lib`,
+                // a link to a directory in a /usr-merged image).
+                let dir = match fs.get(&r).map(|n| &n.kind) {
+                    Some(Kind::Dir) => true,
+                    Some(Kind::Symlink(_)) => fs
+                        .resolve_in(f, true, &mut dirs)
+                        .is_some_and(|t| fs.get(&t).is_some_and(|n| n.is_dir())),
+                    _ => false,
+                };
+                if !dir {
                     let v = owners.entry(r).or_default();
                     if !v.contains(&i) {
                         v.push(i);
@@ -133,6 +140,7 @@ impl Db {
         }
         Db {
             format,
+            files: (0..packages.len()).map(|_| Default::default()).collect(),
             packages,
             owners,
             by_name,
@@ -149,8 +157,16 @@ impl Db {
         self.by_name.get(name).map_or(&[], |v| v.as_slice())
     }
 
-    /// Canonical paths of the package's regular files and symlinks (directories left out).
+    /// Canonical paths of the package's regular files and symlinks (directories left out),
+    /// in `fs`: the image the db was read from.
     pub fn files_of(&self, fs: &Rootfs, idx: usize) -> Vec<String> {
+        match self.files.get(idx) {
+            Some(cell) => cell.get_or_init(|| self.find_files(fs, idx)).clone(),
+            None => self.find_files(fs, idx),
+        }
+    }
+
+    fn find_files(&self, fs: &Rootfs, idx: usize) -> Vec<String> {
         let mut out = Vec::new();
         let mut dirs = HashMap::new();
         for f in &self.packages[idx].files {

@@ -175,6 +175,9 @@ impl Rootfs {
     }
 
     fn put(&mut self, path: String, node: Node) {
+        if !matches!(node.kind, Kind::File { .. }) {
+            self.dir_memo = None;
+        }
         let len = path.len();
         if self.nodes.insert(path, node).is_none() {
             self.key_bytes += len;
@@ -182,6 +185,7 @@ impl Rootfs {
     }
 
     fn del(&mut self, path: &str) {
+        self.dir_memo = None;
         if let Some(n) = self.nodes.remove(path) {
             self.key_bytes -= path.len();
             if !n.is_dir() {
@@ -193,6 +197,18 @@ impl Rootfs {
     /// The directory `dir` names, as a canonical path: symlinks followed inside the root,
     /// missing directories made, non-directories replaced.
     fn real_dir(&mut self, dir: &str, layer: usize) -> String {
+        if let Some((named, canonical)) = &self.dir_memo
+            && named == dir
+        {
+            return canonical.clone();
+        }
+        let cur = self.walk_dir(dir, layer);
+        self.dir_memo = Some((dir.to_string(), cur.clone()));
+        cur
+    }
+
+    /// [`Rootfs::real_dir`], component by component.
+    fn walk_dir(&mut self, dir: &str, layer: usize) -> String {
         let mut cur = String::new();
         for comp in dir.split('/').filter(|c| !c.is_empty()) {
             let p = if cur.is_empty() {

@@ -69,6 +69,9 @@ pub struct Rootfs {
     served: Vec<std::sync::atomic::AtomicBool>,
     /// How many bytes were inflated for this image, and the reads after the merge.
     pub inflated: Inflated,
+    /// The last directory the merge resolved (as named → canonical): a layer's entries come
+    /// directory by directory. Forgotten at any change but a regular file's.
+    dir_memo: Option<(String, String)>,
 }
 
 /// Bytes of layer streams decompressed for one image: by the merge (0 for a layer another
@@ -107,6 +110,7 @@ impl Rootfs {
             reused: Vec::new(),
             served: Vec::new(),
             inflated: Inflated::default(),
+            dir_memo: None,
         };
         fs.nodes.insert(String::new(), dir_node(0o755, 0));
         fs
