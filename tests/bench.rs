@@ -303,7 +303,7 @@ fn harden_against_the_inflate_floor() {
     let Some(base) = or_skip(bookworm_base()) else {
         return;
     };
-    let reg = Registry::start();
+    let reg = Registry::start_in_memory();
     let nginx = apt_layer(base, &["nginx-light"], &[]);
     let curl = apt_layer(base, &["curl"], &[]);
     let node = apt_layer(
@@ -359,7 +359,7 @@ fn harden_against_the_inflate_floor() {
     }
     let mut body = format!(
         "## `pare harden` against the inflate floor\n\n{}; pare {}. Registry → registry \
-         (the Debian `docker-registry` on loopback), `--force`; medians of 5 alternating runs \
+         (the Debian `docker-registry` on loopback, its storage in `/dev/shm`), `--force`; medians of 5 alternating runs \
          (floor, gzip, zstd). The floor is `gzip -dc` of the source's layer blobs, one thread, \
          to /dev/null; `skopeo copy` is registry → local OCI layout (every blob downloaded and \
          verified). \"layer write\" is the share of pare's time spent writing the new layer.\n\n\
@@ -439,7 +439,7 @@ fn batch_of_a_thousand_tags() {
     let Some(base) = or_skip(bookworm_base()) else {
         return;
     };
-    let reg = Registry::start();
+    let reg = Registry::start_in_memory();
     let curl = apt_layer(base, &["curl"], &[]);
     let nginx = apt_layer(base, &["nginx-light"], &[]);
     let kinds: [(Vec<&PreparedLayer>, ImageSpec); 3] = [
@@ -556,7 +556,7 @@ fn batch_of_a_thousand_tags() {
     let body = format!(
         "## `pare batch` of 1,000 tags\n\n{}; pare {}. 100 repositories × 10 tags under `fleet/`, \
          1,000 distinct source digests on three bases (bookworm minbase; + curl; + nginx-light), \
-         each with a small layer of its own, pushed through the registry API in {pushed:.0}s. \
+         each with a small layer of its own, pushed through the registry API (its storage in `/dev/shm`) in {pushed:.0}s. \
          `pare batch` with its defaults (jobs = cores).\n\n\
          | figure | value | reference |\n|---|---|---|\n\
          | batch, 1,000 tags hardened | {full:.1}s, peak RSS {} | sum of single runs ≈ {sum:.0}s ({} sampled, each the median of 3 runs; mean {mean:.2}s, peak RSS {}): **{:.3}x** |\n\

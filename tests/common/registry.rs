@@ -154,6 +154,14 @@ impl Registry {
         Self::launch(None)
     }
 
+    /// Start a registry whose storage is in memory (`/dev/shm`, when the machine has it): the
+    /// benchmarks' registry, so the disk's stalls do not time the registry instead of pare.
+    #[allow(dead_code)]
+    pub fn start_in_memory() -> Registry {
+        let shm = Path::new("/dev/shm");
+        Self::launch_with(None, None, shm.is_dir().then_some(shm))
+    }
+
     /// Start a registry requiring HTTP basic auth (htpasswd/bcrypt) for every request.
     pub fn start_with_auth(user: &str, pass: &str) -> Registry {
         Self::launch(Some((user.to_string(), pass.to_string())))
@@ -196,26 +204,38 @@ impl Registry {
              issuer: pare-token-issuer\n    rootcertbundle: {}\n",
             tdir.path().join("token.crt").display()
         );
-        let mut reg = Self::launch_with(Some((user.to_string(), pass.to_string())), Some(token));
+        let mut reg = Self::launch_with(
+            Some((user.to_string(), pass.to_string())),
+            Some(token),
+            None,
+        );
         reg.token_server = Some((server, tdir));
         reg
     }
 
     fn launch(creds: Option<(String, String)>) -> Registry {
         let auth = creds.as_ref().map(|_| String::new());
-        Self::launch_with(creds, auth)
+        Self::launch_with(creds, auth, None)
     }
 
-    /// `auth`: the config's `auth:` section; empty for htpasswd with `creds`.
-    fn launch_with(creds: Option<(String, String)>, auth: Option<String>) -> Registry {
+    /// `auth`: the config's `auth:` section; empty for htpasswd with `creds`. `parent`: where
+    /// its storage dir goes (else the temp dir).
+    fn launch_with(
+        creds: Option<(String, String)>,
+        auth: Option<String>,
+        parent: Option<&Path>,
+    ) -> Registry {
         let binary = require_tool(REGISTRY_BIN);
         let mut failures = Vec::new();
         // The free port can be stolen between probing and the registry binding it; retry.
         for _attempt in 0..3 {
-            let dir = tempfile::Builder::new()
-                .prefix("pare-registry-")
-                .tempdir()
-                .expect("create registry tempdir");
+            let mut b = tempfile::Builder::new();
+            b.prefix("pare-registry-");
+            let dir = match parent {
+                Some(p) => b.tempdir_in(p),
+                None => b.tempdir(),
+            }
+            .expect("create registry tempdir");
             let port = free_port();
             let config = dir.path().join("config.yml");
             fs::write(&config, Self::config_yml(dir.path(), port, auth.as_deref()))
