@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::image::{
     ANNOTATION_BASE_DIGEST, ANNOTATION_BASE_NAME, Descriptor, Manifest, OCI_CONFIG, OCI_MANIFEST,
 };
-use crate::layer::{LayerOptions, WrittenLayer, write_layer};
+use crate::layer::{LayerOptions, WrittenLayer};
 use crate::plan::{self, Content, Plan, PlanInput};
 use crate::progress::Progress;
 use crate::reference::ImageRef;
@@ -403,18 +403,18 @@ fn plan_and_write(
     let files = contents.into_files();
     let format = crate::layer::format(input.layer.compression);
     let groups = crate::layer::split(&plan, &rootfs, input.mtime, input.clamp, &format);
+    // The SBOM's checksums are taken as the layer writer reads each file.
+    let written = crate::layer::write_groups(
+        &groups,
+        &files,
+        &input.dir,
+        &input.layer,
+        input.made.as_deref(),
+    )?;
     let (mut layers, mut all_sums) = (Vec::new(), std::collections::BTreeMap::new());
-    for (i, g) in groups.iter().enumerate() {
-        // Not `layer-N`: the source's downloaded layers are named so in the same dir.
-        let path = input.dir.join(format!("result-{i}"));
-        // The SBOM's checksums are taken as the layer writer reads each file.
-        let write = |out: &std::path::Path| write_layer(&g.items, &files, out, &input.layer);
-        let written = match (&input.made, &g.key) {
-            (Some(made), Some(key)) => made.get_or_write(key, input.layer.sums, &path, write)?,
-            _ => write(&path)?,
-        };
-        all_sums.extend(written.sums);
-        layers.push(written.layer);
+    for w in written {
+        all_sums.extend(w.sums);
+        layers.push(w.layer);
     }
     let sums = input
         .layer

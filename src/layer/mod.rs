@@ -230,6 +230,52 @@ pub fn write_layer(
     })
 }
 
+/// Layers written side by side (each with its compressors), so one layer's last block does
+/// not leave the other cores idle while it is compressed.
+const LAYERS_AT_ONCE: usize = 3;
+
+/// Write each group as a layer (`result-N` in `dir`, or the one `made` kept for its key),
+/// a few at once; in the groups' order.
+pub fn write_groups(
+    groups: &[Group],
+    files: &HashMap<String, crate::rootfs::Local>,
+    dir: &Path,
+    opts: &LayerOptions,
+    made: Option<&Made>,
+) -> Result<Vec<Written>> {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let next = AtomicUsize::new(0);
+    let results: Vec<Mutex<Option<Result<Written>>>> =
+        groups.iter().map(|_| Mutex::new(None)).collect();
+    std::thread::scope(|s| {
+        for _ in 0..LAYERS_AT_ONCE.min(groups.len()) {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(g) = groups.get(i) else { break };
+                    // Not `layer-N`: the source's downloaded layers are named so in the dir.
+                    let path = dir.join(format!("result-{i}"));
+                    let write = |out: &Path| write_layer(&g.items, files, out, opts);
+                    let r = match (made, &g.key) {
+                        (Some(m), Some(key)) => m.get_or_write(key, opts.sums, &path, write),
+                        _ => write(&path),
+                    };
+                    *results[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+                }
+            });
+        }
+    });
+    results
+        .into_iter()
+        .map(|m| {
+            m.into_inner()
+                .unwrap_or_else(|p| p.into_inner())
+                .unwrap_or_else(|| Err(Error::Other("internal: a layer was not written".into())))
+        })
+        .collect()
+}
+
 /// One plan entry into the tar. With a `marker`, a regular file's checksums: a small one's
 /// here, a file's from the image by the checksum thread (its bytes' place in the stream
 /// noted).
@@ -363,6 +409,57 @@ pub(super) mod tests {
     fn layer_formats() {
         assert_eq!(format(LayerCompression::Gzip), "gzip-5-1m-by-source");
         assert_eq!(format(LayerCompression::Zstd), "zstd-3-1m-by-source");
+    }
+
+    /// Groups written side by side give each the bytes it gets alone, in the groups' order;
+    /// with a cache, a second image's equal group is not written again.
+    #[test]
+    fn groups_written_at_once_are_the_groups_written_alone() {
+        let d = tempfile::tempdir().unwrap();
+        let plans: Vec<Plan> = (0..5)
+            .map(|i| {
+                let mut p = plan();
+                p.entries.insert(
+                    format!("g{i}"),
+                    Entry {
+                        content: Content::Bytes(vec![i as u8; 3000 * (i + 1)]),
+                        mode: 0o644,
+                        uid: 0,
+                        gid: 0,
+                        size: 3000 * (i as u64 + 1),
+                        reason: String::new(),
+                        evidence: Vec::new(),
+                    },
+                );
+                p
+            })
+            .collect();
+        let groups: Vec<Group> = plans
+            .iter()
+            .enumerate()
+            .map(|(i, p)| Group {
+                source: Some(i),
+                items: split::all(p, 9),
+                key: Some(format!("k{i}")),
+            })
+            .collect();
+        let o = opts(LayerCompression::Gzip, 2);
+        let made = Made::new().unwrap();
+        let at_once = write_groups(&groups, &HashMap::new(), d.path(), &o, Some(&made)).unwrap();
+        for (i, g) in groups.iter().enumerate() {
+            let alone = d.path().join(format!("alone-{i}"));
+            let one = write_layer(&g.items, &HashMap::new(), &alone, &o).unwrap();
+            assert_eq!(one.layer.digest, at_once[i].layer.digest, "group {i}");
+            assert_eq!(one.sums.len(), at_once[i].sums.len());
+        }
+        let dir2 = tempfile::tempdir().unwrap();
+        let again = write_groups(&groups, &HashMap::new(), dir2.path(), &o, Some(&made)).unwrap();
+        assert_eq!(made.hits.load(std::sync::atomic::Ordering::Relaxed), 5);
+        assert!(
+            std::fs::read_dir(dir2.path()).unwrap().next().is_none(),
+            "nothing written"
+        );
+        assert_eq!(again[4].layer.digest, at_once[4].layer.digest);
     }
 
     /// The writer never replaces a file (the image's downloaded layers share its dir).
