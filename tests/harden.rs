@@ -433,6 +433,19 @@ fn images_on_one_base_share_the_layer_made_from_it() {
             u.config["rootfs"]["diff_ids"].as_array().unwrap().len(),
             layers.len()
         );
+        // Each layer's history names the source layer it was made from (the jq layer).
+        let src_raw: Value = serde_json::from_slice(&skopeo_raw_manifest(
+            &reg.image(&format!("apps/{name}:1")),
+            None,
+        ))
+        .unwrap();
+        let jq_layer = src_raw["layers"][1]["digest"].as_str().unwrap();
+        let history = u.config["history"].as_array().unwrap();
+        assert_eq!(history.len(), layers.len());
+        assert!(
+            history[0]["comment"].as_str().unwrap().contains(jq_layer),
+            "{history:?}"
+        );
         let root = u.rootfs();
         assert!(u.path(&format!("/srv/{name}.jq")).is_file());
         assert!(find_setid_files(&root).is_empty());

@@ -58,7 +58,7 @@ fn source_date_epoch() -> Result<Option<i64>> {
 pub(super) fn new_config(
     src: &serde_json::Value,
     plan: &Plan,
-    layers: &[WrittenLayer],
+    layers: &[(WrittenLayer, Option<String>)],
     created: &str,
     source_ref: &str,
 ) -> Result<Vec<u8>> {
@@ -76,16 +76,16 @@ pub(super) fn new_config(
         "rootfs".into(),
         serde_json::json!({
             "type": "layers",
-            "diff_ids": layers.iter().map(|l| l.diff_id.as_str()).collect::<Vec<_>>(),
+            "diff_ids": layers.iter().map(|(l, _)| l.diff_id.as_str()).collect::<Vec<_>>(),
         }),
     );
-    let last = layers.len().saturating_sub(1);
-    let history: Vec<_> = (0..layers.len())
-        .map(|i| {
-            let comment = if i == last {
-                "minimal closure of the entrypoint; setuid/setgid cleared; non-root user"
-            } else {
-                "the entries kept from one source layer"
+    let history: Vec<_> = layers
+        .iter()
+        .map(|(_, from)| {
+            let comment = match from {
+                Some(digest) => format!("the entrypoint's closure kept from source layer {digest}"),
+                None => "pare's own files and small shares; setuid/setgid cleared; non-root user"
+                    .to_string(),
             };
             serde_json::json!({
                 "created": created,
@@ -161,6 +161,7 @@ pub(super) async fn build_one(
             .await
             .map_err(Error::join)??;
     let config_bytes = new_config(&pulled.config, &plan, &layers, &created, &src.to_string())?;
+    let layers: Vec<WrittenLayer> = layers.into_iter().map(|(l, _)| l).collect();
     let config_digest = crate::digest::sha256_bytes(&config_bytes);
     let manifest = manifest_of(
         src,
@@ -379,7 +380,15 @@ struct WriteInput {
     layer: LayerOptions,
 }
 
-type Written = (Plan, Trace, Vec<WrittenLayer>, Rootfs, Option<FileSums>);
+/// The plan, the trace, each layer with the digest of the source layer it was made from
+/// (`None`: pare's own), the source, the SBOM's sums.
+type Written = (
+    Plan,
+    Trace,
+    Vec<(WrittenLayer, Option<String>)>,
+    Rootfs,
+    Option<FileSums>,
+);
 
 /// The plan, then its layers written (with the SBOM's checksums).
 fn plan_and_write(
@@ -412,9 +421,13 @@ fn plan_and_write(
         input.made.as_deref(),
     )?;
     let (mut layers, mut all_sums) = (Vec::new(), std::collections::BTreeMap::new());
-    for w in written {
+    for (w, g) in written.into_iter().zip(&groups) {
         all_sums.extend(w.sums);
-        layers.push(w.layer);
+        let from = g
+            .source
+            .and_then(|i| rootfs.layers.get(i))
+            .map(|l| l.descriptor.digest.clone());
+        layers.push((w.layer, from));
     }
     let sums = input
         .layer
@@ -422,7 +435,7 @@ fn plan_and_write(
         .then(|| (all_sums, os_release(&plan, &files)));
     tracing::debug!(
         seconds = t.elapsed().as_secs_f64(),
-        bytes = layers.iter().map(|l| l.size).sum::<u64>(),
+        bytes = layers.iter().map(|(l, _)| l.size).sum::<u64>(),
         layers = layers.len(),
         "wrote layer"
     );
