@@ -353,7 +353,8 @@ async fn select(
             {
                 continue;
             }
-            let dest_listed = all.contains(hardened_tag(tag).as_str());
+            let dest_listed = crate::reference::hardened_tag(Some(tag), None)
+                .is_ok_and(|t| all.contains(t.as_str()));
             work.push((repo.clone(), tag.clone(), dest_listed));
         }
     }
@@ -362,21 +363,6 @@ async fn select(
 
 /// A tag to harden: repository, tag, and whether its hardened tag was listed beside it.
 type Work = (String, String, bool);
-
-/// The default destination tag of `tag` (`TAG-hardened`).
-fn hardened_tag(tag: &str) -> String {
-    let src: ImageRef = RegistryRef {
-        registry: "r".into(),
-        repository: "r".into(),
-        tag: Some(tag.to_string()),
-        digest: None,
-    }
-    .into();
-    default_destination(&src)
-        .ok()
-        .and_then(|d| d.as_registry().and_then(|r| r.tag.clone()))
-        .unwrap_or_default()
-}
 
 /// One image: skip when its hardened tag records this source digest, else harden it. A
 /// hardened tag not listed beside the source (`dest_listed` false) is not asked for.
@@ -541,8 +527,9 @@ mod tests {
 
     #[test]
     fn the_hardened_tag_is_the_default_destination_s() {
-        assert_eq!(hardened_tag("1.4"), "1.4-hardened");
-        assert!(is_output(&hardened_tag("latest")));
+        use crate::reference::hardened_tag;
+        assert_eq!(hardened_tag(Some("1.4"), None).unwrap(), "1.4-hardened");
+        assert!(is_output(&hardened_tag(Some("latest"), None).unwrap()));
     }
 
     #[test]

@@ -366,20 +366,23 @@ pub fn replaces_source(src: &ImageRef, dest: &ImageRef, src_layout_tag: Option<&
     }
 }
 
-pub fn default_destination(src: &ImageRef) -> Result<ImageRef> {
-    let hardened_tag = |tag: Option<&str>, digest: Option<&str>| -> Result<String> {
-        let t = match (tag, digest) {
-            (Some(t), _) => format!("{t}-hardened"),
-            (None, Some(d)) => format!("hardened-{}", &d["sha256:".len()..][..12]),
-            (None, None) => "latest-hardened".to_string(),
-        };
-        if !valid_tag(&t) {
-            return Err(Error::Usage(format!(
-                "the default destination tag {t:?} is not a valid tag; name DEST explicitly"
-            )));
-        }
-        Ok(t)
+/// The default destination tag of a registry image with `tag` (else pinned to `digest`):
+/// `TAG-hardened`, `hardened-DIGEST12`, or `latest-hardened`.
+pub fn hardened_tag(tag: Option<&str>, digest: Option<&str>) -> Result<String> {
+    let t = match (tag, digest) {
+        (Some(t), _) => format!("{t}-hardened"),
+        (None, Some(d)) => format!("hardened-{}", &d["sha256:".len()..][..12]),
+        (None, None) => "latest-hardened".to_string(),
     };
+    if !valid_tag(&t) {
+        return Err(Error::Usage(format!(
+            "the default destination tag {t:?} is not a valid tag; name DEST explicitly"
+        )));
+    }
+    Ok(t)
+}
+
+pub fn default_destination(src: &ImageRef) -> Result<ImageRef> {
     Ok(match src {
         ImageRef::Registry(r) => ImageRef::Registry(RegistryRef {
             registry: r.registry.clone(),
