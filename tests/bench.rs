@@ -184,6 +184,15 @@ fn bench_image(
     let layout = dir.path().join("layout");
     let t = Instant::now();
     let built = write_prepared_image(&layout, "img", spec, layers);
+    if let Ok(keep) = std::env::var("BENCH_KEEP") {
+        // For profiling by hand: the source image as an OCI layout.
+        run_ok(
+            Command::new("cp")
+                .arg("-r")
+                .arg(&layout)
+                .arg(format!("{keep}/{name}")),
+        );
+    }
     let src = reg.image(&format!("bench/{name}:1"));
     push_layout(&layout, "img", &src, None);
     eprintln!(

@@ -115,7 +115,47 @@ pub(super) struct Built {
     /// The image's creation time (RFC 3339), for the SBOM's referrer.
     pub(super) created: String,
     pub(super) mtime: u64,
+    /// Dropped before `_work`: the work dir is removed once the cleanup is done with it.
+    _cleanup: Cleanup,
     pub(super) _work: tempfile::TempDir,
+}
+
+/// What the build no longer needs, freed on a thread of its own while the image is pushed:
+/// the merged tree, the trace and the plan (their captured files' spools are unlinked as they
+/// go), and the source's downloaded layer blobs in the work dir. Joined when dropped.
+struct Cleanup(Option<std::thread::JoinHandle<()>>);
+
+impl Cleanup {
+    fn start(rootfs: Rootfs, trace: Trace, plan: Plan, work: &std::path::Path) -> Self {
+        let work = work.to_path_buf();
+        let handle = std::thread::Builder::new()
+            .name("pare-cleanup".into())
+            .spawn(move || {
+                // Only blobs this build downloaded into its own work dir: never a layout's
+                // blob, nor one a batch shares.
+                let blobs: Vec<std::path::PathBuf> = rootfs
+                    .layers
+                    .iter()
+                    .map(|l| l.path.clone())
+                    .filter(|p| p.starts_with(&work))
+                    .collect();
+                drop((rootfs, trace, plan));
+                for b in blobs {
+                    let _ = std::fs::remove_file(b);
+                }
+            });
+        // When no thread can start, its closure and all it holds were dropped here already;
+        // the work dir's removal then takes the blobs.
+        Cleanup(handle.ok())
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some(h) = self.0.take() {
+            let _ = h.join();
+        }
+    }
 }
 
 impl Built {
@@ -156,7 +196,7 @@ pub(super) async fn build_one(
             sums: !opts.no_sbom,
         },
     };
-    let (plan, trace, layers, rootfs, sums) =
+    let (plan, trace, layers, rootfs, sums, packages) =
         tokio::task::spawn_blocking(move || plan_and_write(rootfs, trace, contents, input))
             .await
             .map_err(Error::join)??;
@@ -256,10 +296,7 @@ pub(super) async fn build_one(
             .collect(),
         observed_absent: learned.absent.clone(),
         syscalls: learned.syscalls.iter().cloned().collect(),
-        packages: trace
-            .packages
-            .as_deref()
-            .map(|db| packages_info(db, &rootfs, &plan, &trace)),
+        packages,
     };
     let sbom = sums.map(|(files, os_release)| {
         crate::sbom::spdx(&crate::sbom::Input {
@@ -274,6 +311,7 @@ pub(super) async fn build_one(
     });
     // An archive's file times: the written config's creation time.
     let mtime = build_time(&serde_json::from_slice(&config_bytes).unwrap_or_default())?.0;
+    let cleanup = Cleanup::start(rootfs, trace, plan, work.path());
     let built = Built {
         layers,
         mtime,
@@ -283,6 +321,7 @@ pub(super) async fn build_one(
         platform: pulled.platform.clone(),
         sbom,
         created: created.clone(),
+        _cleanup: cleanup,
         _work: work,
     };
     Ok((report, built))
@@ -388,6 +427,7 @@ type Written = (
     Vec<(WrittenLayer, Option<String>)>,
     Rootfs,
     Option<FileSums>,
+    Option<crate::report::PackagesInfo>,
 );
 
 /// The plan, then its layers written (with the SBOM's checksums).
@@ -412,14 +452,27 @@ fn plan_and_write(
     let files = contents.into_files();
     let format = crate::layer::format(input.layer.compression);
     let groups = crate::layer::split(&plan, &rootfs, input.mtime, input.clamp, &format);
-    // The SBOM's checksums are taken as the layer writer reads each file.
-    let written = crate::layer::write_groups(
-        &groups,
-        &files,
-        &input.dir,
-        &input.layer,
-        input.made.as_deref(),
-    )?;
+    // The SBOM's checksums are taken as the layer writer reads each file; the report's
+    // package lists are made beside it (they read only the rootfs, the plan and the trace).
+    let (written, packages) = std::thread::scope(|s| {
+        let packages = s.spawn(|| {
+            trace
+                .packages
+                .as_deref()
+                .map(|db| packages_info(db, &rootfs, &plan, &trace))
+        });
+        let written = crate::layer::write_groups(
+            &groups,
+            &files,
+            &input.dir,
+            &input.layer,
+            input.made.as_deref(),
+        );
+        (written, packages.join())
+    });
+    let written = written?;
+    let packages =
+        packages.map_err(|_| Error::Other("the package report's thread panicked".into()))?;
     let (mut layers, mut all_sums) = (Vec::new(), std::collections::BTreeMap::new());
     for (w, g) in written.into_iter().zip(&groups) {
         all_sums.extend(w.sums);
@@ -439,7 +492,7 @@ fn plan_and_write(
         layers = layers.len(),
         "wrote layer"
     );
-    Ok((plan, trace, layers, rootfs, sums))
+    Ok((plan, trace, layers, rootfs, sums, packages))
 }
 
 /// A built image before it is written, as the probes and the checklist see it.

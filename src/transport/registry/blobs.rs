@@ -94,7 +94,10 @@ impl RegistryClient {
             (self.error("pull blob", target.clone(), e), again)
         };
         let have = h.count();
-        let (mut stream, mut skip) = if have == 0 {
+        // A whole blob is asked for as the range from byte 0 when it has any bytes: a
+        // registry answering 206 sends the same bytes, and oci-client then leaves them
+        // unhashed (`h` checks them), instead of hashing every byte a second time.
+        let (mut stream, mut skip) = if have == 0 && desc.size == 0 {
             let s = self
                 .client
                 .pull_blob_stream(&oref, desc.digest.as_str())
@@ -113,18 +116,27 @@ impl RegistryClient {
             }
         };
         let fatal = |e: Error| (e, false);
+        // Bytes not yet written: the stream's small chunks are written (and shown to a
+        // follower) a few hundred KiB at a time, not one blocking-pool trip each.
+        let mut pending: Vec<u8> = Vec::with_capacity(WRITE_BATCH);
         while let Some(chunk) = stream.next().await {
-            // A connection lost mid-body: worth another try.
-            let chunk = chunk.map_err(|e| {
-                (
-                    Error::Registry {
-                        op: "pull blob",
-                        target: target.clone(),
-                        message: e.to_string(),
-                    },
-                    true,
-                )
-            })?;
+            // A connection lost mid-body: worth another try, from what is written.
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(e) => {
+                    write_out(file, &mut pending, growing, h.count())
+                        .await
+                        .map_err(|e| fatal(Error::io(dest, e)))?;
+                    return Err((
+                        Error::Registry {
+                            op: "pull blob",
+                            target: target.clone(),
+                            message: e.to_string(),
+                        },
+                        true,
+                    ));
+                }
+            };
             let mut data = &chunk[..];
             if skip > 0 {
                 let k = (skip as usize).min(data.len());
@@ -143,15 +155,16 @@ impl RegistryClient {
                 }));
             }
             task.inc(data.len() as u64);
-            file.write_all(data)
-                .await
-                .map_err(|e| fatal(Error::io(dest, e)))?;
-            if let Some(g) = growing {
-                file.flush().await.map_err(|e| fatal(Error::io(dest, e)))?;
-                g.advance(h.count());
+            pending.extend_from_slice(data);
+            if pending.len() >= WRITE_BATCH {
+                write_out(file, &mut pending, growing, h.count())
+                    .await
+                    .map_err(|e| fatal(Error::io(dest, e)))?;
             }
         }
-        file.flush().await.map_err(|e| fatal(Error::io(dest, e)))?;
+        write_out(file, &mut pending, growing, h.count())
+            .await
+            .map_err(|e| fatal(Error::io(dest, e)))?;
         if skip > 0 {
             return Err(fatal(Error::SizeMismatch {
                 digest: desc.digest.clone(),
@@ -481,4 +494,26 @@ impl RegistryClient {
             e,
         )
     }
+}
+
+/// How many downloaded bytes are gathered before one write to the blob's file.
+const WRITE_BATCH: usize = 256 * 1024;
+
+/// Write the gathered bytes, flush them, and tell a follower how far the file now goes
+/// (`count`: every byte hashed so far, all of them now written).
+async fn write_out(
+    file: &mut tokio::fs::File,
+    pending: &mut Vec<u8>,
+    growing: Option<&crate::growing::Growing>,
+    count: u64,
+) -> std::io::Result<()> {
+    if !pending.is_empty() {
+        file.write_all(pending).await?;
+        pending.clear();
+    }
+    file.flush().await?;
+    if let Some(g) = growing {
+        g.advance(count);
+    }
+    Ok(())
 }

@@ -106,22 +106,28 @@ impl RegistryClient {
             user_agent: concat!("pare/", env!("CARGO_PKG_VERSION")),
             ..Default::default()
         };
-        let client = oci_client::Client::try_from(config).map_err(|e| Error::Registry {
+        let failed = |message: String| Error::Registry {
             op: "connect to",
             target: registry.to_string(),
-            message: e.to_string(),
-        })?;
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(30))
-            .read_timeout(read_timeout())
-            .user_agent(concat!("pare/", env!("CARGO_PKG_VERSION")))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| Error::Registry {
-                op: "connect to",
-                target: registry.to_string(),
-                message: e.to_string(),
-            })?;
+            message,
+        };
+        // Each client loads the system's root certificates when built: the two side by side.
+        let (client, http) = std::thread::scope(|s| {
+            let http = s.spawn(|| {
+                reqwest::Client::builder()
+                    .connect_timeout(Duration::from_secs(30))
+                    .read_timeout(read_timeout())
+                    .user_agent(concat!("pare/", env!("CARGO_PKG_VERSION")))
+                    .redirect(reqwest::redirect::Policy::none())
+                    .build()
+            });
+            let client = oci_client::Client::try_from(config);
+            (client, http.join())
+        });
+        let client = client.map_err(|e| failed(e.to_string()))?;
+        let http = http
+            .map_err(|_| failed("the HTTP client's thread panicked".into()))?
+            .map_err(|e| failed(e.to_string()))?;
         Ok(RegistryClient {
             client,
             http,
