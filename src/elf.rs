@@ -456,6 +456,11 @@ fn is_configure_line(run: &[u8]) -> bool {
 /// Path tokens (and, when asked, short words) of the read-only data. A printable run is split
 /// at whitespace, quotes, `:`, `;`, `,` and `=`; a token that starts with `/` is a path
 /// candidate (`%` formats and `$` variables are left out).
+///
+/// The data is cut into pieces of about [`SCAN_PIECE`] bytes at a non-printable byte (no run
+/// spans two pieces), scanned on all cores, and their tokens taken in order, each piece's
+/// first occurrences only: what a piece holds decides what it gives, so the result is the
+/// same on any number of threads.
 fn data_strings(
     bytes: &[u8],
     phdrs: &[ProgramHeader],
@@ -463,89 +468,175 @@ fn data_strings(
     shstrndx: usize,
     want_words: bool,
 ) -> (Vec<String>, Vec<String>) {
+    let ranges = data_ranges(bytes, phdrs, shdrs, shstrndx);
+    let pieces = pieces(bytes, &ranges);
+    let found = scan_all(&pieces, want_words);
     let mut paths = std::collections::BTreeSet::new();
     let mut words = std::collections::BTreeSet::new();
-    for (off, len) in data_ranges(bytes, phdrs, shdrs, shstrndx) {
-        let data = &bytes[off..off + len];
-        for run in data.split(|&b| !(0x20..0x7f).contains(&b) && b != b'\t') {
-            // A path has a `/`; a run without one only matters for its words.
-            if run.len() < 2 || (!want_words && memchr::memchr(b'/', run).is_none()) {
-                continue;
-            }
-            // A configure line (`'--prefix=/usr' 'PROVE=/usr/bin/prove' …`): only its path
-            // options name what the program uses; `VAR=/path` names build tools.
-            if is_configure_line(run) {
-                for w in run.split(|&b| matches!(b, b' ' | b'\t' | b'\'' | b'"')) {
-                    let Some(eq) = w.iter().position(|&b| b == b'=') else {
-                        continue;
-                    };
-                    let (k, v) = (&w[..eq], &w[eq + 1..]);
-                    let key = String::from_utf8_lossy(k);
-                    if key.starts_with("--")
-                        && ["path", "dir", "prefix", "root", "file"]
-                            .iter()
-                            .any(|s| key.ends_with(s))
-                        && v.first() == Some(&b'/')
-                        && v.len() <= MAX_TOKEN
-                        && paths.len() < MAX_STRINGS
-                    {
-                        paths.insert(String::from_utf8_lossy(v).into_owned());
-                    }
-                }
-                continue;
-            }
-            for tok in run.split(|&b| {
-                matches!(
-                    b,
-                    b' ' | b'\t'
-                        | b'"'
-                        | b'\''
-                        | b':'
-                        | b';'
-                        | b','
-                        | b'='
-                        | b'('
-                        | b')'
-                        | b'<'
-                        | b'>'
-                        | b'['
-                        | b']'
-                        | b'{'
-                        | b'}'
-                        | b'`'
-                )
-            }) {
-                // Absolute paths, and paths relative to the install prefix
-                // (`share/git-core/templates`): the path rule resolves those against the
-                // object's prefix.
-                let relative = [&b"share/"[..], b"lib/", b"libexec/", b"etc/"]
-                    .iter()
-                    .any(|p| tok.starts_with(p))
-                    && tok.len() > 8
-                    && tok.iter().all(|&b| {
-                        b.is_ascii_alphanumeric() || matches!(b, b'/' | b'.' | b'-' | b'_' | b'+')
-                    });
-                if tok.len() >= 2
-                    && tok.len() <= MAX_TOKEN
-                    && (tok[0] == b'/' || relative)
-                    && !tok.iter().any(|&b| matches!(b, b'%' | b'$' | b'*' | b'?'))
-                    && paths.len() < MAX_STRINGS
-                {
-                    paths.insert(String::from_utf8_lossy(tok).into_owned());
-                } else if want_words
-                    && (2..=40).contains(&tok.len())
-                    && tok.iter().all(|&b| {
-                        b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/')
-                    })
-                    && tok.iter().any(|b| b.is_ascii_alphabetic())
-                    && words.len() < MAX_STRINGS
-                {
-                    words.insert(String::from_utf8_lossy(tok).into_owned());
-                }
-            }
+    for f in found.into_iter().flatten() {
+        if f.path && paths.len() < MAX_STRINGS {
+            paths.insert(f.text);
+        } else if want_words && f.word && words.len() < MAX_STRINGS {
+            words.insert(f.text);
         }
     }
     (paths.into_iter().collect(), words.into_iter().collect())
+}
+
+/// Bytes of read-only data one thread scans at a time (a runtime's library has tens of MB).
+const SCAN_PIECE: usize = 4 << 20;
+
+fn printable(b: u8) -> bool {
+    (0x20..0x7f).contains(&b) || b == b'\t'
+}
+
+/// The ranges cut into pieces of about [`SCAN_PIECE`] bytes, each cut at a non-printable byte.
+fn pieces<'a>(bytes: &'a [u8], ranges: &[(usize, usize)]) -> Vec<&'a [u8]> {
+    let mut out = Vec::new();
+    for &(off, len) in ranges {
+        let mut data = &bytes[off..off + len];
+        while data.len() > SCAN_PIECE {
+            let Some(k) = data[SCAN_PIECE..].iter().position(|&b| !printable(b)) else {
+                break;
+            };
+            let (head, tail) = data.split_at(SCAN_PIECE + k);
+            out.push(head);
+            data = tail;
+        }
+        out.push(data);
+    }
+    out
+}
+
+/// Every piece's tokens, in piece order: inline for one piece, else on up to one thread per
+/// core (a panic is passed on to `parse`'s guard).
+fn scan_all(pieces: &[&[u8]], want_words: bool) -> Vec<Vec<Found>> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(pieces.len());
+    if threads <= 1 {
+        return pieces.iter().map(|p| scan_piece(p, want_words)).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let slots: Vec<std::sync::Mutex<Vec<Found>>> =
+        pieces.iter().map(|_| Default::default()).collect();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(p) = pieces.get(i) else { break };
+                        let found = scan_piece(p, want_words);
+                        *slots[i].lock().unwrap_or_else(|e| e.into_inner()) = found;
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            if let Err(panic) = h.join() {
+                std::panic::resume_unwind(panic);
+            }
+        }
+    });
+    slots
+        .into_iter()
+        .map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
+        .collect()
+}
+
+/// A token of the data, and what it may be (a path, a word), before any count bounds it.
+struct Found {
+    text: String,
+    path: bool,
+    word: bool,
+}
+
+/// Most tokens one piece gives (each set keeps at most [`MAX_STRINGS`] in all).
+const PIECE_TOKENS: usize = 2 * MAX_STRINGS;
+
+/// One piece's tokens that may be paths or words, first occurrences only, in order.
+fn scan_piece<'a>(data: &'a [u8], want_words: bool) -> Vec<Found> {
+    let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut give = |tok: &'a [u8], path: bool, word: bool, out: &mut Vec<Found>| {
+        if (path || word) && out.len() < PIECE_TOKENS && seen.insert((tok, path, word)) {
+            out.push(Found {
+                text: String::from_utf8_lossy(tok).into_owned(),
+                path,
+                word,
+            });
+        }
+    };
+    for run in data.split(|&b| !printable(b)) {
+        // A path has a `/`; a run without one only matters for its words.
+        if run.len() < 2 || (!want_words && memchr::memchr(b'/', run).is_none()) {
+            continue;
+        }
+        // A configure line (`'--prefix=/usr' 'PROVE=/usr/bin/prove' …`): only its path
+        // options name what the program uses; `VAR=/path` names build tools.
+        if is_configure_line(run) {
+            for w in run.split(|&b| matches!(b, b' ' | b'\t' | b'\'' | b'"')) {
+                let Some(eq) = w.iter().position(|&b| b == b'=') else {
+                    continue;
+                };
+                let (k, v) = (&w[..eq], &w[eq + 1..]);
+                let key = String::from_utf8_lossy(k);
+                let path = key.starts_with("--")
+                    && ["path", "dir", "prefix", "root", "file"]
+                        .iter()
+                        .any(|s| key.ends_with(s))
+                    && v.first() == Some(&b'/')
+                    && v.len() <= MAX_TOKEN;
+                give(v, path, false, &mut out);
+            }
+            continue;
+        }
+        for tok in run.split(|&b| {
+            matches!(
+                b,
+                b' ' | b'\t'
+                    | b'"'
+                    | b'\''
+                    | b':'
+                    | b';'
+                    | b','
+                    | b'='
+                    | b'('
+                    | b')'
+                    | b'<'
+                    | b'>'
+                    | b'['
+                    | b']'
+                    | b'{'
+                    | b'}'
+                    | b'`'
+            )
+        }) {
+            // Absolute paths, and paths relative to the install prefix
+            // (`share/git-core/templates`): the path rule resolves those against the
+            // object's prefix.
+            let relative = [&b"share/"[..], b"lib/", b"libexec/", b"etc/"]
+                .iter()
+                .any(|p| tok.starts_with(p))
+                && tok.len() > 8
+                && tok.iter().all(|&b| {
+                    b.is_ascii_alphanumeric() || matches!(b, b'/' | b'.' | b'-' | b'_' | b'+')
+                });
+            let path = tok.len() >= 2
+                && tok.len() <= MAX_TOKEN
+                && (tok[0] == b'/' || relative)
+                && !tok.iter().any(|&b| matches!(b, b'%' | b'$' | b'*' | b'?'));
+            let word = want_words
+                && (2..=40).contains(&tok.len())
+                && tok
+                    .iter()
+                    .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/'))
+                && tok.iter().any(|b| b.is_ascii_alphabetic());
+            give(tok, path, word, &mut out);
+        }
+    }
+    out
 }
 
 fn split_path(s: &str) -> Vec<String> {
@@ -665,6 +756,63 @@ pub fn hwcaps_dirs(machine: u16) -> &'static [&'static str] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Tokens as the merge takes them (no bound reached).
+    fn merged(found: Vec<Vec<Found>>) -> (Vec<String>, Vec<String>) {
+        let mut paths = std::collections::BTreeSet::new();
+        let mut words = std::collections::BTreeSet::new();
+        for f in found.into_iter().flatten() {
+            if f.path {
+                paths.insert(f.text);
+            } else if f.word {
+                words.insert(f.text);
+            }
+        }
+        (paths.into_iter().collect(), words.into_iter().collect())
+    }
+
+    #[test]
+    fn data_cut_into_pieces_gives_the_tokens_of_one_scan() {
+        // ~10 MiB of strings, NUL-separated and in runs longer than a line, with paths
+        // that repeat across the cut points.
+        let mut data = Vec::new();
+        let mut i = 0u32;
+        while data.len() < 10 << 20 {
+            data.extend_from_slice(
+                format!(
+                    "/usr/lib/mod{} word{} /etc/app/{}.conf:value ",
+                    i % 5000,
+                    i % 777,
+                    i % 20000
+                )
+                .as_bytes(),
+            );
+            if i % 3 == 0 {
+                data.push(0);
+            }
+            i += 1;
+        }
+        let whole = [(0usize, data.len())];
+        let cut = pieces(&data, &whole);
+        assert!(cut.len() >= 2, "{} pieces", cut.len());
+        assert_eq!(cut.iter().map(|p| p.len()).sum::<usize>(), data.len());
+        // Every cut falls on a non-printable byte: no run is split.
+        for p in &cut[1..] {
+            assert!(!printable(p[0]));
+        }
+        let one = merged(vec![scan_piece(&data, true)]);
+        let many = merged(scan_all(&cut, true));
+        assert!(
+            one == many,
+            "{} + {} tokens vs {} + {}",
+            one.0.len(),
+            one.1.len(),
+            many.0.len(),
+            many.1.len()
+        );
+        assert!(one.0.iter().any(|p| p == "/etc/app/12345.conf"));
+        assert!(one.1.iter().any(|w| w == "word776"));
+    }
 
     #[test]
     fn parses_real_binaries() {
