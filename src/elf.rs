@@ -787,7 +787,7 @@ mod tests {
                 )
                 .as_bytes(),
             );
-            if i % 3 == 0 {
+            if i.is_multiple_of(3) {
                 data.push(0);
             }
             i += 1;
