@@ -92,6 +92,8 @@ impl Rootfs {
             (_, cap) => cap.clone(),
         };
         let inflated = AtomicU64::new(0);
+        // Each uncompressed stream is hashed only when there are diff_ids to check it against.
+        let hash = diff_ids.is_some();
         // Which layers this merge parsed (the others' parses came from another image).
         let fresh: Vec<std::sync::atomic::AtomicBool> =
             layers.iter().map(|_| Default::default()).collect();
@@ -110,8 +112,12 @@ impl Rootfs {
                 other => other,
             };
             let parse = || -> Result<ParsedLayer> {
-                let p =
-                    ParsedLayer::parse_capturing(i, read_ahead(open_blob(layer)?), capture.clone());
+                let p = ParsedLayer::parse_with(
+                    i,
+                    read_ahead(open_blob(layer)?),
+                    capture.clone(),
+                    hash,
+                );
                 // A blob not yet checked: its digest first (a changed blob is reported as
                 // that, not as whatever its changed bytes broke), and checked whole even if
                 // the parse stopped short of its end.
@@ -123,9 +129,10 @@ impl Rootfs {
                 fresh[i].store(true, Ordering::Relaxed);
                 Ok(p)
             };
-            match &opts.cache {
-                Some(c) => c.parsed(&layer.descriptor.digest, parse),
-                None => parse().map(Arc::new),
+            // A shared parse holds no diff_id: one to check is always taken afresh.
+            match (&opts.cache, hash) {
+                (Some(c), false) => c.parsed(&layer.descriptor.digest, parse),
+                _ => parse().map(Arc::new),
             }
         };
         let threads = match opts.threads {
@@ -146,13 +153,14 @@ impl Rootfs {
                 other => other,
             })?;
             if let Some(ids) = diff_ids
-                && ids[i] != parsed.diff_id
+                && parsed.diff_id.as_deref() != Some(ids[i].as_str())
             {
                 return Err(Error::malformed(
                     what,
                     format!(
                         "uncompressed content hashes to {}, but the config's diff_id is {}",
-                        parsed.diff_id, ids[i]
+                        parsed.diff_id.as_deref().unwrap_or("(not hashed)"),
+                        ids[i]
                     ),
                 ));
             }
@@ -227,10 +235,12 @@ impl Rootfs {
     /// Apply one layer's tar stream as it is read; returns its diff_id and size.
     pub fn apply_layer(&mut self, layer: usize, reader: impl Read) -> Result<(String, u64)> {
         self.begin_layer(layer);
-        let facts = parse_stream(layer, reader, None, |op| self.apply_checked(layer, &op))?;
+        let facts = parse_stream(layer, reader, None, true, |op| {
+            self.apply_checked(layer, &op)
+        })?;
         self.stats[layer].entries += facts.entries;
         self.stats[layer].size += facts.bytes;
-        Ok((facts.diff_id, facts.size))
+        Ok((facts.diff_id.unwrap_or_default(), facts.size))
     }
 
     /// Apply a layer already parsed (perhaps for another image: the parse depends on the
@@ -342,5 +352,39 @@ mod tests {
             .to_string();
             assert!(err.contains("layer 2"), "{threads} threads: {err}");
         }
+    }
+
+    /// diff_ids given are checked (pare's own layers, read back for probes); a shared parse,
+    /// which holds none, is never taken for a merge that checks them.
+    #[test]
+    fn given_diff_ids_are_checked_even_with_a_shared_parse() {
+        let d = tempfile::tempdir().unwrap();
+        let tar = crate::rootfs::tests::tar_of(&[("a", "f:x")]);
+        let right = crate::digest::sha256_bytes(&tar);
+        let layers = crate::rootfs::tests::layers_in(d.path(), std::slice::from_ref(&tar));
+        let cache = Some(Arc::new(LayerCache::new(d.path())));
+        // The cache now holds a parse without a diff_id.
+        Rootfs::merge_cached(layers.clone(), None, cache.clone()).unwrap();
+        let hits = |c: &Option<Arc<LayerCache>>| {
+            c.as_ref()
+                .unwrap()
+                .parse_hits
+                .load(std::sync::atomic::Ordering::Relaxed)
+        };
+        let wrong = vec!["sha256:00".to_string()];
+        let Err(err) = Rootfs::merge_cached(layers.clone(), Some(&wrong), cache.clone()) else {
+            panic!("a wrong diff_id was accepted");
+        };
+        let err = err.to_string();
+        assert!(err.contains(&right) && err.contains("diff_id"), "{err}");
+        Rootfs::merge_cached(layers.clone(), Some(&[right]), cache.clone()).unwrap();
+        assert_eq!(
+            hits(&cache),
+            0,
+            "a merge checking diff_ids used the shared parse"
+        );
+        Rootfs::merge_cached(layers.clone(), None, cache.clone()).unwrap();
+        assert_eq!(hits(&cache), 1);
+        Rootfs::merge(layers, None).unwrap();
     }
 }
