@@ -20,6 +20,9 @@ pub trait Contents {
     fn read(&mut self, fs: &Rootfs, path: &str, max: u64) -> Result<Vec<u8>>;
     /// ELF facts of a regular file, `None` when it is not ELF.
     fn elf(&mut self, fs: &Rootfs, path: &str) -> Result<Option<Arc<ElfFacts>>>;
+    /// Hint: [`Contents::elf`] will soon be asked about these files (parsed ahead, side by
+    /// side, when their bytes are at hand; a file that fails is left for `elf` to report).
+    fn elf_ahead(&mut self, _fs: &Rootfs, _paths: &[String]) {}
     /// The first `n` bytes of a regular file (fewer when it is shorter).
     fn head(&mut self, fs: &Rootfs, path: &str, n: usize) -> Result<Vec<u8>> {
         let mut b = self.read(fs, path, MAX_OBJECT_BYTES)?;
@@ -234,30 +237,83 @@ impl Contents for LayerContents {
             ));
         }
         let local = self.local(fs, path)?;
-        let file = std::fs::File::open(&local.path).map_err(|e| Error::io(&*local.path, e))?;
-        let facts = if size < 4 {
-            None
-        } else {
-            // SAFETY: the spool is pare's private copy in its own work dir; nothing else
-            // writes it.
-            let map = unsafe {
-                memmap2::MmapOptions::new()
-                    .offset(local.offset)
-                    .len(local.len as usize)
-                    .map(&file)
-            }
-            .map_err(|e| Error::io(&*local.path, e))?;
-            if elf::is_elf(&map) {
-                Some(Arc::new(elf::parse(&map).map_err(|reason| Error::Elf {
-                    path: display(path),
-                    reason,
-                })?))
-            } else {
-                None
-            }
-        };
+        let facts = parse_local(path, &local, size)?;
         fs.share_facts(path, &facts);
         self.facts.insert(path.to_string(), facts.clone());
         Ok(facts)
     }
+
+    fn elf_ahead(&mut self, fs: &Rootfs, paths: &[String]) {
+        // Files the merge captured, not parsed yet: no layer is read for a guess.
+        let mut todo: Vec<(String, Local, u64)> = Vec::new();
+        for p in paths {
+            if self.facts.contains_key(p) || todo.iter().any(|(q, _, _)| q == p) {
+                continue;
+            }
+            let size = fs.get(p).map_or(0, |n| n.size());
+            let local = self.files.get(p).cloned().or_else(|| fs.captured_local(p));
+            if let Some(local) = local
+                && size <= MAX_OBJECT_BYTES
+                && fs.shared_facts(p).is_none()
+            {
+                todo.push((p.clone(), local, size));
+            }
+        }
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(todo.len());
+        if threads < 2 {
+            return;
+        }
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let done: Vec<std::sync::Mutex<Option<Option<Arc<ElfFacts>>>>> =
+            todo.iter().map(|_| Default::default()).collect();
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                s.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some((p, local, size)) = todo.get(i) else {
+                            break;
+                        };
+                        if let Ok(f) = parse_local(p, local, *size) {
+                            *done[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(f);
+                        }
+                    }
+                });
+            }
+        });
+        for ((p, local, _), f) in todo.into_iter().zip(done) {
+            if let Some(f) = f.into_inner().unwrap_or_else(|e| e.into_inner()) {
+                fs.share_facts(&p, &f);
+                self.files.entry(p.clone()).or_insert(local);
+                self.facts.insert(p, f);
+            }
+        }
+    }
+}
+
+/// The ELF facts of a file whose bytes are at `local` (`None`: not ELF).
+fn parse_local(path: &str, local: &Local, size: u64) -> Result<Option<Arc<ElfFacts>>> {
+    if size < 4 {
+        return Ok(None);
+    }
+    let file = std::fs::File::open(&local.path).map_err(|e| Error::io(&*local.path, e))?;
+    // SAFETY: the spool is pare's private copy in its own work dir; nothing else writes it.
+    let map = unsafe {
+        memmap2::MmapOptions::new()
+            .offset(local.offset)
+            .len(local.len as usize)
+            .map(&file)
+    }
+    .map_err(|e| Error::io(&*local.path, e))?;
+    if !elf::is_elf(&map) {
+        return Ok(None);
+    }
+    elf::parse(&map)
+        .map(|f| Some(Arc::new(f)))
+        .map_err(|reason| Error::Elf {
+            path: display(path),
+            reason,
+        })
 }

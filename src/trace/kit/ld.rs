@@ -202,6 +202,7 @@ impl Cx<'_> {
             .map(|n| (n.clone(), true))
             .chain(facts.dlopen.iter().map(|n| (n.clone(), false)))
             .collect();
+        self.parse_ahead(idx, &names);
         for (n, required) in names {
             let why = if required {
                 format!("needed by {}", display(&obj.path))
@@ -219,6 +220,24 @@ impl Cx<'_> {
             });
         }
         Ok(())
+    }
+
+    /// The first file each of `names` (not loaded yet) would be found as, parsed on all cores
+    /// before [`Cx::load`] takes them one by one (the same parse: only sooner).
+    fn parse_ahead(&mut self, idx: usize, names: &[(String, bool)]) {
+        let mut paths = Vec::new();
+        for (name, _) in names {
+            if self.ld.by_name.contains_key(name) {
+                continue;
+            }
+            for (cand, _) in self.candidates(idx, name).unwrap_or_default() {
+                if let Ok(Some((canon, _))) = self.resolve_file(&cand) {
+                    paths.push(canon);
+                    break;
+                }
+            }
+        }
+        self.contents.elf_ahead(self.fs, &paths);
     }
 
     /// Resolve `name` as needed by object `idx` and keep it. `required` makes absence an error
