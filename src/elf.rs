@@ -508,41 +508,10 @@ fn pieces<'a>(bytes: &'a [u8], ranges: &[(usize, usize)]) -> Vec<&'a [u8]> {
     out
 }
 
-/// Every piece's tokens, in piece order: inline for one piece, else on up to one thread per
-/// core (a panic is passed on to `parse`'s guard).
+/// Every piece's tokens, in piece order, scanned on all cores (a panic is passed on to
+/// `parse`'s guard).
 fn scan_all(pieces: &[&[u8]], want_words: bool) -> Vec<Vec<Found>> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(pieces.len());
-    if threads <= 1 {
-        return pieces.iter().map(|p| scan_piece(p, want_words)).collect();
-    }
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let slots: Vec<std::sync::Mutex<Vec<Found>>> =
-        pieces.iter().map(|_| Default::default()).collect();
-    std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                s.spawn(|| {
-                    loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(p) = pieces.get(i) else { break };
-                        let found = scan_piece(p, want_words);
-                        *slots[i].lock().unwrap_or_else(|e| e.into_inner()) = found;
-                    }
-                })
-            })
-            .collect();
-        for h in handles {
-            if let Err(panic) = h.join() {
-                std::panic::resume_unwind(panic);
-            }
-        }
-    });
-    slots
-        .into_iter()
-        .map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
-        .collect()
+    crate::par::map(pieces, crate::par::cores(), |p| scan_piece(p, want_words))
 }
 
 /// A token of the data, and what it may be (a path, a word), before any count bounds it.

@@ -7,7 +7,7 @@
 //! orchestrated by [`harden`] and [`batch`] and described by [`report`].
 //!
 //! The modules sit in layers, bottom to top: model ([`error`], [`digest`], [`reference`](mod@reference),
-//! [`image`], [`elf`], [`ldcache`], [`targuard`], [`growing`], [`progress`]); [`rootfs`];
+//! [`image`], [`elf`], [`ldcache`], [`targuard`], [`growing`], [`progress`], [`par`]); [`rootfs`];
 //! [`transport`] and [`sign`]; [`packages`]; [`trace`]; [`plan`], [`layer`], [`sbom`];
 //! [`policy`], [`probe`]; [`report`]; [`harden`], [`batch`], [`inspect`]. A module imports its
 //! own layer and the ones below, never one above (`tests/architecture.rs`).
@@ -25,6 +25,7 @@ pub mod inspect;
 pub mod layer;
 pub mod ldcache;
 pub mod packages;
+pub mod par;
 pub mod plan;
 pub mod policy;
 pub mod probe;

@@ -24,6 +24,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "targuard",
             "growing",
             "progress",
+            "par",
         ],
     ),
     // The layer streams and the merged tree: the archive transport reads its layers through

@@ -243,37 +243,18 @@ pub fn write_groups(
     opts: &LayerOptions,
     made: Option<&Made>,
 ) -> Result<Vec<Written>> {
-    use std::sync::Mutex;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let next = AtomicUsize::new(0);
-    let results: Vec<Mutex<Option<Result<Written>>>> =
-        groups.iter().map(|_| Mutex::new(None)).collect();
-    std::thread::scope(|s| {
-        for _ in 0..LAYERS_AT_ONCE.min(groups.len()) {
-            s.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(g) = groups.get(i) else { break };
-                    // Not `layer-N`: the source's downloaded layers are named so in the dir.
-                    let path = dir.join(format!("result-{i}"));
-                    let write = |out: &Path| write_layer(&g.items, files, out, opts);
-                    let r = match (made, &g.key) {
-                        (Some(m), Some(key)) => m.get_or_write(key, opts.sums, &path, write),
-                        _ => write(&path),
-                    };
-                    *results[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
-                }
-            });
+    let numbered: Vec<(usize, &Group)> = groups.iter().enumerate().collect();
+    crate::par::map(&numbered, LAYERS_AT_ONCE, |&(i, g)| {
+        // Not `layer-N`: the source's downloaded layers are named so in the dir.
+        let path = dir.join(format!("result-{i}"));
+        let write = |out: &Path| write_layer(&g.items, files, out, opts);
+        match (made, &g.key) {
+            (Some(m), Some(key)) => m.get_or_write(key, opts.sums, &path, write),
+            _ => write(&path),
         }
-    });
-    results
-        .into_iter()
-        .map(|m| {
-            m.into_inner()
-                .unwrap_or_else(|p| p.into_inner())
-                .unwrap_or_else(|| Err(Error::Other("internal: a layer was not written".into())))
-        })
-        .collect()
+    })
+    .into_iter()
+    .collect()
 }
 
 /// One plan entry into the tar. With a `marker`, a regular file's checksums: a small one's

@@ -259,32 +259,14 @@ impl Contents for LayerContents {
                 todo.push((p.clone(), local, size));
             }
         }
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(todo.len());
-        if threads < 2 {
+        if todo.len() < 2 {
             return;
         }
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let done: Vec<std::sync::Mutex<Option<Option<Arc<ElfFacts>>>>> =
-            todo.iter().map(|_| Default::default()).collect();
-        std::thread::scope(|s| {
-            for _ in 0..threads {
-                s.spawn(|| {
-                    loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some((p, local, size)) = todo.get(i) else {
-                            break;
-                        };
-                        if let Ok(f) = parse_local(p, local, *size) {
-                            *done[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(f);
-                        }
-                    }
-                });
-            }
+        let done = crate::par::map(&todo, crate::par::cores(), |(p, local, size)| {
+            parse_local(p, local, *size).ok()
         });
         for ((p, local, _), f) in todo.into_iter().zip(done) {
-            if let Some(f) = f.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            if let Some(f) = f {
                 fs.share_facts(&p, &f);
                 self.files.entry(p.clone()).or_insert(local);
                 self.facts.insert(p, f);
