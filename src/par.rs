@@ -46,7 +46,7 @@ mod tests {
     fn results_keep_the_items_order_whatever_the_threads() {
         let items: Vec<u64> = (0..500).collect();
         let slow_square = |x: &u64| {
-            if x % 7 == 0 {
+            if x.is_multiple_of(7) {
                 std::thread::sleep(std::time::Duration::from_micros(200));
             }
             x * x
