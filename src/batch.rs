@@ -118,14 +118,9 @@ pub fn shard_of(repo: &str, tag: &str, n: u64) -> u64 {
 /// A tag pare wrote itself, or a referrers/signature tag (`sha256-<hex>`, cosign's
 /// `sha256-<hex>.sig`): not an image to harden.
 fn is_output(tag: &str) -> bool {
-    tag.ends_with("-hardened") || tag.starts_with("hardened-") || is_artifact_tag(tag)
-}
-
-fn is_artifact_tag(tag: &str) -> bool {
-    tag.strip_prefix("sha256-").is_some_and(|rest| {
-        let hex = rest.split('.').next().unwrap_or("");
-        hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())
-    })
+    tag.ends_with("-hardened")
+        || tag.starts_with("hardened-")
+        || crate::reference::is_referrers_tag(tag)
 }
 
 fn globs(pats: &[String], what: &str) -> Result<globset::GlobSet> {

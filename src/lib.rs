@@ -9,7 +9,7 @@
 //! The modules sit in layers, bottom to top: model ([`error`], [`digest`], [`reference`](mod@reference),
 //! [`image`], [`elf`], [`ldcache`], [`targuard`], [`growing`], [`progress`], [`par`]); [`rootfs`];
 //! [`transport`] and [`sign`]; [`packages`]; [`trace`]; [`plan`], [`layer`], [`sbom`];
-//! [`policy`], [`probe`]; [`report`]; [`harden`], [`batch`], [`inspect`]. A module imports its
+//! [`policy`], [`probe`]; [`report`]; [`harden`], [`batch`], [`inspect`], [`serve`]. A module imports its
 //! own layer and the ones below, never one above (`tests/architecture.rs`).
 
 pub mod batch;
@@ -34,6 +34,7 @@ pub mod reference;
 pub mod report;
 pub mod rootfs;
 pub mod sbom;
+pub mod serve;
 pub mod sign;
 pub mod targuard;
 pub mod trace;

@@ -366,6 +366,15 @@ pub fn replaces_source(src: &ImageRef, dest: &ImageRef, src_layout_tag: Option<&
     }
 }
 
+/// A tag of the referrers tag scheme: `sha256-HEX`, or cosign's `sha256-HEX.sig` (`.att`,
+/// `.sbom`): an artifact pointing at an image, never an image to harden.
+pub fn is_referrers_tag(tag: &str) -> bool {
+    tag.strip_prefix("sha256-").is_some_and(|rest| {
+        let hex = rest.split('.').next().unwrap_or("");
+        hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())
+    })
+}
+
 /// The default destination tag of a registry image with `tag` (else pinned to `digest`):
 /// `TAG-hardened`, `hardened-DIGEST12`, or `latest-hardened`.
 pub fn hardened_tag(tag: Option<&str>, digest: Option<&str>) -> Result<String> {

@@ -39,7 +39,9 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("report", &["report"]),
     (
         "commands",
-        &["cli", "harden", "batch", "inspect", "fuzzing", "lib"],
+        &[
+            "cli", "harden", "batch", "inspect", "serve", "fuzzing", "lib",
+        ],
     ),
 ];
 

@@ -1,0 +1,5 @@
+//! `pare serve` (issue 22, under way): hardening on push. So far the events a registry sends,
+//! read into pushes to harden or skips with their reasons ([`events`]); the HTTP service, the
+//! durable queue and the metrics follow (docs/serve-plan.md).
+
+pub mod events;
