@@ -12,7 +12,7 @@ use sha2::{Digest as _, Sha256};
 use crate::error::{Error, Result};
 use crate::harden::{self, HardenOptions};
 use crate::progress::Progress;
-use crate::reference::{ImageRef, RegistryRef, default_destination};
+use crate::reference::{ImageRef, RegistryRef, default_destination, is_output_tag};
 use crate::transport::registry::RegistryClient;
 use crate::transport::source;
 
@@ -113,14 +113,6 @@ pub fn parse_shard(s: &str) -> Result<(u64, u64)> {
 pub fn shard_of(repo: &str, tag: &str, n: u64) -> u64 {
     let h = Sha256::digest(format!("{repo}:{tag}").as_bytes());
     u64::from_be_bytes(h[..8].try_into().expect("8 bytes")) % n
-}
-
-/// A tag pare wrote itself, or a referrers/signature tag (`sha256-<hex>`, cosign's
-/// `sha256-<hex>.sig`): not an image to harden.
-fn is_output(tag: &str) -> bool {
-    tag.ends_with("-hardened")
-        || tag.starts_with("hardened-")
-        || crate::reference::is_referrers_tag(tag)
 }
 
 fn globs(pats: &[String], what: &str) -> Result<globset::GlobSet> {
@@ -336,7 +328,7 @@ async fn select(
         };
         let all: std::collections::HashSet<&str> = tags.iter().map(String::as_str).collect();
         for tag in &tags {
-            if is_output(tag) {
+            if is_output_tag(tag) {
                 continue;
             }
             let key = format!("{repo}:{tag}");
@@ -524,7 +516,7 @@ mod tests {
     fn the_hardened_tag_is_the_default_destination_s() {
         use crate::reference::hardened_tag;
         assert_eq!(hardened_tag(Some("1.4"), None).unwrap(), "1.4-hardened");
-        assert!(is_output(&hardened_tag(Some("latest"), None).unwrap()));
+        assert!(is_output_tag(&hardened_tag(Some("latest"), None).unwrap()));
     }
 
     #[test]
@@ -544,12 +536,12 @@ mod tests {
         assert!(parse_shard("3/3").is_err());
         assert!(parse_shard("x").is_err());
         assert!(
-            is_output("1.4-hardened")
-                && is_output("hardened-0123456789ab")
-                && !is_output("1.4")
-                && is_output(&format!("sha256-{}", "a".repeat(64)))
-                && is_output(&format!("sha256-{}.sig", "0".repeat(64)))
-                && !is_output("sha256-abc")
+            is_output_tag("1.4-hardened")
+                && is_output_tag("hardened-0123456789ab")
+                && !is_output_tag("1.4")
+                && is_output_tag(&format!("sha256-{}", "a".repeat(64)))
+                && is_output_tag(&format!("sha256-{}.sig", "0".repeat(64)))
+                && !is_output_tag("sha256-abc")
         );
     }
 }

@@ -366,6 +366,12 @@ pub fn replaces_source(src: &ImageRef, dest: &ImageRef, src_layout_tag: Option<&
     }
 }
 
+/// A tag pare writes as a result ([`hardened_tag`]'s `TAG-hardened`, `hardened-DIGEST12`), or
+/// a referrers/signature tag: never an image to harden.
+pub fn is_output_tag(tag: &str) -> bool {
+    tag.ends_with("-hardened") || tag.starts_with("hardened-") || is_referrers_tag(tag)
+}
+
 /// A tag of the referrers tag scheme: `sha256-HEX`, or cosign's `sha256-HEX.sig` (`.att`,
 /// `.sbom`): an artifact pointing at an image, never an image to harden.
 pub fn is_referrers_tag(tag: &str) -> bool {

@@ -188,12 +188,8 @@ fn judge(p: Push) -> Event {
     if is_result_tag(&p.tag) {
         return skip("a tag pare writes (a result, a backup, a signature or referrer)");
     }
-    let valid_digest = p.digest.strip_prefix("sha256:").is_some_and(|h| {
-        h.len() == 64
-            && h.bytes()
-                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-    });
-    if !valid_digest || !crate::reference::valid_tag(&p.tag) {
+    if crate::reference::validate_digest(&p.digest).is_err() || !crate::reference::valid_tag(&p.tag)
+    {
         return skip("not a valid tag and sha256 digest");
     }
     if p.registry.is_empty() || p.repository.is_empty() {
@@ -202,13 +198,10 @@ fn judge(p: Push) -> Event {
     Event::Push(p)
 }
 
-/// A tag pare writes: `TAG-hardened`, `hardened-DIGEST12`, the in-place backup `TAG-original`,
-/// and the referrers tag scheme (`sha256-HEX`, cosign's `sha256-HEX.sig`).
+/// A tag pare writes: a result or referrer ([`crate::reference::is_output_tag`]), or the
+/// in-place backup `TAG-original`.
 pub fn is_result_tag(tag: &str) -> bool {
-    tag.ends_with("-hardened")
-        || tag.starts_with("hardened-")
-        || tag.ends_with("-original")
-        || crate::reference::is_referrers_tag(tag)
+    crate::reference::is_output_tag(tag) || tag.ends_with("-original")
 }
 
 #[cfg(test)]
