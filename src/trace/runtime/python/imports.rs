@@ -399,6 +399,17 @@ fn enter_def(
     )
 }
 
+/// Whether the call at token `i` takes one plain string literal first (`f("a.b")`,
+/// `f("a.b", pkg)`).
+fn literal_call(toks: &[(PyTok, usize)], i: usize) -> bool {
+    matches!(toks.get(i + 1).map(|t| &t.0), Some(PyTok::Op('(')))
+        && matches!(toks.get(i + 2).map(|t| &t.0), Some(PyTok::Str(_, false)))
+        && matches!(
+            toks.get(i + 3).map(|t| &t.0),
+            Some(PyTok::Op(')') | PyTok::Op(','))
+        )
+}
+
 /// `import_module(…)` or `__import__(…)` at token `i`: the module its string names, the
 /// literal prefix of a computed one, or an unknown computed module.
 fn import_call(
@@ -587,7 +598,14 @@ pub(crate) fn parse(src: &str) -> (Vec<PyImport>, Calls, Names) {
                 });
                 i = k;
             }
-            PyTok::Name(n) if n == "import_module" || n == "__import__" => {
+            // `importlib.util.find_spec("html.parser")`: a module located to be loaded
+            // (`module_from_spec`, `exec_module`); only a literal name counts (a computed one
+            // is how code probes for whatever it is asked about).
+            PyTok::Name(n)
+                if n == "import_module"
+                    || n == "__import__"
+                    || (n == "find_spec" && literal_call(&toks, i)) =>
+            {
                 import_call(
                     &toks,
                     i,
@@ -749,6 +767,8 @@ def f():
     m = importlib.import_module("plugins." + name)
     n = __import__('hashlib')
     o = importlib.import_module(name)
+    spec = importlib.util.find_spec('html.parser')
+    probe = importlib.util.find_spec(name)
 s = 'from fake import x'
 raise ValueError from err
 "#;
@@ -757,7 +777,8 @@ raise ValueError from err
         assert_eq!(
             nested,
             vec![
-                false, false, false, false, false, false, false, true, true, true, true, true, true
+                false, false, false, false, false, false, false, true, true, true, true, true,
+                true, true
             ]
         );
         let got: Vec<(String, Vec<String>, bool)> = all
@@ -781,6 +802,7 @@ raise ValueError from err
                 (s("plugins"), vec![], true),
                 (s("hashlib"), vec![], false),
                 (s(""), vec![], true),
+                (s("html.parser"), vec![], false),
             ]
         );
         assert_eq!(
