@@ -321,6 +321,46 @@ fn python_codecs_and_lazy_functions_come_when_named() {
     assert!(!kept(&t, "/usr/lib/python3.11/hmac.py"));
 }
 
+/// `python -m MOD` runs MOD as `__main__`: its `if __name__ == "__main__":` block and the
+/// functions that block calls run, though MOD is a standard module (whose main block never
+/// runs when another module imports it).
+#[test]
+fn python_dash_m_runs_the_modules_main_block() {
+    use crate::trace::testutil::{exe, kept, run};
+    let go = |argv: &[&str]| {
+        run(
+            vec![
+                ("/usr/bin/python3.11", "elf"),
+                ("/usr/lib/python3.11/os.py", "t:\n"),
+                ("/usr/lib/python3.11/site.py", "t:\n"),
+                (
+                    "/usr/lib/python3.11/calendar.py",
+                    "t:import sys\ndef main(args):\n    import argparse\n\nif __name__ == \"__main__\":\n    import gettext\n    main(sys.argv)\n",
+                ),
+                ("/usr/lib/python3.11/argparse.py", "t:\n"),
+                ("/usr/lib/python3.11/gettext.py", "t:\n"),
+                ("/usr/lib/python3.11/cal_user.py", "t:import calendar\n"),
+            ],
+            vec![("/usr/bin/python3.11", exe(&["libc.so.6"]))],
+            argv,
+            &[],
+        )
+        .unwrap()
+    };
+    let t = go(&["/usr/bin/python3.11", "-m", "calendar", "2024"]);
+    for m in ["calendar", "argparse", "gettext"] {
+        let p = format!("/usr/lib/python3.11/{m}.py");
+        assert!(kept(&t, &p), "{m}: {:?}", t.files.keys());
+    }
+    // Imported by another module: the main block and what only it calls do not run.
+    let t = go(&["/usr/bin/python3.11", "-m", "cal_user"]);
+    assert!(kept(&t, "/usr/lib/python3.11/calendar.py"));
+    for m in ["argparse", "gettext"] {
+        let p = format!("/usr/lib/python3.11/{m}.py");
+        assert!(!kept(&t, &p), "{m}: {:?}", t.files.keys());
+    }
+}
+
 /// Ruby's `autoload :Const, "file"` loads the file when the constant is first used: it is
 /// followed once a source read (or a file the entrypoint is given: a `config.ru`, whose own
 /// requires are followed) uses the constant, not for a constant nobody names (rack's

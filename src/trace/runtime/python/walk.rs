@@ -26,6 +26,9 @@ struct Source {
     runtime: bool,
     /// Part of the standard library (not an installed package).
     stdlib: bool,
+    /// The module the interpreter runs as `__main__` (`-m NAME`, or its package's
+    /// `__main__`): its `if __name__ == "__main__":` block runs, wherever it was found.
+    main: bool,
 }
 
 /// Trace one interpreter run: start-up set, the script (or -m / -c), the import graph.
@@ -63,6 +66,11 @@ pub(super) fn run(
         keep_full(cx, e, env)?;
     }
     let (no_site, main) = options(cx, e);
+    // `-m NAME` runs NAME (a module) or NAME.__main__ (a package) as `__main__`.
+    let main_modules: Vec<String> = match &main {
+        Some((k, v)) if k == "-m" => vec![v.clone(), format!("{v}.__main__")],
+        _ => Vec::new(),
+    };
     let mut first_dir = cx.run.cwd().to_string();
     let mut queue: VecDeque<Want> = VecDeque::new();
     let mut texts: Vec<Source> = Vec::new();
@@ -139,6 +147,7 @@ pub(super) fn run(
     let mut walk = Walk {
         e,
         env,
+        main_modules,
         done,
         path,
         cache,
@@ -258,6 +267,7 @@ fn main_source(
                             budget: 1,
                             runtime: false,
                             stdlib: false,
+                            main: true,
                         });
                     }
                 }
@@ -284,6 +294,7 @@ fn main_source(
             budget: 1,
             runtime: false,
             stdlib: false,
+            main: true,
         }),
         None => {}
     }
@@ -327,6 +338,7 @@ fn workdir_sources(cx: &mut Cx, wd: &str, texts: &mut Vec<Source>) -> Result<()>
                     budget: 1,
                     runtime: false,
                     stdlib: false,
+                    main: false,
                 });
             }
         }
@@ -362,6 +374,8 @@ fn module_attr_args(e: &Exec, queue: &mut VecDeque<Want>) {
 struct Walk<'a> {
     e: &'a Exec,
     env: &'a PyEnv,
+    /// The modules run as `__main__` (see [`Source::main`]).
+    main_modules: Vec<String>,
     /// Modules done, with the budget they were followed with.
     done: &'a mut HashMap<String, u8>,
     path: Vec<String>,
@@ -388,7 +402,14 @@ impl Walk<'_> {
         let runtime = src.runtime;
         let (imps, calls, Names { reach, strings }) = parse(&src.text);
         self.words.extend(reach);
-        let running = live(&calls, &self.words);
+        // The main module's `if __name__ == "__main__":` block runs: what it calls too.
+        let running = if src.main {
+            let mut reached = self.words.clone();
+            reached.insert("\0main".into());
+            live(&calls, &reached)
+        } else {
+            live(&calls, &self.words)
+        };
         let mut graph: Option<usize> = None;
         // (The codecs' own package names them all: its alias table.)
         if let Some(c) = &self.codecs
@@ -405,7 +426,7 @@ impl Walk<'_> {
         }
         for imp in imps {
             // A library's `if __name__ == "__main__":` block never runs on import.
-            if imp.main_only && runtime {
+            if imp.main_only && runtime && !src.main {
                 continue;
             }
             // A fallback (`except ImportError:`) of imports that all resolve here never runs.
@@ -700,6 +721,7 @@ impl Walk<'_> {
                             budget: w.budget,
                             runtime,
                             stdlib,
+                            main: self.main_modules.contains(&n),
                         });
                     }
                 }
