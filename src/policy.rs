@@ -168,6 +168,9 @@ struct ConfigFile {
     probe: crate::probe::ProbeConfig,
     #[serde(default)]
     signatures: SignatureConfig,
+    /// `pare serve`'s table, read by its own module.
+    #[serde(default)]
+    serve: Option<toml::Value>,
 }
 
 /// The `[signatures]` table of `pare.toml`: public keys a source must be signed by (any one).
@@ -218,6 +221,15 @@ pub fn load_probe_config(
     file: Option<&Path>,
 ) -> Result<Option<crate::probe::ProbeConfig>> {
     Ok(read_config(dir, file)?.map(|(cfg, _)| cfg.probe))
+}
+
+/// The `[serve]` table of `pare.toml` / `.pare.toml` in `dir` (or of `file`), unparsed, with
+/// the file's path; `None` when there is no file or no table.
+pub fn load_serve_table(
+    dir: &Path,
+    file: Option<&Path>,
+) -> Result<Option<(toml::Value, std::path::PathBuf)>> {
+    Ok(read_config(dir, file)?.and_then(|(cfg, p)| cfg.serve.map(|t| (t, p))))
 }
 
 impl CheckConfig {

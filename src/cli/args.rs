@@ -78,6 +78,20 @@ Examples:
   pare probe team/api:1.4-hardened --against team/api:1.4 --http-probe 8080/healthz
   pare probe team/jq:1-hardened --against team/jq:1 --learn -- -n '1+1'")]
     Probe(ProbeArgs),
+    /// Harden each image a registry announces: an HTTP service taking the distribution
+    /// registry's notifications, Harbor's webhooks and `POST /harden`, with a durable queue.
+    /// `pare serve jobs` lists the queue.
+    #[command(
+        args_conflicts_with_subcommands = true,
+        after_help = "\
+Examples:
+  pare serve --listen 0.0.0.0:8080 --token-file /run/secrets/pare/token \\
+             --queue /var/lib/pare/queue --config /etc/pare/pare.toml
+  pare serve jobs --queue /var/lib/pare/queue --state failed
+Endpoints: POST /events/distribution, POST /events/harbor, POST /harden {\"image\": …},
+           GET /healthz, GET /readyz, GET /metrics (Prometheus)"
+    )]
+    Serve(ServeArgs),
     /// Write a key pair in cosign's formats: PREFIX.key (ECDSA P-256, encrypted with the
     /// passphrase) and PREFIX.pub, for --sign-key and --verify-key (and cosign itself).
     #[command(after_help = "\
@@ -105,6 +119,68 @@ Examples:
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    #[command(subcommand)]
+    pub command: Option<ServeCommand>,
+    /// HOST:PORT to listen on.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// The token callers send (`Authorization: Bearer TOKEN`, or the header's value alone as
+    /// Harbor sends it). Required.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Also accept requests signed with this secret (`X-Hub-Signature-256: sha256=HMAC`); a
+    /// wrong signature is refused even beside a right token.
+    #[arg(long, value_name = "FILE")]
+    pub hmac_secret_file: Option<PathBuf>,
+    /// Directory of the job queue (SQLite); jobs survive restarts.
+    #[arg(long, value_name = "DIR", default_value = "pare-queue")]
+    pub queue: PathBuf,
+    /// The configuration ([serve], [check]) instead of ./pare.toml or ./.pare.toml.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Images hardened at once (default: [serve] jobs, else 2).
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Run as UID[:GID] (never 0) instead of each image's non-root user or 65532.
+    #[arg(long, value_name = "UID[:GID]")]
+    pub user: Option<String>,
+    /// Make no SBOM and push no referrer for the hardened images.
+    #[arg(long)]
+    pub no_sbom: bool,
+    #[command(flatten)]
+    pub sign: SignFlags,
+    #[command(flatten)]
+    pub output: OutputFlags,
+    #[command(flatten)]
+    pub source: SourceArgs,
+    #[command(flatten)]
+    pub trace: TraceFlags,
+}
+
+#[derive(Subcommand)]
+pub enum ServeCommand {
+    /// List the jobs of a queue (oldest first) and the latest skipped events.
+    Jobs(ServeJobsArgs),
+}
+
+#[derive(Args)]
+pub struct ServeJobsArgs {
+    /// Directory of the job queue.
+    #[arg(long, value_name = "DIR", default_value = "pare-queue")]
+    pub queue: PathBuf,
+    /// Only jobs in this state: queued, running, done, skipped, failed.
+    #[arg(long)]
+    pub state: Option<String>,
+    /// Also list this many of the latest skipped events.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub skips: usize,
+    /// Output format (text or json).
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
 }
 
 #[derive(Args)]

@@ -11,6 +11,7 @@ mod inspect;
 mod options;
 mod print;
 mod probe;
+mod serve;
 mod sign;
 mod trace;
 
@@ -102,5 +103,6 @@ async fn run(command: Command, progress: &Progress) -> anyhow::Result<Outcome> {
         Command::Check(a) => check::run(a, progress).await,
         Command::Batch(a) => batch::run(a, progress).await,
         Command::Inspect(a) => inspect::run(a, progress).await,
+        Command::Serve(a) => serve::run(a).await,
     }
 }

@@ -177,7 +177,12 @@ fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Malformed> {
 
 /// The rules every source shares: a well-formed tagged push that pare did not write.
 fn judge(p: Push) -> Event {
-    let what = format!("{}/{}:{}@{}", p.registry, p.repository, p.tag, p.digest);
+    let tag = if p.tag.is_empty() {
+        String::new()
+    } else {
+        format!(":{}", p.tag)
+    };
+    let what = format!("{}/{}{tag}@{}", p.registry, p.repository, p.digest);
     let skip = |reason| Event::Skip {
         what: what.clone(),
         reason,

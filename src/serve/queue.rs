@@ -12,11 +12,14 @@ use rusqlite::{Connection, OptionalExtension, params};
 use crate::error::{Error, Result};
 
 /// Where a job is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum State {
     Queued,
     Running,
     Done,
+    /// Not hardened, and why (in `error`): the image is one pare wrote.
+    Skipped,
     Failed,
 }
 
@@ -26,6 +29,7 @@ impl State {
             State::Queued => "queued",
             State::Running => "running",
             State::Done => "done",
+            State::Skipped => "skipped",
             State::Failed => "failed",
         }
     }
@@ -34,6 +38,7 @@ impl State {
         match s {
             "running" => State::Running,
             "done" => State::Done,
+            "skipped" => State::Skipped,
             "failed" => State::Failed,
             _ => State::Queued,
         }
@@ -41,7 +46,7 @@ impl State {
 }
 
 /// One job as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Job {
     pub id: i64,
     /// The source image, pinned: `HOST/REPO:TAG@sha256:…`.
@@ -58,6 +63,23 @@ pub struct Job {
 const FIRST_WAIT: i64 = 5;
 const MAX_WAIT: i64 = 600;
 
+/// Skipped events remembered (the oldest are forgotten).
+const MAX_SKIPS: i64 = 10_000;
+
+/// What one event asks the queue to remember.
+#[derive(Debug, Clone)]
+pub enum Entry {
+    Job {
+        source: String,
+        digest: String,
+        dest: String,
+    },
+    Skip {
+        what: String,
+        reason: String,
+    },
+}
+
 pub struct Queue {
     db: Mutex<Connection>,
 }
@@ -69,6 +91,13 @@ fn sql(e: rusqlite::Error) -> Error {
 impl Queue {
     /// Open (or create) `dir/queue.sqlite`; jobs a crash left running are queued again.
     pub fn open(dir: &Path) -> Result<Self> {
+        let q = Self::open_read(dir)?;
+        q.requeue_running()?;
+        Ok(q)
+    }
+
+    /// Open `dir/queue.sqlite` to read it beside a running service (nothing requeued).
+    pub fn open_read(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let conn = Connection::open(dir.join("queue.sqlite")).map_err(sql)?;
         conn.pragma_update(None, "journal_mode", "WAL")
@@ -88,11 +117,6 @@ impl Queue {
              CREATE TABLE IF NOT EXISTS skips (
                 id INTEGER PRIMARY KEY AUTOINCREMENT, what TEXT NOT NULL,
                 reason TEXT NOT NULL, at INTEGER NOT NULL);",
-        )
-        .map_err(sql)?;
-        conn.execute(
-            "UPDATE jobs SET state = 'queued' WHERE state = 'running'",
-            [],
         )
         .map_err(sql)?;
         Ok(Queue {
@@ -123,6 +147,48 @@ impl Queue {
             )
             .map_err(sql)?;
         Ok(n == 1)
+    }
+
+    /// One request's events in one transaction: each job stored unless stored already
+    /// (whether it was added, in order), each skip recorded.
+    pub fn store(&self, entries: &[Entry], recipe: &str, now: i64) -> Result<Vec<bool>> {
+        let mut db = self.db();
+        let tx = db.transaction().map_err(sql)?;
+        let mut added = Vec::with_capacity(entries.len());
+        for e in entries {
+            match e {
+                Entry::Job {
+                    source,
+                    digest,
+                    dest,
+                } => {
+                    let n = tx
+                        .execute(
+                            "INSERT OR IGNORE INTO jobs (source, digest, dest, recipe, added)
+                             VALUES (?1, ?2, ?3, ?4, ?5)",
+                            params![source, digest, dest, recipe, now],
+                        )
+                        .map_err(sql)?;
+                    added.push(n == 1);
+                }
+                Entry::Skip { what, reason } => {
+                    tx.execute(
+                        "INSERT INTO skips (what, reason, at) VALUES (?1, ?2, ?3)",
+                        params![what, reason, now],
+                    )
+                    .map_err(sql)?;
+                    added.push(false);
+                }
+            }
+        }
+        // The skips are a log: the newest [`MAX_SKIPS`] are kept.
+        tx.execute(
+            "DELETE FROM skips WHERE id <= (SELECT MAX(id) FROM skips) - ?1",
+            params![MAX_SKIPS],
+        )
+        .map_err(sql)?;
+        tx.commit().map_err(sql)?;
+        Ok(added)
     }
 
     /// Record an event that started no job, and why.
@@ -165,6 +231,42 @@ impl Queue {
             id,
             "UPDATE jobs SET state = 'done', error = NULL WHERE id = ?1",
         )
+    }
+
+    /// A job found to need no work, and why.
+    pub fn skipped(&self, id: i64, why: &str) -> Result<()> {
+        self.db()
+            .execute(
+                "UPDATE jobs SET state = 'skipped', error = ?2 WHERE id = ?1",
+                params![id, why],
+            )
+            .map_err(sql)?;
+        Ok(())
+    }
+
+    /// The most recent skipped events (newest first): what, why, when.
+    pub fn skips(&self, limit: usize) -> Result<Vec<(String, String, i64)>> {
+        let db = self.db();
+        let mut st = db
+            .prepare("SELECT what, reason, at FROM skips ORDER BY id DESC LIMIT ?1")
+            .map_err(sql)?;
+        let rows = st
+            .query_map(params![limit as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .map_err(sql)?;
+        rows.collect::<std::result::Result<_, _>>().map_err(sql)
+    }
+
+    /// When the next queued job is due (seconds), if any is queued.
+    pub fn next_due(&self) -> Result<Option<i64>> {
+        self.db()
+            .query_row(
+                "SELECT MIN(next_try) FROM jobs WHERE state = 'queued'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(sql)
     }
 
     /// A failed attempt: queued again after a wait that doubles with each attempt, or failed
@@ -314,5 +416,31 @@ mod tests {
         assert_eq!(all[0].error.as_deref(), Some("still down"));
         assert!(q.take(i64::MAX / 2).unwrap().is_none());
         q.skip("r/a:1-hardened", "a tag pare writes", 5).unwrap();
+        q.skip("r/b:1-hardened", "a tag pare writes", 6).unwrap();
+        let s = q.skips(1).unwrap();
+        assert_eq!(
+            s,
+            vec![("r/b:1-hardened".into(), "a tag pare writes".into(), 6)]
+        );
+        assert_eq!(q.next_due().unwrap(), None);
+        assert!(q.add("r/c:1@x", D, "dest-c", "v1", 7).unwrap());
+        assert_eq!(q.next_due().unwrap(), Some(0));
+        let j = q.take(8).unwrap().unwrap();
+        q.skipped(j.id, "pare wrote it").unwrap();
+        let c = q.counts().unwrap();
+        assert_eq!(c.get(&State::Skipped), Some(&1));
+        // A request's events in one transaction; a job stored twice is added once.
+        let job = Entry::Job {
+            source: "r/d:1@x".into(),
+            digest: D.into(),
+            dest: "r/d:1-hardened".into(),
+        };
+        let skip = Entry::Skip {
+            what: "r/d blob".into(),
+            reason: "a blob".into(),
+        };
+        let got = q.store(&[job.clone(), skip, job], "v1", 9).unwrap();
+        assert_eq!(got, vec![true, false, false]);
+        assert_eq!(q.skips(10).unwrap().len(), 3);
     }
 }

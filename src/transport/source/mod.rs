@@ -512,7 +512,13 @@ async fn pull_inner(
 /// The digest `src` names now (a registry's manifest or index, a layout entry's); `None` for an
 /// archive, which records no digest of its own. Only manifests are read.
 pub async fn current_digest(src: &ImageRef, opts: &SourceOptions) -> Result<Option<String>> {
-    Ok(open(src).top(opts).await?.map(|(_, digest, _)| digest))
+    Ok(top(src, opts).await?.map(|(_, digest, _)| digest))
+}
+
+/// The top manifest (or index) `src` names now: bytes, digest, media type; `None` for an
+/// archive.
+pub async fn top(src: &ImageRef, opts: &SourceOptions) -> Result<Option<Top>> {
+    open(src).top(opts).await
 }
 
 /// `--verify-key` on a source nothing is pulled from: whether it still carries a valid
