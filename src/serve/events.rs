@@ -108,7 +108,7 @@ pub fn distribution(body: &[u8]) -> Result<Vec<Event>, Malformed> {
 
 #[derive(Deserialize)]
 struct HarborPayload {
-    #[serde(rename = "type", default)]
+    #[serde(rename = "type")]
     kind: String,
     #[serde(default)]
     event_data: HarborData,
@@ -168,11 +168,17 @@ pub fn harbor(body: &[u8]) -> Result<Vec<Event>, Malformed> {
         .collect())
 }
 
-fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Malformed> {
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Malformed> {
     if body.len() > MAX_BODY {
         return Err(Malformed(format!("larger than {MAX_BODY} bytes")));
     }
-    serde_json::from_slice(body).map_err(|e| Malformed(e.to_string()))
+    // An object: serde would also read a struct from an array (`[]` as every field's default).
+    let v: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| Malformed(e.to_string()))?;
+    if !v.is_object() {
+        return Err(Malformed("not a JSON object".into()));
+    }
+    T::deserialize(v).map_err(|e| Malformed(e.to_string()))
 }
 
 /// The rules every source shares: a well-formed tagged push that pare did not write.
@@ -344,6 +350,9 @@ mod tests {
         let got = harbor(&serde_json::to_vec(&pull).unwrap()).unwrap();
         assert_eq!(reasons(&got), vec!["not a push", "not a push"]);
         assert!(harbor(b"{\"type\": 1}").is_err());
+        assert!(harbor(b"[]").is_err());
+        assert!(harbor(b"{}").is_err(), "no type");
+        assert!(distribution(b"[[]]").is_err());
     }
 
     #[test]

@@ -213,6 +213,19 @@ impl Registry {
         reg
     }
 
+    /// Start an anonymous registry that announces every event to `url` (the distribution
+    /// registry's `notifications` endpoint) with `Authorization: Bearer TOKEN`, retrying a
+    /// failed delivery after 1 s.
+    #[allow(dead_code)]
+    pub fn start_notifying(url: &str, token: &str) -> Registry {
+        let section = format!(
+            "notifications:\n  endpoints:\n    - name: pare\n      url: {url}\n      \
+             headers:\n        Authorization: [\"Bearer {token}\"]\n      timeout: 5s\n      \
+             threshold: 3\n      backoff: 1s\n"
+        );
+        Self::launch_with(None, Some(section), None)
+    }
+
     fn launch(creds: Option<(String, String)>) -> Registry {
         let auth = creds.as_ref().map(|_| String::new());
         Self::launch_with(creds, auth, None)
