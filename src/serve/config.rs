@@ -200,8 +200,8 @@ impl Rules {
     /// A destination named in a request: on a registry pare serves.
     fn explicit_dest(&self, src: &RegistryRef, text: &str) -> Result<ImageRef> {
         let d = self.checked_dest(src, text)?;
-        match &d {
-            ImageRef::Registry(r) if self.serves(&r.registry) => Ok(d),
+        match d.as_registry() {
+            Some(r) if self.serves(&r.registry) => Ok(d),
             _ => Err(Error::Usage(format!(
                 "dest {text}: not on a registry [serve] registries names"
             ))),
@@ -212,7 +212,7 @@ impl Rules {
     fn checked_dest(&self, src: &RegistryRef, text: &str) -> Result<ImageRef> {
         let tag = src.tag.as_deref().unwrap_or("latest");
         let dest: ImageRef = text.parse()?;
-        let ImageRef::Registry(d) = &dest else {
+        let Some(d) = dest.as_registry() else {
             return Err(Error::Usage(format!("{text}: not a registry image")));
         };
         if d.digest.is_some() || d.tag.is_none() {

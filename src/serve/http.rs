@@ -253,8 +253,10 @@ async fn harden_request(app: &Arc<App>, body: &[u8]) -> Answer {
         Err(e) => return error(StatusCode::BAD_REQUEST, &format!("malformed request: {e}")),
     };
     let src = match req.image.parse::<ImageRef>() {
-        Ok(ImageRef::Registry(r)) => r,
-        Ok(_) => return error(StatusCode::BAD_REQUEST, "image: a registry image is needed"),
+        Ok(r) => match r.as_registry() {
+            Some(r) => r.clone(),
+            None => return error(StatusCode::BAD_REQUEST, "image: a registry image is needed"),
+        },
         Err(e) => return error(StatusCode::BAD_REQUEST, &format!("image: {e}")),
     };
     let tag = src.tag.clone().unwrap_or_else(|| "latest".into());
@@ -315,7 +317,7 @@ async fn harden_request(app: &Arc<App>, body: &[u8]) -> Answer {
 
 /// The digest a tag names now (bounded in time).
 async fn lookup(app: &Arc<App>, src: &RegistryRef) -> crate::error::Result<Option<String>> {
-    let r = ImageRef::Registry(src.clone());
+    let r: ImageRef = src.clone().into();
     match tokio::time::timeout(
         Duration::from_secs(60),
         crate::transport::source::current_digest(&r, &app.harden.source),

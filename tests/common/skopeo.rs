@@ -30,6 +30,23 @@ fn creds_args(prefix: &str, creds: Option<(&str, &str)>) -> Vec<String> {
     }
 }
 
+/// `skopeo copy docker://SRC docker://DEST` between anonymous plain-HTTP registries, the
+/// manifest kept byte for byte.
+#[allow(dead_code)]
+pub fn copy_image(src: &str, dest: &str) {
+    run_ok(skopeo().args([
+        "copy",
+        "-q",
+        "--preserve-digests",
+        "--src-tls-verify=false",
+        "--dest-tls-verify=false",
+        "--src-no-creds",
+        "--dest-no-creds",
+        &transport_ref(src),
+        &transport_ref(dest),
+    ]));
+}
+
 /// `skopeo copy oci:LAYOUT:TAG docker://DEST`, returning skopeo's stderr on failure.
 /// `extra_args` go before the references (e.g. `["--format", "v2s2"]` or `["--all"]`).
 pub fn try_push_layout(
