@@ -613,7 +613,9 @@ fn bad_requests_queue_nothing_and_skipped_events_never_stall_the_registry() {
     let hmac_key = "hmac-secret-77";
     std::fs::write(dir.path().join("hmac"), hmac_key).unwrap();
     let config = format!(
-        "[serve]\nregistries = [\"{}\", \"{}\"]\ninclude = [\"team/*\", \"library/*\", \"api/*\"]\nexclude = [\"team/skip-*\"]\n",
+        "[serve]\nregistries = [\"{}\", \"{}\"]\ninclude = [\"team/*\", \"library/*\", \"api/*\"]\nexclude = [\"team/skip-*\"]\nmax-attempts = 1\n\
+         [[serve.probe]]\nmatch = \"api/jq:*\"\nargs = [\"-n 1+1\"]\n\
+         [[serve.probe]]\nmatch = \"api/bad:*\"\nargs = [\"--rawfile p /etc/passwd -n $p\"]\n",
         reg.host(),
         other.host()
     );
@@ -812,6 +814,32 @@ fn pushes_webhooks_and_api(serve: &Serve, reg: &Registry, other: &Registry) {
     );
     let (code, text) = serve.post("/harden", &auth, &req(other.image("api/jq:1"), None));
     assert!(code == 202 && text.contains("duplicate"), "{code} {text}");
+    // A probe that behaves differently in the result (pare writes its own /etc/passwd): the
+    // job fails with the probe's verdict and nothing is pushed.
+    push_jq_image(other, "api/bad:1");
+    let (code, text) = serve.post("/harden", &auth, &req(other.image("api/bad:1"), None));
+    assert_eq!(code, 202, "{text}");
+    assert!(
+        wait_for(Duration::from_secs(60), || {
+            jobs_for(&serve.jobs(0).0, "api/bad")
+                .iter()
+                .any(|j| j["state"] == "failed")
+        }),
+        "{}",
+        serve.log()
+    );
+    let bad = jobs_for(&serve.jobs(0).0, "api/bad");
+    assert!(
+        bad[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("probes behave differently"),
+        "{bad:?}"
+    );
+    assert!(!skopeo_inspect_exists(
+        &other.image("api/bad:1-hardened"),
+        None
+    ));
     for (image, dest) in [
         (other.image("team/skip-x:1"), None),
         (other.image("api/jq:1"), Some("elsewhere.example/x:1")),
@@ -824,13 +852,12 @@ fn pushes_webhooks_and_api(serve: &Serve, reg: &Registry, other: &Registry) {
 
 /// The counters match what happened.
 fn counters_match(serve: &Serve) {
-    // The counters match what happened.
     assert!(wait_for(Duration::from_secs(10), || {
         serve
             .jobs(0)
             .0
             .iter()
-            .all(|j| j["state"] == "done" || j["state"] == "skipped")
+            .all(|j| j["state"] != "queued" && j["state"] != "running")
     }));
     let m = serve.metrics();
     let req_count = |endpoint: &str, code: u16| {
@@ -860,10 +887,10 @@ fn counters_match(serve: &Serve) {
             ev("api", "duplicate"),
             ev("api", "skipped")
         ),
-        (1.0, 1.0, 3.0)
+        (2.0, 1.0, 3.0)
     );
     let (jobs, skips) = serve.jobs(10_000);
-    assert_eq!(jobs.len(), 4, "{jobs:?}");
+    assert_eq!(jobs.len(), 5, "{jobs:?}");
     assert_eq!(
         skips.len() as f64,
         ev("distribution", "skipped") + ev("harbor", "skipped"),
@@ -871,6 +898,11 @@ fn counters_match(serve: &Serve) {
     );
     assert_eq!(metric(&m, "pare_jobs{state=\"done\"}"), 3.0);
     assert_eq!(metric(&m, "pare_jobs{state=\"skipped\"}"), 1.0);
+    assert_eq!(metric(&m, "pare_jobs{state=\"failed\"}"), 1.0);
+    assert_eq!(
+        metric(&m, "pare_jobs_finished_total{outcome=\"failed\"}"),
+        1.0
+    );
     assert_eq!(
         metric(&m, "pare_jobs_finished_total{outcome=\"skipped\"}"),
         1.0

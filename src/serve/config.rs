@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::probe::Probe;
 use crate::reference::{ImageRef, RegistryRef};
 
 use super::events::Push;
@@ -40,6 +41,25 @@ pub struct ServeConfig {
     /// A destination that is the source itself is allowed (`--in-place`, with the
     /// `TAG-original` backup).
     pub in_place: bool,
+    /// Probes for the images they match (`[[serve.probe]]`): run in the result and in the
+    /// source before anything is pushed, as `pare harden --probe` does (the sandbox needs
+    /// user namespaces).
+    pub probe: Vec<ServeProbe>,
+}
+
+/// `[[serve.probe]]`: what proves the images matching `match` work.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct ServeProbe {
+    /// A glob on `REPOSITORY:TAG`.
+    #[serde(rename = "match")]
+    pub matches: String,
+    /// Each probe's arguments, as `--probe` takes them.
+    pub args: Vec<String>,
+    /// `PORT/PATH`, as `--http-probe` takes them.
+    pub http: Vec<String>,
+    /// Seconds per probe.
+    pub timeout: Option<u64>,
 }
 
 impl Default for ServeConfig {
@@ -55,6 +75,7 @@ impl Default for ServeConfig {
             sign_key: None,
             grace_seconds: 60,
             in_place: false,
+            probe: Vec::new(),
         }
     }
 }
@@ -73,6 +94,8 @@ pub struct Rules {
     pub config: ServeConfig,
     include: globset::GlobSet,
     exclude: globset::GlobSet,
+    /// Each `[[serve.probe]]`'s glob, with its probes parsed.
+    probes: Vec<(globset::GlobMatcher, Vec<Probe>, Option<u64>)>,
 }
 
 fn globs(pats: &[String], what: &str) -> Result<globset::GlobSet> {
@@ -100,9 +123,24 @@ impl Rules {
                 "[serve] jobs and max-attempts must be at least 1".into(),
             ));
         }
+        let mut probes = Vec::new();
+        for p in &config.probe {
+            let glob = globset::Glob::new(&p.matches)
+                .map_err(|e| Error::Usage(format!("[[serve.probe]] match {:?}: {e}", p.matches)))?;
+            let mut list = p
+                .args
+                .iter()
+                .map(|a| Probe::parse(a))
+                .collect::<Result<Vec<_>>>()?;
+            for h in &p.http {
+                list.push(Probe::http(h)?);
+            }
+            probes.push((glob.compile_matcher(), list, p.timeout));
+        }
         let rules = Rules {
             include: globs(&config.include, "include")?,
             exclude: globs(&config.exclude, "exclude")?,
+            probes,
             config,
         };
         let sample = RegistryRef {
@@ -115,6 +153,21 @@ impl Rules {
             .dest_for(&sample)
             .map_err(|e| Error::Usage(format!("[serve] dest {:?}: {e}", rules.config.dest)))?;
         Ok(rules)
+    }
+
+    /// The probes for `REPOSITORY:TAG` (of every `[[serve.probe]]` matching it), and the
+    /// longest timeout they name.
+    pub fn probes_for(&self, repository: &str, tag: &str) -> (Vec<Probe>, Option<u64>) {
+        let name = format!("{repository}:{tag}");
+        let mut out = Vec::new();
+        let mut timeout: Option<u64> = None;
+        for (glob, list, t) in &self.probes {
+            if glob.is_match(&name) {
+                out.extend(list.iter().cloned());
+                timeout = timeout.max(*t);
+            }
+        }
+        (out, timeout)
     }
 
     /// Whether pare takes sources from `host`.
@@ -281,6 +334,18 @@ mod tests {
     }
 
     #[test]
+    fn probes_apply_to_the_images_they_match() {
+        let r = rules(
+            "[serve]\nregistries = [\"r\"]\n[[serve.probe]]\nmatch = \"team/api:*\"\nargs = [\"--version\"]\nhttp = [\"8080/healthz\"]\ntimeout = 20\n[[serve.probe]]\nmatch = \"team/*\"\nargs = [\"--help\"]\n",
+        )
+        .unwrap();
+        let (p, t) = r.probes_for("team/api", "1.4");
+        assert_eq!((p.len(), t), (3, Some(20)));
+        assert_eq!(r.probes_for("team/db", "1").0.len(), 1);
+        assert!(r.probes_for("other/api", "1").0.is_empty());
+    }
+
+    #[test]
     fn destinations_follow_the_template_and_never_replace_the_source_unasked() {
         let r = rules(
             "[serve]\nregistries = [\"reg:5000\"]\ndest = \"hardened.example/{repository}:{tag}\"\n",
@@ -324,6 +389,8 @@ mod tests {
             "[serve]\nregistries = [\"r\"]\ninclude = [\"a[\"]\n",
             "[serve]\nregistries = [\"r\"]\njobs = 0\n",
             "[serve]\nregistries = [\"r\"]\nunknown = 1\n",
+            "[serve]\nregistries = [\"r\"]\n[[serve.probe]]\nmatch = \"a[\"\n",
+            "[serve]\nregistries = [\"r\"]\n[[serve.probe]]\nmatch = \"*\"\nhttp = [\"x\"]\n",
         ] {
             assert!(rules(bad).is_err(), "{bad}");
         }

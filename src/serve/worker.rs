@@ -140,7 +140,24 @@ async fn attempt(app: &Arc<App>, job: Job) {
 async fn one(app: &Arc<App>, job: &Job) -> Result<Outcome> {
     let src: ImageRef = job.source.parse()?;
     let dest: ImageRef = job.dest.parse()?;
-    let opts: &HardenOptions = &app.harden;
+    // The probes of `[[serve.probe]]` that match it.
+    let probed;
+    let mut opts: &HardenOptions = &app.harden;
+    if let Some(r) = src.as_registry() {
+        let (probes, timeout) = app
+            .rules
+            .probes_for(&r.repository, r.tag.as_deref().unwrap_or("latest"));
+        if !probes.is_empty() {
+            let mut limits = app.harden.probe_limits.clone();
+            limits.seconds = timeout.unwrap_or(limits.seconds).max(1);
+            probed = HardenOptions {
+                probes,
+                probe_limits: limits,
+                ..app.harden.clone()
+            };
+            opts = &probed;
+        }
+    }
     // An image pare wrote (its recipe annotation), whatever its tag: an in-place result, a
     // destination a template put where sources are read.
     if let Some((manifest, _, _)) = crate::transport::source::top(&src, &opts.source).await?
