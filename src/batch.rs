@@ -115,10 +115,11 @@ pub fn shard_of(repo: &str, tag: &str, n: u64) -> u64 {
     u64::from_be_bytes(h[..8].try_into().expect("8 bytes")) % n
 }
 
-fn globs(pats: &[String], what: &str) -> Result<globset::GlobSet> {
+/// Globs as one set; a bad one is a usage error naming `what` (`--include`, `[serve] exclude`).
+pub(crate) fn globs(pats: &[String], what: &str) -> Result<globset::GlobSet> {
     let mut b = globset::GlobSetBuilder::new();
     for p in pats {
-        b.add(globset::Glob::new(p).map_err(|e| Error::Usage(format!("--{what} {p:?}: {e}")))?);
+        b.add(globset::Glob::new(p).map_err(|e| Error::Usage(format!("{what} {p:?}: {e}")))?);
     }
     b.build().map_err(|e| Error::Usage(e.to_string()))
 }
@@ -270,7 +271,7 @@ async fn select(
             .collect(),
         None => client.catalog_all(&prefix, page).await?,
     };
-    let include = globs(&opts.include, "include")?;
+    let include = globs(&opts.include, "--include")?;
     // The repository part of each --include (before its last `:`), to tell whether a
     // repository whose tags cannot be listed could have had included tags.
     let include_repos = globs(
@@ -283,9 +284,9 @@ async fn select(
                     .to_string()
             })
             .collect::<Vec<_>>(),
-        "include",
+        "--include",
     )?;
-    let exclude = globs(&opts.exclude, "exclude")?;
+    let exclude = globs(&opts.exclude, "--exclude")?;
     // Tag lists, a few repositories at a time. A repository whose tags cannot be listed is a
     // failed item, not the end of the batch.
     let listed: Vec<(String, Result<Vec<String>>)> =

@@ -145,20 +145,8 @@ pub struct ServeArgs {
     /// Images hardened at once (default: [serve] jobs, else 2).
     #[arg(long, value_name = "N")]
     pub jobs: Option<usize>,
-    /// Run as UID[:GID] (never 0) instead of each image's non-root user or 65532.
-    #[arg(long, value_name = "UID[:GID]")]
-    pub user: Option<String>,
-    /// Make no SBOM and push no referrer for the hardened images.
-    #[arg(long)]
-    pub no_sbom: bool,
     #[command(flatten)]
-    pub sign: SignFlags,
-    #[command(flatten)]
-    pub output: OutputFlags,
-    #[command(flatten)]
-    pub source: SourceArgs,
-    #[command(flatten)]
-    pub trace: TraceFlags,
+    pub many: ManyFlags,
 }
 
 #[derive(Subcommand)]
@@ -294,6 +282,13 @@ pub struct BatchArgs {
     /// JSON report: per image source and destination digests, status, sizes, error.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
+    #[command(flatten)]
+    pub many: ManyFlags,
+}
+
+/// What `batch` and `serve` pass to every image they harden.
+#[derive(Args, Clone)]
+pub struct ManyFlags {
     /// Run as UID[:GID] (never 0) instead of each image's non-root user or 65532.
     #[arg(long, value_name = "UID[:GID]")]
     pub user: Option<String>,

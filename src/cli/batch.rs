@@ -8,10 +8,7 @@ use super::options::*;
 use super::print::*;
 
 pub(super) async fn run(a: BatchArgs, progress: &Progress) -> anyhow::Result<Outcome> {
-    let mut hopts = harden_options(&a.source, &a.trace, a.user.as_deref(), a.dry_run)?;
-    hopts.no_sbom = a.no_sbom;
-    hopts.sign_key = signing_key(&a.sign)?;
-    output_options(&a.output, &mut hopts)?;
+    let hopts = many_options(&a.many, a.dry_run)?;
     let opts = pare::batch::BatchOptions {
         harden: hopts,
         jobs: a.jobs,

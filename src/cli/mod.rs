@@ -41,7 +41,11 @@ pub(crate) fn main(cli: Cli) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return exit::code(kind, Err(anyhow::anyhow!("cannot start the runtime: {e}"))),
     };
-    exit::code(kind, rt.block_on(run(cli.command, &progress)))
+    let result = rt.block_on(run(cli.command, &progress));
+    // Work a command left behind (a job `pare serve` gave up on after its grace period, still
+    // inflating a layer on a blocking thread) does not hold the exit up.
+    rt.shutdown_timeout(std::time::Duration::from_secs(5));
+    exit::code(kind, result)
 }
 
 /// glibc gives each thread that allocates its own arena, up to 8 per core, and keeps what they

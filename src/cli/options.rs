@@ -134,6 +134,15 @@ pub(super) fn harden_options(
     Ok(opts)
 }
 
+/// Options of `batch` and `serve`: what every image they harden gets.
+pub(super) fn many_options(m: &ManyFlags, dry_run: bool) -> anyhow::Result<HardenOptions> {
+    let mut opts = harden_options(&m.source, &m.trace, m.user.as_deref(), dry_run)?;
+    opts.no_sbom = m.no_sbom;
+    opts.sign_key = signing_key(&m.sign)?;
+    output_options(&m.output, &mut opts)?;
+    Ok(opts)
+}
+
 /// `pare.toml` (or `--config FILE`) with the flags on top.
 pub(super) fn check_config(p: &PolicyFlags) -> anyhow::Result<CheckConfig> {
     let mut cfg = match &p.config {

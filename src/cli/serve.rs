@@ -34,14 +34,11 @@ pub(super) async fn run(a: ServeArgs) -> anyhow::Result<Outcome> {
         .parent()
         .unwrap_or(std::path::Path::new("."))
         .to_path_buf();
-    let mut hopts = harden_options(&a.source, &a.trace, a.user.as_deref(), false)?;
-    hopts.no_sbom = a.no_sbom;
-    output_options(&a.output, &mut hopts)?;
-    let mut sign = a.sign.clone();
-    if sign.sign_key.is_none() {
-        sign.sign_key = config.sign_key.as_ref().map(|k| base.join(k));
+    let mut many = a.many.clone();
+    if many.sign.sign_key.is_none() {
+        many.sign.sign_key = config.sign_key.as_ref().map(|k| base.join(k));
     }
-    hopts.sign_key = signing_key(&sign)?;
+    let mut hopts = many_options(&many, false)?;
     if config.check {
         hopts.check = Some(check_config(&PolicyFlags {
             allow: Vec::new(),

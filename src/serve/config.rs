@@ -98,17 +98,6 @@ pub struct Rules {
     probes: Vec<(globset::GlobMatcher, Vec<Probe>, Option<u64>)>,
 }
 
-fn globs(pats: &[String], what: &str) -> Result<globset::GlobSet> {
-    let mut b = globset::GlobSetBuilder::new();
-    for p in pats {
-        b.add(
-            globset::Glob::new(p)
-                .map_err(|e| Error::Usage(format!("[serve] {what} {p:?}: {e}")))?,
-        );
-    }
-    b.build().map_err(|e| Error::Usage(e.to_string()))
-}
-
 impl Rules {
     /// The configuration checked: at least one registry, valid globs, a destination
     /// template that names a registry image.
@@ -138,8 +127,8 @@ impl Rules {
             probes.push((glob.compile_matcher(), list, p.timeout));
         }
         let rules = Rules {
-            include: globs(&config.include, "include")?,
-            exclude: globs(&config.exclude, "exclude")?,
+            include: crate::batch::globs(&config.include, "[serve] include")?,
+            exclude: crate::batch::globs(&config.exclude, "[serve] exclude")?,
             probes,
             config,
         };
