@@ -88,7 +88,7 @@ async fn attempt(app: &Arc<App>, job: Job) {
         Ok(Outcome::Hardened(d, saved)) => ("hardened", Some(d), saved, None),
         Ok(Outcome::UpToDate(d)) => ("up_to_date", Some(d), 0, None),
         Ok(Outcome::Skipped(why)) => ("skipped", None, 0, Some(why)),
-        Err(e) => ("failed", None, 0, Some(e.to_string())),
+        Err(e) => ("failed", None, 0, Some(explain(&e))),
     };
     let (id, why) = (job.id, err.clone().unwrap_or_default());
     let stored = tokio::task::spawn_blocking(move || match outcome {
@@ -134,6 +134,17 @@ async fn attempt(app: &Arc<App>, job: Job) {
             "error": err,
         }),
     );
+}
+
+/// A failure as stored with its job: a check's or a probe's report appended (what failed,
+/// and how), bounded.
+fn explain(e: &Error) -> String {
+    let mut msg = e.to_string();
+    if let Error::CheckFailed { text, .. } | Error::ProbeFailed { text, .. } = e {
+        let detail: String = text.trim().chars().take(2000).collect();
+        msg = format!("{msg}\n{detail}");
+    }
+    msg
 }
 
 /// The job's work: the loop guard, then `pare harden SOURCE DEST`.
