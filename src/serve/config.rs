@@ -210,13 +210,23 @@ impl Rules {
         let tag = src.tag.clone().unwrap_or_else(|| "latest".into());
         self.admits(&src.registry, &src.repository, &tag)?;
         let digest = src.digest.clone().ok_or_else(|| "no digest".to_string())?;
+        let source = format!("{}/{}:{tag}@{digest}", src.registry, src.repository);
+        // What an event names is checked as a reference before it is stored.
+        if source
+            .parse::<ImageRef>()
+            .ok()
+            .and_then(|r| r.as_registry().cloned())
+            .is_none_or(|r| r.repository != src.repository)
+        {
+            return Err(format!("{source}: not a valid image reference"));
+        }
         let dest = match dest {
             None => self.dest_for(src),
             Some(d) => self.explicit_dest(src, d),
         }
         .map_err(|e| e.to_string())?;
         Ok(Route {
-            source: format!("{}/{}:{tag}@{digest}", src.registry, src.repository),
+            source,
             digest,
             dest: dest.to_string(),
         })
@@ -316,6 +326,8 @@ mod tests {
             (push("reg.example:5000", "other/api", "1.4"), "include"),
             (push("reg.example:5000", "team/legacy-db", "1"), "exclude"),
             (push("reg.example:5000", "team/api", "2.0-rc1"), "exclude"),
+            (push("reg.example:5000", "team/../x", "1"), "not a valid"),
+            (push("reg.example:5000", "team/API", "1"), "not a valid"),
         ] {
             let e = r.route(&p).unwrap_err();
             assert!(e.contains(why), "{p:?}: {e}");
