@@ -25,6 +25,10 @@ printf '%s' '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.
 printf '%s' '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}' > $c/manifest/index
 printf '%s' '{"architecture":"amd64","os":"linux","config":{"Entrypoint":["/bin/sh"],"Env":["PATH=/bin"]},"rootfs":{"type":"layers","diff_ids":[]}}' > $c/manifest/config
 printf '%s' '{"auths":{"registry.example":{"auth":"dXNlcjpwYXNz"},"https://index.docker.io/v1/":{"username":"u","password":"p"}}}' > $c/manifest/docker-config
+# pare serve's event bodies: a distribution envelope and Harbor's webhook.
+printf '%s' '{"events":[{"action":"push","target":{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","repository":"team/api","tag":"1.4"},"request":{"host":"registry.example"}}]}' > $c/manifest/envelope
+sed -e 's/@DIGEST@/sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a/' -e 's/@TAG@/1.4/g' -e 's/@HOST@/harbor.example/' \
+  -e 's#@REPOSITORY@#library/api#g' -e 's/@NAMESPACE@/library/' -e 's/@NAME@/api/' ../testdata/harbor/push_artifact.json > $c/manifest/harbor
 # Package databases.
 head -c 65536 /var/lib/dpkg/status > $c/packages/dpkg-status
 printf 'P:musl\nV:1.2.4-r2\nA:x86_64\nD:so:libc.musl-x86_64.so.1 !foo cmd:sh>=1\nF:lib\nR:ld-musl-x86_64.so.1\nZ:Q1AAAA=\n\n' > $c/packages/apk

@@ -51,9 +51,34 @@ pub fn reference(bytes: &[u8]) {
     }
 }
 
-/// Manifests, indexes, configs and docker config.json auth files.
+/// Manifests, indexes, configs and docker config.json auth files; and the event bodies
+/// `pare serve` takes (the distribution registry's envelope, Harbor's webhook), each push
+/// routed by a `[serve]` table.
 pub fn manifest(bytes: &[u8]) {
     let _ = crate::image::parse_manifest(bytes, None, "fuzz");
+    static RULES: std::sync::OnceLock<Option<crate::serve::config::Rules>> =
+        std::sync::OnceLock::new();
+    let rules = RULES.get_or_init(|| {
+        crate::serve::config::Rules::new(crate::serve::config::ServeConfig {
+            registries: vec!["registry.example".into(), "harbor.example".into()],
+            exclude: vec!["*:*-rc*".into()],
+            ..Default::default()
+        })
+        .ok()
+    });
+    for events in [
+        crate::serve::events::distribution(bytes),
+        crate::serve::events::harbor(bytes),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        for e in events {
+            if let (crate::serve::events::Event::Push(p), Some(r)) = (e, rules) {
+                let _ = r.route(&p);
+            }
+        }
+    }
     // Signatures: public keys, payloads and envelopes as found in registries and key files.
     let text = String::from_utf8_lossy(bytes);
     if let Ok(k) = crate::sign::PublicKey::from_pem(&text) {
@@ -96,6 +121,51 @@ pub fn scripts(bytes: &[u8]) {
     for attr in ["uri", "catalog", "rewritePrefix"] {
         for v in crate::trace::xmlcatalog::values(&text, attr) {
             let _ = crate::trace::xmlcatalog::local(v, "/etc/xml");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The event bodies, mutated byte by byte (a seeded xorshift: the same inputs every run),
+    /// never panic the parsers or the routing.
+    #[test]
+    fn mutated_event_bodies_never_panic() {
+        let harbor = include_str!("../testdata/harbor/push_artifact.json")
+            .replace("@DIGEST@", &format!("sha256:{}", "a".repeat(64)))
+            .replace("@TAG@", "1.4")
+            .replace("@HOST@", "harbor.example")
+            .replace("@REPOSITORY@", "library/api")
+            .replace("@NAMESPACE@", "library")
+            .replace("@NAME@", "api");
+        let envelope = format!(
+            r#"{{"events":[{{"action":"push","target":{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:{}","repository":"team/api","tag":"1.4"}},"request":{{"host":"registry.example"}}}}]}}"#,
+            "b".repeat(64)
+        );
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let alphabet = b"{}[]\":,. -_/@0123456789abcdefhsptuTA\\\n\x00\xff";
+        for seed in [harbor.as_bytes(), envelope.as_bytes()] {
+            super::manifest(seed);
+            for _ in 0..3000 {
+                let mut b = seed.to_vec();
+                for _ in 0..(1 + next() % 4) {
+                    let i = (next() as usize) % b.len();
+                    match next() % 3 {
+                        0 => b[i] = alphabet[(next() as usize) % alphabet.len()],
+                        1 => {
+                            b.remove(i);
+                        }
+                        _ => b.insert(i, alphabet[(next() as usize) % alphabet.len()]),
+                    }
+                }
+                super::manifest(&b);
+            }
         }
     }
 }
