@@ -231,6 +231,17 @@ fn notify_url(port: u16) -> String {
     format!("http://127.0.0.1:{port}/events/distribution")
 }
 
+/// A registry announcing its events to a `pare serve` that will listen on `sport` (not yet
+/// bound: the registry must not have taken that port for itself).
+fn registry_notifying(sport: u16) -> Registry {
+    loop {
+        let reg = Registry::start_notifying(&notify_url(sport), TOKEN);
+        if reg.port() != sport {
+            return reg;
+        }
+    }
+}
+
 /// The jobs whose destination contains `needle`.
 fn jobs_for(jobs: &[Value], needle: &str) -> Vec<Value> {
     jobs.iter()
@@ -283,7 +294,7 @@ fn runs_as_nonroot(image: &str) {
 fn a_push_is_hardened_and_signed_within_30_s_and_kill_9_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let sport = free_port();
-    let reg = Registry::start_notifying(&notify_url(sport), TOKEN);
+    let reg = registry_notifying(sport);
     // Pushes through the proxy are announced with its host; pare then pulls through it too,
     // where the layers can be made slow.
     let proxy = FaultProxy::start(reg.port());
@@ -463,7 +474,7 @@ fn peak_rss_kib(pid: u32) -> u64 {
 fn a_burst_of_200_pushes_is_hardened_exactly_once_each() {
     let dir = tempfile::tempdir().unwrap();
     let sport = free_port();
-    let reg = Registry::start_notifying(&notify_url(sport), TOKEN);
+    let reg = registry_notifying(sport);
     let config = format!(
         "[serve]\nregistries = [\"{}\"]\ninclude = [\"burst/*\"]\n",
         reg.host()
@@ -607,7 +618,7 @@ fn harbor_push(host: &str, namespace: &str, name: &str, tag: &str, digest: &str)
 fn bad_requests_queue_nothing_and_skipped_events_never_stall_the_registry() {
     let dir = tempfile::tempdir().unwrap();
     let sport = free_port();
-    let reg = Registry::start_notifying(&notify_url(sport), TOKEN);
+    let reg = registry_notifying(sport);
     // Harbor's and the API's images live in a registry that announces nothing itself.
     let other = Registry::start();
     let hmac_key = "hmac-secret-77";

@@ -156,7 +156,7 @@ pub async fn serve(
         }
     }
     let q = app.queue.clone();
-    let requeued = tokio::task::spawn_blocking(move || q.requeue_running())
+    let requeued = tokio::task::spawn_blocking(move || q.requeue_running(true))
         .await
         .map_err(|e| Error::Other(e.to_string()))??;
     // Requests under way get a moment to be answered.

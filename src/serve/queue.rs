@@ -92,7 +92,7 @@ impl Queue {
     /// Open (or create) `dir/queue.sqlite`; jobs a crash left running are queued again.
     pub fn open(dir: &Path) -> Result<Self> {
         let q = Self::open_read(dir)?;
-        q.requeue_running()?;
+        q.requeue_running(false)?;
         Ok(q)
     }
 
@@ -202,28 +202,48 @@ impl Queue {
         Ok(())
     }
 
-    /// The oldest queued job due at `now`, marked running (one attempt more).
-    pub fn take(&self, now: i64) -> Result<Option<Job>> {
+    /// The oldest queued job due at `now`, marked running (one attempt more). A job that has
+    /// had `max_attempts` already without an outcome (the service died during each: a crash,
+    /// an OOM kill) is failed instead, so one image cannot stop the service for good.
+    pub fn take(&self, now: i64, max_attempts: u32) -> Result<Option<Job>> {
         let mut db = self.db();
         let tx = db.transaction().map_err(sql)?;
-        let id: Option<i64> = tx
-            .query_row(
-                "SELECT id FROM jobs WHERE state = 'queued' AND next_try <= ?1
-                 ORDER BY id LIMIT 1",
-                params![now],
-                |r| r.get(0),
+        loop {
+            let next: Option<(i64, u32)> = tx
+                .query_row(
+                    "SELECT id, attempts FROM jobs WHERE state = 'queued' AND next_try <= ?1
+                     ORDER BY id LIMIT 1",
+                    params![now],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(sql)?;
+            let Some((id, attempts)) = next else {
+                tx.commit().map_err(sql)?;
+                return Ok(None);
+            };
+            if attempts >= max_attempts {
+                tx.execute(
+                    "UPDATE jobs SET state = 'failed', error = ?2 WHERE id = ?1",
+                    params![
+                        id,
+                        format!(
+                            "the service stopped during each of its {attempts} attempts (a crash or an out-of-memory kill?)"
+                        )
+                    ],
+                )
+                .map_err(sql)?;
+                continue;
+            }
+            tx.execute(
+                "UPDATE jobs SET state = 'running', attempts = attempts + 1 WHERE id = ?1",
+                params![id],
             )
-            .optional()
             .map_err(sql)?;
-        let Some(id) = id else { return Ok(None) };
-        tx.execute(
-            "UPDATE jobs SET state = 'running', attempts = attempts + 1 WHERE id = ?1",
-            params![id],
-        )
-        .map_err(sql)?;
-        let job = get(&tx, id)?;
-        tx.commit().map_err(sql)?;
-        Ok(job)
+            let job = get(&tx, id)?;
+            tx.commit().map_err(sql)?;
+            return Ok(job);
+        }
     }
 
     pub fn done(&self, id: i64) -> Result<()> {
@@ -294,14 +314,16 @@ impl Queue {
         Ok(state)
     }
 
-    /// Running jobs put back in the queue (a shutdown that could not finish them).
-    pub fn requeue_running(&self) -> Result<usize> {
-        self.db()
-            .execute(
-                "UPDATE jobs SET state = 'queued' WHERE state = 'running'",
-                [],
-            )
-            .map_err(sql)
+    /// Running jobs put back in the queue. At a shutdown that could not finish them the
+    /// attempt is given back (`refund`: the job did not fail, the service stopped); after a
+    /// crash it counts.
+    pub fn requeue_running(&self, refund: bool) -> Result<usize> {
+        let statement = if refund {
+            "UPDATE jobs SET state = 'queued', attempts = MAX(attempts - 1, 0) WHERE state = 'running'"
+        } else {
+            "UPDATE jobs SET state = 'queued' WHERE state = 'running'"
+        };
+        self.db().execute(statement, []).map_err(sql)
     }
 
     /// Every job, oldest first.
@@ -375,14 +397,14 @@ mod tests {
         assert!(q.add("r/a:1@x", D, "r/a:1-hardened", "v1", 0).unwrap());
         assert!(!q.add("r/a:1@x", D, "r/a:1-hardened", "v1", 1).unwrap());
         assert!(q.add("r/a:1@x", D, "r/a:1-hardened", "v2", 2).unwrap());
-        let j = q.take(10).unwrap().unwrap();
+        let j = q.take(10, 10).unwrap().unwrap();
         assert_eq!(
             (j.state, j.attempts, j.recipe.as_str()),
             (State::Running, 1, "v1")
         );
-        let k = q.take(10).unwrap().unwrap();
+        let k = q.take(10, 10).unwrap().unwrap();
         assert_ne!(j.id, k.id);
-        assert!(q.take(10).unwrap().is_none());
+        assert!(q.take(10, 10).unwrap().is_none());
         q.done(j.id).unwrap();
         let counts = q.counts().unwrap();
         assert_eq!(counts.get(&State::Done), Some(&1));
@@ -395,26 +417,26 @@ mod tests {
         let id = {
             let q = Queue::open(d.path()).unwrap();
             q.add("r/a:1@x", D, "dest", "v1", 0).unwrap();
-            q.take(0).unwrap().unwrap().id
+            q.take(0, 10).unwrap().unwrap().id
             // Dropped while running: as a kill -9 would leave it.
         };
         let q = Queue::open(d.path()).unwrap();
         assert_eq!(q.list().unwrap()[0].state, State::Queued);
-        let j = q.take(0).unwrap().unwrap();
+        let j = q.take(0, 10).unwrap().unwrap();
         assert_eq!((j.id, j.attempts), (id, 2));
         // Attempt 2 of 3 fails: queued again, not before its wait.
         assert_eq!(
             q.failed(id, "registry down", 100, 3).unwrap(),
             State::Queued
         );
-        assert!(q.take(100).unwrap().is_none());
-        let j = q.take(100 + MAX_WAIT).unwrap().unwrap();
+        assert!(q.take(100, 10).unwrap().is_none());
+        let j = q.take(100 + MAX_WAIT, 10).unwrap().unwrap();
         assert_eq!(j.attempts, 3);
         assert_eq!(q.failed(id, "still down", 1000, 3).unwrap(), State::Failed);
         let all = q.list().unwrap();
         assert_eq!(all[0].state, State::Failed);
         assert_eq!(all[0].error.as_deref(), Some("still down"));
-        assert!(q.take(i64::MAX / 2).unwrap().is_none());
+        assert!(q.take(i64::MAX / 2, 10).unwrap().is_none());
         q.skip("r/a:1-hardened", "a tag pare writes", 5).unwrap();
         q.skip("r/b:1-hardened", "a tag pare writes", 6).unwrap();
         let s = q.skips(1).unwrap();
@@ -425,10 +447,38 @@ mod tests {
         assert_eq!(q.next_due().unwrap(), None);
         assert!(q.add("r/c:1@x", D, "dest-c", "v1", 7).unwrap());
         assert_eq!(q.next_due().unwrap(), Some(0));
-        let j = q.take(8).unwrap().unwrap();
+        let j = q.take(8, 10).unwrap().unwrap();
         q.skipped(j.id, "pare wrote it").unwrap();
         let c = q.counts().unwrap();
         assert_eq!(c.get(&State::Skipped), Some(&1));
+        // A job the service died in at every attempt is failed, not taken again; one a
+        // shutdown interrupted gets its attempt back.
+        assert!(q.add("r/e:1@x", D, "dest-e", "v1", 8).unwrap());
+        for _ in 0..2 {
+            assert!(q.take(8, 2).unwrap().is_some());
+            q.requeue_running(false).unwrap();
+        }
+        assert!(q.take(8, 2).unwrap().is_none());
+        let e = q
+            .list()
+            .unwrap()
+            .into_iter()
+            .find(|j| j.dest == "dest-e")
+            .unwrap();
+        assert_eq!(e.state, State::Failed);
+        assert!(e.error.unwrap().contains("2 attempts"));
+        assert!(q.add("r/f:1@x", D, "dest-f", "v1", 8).unwrap());
+        for _ in 0..5 {
+            assert!(q.take(8, 2).unwrap().is_some());
+            q.requeue_running(true).unwrap();
+        }
+        let f = q
+            .list()
+            .unwrap()
+            .into_iter()
+            .find(|j| j.dest == "dest-f")
+            .unwrap();
+        assert_eq!((f.state, f.attempts), (State::Queued, 0));
         // A request's events in one transaction; a job stored twice is added once.
         let job = Entry::Job {
             source: "r/d:1@x".into(),

@@ -33,8 +33,8 @@ pub(super) async fn run(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bo
         }
         // Registered before looking, so a job stored meanwhile is not missed.
         let woken = app.wake.notified();
-        let q = app.queue.clone();
-        let job = match tokio::task::spawn_blocking(move || q.take(now())).await {
+        let (q, max) = (app.queue.clone(), app.rules.config.max_attempts);
+        let job = match tokio::task::spawn_blocking(move || q.take(now(), max)).await {
             Ok(Ok(j)) => j,
             Ok(Err(e)) => {
                 log(
