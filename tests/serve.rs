@@ -100,6 +100,19 @@ impl Serve {
         std::fs::read_to_string(self.dir.join("serve.log")).unwrap_or_default()
     }
 
+    /// Every line the service logged is a JSON object with a timestamp, level and message
+    /// (the library's warnings included).
+    fn log_is_json(&self) {
+        let log = self.log();
+        for line in log.lines() {
+            let v: Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}\n{log}"));
+            for k in ["timestamp", "level", "message"] {
+                assert!(v.get(k).is_some(), "no {k}: {line}");
+            }
+        }
+    }
+
     /// `pare serve jobs --format json`: (jobs, skips).
     fn jobs(&self, skips: usize) -> (Vec<Value>, Vec<Value>) {
         let out = pare_ok(&[
@@ -409,7 +422,7 @@ fn a_push_is_hardened_and_signed_within_30_s_and_kill_9_loses_nothing() {
     }));
     let status = serve.term();
     assert!(status.success(), "{status}\n{}", serve.log());
-    assert!(serve.log().contains("\"msg\":\"stopped\""));
+    assert!(serve.log().contains("\"message\":\"stopped\""));
     assert!(
         http(sport, "GET", "/healthz", &[], b"").is_none(),
         "still listening"
@@ -420,6 +433,7 @@ fn a_push_is_hardened_and_signed_within_30_s_and_kill_9_loses_nothing() {
         &reg.image("slow/jq:2-hardened"),
         None
     ));
+    serve.log_is_json();
 }
 
 /// Push image `i` (a jq image with its own `/etc/build-id`, so every digest differs) as
@@ -542,7 +556,7 @@ fn a_burst_of_200_pushes_is_hardened_exactly_once_each() {
     let log = serve.log();
     let job_lines = log
         .lines()
-        .filter(|l| l.contains("\"msg\":\"job\""))
+        .filter(|l| l.contains("\"message\":\"job\""))
         .count();
     assert_eq!(job_lines, 200, "one log line per job");
 
@@ -575,7 +589,7 @@ fn a_burst_of_200_pushes_is_hardened_exactly_once_each() {
     );
     let saved: u64 = log
         .lines()
-        .filter(|l| l.contains("\"msg\":\"job\""))
+        .filter(|l| l.contains("\"message\":\"job\""))
         .map(|l| {
             serde_json::from_str::<Value>(l).unwrap()["bytes_saved"]
                 .as_u64()
@@ -589,6 +603,7 @@ fn a_burst_of_200_pushes_is_hardened_exactly_once_each() {
         200.0,
         "{m:?}"
     );
+    serve.log_is_json();
 }
 
 /// `sha256=HEX` of the HMAC-SHA256 of `body` under `key` (GitHub's signature header).
@@ -641,6 +656,7 @@ fn bad_requests_queue_nothing_and_skipped_events_never_stall_the_registry() {
     skipped_events(&serve, &reg.host(), hmac_key);
     pushes_webhooks_and_api(&serve, &reg, &other);
     counters_match(&serve);
+    serve.log_is_json();
 }
 
 const D: &str = "sha256:4f98543ac6f792c1352e8c5a0555601ab3fd3497810581606c36c7416c5ffe37";

@@ -33,7 +33,9 @@ pub(crate) fn main(cli: Cli) -> ExitCode {
     pare::transport::registry::set_read_timeout(std::time::Duration::from_secs(cli.timeout.max(1)));
     // Log lines go through the progress bars, so a retry warning does not break them.
     let progress = Progress::stderr(cli.quiet);
-    logging(cli.verbose, &progress);
+    // The service logs JSON lines (its own and the library's warnings alike).
+    let json = matches!(&cli.command, Command::Serve(a) if a.command.is_none());
+    logging(cli.verbose, json, &progress);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -70,8 +72,26 @@ fn bound_malloc_arenas() {
     }
 }
 
-fn logging(verbose: bool, progress: &Progress) {
-    if verbose {
+fn logging(verbose: bool, json: bool, progress: &Progress) {
+    if json {
+        // As `pare serve`'s own lines: timestamp, level, message, then the fields.
+        tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .with_writer(std::io::stderr)
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_env("PARE_LOG").unwrap_or_else(|_| {
+                    tracing_subscriber::EnvFilter::new(if verbose {
+                        "pare=debug"
+                    } else {
+                        "pare=warn"
+                    })
+                }),
+            )
+            .init();
+    } else if verbose {
         tracing_subscriber::fmt()
             .with_writer(progress.log_writer())
             .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())

@@ -65,12 +65,17 @@ pub(crate) fn now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-/// One JSON log line on stderr: time, level, message, and the fields given.
-pub(crate) fn log(level: &str, msg: &str, fields: serde_json::Value) {
-    let time = time::OffsetDateTime::now_utc()
+/// One JSON log line on stderr, shaped as tracing's JSON lines are (`timestamp`, `level` in
+/// capitals, `message`), then the fields given.
+pub(crate) fn log(level: &str, message: &str, fields: serde_json::Value) {
+    let timestamp = time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
-    let mut line = serde_json::json!({ "time": time, "level": level, "msg": msg });
+    let mut line = serde_json::json!({
+        "timestamp": timestamp,
+        "level": level.to_ascii_uppercase(),
+        "message": message,
+    });
     if let (Some(l), serde_json::Value::Object(f)) = (line.as_object_mut(), fields) {
         l.extend(f);
     }
