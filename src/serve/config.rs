@@ -116,14 +116,12 @@ impl Rules {
         for p in &config.probe {
             let glob = globset::Glob::new(&p.matches)
                 .map_err(|e| Error::Usage(format!("[[serve.probe]] match {:?}: {e}", p.matches)))?;
-            let mut list = p
-                .args
-                .iter()
-                .map(|a| Probe::parse(a))
-                .collect::<Result<Vec<_>>>()?;
-            for h in &p.http {
-                list.push(Probe::http(h)?);
+            let list = crate::probe::ProbeConfig {
+                args: p.args.clone(),
+                http: p.http.clone(),
+                timeout: p.timeout,
             }
+            .probes()?;
             probes.push((glob.compile_matcher(), list, p.timeout));
         }
         let rules = Rules {
