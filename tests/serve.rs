@@ -939,3 +939,38 @@ fn counters_match(serve: &Serve) {
         3.0
     );
 }
+
+#[test]
+fn sources_must_be_signed_when_the_config_names_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let sport = free_port();
+    let reg = registry_notifying(sport);
+    let out = run(pare()
+        .arg("keygen")
+        .arg(dir.path().join("ci"))
+        .env("PARE_PASSWORD", PASSWORD));
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let config = format!(
+        "[serve]\nregistries = [\"{}\"]\nmax-attempts = 1\n[signatures]\nkeys = [\"ci.pub\"]\n",
+        reg.host()
+    );
+    let serve = Serve::start(dir.path(), sport, &config, &[]);
+    push_jq_image(&reg, "team/jq:unsigned");
+    assert!(
+        wait_for(Duration::from_secs(30), || {
+            jobs_for(&serve.jobs(0).0, "team/jq:unsigned")
+                .iter()
+                .any(|j| j["state"] == "failed")
+        }),
+        "{}",
+        serve.log()
+    );
+    let (jobs, _) = serve.jobs(0);
+    let err = jobs[0]["error"].as_str().unwrap();
+    assert!(err.contains("signature"), "{err}");
+    assert!(!skopeo_inspect_exists(
+        &reg.image("team/jq:unsigned-hardened"),
+        None
+    ));
+    serve.log_is_json();
+}
