@@ -81,10 +81,9 @@ async fn ready(app: &Arc<App>) -> Answer {
     if app.stopping.load(Ordering::SeqCst) {
         return answer(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "stopping\n");
     }
-    let q = app.queue.clone();
-    match tokio::task::spawn_blocking(move || q.counts()).await {
-        Ok(Ok(_)) => answer(StatusCode::OK, "text/plain", "ready\n"),
-        _ => answer(
+    match app.on_queue(|q| q.counts()).await {
+        Ok(_) => answer(StatusCode::OK, "text/plain", "ready\n"),
+        Err(_) => answer(
             StatusCode::SERVICE_UNAVAILABLE,
             "text/plain",
             "the job queue cannot be read\n",
@@ -93,10 +92,9 @@ async fn ready(app: &Arc<App>) -> Answer {
 }
 
 async fn metrics(app: &Arc<App>) -> Answer {
-    let q = app.queue.clone();
-    let counts = match tokio::task::spawn_blocking(move || q.counts()).await {
-        Ok(Ok(c)) => c,
-        _ => {
+    let counts = match app.on_queue(|q| q.counts()).await {
+        Ok(c) => c,
+        Err(_) => {
             return error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the job queue cannot be read",
@@ -186,37 +184,50 @@ async fn store(app: &Arc<App>, source: &'static str, evs: Vec<Event>) -> Answer 
             },
         });
     }
-    let (q, e2, recipe) = (app.queue.clone(), entries.clone(), app.recipe.clone());
-    let added = match tokio::task::spawn_blocking(move || q.store(&e2, &recipe, now())).await {
-        Ok(Ok(a)) => a,
-        Ok(Err(e)) => {
+    let outcomes = match save(app, source, entries).await {
+        Ok(o) => o,
+        Err(answer) => return answer,
+    };
+    let count = |o: &str| outcomes.iter().filter(|x| **x == o).count();
+    let (queued, duplicate, skipped) = (count("queued"), count("duplicate"), count("skipped"));
+    json(
+        StatusCode::ACCEPTED,
+        serde_json::json!({ "queued": queued, "duplicate": duplicate, "skipped": skipped }),
+    )
+}
+
+/// Entries stored in one transaction, each counted by outcome (`queued`, `duplicate`,
+/// `skipped`), a job's logged, the workers woken when one is new; 503 when the queue cannot
+/// take them (the registry sends them again).
+async fn save(
+    app: &Arc<App>,
+    source: &'static str,
+    entries: Vec<Entry>,
+) -> Result<Vec<&'static str>, Answer> {
+    let (stored, recipe) = (entries.clone(), app.recipe.clone());
+    let added = match app
+        .on_queue(move |q| q.store(&stored, &recipe, now()))
+        .await
+    {
+        Ok(a) => a,
+        Err(e) => {
             log(
                 "error",
                 "events not stored",
                 serde_json::json!({ "error": e.to_string() }),
             );
-            return error(
+            return Err(error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the job queue cannot store events",
-            );
+            ));
         }
-        Err(_) => return error(StatusCode::SERVICE_UNAVAILABLE, "the job queue failed"),
     };
-    let (mut queued, mut duplicate, mut skipped) = (0u64, 0u64, 0u64);
+    let mut outcomes = Vec::with_capacity(entries.len());
     for (e, added) in entries.iter().zip(added) {
         let outcome = match (e, added) {
-            (Entry::Job { .. }, true) => {
-                queued += 1;
-                "queued"
-            }
-            (Entry::Job { .. }, false) => {
-                duplicate += 1;
-                "duplicate"
-            }
-            (Entry::Skip { .. }, _) => {
-                skipped += 1;
-                "skipped"
-            }
+            (Entry::Job { .. }, true) => "queued",
+            (Entry::Job { .. }, false) => "duplicate",
+            (Entry::Skip { .. }, _) => "skipped",
         };
         app.metrics.event(source, outcome);
         if let Entry::Job { source, dest, .. } = e {
@@ -226,14 +237,12 @@ async fn store(app: &Arc<App>, source: &'static str, evs: Vec<Event>) -> Answer 
                 serde_json::json!({ "outcome": outcome, "source": source, "dest": dest }),
             );
         }
+        outcomes.push(outcome);
     }
-    if queued > 0 {
+    if outcomes.contains(&"queued") {
         app.wake.notify_waiters();
     }
-    json(
-        StatusCode::ACCEPTED,
-        serde_json::json!({ "queued": queued, "duplicate": duplicate, "skipped": skipped }),
-    )
+    Ok(outcomes)
 }
 
 #[derive(Deserialize)]
@@ -286,29 +295,13 @@ async fn harden_request(app: &Arc<App>, body: &[u8]) -> Answer {
     };
     let entry = Entry::Job {
         source: route.source.clone(),
-        digest: route.digest.clone(),
+        digest: route.digest,
         dest: route.dest.clone(),
     };
-    let (q, recipe) = (app.queue.clone(), app.recipe.clone());
-    let added = match tokio::task::spawn_blocking(move || q.store(&[entry], &recipe, now())).await {
-        Ok(Ok(a)) => a.first().copied().unwrap_or(false),
-        _ => {
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the job queue cannot store jobs",
-            );
-        }
+    let outcome = match save(app, "api", vec![entry]).await {
+        Ok(o) => o.first().copied().unwrap_or("duplicate"),
+        Err(answer) => return answer,
     };
-    let outcome = if added { "queued" } else { "duplicate" };
-    app.metrics.event("api", outcome);
-    log(
-        "info",
-        "event",
-        serde_json::json!({ "outcome": outcome, "source": route.source, "dest": route.dest }),
-    );
-    if added {
-        app.wake.notify_waiters();
-    }
     json(
         StatusCode::ACCEPTED,
         serde_json::json!({ "outcome": outcome, "source": route.source, "dest": route.dest }),

@@ -14,7 +14,7 @@ mod worker;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -54,8 +54,19 @@ pub(crate) struct App {
     wake: Notify,
     /// Set on shutdown: readiness fails, workers take no new job.
     stopping: AtomicBool,
-    /// Jobs under way.
-    running: AtomicUsize,
+}
+
+impl App {
+    /// A queue operation on the blocking pool (SQLite waits for the disk).
+    async fn on_queue<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&queue::Queue) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let q = self.queue.clone();
+        tokio::task::spawn_blocking(move || f(&q))
+            .await
+            .map_err(|e| Error::Other(format!("job queue: {e}")))?
+    }
 }
 
 /// Seconds since the epoch.
@@ -108,7 +119,6 @@ pub async fn serve(
         harden: opts.harden,
         wake: Notify::new(),
         stopping: AtomicBool::new(false),
-        running: AtomicUsize::new(0),
         rules: opts.rules,
     });
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -149,10 +159,16 @@ pub async fn serve(
     app.stopping.store(true, Ordering::SeqCst);
     let _ = stop_tx.send(true);
     let grace = Duration::from_secs(app.rules.config.grace_seconds);
+    let running = app
+        .on_queue(|q| q.counts())
+        .await
+        .ok()
+        .and_then(|c| c.get(&queue::State::Running).copied())
+        .unwrap_or(0);
     log(
         "info",
         "stopping",
-        serde_json::json!({ "running": app.running.load(Ordering::SeqCst), "grace_seconds": grace.as_secs() }),
+        serde_json::json!({ "running": running, "grace_seconds": grace.as_secs() }),
     );
     let finish = futures_util::future::join_all(workers.iter_mut());
     if tokio::time::timeout(grace, finish).await.is_err() {
@@ -160,10 +176,7 @@ pub async fn serve(
             w.abort();
         }
     }
-    let q = app.queue.clone();
-    let requeued = tokio::task::spawn_blocking(move || q.requeue_running(true))
-        .await
-        .map_err(|e| Error::Other(e.to_string()))??;
+    let requeued = app.on_queue(|q| q.requeue_running(true)).await?;
     // Requests under way get a moment to be answered.
     let _ = tokio::time::timeout(
         Duration::from_secs(5),

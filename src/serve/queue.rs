@@ -138,15 +138,12 @@ impl Queue {
         recipe: &str,
         now: i64,
     ) -> Result<bool> {
-        let n = self
-            .db()
-            .execute(
-                "INSERT OR IGNORE INTO jobs (source, digest, dest, recipe, added)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![source, digest, dest, recipe, now],
-            )
-            .map_err(sql)?;
-        Ok(n == 1)
+        let job = Entry::Job {
+            source: source.into(),
+            digest: digest.into(),
+            dest: dest.into(),
+        };
+        Ok(self.store(&[job], recipe, now)?.first() == Some(&true))
     }
 
     /// One request's events in one transaction: each job stored unless stored already
@@ -193,13 +190,11 @@ impl Queue {
 
     /// Record an event that started no job, and why.
     pub fn skip(&self, what: &str, reason: &str, now: i64) -> Result<()> {
-        self.db()
-            .execute(
-                "INSERT INTO skips (what, reason, at) VALUES (?1, ?2, ?3)",
-                params![what, reason, now],
-            )
-            .map_err(sql)?;
-        Ok(())
+        let skip = Entry::Skip {
+            what: what.into(),
+            reason: reason.into(),
+        };
+        self.store(&[skip], "", now).map(drop)
     }
 
     /// The oldest queued job due at `now`, marked running (one attempt more). A job that has

@@ -3,7 +3,6 @@
 //! stored with one JSON log line.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
@@ -33,10 +32,10 @@ pub(super) async fn run(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bo
         }
         // Registered before looking, so a job stored meanwhile is not missed.
         let woken = app.wake.notified();
-        let (q, max) = (app.queue.clone(), app.rules.config.max_attempts);
-        let job = match tokio::task::spawn_blocking(move || q.take(now(), max)).await {
-            Ok(Ok(j)) => j,
-            Ok(Err(e)) => {
+        let max = app.rules.config.max_attempts;
+        let job = match app.on_queue(move |q| q.take(now(), max)).await {
+            Ok(j) => j,
+            Err(e) => {
                 log(
                     "error",
                     "queue",
@@ -44,18 +43,12 @@ pub(super) async fn run(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bo
                 );
                 None
             }
-            Err(_) => None,
         };
         match job {
             Some(job) => attempt(&app, job).await,
             None => {
                 // Until a job arrives, a retry falls due, or the service stops.
-                let q = app.queue.clone();
-                let due = tokio::task::spawn_blocking(move || q.next_due())
-                    .await
-                    .ok()
-                    .and_then(|r| r.ok())
-                    .flatten();
+                let due = app.on_queue(|q| q.next_due()).await.ok().flatten();
                 let wait = due.map_or(60, |d| (d - now()).clamp(1, 60)) as u64;
                 tokio::select! {
                     _ = woken => {}
@@ -70,7 +63,6 @@ pub(super) async fn run(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bo
 /// One attempt at a job, its outcome stored, counted and logged.
 async fn attempt(app: &Arc<App>, job: Job) {
     let started = Instant::now();
-    app.running.fetch_add(1, Ordering::SeqCst);
     // A panic in the hardening is this job's failure, not the worker's end.
     let result = std::panic::AssertUnwindSafe(one(app, &job))
         .catch_unwind()
@@ -80,9 +72,7 @@ async fn attempt(app: &Arc<App>, job: Job) {
                 "internal error (a panic) while hardening".into(),
             ))
         });
-    app.running.fetch_sub(1, Ordering::SeqCst);
     let seconds = started.elapsed().as_secs_f64();
-    let q = app.queue.clone();
     let max = app.rules.config.max_attempts;
     let (outcome, digest, saved, err) = match result {
         Ok(Outcome::Hardened(d, saved)) => ("hardened", Some(d), saved, None),
@@ -91,24 +81,21 @@ async fn attempt(app: &Arc<App>, job: Job) {
         Err(e) => ("failed", None, 0, Some(explain(&e))),
     };
     let (id, why) = (job.id, err.clone().unwrap_or_default());
-    let stored = tokio::task::spawn_blocking(move || match outcome {
-        "failed" => q.failed(id, &why, now(), max),
-        "skipped" => q.skipped(id, &why).map(|_| State::Skipped),
-        _ => q.done(id).map(|_| State::Done),
-    })
-    .await;
-    let state = match stored {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            log(
-                "error",
-                "queue",
-                serde_json::json!({ "job": id, "error": e.to_string() }),
-            );
-            State::Running
-        }
-        Err(_) => State::Running,
-    };
+    let stored = app
+        .on_queue(move |q| match outcome {
+            "failed" => q.failed(id, &why, now(), max),
+            "skipped" => q.skipped(id, &why).map(|_| State::Skipped),
+            _ => q.done(id).map(|_| State::Done),
+        })
+        .await;
+    let state = stored.unwrap_or_else(|e| {
+        log(
+            "error",
+            "queue",
+            serde_json::json!({ "job": id, "error": e.to_string() }),
+        );
+        State::Running
+    });
     let outcome = match (outcome, state) {
         ("failed", State::Queued) => "retried",
         (o, _) => o,
