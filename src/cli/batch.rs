@@ -8,7 +8,7 @@ use super::options::*;
 use super::print::*;
 
 pub(super) async fn run(a: BatchArgs, progress: &Progress) -> anyhow::Result<Outcome> {
-    let hopts = many_options(&a.many, a.dry_run)?;
+    let hopts = many_options(&a.many, a.dry_run, None)?;
     let opts = pare::batch::BatchOptions {
         harden: hopts,
         jobs: a.jobs,

@@ -20,10 +20,13 @@ pub(super) async fn run(a: HardenArgs, progress: &Progress) -> anyhow::Result<Ou
 
 /// The flags as the library's options (and `[probe]` of the policy file when no --probe).
 fn options(a: &HardenArgs) -> anyhow::Result<HardenOptions> {
-    let mut opts = harden_options(&a.source, &a.trace, a.user.as_deref(), a.dry_run)?;
-    if a.policy.config.is_some() {
-        opts.source.verify_keys = verify_keys(&a.source, a.policy.config.as_deref())?;
-    }
+    let mut opts = harden_options(
+        &a.source,
+        &a.trace,
+        a.user.as_deref(),
+        a.dry_run,
+        a.policy.config.as_deref(),
+    )?;
     opts.sign_key = signing_key(&a.sign)?;
     output_options(&a.output, &mut opts)?;
     opts.dest_creds = a

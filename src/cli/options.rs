@@ -97,9 +97,15 @@ pub(super) fn source_options_with(
     })
 }
 
-pub(super) fn options(s: &SourceArgs, t: &TraceFlags) -> anyhow::Result<HardenOptions> {
+/// The source and trace flags as options; `config`: the file whose [signatures] apply (else
+/// ./pare.toml).
+pub(super) fn options(
+    s: &SourceArgs,
+    t: &TraceFlags,
+    config: Option<&Path>,
+) -> anyhow::Result<HardenOptions> {
     Ok(HardenOptions {
-        source: source_options(s)?,
+        source: source_options_with(s, config)?,
         keep: t.keep.clone(),
         allow_missing: t.allow_missing,
         runtime_full: t.runtime_full,
@@ -108,13 +114,14 @@ pub(super) fn options(s: &SourceArgs, t: &TraceFlags) -> anyhow::Result<HardenOp
     })
 }
 
-/// Options of `harden` and `batch`: one `--platform` picks a single platform, several make
-/// the multi-platform selection.
+/// Options of `harden`, `batch` and `serve`: one `--platform` picks a single platform, several
+/// make the multi-platform selection.
 pub(super) fn harden_options(
     s: &SourceArgs,
     t: &TraceFlags,
     user: Option<&str>,
     dry_run: bool,
+    config: Option<&Path>,
 ) -> anyhow::Result<HardenOptions> {
     let platforms: Vec<Platform> = s
         .platform
@@ -125,7 +132,7 @@ pub(super) fn harden_options(
     if platforms.len() > 1 {
         source.platform.clear();
     }
-    let mut opts = options(&source, t)?;
+    let mut opts = options(&source, t, config)?;
     if platforms.len() > 1 {
         opts.platforms = platforms;
     }
@@ -135,8 +142,12 @@ pub(super) fn harden_options(
 }
 
 /// Options of `batch` and `serve`: what every image they harden gets.
-pub(super) fn many_options(m: &ManyFlags, dry_run: bool) -> anyhow::Result<HardenOptions> {
-    let mut opts = harden_options(&m.source, &m.trace, m.user.as_deref(), dry_run)?;
+pub(super) fn many_options(
+    m: &ManyFlags,
+    dry_run: bool,
+    config: Option<&Path>,
+) -> anyhow::Result<HardenOptions> {
+    let mut opts = harden_options(&m.source, &m.trace, m.user.as_deref(), dry_run, config)?;
     opts.no_sbom = m.no_sbom;
     opts.sign_key = signing_key(&m.sign)?;
     output_options(&m.output, &mut opts)?;

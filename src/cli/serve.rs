@@ -38,9 +38,8 @@ pub(super) async fn run(a: ServeArgs) -> anyhow::Result<Outcome> {
     if many.sign.sign_key.is_none() {
         many.sign.sign_key = config.sign_key.as_ref().map(|k| base.join(k));
     }
-    let mut hopts = many_options(&many, false)?;
     // Sources must be signed by `--verify-key`, else by a key of [signatures] in this file.
-    hopts.source.verify_keys = verify_keys(&many.source, Some(&path))?;
+    let mut hopts = many_options(&many, false, Some(&path))?;
     if config.check {
         hopts.check = Some(check_config(&PolicyFlags {
             allow: Vec::new(),

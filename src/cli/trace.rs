@@ -11,7 +11,7 @@ use super::print::*;
 
 pub(super) async fn run(a: TraceArgs, progress: &Progress) -> anyhow::Result<Outcome> {
     let src: ImageRef = a.src.parse()?;
-    let opts = options(&a.source, &a.trace)?;
+    let opts = options(&a.source, &a.trace, None)?;
     let analysis = harden::analyze(&src, &opts, progress).await?;
     let t = &analysis.trace;
     if !a.why.is_empty() {
