@@ -132,6 +132,20 @@ impl Serve {
         )
     }
 
+    /// Wait (at most `secs`) until a job whose destination contains `needle` is in `state`;
+    /// that job, or a panic with the service's log.
+    fn wait_job(&self, needle: &str, state: &str, secs: u64) -> Value {
+        let mut found = None;
+        let seen = wait_for(Duration::from_secs(secs), || {
+            found = jobs_for(&self.jobs(0).0, needle)
+                .into_iter()
+                .find(|j| j["state"] == state);
+            found.is_some()
+        });
+        assert!(seen, "no {state} job for {needle}:\n{}", self.log());
+        found.unwrap()
+    }
+
     fn post(&self, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
         http(self.port, "POST", path, headers, body)
             .unwrap_or_else(|| panic!("POST {path}: no answer\n{}", self.log()))
@@ -362,12 +376,7 @@ fn a_push_is_hardened_and_signed_within_30_s_and_kill_9_loses_nothing() {
         usize::MAX,
     )]);
     build_and_push(&jq_image(), &format!("{}/slow/jq:1", proxy.host()), None);
-    let running = wait_for(Duration::from_secs(30), || {
-        jobs_for(&serve.jobs(0).0, "slow/jq")
-            .iter()
-            .any(|j| j["state"] == "running")
-    });
-    assert!(running, "the slow job never ran:\n{}", serve.log());
+    serve.wait_job("slow/jq", "running", 30);
     std::thread::sleep(Duration::from_millis(500));
     serve.kill9();
     let slow_dest = reg.image("slow/jq:1-hardened");
@@ -415,11 +424,7 @@ fn a_push_is_hardened_and_signed_within_30_s_and_kill_9_loses_nothing() {
         usize::MAX,
     )]);
     build_and_push(&jq_image(), &format!("{}/slow/jq:2", proxy.host()), None);
-    assert!(wait_for(Duration::from_secs(30), || {
-        jobs_for(&serve.jobs(0).0, "slow/jq:2")
-            .iter()
-            .any(|j| j["state"] == "running")
-    }));
+    serve.wait_job("slow/jq:2", "running", 30);
     let status = serve.term();
     assert!(status.success(), "{status}\n{}", serve.log());
     assert!(serve.log().contains("\"message\":\"stopped\""));
@@ -787,15 +792,7 @@ fn pushes_webhooks_and_api(serve: &Serve, reg: &Registry, other: &Registry) {
     // A result under a tag that is not one of pare's (as an in-place result is): its job
     // finds pare's recipe on the manifest and skips it, so a result never starts a loop.
     copy_image(&dest, &reg.image("team/jq:copied"));
-    assert!(
-        wait_for(Duration::from_secs(30), || {
-            jobs_for(&serve.jobs(0).0, "team/jq:copied")
-                .iter()
-                .any(|j| j["state"] == "skipped")
-        }),
-        "{}",
-        serve.log()
-    );
+    serve.wait_job("team/jq:copied", "skipped", 30);
     assert!(!skopeo_inspect_exists(
         &reg.image("team/jq:copied-hardened"),
         None
@@ -846,18 +843,9 @@ fn pushes_webhooks_and_api(serve: &Serve, reg: &Registry, other: &Registry) {
     push_jq_image(other, "api/bad:1");
     let (code, text) = serve.post("/harden", &auth, &req(other.image("api/bad:1"), None));
     assert_eq!(code, 202, "{text}");
+    let bad = serve.wait_job("api/bad", "failed", 60);
     assert!(
-        wait_for(Duration::from_secs(60), || {
-            jobs_for(&serve.jobs(0).0, "api/bad")
-                .iter()
-                .any(|j| j["state"] == "failed")
-        }),
-        "{}",
-        serve.log()
-    );
-    let bad = jobs_for(&serve.jobs(0).0, "api/bad");
-    assert!(
-        bad[0]["error"]
+        bad["error"]
             .as_str()
             .unwrap()
             .contains("probes behave differently"),
@@ -956,17 +944,8 @@ fn sources_must_be_signed_when_the_config_names_keys() {
     );
     let serve = Serve::start(dir.path(), sport, &config, &[]);
     push_jq_image(&reg, "team/jq:unsigned");
-    assert!(
-        wait_for(Duration::from_secs(30), || {
-            jobs_for(&serve.jobs(0).0, "team/jq:unsigned")
-                .iter()
-                .any(|j| j["state"] == "failed")
-        }),
-        "{}",
-        serve.log()
-    );
-    let (jobs, _) = serve.jobs(0);
-    let err = jobs[0]["error"].as_str().unwrap();
+    let job = serve.wait_job("team/jq:unsigned", "failed", 30);
+    let err = job["error"].as_str().unwrap();
     assert!(err.contains("signature"), "{err}");
     assert!(!skopeo_inspect_exists(
         &reg.image("team/jq:unsigned-hardened"),
